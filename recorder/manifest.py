@@ -1,0 +1,99 @@
+"""manifest.json: what a recorded session contains, written atomically whenever it changes.
+
+One JSON object per session directory. It is the index the library lists and serves from, and
+the integrity record: each file's SHA-256 is filled in when the recording stops (a session killed
+mid-recording has `stopped_at: null` and no hashes, which marks it incomplete).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass(slots=True)
+class ParticipantEntry:
+    """A participant of the recorded room and their role (e.g. "clinician", "patient")."""
+
+    participant_id: str
+    role: str
+
+
+@dataclass(slots=True)
+class FileEntry:
+    """One recorded file. Times in seconds; `start_offset_s` from the session start.
+
+    kind: "video", "audio", "waveform" (a WFDB .dat), "waveform_header" (.hea) or "annotations"
+    (.atr). `frame_count` counts muxed frames (media) or samples per channel (waveforms).
+    """
+
+    name: str
+    kind: str
+    track_id: str
+    participant_id: str
+    codec: str
+    start_offset_s: float | None = None
+    duration_s: float = 0.0
+    frame_count: int = 0
+    size_bytes: int = 0
+    sha256: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SessionManifest:
+    """The whole manifest. Timestamps are ISO 8601 UTC strings; `stop_reason` a StopReason value."""
+
+    session_id: str
+    room: str
+    room_kind: str
+    started_at: str
+    started_by: str
+    session_start_unix_s: float
+    stopped_at: str | None = None
+    stopped_by: str | None = None
+    stop_reason: str | None = None
+    stop_detail: str = ""
+    participants: list[ParticipantEntry] = field(default_factory=list)
+    files: list[FileEntry] = field(default_factory=list)
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON text."""
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> SessionManifest:
+        """Parse manifest JSON. Raises ValueError if it is not a manifest of a known version."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"manifest is not valid JSON: {e}") from None
+        if not isinstance(raw, dict) or raw.get("version") != MANIFEST_VERSION:
+            got = raw.get("version") if isinstance(raw, dict) else type(raw).__name__
+            raise ValueError(f"manifest version must be {MANIFEST_VERSION}, got {got!r}")
+        raw["participants"] = [ParticipantEntry(**p) for p in raw.get("participants", [])]
+        raw["files"] = [FileEntry(**f) for f in raw.get("files", [])]
+        try:
+            return cls(**raw)
+        except TypeError as e:
+            raise ValueError(f"manifest has unexpected fields: {e}") from None
+
+
+def write_manifest(directory: Path, manifest: SessionManifest) -> None:
+    """Atomically replace `<directory>/manifest.json` (write a temp file, then rename over)."""
+    tmp = directory / f".{MANIFEST_NAME}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(manifest.to_json())
+    os.replace(tmp, directory / MANIFEST_NAME)
+
+
+def read_manifest(directory: Path) -> SessionManifest:
+    """Load `<directory>/manifest.json`. Raises OSError if missing, ValueError if malformed."""
+    return SessionManifest.from_json((directory / MANIFEST_NAME).read_text(encoding="utf-8"))

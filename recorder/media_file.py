@@ -1,0 +1,167 @@
+"""One recorded media track: encoded frames muxed as they are into WebM/Matroska, no transcoding.
+
+Runs on the recorder's writer thread (it blocks on disk). Each track gets its own file so that a
+silent or late track never holds back another in the muxer's interleaving queue, and a broken track
+never damages another. Timestamps are session-relative (see `recorder.timeline`), so the files of
+one session line up when played side by side.
+
+Crash safety: Matroska clusters are closed at least every `cluster_time_limit_ms` and written out
+straight away (`flush_packets`), so a killed process leaves a file that plays up to the last closed
+cluster; the Segment has "unknown size" until the trailer, which players accept.
+"""
+
+from __future__ import annotations
+
+import fractions
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+
+from media_server.frames import EncodedFrame
+from recorder.codecs import CodecSpec, codec_spec, h264_keyframe_size, vp8_keyframe_size
+from recorder.timeline import RtpTimeline
+
+MATROSKA_TIME_BASE = fractions.Fraction(1, 1000)
+
+
+@dataclass(slots=True)
+class TrackStats:
+    """Counters of one track file, for the manifest. Times in seconds since the session start."""
+
+    frames_written: int = 0
+    frames_before_keyframe: int = 0  # dropped: a video file must start at a keyframe
+    frames_out_of_order: int = 0  # dropped: not after the previous frame on the RTP clock
+    timeline_resyncs: int = 0
+    start_offset_s: float | None = None
+    duration_s: float = 0.0
+    bytes_muxed: int = 0
+
+
+class MediaTrackWriter:
+    """Muxes one track's `EncodedFrame`s into `<stem>.webm` (VP8, Opus) or `<stem>.mkv` (H.264).
+
+    The file is created at the first usable frame (a video track's first keyframe, which also tells
+    the picture size). `write()` and `close()` raise OSError (ENOSPC...) and av.FFmpegError from the
+    disk or muxer; the caller decides what that means for the recording.
+    """
+
+    def __init__(
+        self,
+        stem: Path,
+        codec: str,
+        kind: str,
+        session_start: float,
+        cluster_time_limit_ms: int = 1000,
+    ) -> None:
+        self.spec: CodecSpec = codec_spec(codec)
+        if kind not in ("audio", "video"):
+            raise ValueError(f"kind must be 'audio' or 'video', got {kind!r}")
+        expected_kind = "audio" if self.spec.ffmpeg_name == "libopus" else "video"
+        if kind != expected_kind:
+            raise ValueError(f"codec {codec!r} is {expected_kind}, got kind {kind!r}")
+        self.kind = kind
+        self.path = stem.with_suffix(self.spec.suffix)
+        self.stats = TrackStats()
+        self._session_start = session_start
+        self._cluster_time_limit_ms = cluster_time_limit_ms
+        self._timeline: RtpTimeline | None = None
+        self._container: Any = None
+        self._stream: Any = None
+        self._time_base: fractions.Fraction | None = None
+        self._first_pts: int | None = None
+        self._last_pts: int | None = None
+        self._last_delta: int | None = None
+        self._closed = False
+
+    @property
+    def opened(self) -> bool:
+        """True once the file exists on disk."""
+        return self._container is not None
+
+    def write(self, frame: EncodedFrame) -> None:
+        """Mux one frame; frames before the first video keyframe and stale frames are counted, not written."""
+        if self._closed:
+            return
+        if self._container is None:
+            if not self._open_for(frame):
+                self.stats.frames_before_keyframe += 1
+                return
+        assert self._timeline is not None and self._time_base is not None
+        pts = self._timeline.place(frame.timestamp, frame.received_at)
+        self.stats.timeline_resyncs = self._timeline.resyncs
+        if pts is None:
+            self.stats.frames_out_of_order += 1
+            return
+        if self._last_pts is not None:
+            self._last_delta = pts - self._last_pts
+        packet = av.Packet(frame.data)
+        packet.stream = self._stream
+        packet.time_base = self._time_base
+        packet.pts = pts
+        packet.dts = pts
+        packet.duration = self._last_delta or self._nominal_frame_ticks(frame.clock_rate)
+        packet.is_keyframe = frame.keyframe or self.kind == "audio"
+        self._container.mux(packet)
+        if self._first_pts is None:
+            self._first_pts = pts
+            self.stats.start_offset_s = pts / frame.clock_rate
+        self._last_pts = pts
+        self.stats.frames_written += 1
+        self.stats.bytes_muxed += len(frame.data)
+        last = self._last_delta or self._nominal_frame_ticks(frame.clock_rate)
+        self.stats.duration_s = (pts - self._first_pts + last) / frame.clock_rate
+
+    def close(self) -> None:
+        """Write the trailer (cues, durations) and close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._container is not None:
+            container, self._container = self._container, None
+            container.close()
+
+    def _nominal_frame_ticks(self, clock_rate: int) -> int:
+        # Until two frames have been seen: 20 ms Opus packets, 30 fps video.
+        return clock_rate // 50 if self.kind == "audio" else clock_rate // 30
+
+    def _open_for(self, frame: EncodedFrame) -> bool:
+        """Create the file if `frame` can start it; False if it must be dropped (no keyframe yet)."""
+        size: tuple[int, int] | None = None
+        if self.kind == "video":
+            if not frame.keyframe:
+                return False
+            if self.spec.ffmpeg_name == "vp8":
+                size = vp8_keyframe_size(frame.data)
+            else:
+                size = h264_keyframe_size(frame.data)
+            if size is None:
+                return False
+        container = av.open(
+            str(self.path),
+            "w",
+            format=self.spec.container_format,
+            options={
+                "cluster_time_limit": str(self._cluster_time_limit_ms),
+                "flush_packets": "1",
+            },
+        )
+        try:
+            if size is not None:
+                stream = container.add_mux_stream(
+                    self.spec.ffmpeg_name, width=size[0], height=size[1]
+                )
+            else:
+                # An Opus track needs an OpusHead CodecPrivate; the libopus encoder context
+                # writes one when opened (it never encodes anything here).
+                stream = container.add_stream(self.spec.ffmpeg_name, rate=48000, layout="stereo")
+            stream.time_base = MATROSKA_TIME_BASE
+        except BaseException:
+            container.close()
+            raise
+        self._container = container
+        self._stream = stream
+        self._time_base = fractions.Fraction(1, frame.clock_rate)
+        self._timeline = RtpTimeline(self._session_start, frame.clock_rate)
+        return True

@@ -1,0 +1,711 @@
+"""SessionRecorder: records one room session (media tracks and monitor streams) to one directory.
+
+Threading: the public methods run on the event loop and only validate and enqueue; one writer
+thread per session owns every file (muxers, WFDB writers, manifest) and does all disk I/O, so a
+slow disk never blocks the loop. The queue is bounded in bytes, not by dropping: past
+`high_water_bytes` the host gets `RecorderOverloaded`; past `hard_limit_bytes` the recording stops
+with `RecordingStopped(reason=OVERLOADED)`: nothing is ever lost silently. Disk errors (ENOSPC...)
+stop the recording with an event and are never raised into the relay.
+
+Closing: `stop()` is idempotent; it ends every track and stream, writes trailers and headers,
+hashes the files and writes the final manifest. A stopped recorder ignores late frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import errno
+import hashlib
+import logging
+import os
+import queue
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+
+from media_server.frames import EncodedFrame
+from recorder.codecs import codec_spec
+from recorder.errors import RecorderStateError, UnknownTrackError
+from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
+from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, write_manifest
+from recorder.media_file import MediaTrackWriter
+from recorder.wfdb_file import ALARM_SYMBOL, BEAT_AND_EVENT_SYMBOLS, WaveformStreamInfo, WfdbRecordWriter
+
+log = logging.getLogger(__name__)
+
+ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FRAME_OVERHEAD_BYTES = 200  # queue bookkeeping per item, so tiny items still count
+
+State = Literal["idle", "recording", "stopping", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderConfig:
+    """Where and how sessions are recorded.
+
+    `root`: recordings folder. `checkpoint_interval_s`: how often WFDB headers, annotations and the
+    manifest are refreshed (bounds what a crash loses on waveforms). `cluster_time_limit_ms`: the
+    longest Matroska cluster (bounds what a crash loses on media). Backlog limits in bytes.
+    """
+
+    root: Path
+    checkpoint_interval_s: float = 2.0
+    cluster_time_limit_ms: int = 1000
+    high_water_bytes: int = 32 * 1024 * 1024
+    hard_limit_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint_interval_s > 0:
+            raise ValueError(f"checkpoint_interval_s must be > 0, got {self.checkpoint_interval_s}")
+        if not 0 < self.high_water_bytes <= self.hard_limit_bytes:
+            raise ValueError(
+                "need 0 < high_water_bytes <= hard_limit_bytes, got "
+                f"{self.high_water_bytes} and {self.hard_limit_bytes}"
+            )
+
+
+# ---- commands from the loop to the writer thread ------------------------------------------
+
+@dataclass(slots=True)
+class _AddTrack:
+    track_id: str
+    participant_id: str
+    kind: str
+    codec: str
+    stem: str
+
+
+@dataclass(slots=True)
+class _Frame:
+    frame: EncodedFrame
+
+
+@dataclass(slots=True)
+class _EndTrack:
+    track_id: str
+
+
+@dataclass(slots=True)
+class _AddStream:
+    stream_id: str
+    participant_id: str
+    info: WaveformStreamInfo
+    record_name: str
+
+
+@dataclass(slots=True)
+class _Chunk:
+    stream_id: str
+    first_sample_index: int
+    samples: np.ndarray
+    received_at: float
+
+
+@dataclass(slots=True)
+class _Annotate:
+    stream_id: str
+    sample_index: int
+    symbol: str
+    aux_note: str
+
+
+@dataclass(slots=True)
+class _ManifestChanged:
+    pass
+
+
+@dataclass(slots=True)
+class _Checkpoint:
+    done: threading.Event
+
+
+@dataclass(slots=True)
+class _Stop:
+    stopped_by: str
+    reason: StopReason
+    detail: str = ""
+
+
+_Command = (_AddTrack | _Frame | _EndTrack | _AddStream | _Chunk | _Annotate | _ManifestChanged
+            | _Checkpoint | _Stop)
+
+
+# ---- sinks handed to the relay ------------------------------------------------------------
+
+class TrackSink:
+    """The `FrameSink` of one recorded track (see `media_server.frames.FrameSink`). Never blocks."""
+
+    def __init__(self, recorder: SessionRecorder, track_id: str) -> None:
+        self._recorder = recorder
+        self.track_id = track_id
+
+    def on_frame(self, frame: EncodedFrame) -> None:
+        """Queue a frame of this track. Raises UnknownTrackError if it belongs to another track."""
+        if frame.track_id != self.track_id:
+            raise UnknownTrackError(
+                f"frame for track {frame.track_id!r} given to the sink of track {self.track_id!r}"
+            )
+        self._recorder.on_frame(frame)
+
+    def on_track_ended(self, track_id: str) -> None:
+        """The track ended: its file is finalised (trailer written) now."""
+        self._recorder.on_track_ended(track_id)
+
+
+class WaveformSink:
+    """Receives one monitor stream's chunks, beats and alarms. Never blocks."""
+
+    def __init__(self, recorder: SessionRecorder, stream_id: str, info: WaveformStreamInfo) -> None:
+        self._recorder = recorder
+        self.stream_id = stream_id
+        self.info = info
+
+    def on_chunk(self, first_sample_index: int, samples: np.ndarray) -> None:
+        """Queue samples, int array of shape (n_channels, n), starting at the stream's sample index.
+
+        Late (back-filled) chunks land at their place. Raises ValueError on a malformed chunk.
+        """
+        if first_sample_index < 0:
+            raise ValueError(f"first_sample_index must be >= 0, got {first_sample_index}")
+        self.info.check_chunk(samples)
+        self._recorder._enqueue(
+            _Chunk(self.stream_id, first_sample_index, np.array(samples, copy=True),
+                   self._recorder._clock()),
+            samples.nbytes,
+        )
+
+    def on_beat(self, sample_index: int, symbol: str = "N") -> None:
+        """Record a detected beat with its WFDB symbol ("N", "V"...). Raises ValueError if unknown."""
+        if symbol not in BEAT_AND_EVENT_SYMBOLS:
+            raise ValueError(f"symbol must be a WFDB annotation symbol, got {symbol!r}")
+        self._recorder._enqueue(_Annotate(self.stream_id, sample_index, symbol, ""), 0)
+
+    def on_alarm(self, sample_index: int, label: str) -> None:
+        """Record an alarm as a WFDB comment annotation (`"`) with `label` as its aux note."""
+        if not label or "\x00" in label:
+            raise ValueError(f"alarm label must be a non-empty string, got {label!r}")
+        self._recorder._enqueue(_Annotate(self.stream_id, sample_index, ALARM_SYMBOL, label), 0)
+
+    def on_stream_ended(self) -> None:
+        """The stream ended: its record is finalised now."""
+        self._recorder._end_stream(self.stream_id)
+
+
+# ---- the recorder -------------------------------------------------------------------------
+
+class SessionRecorder:
+    """Records one session of one room into `<root>/<room>/<UTC timestamp>-<short id>/`.
+
+    Typical use by the host: `start(by)`, `add_participant`, `add_track` (hand the returned sink to
+    the relay), `add_waveform_stream`, ..., `await stop(by)`. `on_event` receives
+    `RecorderOverloaded` and `RecordingStopped`, on the loop that called `start()` (or on the
+    writer thread if there was none). `clock` gives Unix time in seconds (tests may fake it).
+    """
+
+    def __init__(
+        self,
+        config: RecorderConfig,
+        room: str,
+        room_kind: str = "consultation",
+        on_event: Callable[[RecorderEvent], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not ROOM_NAME_RE.match(room):
+            raise ValueError(
+                f"room must be 1-64 of [A-Za-z0-9._-] not starting with '.', '_' or '-', got {room!r}"
+            )
+        self.config = config
+        self.room = room
+        self.room_kind = room_kind
+        self._on_event = on_event
+        self._clock = clock
+        self._state: State = "idle"
+        self._accepting = False
+        self.session_id = ""
+        self.directory: Path | None = None
+        self._tracks: dict[str, str] = {}  # track_id -> kind, on the loop side
+        self._ended_tracks: set[str] = set()
+        self._streams: dict[str, WaveformStreamInfo] = {}
+        self._participants: dict[str, str] = {}
+        self._queue: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        self._pending_lock = threading.Lock()
+        self._pending_bytes = 0
+        self._pending_items = 0
+        self._overloaded = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self._writer: _Writer | None = None
+        self.frames_ignored = 0  # frames that arrived after the recording stopped
+
+    @property
+    def state(self) -> State:
+        """"idle" before start(), "recording", "stopping" (stop queued) or "stopped"."""
+        return self._state
+
+    @property
+    def manifest(self) -> SessionManifest | None:
+        """The final manifest once stopped (None before)."""
+        return self._writer.final_manifest if self._writer else None
+
+    def start(self, started_by: str) -> Path:
+        """Create the session directory (never reusing one) and start writing; returns the directory.
+
+        Raises RecorderStateError if already started, OSError if the directory cannot be created.
+        """
+        if self._state != "idle":
+            raise RecorderStateError(f"start() needs an idle recorder, state is {self._state!r}")
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._loop_thread = threading.current_thread()
+        session_start = self._clock()
+        room_dir = Path(self.config.root) / self.room
+        room_dir.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.fromtimestamp(session_start, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        while True:
+            session_id = f"{stamp}-{secrets.token_hex(3)}"
+            try:
+                (room_dir / session_id).mkdir()  # fails rather than reuse an existing session
+                break
+            except FileExistsError:
+                continue
+        self.session_id = session_id
+        self.directory = room_dir / session_id
+        manifest = SessionManifest(
+            session_id=session_id,
+            room=self.room,
+            room_kind=self.room_kind,
+            started_at=_iso(session_start),
+            started_by=started_by,
+            session_start_unix_s=session_start,
+        )
+        write_manifest(self.directory, manifest)
+        self._writer = _Writer(self, manifest)
+        self._thread = threading.Thread(
+            target=self._writer.run, name=f"recorder-{session_id}", daemon=True
+        )
+        self._state = "recording"
+        self._accepting = True
+        self._thread.start()
+        return self.directory
+
+    def add_participant(self, participant_id: str, role: str) -> None:
+        """Note a participant and their role in the manifest (again to change the role)."""
+        self._require_recording("add_participant")
+        self._participants[participant_id] = role
+        self._enqueue(_ManifestChanged(), 0)
+
+    def add_track(self, track_id: str, participant_id: str, kind: str, codec: str) -> TrackSink:
+        """Start recording a published track; returns the FrameSink to attach to the relay.
+
+        kind "audio"/"video"; codec "VP8", "H264" or "opus". Raises ValueError on a bad codec/kind
+        or a track id already added, RecorderStateError if not recording.
+        """
+        self._require_recording("add_track")
+        spec = codec_spec(codec)
+        if kind not in ("audio", "video"):
+            raise ValueError(f"kind must be 'audio' or 'video', got {kind!r}")
+        if track_id in self._tracks:
+            raise ValueError(f"track {track_id!r} is already being recorded")
+        if participant_id not in self._participants:
+            self._participants[participant_id] = "unknown"
+        index = len(self._tracks) + 1
+        stem = f"{kind}{index:02d}_{_safe_name(participant_id)}"
+        self._tracks[track_id] = kind
+        self._enqueue(_AddTrack(track_id, participant_id, kind, spec.rtp_name, stem), 0)
+        return TrackSink(self, track_id)
+
+    def add_waveform_stream(
+        self, stream_id: str, participant_id: str, info: WaveformStreamInfo
+    ) -> WaveformSink:
+        """Start recording a monitor stream as a WFDB record; returns its sink.
+
+        Raises ValueError on a stream id already added, RecorderStateError if not recording.
+        """
+        self._require_recording("add_waveform_stream")
+        if stream_id in self._streams:
+            raise ValueError(f"waveform stream {stream_id!r} is already being recorded")
+        if participant_id not in self._participants:
+            self._participants[participant_id] = "unknown"
+        index = len(self._streams) + 1
+        record_name = f"wave{index:02d}_{_safe_name(participant_id).replace('-', '_')}"
+        self._streams[stream_id] = info
+        self._enqueue(_AddStream(stream_id, participant_id, info, record_name), 0)
+        return WaveformSink(self, stream_id, info)
+
+    def on_frame(self, frame: EncodedFrame) -> None:
+        """FrameSink entry for any added track. Raises UnknownTrackError for a track never added."""
+        if not self._accepting:
+            if self._state == "idle":
+                raise RecorderStateError("on_frame() before start(): add the track after start()")
+            self.frames_ignored += 1
+            return
+        if frame.track_id not in self._tracks:
+            raise UnknownTrackError(
+                f"frame for unknown track {frame.track_id!r}; recorded tracks: {sorted(self._tracks)}"
+            )
+        if frame.track_id in self._ended_tracks:
+            self.frames_ignored += 1
+            return
+        self._enqueue(_Frame(frame), len(frame.data))
+
+    def on_track_ended(self, track_id: str) -> None:
+        """Finalise a track's file. Raises UnknownTrackError for a track never added."""
+        if track_id not in self._tracks:
+            raise UnknownTrackError(f"on_track_ended for unknown track {track_id!r}")
+        if not self._accepting or track_id in self._ended_tracks:
+            return
+        self._ended_tracks.add(track_id)
+        self._enqueue(_EndTrack(track_id), 0)
+
+    async def checkpoint(self) -> None:
+        """Wait until everything queued so far is on disk and readable (headers, manifest)."""
+        done = self._checkpoint_event()
+        await asyncio.to_thread(done.wait)
+
+    def checkpoint_blocking(self, timeout_s: float | None = None) -> bool:
+        """Like `checkpoint()` for code without a loop; False on timeout."""
+        return self._checkpoint_event().wait(timeout_s)
+
+    async def stop(self, stopped_by: str) -> SessionManifest:
+        """Stop recording and wait for the files to be final; returns the final manifest.
+
+        Idempotent. Raises RecorderStateError if the recorder was never started.
+        """
+        thread = self._request_stop(stopped_by)
+        await asyncio.to_thread(thread.join)
+        assert self._writer is not None and self._writer.final_manifest is not None
+        self._state = "stopped"
+        return self._writer.final_manifest
+
+    def stop_blocking(self, stopped_by: str) -> SessionManifest:
+        """Like `stop()` for code without an event loop (CLI, benchmarks)."""
+        thread = self._request_stop(stopped_by)
+        thread.join()
+        assert self._writer is not None and self._writer.final_manifest is not None
+        self._state = "stopped"
+        return self._writer.final_manifest
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _request_stop(self, stopped_by: str) -> threading.Thread:
+        if self._state == "idle" or self._thread is None:
+            raise RecorderStateError("stop() called before start(): nothing is being recorded")
+        if self._state == "recording":
+            self._state = "stopping"
+            self._accepting = False
+            self._queue.put(_Stop(stopped_by, StopReason.REQUESTED))
+        return self._thread
+
+    def _checkpoint_event(self) -> threading.Event:
+        if self._state == "idle":
+            raise RecorderStateError("checkpoint() called before start()")
+        done = threading.Event()
+        if self._thread is None or not self._thread.is_alive():
+            done.set()
+        else:
+            self._queue.put(_Checkpoint(done))
+        return done
+
+    def _require_recording(self, what: str) -> None:
+        if self._state != "recording" or not self._accepting:
+            raise RecorderStateError(f"{what}() needs a recording in progress, state is {self._state!r}")
+
+    def _end_stream(self, stream_id: str) -> None:
+        if stream_id not in self._streams:
+            raise UnknownTrackError(f"unknown waveform stream {stream_id!r}")
+        self._enqueue(_EndTrack(stream_id), 0)
+
+    def _enqueue(self, command: _Command, nbytes: int) -> None:
+        if not self._accepting:
+            self.frames_ignored += isinstance(command, _Frame)
+            return
+        nbytes += _FRAME_OVERHEAD_BYTES
+        with self._pending_lock:
+            self._pending_bytes += nbytes
+            self._pending_items += 1
+            pending_bytes, pending_items = self._pending_bytes, self._pending_items
+            newly_overloaded = pending_bytes > self.config.high_water_bytes and not self._overloaded
+            if newly_overloaded:
+                self._overloaded = True
+        self._queue.put(command)
+        if pending_bytes > self.config.hard_limit_bytes:
+            self._accepting = False
+            self._state = "stopping"
+            self._queue.put(_Stop("recorder", StopReason.OVERLOADED,
+                                  f"write backlog {pending_bytes} bytes > hard limit "
+                                  f"{self.config.hard_limit_bytes} bytes"))
+            return
+        if newly_overloaded:
+            log.warning("recorder %s overloaded: %d bytes pending", self.session_id, pending_bytes)
+            self._emit(RecorderOverloaded(self.session_id, pending_items, pending_bytes,
+                                          self.config.high_water_bytes))
+
+    def _done_item(self, nbytes: int) -> None:
+        with self._pending_lock:
+            self._pending_bytes -= nbytes + _FRAME_OVERHEAD_BYTES
+            self._pending_items -= 1
+            if self._overloaded and self._pending_bytes < self.config.high_water_bytes // 2:
+                self._overloaded = False
+
+    def _emit(self, event: RecorderEvent) -> None:
+        if self._on_event is None:
+            return
+        loop = self._loop
+        if loop is not None and threading.current_thread() is not self._loop_thread:
+            try:
+                loop.call_soon_threadsafe(self._call_handler, event)
+            except RuntimeError:  # loop closed: the host is gone
+                log.warning("recorder event %s lost: event loop closed", event)
+            return
+        self._call_handler(event)
+
+    def _call_handler(self, event: RecorderEvent) -> None:
+        assert self._on_event is not None
+        try:
+            self._on_event(event)
+        except Exception:  # a broken handler must not break recording
+            log.exception("recorder event handler failed on %s", event)
+
+    def _writer_finished(self) -> None:
+        self._accepting = False
+        self._state = "stopped"
+
+
+# ---- the writer thread --------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _MediaTrack:
+    participant_id: str
+    codec: str
+    writer: MediaTrackWriter
+
+
+@dataclass(slots=True)
+class _Stream:
+    participant_id: str
+    writer: WfdbRecordWriter
+    start_offset_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Writer:
+    """Owns every file of the session; runs on the writer thread."""
+
+    recorder: SessionRecorder
+    manifest: SessionManifest
+    tracks: dict[str, _MediaTrack] = field(default_factory=dict)
+    streams: dict[str, _Stream] = field(default_factory=dict)
+    final_manifest: SessionManifest | None = None
+    failed: bool = False
+
+    def run(self) -> None:
+        rec = self.recorder
+        interval = rec.config.checkpoint_interval_s
+        next_checkpoint = time.monotonic() + interval
+        stop: _Stop | None = None
+        while stop is None:
+            try:
+                command = rec._queue.get(timeout=max(0.0, next_checkpoint - time.monotonic()))
+            except queue.Empty:
+                command = None
+            if command is not None:
+                nbytes = _command_bytes(command)
+                try:
+                    if isinstance(command, _Stop):
+                        stop = command
+                    elif not self.failed:
+                        self._handle(command)
+                    elif isinstance(command, _Checkpoint):
+                        command.done.set()
+                except Exception as e:  # noqa: BLE001 - every failure stops the recording
+                    stop = _stop_for(e)
+                    if isinstance(command, _Checkpoint):
+                        command.done.set()
+                finally:
+                    if not isinstance(command, (_Stop, _Checkpoint)):
+                        rec._done_item(nbytes)
+            if stop is None and time.monotonic() >= next_checkpoint:
+                try:
+                    self._checkpoint()
+                except Exception as e:  # noqa: BLE001
+                    stop = _stop_for(e)
+                next_checkpoint = time.monotonic() + interval
+        self._finish(stop)
+
+    def _handle(self, command: _Command) -> None:
+        rec = self.recorder
+        assert rec.directory is not None
+        if isinstance(command, _Frame):
+            frame = command.frame
+            self.tracks[frame.track_id].writer.write(frame)
+        elif isinstance(command, _Chunk):
+            self.streams[command.stream_id].writer.write_chunk(
+                command.first_sample_index, command.samples)
+            stream = self.streams[command.stream_id]
+            if stream.start_offset_s is None:
+                stream.start_offset_s = max(
+                    0.0, command.received_at - self.manifest.session_start_unix_s)
+        elif isinstance(command, _Annotate):
+            self.streams[command.stream_id].writer.add_annotation(
+                command.sample_index, command.symbol, command.aux_note)
+        elif isinstance(command, _AddTrack):
+            writer = MediaTrackWriter(
+                rec.directory / command.stem, command.codec, command.kind,
+                self.manifest.session_start_unix_s, rec.config.cluster_time_limit_ms)
+            self.tracks[command.track_id] = _MediaTrack(command.participant_id, command.codec, writer)
+            self._write_manifest()
+        elif isinstance(command, _AddStream):
+            writer_w = WfdbRecordWriter(
+                rec.directory, command.record_name, command.info,
+                comments=(f"stream_id {command.stream_id}", f"participant {command.participant_id}",
+                          f"session {self.manifest.session_id}"))
+            self.streams[command.stream_id] = _Stream(command.participant_id, writer_w)
+            self._write_manifest()
+        elif isinstance(command, _EndTrack):
+            if command.track_id in self.tracks:
+                self.tracks[command.track_id].writer.close()
+            elif command.track_id in self.streams:
+                self.streams[command.track_id].writer.close()
+            self._write_manifest()
+        elif isinstance(command, _ManifestChanged):
+            self._write_manifest()
+        elif isinstance(command, _Checkpoint):
+            self._checkpoint()
+            command.done.set()
+
+    def _checkpoint(self) -> None:
+        for stream in self.streams.values():
+            stream.writer.checkpoint()
+        self._write_manifest()
+
+    def _write_manifest(self, with_hashes: bool = False) -> None:
+        assert self.recorder.directory is not None
+        self.manifest.participants = [
+            ParticipantEntry(pid, role) for pid, role in dict(self.recorder._participants).items()
+        ]
+        self.manifest.files = self._file_entries(with_hashes)
+        write_manifest(self.recorder.directory, self.manifest)
+
+    def _file_entries(self, with_hashes: bool) -> list[FileEntry]:
+        entries: list[FileEntry] = []
+        for track_id, track in self.tracks.items():
+            w = track.writer
+            if not w.path.exists():
+                continue
+            entries.append(FileEntry(
+                name=w.path.name, kind=w.kind, track_id=track_id,
+                participant_id=track.participant_id, codec=track.codec,
+                start_offset_s=w.stats.start_offset_s, duration_s=w.stats.duration_s,
+                frame_count=w.stats.frames_written, size_bytes=w.path.stat().st_size,
+                sha256=_sha256(w.path) if with_hashes else None,
+                details={"frames_before_keyframe": w.stats.frames_before_keyframe,
+                         "frames_out_of_order": w.stats.frames_out_of_order,
+                         "timeline_resyncs": w.stats.timeline_resyncs},
+            ))
+        for stream_id, stream in self.streams.items():
+            ww = stream.writer
+            st = ww.stats
+            for path in ww.files():
+                kind = {".dat": "waveform", ".hea": "waveform_header", ".atr": "annotations"}[path.suffix]
+                entries.append(FileEntry(
+                    name=path.name, kind=kind, track_id=stream_id,
+                    participant_id=stream.participant_id, codec=f"wfdb{ww.info.wfdb_format}",
+                    start_offset_s=stream.start_offset_s, duration_s=ww.duration_s,
+                    frame_count=st.annotations if kind == "annotations" else ww._file_end,
+                    size_bytes=path.stat().st_size,
+                    sha256=_sha256(path) if with_hashes else None,
+                    details={"record": ww.record_name,
+                             "sampling_rate_hz": ww.info.sampling_rate_hz,
+                             "channels": list(ww.info.channel_names),
+                             "origin_sample_index": st.origin_sample_index,
+                             "samples_duplicate": st.samples_duplicate,
+                             "samples_before_origin": st.samples_before_origin,
+                             "gaps_open": st.gaps_open} if kind == "waveform" else {},
+                ))
+        return entries
+
+    def _finish(self, stop: _Stop) -> None:
+        rec = self.recorder
+        reason, detail = stop.reason, stop.detail
+        # Close everything we can even after an error: each file is independent.
+        for closer in [t.writer.close for t in self.tracks.values()] + \
+                      [s.writer.close for s in self.streams.values()]:
+            try:
+                closer()
+            except Exception as e:  # noqa: BLE001
+                log.warning("recorder %s: closing a file failed: %s", rec.session_id, e)
+                if reason == StopReason.REQUESTED:
+                    reason, detail = _stop_for(e).reason, str(e)
+        self.manifest.stopped_at = _iso(rec._clock())
+        self.manifest.stopped_by = stop.stopped_by
+        self.manifest.stop_reason = reason.value
+        self.manifest.stop_detail = detail
+        try:
+            self._write_manifest(with_hashes=True)
+        except Exception as e:  # noqa: BLE001 - the disk may still be full
+            log.error("recorder %s: final manifest not written: %s", rec.session_id, e)
+            try:
+                self.manifest.files = self._file_entries(with_hashes=False)
+            except OSError:
+                pass
+        self.final_manifest = self.manifest
+        # Drain what was queued after the stop so the pending counters settle.
+        rec._writer_finished()
+        while True:
+            try:
+                command = rec._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(command, _Checkpoint):
+                command.done.set()
+            elif not isinstance(command, _Stop):
+                rec._done_item(_command_bytes(command))
+        if reason != StopReason.REQUESTED:
+            log.error("recorder %s stopped: %s %s", rec.session_id, reason.value, detail)
+        rec._emit(RecordingStopped(rec.session_id, reason, detail))
+
+
+def _stop_for(error: BaseException) -> _Stop:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _Stop("recorder", StopReason.DISK_FULL, str(error))
+    if isinstance(error, (OSError, av.error.FFmpegError)):
+        return _Stop("recorder", StopReason.IO_ERROR, str(error))
+    log.exception("recorder writer failed")
+    return _Stop("recorder", StopReason.INTERNAL_ERROR, f"{type(error).__name__}: {error}")
+
+
+def _command_bytes(command: _Command) -> int:
+    if isinstance(command, _Frame):
+        return len(command.frame.data)
+    if isinstance(command, _Chunk):
+        return command.samples.nbytes
+    return 0
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _safe_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", text)[:40]
+    return cleaned or "anon"
+
+
+def _iso(unix_s: float) -> str:
+    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,572 @@
+"""Waveform messages on the wire: msgpack binary websocket frames, version 1.
+
+The only module that touches msgpack. Every frame is one msgpack map with a ``"type"`` key. A
+monitor sends `Announce`, `Chunk` and `Numerics` (`ClientWaveformMessage`); the server sends `Ack`
+and `WaveformError` back to it, and `StreamAnnounce`, `ViewerChunk`, `Numerics`, `Analysis`, `Gap`,
+`Skipped` and `StreamEnded` to viewers (all in `ServerWaveformMessage`). The field-by-field
+description lives in ``docs/protocol-waveforms.md``.
+
+`decode_client_frame` validates everything a peer can get wrong and raises `WaveformWireError`
+naming the field, what was expected and what it got; checks that need stream state (channel count
+matches the announce, sequence rules) belong to `media_server.waveform_relay`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import msgpack
+import numpy as np
+
+VERSION: Final = 1
+MAX_FRAME_BYTES: Final = 256 * 1024
+MAX_CHANNELS: Final = 16
+MAX_SAMPLES_PER_CHUNK: Final = 8192  # per channel: ~8 s at 1000 Hz, 65 s at 125 Hz
+MIN_SAMPLING_RATE_HZ: Final = 125.0
+MAX_SAMPLING_RATE_HZ: Final = 1000.0
+MAX_NUMERICS: Final = 32
+MAX_SEQ: Final = 2**53  # sample counter; 2**53 samples at 1 kHz is ~285,000 years
+MIN_RATE_LIMIT_BPM: Final = 15.0
+MAX_RATE_LIMIT_BPM: Final = 350.0
+DTYPES: Final[Mapping[str, np.dtype[Any]]] = {"<i2": np.dtype("<i2"), "<i4": np.dtype("<i4")}
+
+_STREAM_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_LABEL = re.compile(r"^[^\x00-\x1f]{1,32}$")
+
+
+class WaveformErrorReason(StrEnum):
+    """Why a waveform frame was refused (the `reason` of an `error` frame)."""
+
+    BAD_MESSAGE = "bad_message"  # not msgpack, not a map, unknown type, wrong field type or range
+    UNSUPPORTED_VERSION = "unsupported_version"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNKNOWN_STREAM = "unknown_stream"  # chunk/numerics before announce (or after the group closed)
+    STREAM_TAKEN = "stream_taken"  # another connected publisher owns this stream id
+    STREAM_MISMATCH = "stream_mismatch"  # re-announce differs from the open stream, or channel count
+    SEQUENCE_ERROR = "sequence_error"  # seq too far ahead, or too many unfilled gaps
+    TOO_MANY_STREAMS = "too_many_streams"
+    FORBIDDEN = "forbidden"  # this connection may not publish waveforms (used by the server)
+    INTERNAL = "internal"
+
+
+class WaveformWireError(Exception):
+    """A frame that cannot be accepted; `reason` is for programs, `message` for people."""
+
+    def __init__(self, reason: WaveformErrorReason, message: str,
+                 stream_id: str | None = None) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
+        self.stream_id = stream_id
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """One channel of a stream. Physical value = (adu - baseline) / gain, in `unit` (WFDB rule)."""
+
+    name: str  # "II", "V1", "PLETH", "RESP", "MLII", ...
+    unit: str  # "mV", "%", "Ohm", ...
+    gain: float  # adu per unit, > 0
+    baseline: int  # adu
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Heart-rate alarm limits a monitor asks for (bpm); None = analyzer default."""
+
+    brady_bpm: float | None = None
+    tachy_bpm: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Monitor -> server: describe (or re-describe after a reconnect) one stream.
+
+    `oldest_seq` is the first sample the monitor can still send: samples before it that the relay
+    never received are lost for good (the monitor's buffer overflowed), so the relay stops waiting.
+    """
+
+    stream_id: str
+    channels: tuple[ChannelInfo, ...]
+    sampling_rate_hz: float
+    ecg_channel: int | None = None
+    limits: RateLimits | None = None
+    oldest_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Chunk:
+    """Monitor -> server: consecutive samples of all channels of a stream.
+
+    `seq` is the stream-wide index of the first sample (counter from 0, so gaps and overlaps are
+    exact); `t0` the monitor's epoch time of that sample (s); `samples` int16 or int32 ADC values,
+    shape (n_channels, n_samples), channel-major. `backfill` marks samples re-sent from the
+    monitor's buffer after a reconnect (viewers see them with `live: false`).
+    """
+
+    stream_id: str
+    seq: int
+    t0: float
+    samples: np.ndarray
+    backfill: bool = False
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per channel."""
+        return int(self.samples.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Numerics:
+    """Monitor -> server -> viewers: slow numeric values, sent when they change.
+
+    `values` maps names with units (spo2_pct, nibp_sys_mmhg, nibp_dia_mmhg, resp_rate_bpm, temp_c,
+    ...) to numbers; `time` is the monitor's epoch time (s).
+    """
+
+    stream_id: str
+    time: float
+    values: Mapping[str, float]
+
+
+ClientWaveformMessage = Announce | Chunk | Numerics
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Server -> monitor: every sample before `next_seq` is stored; the monitor may free it."""
+
+    stream_id: str
+    next_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaveformError:
+    """Server -> monitor: a refused frame. The connection stays open."""
+
+    reason: WaveformErrorReason
+    message: str
+    stream_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAnnounce:
+    """Server -> viewers: a stream exists; `publisher_id` is the participant that publishes it."""
+
+    publisher_id: str
+    announce: Announce
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ViewerChunk:
+    """Server -> viewers: a chunk; `live` is False while catching up after a back-fill."""
+
+    chunk: Chunk
+    live: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmInfo:
+    """One alarm as viewers see it; `kind`/`priority` are the DSP enum values as strings."""
+
+    kind: str
+    priority: str
+    message: str
+    since_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Server -> viewers: what the ECG analyzer found since the previous `analysis` of the stream.
+
+    `beats` are stream sample indices of detected QRS complexes; `heart_rate_bpm`, `rr_ms` (last
+    RR interval) and `irregularity` (0 = regular, analyzer-defined scale) are the latest values or
+    None while unknown. `active_alarms` is the full current set; raised/cleared are the changes.
+    """
+
+    stream_id: str
+    beats: tuple[int, ...] = ()
+    heart_rate_bpm: float | None = None
+    rr_ms: float | None = None
+    irregularity: float | None = None
+    active_alarms: tuple[AlarmInfo, ...] = ()
+    alarms_raised: tuple[AlarmInfo, ...] = ()
+    alarms_cleared: tuple[AlarmInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Server -> viewers: samples [from_sample, to_sample) of a stream are missing.
+
+    `lost` False: still waiting for a back-fill; True: they will never come (the monitor's buffer
+    overflowed or the stream ended with the hole open).
+    """
+
+    stream_id: str
+    from_sample: int
+    to_sample: int
+    lost: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Server -> one slow viewer: `chunks` chunks of samples [from_sample, to_sample) were dropped
+    from its queue because it fell behind. Nothing is missing from the stored record."""
+
+    stream_id: str
+    from_sample: int
+    to_sample: int
+    chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """Server -> viewers: the stream is closed (`reason`: "group_closed", "publisher_gone")."""
+
+    stream_id: str
+    reason: str
+
+
+ServerWaveformMessage = (
+    Ack
+    | WaveformError
+    | StreamAnnounce
+    | ViewerChunk
+    | Numerics
+    | Analysis
+    | Gap
+    | Skipped
+    | StreamEnded
+)
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _announce_map(a: Announce) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "announce",
+        "v": VERSION,
+        "stream": a.stream_id,
+        "channels": [
+            {"name": c.name, "unit": c.unit, "gain": float(c.gain), "baseline": int(c.baseline)}
+            for c in a.channels
+        ],
+        "sampling_rate_hz": float(a.sampling_rate_hz),
+        "oldest_seq": int(a.oldest_seq),
+    }
+    if a.ecg_channel is not None:
+        out["ecg_channel"] = int(a.ecg_channel)
+    if a.limits is not None:
+        out["limits"] = {
+            k: v
+            for k, v in (("brady_bpm", a.limits.brady_bpm), ("tachy_bpm", a.limits.tachy_bpm))
+            if v is not None
+        }
+    return out
+
+
+def _chunk_map(c: Chunk) -> dict[str, Any]:
+    samples = c.samples
+    if samples.dtype.kind != "i" or samples.dtype.itemsize not in (2, 4) or samples.ndim != 2:
+        raise TypeError(f"chunk samples must be int16/int32 (n_channels, n), got {samples.dtype} "
+                        f"shape {samples.shape}")
+    le = samples.dtype.newbyteorder("<")
+    data = np.ascontiguousarray(samples, dtype=le).tobytes()
+    return {
+        "type": "chunk",
+        "stream": c.stream_id,
+        "seq": int(c.seq),
+        "t0": float(c.t0),
+        "dtype": le.str,
+        "n_channels": int(samples.shape[0]),
+        "data": data,
+        "backfill": bool(c.backfill),
+    }
+
+
+def _alarm_map(a: AlarmInfo) -> dict[str, Any]:
+    return {"kind": a.kind, "priority": a.priority, "message": a.message,
+            "since_sample": int(a.since_sample)}
+
+
+def _to_map(msg: ClientWaveformMessage | ServerWaveformMessage) -> dict[str, Any]:
+    match msg:
+        case Announce():
+            return _announce_map(msg)
+        case Chunk():
+            return _chunk_map(msg)
+        case Numerics():
+            return {"type": "numerics", "stream": msg.stream_id, "time": float(msg.time),
+                    "values": {k: float(v) for k, v in msg.values.items()}}
+        case Ack():
+            return {"type": "ack", "stream": msg.stream_id, "next_seq": int(msg.next_seq)}
+        case WaveformError():
+            return {"type": "error", "reason": msg.reason.value, "message": msg.message,
+                    "stream": msg.stream_id}
+        case StreamAnnounce():
+            return {**_announce_map(msg.announce), "publisher": msg.publisher_id}
+        case ViewerChunk():
+            return {**_chunk_map(msg.chunk), "live": bool(msg.live)}
+        case Analysis():
+            return {
+                "type": "analysis",
+                "stream": msg.stream_id,
+                "beats": [int(b) for b in msg.beats],
+                "heart_rate_bpm": msg.heart_rate_bpm,
+                "rr_ms": msg.rr_ms,
+                "irregularity": msg.irregularity,
+                "active_alarms": [_alarm_map(a) for a in msg.active_alarms],
+                "alarms_raised": [_alarm_map(a) for a in msg.alarms_raised],
+                "alarms_cleared": [_alarm_map(a) for a in msg.alarms_cleared],
+            }
+        case Gap():
+            return {"type": "gap", "stream": msg.stream_id, "from_sample": msg.from_sample,
+                    "to_sample": msg.to_sample, "lost": msg.lost}
+        case Skipped():
+            return {"type": "skipped", "stream": msg.stream_id, "from_sample": msg.from_sample,
+                    "to_sample": msg.to_sample, "chunks": msg.chunks}
+        case StreamEnded():
+            return {"type": "stream_ended", "stream": msg.stream_id, "reason": msg.reason}
+    raise TypeError(f"not a waveform message: {type(msg).__name__}")
+
+
+def encode(msg: ClientWaveformMessage | ServerWaveformMessage) -> bytes:
+    """Encode one message as a msgpack binary frame.
+
+    Raises TypeError for an object that is not a waveform message (our bug, not the peer's).
+    """
+    return msgpack.packb(_to_map(msg), use_bin_type=True)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _bad(message: str) -> WaveformWireError:
+    return WaveformWireError(WaveformErrorReason.BAD_MESSAGE, message)
+
+
+def _get(m: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in m:
+        raise _bad(f"{where} needs field {key!r}")
+    return m[key]
+
+
+def _str(m: Mapping[str, Any], key: str, where: str, pattern: re.Pattern[str]) -> str:
+    v = _get(m, key, where)
+    if not isinstance(v, str):
+        raise _bad(f"{where}.{key} must be a string, got {type(v).__name__}")
+    if not pattern.match(v):
+        raise _bad(f"{where}.{key} must match {pattern.pattern}, got {v[:80]!r}")
+    return v
+
+
+def _int(v: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f"{name} must be an integer, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise _bad(f"{name} must be {lo}-{hi}, got {v}")
+    return v
+
+
+def _float(v: Any, name: str, lo: float, hi: float, unit: str = "") -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _bad(f"{name} must be a number, got {type(v).__name__}")
+    f = float(v)
+    if not math.isfinite(f) or not lo <= f <= hi:
+        suffix = f" {unit}" if unit else ""
+        raise _bad(f"{name} must be {lo:g}-{hi:g}{suffix}, got {v!r}")
+    return f
+
+
+def _decode_announce(m: Mapping[str, Any]) -> Announce:
+    v = _get(m, "v", "announce")
+    if v != VERSION:
+        raise WaveformWireError(WaveformErrorReason.UNSUPPORTED_VERSION,
+                                f"announce.v must be {VERSION}, got {v!r}")
+    stream_id = _str(m, "stream", "announce", _STREAM_ID)
+    raw_channels = _get(m, "channels", "announce")
+    if not isinstance(raw_channels, list):
+        raise _bad(f"announce.channels must be a list, got {type(raw_channels).__name__}")
+    if not 1 <= len(raw_channels) <= MAX_CHANNELS:
+        raise _bad(f"announce.channels must have 1-{MAX_CHANNELS} entries, got {len(raw_channels)}")
+    channels = []
+    for i, ch in enumerate(raw_channels):
+        where = f"announce.channels[{i}]"
+        if not isinstance(ch, dict):
+            raise _bad(f"{where} must be a map, got {type(ch).__name__}")
+        channels.append(ChannelInfo(
+            name=_str(ch, "name", where, _LABEL),
+            unit=_str(ch, "unit", where, _LABEL),
+            gain=_float(_get(ch, "gain", where), f"{where}.gain", 1e-6, 1e9, "adu/unit"),
+            baseline=_int(_get(ch, "baseline", where), f"{where}.baseline", -(2**31), 2**31 - 1),
+        ))
+    fs = _float(_get(m, "sampling_rate_hz", "announce"), "sampling_rate_hz",
+                MIN_SAMPLING_RATE_HZ, MAX_SAMPLING_RATE_HZ, "Hz")
+    ecg = m.get("ecg_channel")
+    if ecg is not None:
+        ecg = _int(ecg, "announce.ecg_channel", 0, len(channels) - 1)
+    limits = None
+    raw_limits = m.get("limits")
+    if raw_limits is not None:
+        if not isinstance(raw_limits, dict):
+            raise _bad(f"announce.limits must be a map, got {type(raw_limits).__name__}")
+        brady = raw_limits.get("brady_bpm")
+        tachy = raw_limits.get("tachy_bpm")
+        if brady is not None:
+            brady = _float(brady, "limits.brady_bpm", MIN_RATE_LIMIT_BPM, MAX_RATE_LIMIT_BPM, "bpm")
+        if tachy is not None:
+            tachy = _float(tachy, "limits.tachy_bpm", MIN_RATE_LIMIT_BPM, MAX_RATE_LIMIT_BPM, "bpm")
+        if brady is not None and tachy is not None and brady >= tachy:
+            raise _bad(f"limits.brady_bpm must be below tachy_bpm, got {brady:g} >= {tachy:g}")
+        limits = RateLimits(brady, tachy)
+    oldest = _int(m.get("oldest_seq", 0), "announce.oldest_seq", 0, MAX_SEQ)
+    return Announce(stream_id, tuple(channels), fs, ecg, limits, oldest)
+
+
+def _decode_chunk(m: Mapping[str, Any]) -> Chunk:
+    stream_id = _str(m, "stream", "chunk", _STREAM_ID)
+    seq = _int(_get(m, "seq", "chunk"), "chunk.seq", 0, MAX_SEQ)
+    t0 = _float(_get(m, "t0", "chunk"), "chunk.t0", 0.0, 1e11, "s")
+    dtype_name = _get(m, "dtype", "chunk")
+    if dtype_name not in DTYPES:
+        raise _bad(f"chunk.dtype must be one of {sorted(DTYPES)}, got {dtype_name!r}")
+    dtype = DTYPES[dtype_name]
+    n_channels = _int(_get(m, "n_channels", "chunk"), "chunk.n_channels", 1, MAX_CHANNELS)
+    data = _get(m, "data", "chunk")
+    if not isinstance(data, bytes):
+        raise _bad(f"chunk.data must be bin, got {type(data).__name__}")
+    row_bytes = n_channels * dtype.itemsize
+    if len(data) == 0 or len(data) % row_bytes:
+        raise _bad(f"chunk.data must be a non-empty multiple of n_channels*itemsize = {row_bytes}"
+                   f" bytes, got {len(data)}")
+    n = len(data) // row_bytes
+    if n > MAX_SAMPLES_PER_CHUNK:
+        raise _bad(f"chunk must have at most {MAX_SAMPLES_PER_CHUNK} samples per channel, got {n}")
+    backfill = m.get("backfill", False)
+    if not isinstance(backfill, bool):
+        raise _bad(f"chunk.backfill must be a boolean, got {type(backfill).__name__}")
+    samples = np.frombuffer(data, dtype=dtype).reshape(n_channels, n)
+    return Chunk(stream_id, seq, t0, samples, backfill)
+
+
+def _decode_numerics(m: Mapping[str, Any]) -> Numerics:
+    stream_id = _str(m, "stream", "numerics", _STREAM_ID)
+    t = _float(_get(m, "time", "numerics"), "numerics.time", 0.0, 1e11, "s")
+    raw = _get(m, "values", "numerics")
+    if not isinstance(raw, dict):
+        raise _bad(f"numerics.values must be a map, got {type(raw).__name__}")
+    if len(raw) > MAX_NUMERICS:
+        raise _bad(f"numerics.values must have at most {MAX_NUMERICS} entries, got {len(raw)}")
+    values: dict[str, float] = {}
+    for k, v in raw.items():
+        if not isinstance(k, str) or not _LABEL.match(k):
+            raise _bad(f"numerics.values keys must be short strings, got {k!r}")
+        values[k] = _float(v, f"numerics.values[{k!r}]", -1e9, 1e9)
+    return Numerics(stream_id, t, values)
+
+
+def _unpack(data: bytes) -> dict[str, Any]:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _bad(f"waveform frames are binary, got {type(data).__name__}")
+    if len(data) > MAX_FRAME_BYTES:
+        raise WaveformWireError(WaveformErrorReason.MESSAGE_TOO_LARGE,
+                                f"frame must be at most {MAX_FRAME_BYTES} bytes, got {len(data)}")
+    try:
+        m = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise _bad(f"frame is not valid msgpack: {type(exc).__name__}: {exc}") from None
+    if not isinstance(m, dict):
+        raise _bad(f"frame must be a msgpack map, got {type(m).__name__}")
+    return m
+
+
+_CLIENT_DECODERS: dict[str, Callable[[Mapping[str, Any]], ClientWaveformMessage]] = {
+    "announce": _decode_announce,
+    "chunk": _decode_chunk,
+    "numerics": _decode_numerics,
+}
+
+
+def decode_client_frame(data: bytes) -> ClientWaveformMessage:
+    """Decode and validate one binary frame a monitor sent.
+
+    Raises WaveformWireError (reason + human message naming expected and got) for anything that is
+    not a well-formed v1 `announce`, `chunk` or `numerics` message within the limits above.
+    """
+    m = _unpack(data)
+    kind = m.get("type")
+    decoder = _CLIENT_DECODERS.get(kind) if isinstance(kind, str) else None
+    if decoder is None:
+        raise _bad(f"type must be one of {sorted(_CLIENT_DECODERS)}, got {kind!r}")
+    return decoder(m)
+
+
+def _decode_alarm(a: Mapping[str, Any]) -> AlarmInfo:
+    return AlarmInfo(str(a["kind"]), str(a["priority"]), str(a["message"]), int(a["since_sample"]))
+
+
+def _optional_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def decode_server_frame(data: bytes) -> ServerWaveformMessage:
+    """Decode one binary frame the server sent (for monitors, viewers, tests and benchmarks).
+
+    Trusts the server more than `decode_client_frame` trusts monitors: structure errors raise
+    WaveformWireError(BAD_MESSAGE) but values are not range-checked.
+    """
+    m = _unpack(data)
+    kind = m.get("type")
+    try:
+        match kind:
+            case "ack":
+                return Ack(m["stream"], int(m["next_seq"]))
+            case "error":
+                return WaveformError(WaveformErrorReason(m["reason"]), m["message"], m.get("stream"))
+            case "announce":
+                return StreamAnnounce(m["publisher"], _decode_announce(m))
+            case "chunk":
+                return ViewerChunk(_decode_chunk(m), bool(m["live"]))
+            case "numerics":
+                return _decode_numerics(m)
+            case "analysis":
+                return Analysis(
+                    m["stream"], tuple(int(b) for b in m["beats"]),
+                    _optional_float(m["heart_rate_bpm"]), _optional_float(m["rr_ms"]),
+                    _optional_float(m["irregularity"]),
+                    tuple(_decode_alarm(a) for a in m["active_alarms"]),
+                    tuple(_decode_alarm(a) for a in m["alarms_raised"]),
+                    tuple(_decode_alarm(a) for a in m["alarms_cleared"]),
+                )
+            case "gap":
+                return Gap(m["stream"], int(m["from_sample"]), int(m["to_sample"]), bool(m["lost"]))
+            case "skipped":
+                return Skipped(m["stream"], int(m["from_sample"]), int(m["to_sample"]),
+                               int(m["chunks"]))
+            case "stream_ended":
+                return StreamEnded(m["stream"], m["reason"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad(f"malformed {kind} frame: {type(exc).__name__}: {exc}") from None
+    raise _bad(f"unknown server frame type {kind!r}")
+
+
+def physical(samples: np.ndarray, channel: ChannelInfo) -> np.ndarray:
+    """ADC integers of one channel -> float64 physical values: (adu - baseline) / gain."""
+    return (samples.astype(np.float64) - channel.baseline) / channel.gain
+
+
+__all__ = [
+    "MAX_CHANNELS", "MAX_FRAME_BYTES", "MAX_SAMPLES_PER_CHUNK", "VERSION", "Ack", "AlarmInfo",
+    "Analysis", "Announce", "ChannelInfo", "Chunk", "ClientWaveformMessage", "Gap", "Numerics",
+    "RateLimits", "ServerWaveformMessage", "Skipped", "StreamAnnounce", "StreamEnded",
+    "ViewerChunk", "WaveformError", "WaveformErrorReason", "WaveformWireError",
+    "decode_client_frame", "decode_server_frame", "encode", "physical",
+]

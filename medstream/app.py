@@ -1,0 +1,101 @@
+"""Wires the parts into one server: hub, websockets/HTTP driver, SFU, waveform relay, recorder.
+
+Cleanup runs only for what was set up (aiohttp's runner idea): `start()` records each part it
+started and `stop()` closes those, in reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from medstream.config import ServerConfig
+from signaling.audit import AuditLog
+from signaling.hub import Hub
+from signaling.server import ServerParts, SignalingServer
+
+log = logging.getLogger("medstream.app")
+
+STATIC_ROOT = Path(__file__).resolve().parents[1] / "clients" / "web"
+
+
+class MedstreamApp:
+    """One medstream node."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.hub = Hub(config.signaling)
+        self.parts = ServerParts(static_root=STATIC_ROOT if STATIC_ROOT.is_dir() else None)
+        self.server: SignalingServer | None = None
+        self.media: Any = None
+        self.waveforms: Any = None
+        self.recorder: Any = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None and self.server.port is not None
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}/ws"
+
+    async def start(self) -> None:
+        now = time.time()
+        for room_id, kind in self.config.rooms:
+            self.hub.create_room(room_id, kind, now, persistent=True)
+        self.server = SignalingServer(self.hub, audit=AuditLog(self.config.audit_log), parts=self.parts)
+        if self.config.media:
+            self._start_media()
+        if self.config.waveforms:
+            self._start_waveforms()
+        if self.config.recorder:
+            self._start_recorder()
+        await self.server.start(self.config.host, self.config.port)
+        log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
+
+    def _start_media(self) -> None:
+        from media_server.config import MediaConfig
+        from media_server.sfu import Sfu
+
+        assert self.server is not None
+        ice_servers = tuple(self.config.signaling.ice_servers)
+        self.media = Sfu(
+            MediaConfig(ice_host_addresses=self.config.ice_host_addresses, ice_servers=_ice_servers(ice_servers)),
+            self.server.on_media_event,
+        )
+        self.parts.media = self.media
+
+    def _start_waveforms(self) -> None:
+        from media_server.waveform_relay import WaveformConfig, WaveformRelay
+
+        self.waveforms = WaveformRelay(WaveformConfig())
+        self.parts.waveforms = self.waveforms
+
+    def _start_recorder(self) -> None:
+        try:
+            from recorder.service import RecordingService
+        except ImportError:
+            log.info("recorder not available in this build")
+            return
+        assert self.server is not None
+        self.recorder = RecordingService(self.config.recordings_dir, self.hub, self.server, self.media, self.waveforms)
+        self.parts.recorder = self.recorder
+        self.parts.extra_http = self.recorder.http
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+
+def _ice_servers(servers: tuple[Any, ...]) -> tuple[Any, ...]:
+    from media_server.config import IceServer
+
+    return tuple(IceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers)

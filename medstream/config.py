@@ -1,0 +1,125 @@
+"""Configuration: frozen dataclasses, read from CLI flags, a TOML file and the environment here only.
+
+Precedence: command-line flag > environment (MEDSTREAM_*) > config file (`--config` or
+MEDSTREAM_CONFIG) > defaults. Nothing else in medstream reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from signaling.hub import SignalingConfig
+from signaling.wire import IceServerInfo
+
+log = logging.getLogger("medstream.config")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `medstream serve` needs."""
+
+    signaling: SignalingConfig
+    host: str = "127.0.0.1"
+    port: int = 8765
+    audit_log: Path | None = Path("var/audit.jsonl")
+    recordings_dir: Path = Path("var/recordings")
+    recordings_retention_days: float | None = None
+    rooms: tuple[tuple[str, str], ...] = ()  # (room id, kind) opened at start and kept open
+    ice_host_addresses: tuple[str, ...] = ()
+    media: bool = True
+    waveforms: bool = True
+    recorder: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def add_secret_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--secret", help="token signing secret (or MEDSTREAM_SECRET, or `secret` in --config)")
+    parser.add_argument("--config", type=Path, help="TOML config file (or MEDSTREAM_CONFIG)")
+
+
+def _file_config(args: argparse.Namespace) -> dict[str, Any]:
+    path = getattr(args, "config", None) or os.environ.get("MEDSTREAM_CONFIG")
+    if not path:
+        return {}
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def resolve_secret(args: argparse.Namespace, *, generate: bool = False) -> str:
+    """The signing secret from flag, environment or file; a random one only if `generate`."""
+    secret = getattr(args, "secret", None) or os.environ.get("MEDSTREAM_SECRET") or _file_config(args).get("secret")
+    if secret:
+        return str(secret)
+    if generate:
+        log.warning("no secret configured: using a random one (tokens from other processes won't verify)")
+        return secrets.token_urlsafe(32)
+    raise SystemExit("medstream: no secret: pass --secret, set MEDSTREAM_SECRET or put `secret` in --config")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port for websockets and HTTP (default 8765)")
+    add_secret_argument(parser)
+    parser.add_argument("--audit-log", type=Path, help="audit JSON-lines file (default var/audit.jsonl)")
+    parser.add_argument("--recordings-dir", type=Path, help="where recordings go (default var/recordings)")
+    parser.add_argument("--room", action="append", default=[], metavar="ID:KIND",
+                        help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
+    parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
+                        help="host address offered in ICE candidates (repeatable; e.g. the public address behind NAT)")
+    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                        help="STUN/TURN URL handed to clients and used by the server (repeatable)")
+    parser.add_argument("--no-media", action="store_true", help="signaling and waveforms only")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """Build the server's config from parsed flags, the environment and the config file."""
+    file = _file_config(args)
+    env = os.environ
+
+    def pick(flag: Any, env_key: str, file_key: str, default: Any) -> Any:
+        if flag not in (None, [], False):
+            return flag
+        if env_key in env:
+            return env[env_key]
+        return file.get(file_key, default)
+
+    limits = file.get("limits", {})
+    ice_servers = tuple(
+        IceServerInfo(urls=(url,)) for url in (args.ice_server or file.get("ice_servers", []))
+    )
+    signaling = SignalingConfig(
+        secret=resolve_secret(args, generate=True),
+        ice_servers=ice_servers,
+        **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and k != "secret"},
+    )
+    rooms = []
+    for spec in args.room or file.get("rooms", []):
+        room_id, _, kind = str(spec).partition(":")
+        rooms.append((room_id, kind or "consultation"))
+    audit = pick(args.audit_log, "MEDSTREAM_AUDIT_LOG", "audit_log", "var/audit.jsonl")
+    return ServerConfig(
+        signaling=signaling,
+        host=str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1")),
+        port=int(pick(args.port, "MEDSTREAM_PORT", "port", 8765)),
+        audit_log=Path(audit) if audit else None,
+        recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
+        recordings_retention_days=file.get("recordings_retention_days"),
+        rooms=tuple(rooms),
+        ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
+        media=not args.no_media and file.get("media", True),
+    )
+
+
+def configure_logging(level: str | None) -> None:
+    logging.basicConfig(
+        level=getattr(logging, (level or "INFO").upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,539 @@
+"""One session (a consultation, a broadcast or a monitoring ward) as a plain state machine.
+
+A `Room` takes what its participants ask (`handle`), what the media layer reports
+(`track_published`, `track_ended`) and what the connection layer reports (`disconnect`,
+`expire`), and returns `Effect`s for the driver. It never touches a socket, so every rule
+(permissions, presence, resume, promotion, recording) is tested without one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from signaling import wire
+from signaling.effects import (
+    Audit,
+    ClosePeer,
+    Effect,
+    Kick,
+    MuteTrack,
+    OpenPeer,
+    PauseVideo,
+    RemoteAnswer,
+    RemoteCandidate,
+    RequestPublish,
+    Send,
+    StartRecorder,
+    StopPublishing,
+    StopRecorder,
+    SubscribeTracks,
+    UnsubscribeTracks,
+    WaveformGroupClosed,
+    WaveformPublisherGone,
+    WaveformViewer,
+)
+from signaling.roles import Action, Role, allowed, publish_action
+from signaling.wire import Reason, WireError
+
+ROOM_KINDS = ("consultation", "broadcast", "monitoring")
+
+
+@dataclass
+class Participant:
+    """A member of a room, connected or within its resume grace period."""
+
+    participant_id: str
+    identity: str
+    name: str
+    role: Role
+    token_role: Role  # what a demotion returns to
+    resume_key: str
+    hand_raised: bool = False
+    connected: bool = True
+    disconnected_at: float | None = None
+    media_open: bool = False
+    video_paused: bool = False
+    declined: set[str] = field(default_factory=set)  # tracks explicitly unsubscribed
+
+    def info(self) -> wire.ParticipantInfo:
+        return wire.ParticipantInfo(
+            participant_id=self.participant_id,
+            identity=self.identity,
+            name=self.name,
+            role=self.role.value,
+            hand_raised=self.hand_raised,
+            connected=self.connected,
+        )
+
+    def may(self, action: Action) -> bool:
+        return allowed(self.role, action)
+
+
+@dataclass
+class Track:
+    """A published audio or video track, as the media layer announced it."""
+
+    track_id: str
+    participant_id: str
+    kind: str
+    codec: str
+    muted: bool = False
+
+    def info(self) -> wire.TrackInfo:
+        return wire.TrackInfo(self.track_id, self.participant_id, self.kind, self.codec, self.muted)
+
+
+class Room:
+    """Participants, tracks, hands, recording and presence of one session."""
+
+    def __init__(
+        self,
+        room_id: str,
+        kind: str,
+        *,
+        max_participants: int,
+        created_at: float,
+        persistent: bool = False,
+    ) -> None:
+        if kind not in ROOM_KINDS:
+            raise ValueError(f"room kind must be one of {ROOM_KINDS}, got {kind!r}")
+        self.room_id = room_id
+        self.kind = kind
+        self.max_participants = max_participants
+        self.created_at = created_at
+        self.persistent = persistent  # configured rooms outlive their last participant
+        self.participants: dict[str, Participant] = {}
+        self.tracks: dict[str, Track] = {}
+        self.recording_by: str | None = None
+        self.recording = False
+        self.ended = False
+
+    # ------------------------------------------------------------------ queries
+
+    def info(self) -> wire.RoomInfo:
+        return wire.RoomInfo(self.room_id, self.kind, self.recording)
+
+    def connected_ids(self, exclude: str | None = None) -> tuple[str, ...]:
+        return tuple(
+            pid for pid, p in self.participants.items() if p.connected and pid != exclude
+        )
+
+    def find_by_resume(self, identity: str, resume_key: str) -> Participant | None:
+        for p in self.participants.values():
+            if p.identity == identity and secrets.compare_digest(p.resume_key, resume_key):
+                return p
+        return None
+
+    @property
+    def empty(self) -> bool:
+        return not self.participants
+
+    # ------------------------------------------------------------------ join / leave
+
+    def join(
+        self,
+        participant_id: str,
+        identity: str,
+        name: str,
+        role: Role,
+        *,
+        media: bool,
+        request_id: wire.RequestId,
+        resume_grace_s: float,
+        ice_servers: tuple[wire.IceServerInfo, ...],
+        heartbeat_s: float,
+    ) -> list[Effect]:
+        """Admit a new participant; raises WireError(ROOM_FULL/ROOM_ENDED)."""
+        if self.ended:
+            raise WireError(Reason.ROOM_ENDED, f"room {self.room_id!r} has ended", request_id)
+        if len(self.participants) >= self.max_participants:
+            raise WireError(
+                Reason.ROOM_FULL,
+                f"room {self.room_id!r} is full ({self.max_participants} participants)",
+                request_id,
+            )
+        p = Participant(
+            participant_id=participant_id,
+            identity=identity,
+            name=name,
+            role=role,
+            token_role=role,
+            resume_key=secrets.token_urlsafe(24),
+        )
+        self.participants[participant_id] = p
+        effects: list[Effect] = [
+            self._joined(p, request_id, resume_grace_s, ice_servers, heartbeat_s, resumed=False),
+            Send(self.connected_ids(exclude=participant_id), wire.ParticipantJoined(p.info())),
+            Audit("join", self.room_id, identity, role.value, {"participant_id": participant_id}),
+        ]
+        if p.may(Action.SUBSCRIBE):
+            effects.append(WaveformViewer(self.room_id, participant_id, add=True))
+        if media:
+            effects += self._open_media(p)
+        return effects
+
+    def resume(
+        self,
+        p: Participant,
+        *,
+        request_id: wire.RequestId,
+        resume_grace_s: float,
+        ice_servers: tuple[wire.IceServerInfo, ...],
+        heartbeat_s: float,
+    ) -> list[Effect]:
+        """Re-attach a participant that came back within its grace period: no ghost, same id."""
+        p.connected = True
+        p.disconnected_at = None
+        p.resume_key = secrets.token_urlsafe(24)
+        return [
+            self._joined(p, request_id, resume_grace_s, ice_servers, heartbeat_s, resumed=True),
+            Send(self.connected_ids(exclude=p.participant_id), wire.ParticipantUpdated(p.info())),
+            Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),
+        ]
+
+    def _joined(
+        self,
+        p: Participant,
+        request_id: wire.RequestId,
+        resume_grace_s: float,
+        ice_servers: tuple[wire.IceServerInfo, ...],
+        heartbeat_s: float,
+        *,
+        resumed: bool,
+    ) -> Send:
+        others = tuple(o.info() for o in self.participants.values() if o is not p)
+        return Send(
+            (p.participant_id,),
+            wire.Joined(
+                participant=p.info(),
+                room=self.info(),
+                participants=others,
+                tracks=tuple(t.info() for t in self.tracks.values()),
+                resume=p.resume_key,
+                resume_grace_s=resume_grace_s,
+                ice_servers=ice_servers,
+                permissions=tuple(sorted(a.value for a in Action if p.may(a))),
+                heartbeat_s=heartbeat_s,
+                resumed=resumed,
+                id=request_id,
+            ),
+        )
+
+    def disconnect(self, participant_id: str, now: float) -> list[Effect]:
+        """The socket dropped without `leave`: keep the participant for its grace period."""
+        p = self.participants.get(participant_id)
+        if p is None or not p.connected:
+            return []
+        p.connected = False
+        p.disconnected_at = now
+        return [Send(self.connected_ids(), wire.ParticipantUpdated(p.info()))]
+
+    def expired(self, now: float, grace_s: float) -> list[str]:
+        """Participants whose grace period is over (to be removed with reason `timeout`)."""
+        return [
+            pid
+            for pid, p in self.participants.items()
+            if not p.connected and p.disconnected_at is not None and now - p.disconnected_at >= grace_s
+        ]
+
+    def remove(self, participant_id: str, reason: str) -> list[Effect]:
+        """Take a participant out for good: release its media, tracks and subscriptions."""
+        p = self.participants.pop(participant_id, None)
+        if p is None:
+            return []
+        effects: list[Effect] = []
+        if reason in ("removed", "room_ended"):
+            effects.append(Kick(participant_id, reason))
+        if p.media_open:
+            effects.append(ClosePeer(participant_id))
+        for track in [t for t in self.tracks.values() if t.participant_id == participant_id]:
+            del self.tracks[track.track_id]
+            effects.append(Send(self.connected_ids(), wire.TrackUnpublished(track.track_id)))
+        if p.may(Action.SUBSCRIBE):
+            effects.append(WaveformViewer(self.room_id, participant_id, add=False))
+        if p.may(Action.PUBLISH_WAVEFORMS):
+            effects.append(WaveformPublisherGone(self.room_id, participant_id))
+        effects.append(Send(self.connected_ids(), wire.ParticipantLeft(participant_id, reason)))
+        effects.append(
+            Audit("leave", self.room_id, p.identity, p.role.value, {"participant_id": participant_id, "reason": reason})
+        )
+        if self.recording and self.recording_by == participant_id:
+            self.recording_by = None  # recording goes on; the manifest keeps who started it
+        return effects
+
+    def end(self, reason: str, by: Participant | None) -> list[Effect]:
+        """End the session for everyone; the hub closes their connections afterwards."""
+        if self.ended:
+            return []
+        self.ended = True
+        effects: list[Effect] = [Send(self.connected_ids(), wire.RoomEnded(reason))]
+        if self.recording:
+            effects += self._stop_recording(by)
+        for pid in list(self.participants):
+            effects += [e for e in self.remove(pid, "room_ended") if not isinstance(e, Send)]
+        effects.append(WaveformGroupClosed(self.room_id))
+        effects.append(
+            Audit(
+                "room_ended",
+                self.room_id,
+                by.identity if by else None,
+                by.role.value if by else None,
+                {"reason": reason},
+            )
+        )
+        return effects
+
+    # ------------------------------------------------------------------ requests
+
+    def handle(self, participant_id: str, msg: wire.ClientMessage) -> list[Effect]:
+        """Apply one request from a joined participant; raises WireError on refusal."""
+        p = self.participants[participant_id]
+        handler = _HANDLERS.get(type(msg))
+        if handler is None:
+            raise WireError(Reason.BAD_MESSAGE, f"{msg.TYPE} is not valid after join", msg.id)
+        return handler(self, p, msg)
+
+    def _require(self, p: Participant, action: Action, msg: wire.ClientMessage) -> None:
+        if not p.may(action):
+            raise WireError(
+                Reason.FORBIDDEN,
+                f"role {p.role.value!r} may not {action.value.replace('_', ' ')} ({msg.TYPE})",
+                msg.id,
+            )
+
+    def _target(self, msg: wire.Promote | wire.Demote | wire.Mute | wire.Remove) -> Participant:
+        target = self.participants.get(msg.participant_id)
+        if target is None:
+            raise WireError(
+                Reason.UNKNOWN_PARTICIPANT, f"no participant {msg.participant_id!r} in this room", msg.id
+            )
+        return target
+
+    def _raise_hand(self, p: Participant, msg: wire.RaiseHand) -> list[Effect]:
+        self._require(p, Action.RAISE_HAND, msg)
+        p.hand_raised = msg.raised
+        return [Send(self.connected_ids(), wire.ParticipantUpdated(p.info())), _ok(p, msg)]
+
+    def _promote(self, p: Participant, msg: wire.Promote) -> list[Effect]:
+        self._require(p, Action.MODERATE, msg)
+        target = self._target(msg)
+        if target.role is not Role.VIEWER:
+            raise WireError(
+                Reason.FORBIDDEN, f"only viewers can be promoted; {target.name} is {target.role.value}", msg.id
+            )
+        return self._set_role(p, target, Role.SPEAKER, msg)
+
+    def _demote(self, p: Participant, msg: wire.Demote) -> list[Effect]:
+        self._require(p, Action.MODERATE, msg)
+        target = self._target(msg)
+        if target.role is not Role.SPEAKER:
+            raise WireError(
+                Reason.FORBIDDEN, f"only speakers can be demoted; {target.name} is {target.role.value}", msg.id
+            )
+        effects = self._set_role(p, target, target.token_role, msg)
+        for track in [t for t in self.tracks.values() if t.participant_id == target.participant_id]:
+            effects.insert(0, StopPublishing(target.participant_id, track.kind))
+        return effects
+
+    def _set_role(
+        self, p: Participant, target: Participant, role: Role, msg: wire.ClientMessage
+    ) -> list[Effect]:
+        old = target.role
+        target.role = role
+        target.hand_raised = False
+        return [
+            Send(self.connected_ids(), wire.ParticipantUpdated(target.info())),
+            Audit(
+                "role_changed",
+                self.room_id,
+                target.identity,
+                role.value,
+                {"participant_id": target.participant_id, "from": old.value, "by": p.identity},
+            ),
+            _ok(p, msg),
+        ]
+
+    def _mute(self, p: Participant, msg: wire.Mute) -> list[Effect]:
+        self._require(p, Action.MODERATE, msg)
+        target = self._target(msg)
+        tracks = [
+            t for t in self.tracks.values() if t.participant_id == target.participant_id and t.kind == msg.kind
+        ]
+        if not tracks:
+            raise WireError(
+                Reason.UNKNOWN_TRACK, f"{target.name} publishes no {msg.kind} track", msg.id
+            )
+        effects: list[Effect] = []
+        for t in tracks:
+            t.muted = msg.muted
+            effects += [MuteTrack(t.track_id, msg.muted), Send(self.connected_ids(), wire.TrackUpdated(t.info()))]
+        effects.append(
+            Audit("muted" if msg.muted else "unmuted", self.room_id, target.identity, target.role.value,
+                  {"kind": msg.kind, "by": p.identity})
+        )
+        effects.append(_ok(p, msg))
+        return effects
+
+    def _remove(self, p: Participant, msg: wire.Remove) -> list[Effect]:
+        self._require(p, Action.MODERATE, msg)
+        target = self._target(msg)
+        return [_ok(p, msg), *self.remove(target.participant_id, "removed")]
+
+    def _end_room(self, p: Participant, msg: wire.EndRoom) -> list[Effect]:
+        self._require(p, Action.MODERATE, msg)
+        return self.end("ended_by_host", p)
+
+    def _start_recording(self, p: Participant, msg: wire.StartRecording) -> list[Effect]:
+        self._require(p, Action.RECORD, msg)
+        if self.recording:
+            raise WireError(Reason.RECORDING_ACTIVE, "this room is already being recorded", msg.id)
+        self.recording = True
+        self.recording_by = p.participant_id
+        return [
+            StartRecorder(self.room_id, p.participant_id),
+            Send(self.connected_ids(), wire.Recording(True, p.participant_id)),
+            Audit("recording_started", self.room_id, p.identity, p.role.value),
+            _ok(p, msg),
+        ]
+
+    def _stop_recording_request(self, p: Participant, msg: wire.StopRecording) -> list[Effect]:
+        self._require(p, Action.RECORD, msg)
+        if not self.recording:
+            raise WireError(Reason.RECORDING_INACTIVE, "this room is not being recorded", msg.id)
+        return [*self._stop_recording(p), _ok(p, msg)]
+
+    def _stop_recording(self, by: Participant | None) -> list[Effect]:
+        self.recording = False
+        self.recording_by = None
+        return [
+            StopRecorder(self.room_id, by.participant_id if by else None),
+            Send(self.connected_ids(), wire.Recording(False, None)),
+            Audit("recording_stopped", self.room_id, by.identity if by else None, by.role.value if by else None),
+        ]
+
+    def recording_failed(self, reason: str) -> list[Effect]:
+        """The recorder gave up (e.g. disk full): tell everyone it is off; alarm the moderators."""
+        if not self.recording:
+            return []
+        self.recording = False
+        self.recording_by = None
+        moderators = tuple(pid for pid, q in self.participants.items() if q.connected and q.may(Action.MODERATE))
+        return [
+            Send(self.connected_ids(), wire.Recording(False, None)),
+            Send(moderators, wire.Error(Reason.RECORDING_FAILED, f"recording stopped: {reason}")),
+            Audit("recording_failed", self.room_id, details={"reason": reason}),
+        ]
+
+    def _publish(self, p: Participant, msg: wire.Publish) -> list[Effect]:
+        kinds = frozenset(k for k, on in (("audio", msg.audio), ("video", msg.video)) if on)
+        if not kinds:
+            raise WireError(Reason.BAD_MESSAGE, "publish: set audio and/or video to true", msg.id)
+        for kind in sorted(kinds):
+            self._require(p, publish_action(kind), msg)
+        effects = [] if p.media_open else self._open_media(p)
+        return [*effects, RequestPublish(p.participant_id, kinds), _ok(p, msg)]
+
+    def _unpublish(self, p: Participant, msg: wire.Unpublish) -> list[Effect]:
+        if not any(t.participant_id == p.participant_id and t.kind == msg.kind for t in self.tracks.values()):
+            raise WireError(Reason.UNKNOWN_TRACK, f"you publish no {msg.kind} track", msg.id)
+        return [StopPublishing(p.participant_id, msg.kind), _ok(p, msg)]
+
+    def _subscribe(self, p: Participant, msg: wire.Subscribe) -> list[Effect]:
+        self._require(p, Action.SUBSCRIBE, msg)
+        self._known_tracks(msg.track_ids, msg)
+        p.declined -= set(msg.track_ids)
+        effects = [] if p.media_open else self._open_media(p)
+        ids = tuple(t for t in msg.track_ids if self.tracks[t].participant_id != p.participant_id)
+        return [*effects, SubscribeTracks(p.participant_id, ids), _ok(p, msg)]
+
+    def _unsubscribe(self, p: Participant, msg: wire.Unsubscribe) -> list[Effect]:
+        self._known_tracks(msg.track_ids, msg)
+        p.declined |= set(msg.track_ids)
+        return [UnsubscribeTracks(p.participant_id, tuple(msg.track_ids)), _ok(p, msg)]
+
+    def _known_tracks(self, track_ids: Iterable[str], msg: wire.ClientMessage) -> None:
+        unknown = [t for t in track_ids if t not in self.tracks]
+        if unknown:
+            raise WireError(Reason.UNKNOWN_TRACK, f"no such track(s): {', '.join(unknown[:5])}", msg.id)
+
+    def _set_video_paused(self, p: Participant, msg: wire.SetVideoPaused) -> list[Effect]:
+        self._require(p, Action.SUBSCRIBE, msg)
+        p.video_paused = msg.paused
+        return [PauseVideo(p.participant_id, msg.paused), _ok(p, msg)]
+
+    def _sdp(self, p: Participant, msg: wire.Sdp) -> list[Effect]:
+        if msg.sdp_type != "answer":
+            raise WireError(
+                Reason.INVALID_SDP, "the server always offers: send an answer, got an offer", msg.id
+            )
+        if not p.media_open:
+            raise WireError(Reason.MEDIA_NOT_STARTED, "no media session: publish or subscribe first", msg.id)
+        return [RemoteAnswer(p.participant_id, msg.sdp, msg.id)]
+
+    def _candidate(self, p: Participant, msg: wire.Candidate) -> list[Effect]:
+        if not p.media_open:
+            raise WireError(Reason.MEDIA_NOT_STARTED, "no media session: publish or subscribe first", msg.id)
+        return [RemoteCandidate(p.participant_id, msg.candidate, msg.sdp_mid, msg.sdp_mline_index)]
+
+    # ------------------------------------------------------------------ media layer reports
+
+    def _open_media(self, p: Participant) -> list[Effect]:
+        p.media_open = True
+        effects: list[Effect] = [OpenPeer(p.participant_id)]
+        if p.may(Action.SUBSCRIBE):
+            ids = tuple(t for t, track in self.tracks.items() if track.participant_id != p.participant_id)
+            if ids:
+                effects.append(SubscribeTracks(p.participant_id, ids))
+            if p.video_paused:
+                effects.append(PauseVideo(p.participant_id, True))
+        return effects
+
+    def media_closed(self, participant_id: str) -> None:
+        """The participant's peer connection failed or closed: a new publish/subscribe reopens it."""
+        p = self.participants.get(participant_id)
+        if p is not None:
+            p.media_open = False
+
+    def track_published(self, participant_id: str, track_id: str, kind: str, codec: str) -> list[Effect]:
+        """A publisher's track started: announce it and subscribe everyone who receives media."""
+        if participant_id not in self.participants:
+            return []
+        track = Track(track_id, participant_id, kind, codec)
+        self.tracks[track_id] = track
+        effects: list[Effect] = [Send(self.connected_ids(), wire.TrackPublished(track.info()))]
+        for pid, q in self.participants.items():
+            if pid != participant_id and q.media_open and q.may(Action.SUBSCRIBE) and track_id not in q.declined:
+                effects.append(SubscribeTracks(pid, (track_id,)))
+        return effects
+
+    def track_ended(self, track_id: str) -> list[Effect]:
+        if self.tracks.pop(track_id, None) is None:
+            return []
+        for q in self.participants.values():
+            q.declined.discard(track_id)
+        return [Send(self.connected_ids(), wire.TrackUnpublished(track_id))]
+
+
+def _ok(p: Participant, msg: wire.ClientMessage) -> Send:
+    return Send((p.participant_id,), wire.Ok(id=msg.id))
+
+
+_HANDLERS = {
+    wire.RaiseHand: Room._raise_hand,
+    wire.Promote: Room._promote,
+    wire.Demote: Room._demote,
+    wire.Mute: Room._mute,
+    wire.Remove: Room._remove,
+    wire.EndRoom: Room._end_room,
+    wire.StartRecording: Room._start_recording,
+    wire.StopRecording: Room._stop_recording_request,
+    wire.Publish: Room._publish,
+    wire.Unpublish: Room._unpublish,
+    wire.Subscribe: Room._subscribe,
+    wire.Unsubscribe: Room._unsubscribe,
+    wire.SetVideoPaused: Room._set_video_paused,
+    wire.Sdp: Room._sdp,
+    wire.Candidate: Room._candidate,
+}

@@ -1,0 +1,323 @@
+"""media_server.waveform_relay, sans-I/O: exactly-once storage, back-fill, refusals, fan-out policy.
+
+Samples are the ADC integers of a real MIT-BIH record; time is a fake clock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import wfdb
+
+from media_server.waveform_relay import ViewerOutbox, WaveformConfig, WaveformRelay
+from signaling.waveform_wire import (
+    Ack,
+    Analysis,
+    Announce,
+    ChannelInfo,
+    Chunk,
+    Gap,
+    Numerics,
+    ServerWaveformMessage,
+    Skipped,
+    StreamAnnounce,
+    StreamEnded,
+    ViewerChunk,
+    WaveformError,
+    WaveformErrorReason,
+    decode_server_frame,
+    encode,
+)
+
+GROUP = "room-1"
+FS = 360.0
+CHUNK = 36  # 100 ms at 360 Hz
+
+
+@pytest.fixture(scope="module")
+def adc(ecg_data_dir: Path) -> np.ndarray:
+    """60 s of mitdb/100, both channels, raw ADC integers, shape (2, n)."""
+    rec = wfdb.rdrecord(str(ecg_data_dir / "mitdb" / "100"), physical=False, sampto=int(60 * FS))
+    return np.ascontiguousarray(rec.d_signal.T.astype(np.int16))
+
+
+ANNOUNCE = Announce("bed-1", (ChannelInfo("MLII", "mV", 200.0, 1024),
+                              ChannelInfo("V5", "mV", 200.0, 1024)), FS, ecg_channel=0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingSink:
+    """A store sink that keeps what it gets (what the recorder would write)."""
+
+    def __init__(self) -> None:
+        self.announces: list[tuple[str, Announce]] = []
+        self.pieces: list[tuple[str, int, np.ndarray]] = []
+        self.ended: list[str] = []
+
+    def on_stream(self, publisher_id: str, announce: Announce) -> None:
+        self.announces.append((publisher_id, announce))
+
+    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
+        self.pieces.append((stream_id, first_sample, samples.copy()))
+
+    def on_stream_ended(self, stream_id: str) -> None:
+        self.ended.append(stream_id)
+
+    def assembled(self, n_channels: int = 2) -> np.ndarray:
+        """Every stored sample placed at its index; asserts none was stored twice."""
+        end = max(f + p.shape[1] for _, f, p in self.pieces)
+        out = np.zeros((n_channels, end), dtype=np.int64)
+        seen = np.zeros(end, dtype=np.int32)
+        for _, first, p in self.pieces:
+            out[:, first:first + p.shape[1]] = p
+            seen[first:first + p.shape[1]] += 1
+        assert seen.max() == 1, "a sample was stored twice"
+        assert seen.min() == 1, "a sample is missing"
+        return out
+
+
+def _relay(**cfg: object) -> tuple[WaveformRelay, Clock]:
+    clock = Clock()
+    return WaveformRelay(WaveformConfig(analysis=False, **cfg), clock=clock), clock  # type: ignore[arg-type]
+
+
+def _send(relay: WaveformRelay, msg: object, publisher: str = "mon-1") -> list[ServerWaveformMessage]:
+    return [decode_server_frame(f) for f in relay.on_publisher_frame(GROUP, publisher, encode(msg))]
+
+
+def _chunk(adc: np.ndarray, start: int, end: int, backfill: bool = False) -> Chunk:
+    return Chunk("bed-1", start, 1.7e9 + start / FS, adc[:, start:end], backfill)
+
+
+def _drain(out: ViewerOutbox) -> list[ServerWaveformMessage]:
+    msgs = []
+    while (f := out.get_nowait()) is not None:
+        msgs.append(decode_server_frame(f))
+    return msgs
+
+
+def test_in_order_stream_is_stored_fanned_out_and_acked(adc: np.ndarray) -> None:
+    relay, _ = _relay()
+    sink = RecordingSink()
+    relay.add_store_sink(GROUP, sink)
+    viewer = relay.add_viewer(GROUP, "v1")
+    assert _send(relay, ANNOUNCE) == [Ack("bed-1", 0)]
+    n = 100 * CHUNK
+    for start in range(0, n, CHUNK):
+        assert _send(relay, _chunk(adc, start, start + CHUNK)) == [Ack("bed-1", start + CHUNK)]
+    np.testing.assert_array_equal(sink.assembled(), adc[:, :n])
+    assert sink.announces == [("mon-1", ANNOUNCE)]
+    msgs = _drain(viewer)
+    assert msgs[0] == StreamAnnounce("mon-1", ANNOUNCE)
+    chunks = [m for m in msgs if isinstance(m, ViewerChunk)]
+    assert all(c.live for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.chunk.samples for c in chunks], axis=1),
+                                  adc[:, :n])
+    st = relay.stats()
+    assert (st.samples_in, st.duplicate_samples, st.gaps, st.streams) == (n, 0, 0, 1)
+
+
+def test_out_of_order_overlapping_and_duplicate_chunks_store_every_sample_once(
+    adc: np.ndarray,
+) -> None:
+    relay, _ = _relay()
+    sink = RecordingSink()
+    relay.add_store_sink(GROUP, sink)
+    _send(relay, ANNOUNCE)
+    rng = np.random.default_rng(7)
+    n = adc.shape[1] // 4
+    # random windows with overlaps, sent shuffled, then the whole range again once
+    starts = np.sort(rng.integers(0, n - 200, size=300))
+    windows = [(int(s), int(s + rng.integers(1, 200))) for s in starts]
+    windows += [(s, min(s + 150, n)) for s in range(0, n, 100)]  # covers everything
+    order = rng.permutation(len(windows))
+    acks = []
+    for i in order:
+        lo, hi = windows[i]
+        (reply,) = _send(relay, _chunk(adc, lo, hi))
+        assert isinstance(reply, Ack)
+        acks.append(reply.next_seq)
+    assert acks == sorted(acks), "ack must never go backwards"
+    assert acks[-1] == n
+    np.testing.assert_array_equal(sink.assembled(), adc[:, :n])
+    st = relay.stats()
+    assert st.samples_in == n
+    assert st.duplicate_samples == sum(hi - lo for lo, hi in windows) - n
+    assert _send(relay, _chunk(adc, 0, 50)) == [Ack("bed-1", n)]  # pure duplicate: just re-ack
+
+
+def test_gap_then_backfill_after_reconnect_is_not_live_and_acks_contiguous_prefix(
+    adc: np.ndarray,
+) -> None:
+    relay, _ = _relay()
+    sink = RecordingSink()
+    relay.add_store_sink(GROUP, sink)
+    viewer = relay.add_viewer(GROUP, "v1")
+    _send(relay, ANNOUNCE)
+    _send(relay, _chunk(adc, 0, 360))
+    relay.publisher_disconnected(GROUP, "mon-1")
+    # a new connection (new participant id) takes the stream over and sends live data first
+    assert _send(relay, ANNOUNCE, "mon-1b") == [Ack("bed-1", 360)]
+    assert _send(relay, _chunk(adc, 1080, 1440), "mon-1b") == [Ack("bed-1", 360)]
+    assert _send(relay, _chunk(adc, 360, 1080, backfill=True), "mon-1b") == [Ack("bed-1", 1440)]
+    np.testing.assert_array_equal(sink.assembled(), adc[:, :1440])
+    assert [p[1] for p in sink.pieces] == [0, 1080, 360]  # arrival order, each once
+    msgs = _drain(viewer)
+    assert Gap("bed-1", 360, 1080, lost=False) in msgs
+    assert StreamAnnounce("mon-1b", ANNOUNCE) in msgs
+    live = [(m.chunk.seq, m.live) for m in msgs if isinstance(m, ViewerChunk)]
+    assert live == [(0, True), (1080, True), (360, False)]
+    st = relay.stats()
+    assert (st.gaps, st.backfilled_samples) == (1, 720)
+
+
+def test_monitor_declaring_oldest_seq_ends_the_wait_for_lost_samples(adc: np.ndarray) -> None:
+    relay, _ = _relay()
+    viewer = relay.add_viewer(GROUP, "v1")
+    _send(relay, ANNOUNCE)
+    _send(relay, _chunk(adc, 0, 360))
+    relay.publisher_disconnected(GROUP, "mon-1")
+    from dataclasses import replace
+
+    assert _send(relay, replace(ANNOUNCE, oldest_seq=720)) == [Ack("bed-1", 720)]
+    assert Gap("bed-1", 360, 720, lost=True) in _drain(viewer)
+    assert _send(relay, _chunk(adc, 720, 1080)) == [Ack("bed-1", 1080)]
+    assert relay.stats().lost_samples == 360
+
+
+def test_refusals_name_the_problem_and_leave_the_stream_working(adc: np.ndarray) -> None:
+    relay, _ = _relay(max_streams_per_group=1, max_ahead_s=10.0)
+
+    def error(msg: object, publisher: str = "mon-1") -> WaveformError:
+        (reply,) = _send(relay, msg, publisher)
+        assert isinstance(reply, WaveformError), reply
+        return reply
+
+    assert error(_chunk(adc, 0, 36)).reason is WaveformErrorReason.UNKNOWN_STREAM
+    assert error(Numerics("bed-1", 1.0, {"spo2_pct": 97})).reason is \
+        WaveformErrorReason.UNKNOWN_STREAM
+    _send(relay, ANNOUNCE)
+    e = error(Chunk("bed-1", 0, 1.0, adc[:1, :36]))
+    assert e.reason is WaveformErrorReason.STREAM_MISMATCH
+    assert "n_channels must be 2 (as announced), got 1" in e.message
+    assert error(ANNOUNCE, "intruder").reason is WaveformErrorReason.STREAM_TAKEN
+    assert error(_chunk(adc, 0, 36), "intruder").reason is WaveformErrorReason.STREAM_TAKEN
+    other = Announce("bed-2", ANNOUNCE.channels, FS)
+    assert error(other).reason is WaveformErrorReason.TOO_MANY_STREAMS
+    from dataclasses import replace
+
+    assert error(replace(ANNOUNCE, sampling_rate_hz=250.0)).reason is \
+        WaveformErrorReason.STREAM_MISMATCH
+    e = error(_chunk(adc, 3601 + 10, 3601 + 20))
+    assert e.reason is WaveformErrorReason.SEQUENCE_ERROR and "got 3611" in e.message
+    for junk in (b"", b"\xc1", msgpack.packb({"type": "chunk"}), b"x" * 300_000):
+        (reply,) = [decode_server_frame(f) for f in relay.on_publisher_frame(GROUP, "mon-1", junk)]
+        assert isinstance(reply, WaveformError)
+    # the stream still works after all of that
+    assert _send(relay, _chunk(adc, 0, 36)) == [Ack("bed-1", 36)]
+    assert relay.stats().frames_rejected == 12
+
+
+def test_too_many_open_gaps_are_refused(adc: np.ndarray) -> None:
+    relay, _ = _relay(max_open_gaps=3)
+    _send(relay, ANNOUNCE)
+    for k in range(3):
+        assert isinstance(_send(relay, _chunk(adc, 100 * (2 * k + 1), 100 * (2 * k + 2)))[0], Ack)
+    (reply,) = _send(relay, _chunk(adc, 900, 1000))
+    assert isinstance(reply, WaveformError) and reply.reason is WaveformErrorReason.SEQUENCE_ERROR
+    assert "back-fill from seq 0" in reply.message
+    # filling a hole is always allowed
+    assert _send(relay, _chunk(adc, 0, 100)) == [Ack("bed-1", 200)]
+
+
+def test_slow_viewer_gets_skipped_notice_and_never_slows_the_fast_one(adc: np.ndarray) -> None:
+    relay, _ = _relay(viewer_max_chunks=5)
+    fast = relay.add_viewer(GROUP, "fast")
+    slow = relay.add_viewer(GROUP, "slow")
+    _send(relay, ANNOUNCE)
+    n_chunks = 50
+    fast_got: list[ServerWaveformMessage] = []
+    for k in range(n_chunks):
+        _send(relay, _chunk(adc, k * CHUNK, (k + 1) * CHUNK))
+        slow.put_analysis(Analysis("bed-1", beats=(k,), heart_rate_bpm=70.0 + k))
+        fast_got += _drain(fast)
+    assert len([m for m in fast_got if isinstance(m, ViewerChunk)]) == n_chunks
+    slow_got = _drain(slow)
+    chunks = [m for m in slow_got if isinstance(m, ViewerChunk)]
+    skipped = [m for m in slow_got if isinstance(m, Skipped)]
+    assert [c.chunk.seq for c in chunks] == [k * CHUNK for k in range(n_chunks - 5, n_chunks)]
+    assert skipped == [Skipped("bed-1", 0, (n_chunks - 5) * CHUNK, n_chunks - 5)]
+    assert slow_got.index(skipped[0]) < slow_got.index(chunks[0])
+    # analysis is never dropped: the 50 messages were merged into one with every beat
+    (analysis,) = [m for m in slow_got if isinstance(m, Analysis)]
+    assert analysis.beats == tuple(range(n_chunks)) and analysis.heart_rate_bpm == 119.0
+    assert relay.stats().dropped_chunks_slow_viewers == n_chunks - 5
+    assert len(slow) == 0
+
+
+def test_failing_store_sink_is_detached_loudly_and_others_lose_nothing(
+    adc: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = []
+
+    class FullSink(RecordingSink):
+        def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
+            if first_sample >= 360:
+                raise OverflowError("recorder queue full")
+            super().on_samples(stream_id, first_sample, samples)
+
+    relay = WaveformRelay(WaveformConfig(analysis=False),
+                          on_sink_failure=lambda g, s, e: failures.append((g, s, e)))
+    good, bad = RecordingSink(), FullSink()
+    relay.add_store_sink(GROUP, bad)
+    relay.add_store_sink(GROUP, good)
+    relay.on_publisher_frame(GROUP, "mon-1", encode(ANNOUNCE))
+    for start in range(0, 1080, CHUNK):
+        relay.on_publisher_frame(GROUP, "mon-1", encode(_chunk(adc, start, start + CHUNK)))
+    np.testing.assert_array_equal(good.assembled(), adc[:, :1080])
+    assert len(failures) == 1 and failures[0][1] is bad
+    assert isinstance(failures[0][2], OverflowError)
+    assert "failed in on_samples and was detached" in caplog.text
+    assert relay.stats().sink_failures == 1
+
+
+async def test_close_group_ends_streams_and_closes_outboxes(adc: np.ndarray) -> None:
+    relay, _ = _relay()
+    sink = RecordingSink()
+    relay.add_store_sink(GROUP, sink)
+    _send(relay, ANNOUNCE)
+    _send(relay, Numerics("bed-1", 1.0, {"spo2_pct": 97.0}))
+    _send(relay, _chunk(adc, 0, 36))
+    late = relay.add_viewer(GROUP, "late")
+    relay.close_group(GROUP)
+    relay.close_group(GROUP)  # idempotent
+    got = []
+    while (f := await late.get()) is not None:
+        got.append(decode_server_frame(f))
+    assert got == [StreamAnnounce("mon-1", ANNOUNCE), Numerics("bed-1", 1.0, {"spo2_pct": 97.0}),
+                   StreamEnded("bed-1", "group_closed")]
+    assert sink.ended == ["bed-1"]
+    assert relay.stats().streams == 0
+
+
+async def test_outbox_get_waits_for_a_frame() -> None:
+    import asyncio
+
+    out = ViewerOutbox("v", 4, lambda n: None)
+    task = asyncio.create_task(out.get())
+    await asyncio.sleep(0)
+    assert not task.done()
+    out.put_chunk("s", 0, 1, b"frame")
+    assert await asyncio.wait_for(task, 1.0) == b"frame"
+    out.close()
+    assert await out.get() is None

@@ -1,0 +1,328 @@
+"""The forwarding path: tap a publisher's receiver for encoded frames, fan them out to subscribers.
+
+Pinned to aiortc 1.16 internals (see `tests/media_server/test_forwarding.py`, which checks them):
+
+- `RTCRtpReceiver` hands every frame its jitter buffer completes to a decoder thread through the
+  private queue `_RTCRtpReceiver__decoder_queue` (put on the event loop, get on the thread). A
+  `ReceiverTap` takes that queue's place before `receive()` starts: frames go to our callback on
+  the loop and are never decoded; the thread, which waits on the tap, only sees the stop
+  sentinel and exits with the receiver.
+- `RTCRtpSender._next_encoded_frame` packs an `av.Packet` coming out of its track with
+  `encoder.pack()` instead of encoding it. `ForwardTrack` yields such packets, so each
+  subscriber's sender packetises (and keeps its NACK retransmission history) without encoding.
+- `RTCRtpSender._send_keyframe` is what a subscriber's PLI/FIR triggers; we replace it per
+  sender so that the request goes upstream to the publisher, rate limited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import queue
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any, Literal
+
+import av
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .frames import EncodedFrame, FrameSink
+from .keyframes import KeyframeRequestLimiter, is_keyframe
+
+logger = logging.getLogger(__name__)
+
+_DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+_RTX_SSRC_ATTR = "_RTCRtpReceiver__rtx_ssrc"
+
+FrameCallback = Callable[[Any, Any], None]  # (aiortc codec parameters, JitterFrame)
+
+
+class ReceiverTap:
+    """Stands in for an aiortc receiver's decoder queue: frames go to `on_frame`, not a decoder.
+
+    `put()` is called by the receiver on the event loop with `(codec, JitterFrame)` or the stop
+    sentinel `None`; `get()` is called by the receiver's (now idle) decoder thread and returns
+    only the sentinel, so the thread exits when the receiver stops.
+    """
+
+    def __init__(self, on_frame: FrameCallback) -> None:
+        self._on_frame = on_frame
+        self._control: queue.Queue[None] = queue.Queue()
+
+    @classmethod
+    def install(cls, receiver: RTCRtpReceiver, on_frame: FrameCallback) -> ReceiverTap:
+        """Put a tap in `receiver` before it starts. Raises RuntimeError if aiortc changed."""
+        current = getattr(receiver, _DECODER_QUEUE_ATTR, None)
+        if not isinstance(current, (queue.Queue, ReceiverTap)):
+            raise RuntimeError(
+                f"aiortc RTCRtpReceiver internals changed: expected {_DECODER_QUEUE_ATTR} to be a "
+                f"queue.Queue (aiortc 1.16), got {type(current).__name__}"
+            )
+        tap = cls(on_frame)
+        setattr(receiver, _DECODER_QUEUE_ATTR, tap)
+        return tap
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            self._control.put(None)
+            return
+        codec, frame = item
+        try:
+            self._on_frame(codec, frame)
+        except Exception:  # a broken consumer must not kill the publisher's receive path
+            logger.exception("frame callback failed")
+
+    def get(self, block: bool = True, timeout: float | None = None) -> None:
+        return self._control.get(block, timeout)
+
+
+def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
+    """The publisher's media SSRC seen by `receiver` (RTX SSRCs left out), or None before media."""
+    rtx: dict[int, int] = getattr(receiver, _RTX_SSRC_ATTR, {})
+    for source in receiver.getSynchronizationSources():
+        if source.source not in rtx:
+            return source.source
+    return None
+
+
+class ForwardTrack(MediaStreamTrack):
+    """What one subscriber's sender reads: already-encoded frames of one producer, as `av.Packet`.
+
+    Bounded: a full video queue is emptied and the track waits for the next keyframe (asking
+    for one through `on_keyframe_needed`); a full audio queue drops its oldest frame. A video
+    track also starts out waiting for a keyframe, and asks for one when its sender first reads.
+    `paused` (audio-only mode, server mute) drops frames; resuming waits for a keyframe again.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["audio", "video"],
+        track_id: str,
+        capacity_frames: int,
+        on_keyframe_needed: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self._id = track_id
+        self._capacity = capacity_frames
+        self._queue: collections.deque[av.Packet] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_keyframe_needed = on_keyframe_needed
+        self._started = False
+        self.waiting_for_keyframe = kind == "video"
+        self._pause_reasons: set[str] = set()
+        self.frames_forwarded = 0
+        self.frames_dropped = 0
+
+    def push(self, packet: av.Packet, keyframe: bool) -> None:
+        """Queue one encoded frame (never blocks, never grows past the bound)."""
+        if self.readyState != "live" or self.paused:
+            return
+        if self.waiting_for_keyframe:
+            if not keyframe:
+                self.frames_dropped += 1
+                return
+            self.waiting_for_keyframe = False
+        if len(self._queue) >= self._capacity:
+            if self.kind == "video":
+                self.frames_dropped += len(self._queue)
+                self._queue.clear()
+                if not keyframe:
+                    self.frames_dropped += 1
+                    self.waiting_for_keyframe = True
+                    self._on_keyframe_needed()
+                    return
+            else:
+                self._queue.popleft()
+                self.frames_dropped += 1
+        self._queue.append(packet)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def paused(self) -> bool:
+        """True while any reason to stop forwarding holds (server mute, audio-only mode)."""
+        return bool(self._pause_reasons)
+
+    def set_paused(self, paused: bool, reason: str) -> None:
+        """Stop (True) or resume (False) forwarding for `reason` ("muted", "audio_only").
+
+        Forwarding resumes when no reason is left; video then resumes at a keyframe.
+        """
+        was_paused = self.paused
+        if paused:
+            self._pause_reasons.add(reason)
+        else:
+            self._pause_reasons.discard(reason)
+        if was_paused == self.paused:
+            return
+        if self.paused:
+            self._queue.clear()
+        elif self.kind == "video":
+            self.waiting_for_keyframe = True
+            if self._started:
+                self._on_keyframe_needed()
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        """Next encoded frame; raises MediaStreamError once the track is stopped."""
+        if not self._started:
+            self._started = True
+            if self.waiting_for_keyframe and not self.paused:
+                self._on_keyframe_needed()
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.frames_forwarded += 1
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._queue.clear()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Producer:
+    """One published track: receives encoded frames (via a `ReceiverTap`), fans them out.
+
+    Fan-out calls `ForwardTrack.push` (bounded, non-blocking) for each consumer and
+    `FrameSink.on_frame` for each sink, so a slow subscriber never delays the others.
+    Keyframe requests from consumers go to the publisher as RTCP PLI, at most one per
+    `keyframe_request_min_interval_s` (later ones coalesce into one at the interval's end).
+    """
+
+    def __init__(
+        self,
+        track_id: str,
+        peer_id: str,
+        kind: Literal["audio", "video"],
+        codec: str,
+        clock_rate: int,
+        receiver: RTCRtpReceiver,
+        keyframe_request_min_interval_s: float,
+    ) -> None:
+        self.track_id = track_id
+        self.peer_id = peer_id
+        self.kind = kind
+        self.codec = codec
+        self.clock_rate = clock_rate
+        self.receiver = receiver
+        self.muted = False
+        self.consumers: set[ForwardTrack] = set()
+        self.sinks: list[FrameSink] = []
+        self.frames_received = 0
+        self.keyframe_requests_sent = 0
+        self.codec_parameters: dict[str, Any] = {}
+        self._time_base = Fraction(1, clock_rate)
+        self._limiter = KeyframeRequestLimiter(keyframe_request_min_interval_s)
+        self._deferred: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def on_encoded(self, codec: Any, frame: Any) -> None:
+        """Take one complete encoded frame (aiortc JitterFrame) from the publisher's receiver."""
+        data: bytes = frame.data
+        keyframe = self.kind == "audio" or is_keyframe(self.codec, data)
+        self.frames_received += 1
+        if self.sinks:
+            encoded = EncodedFrame(
+                track_id=self.track_id,
+                kind=self.kind,
+                codec=self.codec,
+                data=data,
+                timestamp=frame.timestamp,
+                clock_rate=self.clock_rate,
+                keyframe=keyframe,
+                received_at=time.time(),
+            )
+            for sink in list(self.sinks):
+                sink.on_frame(encoded)
+        if self.muted or not self.consumers:
+            return
+        packet = av.Packet(data)
+        packet.pts = frame.timestamp
+        packet.time_base = self._time_base
+        for consumer in self.consumers:
+            consumer.push(packet, keyframe)
+
+    def set_muted(self, muted: bool) -> None:
+        """Stop (True) or resume (False) forwarding to every consumer; video resumes at a keyframe."""
+        if muted == self.muted:
+            return
+        self.muted = muted
+        for consumer in self.consumers:
+            consumer.set_paused(muted, "muted")  # clears queues; resume waits for a keyframe
+        if not muted and self.kind == "video":
+            self.request_keyframe()
+
+    def attach(self, consumer: ForwardTrack) -> None:
+        """Start fanning out to `consumer` (muted producers attach it paused)."""
+        if self.muted:
+            consumer.set_paused(True, "muted")
+        self.consumers.add(consumer)
+
+    def detach(self, consumer: ForwardTrack) -> None:
+        """Stop fanning out to `consumer` (idempotent)."""
+        self.consumers.discard(consumer)
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe, subject to the per-publisher rate limit."""
+        if self._closed or self.kind != "video":
+            return
+        loop = asyncio.get_running_loop()
+        if self._limiter.request(loop.time()):
+            self._send_pli()
+            return
+        due = self._limiter.due_s()
+        if due is not None and self._deferred is None:
+            self._deferred = loop.call_at(due, self._flush_deferred)
+
+    def _flush_deferred(self) -> None:
+        self._deferred = None
+        if not self._closed and self._limiter.flush(asyncio.get_running_loop().time()):
+            self._send_pli()
+
+    def _send_pli(self) -> None:
+        ssrc = media_ssrc(self.receiver)
+        if ssrc is None:
+            return  # no media yet: the publisher's first frame is a keyframe anyway
+        self.keyframe_requests_sent += 1
+        task = asyncio.ensure_future(self.receiver._send_rtcp_pli(ssrc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        """Stop forwarding: end every consumer, tell sinks the track ended (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
+        for task in self._tasks:
+            task.cancel()
+        for consumer in list(self.consumers):
+            consumer.stop()
+        self.consumers.clear()
+        for sink in list(self.sinks):
+            sink.on_track_ended(self.track_id)
+        self.sinks.clear()
+
+
+def route_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
+    """Make `sender`'s incoming PLI/FIR call `request` instead of flagging an encoder it lacks."""
+    if not callable(getattr(RTCRtpSender, "_send_keyframe", None)):
+        raise RuntimeError(
+            "aiortc RTCRtpSender internals changed: expected a _send_keyframe method (aiortc 1.16)"
+        )
+    sender._send_keyframe = request  # type: ignore[method-assign]

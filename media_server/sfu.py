@@ -1,0 +1,597 @@
+"""The SFU: one aiortc peer connection per participant, forwarding encoded media between them.
+
+The server is always the offerer. Publishing adds `recvonly` slots, subscribing adds `sendonly`
+m-lines carrying a `ForwardTrack`; every change renegotiates, one offer in flight per peer (a
+change during an offer re-offers after the answer). Frames are never decoded or encoded here:
+see `forwarding.py`. What closes what is written down in `docs/lifecycle.md`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from . import ice
+from .config import MediaConfig
+from .events import (
+    MediaError,
+    MediaErrorReason,
+    MediaEvent,
+    MediaRequestError,
+    OfferReady,
+    PeerFailed,
+    PeerQuality,
+    QualityReport,
+    TrackEnded,
+    TrackInfo,
+    TrackPublished,
+)
+from .forwarding import ForwardTrack, Producer, ReceiverTap, route_keyframe_requests
+from .frames import FrameSink
+from .quality import QualityTotals, summarize
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["audio", "video"]
+_KINDS: tuple[Kind, ...] = ("audio", "video")
+
+
+@dataclass
+class _PublishSlot:
+    """A `recvonly` m-line offered to a publisher; becomes a Producer once the answer accepts it."""
+
+    kind: Kind
+    transceiver: RTCRtpTransceiver
+    producer: Producer | None = None
+
+    def on_frame(self, codec: Any, frame: Any) -> None:
+        if self.producer is not None:
+            self.producer.on_encoded(codec, frame)
+
+
+@dataclass
+class _Subscription:
+    """A `sendonly` m-line forwarding one producer to this peer."""
+
+    producer: Producer
+    track: ForwardTrack
+    transceiver: RTCRtpTransceiver
+
+
+@dataclass
+class _Peer:
+    peer_id: str
+    pc: RTCPeerConnection
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    slots: dict[Kind, _PublishSlot] = field(default_factory=dict)
+    subscriptions: dict[str, _Subscription] = field(default_factory=dict)
+    renegotiate_needed: bool = False
+    video_paused: bool = False
+    closed: bool = False
+    quality: PeerQuality | None = None
+    quality_totals: QualityTotals | None = None
+    quality_task: asyncio.Task[None] | None = None
+
+
+class Sfu:
+    """Owns every peer connection and the forwarding graph. Knows nothing of rooms or roles.
+
+    `on_event` receives `MediaEvent`s (offers to send, tracks published/ended, failures,
+    quality) synchronously on the event loop; it must not block. Calls that cannot be done
+    raise `MediaRequestError` with a reason (unknown peer/track, invalid SDP).
+    """
+
+    def __init__(self, config: MediaConfig, on_event: Callable[[MediaEvent], None]) -> None:
+        self.config = config
+        self._on_event = on_event
+        self._peers: dict[str, _Peer] = {}
+        self._producers: dict[str, Producer] = {}
+        self._track_numbers = itertools.count(1)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        ice.install()
+
+    # ---- peers -------------------------------------------------------------------------------
+
+    async def open_peer(self, peer_id: str) -> None:
+        """Create `peer_id`'s peer connection (nothing is offered until it publishes or subscribes).
+
+        Raises MediaRequestError(INVALID_STATE) if the peer is already open or the Sfu closed.
+        """
+        if self._closed:
+            raise MediaRequestError(MediaErrorReason.INVALID_STATE, "the Sfu is closed")
+        if peer_id in self._peers:
+            raise MediaRequestError(
+                MediaErrorReason.INVALID_STATE, f"peer {peer_id!r} is already open"
+            )
+        configuration = RTCConfiguration(
+            iceServers=[
+                RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+                for s in self.config.ice_servers
+            ],
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
+        pc = RTCPeerConnection(configuration)
+        peer = _Peer(peer_id=peer_id, pc=pc)
+        self._peers[peer_id] = peer
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "failed" and not peer.closed:
+                self._spawn(self._fail_peer(peer_id, "connection failed (ICE/DTLS)"))
+
+        if self.config.quality_interval_s > 0:
+            peer.quality_task = asyncio.ensure_future(self._run_quality(peer))
+
+    async def close_peer(self, peer_id: str) -> None:
+        """Release everything of `peer_id`: its tracks (subscribers are renegotiated), its
+        subscriptions, tasks and transports. Idempotent; unknown peers are ignored."""
+        peer = self._peers.pop(peer_id, None)
+        if peer is None or peer.closed:
+            return
+        peer.closed = True
+        if peer.quality_task is not None:
+            peer.quality_task.cancel()
+        for slot in list(peer.slots.values()):
+            if slot.producer is not None:
+                await self._end_producer(slot.producer)
+        peer.slots.clear()
+        for sub in peer.subscriptions.values():
+            sub.producer.detach(sub.track)
+            sub.track.stop()
+        peer.subscriptions.clear()
+        await peer.pc.close()
+        if peer.quality_task is not None:
+            await asyncio.gather(peer.quality_task, return_exceptions=True)
+
+    async def _fail_peer(self, peer_id: str, reason: str) -> None:
+        if peer_id in self._peers:
+            self._emit(PeerFailed(peer_id, reason))
+            await self.close_peer(peer_id)
+
+    # ---- publishing --------------------------------------------------------------------------
+
+    async def request_publish(self, peer_id: str, kinds: frozenset[str]) -> None:
+        """Add a receive slot per kind in `kinds` ("audio", "video") not yet published and offer.
+
+        The track is announced by `TrackPublished` once the peer's answer accepts the slot.
+        Raises MediaRequestError for an unknown peer or kind.
+        """
+        peer = self._peer(peer_id)
+        for kind in kinds:
+            if kind not in _KINDS:
+                raise MediaRequestError(
+                    MediaErrorReason.INVALID_STATE, f"kind must be audio or video, got {kind!r}"
+                )
+        async with peer.lock:
+            added = False
+            for kind in sorted(kinds):
+                k = cast(Kind, kind)
+                if k in peer.slots:
+                    continue
+                transceiver = peer.pc.addTransceiver(k, direction="recvonly")
+                transceiver.setCodecPreferences(self._publish_capabilities(k))
+                slot = _PublishSlot(kind=k, transceiver=transceiver)
+                ReceiverTap.install(transceiver.receiver, slot.on_frame)
+                peer.slots[k] = slot
+                added = True
+            if added:
+                await self._negotiate(peer)
+
+    async def unpublish(self, peer_id: str, kind: str) -> None:
+        """Stop `peer_id`'s `kind` track: subscribers lose it (renegotiated), `TrackEnded` is
+        emitted. Idempotent."""
+        peer = self._peer(peer_id)
+        async with peer.lock:
+            slot = peer.slots.pop(cast(Kind, kind), None)
+            if slot is None:
+                return
+            slot.transceiver.direction = "inactive"
+            await slot.transceiver.receiver.stop()
+        if slot.producer is not None:
+            await self._end_producer(slot.producer)
+        async with peer.lock:
+            await self._negotiate(peer)
+
+    async def _end_producer(self, producer: Producer) -> None:
+        if self._producers.pop(producer.track_id, None) is None:
+            return
+        affected: list[_Peer] = []
+        for other in self._peers.values():
+            sub = other.subscriptions.pop(producer.track_id, None)
+            if sub is not None:
+                sub.transceiver.direction = "inactive"
+                affected.append(other)
+        producer.close()
+        self._emit(TrackEnded(producer.peer_id, producer.track_id))
+        await asyncio.gather(*(self._renegotiate_locked(p) for p in affected))
+
+    # ---- subscribing -------------------------------------------------------------------------
+
+    async def subscribe(self, peer_id: str, track_ids: Sequence[str]) -> None:
+        """Forward each of `track_ids` to `peer_id` (already subscribed ones are kept) and offer.
+
+        All-or-nothing: raises MediaRequestError(UNKNOWN_TRACK) before changing anything if one
+        id is unknown. A codec the peer cannot receive is reported later as
+        MediaError(UNSUPPORTED_CODEC) when its answer rejects it.
+        """
+        peer = self._peer(peer_id)
+        unknown = [t for t in track_ids if t not in self._producers]
+        if unknown:
+            raise MediaRequestError(
+                MediaErrorReason.UNKNOWN_TRACK, f"unknown track ids: {', '.join(unknown)}"
+            )
+        async with peer.lock:
+            added = False
+            for track_id in track_ids:
+                producer = self._producers.get(track_id)
+                if track_id in peer.subscriptions or producer is None:
+                    continue
+                track = ForwardTrack(
+                    producer.kind,
+                    track_id,
+                    self.config.video_queue_frames
+                    if producer.kind == "video"
+                    else self.config.audio_queue_frames,
+                    producer.request_keyframe,
+                )
+                transceiver = peer.pc.addTransceiver(track, direction="sendonly")
+                transceiver.setCodecPreferences(self._forward_capabilities(producer))
+                route_keyframe_requests(transceiver.sender, producer.request_keyframe)
+                if peer.video_paused and producer.kind == "video":
+                    track.set_paused(True, "audio_only")
+                producer.attach(track)
+                peer.subscriptions[track_id] = _Subscription(producer, track, transceiver)
+                added = True
+            if added:
+                await self._negotiate(peer)
+
+    async def unsubscribe(self, peer_id: str, track_ids: Sequence[str]) -> None:
+        """Stop forwarding `track_ids` to `peer_id` and renegotiate; unknown ids are ignored."""
+        peer = self._peer(peer_id)
+        async with peer.lock:
+            removed = False
+            for track_id in track_ids:
+                sub = peer.subscriptions.pop(track_id, None)
+                if sub is None:
+                    continue
+                sub.producer.detach(sub.track)
+                sub.track.stop()
+                sub.transceiver.direction = "inactive"
+                removed = True
+            if removed:
+                await self._negotiate(peer)
+
+    async def set_video_paused(self, peer_id: str, paused: bool) -> None:
+        """Audio-only mode for `peer_id`: stop (True) or resume (False) all its video forwarding.
+
+        No renegotiation; video resumes at a keyframe requested from each publisher.
+        """
+        peer = self._peer(peer_id)
+        peer.video_paused = paused
+        for sub in peer.subscriptions.values():
+            if sub.producer.kind == "video":
+                sub.track.set_paused(paused, "audio_only")
+
+    def set_muted(self, track_id: str, muted: bool) -> None:
+        """Server-side mute: stop (True) or resume (False) forwarding `track_id` to everyone.
+
+        Frame sinks (the recorder) keep receiving. Raises MediaRequestError(UNKNOWN_TRACK).
+        """
+        self._producer(track_id).set_muted(muted)
+
+    # ---- negotiation -------------------------------------------------------------------------
+
+    async def on_answer(self, peer_id: str, sdp: str) -> None:
+        """Apply `peer_id`'s answer to the pending offer.
+
+        Raises MediaRequestError(INVALID_SDP) if the SDP is malformed or does not match the
+        offer (the offer stays pending, a corrected answer may follow), INVALID_STATE if no offer
+        is pending. M-lines whose codec the peer rejected end that subscription or slot with
+        MediaError(UNSUPPORTED_CODEC).
+        """
+        peer = self._peer(peer_id)
+        async with peer.lock:
+            pc = peer.pc
+            if pc.signalingState != "have-local-offer":
+                raise MediaRequestError(
+                    MediaErrorReason.INVALID_STATE,
+                    f"no offer pending for peer {peer_id!r} (state {pc.signalingState})",
+                )
+            answer, rejected = self._check_answer(peer, sdp)
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            except Exception as exc:  # aiortc raises ValueError/OperationError/...
+                raise MediaRequestError(
+                    MediaErrorReason.INVALID_SDP, f"answer rejected by the peer connection: {exc}"
+                ) from exc
+            self._apply_rejections(peer, rejected)
+            self._start_producers(peer, sdp)
+            if peer.renegotiate_needed:
+                await self._negotiate(peer)
+
+    async def on_candidate(
+        self, peer_id: str, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
+        """Add a trickled client candidate (`a=candidate` line, "" for end-of-candidates).
+
+        Raises MediaRequestError(INVALID_SDP) if the line cannot be parsed.
+        """
+        peer = self._peer(peer_id)
+        text = candidate.strip()
+        if text.startswith("a="):
+            text = text[2:]
+        if text.startswith("candidate:"):
+            text = text[len("candidate:") :]
+        if not text:
+            await peer.pc.addIceCandidate(None)
+            return
+        try:
+            parsed = aiortc_sdp.candidate_from_sdp(text)
+        except Exception as exc:
+            raise MediaRequestError(
+                MediaErrorReason.INVALID_SDP, f"cannot parse candidate {candidate!r}: {exc}"
+            ) from exc
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index
+        if sdp_mid is None and sdp_mline_index is None:
+            parsed.sdpMLineIndex = 0
+        await peer.pc.addIceCandidate(parsed)
+
+    async def _renegotiate_locked(self, peer: _Peer) -> None:
+        async with peer.lock:
+            await self._negotiate(peer)
+
+    async def _negotiate(self, peer: _Peer) -> None:
+        """Offer now, or after the pending answer if one is in flight. Caller holds peer.lock."""
+        if peer.closed:
+            return
+        pc = peer.pc
+        if pc.signalingState != "stable":
+            peer.renegotiate_needed = True
+            return
+        if not pc.getTransceivers():
+            return
+        peer.renegotiate_needed = False
+        offer = await pc.createOffer()
+        with ice.host_addresses(self.config.ice_host_addresses):
+            await pc.setLocalDescription(offer)
+        self._emit(OfferReady(peer.peer_id, pc.localDescription.sdp))
+
+    def _check_answer(
+        self, peer: _Peer, sdp: str
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Validate an answer against our offer; neutralise m-lines that rejected our codec.
+
+        Returns the SDP to apply and the (mid, codec) pairs that were rejected.
+        """
+        try:
+            parsed = aiortc_sdp.SessionDescription.parse(sdp)
+        except Exception as exc:
+            raise MediaRequestError(
+                MediaErrorReason.INVALID_SDP, f"cannot parse answer SDP: {exc}"
+            ) from exc
+        offer = aiortc_sdp.SessionDescription.parse(peer.pc.localDescription.sdp)
+        if len(parsed.media) != len(offer.media):
+            raise MediaRequestError(
+                MediaErrorReason.INVALID_SDP,
+                f"answer must have {len(offer.media)} m-lines like the offer, "
+                f"got {len(parsed.media)}",
+            )
+        rejected: list[tuple[str, str]] = []
+        for i, (ours, theirs) in enumerate(zip(offer.media, parsed.media, strict=True)):
+            if ours.kind != theirs.kind or ours.rtp.muxId != theirs.rtp.muxId:
+                raise MediaRequestError(
+                    MediaErrorReason.INVALID_SDP,
+                    f"answer m-line {i} must be {ours.kind} mid {ours.rtp.muxId}, "
+                    f"got {theirs.kind} mid {theirs.rtp.muxId}",
+                )
+            if ours.direction == "inactive":
+                continue
+            offered = {c.name.lower() for c in ours.rtp.codecs if c.name.lower() != "rtx"}
+            answered = {c.name.lower() for c in theirs.rtp.codecs}
+            if theirs.port == 0 or not (offered & answered):
+                rejected.append((ours.rtp.muxId, "/".join(sorted(offered))))
+                theirs.port = 9
+                theirs.direction = "inactive"
+                theirs.rtp.codecs = copy.deepcopy(ours.rtp.codecs)
+                theirs.fmt = [c.payloadType for c in theirs.rtp.codecs]
+        if rejected:
+            return str(parsed), rejected
+        return sdp, rejected
+
+    def _apply_rejections(self, peer: _Peer, rejected: list[tuple[str, str]]) -> None:
+        for mid, codec in rejected:
+            for track_id, sub in list(peer.subscriptions.items()):
+                if sub.transceiver.mid == mid:
+                    del peer.subscriptions[track_id]
+                    sub.producer.detach(sub.track)
+                    sub.track.stop()
+                    sub.transceiver.direction = "inactive"
+                    self._emit(
+                        MediaError(
+                            peer.peer_id,
+                            MediaErrorReason.UNSUPPORTED_CODEC,
+                            f"peer cannot receive {codec} of track {track_id}",
+                            track_id=track_id,
+                        )
+                    )
+            for kind, slot in list(peer.slots.items()):
+                if slot.transceiver.mid == mid:
+                    del peer.slots[kind]
+                    slot.transceiver.direction = "inactive"
+                    self._emit(
+                        MediaError(
+                            peer.peer_id,
+                            MediaErrorReason.UNSUPPORTED_CODEC,
+                            f"peer offered none of the {kind} codecs we accept ({codec})",
+                        )
+                    )
+
+    def _start_producers(self, peer: _Peer, answer_sdp: str) -> None:
+        parsed = aiortc_sdp.SessionDescription.parse(answer_sdp)
+        by_mid = {m.rtp.muxId: m for m in parsed.media}
+        for kind, slot in peer.slots.items():
+            if slot.producer is not None:
+                continue
+            media = by_mid.get(slot.transceiver.mid or "")
+            if media is None or media.direction not in ("sendonly", "sendrecv"):
+                continue
+            codec = next(c for c in media.rtp.codecs if c.name.lower() != "rtx")
+            name = "opus" if codec.name.lower() == "opus" else codec.name.upper()
+            track_id = f"{peer.peer_id}/{kind}/{next(self._track_numbers)}"
+            producer = Producer(
+                track_id=track_id,
+                peer_id=peer.peer_id,
+                kind=kind,
+                codec=name,
+                clock_rate=codec.clockRate,
+                receiver=slot.transceiver.receiver,
+                keyframe_request_min_interval_s=self.config.keyframe_request_min_interval_s,
+            )
+            producer.codec_parameters = dict(codec.parameters)
+            slot.producer = producer
+            self._producers[track_id] = producer
+            self._emit(TrackPublished(peer.peer_id, track_id, kind, name))
+
+    # ---- codecs ------------------------------------------------------------------------------
+
+    def _publish_capabilities(self, kind: Kind) -> list[RTCRtpCodecCapability]:
+        wanted = self.config.video_codecs if kind == "video" else self.config.audio_codecs
+        caps = RTCRtpSender.getCapabilities(kind).codecs
+        chosen = [c for w in wanted for c in caps if c.mimeType.lower() == f"{kind}/{w}".lower()]
+        chosen += [c for c in caps if c.mimeType.lower() == f"{kind}/rtx"]
+        return chosen
+
+    def _forward_capabilities(self, producer: Producer) -> list[RTCRtpCodecCapability]:
+        caps = RTCRtpSender.getCapabilities(producer.kind).codecs
+        mime = f"{producer.kind}/{producer.codec}".lower()
+        same = [c for c in caps if c.mimeType.lower() == mime]
+        params = producer.codec_parameters
+        exact = [c for c in same if _h264_compatible(c.parameters, params)]
+        chosen = exact or same
+        chosen += [c for c in caps if c.mimeType.lower() == f"{producer.kind}/rtx"]
+        return chosen
+
+    # ---- recorder taps, introspection ---------------------------------------------------------
+
+    def add_frame_sink(self, track_id: str, sink: FrameSink) -> None:
+        """Give `sink` a copy of every frame of `track_id` (even while muted).
+
+        Raises MediaRequestError(UNKNOWN_TRACK)."""
+        producer = self._producer(track_id)
+        if sink not in producer.sinks:
+            producer.sinks.append(sink)
+
+    def remove_frame_sink(self, track_id: str, sink: FrameSink) -> None:
+        """Stop copying frames of `track_id` to `sink` (idempotent, unknown track ignored)."""
+        producer = self._producers.get(track_id)
+        if producer is not None and sink in producer.sinks:
+            producer.sinks.remove(sink)
+
+    def quality(self, peer_id: str) -> PeerQuality | None:
+        """Last measured quality of `peer_id` (None before the first report or if unknown)."""
+        peer = self._peers.get(peer_id)
+        return None if peer is None else peer.quality
+
+    def tracks(self) -> list[TrackInfo]:
+        """Every published track."""
+        return [
+            TrackInfo(p.track_id, p.peer_id, p.kind, p.codec, p.muted, len(p.consumers))
+            for p in self._producers.values()
+        ]
+
+    def producer(self, track_id: str) -> Producer:
+        """The Producer of `track_id` (counters for tests and metrics).
+
+        Raises MediaRequestError(UNKNOWN_TRACK)."""
+        return self._producer(track_id)
+
+    def forward_track(self, peer_id: str, track_id: str) -> ForwardTrack | None:
+        """The queue forwarding `track_id` to `peer_id`, or None (counters for tests/metrics)."""
+        peer = self._peers.get(peer_id)
+        sub = None if peer is None else peer.subscriptions.get(track_id)
+        return None if sub is None else sub.track
+
+    def peer_ids(self) -> list[str]:
+        """Ids of the open peers."""
+        return list(self._peers)
+
+    async def close(self) -> None:
+        """Close every peer (idempotent)."""
+        self._closed = True
+        for peer_id in list(self._peers):
+            await self.close_peer(peer_id)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    async def _run_quality(self, peer: _Peer) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not peer.closed:
+                await asyncio.sleep(self.config.quality_interval_s)
+                stats = await peer.pc.getStats()
+                peer.quality, peer.quality_totals = summarize(
+                    stats.values(), loop.time(), peer.quality_totals
+                )
+                self._emit(QualityReport(peer.peer_id, peer.quality))
+        except asyncio.CancelledError:
+            pass
+
+    def _peer(self, peer_id: str) -> _Peer:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            raise MediaRequestError(MediaErrorReason.UNKNOWN_PEER, f"unknown peer {peer_id!r}")
+        return peer
+
+    def _producer(self, track_id: str) -> Producer:
+        producer = self._producers.get(track_id)
+        if producer is None:
+            raise MediaRequestError(MediaErrorReason.UNKNOWN_TRACK, f"unknown track {track_id!r}")
+        return producer
+
+    def _emit(self, event: MediaEvent) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            logger.exception("on_event callback failed for %r", event)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _h264_compatible(candidate: dict[str, Any], negotiated: dict[str, Any]) -> bool:
+    """Same packetization mode and profile (first two bytes of profile-level-id), if H.264."""
+    if not negotiated:
+        return True
+    for key in ("packetization-mode",):
+        if str(candidate.get(key, "0")) != str(negotiated.get(key, "0")):
+            return False
+    a = str(candidate.get("profile-level-id", ""))[:4].lower()
+    b = str(negotiated.get("profile-level-id", ""))[:4].lower()
+    return not a or not b or a == b
+
+
+__all__ = ["Sfu"]

@@ -1,0 +1,546 @@
+"""A real aiortc client for tests and benchmarks: answers the server's offers, publishes, receives.
+
+Not a fake: it is a complete aiortc peer over real UDP sockets. What it adds for checking:
+
+- `CounterVideoSource` encodes synthetic frames (VP8 or H.264, PyAV) whose pixels carry the
+  frame counter as 16 black/white columns, and keeps what its encoder produced (`sent`), so a
+  test can compare the publisher's encoder output with what a subscriber received, byte for
+  byte. A PLI from the server makes its next frame a keyframe.
+- `ToneAudioSource` encodes a sine tone with Opus, 20 ms per packet.
+- `ClientPeer` answers each offer: `recvonly` m-lines (publish slots) get its sources, every
+  received track is tapped *before* decoding (`ReceivedTrack.frames`: the depayloaded encoded
+  frames) and, if asked, decoded to read the counters back.
+- Loss: `drop_every_nth_rtp` drops every Nth media RTP packet (not retransmissions) arriving at
+  the client, after SRTP, so NACK/RTX and PLI paths are exercised deterministically.
+- Codec rejection: `receive_codecs` makes the client reject (port 0, like a browser) m-lines
+  whose codecs it does not list.
+
+Pacing uses the event loop clock; tests wait on frame counts, not on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import av
+import numpy as np
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from . import ice
+from .config import MediaConfig
+from .events import MediaEvent, OfferReady, TrackPublished
+from .forwarding import ReceiverTap
+from .keyframes import is_keyframe
+
+VIDEO_CLOCK_HZ = 90000
+AUDIO_CLOCK_HZ = 48000
+COUNTER_BITS = 16
+
+
+def draw_counter(counter: int, width: int, height: int) -> np.ndarray:
+    """A gray YUV420p frame whose luma carries `counter` as COUNTER_BITS black/white columns."""
+    y = np.full((height, width), 128, dtype=np.uint8)
+    column_w = width // COUNTER_BITS
+    for bit in range(COUNTER_BITS):
+        if (counter >> bit) & 1:
+            y[:, bit * column_w : (bit + 1) * column_w] = 235
+        else:
+            y[:, bit * column_w : (bit + 1) * column_w] = 16
+    uv = np.full((height // 2, width // 2), 128, dtype=np.uint8)
+    return np.concatenate([y.reshape(-1), uv.reshape(-1), uv.reshape(-1)]).reshape(
+        height * 3 // 2, width
+    )
+
+
+def read_counter(frame: av.VideoFrame) -> int:
+    """Read back the counter drawn by `draw_counter` from a decoded frame."""
+    y = frame.to_ndarray(format="gray")
+    height, width = y.shape
+    column_w = width // COUNTER_BITS
+    band = y[height // 4 : 3 * height // 4]
+    value = 0
+    for bit in range(COUNTER_BITS):
+        cell = band[:, bit * column_w + 2 : (bit + 1) * column_w - 2]
+        if float(cell.mean()) > 128:
+            value |= 1 << bit
+    return value
+
+
+@dataclass
+class SentFrame:
+    """One frame as the publisher's encoder produced it."""
+
+    counter: int
+    data: bytes
+    keyframe: bool
+
+
+class CounterVideoSource:
+    """Encodes counter frames with VP8 (libvpx) or H.264 (libx264); keeps every output frame."""
+
+    def __init__(self, codec: Literal["VP8", "H264"], width: int = 160, height: int = 96,
+                 fps: int = 10, bitrate_bps: int = 150_000) -> None:
+        self.codec_name = codec
+        self.width, self.height, self.fps = width, height, fps
+        self.sent: list[SentFrame] = []
+        self.keyframes_forced = 0
+        self._counter = 0
+        self._force_keyframe = True
+        if codec == "VP8":
+            ctx = av.CodecContext.create("libvpx", "w")
+            ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                           "static-thresh": "1"}
+        else:
+            ctx = av.CodecContext.create("libx264", "w")
+            ctx.options = {"tune": "zerolatency", "preset": "ultrafast", "level": "31"}
+            ctx.profile = "Baseline"
+        ctx.width, ctx.height = width, height
+        ctx.pix_fmt = "yuv420p"
+        ctx.bit_rate = bitrate_bps
+        ctx.framerate = fractions.Fraction(fps, 1)
+        ctx.time_base = fractions.Fraction(1, fps)
+        ctx.gop_size = 100000
+        self._ctx = ctx
+
+    def request_keyframe(self) -> None:
+        """Make the next frame a keyframe (what a PLI/FIR asks for)."""
+        self._force_keyframe = True
+
+    def next_packet(self) -> av.Packet | None:
+        """Encode the next counter frame; None if the encoder held it back."""
+        counter = self._counter
+        self._counter += 1
+        frame = av.VideoFrame.from_ndarray(
+            draw_counter(counter, self.width, self.height), format="yuv420p"
+        )
+        frame.pts = counter
+        frame.time_base = fractions.Fraction(1, self.fps)
+        if self._force_keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+            self._force_keyframe = False
+            self.keyframes_forced += 1
+        data = b"".join(bytes(p) for p in self._ctx.encode(frame))
+        if not data:
+            return None
+        self.sent.append(SentFrame(counter, data, is_keyframe(self.codec_name, data)))
+        packet = av.Packet(data)
+        packet.pts = counter * VIDEO_CLOCK_HZ // self.fps
+        packet.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
+        return packet
+
+
+class ToneAudioSource:
+    """Encodes a sine tone with Opus (48 kHz stereo, 20 ms packets); keeps every packet."""
+
+    def __init__(self, frequency_hz: float = 440.0) -> None:
+        self.sent: list[bytes] = []
+        self._ctx = av.CodecContext.create("libopus", "w")
+        self._ctx.sample_rate = AUDIO_CLOCK_HZ
+        self._ctx.layout = "stereo"
+        self._ctx.format = "s16"
+        self._ctx.bit_rate = 32000
+        self._frequency_hz = frequency_hz
+        self._samples = 0
+        self.fps = 50
+
+    def request_keyframe(self) -> None:
+        """Audio has no keyframes."""
+
+    def next_packet(self) -> av.Packet | None:
+        n = AUDIO_CLOCK_HZ // self.fps
+        t = (np.arange(n) + self._samples) / AUDIO_CLOCK_HZ
+        tone = (8000 * np.sin(2 * math.pi * self._frequency_hz * t)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16",
+                                           layout="stereo")
+        frame.sample_rate = AUDIO_CLOCK_HZ
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)
+        self._samples += n
+        packets = list(self._ctx.encode(frame))
+        if not packets:
+            return None
+        data = b"".join(bytes(p) for p in packets)
+        self.sent.append(data)
+        packet = av.Packet(data)
+        packet.pts = packets[0].pts if packets[0].pts is not None else self._samples
+        packet.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)
+        return packet
+
+
+class EncodedSourceTrack(MediaStreamTrack):
+    """A track that yields a source's encoded packets at its frame rate (aiortc packs, not encodes)."""
+
+    def __init__(self, kind: str, source: CounterVideoSource | ToneAudioSource) -> None:
+        super().__init__()
+        self.kind = kind
+        self.source = source
+        self._next_s: float | None = None
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = loop.time()
+            if self._next_s is None:
+                self._next_s = now
+            if self._next_s > now:
+                await asyncio.sleep(self._next_s - now)
+            self._next_s += 1.0 / self.source.fps
+            packet = self.source.next_packet()
+            if packet is not None:
+                return packet
+
+
+@dataclass
+class ReceivedFrame:
+    """One encoded frame as the client's jitter buffer assembled it (before any decoding)."""
+
+    data: bytes
+    timestamp: int
+    keyframe: bool
+
+
+@dataclass
+class ReceivedTrack:
+    """What arrived on one subscribed track; `counters` filled when the client decodes video."""
+
+    track_id: str
+    kind: str
+    codec: str | None = None
+    frames: list[ReceivedFrame] = field(default_factory=list)
+    counters: list[int] = field(default_factory=list)
+    decode_errors: int = 0
+    _decoder: Any = None
+    _event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_frames(self, count: int, timeout_s: float) -> None:
+        """Wait until at least `count` frames arrived; raises TimeoutError naming both counts."""
+        async def wait() -> None:
+            while len(self.frames) < count:
+                self._event.clear()
+                await self._event.wait()
+        try:
+            await asyncio.wait_for(wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"track {self.track_id}: expected {count} frames within {timeout_s} s, "
+                f"got {len(self.frames)}"
+            ) from None
+
+    async def wait_counter(self, predicate: Any, timeout_s: float) -> None:
+        """Wait until `predicate(counters)` holds (decoding clients only)."""
+        async def wait() -> None:
+            while not predicate(self.counters):
+                self._event.clear()
+                await self._event.wait()
+        await asyncio.wait_for(wait(), timeout_s)
+
+
+class ClientPeer:
+    """An aiortc participant that only answers: publishes its sources, records what it receives.
+
+    `video_codec`: publish counter video with this codec (None: no video); `audio`: publish a
+    tone. `decode`: decode received video and read the counters. `host_addresses`: the ICE host
+    candidates it offers (loopback by default).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        video_codec: Literal["VP8", "H264"] | None = None,
+        audio: bool = False,
+        video_size: tuple[int, int] = (160, 96),
+        fps: int = 10,
+        decode: bool = False,
+        receive_codecs: frozenset[str] | None = None,
+        drop_every_nth_rtp: int | None = None,
+        host_addresses: tuple[str, ...] = ("127.0.0.1",),
+    ) -> None:
+        self.name = name
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.video_source = (
+            CounterVideoSource(video_codec, *video_size, fps=fps) if video_codec else None
+        )
+        self.audio_source = ToneAudioSource() if audio else None
+        self.decode = decode
+        self.receive_codecs = (
+            None if receive_codecs is None else frozenset(c.lower() for c in receive_codecs)
+        )
+        self.drop_every_nth_rtp = drop_every_nth_rtp
+        self.rtp_dropped = 0
+        self.host_addresses = host_addresses
+        self.received: dict[str, ReceivedTrack] = {}
+        self.rejected_mids: set[str] = set()
+        self.answers = 0
+        self._tapped: set[int] = set()
+        self._published: set[str] = set()
+        self._loss_installed = False
+        self._media_packets: dict[int, int] = {}
+        self._changed = asyncio.Event()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the server's offer and return our answer SDP."""
+        offer = aiortc_sdp.SessionDescription.parse(offer_sdp)
+        rejected: set[str] = set()
+        if self.receive_codecs is not None:
+            for media in offer.media:
+                names = {c.name.lower() for c in media.rtp.codecs} - {"rtx"}
+                if media.direction == "sendonly" and not (names & self.receive_codecs):
+                    rejected.add(media.rtp.muxId)
+                    media.direction = "inactive"
+            offer_sdp = str(offer)
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        by_mid = {m.rtp.muxId: m for m in offer.media}
+        for transceiver in self.pc.getTransceivers():
+            media = by_mid.get(transceiver.mid or "")
+            if media is None:
+                continue
+            if media.direction == "recvonly" and transceiver.mid not in self._published:
+                self._attach_source(transceiver)
+            elif media.direction == "sendonly" and id(transceiver) not in self._tapped:
+                self._tap(transceiver, media)
+        answer = await self.pc.createAnswer()
+        with ice.host_addresses(self.host_addresses):
+            await self.pc.setLocalDescription(answer)
+        self._install_loss()
+        self.answers += 1
+        sdp = self.pc.localDescription.sdp
+        self.rejected_mids |= rejected
+        if rejected:
+            parsed = aiortc_sdp.SessionDescription.parse(sdp)
+            for media in parsed.media:
+                if media.rtp.muxId in rejected:
+                    media.port = 0
+                    media.direction = "inactive"
+            sdp = str(parsed)
+        return sdp
+
+    def _attach_source(self, transceiver: Any) -> None:
+        kind = transceiver.kind
+        source = self.video_source if kind == "video" else self.audio_source
+        if source is None:
+            return
+        self._published.add(transceiver.mid)
+        track = EncodedSourceTrack(kind, source)
+        transceiver.sender.replaceTrack(track)
+        transceiver.direction = "sendonly"
+        if kind == "video":
+            assert isinstance(source, CounterVideoSource)
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences(
+                [c for c in caps if c.mimeType.lower() == f"video/{source.codec_name}".lower()]
+                + [c for c in caps if c.mimeType.lower() == "video/rtx"]
+            )
+        # the pack path ignores aiortc's keyframe flag: route PLI/FIR to our encoder
+        transceiver.sender._send_keyframe = source.request_keyframe
+
+    def _tap(self, transceiver: Any, media: Any) -> None:
+        self._tapped.add(id(transceiver))
+        track_id = transceiver.receiver.track.id if transceiver.receiver.track else media.rtp.muxId
+        codec = next((c.name for c in media.rtp.codecs if c.name.lower() != "rtx"), None)
+        received = ReceivedTrack(track_id=track_id, kind=transceiver.kind, codec=codec)
+        self.received[track_id] = received
+
+        def on_frame(codec_params: Any, frame: Any) -> None:
+            name = codec_params.name
+            keyframe = transceiver.kind == "audio" or is_keyframe(name, frame.data)
+            received.frames.append(ReceivedFrame(frame.data, frame.timestamp, keyframe))
+            if self.decode and transceiver.kind == "video":
+                self._decode(received, name, frame.data)
+            received._event.set()
+            self._changed.set()
+
+        ReceiverTap.install(transceiver.receiver, on_frame)
+
+    def _decode(self, received: ReceivedTrack, codec: str, data: bytes) -> None:
+        if received._decoder is None:
+            received._decoder = av.CodecContext.create("libvpx" if codec == "VP8" else "h264", "r")
+        try:
+            for frame in received._decoder.decode(av.Packet(data)):
+                received.counters.append(read_counter(frame))
+        except av.FFmpegError:
+            received.decode_errors += 1
+
+    def _install_loss(self) -> None:
+        if self.drop_every_nth_rtp is None or self._loss_installed:
+            return
+        transceivers = self.pc.getTransceivers()
+        if not transceivers:
+            return
+        dtls = transceivers[0].receiver.transport
+        original = dtls._handle_rtp_data
+        nth = self.drop_every_nth_rtp
+        rtx_types: set[int] = set()
+
+        async def lossy(data: bytes, arrival_time_ms: int) -> None:
+            if not rtx_types:
+                for t in self.pc.getTransceivers():
+                    rtx_types.update(c.payloadType for c in t._codecs if c.name.lower() == "rtx")
+            payload_type = data[1] & 0x7F
+            if payload_type not in rtx_types:
+                ssrc = int.from_bytes(data[8:12], "big")
+                count = self._media_packets.get(ssrc, 0) + 1
+                self._media_packets[ssrc] = count
+                if count % nth == 0:
+                    self.rtp_dropped += 1
+                    return
+            await original(data, arrival_time_ms)
+
+        dtls._handle_rtp_data = lossy
+        self._loss_installed = True
+
+    def track(self, track_id: str) -> ReceivedTrack:
+        """What arrived on `track_id`; raises KeyError naming the tracks we do have."""
+        if track_id not in self.received:
+            raise KeyError(f"{self.name} has no track {track_id!r}; has {sorted(self.received)}")
+        return self.received[track_id]
+
+    async def wait_track(self, track_id: str, timeout_s: float) -> ReceivedTrack:
+        """Wait until the server has negotiated `track_id` to us."""
+        async def wait() -> None:
+            while track_id not in self.received:
+                self._changed.clear()
+                await self._changed.wait()
+        await asyncio.wait_for(wait(), timeout_s)
+        return self.received[track_id]
+
+    async def close(self) -> None:
+        """Close the peer connection (idempotent)."""
+        await self.pc.close()
+
+
+class SfuHarness:
+    """Plays signaling in-process: routes each `OfferReady` to the right `ClientPeer`, feeds its
+    answer back to the Sfu, and records every event. For tests and benchmarks.
+    """
+
+    def __init__(self, config: MediaConfig) -> None:
+        from .sfu import Sfu  # late: sfu imports this package
+
+        self.events: list[MediaEvent] = []
+        self.clients: dict[str, ClientPeer] = {}
+        self.errors: list[BaseException] = []
+        self.sfu = Sfu(config, self._on_event)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._event = asyncio.Event()
+
+    def _on_event(self, event: MediaEvent) -> None:
+        self.events.append(event)
+        self._event.set()
+        if isinstance(event, OfferReady):
+            task = asyncio.ensure_future(self._answer(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, event: OfferReady) -> None:
+        client = self.clients.get(event.peer_id)
+        if client is None:
+            return
+        try:
+            sdp = await client.answer(event.sdp)
+            await self.sfu.on_answer(event.peer_id, sdp)
+        except Exception as exc:  # surfaced by settle()
+            self.errors.append(exc)
+
+    async def join(self, client: ClientPeer) -> ClientPeer:
+        """Open a server peer for `client` (keyed by its name)."""
+        self.clients[client.name] = client
+        await self.sfu.open_peer(client.name)
+        return client
+
+    async def publish(self, name: str, kinds: frozenset[str], timeout_s: float) -> dict[str, str]:
+        """Publish `kinds` from client `name`; returns {kind: track_id} once all are published."""
+        start = len(self.events)
+        await self.sfu.request_publish(name, kinds)
+        found: dict[str, str] = {}
+
+        async def wait() -> None:
+            seen = start
+            while len(found) < len(kinds):
+                for event in self.events[seen:]:
+                    if isinstance(event, TrackPublished) and event.peer_id == name:
+                        found[event.kind] = event.track_id
+                seen = len(self.events)
+                if len(found) < len(kinds):
+                    self._event.clear()
+                    await self._event.wait()
+                    self.raise_errors()
+        await asyncio.wait_for(wait(), timeout_s)
+        return found
+
+    async def wait_event(self, predicate: Any, timeout_s: float) -> MediaEvent:
+        """Wait for (and return) the first recorded event matching `predicate`."""
+        async def wait() -> MediaEvent:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                self._event.clear()
+                await self._event.wait()
+        return await asyncio.wait_for(wait(), timeout_s)
+
+    async def settle(self, timeout_s: float) -> None:
+        """Wait until no offer is being answered; re-raise the first answer error."""
+        async def wait() -> None:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.wait_for(wait(), timeout_s)
+        self.raise_errors()
+
+    def raise_errors(self) -> None:
+        """Re-raise the first error seen while answering offers."""
+        if self.errors:
+            raise self.errors[0]
+
+    async def leave(self, name: str) -> None:
+        """Close the client and its server peer."""
+        client = self.clients.pop(name, None)
+        await self.sfu.close_peer(name)
+        if client is not None:
+            await client.close()
+
+    async def close(self) -> None:
+        """Close every client and the Sfu."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.sfu.close()
+        for client in list(self.clients.values()):
+            await client.close()
+        self.clients.clear()
+
+
+def frame_digest(data: bytes) -> str:
+    """Short content hash to compare frames across the relay."""
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+__all__ = [
+    "ClientPeer",
+    "CounterVideoSource",
+    "ToneAudioSource",
+    "ReceivedTrack",
+    "ReceivedFrame",
+    "SentFrame",
+    "draw_counter",
+    "read_counter",
+    "frame_digest",
+    "SfuHarness",
+]

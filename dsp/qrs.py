@@ -212,6 +212,11 @@ class PanTompkinsBank:
         self.samples_seen = np.delete(self.samples_seen, row)
         del self._states[row]
 
+    @property
+    def decision_delay_samples(self) -> int:
+        """Upper bound on how far behind the newest sample a beat's R peak can be undecided."""
+        return self.window + self.half_dominance + self.bandpass_delay + 8
+
     def signal_noise_levels(self, row: int) -> tuple[float, float]:
         """Current adaptive (signal, noise) MWI peak levels of one stream (arbitrary units)."""
         s = self._states[row]

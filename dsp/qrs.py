@@ -12,7 +12,9 @@ Pipeline per sample, vectorised over all streams and the whole chunk:
 Candidate peaks are the MWI maxima that dominate +-100 ms; only those reach the Python decision
 loop (a few per second per stream), never single samples.
 
-Two deviations from the paper, both to stay causal with a bounded delay:
+Candidates are judged on sqrt(MWI) (an amplitude; squaring made a 2x smaller QRS 4x smaller),
+and after a long pause without beats the signal level decays so a lasting amplitude drop is
+re-learned. Two deviations from the paper, both to stay causal with a bounded delay:
 * Search-back is applied *as the candidate arrives* (the candidate is judged against half the
   threshold when it comes more than 1.66 mean RR after the last beat) instead of re-scanning
   the past, so every beat is emitted ~200 ms after its R peak, never an RR interval later.
@@ -44,6 +46,9 @@ class PanTompkinsParams:
 
     integration_window_s: float = 0.150
     dominance_window_s: float = 0.100
+    #: how far ahead a candidate must dominate too; this is the decision latency after the MWI
+    #: peak (the MWI peak itself trails the R peak by ~0.1 s)
+    lookahead_s: float = 0.100
     refractory_s: float = 0.200
     t_wave_window_s: float = 0.360
     t_wave_slope_ratio: float = 0.5
@@ -173,6 +178,7 @@ class PanTompkinsBank:
         p = self.params
         self.window = max(2, int(round(p.integration_window_s * self.fs)))
         self.half_dominance = max(2, int(round(p.dominance_window_s * self.fs)))
+        self.lookahead = max(1, min(self.half_dominance, int(round(p.lookahead_s * self.fs))))
         self.learning_end = int(round(p.learning_s * self.fs))
         sos = design_qrs_bandpass(self.fs)
         # derivative adds 2 samples of delay; the R peak is where |band-pass| peaks minus its delay
@@ -184,7 +190,7 @@ class PanTompkinsBank:
         self._bandpass = SosFilterBank(sos)
         self._bp_hist = History(self.history_length)
         self._sq_hist = History(self.history_length, np.int64)
-        self._mwi_hist = History(2 * self.half_dominance, np.int64)
+        self._mwi_hist = History(self.half_dominance + self.lookahead, np.int64)
         self.samples_seen = np.zeros(0, dtype=np.int64)
         self._states: list[_DecisionState] = []
 
@@ -215,7 +221,7 @@ class PanTompkinsBank:
     @property
     def decision_delay_samples(self) -> int:
         """Upper bound on how far behind the newest sample a beat's R peak can be undecided."""
-        return self.window + self.half_dominance + self.bandpass_delay + 8
+        return self.window + self.lookahead + self.bandpass_delay + 8
 
     def signal_noise_levels(self, row: int) -> tuple[float, float]:
         """Current adaptive (signal, noise) MWI peak levels of one stream (arbitrary units)."""
@@ -240,7 +246,7 @@ class PanTompkinsBank:
         if n == 0:
             return out
         sel = None if rows is None else row_ids
-        hist, w, k = self.history_length, self.window, self.half_dominance
+        hist, w, k, la = self.history_length, self.window, self.half_dominance, self.lookahead
 
         bp = self._bandpass.process(x, sel)
         bp_ext = self._bp_hist.extend(bp, sel)  # (R, hist + n)
@@ -250,7 +256,9 @@ class PanTompkinsBank:
         sq_ext = self._sq_hist.extend(q * q, sel)
         cs = np.cumsum(sq_ext[:, hist - w :], axis=1)
         mwi = cs[:, w:] - cs[:, :-w]  # sum of the w squared samples ending at each new sample
-        m = self._mwi_hist.extend(mwi, sel)  # (R, 2k + n); column j is sample seen_before-2k+j
+        # (R, k + la + n); column j is sample seen_before - (k + la) + j; judge the n columns
+        # that have k samples behind and la ahead
+        m = self._mwi_hist.extend(mwi, sel)
 
         centre = m[:, k : k + n]
         local = (centre > m[:, k - 1 : k + n - 1]) & (centre >= m[:, k + 1 : k + n + 1])
@@ -261,17 +269,18 @@ class PanTompkinsBank:
             j = cols + k
             peaks = m[cand_rows, j]
             left = m[cand_rows[:, None], j[:, None] + np.arange(-k, 0)[None, :]].max(axis=1)
-            right = m[cand_rows[:, None], j[:, None] + np.arange(1, k + 1)[None, :]].max(axis=1)
+            ahead = np.arange(1, self.lookahead + 1)[None, :]
+            right = m[cand_rows[:, None], j[:, None] + ahead].max(axis=1)
             keep = (peaks > left) & (peaks >= right)
             cand_rows, j, peaks = cand_rows[keep], j[keep], peaks[keep]
             levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
         if cand_rows.size:
-            sq_idx = j - 2 * k + hist  # same sample, in sq_ext / bp_ext columns
+            sq_idx = j - (k + la) + hist  # same sample, in sq_ext / bp_ext columns
             win = np.arange(-w + 1, 1)[None, :]
             slope_sq = sq_ext[cand_rows[:, None], sq_idx[:, None] + win].max(axis=1)
             bp_win = np.abs(bp_ext[cand_rows[:, None], sq_idx[:, None] + win - 2])
             r_col = sq_idx - w - 1 + np.argmax(bp_win, axis=1) - self.bandpass_delay
-            abs_peak = seen_before[cand_rows] - 2 * k + j
+            abs_peak = seen_before[cand_rows] - (k + la) + j
             abs_r = seen_before[cand_rows] - hist + r_col
             for r, a, pk, sl, rr in zip(
                 cand_rows.tolist(),
@@ -285,7 +294,7 @@ class PanTompkinsBank:
                         _Candidate(a, float(pk), float(sl), max(0, rr)), self.learning_end
                     )
                 )
-        last_evaluated = seen_before + n - 1 - k
+        last_evaluated = seen_before + n - 1 - la
         for r, row in enumerate(row_ids.tolist()):
             state = self._states[row]
             if not state.initialized:

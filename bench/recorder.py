@@ -1,0 +1,174 @@
+"""Recorder cost: CPU per recorded stream and disk throughput.
+
+    python -m bench.recorder --video N --waveforms M --seconds S [--fast] [--json FILE]
+
+Encodes a short ~1 Mbit/s VP8 clip once with libvpx, then records N copies of it (fed in real
+time, or as fast as possible with --fast, with timestamps as if real time) plus M two-channel
+500 Hz waveform streams (10 chunks/s, one beat/s). Video and waveforms are measured in separate
+phases so each gets its own figure. CPU is process CPU time (all threads, including feeding) per
+stream-second of recording, in % of one core. Prints figures and writes JSON; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from media_server.frames import EncodedFrame
+from recorder import RecorderConfig, SessionRecorder, WaveformStreamInfo
+
+FPS = 30
+
+
+def encode_clip(seconds: float = 2.0, width: int = 640, height: int = 480,
+                bit_rate: int = 1_000_000) -> list[tuple[bytes, bool]]:
+    """~1 Mbit/s VP8 frames of moving noise, keyframe first; encoded once."""
+    enc = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base = fractions.Fraction(1, FPS)
+    enc.bit_rate = bit_rate
+    enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    # Smooth blobs plus fine noise: compresses like camera video, not like pure noise.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    smooth = 127 + 60 * np.sin(xx / 23.0)[..., None] * np.cos(yy / 17.0)[..., None]
+    base = np.clip(smooth + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+    out: list[tuple[bytes, bool]] = []
+    n = int(seconds * FPS)
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(np.roll(base, 4 * i, axis=1), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = i
+        if i == 0:
+            frame.pict_type = av.video.frame.PictureType.I
+        out.extend((bytes(p), bool(p.is_keyframe)) for p in enc.encode(frame))
+    out.extend((bytes(p), bool(p.is_keyframe)) for p in enc.encode(None))
+    return out
+
+
+async def _loop_lag(stop: asyncio.Event, lags: list[float]) -> None:
+    while not stop.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lags.append(time.perf_counter() - t - 0.005)
+
+
+def _dir_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+async def run_phase(root: Path, n_video: int, n_wave: int, seconds: float, fast: bool,
+                    clip: list[tuple[bytes, bool]]) -> dict[str, float]:
+    """Record one phase; returns CPU, throughput and backlog figures."""
+    rec = SessionRecorder(RecorderConfig(root), room="bench")
+    directory = rec.start("bench")
+    t0 = time.time()
+    video = [rec.add_track(f"v{i}", f"p{i}", "video", "VP8") for i in range(n_video)]
+    info = WaveformStreamInfo(("II", "V5"), ("mV", "mV"), (200.0, 200.0), (0, 0), 500.0)
+    waves = [rec.add_waveform_stream(f"w{i}", f"m{i}", info) for i in range(n_wave)]
+    wave_chunk = np.random.default_rng(1).integers(-1000, 1000, (2, 50))
+    stop_lag = asyncio.Event()
+    lags: list[float] = []
+    lag_task = asyncio.create_task(_loop_lag(stop_lag, lags))
+    max_pending = 0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    n_ticks = int(seconds * FPS)
+    for k in range(n_ticks):  # one tick = one video frame period (1/30 s)
+        if not fast:
+            delay = wall0 + k / FPS - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        data, key = clip[k % len(clip)]
+        for i, sink in enumerate(video):
+            sink.on_frame(EncodedFrame(f"v{i}", "video", "VP8", data, (k * 3000) % (1 << 32),
+                                       90000, key, t0 + k / FPS))
+        if k % 3 == 0:  # 10 chunks of 50 samples per second
+            first = (k // 3) * 50
+            for w in waves:
+                w.on_chunk(first, wave_chunk)
+                if k % FPS == 0:
+                    w.on_beat(first, "N")
+        max_pending = max(max_pending, rec._pending_bytes)
+        if fast and k % 30 == 0:
+            await asyncio.sleep(0)
+    manifest = await rec.stop("bench")
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    stop_lag.set()
+    await lag_task
+    n_streams = n_video + n_wave
+    disk_bytes = _dir_bytes(directory)
+    return {
+        "streams": n_streams,
+        "recorded_seconds": seconds,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_percent_per_stream": 100.0 * cpu / (n_streams * seconds) if n_streams else 0.0,
+        "disk_bytes": disk_bytes,
+        "disk_throughput_mb_s": disk_bytes / wall / 1e6,
+        "media_mbit_s_per_video_stream": (
+            sum(len(d) for d, _ in clip) * 8 / (len(clip) / FPS) / 1e6 if n_video else 0.0),
+        "max_pending_bytes": max_pending,
+        "loop_lag_max_ms": 1000 * max(lags, default=0.0),
+        "loop_lag_p99_ms": 1000 * float(np.percentile(lags, 99)) if lags else 0.0,
+        "stop_reason": manifest.stop_reason or "",
+    }
+
+
+async def amain(args: argparse.Namespace) -> dict[str, object]:
+    t = time.perf_counter()
+    clip = encode_clip()
+    encode_s = time.perf_counter() - t
+    results: dict[str, object] = {
+        "video_streams": args.video, "waveform_streams": args.waveforms,
+        "seconds": args.seconds, "mode": "fast" if args.fast else "realtime",
+        "clip_encode_s": encode_s,
+    }
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        if args.video:
+            results["video"] = await run_phase(Path(tmp), args.video, 0, args.seconds,
+                                               args.fast, clip)
+        if args.waveforms:
+            results["waveforms"] = await run_phase(Path(tmp), 0, args.waveforms, args.seconds,
+                                                   args.fast, clip)
+    results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print a summary, optionally write JSON."""
+    p = argparse.ArgumentParser(prog="python -m bench.recorder", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--video", type=int, default=4, help="VP8 streams (~1 Mbit/s each)")
+    p.add_argument("--waveforms", type=int, default=8, help="2-channel 500 Hz waveform streams")
+    p.add_argument("--seconds", type=float, default=10.0, help="recorded seconds per phase")
+    p.add_argument("--fast", action="store_true", help="feed as fast as possible (not real time)")
+    p.add_argument("--dir", default=None, help="where to write (default: system temp)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    args = p.parse_args(argv)
+    results = asyncio.run(amain(args))
+    for phase in ("video", "waveforms"):
+        r = results.get(phase)
+        if isinstance(r, dict):
+            print(f"{phase:>9}: {r['streams']} streams x {r['recorded_seconds']:.0f} s in "
+                  f"{r['wall_s']:.1f} s: CPU {r['cpu_percent_per_stream']:.2f} % of a core per "
+                  f"stream, disk {r['disk_throughput_mb_s']:.2f} MB/s, max backlog "
+                  f"{r['max_pending_bytes'] / 1e3:.0f} kB, loop lag max {r['loop_lag_max_ms']:.1f} ms"
+                  + (f", {r['media_mbit_s_per_video_stream']:.2f} Mbit/s per stream"
+                     if phase == "video" else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fractions
 import json
 import subprocess
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from recorder.media_file import MediaTrackWriter
@@ -99,3 +101,29 @@ def test_rejects_codec_kind_mismatch(tmp_path: Path) -> None:
         MediaTrackWriter(tmp_path / "x", "opus", "video", session_start=T0)
     with pytest.raises(ValueError, match="codec must be one of"):
         MediaTrackWriter(tmp_path / "x", "AV1", "video", session_start=T0)
+
+
+def test_h264_annexb_into_matroska(tmp_path: Path) -> None:
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = 176, 144, "yuv420p"
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.gop_size = 15
+    enc.options = {"tune": "zerolatency", "preset": "ultrafast"}
+    payloads: list[tuple[bytes, bool]] = []
+    rng = np.random.default_rng(0)
+    for i in range(45):
+        img = rng.integers(0, 255, (144, 176, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        payloads += [(bytes(p), bool(p.is_keyframe)) for p in enc.encode(frame)]
+    payloads += [(bytes(p), bool(p.is_keyframe)) for p in enc.encode(None)]
+    clip = Clip([p for p, _ in payloads], [k for _, k in payloads], 3000, 90000, "video", "H264")
+    w = MediaTrackWriter(tmp_path / "h", "H264", "video", session_start=T0)
+    for f in frames(clip, "h1", start_at=T0, indices=range(5, 45)):  # starts mid-GOP
+        w.write(f)
+    w.close()
+    assert w.path.suffix == ".mkv"
+    (stream,) = ffprobe(w.path)["streams"]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 176, 144)
+    assert int(stream["nb_read_packets"]) == 30  # from the keyframe at 15
+    assert decode_all(w.path) == 30

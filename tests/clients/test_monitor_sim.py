@@ -1,0 +1,261 @@
+"""clients.monitor_sim against a real server on 127.0.0.1: back-fill after an outage with no sample
+lost or duplicated, refusals of bad frames, slow viewers that do not slow fast ones.
+
+The monitor runs faster than real time (`speed`), so a 30 s outage takes ~1.5 s of wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import websockets
+import wfdb
+
+from clients.monitor_sim import (
+    MonitorSimConfig,
+    MonitorSimulator,
+    RecordSource,
+    SyntheticSource,
+    parse_events,
+)
+from media_server.waveform_relay import WaveformConfig, WaveformRelay
+from signaling.hub import Hub, SignalingConfig
+from signaling.server import ServerParts, SignalingServer
+from signaling.tokens import issue_token
+from signaling.waveform_wire import (
+    Ack,
+    Announce,
+    Chunk,
+    ServerWaveformMessage,
+    Skipped,
+    StreamAnnounce,
+    ViewerChunk,
+    WaveformError,
+    WaveformErrorReason,
+    decode_server_frame,
+    encode,
+)
+from tests.conftest import timeout_s
+from tests.media_server.test_waveform_relay import RecordingSink
+
+SECRET = "test-secret-waveforms-0123456789abcdef"
+RECORDS = ("100", "105", "106", "108", "109", "112", "116", "118", "119", "122", "201", "203",
+           "205", "208", "215", "220")
+ROOM = "ward-1"
+
+
+@dataclass
+class Server:
+    relay: WaveformRelay
+    url: str
+    sink: RecordingSink
+
+    def token(self, identity: str, role: str) -> str:
+        return issue_token(SECRET, room=ROOM, identity=identity, role=role)
+
+
+async def _server(config: WaveformConfig) -> tuple[SignalingServer, Server]:
+    hub = Hub(SignalingConfig(secret=SECRET))
+    hub.create_room(ROOM, "monitoring", time.time(), persistent=True)
+    relay = WaveformRelay(config)
+    sink = RecordingSink()
+    relay.add_store_sink(ROOM, sink)
+    server = SignalingServer(hub, parts=ServerParts(waveforms=relay))
+    await server.start("127.0.0.1", 0)
+    return server, Server(relay, f"ws://127.0.0.1:{server.port}/ws", sink)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    srv, info = await _server(WaveformConfig(analysis=False))
+    yield info
+    await srv.stop()
+
+
+async def _join(url: str, token: str, **connect_kwargs: object) -> websockets.ClientConnection:
+    ws = await websockets.connect(url, **connect_kwargs)  # type: ignore[arg-type]
+    await ws.send(json.dumps({"type": "join", "v": 1, "id": 1, "token": token}))
+    while True:
+        msg = await asyncio.wait_for(ws.recv(), timeout_s(5))
+        if isinstance(msg, str) and json.loads(msg)["type"] == "joined":
+            return ws
+        assert not (isinstance(msg, str) and json.loads(msg)["type"] == "error"), msg
+
+
+async def _collect(ws: websockets.ClientConnection, into: list[ServerWaveformMessage]) -> None:
+    async for raw in ws:
+        if isinstance(raw, bytes):
+            into.append(decode_server_frame(raw))
+
+
+def _viewer_samples(msgs: list[ServerWaveformMessage], n_channels: int) -> np.ndarray:
+    chunks = [m.chunk for m in msgs if isinstance(m, ViewerChunk)]
+    end = max(c.seq + c.n_samples for c in chunks)
+    out = np.zeros((n_channels, end), dtype=np.int64)
+    seen = np.zeros(end, dtype=np.int32)
+    for c in chunks:
+        out[:, c.seq:c.seq + c.n_samples] = c.samples
+        seen[c.seq:c.seq + c.n_samples] += 1
+    assert seen.max() == 1 and seen.min() == 1, "viewer saw a sample twice or missed one"
+    return out
+
+
+async def test_outage_of_30_s_is_backfilled_with_no_sample_lost_or_duplicated(
+    server: Server, ecg_data_dir: Path
+) -> None:
+    record = ecg_data_dir / "mitdb" / "100"
+    duration_s = 60.0
+    viewer = await _join(server.url, server.token("nurse", "viewer"))
+    seen: list[ServerWaveformMessage] = []
+    reader = asyncio.create_task(_collect(viewer, seen))
+    sim = MonitorSimulator(RecordSource(record), MonitorSimConfig(
+        url=server.url, token=server.token("monitor-100", "monitor"), stream_id="bed-100",
+        speed=20.0, reconnect_min_s=0.05))
+
+    async def outage() -> None:
+        while sim.next_seq < 10 * sim.fs:
+            await asyncio.sleep(0.01)
+        sim.set_offline(True)
+        while sim.next_seq < 40 * sim.fs:
+            await asyncio.sleep(0.01)
+        assert sim.buffered_chunks >= 290  # the 30 s generated while offline are kept
+        sim.set_offline(False)
+
+    chaos = asyncio.create_task(outage())
+    stats = await asyncio.wait_for(sim.run(duration_s), timeout_s(30))
+    await asyncio.wait_for(chaos, timeout_s(5))
+    n = sim.next_seq
+    assert n >= (duration_s - 0.1) * sim.fs
+    expected = wfdb.rdrecord(str(record), physical=False, sampto=n).d_signal.T
+
+    np.testing.assert_array_equal(server.sink.assembled(), expected)  # stored exactly once
+    st = server.relay.stats()
+    assert st.samples_in == n and st.lost_samples == 0
+    assert st.backfilled_samples >= 29 * sim.fs
+    assert stats.connections == 2 and stats.acked_seq == n and sim.buffered_chunks == 0
+    assert stats.chunks_backfilled >= 290
+
+    await asyncio.sleep(0.2)  # let the last frames reach the viewer
+    reader.cancel()
+    await viewer.close()
+    assert isinstance(seen[0], StreamAnnounce) and seen[0].announce.stream_id == "bed-100"
+    np.testing.assert_array_equal(_viewer_samples(seen, 2), expected)
+    not_live = [m.chunk.seq for m in seen if isinstance(m, ViewerChunk) and not m.live]
+    assert not_live and min(not_live) >= 9 * sim.fs and max(not_live) < 41 * sim.fs
+
+
+async def test_bad_frames_get_errors_and_the_connection_keeps_working(server: Server) -> None:
+    ws = await _join(server.url, server.token("monitor-x", "monitor"))
+    announce = Announce("bed-x", SyntheticSource().channels, 500.0, 0)
+    bad_frames = [
+        b"\xc1",
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"type": "launch"}),
+        msgpack.packb({**msgpack.unpackb(encode(announce)), "sampling_rate_hz": 0}),
+        msgpack.packb({**msgpack.unpackb(encode(announce)), "v": 9}),
+        encode(Chunk("bed-x", 0, 1.0, np.zeros((1, 10), np.int16))),  # before announce
+        b"\x00" * 300_000,
+    ]
+    reasons = []
+    for frame in bad_frames:
+        await ws.send(frame)
+        reply = decode_server_frame(await asyncio.wait_for(ws.recv(), timeout_s(5)))
+        assert isinstance(reply, WaveformError)
+        reasons.append(reply.reason)
+    assert reasons == [WaveformErrorReason.BAD_MESSAGE] * 4 + [
+        WaveformErrorReason.UNSUPPORTED_VERSION, WaveformErrorReason.UNKNOWN_STREAM,
+        WaveformErrorReason.MESSAGE_TOO_LARGE]
+    await ws.send(encode(announce))
+    assert decode_server_frame(await ws.recv()) == Ack("bed-x", 0)
+    await ws.send(encode(Chunk("bed-x", 0, 1.0, np.ones((2, 10), np.int16))))  # 2 ch, announced 1
+    reply = decode_server_frame(await ws.recv())
+    assert isinstance(reply, WaveformError) and "n_channels must be 1" in reply.message
+    await ws.send(encode(Chunk("bed-x", 0, 1.0, np.ones((1, 10), np.int16))))
+    assert decode_server_frame(await ws.recv()) == Ack("bed-x", 10)
+    # a viewer may not publish: the server refuses in JSON and the viewer stays connected
+    viewer = await _join(server.url, server.token("nurse", "viewer"))
+    await viewer.send(encode(announce))
+    while isinstance(raw := await asyncio.wait_for(viewer.recv(), timeout_s(5)), bytes):
+        pass
+    assert json.loads(raw)["reason"] == "forbidden"
+    await viewer.send(json.dumps({"type": "ping", "id": 2}))
+    while isinstance(raw := await asyncio.wait_for(viewer.recv(), timeout_s(5)), bytes):
+        pass
+    assert json.loads(raw)["type"] == "pong"
+    await ws.close()
+    await viewer.close()
+
+
+async def test_a_viewer_that_never_reads_does_not_slow_a_fast_one(ecg_data_dir: Path) -> None:
+    srv, server = await _server(WaveformConfig(analysis=False, viewer_max_chunks=64))
+    try:
+        fast = await _join(server.url, server.token("fast", "viewer"))
+        # the slow viewer stops reading after joining; a tiny receive buffer makes that bite
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect(("127.0.0.1", srv.port))
+        slow = await _join(server.url, server.token("slow", "viewer"), sock=sock, max_queue=1)
+        fast_seen: list[ServerWaveformMessage] = []
+        reader = asyncio.create_task(_collect(fast, fast_seen))
+        sims = [MonitorSimulator(RecordSource(ecg_data_dir / "mitdb" / rec, loop=True),
+                                 MonitorSimConfig(url=server.url, stream_id=f"bed-{rec}",
+                                                  token=server.token(f"mon-{rec}", "monitor"),
+                                                  chunk_ms=5000.0, speed=150.0))
+                for rec in RECORDS]
+        # ~14 MB for each viewer: more than the kernel and websockets buffer for the stuck one
+        await asyncio.wait_for(asyncio.gather(*(s.run(600.0) for s in sims)), timeout_s(60))
+        await asyncio.sleep(0.3)
+        reader.cancel()
+        # the fast viewer got every sample of every stream, once, in spite of the stuck one
+        for s in sims:
+            mine = [m for m in fast_seen
+                    if isinstance(m, ViewerChunk) and m.chunk.stream_id == s.config.stream_id]
+            assert sum(m.chunk.n_samples for m in mine) == s.next_seq
+        assert server.relay.stats().dropped_chunks_slow_viewers > 0
+        # when the slow one finally reads, it is told what it missed
+        async def first_skipped() -> Skipped:
+            async for raw in slow:
+                if isinstance(raw, bytes) and isinstance(m := decode_server_frame(raw), Skipped):
+                    return m
+            raise AssertionError("connection closed without a skipped notice")
+
+        skipped = await asyncio.wait_for(first_skipped(), timeout_s(20))
+        assert skipped.chunks >= 1 and skipped.to_sample > skipped.from_sample
+        await fast.close()
+        slow.transport.abort()
+    finally:
+        await srv.stop()
+
+
+def test_synthetic_source_rate_and_asystole_event() -> None:
+    fs = 250.0
+    src = SyntheticSource(90.0, parse_events("asystole@10+5"), fs, seed=3)
+    sim = MonitorSimulator(src, MonitorSimConfig(chunk_ms=200.0, start_epoch=1000.0))
+    chunks = [sim.next_chunk() for _ in range(100)]  # 20 s, no socket
+    assert all(c is not None for c in chunks)
+    x = np.concatenate([c.samples[0] for c in chunks if c is not None]).astype(float) / 200.0
+    assert x.shape == (5000,) and chunks[1] is not None and chunks[1].t0 == 1000.2
+    before, during = x[: int(10 * fs)], x[int(10 * fs): int(15 * fs)]
+    assert np.ptp(during) < 0.2 < np.ptp(before)  # flat line during the pause
+    # beats before the pause come at ~90 bpm: count R peaks above half the max
+    r = before > 0.5 * before.max()
+    onsets = np.flatnonzero(r[1:] & ~r[:-1])
+    assert 13 <= len(onsets) <= 17  # 10 s at 90 bpm = 15 beats
+    assert sim.buffered_chunks == 100
+    sim.on_ack(50 * 50)
+    assert sim.buffered_chunks == 50
+
+
+def test_parse_events_refuses_garbage() -> None:
+    assert parse_events("tachy@60+20:150,asystole@30+8")[0].kind == "asystole"
+    with pytest.raises(ValueError, match="got 'fib@1'"):
+        parse_events("fib@1")

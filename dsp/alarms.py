@@ -106,6 +106,8 @@ class AlarmMonitor:
     sampling_rate_hz: float
     limits: AlarmLimits = field(default_factory=AlarmLimits)
     active: dict[AlarmKind, Alarm] = field(default_factory=dict)
+    #: sample where the signal last became analysable; asystole is timed from no earlier
+    analysable_since: int | None = None
 
     def evaluate(
         self,
@@ -140,9 +142,14 @@ class AlarmMonitor:
             want[AlarmKind.NOISE] = (
                 f"ECG too noisy to analyse ({quality.noise_mv:.2f} mV noise)", now_sample
             )
+        if not quality.analysable:
+            self.analysable_since = None
+        elif self.analysable_since is None:
+            self.analysable_since = now_sample
         if quality.analysable:
             judged = now_sample - decision_delay_samples
             reference = stream_start_sample if last_beat_sample is None else last_beat_sample
+            reference = max(reference, self.analysable_since - decision_delay_samples)
             asystole_samples = int(round(self.limits.asystole_s * fs))
             if judged - reference >= asystole_samples:
                 want[AlarmKind.ASYSTOLE] = (

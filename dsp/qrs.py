@@ -130,7 +130,7 @@ class _DecisionState:
             gap = max(p.relearn_after_s * self.fs, 2.0 * sum(self.rr_samples) / len(self.rr_samples))
             if since > gap:  # depends only on elapsed samples, so it is chunking-independent
                 decay = 0.5 ** ((since - gap) / self.fs)
-                signal_level = max(self.noise_level, signal_level * decay)
+                signal_level = max(5.0 * self.noise_level, signal_level * decay)
         threshold = self.noise_level + p.threshold_fraction * (signal_level - self.noise_level)
         if since is not None and since < p.refractory_s * self.fs:
             return None  # refractory: physiologically impossible, not even a noise sample

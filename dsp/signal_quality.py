@@ -5,7 +5,7 @@ per processed block, for all streams of one sampling rate in a few numpy reducti
 
 * flat line: peak-to-peak below ``flat_ptp_mv`` (a disconnected lead or a dead amplifier);
 * saturation: a large share of samples sitting exactly on the window's maximum or minimum,
-  reached at least twice, the signature of an ADC clipped at its rails (a live signal almost
+  entered at least three times, the signature of an ADC clipped at its rails (a live signal almost
   never repeats its extreme value);
 * noise: median absolute value of the >25 Hz high-passed signal above ``noise_mv``. The median
   ignores the QRS complexes (about a tenth of the time), so it measures the baseline's
@@ -108,13 +108,13 @@ class SignalQualityBank:
             on_bottom &= valid
         at_rail = on_top.sum(axis=1) + on_bottom.sum(axis=1)
         # clipping hits the rail again and again (each QRS); a signal that just went flat enters
-        # its final value once, so require at least two separate visits to a rail
+        # its final value once, so require at least three separate visits to a rail
         entries = (on_top[:, 1:] & ~on_top[:, :-1]).sum(axis=1)
         entries += (on_bottom[:, 1:] & ~on_bottom[:, :-1]).sum(axis=1)
         lim = self.limits
         flat = ptp < lim.flat_ptp_mv
         saturated = (
-            ~flat & (at_rail >= lim.saturation_fraction * np.maximum(have, 1)) & (entries >= 2)
+            ~flat & (at_rail >= lim.saturation_fraction * np.maximum(have, 1)) & (entries >= 3)
         )
         noisy = ~flat & ~saturated & (noise > lim.noise_mv)
         return [

@@ -1,0 +1,77 @@
+"""Pan-Tompkins detector on real MIT-BIH records: chunk invariance, accuracy, rates, latency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsp.qrs import PanTompkinsBank, PanTompkinsDetector
+from dsp.records import resample_record, score_beats
+from tests.dsp.conftest import cached_record
+
+
+def _detect_chunked(det: PanTompkinsDetector, x: np.ndarray, rng, max_chunk: int) -> list[int]:
+    beats, pos = [], 0
+    while pos < x.size:
+        n = int(rng.integers(0, max_chunk + 1))  # 0-length chunks included
+        beats += det.process(x[pos : pos + n])
+        pos += n
+    return beats
+
+
+@pytest.mark.parametrize("name,seed", [("105", 1), ("208", 2), ("203", 3)])
+def test_beats_identical_whatever_the_chunking(ecg_data_dir, name, seed):
+    x = cached_record(str(ecg_data_dir / "mitdb" / name)).signal_mv[:90 * 360]
+    whole = PanTompkinsDetector(360).process(x)
+    rng = np.random.default_rng(seed)
+    small = _detect_chunked(PanTompkinsDetector(360), x, rng, 5)
+    large = _detect_chunked(PanTompkinsDetector(360), x, rng, 20000)
+    assert len(whole) > 80
+    assert small == whole
+    assert large == whole
+
+
+@pytest.mark.parametrize("name", ["100", "119", "230"])
+def test_accuracy_floor_on_real_records(ecg_data_dir, name):
+    rec = cached_record(str(ecg_data_dir / "mitdb" / name))
+    score = score_beats(rec, np.array(PanTompkinsDetector(360).process(rec.signal_mv)))
+    assert score.se >= 0.995 and score.ppv >= 0.995, score
+
+
+@pytest.mark.parametrize("fs", [125, 250, 360, 500, 1000])
+def test_works_across_sampling_rates(ecg_data_dir, fs):
+    rec = cached_record(str(ecg_data_dir / "mitdb" / "106"))
+    rec = type(rec)(rec.name, rec.sampling_rate_hz, rec.signal_mv[: 240 * 360],
+                    rec.beats[rec.beats < 240 * 360], rec.excluded)
+    if fs != 360:
+        rec = resample_record(rec, fs)
+    score = score_beats(rec, np.array(PanTompkinsDetector(fs).process(rec.signal_mv)))
+    assert score.se >= 0.98 and score.ppv >= 0.99, (fs, score)
+
+
+def test_emission_latency_after_learning_is_about_300_ms(ecg_data_dir):
+    x = cached_record(str(ecg_data_dir / "mitdb" / "100")).signal_mv[: 60 * 360]
+    det = PanTompkinsDetector(360)
+    delays = []
+    for end in range(1, x.size + 1, 9):  # 25 ms chunks
+        for r in det.process(x[end - 1 : end + 8]):
+            delays.append((min(end + 8, x.size) - r) / 360)
+    after_learning = np.array(delays[3:])
+    assert np.median(after_learning) < 0.27
+    assert after_learning.max() < 0.33  # 300 ms intrinsic + one 25 ms chunk
+
+
+def test_bank_rows_equal_single_detectors(ecg_data_dir):
+    xs = [cached_record(str(ecg_data_dir / "mitdb" / n)).signal_mv[: 60 * 360] for n in ("100", "203")]
+    bank = PanTompkinsBank(360)
+    bank.add_stream()
+    bank.add_stream()
+    got = [[], []]
+    for a in range(0, xs[0].size, 500):
+        for i, beats in enumerate(bank.process(np.stack([x[a : a + 500] for x in xs]))):
+            got[i] += beats
+    assert got == [PanTompkinsDetector(360).process(x) for x in xs]
+
+
+def test_flat_signal_gives_no_beats():
+    assert PanTompkinsDetector(250).process(np.zeros(250 * 20)) == []

@@ -180,7 +180,32 @@ class SyntheticSource:
         return out
 
 
-Source = RecordSource | SyntheticSource
+class ArraySource:
+    """Samples from an array already in memory (shape (n_channels, n)), looping, from `offset`.
+
+    Lets many simulated monitors share one generated signal (benchmarks) at different phases.
+    """
+
+    def __init__(self, samples: np.ndarray, sampling_rate_hz: float,
+                 channels: tuple[ChannelInfo, ...], ecg_channel: int | None = 0,
+                 offset: int = 0) -> None:
+        if samples.ndim != 2 or samples.shape[0] != len(channels):
+            raise ValueError(f"samples must have shape ({len(channels)}, n), got {samples.shape}")
+        self.samples = samples
+        self.sampling_rate_hz = float(sampling_rate_hz)
+        self.channels = channels
+        self.ecg_channel = ecg_channel
+        self._pos = offset % samples.shape[1]
+
+    def read(self, n: int) -> np.ndarray:
+        """The next `n` samples (n_channels, n), wrapping around."""
+        total = self.samples.shape[1]
+        idx = (self._pos + np.arange(n)) % total
+        self._pos = (self._pos + n) % total
+        return self.samples[:, idx]
+
+
+Source = RecordSource | SyntheticSource | ArraySource
 
 
 # --------------------------------------------------------------------------- simulator

@@ -67,7 +67,7 @@ def _dir_bytes(directory: Path) -> int:
 
 
 async def run_phase(root: Path, n_video: int, n_wave: int, seconds: float, fast: bool,
-                    clip: list[tuple[bytes, bool]]) -> dict[str, float]:
+                    clip: list[tuple[bytes, bool]]) -> dict[str, float | str]:
     """Record one phase; returns CPU, throughput and backlog figures."""
     rec = SessionRecorder(RecorderConfig(root), room="bench")
     directory = rec.start("bench")

@@ -84,10 +84,9 @@ class MediaTrackWriter:
         """Mux one frame; frames before the first video keyframe and stale frames are counted, not written."""
         if self._closed:
             return
-        if self._container is None:
-            if not self._open_for(frame):
-                self.stats.frames_before_keyframe += 1
-                return
+        if self._container is None and not self._open_for(frame):
+            self.stats.frames_before_keyframe += 1
+            return
         assert self._timeline is not None and self._time_base is not None
         pts = self._timeline.place(frame.timestamp, frame.received_at)
         self.stats.timeline_resyncs = self._timeline.resyncs

@@ -18,7 +18,6 @@ import datetime as dt
 import errno
 import hashlib
 import logging
-import os
 import queue
 import re
 import secrets
@@ -38,7 +37,12 @@ from recorder.errors import RecorderStateError, UnknownTrackError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
 from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, write_manifest
 from recorder.media_file import MediaTrackWriter
-from recorder.wfdb_file import ALARM_SYMBOL, BEAT_AND_EVENT_SYMBOLS, WaveformStreamInfo, WfdbRecordWriter
+from recorder.wfdb_file import (
+    ALARM_SYMBOL,
+    BEAT_AND_EVENT_SYMBOLS,
+    WaveformStreamInfo,
+    WfdbRecordWriter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +124,7 @@ class _Annotate:
 
 @dataclass(slots=True)
 class _ManifestChanged:
-    pass
+    participants: dict[str, str]  # a snapshot: the loop side keeps mutating its own dict
 
 
 @dataclass(slots=True)
@@ -272,7 +276,7 @@ class SessionRecorder:
         session_start = self._clock()
         room_dir = Path(self.config.root) / self.room
         room_dir.mkdir(parents=True, exist_ok=True)
-        stamp = dt.datetime.fromtimestamp(session_start, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = dt.datetime.fromtimestamp(session_start, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         while True:
             session_id = f"{stamp}-{secrets.token_hex(3)}"
             try:
@@ -304,7 +308,7 @@ class SessionRecorder:
         """Note a participant and their role in the manifest (again to change the role)."""
         self._require_recording("add_participant")
         self._participants[participant_id] = role
-        self._enqueue(_ManifestChanged(), 0)
+        self._enqueue(_ManifestChanged(dict(self._participants)), 0)
 
     def add_track(self, track_id: str, participant_id: str, kind: str, codec: str) -> TrackSink:
         """Start recording a published track; returns the FrameSink to attach to the relay.
@@ -320,6 +324,7 @@ class SessionRecorder:
             raise ValueError(f"track {track_id!r} is already being recorded")
         if participant_id not in self._participants:
             self._participants[participant_id] = "unknown"
+            self._enqueue(_ManifestChanged(dict(self._participants)), 0)
         index = len(self._tracks) + 1
         stem = f"{kind}{index:02d}_{_safe_name(participant_id)}"
         self._tracks[track_id] = kind
@@ -338,6 +343,7 @@ class SessionRecorder:
             raise ValueError(f"waveform stream {stream_id!r} is already being recorded")
         if participant_id not in self._participants:
             self._participants[participant_id] = "unknown"
+            self._enqueue(_ManifestChanged(dict(self._participants)), 0)
         index = len(self._streams) + 1
         record_name = f"wave{index:02d}_{_safe_name(participant_id).replace('-', '_')}"
         self._streams[stream_id] = info
@@ -507,6 +513,7 @@ class _Writer:
     manifest: SessionManifest
     tracks: dict[str, _MediaTrack] = field(default_factory=dict)
     streams: dict[str, _Stream] = field(default_factory=dict)
+    participants: dict[str, str] = field(default_factory=dict)
     final_manifest: SessionManifest | None = None
     failed: bool = False
 
@@ -580,6 +587,7 @@ class _Writer:
                 self.streams[command.track_id].writer.close()
             self._write_manifest()
         elif isinstance(command, _ManifestChanged):
+            self.participants = command.participants
             self._write_manifest()
         elif isinstance(command, _Checkpoint):
             self._checkpoint()
@@ -593,7 +601,7 @@ class _Writer:
     def _write_manifest(self, with_hashes: bool = False) -> None:
         assert self.recorder.directory is not None
         self.manifest.participants = [
-            ParticipantEntry(pid, role) for pid, role in dict(self.recorder._participants).items()
+            ParticipantEntry(pid, role) for pid, role in self.participants.items()
         ]
         self.manifest.files = self._file_entries(with_hashes)
         write_manifest(self.recorder.directory, self.manifest)
@@ -708,4 +716,4 @@ def _safe_name(text: str) -> str:
 
 
 def _iso(unix_s: float) -> str:
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).isoformat(timespec="milliseconds")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,7 @@ class WfdbRecordWriter:
         self._initial_values = [0] * info.n_channels
         self._annotations: list[_Annotation] = []
         self._annotations_dirty = False
-        self._dat = open(self.dat_path, "xb")  # never overwrite a record
+        self._dat = open(self.dat_path, "xb")  # never overwrite a record  # noqa: SIM115 - open for the record\'s life
         self._closed = False
         self.write_header()
 

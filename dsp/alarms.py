@@ -49,6 +49,7 @@ PRIORITY: dict[AlarmKind, AlarmPriority] = {
     AlarmKind.SATURATION: AlarmPriority.LOW,
     AlarmKind.NOISE: AlarmPriority.LOW,
 }
+_ALL_KINDS = tuple(AlarmKind)
 _PHYSIOLOGICAL = (
     AlarmKind.ASYSTOLE,
     AlarmKind.EXTREME_BRADYCARDIA,
@@ -179,7 +180,9 @@ class AlarmMonitor:
                     )
         raised: list[Alarm] = []
         cleared: list[Alarm] = []
-        for kind in AlarmKind:
+        if not want and not self.active:
+            return raised, cleared  # the common case, kept cheap for hundreds of streams
+        for kind in _ALL_KINDS:
             frozen = kind in _PHYSIOLOGICAL and not quality.analysable
             if kind in want and kind not in self.active:
                 message, since = want[kind]

@@ -117,14 +117,18 @@ class ForwardTrack(MediaStreamTrack):
         self.frames_forwarded = 0
         self.frames_dropped = 0
 
-    def push(self, packet: av.Packet, keyframe: bool) -> None:
-        """Queue one encoded frame (never blocks, never grows past the bound)."""
+    def push(self, packet: av.Packet, keyframe: bool) -> bool:
+        """Queue one encoded frame (never blocks, never grows past the bound).
+
+        Returns True if the frame was dropped because this track waits for a keyframe (the
+        producer then asks the publisher for one, rate limited).
+        """
         if self.readyState != "live" or self.paused:
-            return
+            return False
         if self.waiting_for_keyframe:
             if not keyframe:
                 self.frames_dropped += 1
-                return
+                return True
             self.waiting_for_keyframe = False
         if len(self._queue) >= self._capacity:
             if self.kind == "video":
@@ -134,7 +138,7 @@ class ForwardTrack(MediaStreamTrack):
                     self.frames_dropped += 1
                     self.waiting_for_keyframe = True
                     self._on_keyframe_needed()
-                    return
+                    return False
             else:
                 self._queue.popleft()
                 self.frames_dropped += 1
@@ -142,6 +146,7 @@ class ForwardTrack(MediaStreamTrack):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        return False
 
     @property
     def paused(self) -> bool:
@@ -252,8 +257,13 @@ class Producer:
         packet = av.Packet(data)
         packet.pts = frame.timestamp
         packet.time_base = self._time_base
+        starving = False
         for consumer in self.consumers:
-            consumer.push(packet, keyframe)
+            starving |= consumer.push(packet, keyframe)
+        if starving:
+            # someone still waits for a keyframe (its request may predate our first packet or
+            # have been lost): ask again; the limiter keeps this to one per interval
+            self.request_keyframe()
 
     def set_muted(self, muted: bool) -> None:
         """Stop (True) or resume (False) forwarding to every consumer; video resumes at a keyframe."""
@@ -279,6 +289,8 @@ class Producer:
         """Ask the publisher for a keyframe, subject to the per-publisher rate limit."""
         if self._closed or self.kind != "video":
             return
+        if media_ssrc(self.receiver) is None:
+            return  # no media yet; the first delta frame a waiting consumer drops asks again
         loop = asyncio.get_running_loop()
         if self._limiter.request(loop.time()):
             self._send_pli()
@@ -295,7 +307,7 @@ class Producer:
     def _send_pli(self) -> None:
         ssrc = media_ssrc(self.receiver)
         if ssrc is None:
-            return  # no media yet: the publisher's first frame is a keyframe anyway
+            return
         self.keyframe_requests_sent += 1
         task = asyncio.ensure_future(self.receiver._send_rtcp_pli(ssrc))
         self._tasks.add(task)

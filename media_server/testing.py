@@ -33,7 +33,6 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc import sdp as aiortc_sdp
@@ -59,6 +58,11 @@ def draw_counter(counter: int, width: int, height: int) -> np.ndarray:
             y[:, bit * column_w : (bit + 1) * column_w] = 235
         else:
             y[:, bit * column_w : (bit + 1) * column_w] = 16
+    # a block of noise seeded by the counter makes every encoded frame unique (without it,
+    # equal column flips encode to equal bytes); it sits below the band read_counter reads
+    noise_rows = max(2, height // 8)
+    noise = np.random.default_rng(counter).integers(16, 236, (noise_rows, width // 4))
+    y[height - noise_rows :, : width // 4] = noise.astype(np.uint8)
     uv = np.full((height // 2, width // 2), 128, dtype=np.uint8)
     return np.concatenate([y.reshape(-1), uv.reshape(-1), uv.reshape(-1)]).reshape(
         height * 3 // 2, width
@@ -285,6 +289,7 @@ class ClientPeer:
         )
         self.drop_every_nth_rtp = drop_every_nth_rtp
         self.rtp_dropped = 0
+        self.rtx_received = 0
         self.host_addresses = host_addresses
         self.received: dict[str, ReceivedTrack] = {}
         self.rejected_mids: set[str] = set()
@@ -299,13 +304,24 @@ class ClientPeer:
         """Apply the server's offer and return our answer SDP."""
         offer = aiortc_sdp.SessionDescription.parse(offer_sdp)
         rejected: set[str] = set()
-        if self.receive_codecs is not None:
-            for media in offer.media:
-                names = {c.name.lower() for c in media.rtp.codecs} - {"rtx"}
-                if media.direction == "sendonly" and not (names & self.receive_codecs):
+        for media in offer.media:
+            names = {c.name.lower() for c in media.rtp.codecs} - {"rtx"}
+            if self.receive_codecs is not None and media.direction == "sendonly":
+                if not (names & self.receive_codecs):
                     rejected.add(media.rtp.muxId)
                     media.direction = "inactive"
-            offer_sdp = str(offer)
+            if media.direction == "recvonly" and media.kind == "video" and self.video_source:
+                # answer with our codec only (aiortc fixes codecs in setRemoteDescription)
+                wanted = self.video_source.codec_name.lower()
+                kept = [c for c in media.rtp.codecs if c.name.lower() == wanted]
+                pts = {c.payloadType for c in kept}
+                kept += [
+                    c for c in media.rtp.codecs
+                    if c.name.lower() == "rtx" and c.parameters.get("apt") in pts
+                ]
+                media.rtp.codecs = kept
+                media.fmt = [c.payloadType for c in kept]
+        offer_sdp = str(offer)
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         by_mid = {m.rtp.muxId: m for m in offer.media}
         for transceiver in self.pc.getTransceivers():
@@ -314,6 +330,11 @@ class ClientPeer:
                 continue
             if media.direction == "recvonly" and transceiver.mid not in self._published:
                 self._attach_source(transceiver)
+            elif media.direction == "inactive" and transceiver.mid in self._published:
+                # the server closed this slot: stop feeding it (the source is shared)
+                self._published.discard(transceiver.mid)
+                if transceiver.sender.track is not None:
+                    transceiver.sender.track.stop()
             elif media.direction == "sendonly" and id(transceiver) not in self._tapped:
                 self._tap(transceiver, media)
         answer = await self.pc.createAnswer()
@@ -341,13 +362,6 @@ class ClientPeer:
         track = EncodedSourceTrack(kind, source)
         transceiver.sender.replaceTrack(track)
         transceiver.direction = "sendonly"
-        if kind == "video":
-            assert isinstance(source, CounterVideoSource)
-            caps = RTCRtpSender.getCapabilities("video").codecs
-            transceiver.setCodecPreferences(
-                [c for c in caps if c.mimeType.lower() == f"video/{source.codec_name}".lower()]
-                + [c for c in caps if c.mimeType.lower() == "video/rtx"]
-            )
         # the pack path ignores aiortc's keyframe flag: route PLI/FIR to our encoder
         transceiver.sender._send_keyframe = source.request_keyframe
 
@@ -394,7 +408,9 @@ class ClientPeer:
                 for t in self.pc.getTransceivers():
                     rtx_types.update(c.payloadType for c in t._codecs if c.name.lower() == "rtx")
             payload_type = data[1] & 0x7F
-            if payload_type not in rtx_types:
+            if payload_type in rtx_types:
+                self.rtx_received += 1
+            else:
                 ssrc = int.from_bytes(data[8:12], "big")
                 count = self._media_packets.get(ssrc, 0) + 1
                 self._media_packets[ssrc] = count
@@ -527,6 +543,19 @@ class SfuHarness:
         self.clients.clear()
 
 
+def nal_units(data: bytes) -> tuple[bytes, ...]:
+    """The NAL units of an H.264 Annex-B access unit, start codes (3 or 4 bytes) removed.
+
+    RTP carries NAL units, not start codes: a relay may turn 3-byte start codes into 4-byte
+    ones, so H.264 frames are compared unit by unit.
+    """
+    units = []
+    for chunk in data.split(b"\x00\x00\x01"):
+        if chunk:
+            units.append(chunk[:-1] if chunk.endswith(b"\x00") else chunk)
+    return tuple(u for u in units if u)
+
+
 def frame_digest(data: bytes) -> str:
     """Short content hash to compare frames across the relay."""
     return hashlib.sha1(data).hexdigest()[:16]
@@ -542,5 +571,6 @@ __all__ = [
     "draw_counter",
     "read_counter",
     "frame_digest",
+    "nal_units",
     "SfuHarness",
 ]

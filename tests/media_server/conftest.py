@@ -1,0 +1,28 @@
+"""Fixtures for the SFU tests: a Sfu with its in-process signaling stand-in, on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from media_server.config import MediaConfig
+from media_server.testing import SfuHarness
+
+LOOPBACK = ("127.0.0.1",)
+
+
+def loopback_config(**overrides: object) -> MediaConfig:
+    """MediaConfig for tests: loopback host candidates, no STUN, no periodic quality reports."""
+    settings: dict[str, object] = {"ice_host_addresses": LOOPBACK, "quality_interval_s": 0.0}
+    settings.update(overrides)
+    return MediaConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[SfuHarness]:
+    h = SfuHarness(loopback_config())
+    try:
+        yield h
+    finally:
+        await h.close()

@@ -1,0 +1,51 @@
+"""The ICE host-address override: exactly the configured addresses, only where asked."""
+
+from __future__ import annotations
+
+import aioice.ice
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from media_server import ice
+
+
+def test_override_applies_only_inside_the_block() -> None:
+    ice.install()
+    ice.install()  # idempotent
+    outside = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
+    assert "127.0.0.1" not in outside  # aioice's own rule, untouched outside the block
+    with ice.host_addresses(("127.0.0.1", "::1")):
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
+    assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == outside
+
+
+def test_install_refuses_a_foreign_patch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda **_: [])
+    with pytest.raises(RuntimeError, match="replaced by someone else"):
+        ice.install()
+
+
+def test_gather_uses_aioice_hook() -> None:
+    # the seam we rely on: aioice's gatherer calls the module-level function by name
+    import inspect
+
+    source = inspect.getsource(aioice.ice.Connection.gather_candidates)
+    assert "get_host_addresses(" in source
+
+
+@pytest.mark.webrtc
+async def test_offer_carries_exactly_the_configured_address() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("audio", direction="recvonly")
+        offer = await pc.createOffer()
+        with ice.host_addresses(("127.0.0.1",)):
+            await pc.setLocalDescription(offer)
+        candidates = [
+            line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")
+        ]
+        assert candidates, pc.localDescription.sdp
+        assert all(" 127.0.0.1 " in line for line in candidates), candidates
+    finally:
+        await pc.close()

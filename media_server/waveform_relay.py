@@ -42,6 +42,7 @@ import numpy as np
 
 from signaling.waveform_wire import (
     Ack,
+    RateLimits,
     AlarmInfo,
     Analysis,
     Announce,
@@ -303,18 +304,33 @@ def merge_analysis(old: Analysis, new: Analysis) -> Analysis:
 class _AddStream:
     key: str
     sampling_rate_hz: float
-    brady_bpm: float | None
-    tachy_bpm: float | None
+    limits: Any  # dsp.alarms.AlarmLimits | None, built (and validated) on the event loop
 
     def apply(self, analyzer: MultiStreamAnalyzerLike) -> None:
-        limits = None
-        if self.brady_bpm is not None or self.tachy_bpm is not None:
-            from dsp.analyzer import AlarmLimits  # contract type; only needed with limits
+        analyzer.add_stream(self.key, self.sampling_rate_hz, self.limits)
 
-            kwargs = {k: v for k, v in (("brady_bpm", self.brady_bpm),
-                                         ("tachy_bpm", self.tachy_bpm)) if v is not None}
-            limits = AlarmLimits(**kwargs)
-        analyzer.add_stream(self.key, self.sampling_rate_hz, limits)
+
+def alarm_limits(limits: RateLimits | None) -> Any:
+    """The monitor's brady/tachy limits as `dsp.alarms.AlarmLimits` (None: analyzer defaults).
+
+    The extreme limits keep their defaults unless that would break their ordering, in which case
+    they are moved 10 bpm below brady / 30 bpm above tachy. Raises ValueError for limits the
+    analyzer refuses.
+    """
+    if limits is None or (limits.brady_bpm is None and limits.tachy_bpm is None):
+        return None
+    from dsp.alarms import AlarmLimits
+
+    d = AlarmLimits()
+    brady = limits.brady_bpm if limits.brady_bpm is not None else d.bradycardia_bpm
+    tachy = limits.tachy_bpm if limits.tachy_bpm is not None else d.tachycardia_bpm
+    return AlarmLimits(
+        bradycardia_bpm=brady,
+        tachycardia_bpm=tachy,
+        extreme_bradycardia_bpm=min(d.extreme_bradycardia_bpm, brady - 10.0),
+        extreme_tachycardia_bpm=max(d.extreme_tachycardia_bpm, tachy + 30.0),
+        asystole_s=d.asystole_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,6 +396,7 @@ class _Stream:
     announce: Announce
     publisher_id: str
     analysis_key: str
+    alarm_limits: Any  # dsp.alarms.AlarmLimits | None
     connected: bool = True
     settled_end: int = 0  # every sample before it is stored (or declared lost)
     pending: list[tuple[int, int]] = field(default_factory=list)  # received ranges beyond
@@ -516,16 +533,19 @@ class WaveformRelay:
                     WaveformErrorReason.TOO_MANY_STREAMS,
                     f"a group may have at most {self.config.max_streams_per_group} streams, "
                     f"got one more ({a.stream_id!r})")
+            try:
+                limits = alarm_limits(a.limits) if self._analyzer is not None else None
+            except ValueError as exc:
+                raise WaveformWireError(WaveformErrorReason.BAD_MESSAGE,
+                                        f"announce.limits refused by the analyzer: {exc}",
+                                        a.stream_id) from None
             key = f"w{next(self._keys)}"
-            s = _Stream(group, a, publisher_id, key, settled_end=a.oldest_seq,
+            s = _Stream(group, a, publisher_id, key, limits, settled_end=a.oldest_seq,
                         highest_end=a.oldest_seq, analysis_next=a.oldest_seq)
             g.streams[a.stream_id] = s
             self._by_key[key] = s
-            if s.ecg_index is not None:
-                lim = a.limits
-                self._ops.append(_AddStream(key, a.sampling_rate_hz,
-                                            lim.brady_bpm if lim else None,
-                                            lim.tachy_bpm if lim else None))
+            if s.ecg_index is not None and self._analyzer is not None:
+                self._ops.append(_AddStream(key, a.sampling_rate_hz, limits))
             self._announce_to(g, s)
             return [Ack(a.stream_id, s.settled_end)]
         if s.publisher_id != publisher_id and s.connected:
@@ -721,7 +741,7 @@ class WaveformRelay:
             for v in g.viewers.values():
                 v.put_control(StreamEnded(s.announce.stream_id, "group_closed"))
             self._by_key.pop(s.analysis_key, None)
-            if s.ecg_index is not None:
+            if s.ecg_index is not None and self._analyzer is not None:
                 self._ops.append(_RemoveStream(s.analysis_key))
         for v in g.viewers.values():
             v.close()
@@ -762,12 +782,9 @@ class WaveformRelay:
     def _skip_analysis_to(self, s: _Stream, to: int) -> None:
         """Give up on samples before `to`: reset the analyzer's state for the stream after a hole."""
         if s.ecg_index is not None and self._analyzer is not None:
-            a = s.announce
-            lim = a.limits
             self._ops.append(_RemoveStream(s.analysis_key))
-            self._ops.append(_AddStream(s.analysis_key, a.sampling_rate_hz,
-                                        lim.brady_bpm if lim else None,
-                                        lim.tachy_bpm if lim else None))
+            self._ops.append(_AddStream(s.analysis_key, s.announce.sampling_rate_hz,
+                                        s.alarm_limits))
         for first in [f for f in s.held if f + len(s.held[f]) <= to]:
             s.held_samples -= len(s.held.pop(first))
         s.analysis_next = to
@@ -792,7 +809,10 @@ class WaveformRelay:
         """Runs in a worker thread: the only place the analyzer is touched."""
         assert self._analyzer is not None
         for op in ops:
-            op.apply(self._analyzer)
+            try:
+                op.apply(self._analyzer)
+            except ValueError:  # our bug (the relay feeds contiguously); keep the others going
+                log.exception("waveform analysis: %s failed", type(op).__name__)
         return self._analyzer.process()
 
     def _publish(self, results: dict[str, Any]) -> None:
@@ -845,7 +865,11 @@ class WaveformRelay:
             await asyncio.sleep(interval_s)
             async with self._analysis_lock:
                 t = time.perf_counter()
-                results = await asyncio.to_thread(self._apply_and_process, self._take_ops())
+                try:
+                    results = await asyncio.to_thread(self._apply_and_process, self._take_ops())
+                except Exception:  # a DSP bug must not stop live analysis for every bed
+                    log.exception("waveform analysis step failed")
+                    continue
                 self._publish(results)
                 self._note_step(t)
 

@@ -11,6 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 import wfdb
+import wfdb.processing
 
 from media_server.waveform_relay import ViewerOutbox, WaveformConfig, WaveformRelay
 from signaling.waveform_wire import (
@@ -321,3 +322,99 @@ async def test_outbox_get_waits_for_a_frame() -> None:
     assert await asyncio.wait_for(task, 1.0) == b"frame"
     out.close()
     assert await out.get() is None
+
+
+# --------------------------------------------------------------------------- analysis (real DSP)
+
+
+def _beats(msgs: list[ServerWaveformMessage]) -> list[int]:
+    return [b for m in msgs if isinstance(m, Analysis) for b in m.beats]
+
+
+def test_analysis_of_out_of_order_chunks_matches_reference_beats(
+    adc: np.ndarray, ecg_data_dir: Path
+) -> None:
+    relay = WaveformRelay(WaveformConfig(), clock=Clock())
+    viewer = relay.add_viewer(GROUP, "v1")
+    _send(relay, ANNOUNCE)
+    n = adc.shape[1]
+    starts = list(range(0, n, CHUNK))
+    # every 10 s the next second arrives late (after the following one): held, then fed in order
+    order: list[int] = []
+    for i, s in enumerate(starts):
+        if (s // int(FS)) % 10 == 5 and s % int(FS) == 0:
+            order.extend(starts[i + 10:i + 20] + starts[i:i + 10])
+        elif s not in order:
+            order.append(s)
+    assert sorted(order) == starts
+    got: list[ServerWaveformMessage] = []
+    for k, s in enumerate(order):
+        _send(relay, _chunk(adc, s, min(s + CHUNK, n)))
+        if k % 2 == 1:
+            relay.analyze_once()
+            got += _drain(viewer)
+    relay.analyze_once()
+    got += _drain(viewer)
+    beats = _beats(got)
+    assert beats == sorted(set(beats)), "a beat reported twice or out of order"
+    ann = wfdb.rdann(str(ecg_data_dir / "mitdb" / "100"), "atr", sampto=n)
+    ref = [s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in "NLRBAaJSVrFejnE/fQ?"]
+    cmp = wfdb.processing.compare_annotations(np.array(ref), np.array(beats), int(0.15 * FS))
+    assert cmp.sensitivity > 0.95 and cmp.positive_predictivity > 0.95
+    hr = [m.heart_rate_bpm for m in got if isinstance(m, Analysis) and m.heart_rate_bpm]
+    assert hr and 60 < hr[-1] < 90  # record 100 runs at ~75 bpm
+    assert relay.stats().analysis_steps > 0
+
+
+def test_analysis_resumes_after_an_unfilled_gap_times_out(adc: np.ndarray) -> None:
+    clock = Clock()
+    relay = WaveformRelay(WaveformConfig(gap_timeout_s=10.0), clock=clock)
+    viewer = relay.add_viewer(GROUP, "v1")
+    _send(relay, ANNOUNCE)
+    hole = (int(20 * FS), int(25 * FS))
+    for s in range(0, int(20 * FS), CHUNK):
+        _send(relay, _chunk(adc, s, s + CHUNK))
+    relay.analyze_once()
+    for s in range(hole[1], int(40 * FS), CHUNK):  # the hole is never back-filled
+        _send(relay, _chunk(adc, s, s + CHUNK))
+    relay.analyze_once()
+    before = _beats(_drain(viewer))
+    assert before and max(before) < hole[0]  # analysis waits for the hole
+    clock.now += 10.0
+    relay.analyze_once()
+    relay.analyze_once()
+    after = _beats(_drain(viewer))
+    assert after and min(after) >= hole[1] and max(after) > 35 * FS
+
+
+def test_asystole_in_a_synthetic_stream_raises_and_clears_an_alarm() -> None:
+    from clients.monitor_sim import MonitorSimConfig, MonitorSimulator, SyntheticSource, parse_events
+
+    sim = MonitorSimulator(SyntheticSource(75.0, parse_events("asystole@20+10"), 250.0, seed=5),
+                           MonitorSimConfig(stream_id="bed-1", chunk_ms=200.0, start_epoch=1.0))
+    relay = WaveformRelay(WaveformConfig(), clock=Clock())
+    viewer = relay.add_viewer(GROUP, "v1")
+    _send(relay, sim.announce)
+    got: list[ServerWaveformMessage] = []
+    for _ in range(5 * 45):  # 45 s
+        chunk = sim.next_chunk()
+        assert chunk is not None
+        _send(relay, chunk)
+        relay.analyze_once()
+        got += _drain(viewer)
+    raised = [a for m in got if isinstance(m, Analysis) for a in m.alarms_raised]
+    cleared = [a for m in got if isinstance(m, Analysis) for a in m.alarms_cleared]
+    asystole = [a for a in raised if a.kind == "asystole"]
+    assert asystole, raised
+    assert 20 * 250 <= asystole[0].since_sample <= 26 * 250  # DSP: 4 s without a beat
+    assert any(a.kind == "asystole" for a in cleared)
+
+
+def test_limits_the_analyzer_refuses_are_an_error_reply() -> None:
+    from signaling.waveform_wire import RateLimits
+
+    relay = WaveformRelay(WaveformConfig(), clock=Clock())
+    (reply,) = _send(relay, Announce("bed-1", ANNOUNCE.channels, FS, 0, RateLimits(50.0, 120.0)))
+    assert reply == Ack("bed-1", 0)
+    (reply,) = _send(relay, Announce("bed-2", ANNOUNCE.channels, FS, 0, RateLimits(None, 20.0)))
+    assert isinstance(reply, WaveformError) and "refused by the analyzer" in reply.message

@@ -355,7 +355,7 @@ class MonitorSimulator:
                     backoff = self.config.reconnect_min_s
                     if done:
                         return self.stats
-                except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError, websockets.WebSocketException) as exc:
                     log.info("monitor %s: connection lost (%s); retrying in %.1f s",
                              self.config.stream_id, exc, backoff)
                     await asyncio.sleep(backoff)

@@ -42,13 +42,13 @@ import numpy as np
 
 from signaling.waveform_wire import (
     Ack,
-    RateLimits,
     AlarmInfo,
     Analysis,
     Announce,
     Chunk,
     Gap,
     Numerics,
+    RateLimits,
     Skipped,
     StreamAnnounce,
     StreamEnded,

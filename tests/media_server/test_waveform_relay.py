@@ -388,7 +388,12 @@ def test_analysis_resumes_after_an_unfilled_gap_times_out(adc: np.ndarray) -> No
 
 
 def test_asystole_in_a_synthetic_stream_raises_and_clears_an_alarm() -> None:
-    from clients.monitor_sim import MonitorSimConfig, MonitorSimulator, SyntheticSource, parse_events
+    from clients.monitor_sim import (
+        MonitorSimConfig,
+        MonitorSimulator,
+        SyntheticSource,
+        parse_events,
+    )
 
     sim = MonitorSimulator(SyntheticSource(75.0, parse_events("asystole@20+10"), 250.0, seed=5),
                            MonitorSimConfig(stream_id="bed-1", chunk_ms=200.0, start_epoch=1.0))

@@ -361,7 +361,7 @@ class Sfu:
 
     async def _negotiate(self, peer: _Peer) -> None:
         """Offer now, or after the pending answer if one is in flight. Caller holds peer.lock."""
-        if peer.closed:
+        if peer.closed or self._closed:
             return
         pc = peer.pc
         if pc.signalingState != "stable":
@@ -535,7 +535,7 @@ class Sfu:
         return list(self._peers)
 
     async def close(self) -> None:
-        """Close every peer (idempotent)."""
+        """Close every peer (idempotent). No renegotiation happens while shutting down."""
         self._closed = True
         for peer_id in list(self._peers):
             await self.close_peer(peer_id)

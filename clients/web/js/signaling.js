@@ -1,0 +1,226 @@
+// The signaling connection (docs/protocol.md): one websocket to /ws, JSON text frames for
+// signaling and msgpack binary frames for waveforms. Joins with the token from the page's URL,
+// keeps the connection alive with pings and comes back by itself after a network drop: first
+// with the `resume` key (same participant, within the grace period), else by joining afresh.
+
+/** The token carried by the page link (`?token=...`), or null. */
+export function tokenFromUrl(loc = window.location) {
+  return new URLSearchParams(loc.search).get("token");
+}
+
+/** ws(s)://host/ws for the page's own origin. */
+export function defaultSocketUrl(loc = window.location) {
+  return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
+}
+
+/** An error reply of the server, correlated to the request that caused it. */
+export class ServerError extends Error {
+  constructor(msg) {
+    super(`${msg.reason}: ${msg.message}`);
+    this.reason = msg.reason;
+    this.serverMessage = msg.message;
+  }
+}
+
+const RECONNECT_DELAYS_S = [0.25, 0.5, 1, 2, 4, 8];
+const NO_RECONNECT_CLOSE_REASONS = ["replaced by a resumed connection"];
+
+/**
+ * One participant's signaling connection.
+ *
+ * Server messages are delivered to handlers registered with `on(type, fn)` (types of
+ * signaling/wire.py ServerMessage); binary waveform frames go to `onBinary(ArrayBuffer)`.
+ * `onJoined(joined, {resumed, rejoined})` runs after the first join and after every reconnect:
+ * `rejoined` means the old participant was gone and this is a new one (media must restart).
+ * `onState(state)` reports "connecting", "joined", "reconnecting", "closed" or "ended".
+ */
+export class Signaling {
+  constructor({ token, url = defaultSocketUrl(), media = false, onJoined = () => {},
+                onState = () => {}, onBinary = () => {}, onClosed = () => {} }) {
+    this.token = token;
+    this.url = url;
+    this.media = media;
+    this.onJoined = onJoined;
+    this.onState = onState;
+    this.onBinary = onBinary;
+    this.onClosed = onClosed;
+    this.state = "idle";
+    this.joined = null;
+    this.resumeKey = null;
+    this.droppedAt = null;
+    this.reconnects = 0;
+    this.lastCloseReason = null;
+    this.handlers = new Map();
+    this.pending = new Map();
+    this.nextId = 1;
+    this.ws = null;
+    this.pingTimer = null;
+    this.lastPongAt = 0;
+    this.stopped = false;
+  }
+
+  /** Register `fn(message)` for server messages of `type`. */
+  on(type, fn) {
+    if (!this.handlers.has(type)) this.handlers.set(type, []);
+    this.handlers.get(type).push(fn);
+    return this;
+  }
+
+  _setState(s) {
+    this.state = s;
+    this.onState(s);
+  }
+
+  /** Connect and join; resolves with the `joined` message, rejects with a ServerError. */
+  start() {
+    this._setState("connecting");
+    return this._connect(null);
+  }
+
+  _connect(resumeKey) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      ws.binaryType = "arraybuffer";
+      this.ws = ws;
+      let settled = false;
+      ws.onopen = () => {
+        // JSON.stringify drops `resume: undefined`: a fresh join carries no resume key
+        const join = { type: "join", v: 1, token: this.token, media: this.media, resume: resumeKey || undefined };
+        this.request(join).then((joined) => {
+          settled = true;
+          const resumed = Boolean(joined.resumed);
+          const rejoined = this.joined !== null && !resumed;
+          this.joined = joined;
+          this.resumeKey = joined.resume;
+          this.droppedAt = null;
+          this._startPings(joined.heartbeat_s || 10);
+          this._setState("joined");
+          this.onJoined(joined, { resumed, rejoined });
+          resolve(joined);
+        }, (err) => { settled = true; reject(err); });
+      };
+      ws.onmessage = (ev) => {
+        if (typeof ev.data !== "string") { this.onBinary(ev.data); return; }
+        let msg;
+        try { msg = JSON.parse(ev.data); } catch { return; }
+        this._dispatch(msg);
+      };
+      ws.onclose = (ev) => {
+        if (this.ws !== ws) return;
+        this._stopPings();
+        this.lastCloseReason = ev.reason || String(ev.code);
+        for (const [, p] of this.pending) p.reject(new Error(`connection closed (${ev.code})`));
+        this.pending.clear();
+        if (!settled) { reject(new Error(`connection closed before joining (${ev.code} ${ev.reason})`)); }
+        this._closed(ev);
+      };
+    });
+  }
+
+  _dispatch(msg) {
+    if (msg.id !== undefined && msg.id !== null && this.pending.has(msg.id)) {
+      const p = this.pending.get(msg.id);
+      this.pending.delete(msg.id);
+      if (msg.type === "error") p.reject(new ServerError(msg)); else p.resolve(msg);
+    }
+    if (msg.type === "bye") this.bye = msg;
+    if (msg.type === "pong") this.lastPongAt = Date.now();
+    for (const fn of this.handlers.get(msg.type) || []) {
+      try { fn(msg); } catch (e) { console.error(`handler for ${msg.type} failed`, e); }
+    }
+  }
+
+  _closed(ev) {
+    const final = this.stopped || (this.bye && !this.bye.resume) || this.state === "ended"
+      || NO_RECONNECT_CLOSE_REASONS.includes(ev.reason) || ev.code === 1008;
+    if (final || this.joined === null) {
+      if (this.state !== "ended") this._setState("closed");
+      this.onClosed(ev, this.bye);
+      return;
+    }
+    if (this.droppedAt === null) this.droppedAt = Date.now();
+    this._setState("reconnecting");
+    this._reconnect(0);
+  }
+
+  _reconnect(attempt) {
+    const delay = RECONNECT_DELAYS_S[Math.min(attempt, RECONNECT_DELAYS_S.length - 1)];
+    setTimeout(async () => {
+      if (this.stopped) return;
+      this.reconnects += 1;
+      const graceMs = (this.joined.resume_grace_s || 0) * 1000;
+      const canResume = this.resumeKey && Date.now() - this.droppedAt < graceMs;
+      try {
+        try {
+          await this._connect(canResume ? this.resumeKey : null);
+        } catch (err) {
+          if (!(err instanceof ServerError) || err.reason !== "resume_failed") throw err;
+          // the grace period ran out on the server: come back as a new participant
+          this.ws.onclose = null;
+          this.ws.close();
+          await this._connect(null);
+        }
+      } catch (err) {
+        if (err instanceof ServerError && err.reason !== "rate_limited" && err.reason !== "internal") {
+          this.stopped = true;
+          this._setState("closed");
+          this.onClosed(null, { reason: err.reason, resume: false });
+          return;
+        }
+        if (this.ws) { this.ws.onclose = null; this.ws.close(); }
+        this._reconnect(attempt + 1);
+      }
+    }, delay * 1000);
+  }
+
+  _startPings(heartbeatS) {
+    this._stopPings();
+    this.lastPongAt = Date.now();
+    this.pingTimer = setInterval(() => {
+      if (Date.now() - this.lastPongAt > 3 * heartbeatS * 1000 && this.ws) {
+        this.ws.close(4000, "no pong: reconnecting");  // a silent dead link
+        return;
+      }
+      this.send({ type: "ping" });
+    }, heartbeatS * 1000);
+  }
+
+  _stopPings() {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+  }
+
+  /** Send one message (dropped while disconnected). Returns true if it was written. */
+  send(msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** Send a request with a fresh id; resolves with the reply, rejects with a ServerError. */
+  request(msg) {
+    const id = `c${this.nextId++}`;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      if (!this.send({ ...msg, id })) {
+        this.pending.delete(id);
+        reject(new Error(`not connected: cannot send ${msg.type}`));
+      }
+    });
+  }
+
+  /** Leave the room for good (no reconnect). */
+  leave() {
+    this.stopped = true;
+    this.send({ type: "leave" });
+    this._stopPings();
+    setTimeout(() => { if (this.ws) this.ws.close(1000, "left"); }, 200);
+    this._setState("closed");
+  }
+
+  /** Mark the session as ended by the server (room_ended): no reconnect. */
+  ended() {
+    this.stopped = true;
+    this._setState("ended");
+  }
+}

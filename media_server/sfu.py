@@ -336,10 +336,8 @@ class Sfu:
         """
         peer = self._peer(peer_id)
         text = candidate.strip()
-        if text.startswith("a="):
-            text = text[2:]
-        if text.startswith("candidate:"):
-            text = text[len("candidate:") :]
+        text = text.removeprefix("a=")
+        text = text.removeprefix("candidate:")
         if not text:
             await peer.pc.addIceCandidate(None)
             return

@@ -239,7 +239,7 @@ class ReceivedTrack:
                 await self._event.wait()
         try:
             await asyncio.wait_for(wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(
                 f"track {self.track_id}: expected {count} frames within {timeout_s} s, "
                 f"got {len(self.frames)}"
@@ -325,9 +325,10 @@ class ClientPeer:
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         by_mid = {m.rtp.muxId: m for m in offer.media}
         for transceiver in self.pc.getTransceivers():
-            media = by_mid.get(transceiver.mid or "")
-            if media is None:
+            found = by_mid.get(transceiver.mid or "")
+            if found is None:
                 continue
+            media = found
             if media.direction == "recvonly" and transceiver.mid not in self._published:
                 self._attach_source(transceiver)
             elif media.direction == "inactive" and transceiver.mid in self._published:
@@ -406,7 +407,11 @@ class ClientPeer:
         async def lossy(data: bytes, arrival_time_ms: int) -> None:
             if not rtx_types:
                 for t in self.pc.getTransceivers():
-                    rtx_types.update(c.payloadType for c in t._codecs if c.name.lower() == "rtx")
+                    rtx_types.update(
+                        c.payloadType
+                        for c in t._codecs
+                        if c.name.lower() == "rtx" and c.payloadType is not None
+                    )
             payload_type = data[1] & 0x7F
             if payload_type in rtx_types:
                 self.rtx_received += 1
@@ -419,7 +424,7 @@ class ClientPeer:
                     return
             await original(data, arrival_time_ms)
 
-        dtls._handle_rtp_data = lossy
+        dtls._handle_rtp_data = lossy  # type: ignore[method-assign]
         self._loss_installed = True
 
     def track(self, track_id: str) -> ReceivedTrack:
@@ -564,13 +569,13 @@ def frame_digest(data: bytes) -> str:
 __all__ = [
     "ClientPeer",
     "CounterVideoSource",
-    "ToneAudioSource",
-    "ReceivedTrack",
     "ReceivedFrame",
+    "ReceivedTrack",
     "SentFrame",
+    "SfuHarness",
+    "ToneAudioSource",
     "draw_counter",
-    "read_counter",
     "frame_digest",
     "nal_units",
-    "SfuHarness",
+    "read_counter",
 ]

@@ -157,3 +157,32 @@ def hue_of(rgb: tuple[float, float, float]) -> float:
     """Hue (0-360 degrees) of an RGB colour, to compare a decoded picture with a fake camera."""
     r, g, b = (c / 255 for c in rgb)
     return colorsys.rgb_to_hsv(r, g, b)[0] * 360
+
+
+def page_errors(*logs: PageLog) -> list[str]:
+    """All console errors and uncaught exceptions of the given pages."""
+    return [e for log in logs for e in log.errors]
+
+
+STATS_JS = "async () => await window.medstream.stats()"
+
+
+async def wait_receiving(page: Page, from_participant: str, timeout: float = 20.0,
+                         min_frames: int = 10) -> dict[str, Any]:
+    """Wait until `page` decodes video frames and hears audio energy from `from_participant`.
+
+    Returns the inbound stats of that participant, {"video": {...}, "audio": {...}}.
+    """
+    return await wait_for(page, """async (pid) => {
+        const s = await window.medstream.stats();
+        const v = s.inbound.find(i => i.kind === 'video' && i.participantId === pid);
+        const a = s.inbound.find(i => i.kind === 'audio' && i.participantId === pid);
+        return v && a && v.framesDecoded >= %d && a.totalAudioEnergy > 0 ? {video: v, audio: a} : null;
+    }""" % min_frames, timeout, from_participant,
+        what=f"video frames and audio energy from {from_participant}")
+
+
+async def inbound_of(page: Page, pid: str) -> dict[str, Any]:
+    """Current inbound stats from `pid`, by kind."""
+    s = await page.evaluate(STATS_JS)
+    return {i["kind"]: i for i in s["inbound"] if i["participantId"] == pid}

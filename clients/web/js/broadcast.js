@@ -53,7 +53,7 @@ function render() {
   $("speaker-list").replaceChildren(...speakers.map((p) => el("li", { dataset: { participant: p.participant_id } }, p.name,
     el("span.role.muted", {}, ` ${p.role}`), el("span.spacer"),
     p.role === "speaker" ? el("button", { onclick: () => conf.moderate("demote", p) }, "Back to audience") : null)));
-  $("viewers").replaceChildren(...viewers.map((p) => el("li", {}, p.hand_raised ? "\u270b " : "", p.name,
+  $("viewers").replaceChildren(...viewers.map((p) => el("li", {}, p.hand_raised ? el("span.handflag", {}, "hand up") : null, p.name,
     p.participant_id === self.participant_id ? el("span.muted", {}, " (you)") : null)));
 }
 

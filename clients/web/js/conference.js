@@ -46,7 +46,7 @@ export class Tile {
     if (muted("video")) flags.push("camera stopped by host");
     if (this.self && micOff) flags.push("mic off");
     if (this.self && cameraOff) flags.push("camera off");
-    if (p.hand_raised) flags.push("\u270b hand raised");
+    if (p.hand_raised) flags.push("hand raised");
     this.flags.textContent = flags.join(" \u00b7 ");
     this.root.classList.toggle("offline", p.connected === false);
     this.root.classList.toggle("novideo", !this.hasVideo || (this.self && cameraOff) || muted("video"));

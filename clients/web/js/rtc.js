@@ -69,7 +69,9 @@ export class MediaSession {
     pc.ontrack = (e) => {
       const mid = e.transceiver.mid;
       const info = this.byMid.get(mid) || {};
-      const stream = e.streams[0] || new MediaStream([e.track]);
+      // one stream per track: aiortc puts every sender of a peer connection in the same msid
+      // stream, so e.streams[0] would mix all participants' tracks
+      const stream = new MediaStream([e.track]);
       const entry = { mid, kind: e.track.kind, track: e.track, stream, trackId: info.trackId };
       this.byMid.set(mid, { ...info, ...entry });
       this.onRemoteTrack(this.byMid.get(mid));

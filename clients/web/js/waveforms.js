@@ -9,6 +9,7 @@ const RING_S = 60;  // seconds of samples kept per stream (for redraw and automa
 const CSS_PX_PER_MM = 96 / 25.4;
 export const SWEEP_MM_PER_S = 25;
 export const GAIN_MM_PER_MV = 10;
+const GAINS_MM_PER_MV = [20, 10, 5, 2.5];
 const DISPLAY_DELAY_S = 0.5;  // monitors draw a little behind the newest sample: smooth sweep
 const MAX_LAG_S = 10.0;  // further behind than this, the sweep jumps to the live edge
 const NOTE_HOLD_MS = 3000;
@@ -195,6 +196,8 @@ export class SweepView {
     this.drawn = null;  // integer: samples before it are on screen
     this.pendingBeats = [];
     this.beatsDrawn = 0;
+    this.gainMmPerMv = GAIN_MM_PER_MV;
+    this.offsetMv = 0;
     this.resize();
   }
 
@@ -236,7 +239,25 @@ export class SweepView {
   }
 
   _y(v) {
-    return this.height / 2 - v * GAIN_MM_PER_MV * CSS_PX_PER_MM;
+    return this.height / 2 - (v - this.offsetMv) * this.gainMmPerMv * CSS_PX_PER_MM;
+  }
+
+  /** Once per sweep, like a monitor's auto-size: pick the largest standard gain that fits the
+   *  last sweep's amplitude, and centre its median. */
+  _autoScale(upto) {
+    const s = this.stream;
+    const n = Math.min(Math.round(this.width / (SWEEP_MM_PER_S * CSS_PX_PER_MM) * s.fs), upto);
+    const vals = [];
+    for (let i = upto - n; i < upto; i += 2) { const v = s.at(i); if (!Number.isNaN(v)) vals.push(v); }
+    if (vals.length < 10) return;
+    vals.sort((a, b) => a - b);
+    const median = vals[vals.length >> 1];
+    const lo = vals[Math.floor(vals.length * 0.002)];
+    const hi = vals[Math.ceil(vals.length * 0.998) - 1];
+    const halfRangeMm = Math.max(hi - median, median - lo);
+    const fits = GAINS_MM_PER_MV.find((g) => halfRangeMm * g * CSS_PX_PER_MM < 0.45 * this.height);
+    this.gainMmPerMv = fits || GAINS_MM_PER_MV[GAINS_MM_PER_MV.length - 1];
+    this.offsetMv = median;
   }
 
   /** New beats from an analysis: drawn when the sweep reaches them (or now, if it already has). */
@@ -285,6 +306,7 @@ export class SweepView {
     t.beginPath();
     let px = this.penX;
     let py = this.penY;
+    if (px === null || x1 < x0) this._autoScale(this.drawn);
     for (let i = this.drawn; i < upto; i++) {
       const v = s.at(i);
       const x = this._x(i);
@@ -339,7 +361,7 @@ export class BedTile {
 
   _leadText() {
     const ch = this.stream.channels[this.stream.ecgChannel];
-    return `${ch ? ch.name : "ECG"}  ${SWEEP_MM_PER_S} mm/s  ${GAIN_MM_PER_MV} mm/mV`;
+    return `${ch ? ch.name : "ECG"}  ${SWEEP_MM_PER_S} mm/s  ${this.view ? this.view.gainMmPerMv : GAIN_MM_PER_MV} mm/mV`;
   }
 
   update() {

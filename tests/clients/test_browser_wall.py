@@ -1,0 +1,115 @@
+"""The monitoring wall in real Chromium, fed by monitor-sim through a real medstream node.
+
+bed-1 streams MIT-BIH record 100 (regular sinus rhythm); the heart rate the wall shows must be
+within 2 bpm of the rate computed from the cardiologists' annotations the way the monitor computes
+it (mean of the last 8 RR intervals, outliers > 30 % from their median dropped). bed-2 is
+synthetic ECG whose heart stops; bed-3 loses its network for a while and back-fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from clients.monitor_sim import (
+    MonitorSimConfig,
+    MonitorSimulator,
+    RecordSource,
+    SyntheticSource,
+    parse_events,
+)
+from tests.clients.browser import closing, launch, open_page, page_errors, screenshot, wait_for
+from tests.helpers import running_app, token
+
+pytestmark = [pytest.mark.browser]
+
+BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
+SPEED = 2.0  # simulated seconds per wall second
+
+
+def reference_rates_bpm(record: Path, upto_sample: int, windows: int = 2) -> list[float]:
+    """Monitor-style heart rate from reference annotations, for the windows ending at each of the
+    last `windows` annotated beats at or before `upto_sample` (the display refreshes once a
+    second, so it may lag the newest beat by one)."""
+    ann = wfdb.rdann(str(record), "atr")
+    beats = np.array([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in BEAT_SYMBOLS])
+    fs = float(wfdb.rdheader(str(record)).fs)
+    last = int(np.searchsorted(beats, upto_sample + int(0.15 * fs), side="right"))
+    rates = []
+    for end in range(last, last - windows, -1):
+        rr_ms = np.diff(beats[max(0, end - 9):end]) * 1000.0 / fs
+        median = float(np.median(rr_ms))
+        kept = rr_ms[np.abs(rr_ms - median) <= 0.3 * median]
+        rates.append(60000.0 / float(kept.mean()))
+    return rates
+
+
+async def test_wall_heart_rate_alarms_and_catch_up(ecg_data_dir: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    record = ecg_data_dir / "mitdb" / "100"
+    async with running_app(waveforms=True, rooms=(("ward-3", "monitoring"),)) as app, async_playwright() as pw:
+        def sim(source: object, bed: str) -> MonitorSimulator:
+            return MonitorSimulator(source, MonitorSimConfig(  # type: ignore[arg-type]
+                url=app.ws_url, token=token("ward-3", f"monitor-{bed}", "monitor"), stream_id=bed,
+                speed=SPEED, reconnect_min_s=0.1, reconnect_max_s=0.5))
+
+        beds = {
+            "bed-1": sim(RecordSource(record), "bed-1"),
+            "bed-2": sim(SyntheticSource(72.0, parse_events("asystole@8+60"), seed=1), "bed-2"),
+            "bed-3": sim(SyntheticSource(60.0, seed=2), "bed-3"),
+        }
+        tasks = [asyncio.create_task(s.run()) for s in beds.values()]
+        try:
+            async with closing(await launch(pw)) as browser:
+                url = f"{app.url}/wall.html?token=" + token("ward-3", "nurse-1", "viewer", name="Nurse station")
+                page, log = await open_page(browser, url, "wall", viewport=(1400, 900))
+                await wait_for(page, "() => Object.keys(window.medstream.streams).length === 3",
+                               what="three beds announced")
+
+                # bed-1: heart rate against the annotations
+                snap = await wait_for(page, """() => { const s = window.medstream.streams['bed-1'];
+                    return s.heartRateBpm !== null && s.beats >= 12 ? s : null; }""", timeout=30,
+                                      what="bed-1 heart rate")
+                refs = reference_rates_bpm(record, snap["lastBeatSample"])
+                shown = snap["heartRateBpm"]
+                assert min(abs(shown - r) for r in refs) <= 2.0, (shown, refs)
+                text = await page.locator('.bed[data-stream="bed-1"] [data-testid="hr"]').inner_text()
+                assert abs(int(text) - shown) <= 1, (text, shown)
+
+                # bed-3: a network drop; back-filled samples arrive as `live: false` with a note
+                beds["bed-3"].set_offline(True)
+                await asyncio.sleep(1.5)
+                beds["bed-3"].set_offline(False)
+                caught_up = await wait_for(page, """() => { const s = window.medstream.streams['bed-3'];
+                    return s.backfillChunks > 0 && s.notes.some(n => n.startsWith('catching up')) ? s : null; }""",
+                                           timeout=15, what="bed-3 catching-up note")
+                assert caught_up["lostSamples"] == 0
+                notes = await page.locator('.bed[data-stream="bed-3"] .bed-notes').inner_text()
+                assert "catching up" in notes
+
+                # bed-2: asystole is a high-priority, flashing, sounding alarm until acknowledged
+                alarm = await wait_for(page, """() => window.medstream.alarms.active.find(
+                    a => a.stream === 'bed-2' && a.kind === 'asystole')""", timeout=30, what="asystole alarm")
+                assert alarm["priority"] == "high" and not alarm["acknowledged"]
+                assert await page.locator('.alarm.high.unacked[data-stream="bed-2"]').count() == 1
+                assert "alarm-high" in (await page.locator('.bed[data-stream="bed-2"]').get_attribute("class") or "")
+                await wait_for(page, "() => window.medstream.alarms.sounding === 'high' && window.medstream.alarms.bursts > 0",
+                               what="alarm tone")
+                assert await page.evaluate("window.medstream.streams['bed-2'].heartRateBpm") is None
+                await screenshot(page, "wall_asystole")
+                await page.get_by_role("button", name="Acknowledge / silence").click()
+                acked = await page.evaluate("window.medstream.alarms")
+                assert acked["sounding"] is None
+                assert [a["acknowledged"] for a in acked["active"] if a["kind"] == "asystole"] == [True]
+                # the other beds stay quiet
+                assert not [a for a in acked["active"] if a["stream"] != "bed-2" and a["priority"] == "high"]
+                assert page_errors(log) == []
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

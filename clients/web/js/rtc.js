@@ -126,7 +126,7 @@ export class MediaSession {
       this.byMid.set(mid, { ...old, kind: s.kind, direction: s.direction,
                             trackId: s.trackId || old.trackId, publish: s.direction === "recvonly" });
     }
-    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setRemoteDescription({ sdp, type: "offer" });  // a WebRTC description, not a wire message
     for (const t of pc.getTransceivers()) {
       const s = sections.get(t.mid);
       if (!s) continue;

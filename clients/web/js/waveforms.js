@@ -194,6 +194,7 @@ export class SweepView {
     container.append(this.box);
     this.cursor = null;  // fractional sample index drawn up to
     this.drawn = null;  // integer: samples before it are on screen
+    this.firstDrawn = null;  // where this view's trace starts (after a jump to the live edge)
     this.pendingBeats = [];
     this.beatsDrawn = 0;
     this.gainMmPerMv = GAIN_MM_PER_MV;
@@ -268,6 +269,7 @@ export class SweepView {
   }
 
   _marker(i) {
+    if (this.firstDrawn === null || i < this.firstDrawn) return;  // no trace drawn there
     if (this.drawn !== null && this.drawn - i > this.stream.fs * this.width / (SWEEP_MM_PER_S * CSS_PX_PER_MM)) return;
     const t = this.trace.getContext("2d");
     const x = this._x(i);
@@ -284,6 +286,7 @@ export class SweepView {
     if (this.cursor === null || live - this.cursor > MAX_LAG_S * s.fs) {
       this.cursor = Math.max(0, live);
       this.drawn = Math.floor(this.cursor);
+      this.firstDrawn = this.drawn;
       this.penX = null;
     }
     // behind the live edge (a faster-than-real-time source, a stalled tab): sweep faster, smoothly

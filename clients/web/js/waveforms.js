@@ -309,16 +309,20 @@ export class SweepView {
     t.beginPath();
     let px = this.penX;
     let py = this.penY;
-    if (px === null || x1 < x0) this._autoScale(this.drawn);
+    if (px === null || x1 < x0 || this.clipped) this._autoScale(this.drawn);
+    let clipped = false;
     for (let i = this.drawn; i < upto; i++) {
       const v = s.at(i);
       const x = this._x(i);
       if (Number.isNaN(v)) { px = null; continue; }
-      const y = Math.max(1, Math.min(this.height - 1, this._y(v)));
+      const yRaw = this._y(v);
+      if (yRaw < 0 || yRaw > this.height) clipped = true;
+      const y = Math.max(1, Math.min(this.height - 1, yRaw));
       if (px === null || x < px) t.moveTo(x, y); else t.lineTo(x, y);
       px = x; py = y;
     }
     t.stroke();
+    this.clipped = clipped;  // rescale on the next step rather than keep drawing off-scale
     this.penX = px;
     this.penY = py;
     this.drawn = upto;

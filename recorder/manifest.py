@@ -19,10 +19,16 @@ MANIFEST_VERSION = 1
 
 @dataclass(slots=True)
 class ParticipantEntry:
-    """A participant of the recorded room and their role (e.g. "clinician", "patient")."""
+    """A participant of the recorded room, their role (e.g. "host", "expert") and who they are.
+
+    `identity` is the stable id from the access token (e.g. a staff number), `name` the display
+    name; both empty when the host did not say.
+    """
 
     participant_id: str
     role: str
+    identity: str = ""
+    name: str = ""
 
 
 @dataclass(slots=True)

@@ -46,6 +46,7 @@ from recorder.wfdb_file import (
 
 log = logging.getLogger(__name__)
 
+RESERVE_NAME = ".manifest-reserve"  # hidden: the library neither lists nor serves it
 ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FRAME_OVERHEAD_BYTES = 200  # queue bookkeeping per item, so tiny items still count
 
@@ -59,6 +60,9 @@ class RecorderConfig:
     `root`: recordings folder. `checkpoint_interval_s`: how often WFDB headers, annotations and the
     manifest are refreshed (bounds what a crash loses on waveforms). `cluster_time_limit_ms`: the
     longest Matroska cluster (bounds what a crash loses on media). Backlog limits in bytes.
+    `manifest_reserve_bytes`: size of a spare file kept in the session directory and deleted just
+    before the final manifest is written, so a full disk still gets a manifest with the stop reason
+    (0 disables it).
     """
 
     root: Path
@@ -66,10 +70,13 @@ class RecorderConfig:
     cluster_time_limit_ms: int = 1000
     high_water_bytes: int = 32 * 1024 * 1024
     hard_limit_bytes: int = 256 * 1024 * 1024
+    manifest_reserve_bytes: int = 128 * 1024
 
     def __post_init__(self) -> None:
         if not self.checkpoint_interval_s > 0:
             raise ValueError(f"checkpoint_interval_s must be > 0, got {self.checkpoint_interval_s}")
+        if self.manifest_reserve_bytes < 0:
+            raise ValueError(f"manifest_reserve_bytes must be >= 0, got {self.manifest_reserve_bytes}")
         if not 0 < self.high_water_bytes <= self.hard_limit_bytes:
             raise ValueError(
                 "need 0 < high_water_bytes <= hard_limit_bytes, got "
@@ -124,7 +131,7 @@ class _Annotate:
 
 @dataclass(slots=True)
 class _ManifestChanged:
-    participants: dict[str, str]  # a snapshot: the loop side keeps mutating its own dict
+    participants: dict[str, ParticipantEntry]  # a snapshot: the loop side keeps mutating its own
 
 
 @dataclass(slots=True)
@@ -239,7 +246,7 @@ class SessionRecorder:
         self._tracks: dict[str, str] = {}  # track_id -> kind, on the loop side
         self._ended_tracks: set[str] = set()
         self._streams: dict[str, WaveformStreamInfo] = {}
-        self._participants: dict[str, str] = {}
+        self._participants: dict[str, ParticipantEntry] = {}
         self._queue: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._pending_lock = threading.Lock()
         self._pending_bytes = 0
@@ -295,6 +302,7 @@ class SessionRecorder:
             session_start_unix_s=session_start,
         )
         write_manifest(self.directory, manifest)
+        _write_reserve(self.directory / RESERVE_NAME, self.config.manifest_reserve_bytes)
         self._writer = _Writer(self, manifest)
         self._thread = threading.Thread(
             target=self._writer.run, name=f"recorder-{session_id}", daemon=True
@@ -304,10 +312,11 @@ class SessionRecorder:
         self._thread.start()
         return self.directory
 
-    def add_participant(self, participant_id: str, role: str) -> None:
-        """Note a participant and their role in the manifest (again to change the role)."""
+    def add_participant(self, participant_id: str, role: str, identity: str = "",
+                        name: str = "") -> None:
+        """Note a participant, their role and identity in the manifest (again to change them)."""
         self._require_recording("add_participant")
-        self._participants[participant_id] = role
+        self._participants[participant_id] = ParticipantEntry(participant_id, role, identity, name)
         self._enqueue(_ManifestChanged(dict(self._participants)), 0)
 
     def add_track(self, track_id: str, participant_id: str, kind: str, codec: str) -> TrackSink:
@@ -323,7 +332,7 @@ class SessionRecorder:
         if track_id in self._tracks:
             raise ValueError(f"track {track_id!r} is already being recorded")
         if participant_id not in self._participants:
-            self._participants[participant_id] = "unknown"
+            self._participants[participant_id] = ParticipantEntry(participant_id, "unknown")
             self._enqueue(_ManifestChanged(dict(self._participants)), 0)
         index = len(self._tracks) + 1
         stem = f"{kind}{index:02d}_{_safe_name(participant_id)}"
@@ -342,7 +351,7 @@ class SessionRecorder:
         if stream_id in self._streams:
             raise ValueError(f"waveform stream {stream_id!r} is already being recorded")
         if participant_id not in self._participants:
-            self._participants[participant_id] = "unknown"
+            self._participants[participant_id] = ParticipantEntry(participant_id, "unknown")
             self._enqueue(_ManifestChanged(dict(self._participants)), 0)
         index = len(self._streams) + 1
         record_name = f"wave{index:02d}_{_safe_name(participant_id).replace('-', '_')}"
@@ -513,7 +522,7 @@ class _Writer:
     manifest: SessionManifest
     tracks: dict[str, _MediaTrack] = field(default_factory=dict)
     streams: dict[str, _Stream] = field(default_factory=dict)
-    participants: dict[str, str] = field(default_factory=dict)
+    participants: dict[str, ParticipantEntry] = field(default_factory=dict)
     final_manifest: SessionManifest | None = None
     failed: bool = False
 
@@ -600,9 +609,7 @@ class _Writer:
 
     def _write_manifest(self, with_hashes: bool = False) -> None:
         assert self.recorder.directory is not None
-        self.manifest.participants = [
-            ParticipantEntry(pid, role) for pid, role in self.participants.items()
-        ]
+        self.manifest.participants = list(self.participants.values())
         self.manifest.files = self._file_entries(with_hashes)
         write_manifest(self.recorder.directory, self.manifest)
 
@@ -660,6 +667,12 @@ class _Writer:
         self.manifest.stopped_by = stop.stopped_by
         self.manifest.stop_reason = reason.value
         self.manifest.stop_detail = detail
+        # The spare file gives its blocks back now: the final manifest fits even on a full disk.
+        assert rec.directory is not None
+        try:
+            (rec.directory / RESERVE_NAME).unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("recorder %s: reserve file not removed: %s", rec.session_id, e)
         try:
             self._write_manifest(with_hashes=True)
         except Exception as e:  # noqa: BLE001 - the disk may still be full
@@ -700,6 +713,14 @@ def _command_bytes(command: _Command) -> int:
     if isinstance(command, _Chunk):
         return command.samples.nbytes
     return 0
+
+
+def _write_reserve(path: Path, size_bytes: int) -> None:
+    """Allocate `size_bytes` of real blocks (zeros written, not a sparse file)."""
+    if size_bytes <= 0:
+        return
+    with open(path, "wb") as f:
+        f.write(bytes(size_bytes))
 
 
 def _sha256(path: Path) -> str:

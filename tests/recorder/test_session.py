@@ -218,6 +218,11 @@ async def test_disk_full_stops_recording_with_an_event(tiny_disk: Path, vp8_clip
     assert rec.state == "stopped"
     manifest = await rec.stop("x")
     assert manifest.stop_reason == "disk_full"
+    # The reserve made room: the manifest ON DISK is final and says why the recording ended.
+    on_disk = read_manifest(directory)
+    assert on_disk.stop_reason == "disk_full" and on_disk.stopped_at is not None
+    assert on_disk.stop_detail and any(f.sha256 for f in on_disk.files)
+    assert not (directory / ".manifest-reserve").exists()
     sink.on_frame(frames(vp8_clip, "v1", start_at=0)[0])  # still never raises
     # What made it to disk before the disk filled up is readable.
     n, _, _ = probe_packets(str(directory / "video01_p.webm"))

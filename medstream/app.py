@@ -85,7 +85,7 @@ class MedstreamApp:
             log.info("recorder not available in this build")
             return
         assert self.server is not None
-        self.recorder = RecordingService(self.config.recordings_dir, self.hub, self.server, self.media, self.waveforms)
+        self.recorder = RecordingService(self.config.recordings_dir, self.hub, self.server, self.media, self.waveforms, self.config.recordings_retention_days)
         self.parts.recorder = self.recorder
         self.parts.extra_http = self.recorder.http
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -481,7 +482,7 @@ def _unpack(data: bytes) -> dict[str, Any]:
                                 f"frame must be at most {MAX_FRAME_BYTES} bytes, got {len(data)}")
     try:
         m = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
         raise _bad(f"frame is not valid msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(m, dict):
         raise _bad(f"frame must be a msgpack map, got {type(m).__name__}")
@@ -558,6 +559,56 @@ def decode_server_frame(data: bytes) -> ServerWaveformMessage:
     raise _bad(f"unknown server frame type {kind!r}")
 
 
+# --------------------------------------------------------------------------- cheap paths
+
+
+_T0_KEY: Final = b"\xa2t0\xcb"  # msgpack: fixstr "t0", then a float64 marker
+_T0_SENTINEL: Final = 1234567.890625  # exactly representable, unlikely in a real frame
+
+
+@dataclass(frozen=True, slots=True)
+class PrecodedChunk:
+    """A chunk frame encoded once whose `t0` is patched in place per send.
+
+    Encoding is a sender's cost; benchmarks and high-rate simulated monitors encode every chunk
+    before the run and stamp the send time as `t0` with `frame_at(t0)` (a copy and an 8-byte
+    patch). Build with `precode_chunk`.
+    """
+
+    frame: bytes
+    t0_offset: int  # index of the 8 big-endian bytes of t0 in `frame`
+
+    def frame_at(self, t0: float) -> bytes:
+        """The frame with `t0` (epoch seconds) in place of the encoded one."""
+        buf = bytearray(self.frame)
+        struct.pack_into(">d", buf, self.t0_offset, t0)
+        return bytes(buf)
+
+
+def precode_chunk(chunk: Chunk) -> PrecodedChunk:
+    """Encode `chunk` (its `t0` is ignored) as a `PrecodedChunk`.
+
+    Raises TypeError for samples that are not int16/int32 (n_channels, n), like `encode`.
+    """
+    frame = encode(Chunk(chunk.stream_id, chunk.seq, _T0_SENTINEL, chunk.samples, chunk.backfill))
+    offset = frame.find(_T0_KEY + struct.pack(">d", _T0_SENTINEL))
+    if offset < 0:  # msgpack-python always packs Python floats as float64 (use_single_float=False)
+        raise AssertionError("t0 is not encoded as a msgpack float64")
+    return PrecodedChunk(frame, offset + len(_T0_KEY))
+
+
+def chunk_timing(frame: bytes) -> tuple[str, int, float] | None:
+    """(stream id, seq, t0) of a chunk frame, None for any other message; no validation, no copy
+    of the samples. For viewers that only timestamp frames (benchmarks).
+
+    Raises WaveformWireError(BAD_MESSAGE) for a frame that is not a msgpack map.
+    """
+    m = _unpack(frame)
+    if m.get("type") != "chunk":
+        return None
+    return m["stream"], m["seq"], m["t0"]
+
+
 def physical(samples: np.ndarray, channel: ChannelInfo) -> np.ndarray:
     """ADC integers of one channel -> float64 physical values: (adu - baseline) / gain."""
     return (samples.astype(np.float64) - channel.baseline) / channel.gain
@@ -566,7 +617,8 @@ def physical(samples: np.ndarray, channel: ChannelInfo) -> np.ndarray:
 __all__ = [
     "MAX_CHANNELS", "MAX_FRAME_BYTES", "MAX_SAMPLES_PER_CHUNK", "VERSION", "Ack", "AlarmInfo",
     "Analysis", "Announce", "ChannelInfo", "Chunk", "ClientWaveformMessage", "Gap", "Numerics",
-    "RateLimits", "ServerWaveformMessage", "Skipped", "StreamAnnounce", "StreamEnded",
-    "ViewerChunk", "WaveformError", "WaveformErrorReason", "WaveformWireError",
-    "decode_client_frame", "decode_server_frame", "encode", "physical",
+    "PrecodedChunk", "RateLimits", "ServerWaveformMessage", "Skipped", "StreamAnnounce",
+    "StreamEnded", "ViewerChunk", "WaveformError", "WaveformErrorReason", "WaveformWireError",
+    "chunk_timing", "decode_client_frame", "decode_server_frame", "encode", "physical",
+    "precode_chunk",
 ]

@@ -67,7 +67,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port for websockets and HTTP (default 8765)")
     add_secret_argument(parser)
-    parser.add_argument("--audit-log", type=Path, help="audit JSON-lines file (default var/audit.jsonl)")
+    parser.add_argument("--audit-log", help="audit JSON-lines file (default var/audit.jsonl; '' or 'none' to disable)")
     parser.add_argument("--recordings-dir", type=Path, help="where recordings go (default var/recordings)")
     parser.add_argument("--room", action="append", default=[], metavar="ID:KIND",
                         help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
@@ -85,7 +85,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     env = os.environ
 
     def pick(flag: Any, env_key: str, file_key: str, default: Any) -> Any:
-        if flag not in (None, [], False):
+        if flag is not None and flag != [] and flag is not False:
             return flag
         if env_key in env:
             return env[env_key]
@@ -109,7 +109,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         signaling=signaling,
         host=str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1")),
         port=int(pick(args.port, "MEDSTREAM_PORT", "port", 8765)),
-        audit_log=Path(audit) if audit else None,
+        audit_log=Path(audit) if audit and str(audit).lower() != "none" else None,
         recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
         recordings_retention_days=file.get("recordings_retention_days"),
         rooms=tuple(rooms),

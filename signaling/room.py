@@ -120,6 +120,20 @@ class Room:
             pid for pid, p in self.participants.items() if p.connected and pid != exclude
         )
 
+    def is_audience(self, p: Participant) -> bool:
+        """Receive-only members whose presence only moderators see: a hall of 500 students does
+        not need 500 x 500 join notices, and quality-control supervisors stay in the background."""
+        return p.role is Role.SUPERVISOR or (self.kind == "broadcast" and p.role is Role.VIEWER)
+
+    def presence_recipients(self, p: Participant) -> tuple[str, ...]:
+        """Who is told about `p` joining, leaving, reconnecting or raising a hand."""
+        if not self.is_audience(p):
+            return self.connected_ids(exclude=p.participant_id)
+        return tuple(
+            pid for pid, q in self.participants.items()
+            if q.connected and pid != p.participant_id and q.may(Action.MODERATE)
+        )
+
     def find_by_resume(self, identity: str, resume_key: str) -> Participant | None:
         for p in self.participants.values():
             if p.identity == identity and secrets.compare_digest(p.resume_key, resume_key):
@@ -165,7 +179,7 @@ class Room:
         self.participants[participant_id] = p
         effects: list[Effect] = [
             self._joined(p, request_id, resume_grace_s, ice_servers, heartbeat_s, resumed=False),
-            Send(self.connected_ids(exclude=participant_id), wire.ParticipantJoined(p.info())),
+            Send(self.presence_recipients(p), wire.ParticipantJoined(p.info())),
             Audit("join", self.room_id, identity, role.value, {"participant_id": participant_id}),
         ]
         if p.may(Action.SUBSCRIBE):
@@ -189,7 +203,7 @@ class Room:
         p.resume_key = secrets.token_urlsafe(24)
         return [
             self._joined(p, request_id, resume_grace_s, ice_servers, heartbeat_s, resumed=True),
-            Send(self.connected_ids(exclude=p.participant_id), wire.ParticipantUpdated(p.info())),
+            Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info())),
             Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),
         ]
 
@@ -203,7 +217,11 @@ class Room:
         *,
         resumed: bool,
     ) -> Send:
-        others = tuple(o.info() for o in self.participants.values() if o is not p)
+        sees_all = p.may(Action.MODERATE)
+        others = tuple(
+            o.info() for o in self.participants.values()
+            if o is not p and (sees_all or not self.is_audience(o))
+        )
         return Send(
             (p.participant_id,),
             wire.Joined(
@@ -228,7 +246,7 @@ class Room:
             return []
         p.connected = False
         p.disconnected_at = now
-        return [Send(self.connected_ids(), wire.ParticipantUpdated(p.info()))]
+        return [Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info()))]
 
     def expired(self, now: float, grace_s: float) -> list[str]:
         """Participants whose grace period is over (to be removed with reason `timeout`)."""
@@ -255,7 +273,7 @@ class Room:
             effects.append(WaveformViewer(self.room_id, participant_id, add=False))
         if p.may(Action.PUBLISH_WAVEFORMS):
             effects.append(WaveformPublisherGone(self.room_id, participant_id))
-        effects.append(Send(self.connected_ids(), wire.ParticipantLeft(participant_id, reason)))
+        effects.append(Send(self.presence_recipients(p), wire.ParticipantLeft(participant_id, reason)))
         effects.append(
             Audit("leave", self.room_id, p.identity, p.role.value, {"participant_id": participant_id, "reason": reason})
         )
@@ -314,7 +332,8 @@ class Room:
     def _raise_hand(self, p: Participant, msg: wire.RaiseHand) -> list[Effect]:
         self._require(p, Action.RAISE_HAND, msg)
         p.hand_raised = msg.raised
-        return [Send(self.connected_ids(), wire.ParticipantUpdated(p.info())), _ok(p, msg)]
+        to = (p.participant_id, *self.presence_recipients(p))
+        return [Send(to, wire.ParticipantUpdated(p.info())), _ok(p, msg)]
 
     def _promote(self, p: Participant, msg: wire.Promote) -> list[Effect]:
         self._require(p, Action.MODERATE, msg)
@@ -391,9 +410,9 @@ class Room:
             raise WireError(Reason.RECORDING_ACTIVE, "this room is already being recorded", msg.id)
         self.recording = True
         self.recording_by = p.participant_id
-        return [
-            StartRecorder(self.room_id, p.participant_id),
+        return [  # announce first: a recorder that fails at once then announces the stop after it
             Send(self.connected_ids(), wire.Recording(True, p.participant_id)),
+            StartRecorder(self.room_id, p.participant_id),
             Audit("recording_started", self.room_id, p.identity, p.role.value),
             _ok(p, msg),
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import types
 import typing
@@ -386,18 +387,30 @@ ServerMessage = Union[
 def encode(message: ServerMessage) -> str:
     """Serialise a server message to a JSON text frame."""
     body = _to_json_value(message)
-    assert isinstance(body, dict)
     return json.dumps({"type": message.TYPE, **body}, separators=(",", ":"))
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _to_json_value(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
+    # Hot path of every fan-out: field names are cached per class, plain values returned first.
+    if value is None or isinstance(value, (str, int, float)):
+        return value.value if isinstance(value, enum.Enum) else value
     if isinstance(value, (tuple, list)):
         return [_to_json_value(v) for v in value]
-    return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return value
+    return {name: _to_json_value(getattr(value, name)) for name in _field_names(type(value))}
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def decode_client_message(text: str | bytes) -> ClientMessage:
@@ -429,7 +442,7 @@ def decode_client_message(text: str | bytes) -> ClientMessage:
     if cls is None:
         raise WireError(Reason.BAD_MESSAGE, f"unknown message type {msg_type[:40]!r}", request_id)
     kwargs: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name == "id":
             kwargs["id"] = request_id

@@ -272,3 +272,36 @@ def test_requests_before_join_refused():
     conn = hub.connect(T0)
     e = hub.receive_text(conn, '{"type":"publish","audio":true,"id":9}', T0)
     assert sent(e, conn) == [{"type": "error", "reason": "not_joined", "message": "join before sending publish", "id": 9}]
+
+
+def test_broadcast_audience_presence_goes_to_moderators_only():
+    hub = make_hub()
+    host, _ = join(hub, tok("b1", "prof", "host", "broadcast"))
+    co, _ = join(hub, tok("b1", "co", "expert"))
+    a, _ = join(hub, tok("b1", "stu-a", "viewer"))
+    b, e = join(hub, tok("b1", "stu-b", "viewer"))
+    hpid, cpid, apid, bpid = (hub.participant_of(c) for c in (host, co, a, b))
+    # the host hears of the new viewer; the co-presenter and the other viewer do not
+    assert sent(e, hpid, "participant_joined") and not sent(e, cpid) and not sent(e, apid, "participant_joined")
+    # a viewer's participant list holds the presenters only; the host's holds everyone
+    assert {p["identity"] for p in sent(e, bpid, "joined")[0]["participants"]} == {"prof", "co"}
+    _, e = join(hub, tok("b1", "sup", "supervisor"))
+    assert sent(e, hpid, "participant_joined") and not sent(e, cpid, "participant_joined")
+    # a promoted viewer becomes visible to all
+    e = request(hub, host, type="promote", participant_id=apid)
+    assert sent(e, bpid, "participant_updated")[0]["participant"]["role"] == "speaker"
+    # raised hands reach the moderators (and the raiser), not the rest of the hall
+    e = request(hub, b, type="raise_hand", raised=True)
+    assert sent(e, hpid, "participant_updated") and sent(e, bpid, "participant_updated")
+    assert not sent(e, cpid, "participant_updated") and not sent(e, apid, "participant_updated")
+
+
+def test_consultation_members_all_see_each_other_but_supervisor_is_discreet():
+    hub = make_hub()
+    host, _ = join(hub, tok("c1", "a", "host", "consultation"))
+    ex, _ = join(hub, tok("c1", "b", "expert"))
+    _, e = join(hub, tok("c1", "c", "supervisor"))
+    assert sent(e, hub.participant_of(host), "participant_joined")
+    assert not sent(e, hub.participant_of(ex), "participant_joined")
+    _, e = join(hub, tok("c1", "d", "expert"))
+    assert sent(e, hub.participant_of(ex), "participant_joined")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -34,6 +35,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from media_server.events import MediaRequestError
 from recorder import library
 from recorder.errors import (
     RangeNotSatisfiableError,
@@ -45,7 +47,7 @@ from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped,
 from recorder.manifest import MANIFEST_NAME, SessionManifest
 from recorder.session import ROOM_NAME_RE, RecorderConfig, SessionRecorder, TrackSink, WaveformSink
 from recorder.wfdb_file import WaveformStreamInfo
-from signaling.http import CONTENT_TYPES, HttpResponse, text
+from signaling.http import CONTENT_TYPES, HttpResponse
 from signaling.roles import Role
 from signaling.tokens import verify_token
 from signaling.wire import WireError
@@ -232,7 +234,7 @@ class RecordingService:
             return
         rec_config = self.config.recorder or RecorderConfig(self.root)
         recorder = SessionRecorder(rec_config, room_id, room.kind,
-                                   on_event=lambda e, r=room_id: self._on_recorder_event(r, e),
+                                   on_event=functools.partial(self._on_recorder_event, room_id),
                                    clock=self.clock)
         try:
             recorder.start(started_by=by_participant_id)
@@ -261,8 +263,11 @@ class RecordingService:
             return None
         task = asyncio.ensure_future(self._stop(rr, by_participant_id or ROOM_ENDED_BY))
         self._stopping[room_id] = task
-        task.add_done_callback(lambda _t, r=room_id: self._stopping.pop(r, None))
+        task.add_done_callback(functools.partial(self._stop_done, room_id))
         return await asyncio.shield(task)
+
+    def _stop_done(self, room_id: str, _task: asyncio.Task[SessionManifest | None]) -> None:
+        self._stopping.pop(room_id, None)
 
     async def close(self) -> None:
         """Stop every recording (stopped_by "server_shutdown") and the prune timer. Idempotent."""
@@ -354,13 +359,13 @@ class RecordingService:
             rr.track_sinks[track_id] = sink
             try:
                 self.media.add_frame_sink(track_id, sink)
-            except Exception as exc:  # the track ended between the room update and now
+            except MediaRequestError as exc:  # the track ended between the room update and now
                 log.info("recorder: track %r ended before it could be recorded: %s", track_id, exc)
                 sink.on_track_ended(track_id)
                 continue
             if track.kind == "video":
                 # the file starts at a keyframe; don't wait for the publisher's next one
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(MediaRequestError):
                     self.media.producer(track_id).request_keyframe()
 
     def _sync_participants(self, rr: RoomRecording) -> None:

@@ -125,6 +125,7 @@ async def test_recording_real_publishers_files_match_what_was_sent(tmp_path: Pat
     # Expert H.264 (.mkv) joined late: its offset on the session clock is when it was published.
     ev = by_track[expert_tracks["video"]]
     assert ev.name.endswith(".mkv") and esrc.keyframes_forced >= 1
+    assert ev.start_offset_s is not None and hv.start_offset_s is not None and ha.start_offset_s is not None
     assert 0.5 <= ev.start_offset_s - hv.start_offset_s <= 2.0, (ev.start_offset_s, hv.start_offset_s)
     assert abs(ha.start_offset_s - hv.start_offset_s) <= 0.5  # tracks of one publisher line up
 
@@ -133,7 +134,7 @@ async def test_recording_real_publishers_files_match_what_was_sent(tmp_path: Pat
 async def test_server_killed_mid_recording_leaves_readable_files(tmp_path: Path) -> None:
     recordings = tmp_path / "rec"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; we wait in a thread
         [sys.executable, "-m", "medstream.cli", "serve", "--port", "0", "--secret", SECRET,
          "--recordings-dir", str(recordings), "--audit-log", "none", "--ice-host", "127.0.0.1",
          "--log-level", "WARNING"],

@@ -1,0 +1,388 @@
+"""SFU benchmark (issue 3): P publishers x S subscribers through medstream vs a transcoding relay.
+
+    python -m bench.sfu --publishers 2 --subscribers 4 --seconds 15 --json out.json
+    python -m bench.sfu --points 2x4,4x8,1x50,1x200 --seconds 12 --json out.json
+
+Topology (per relay, per load point), all on 127.0.0.1:
+- the server in its own process pinned to core 0: `medstream` is the real medstream node
+  (`MedstreamApp`: websocket signaling -> hub -> `Sfu`), `transcoding` is `bench.sfu_transcode`
+  (aiortc `MediaRelay`: decode once, encode per subscriber) speaking the same signaling subset;
+- client workers (`bench.sfu_clients`) pinned to core 1: P publishers of a pre-encoded VP8 clip
+  (~1 Mbit/s, 30 fps, encoded once up front) + Opus, looped with continuing timestamps, and S
+  subscribers that each receive every publisher and count decrypted RTP without decoding.
+
+Figures (measurement window of `--seconds` after every subscriber has video from every
+publisher): server CPU (user+sys of the server process) per forwarded video stream-second and
+per forwarded RTP packet, forwarded packets/s (received by subscribers), frame loss (video
+frames sent in the window x S vs frames received), relay latency p50/p99 (publisher hands the
+frame to its aiortc sender -> subscriber receives the frame's last packet; one machine, one
+wall clock), server RSS, client CPU. Prints and writes JSON; never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.proc import cpu_seconds, rss_mb
+
+SECRET = "bench-secret-sfu-0123456789abcdefghijklmnop"
+ROOM = "hall"
+SERVER_CORE = 0
+CLIENT_CORE = 1
+RELAYS = ("medstream", "transcoding")
+
+
+# --------------------------------------------------------------------------- the clip
+
+
+def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: int = 1_000_000,
+                size: tuple[int, int] = (640, 360)) -> dict[str, Any]:
+    """Encode a synthetic moving clip once: VP8 (libvpx, `bitrate_bps`) + Opus, into WebM.
+
+    Returns what was written (frames, measured video bitrate). Keyframe every 2 s.
+    """
+    import av
+
+    width, height = size
+    rng = np.random.default_rng(3)
+    texture = rng.integers(0, 255, (height * 2, width * 2), dtype=np.uint8)
+    frames = int(seconds * fps)
+    video_bytes = 0
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libvpx", rate=fps)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        v.bit_rate = bitrate_bps
+        v.codec_context.gop_size = 2 * fps
+        v.codec_context.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        a = out.add_stream("libopus", rate=48000)
+        a.layout = "stereo"
+        a.bit_rate = 32000
+        for i in range(frames):
+            dx, dy = (7 * i) % width, (3 * i) % height
+            y = texture[dy : dy + height, dx : dx + width]
+            uv = np.full((height // 2, width // 2), 128, dtype=np.uint8)
+            yuv = np.concatenate([y.reshape(-1), uv.reshape(-1), uv.reshape(-1)])
+            frame = av.VideoFrame.from_ndarray(yuv.reshape(height * 3 // 2, width), format="yuv420p")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for p in v.encode(frame):
+                video_bytes += p.size
+                out.mux(p)
+        for p in v.encode(None):
+            video_bytes += p.size
+            out.mux(p)
+        n = 960
+        for j in range(int(seconds * 48000) // n):
+            t = (np.arange(n) + j * n) / 48000
+            tone = (6000 * np.sin(2 * math.pi * 440 * t)).astype(np.int16)
+            af = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16",
+                                            layout="stereo")
+            af.sample_rate = 48000
+            af.pts = j * n
+            af.time_base = Fraction(1, 48000)
+            for p in a.encode(af):
+                out.mux(p)
+        for p in a.encode(None):
+            out.mux(p)
+    return {"frames": frames, "fps": fps, "size": f"{width}x{height}", "seconds": seconds,
+            "video_kbit_s": round(video_bytes * 8 / seconds / 1000, 1), "keyframe_interval_s": 2.0}
+
+
+# --------------------------------------------------------------------------- server processes
+
+
+def _serve_medstream() -> None:
+    import asyncio
+
+    from medstream.app import MedstreamApp
+    from medstream.config import ServerConfig
+    from signaling.hub import SignalingConfig
+
+    async def run() -> None:
+        app = MedstreamApp(ServerConfig(
+            signaling=SignalingConfig(secret=SECRET), host="127.0.0.1", port=0, audit_log=None,
+            media=True, waveforms=False, recorder=False, ice_host_addresses=("127.0.0.1",),
+            rooms=((ROOM, "broadcast"),)))
+        await app.start()
+        print(f"PORT {app.port}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        import uvloop
+
+        uvloop.run(run())
+    except ImportError:
+        asyncio.run(run())
+
+
+def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str], str]:
+    if relay == "medstream":
+        cmd = [sys.executable, "-m", "bench.sfu", "--serve"]
+    else:
+        cmd = [sys.executable, "-m", "bench.sfu_transcode", "--expect-tracks", str(expect_tracks)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    os.sched_setaffinity(proc.pid, {SERVER_CORE})
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"{relay} server did not start: expected 'PORT n', got {line!r}")
+    return proc, f"ws://127.0.0.1:{int(line.split()[1])}/ws"
+
+
+# --------------------------------------------------------------------------- one load point
+
+
+def run_point(relay: str, publishers: int, subscribers: int, seconds: float, clip: Path,
+              workers: int, workdir: Path, profile: Path | None = None) -> dict[str, Any]:
+    """Run one relay at P x S; returns its figures (see module docstring)."""
+    from signaling.tokens import issue_token
+
+    server, url = _start_server(relay, 2 * publishers)
+    procs: list[subprocess.Popen[str]] = []
+    outs: list[Path] = []
+    try:
+        pub_tokens = [issue_token(SECRET, room=ROOM, identity=f"presenter-{i}",
+                                  role="host" if i == 0 else "expert") for i in range(publishers)]
+        sub_tokens = [issue_token(SECRET, room=ROOM, identity=f"viewer-{i}", role="viewer")
+                      for i in range(subscribers)]
+        n_workers = max(1, min(workers, subscribers))
+        for w in range(n_workers):
+            out = workdir / f"{relay}-{publishers}x{subscribers}-w{w}.json"
+            spec = {"url": url, "clip": str(clip), "publishers_total": publishers,
+                    "publisher_tokens": pub_tokens if w == 0 else [],
+                    "subscriber_tokens": sub_tokens[w::n_workers],
+                    "out": str(out)}
+            spec_path = workdir / f"spec-{w}.json"
+            spec_path.write_text(json.dumps(spec))
+            outs.append(out)
+            p = subprocess.Popen([sys.executable, "-m", "bench.sfu_clients", "--spec", str(spec_path)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            os.sched_setaffinity(p.pid, {CLIENT_CORE})
+            procs.append(p)
+        setup_t0 = time.time()
+        for p in procs:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            if not line.startswith("READY"):
+                raise RuntimeError(f"client worker failed before READY (got {line!r})")
+        setup_s = time.time() - setup_t0
+        t0 = math.ceil(time.time()) + 2.0  # whole seconds: packet counters are per second
+        time.sleep(t0 - time.time())
+        cpu0 = cpu_seconds(server.pid)
+        ccpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen(["py-spy", "record", "-f", "raw", "-r", "200", "-p", str(server.pid),
+                                    "-d", str(int(seconds)), "-o", str(profile)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t1 = t0 + seconds
+        time.sleep(t1 - time.time())
+        cpu1 = cpu_seconds(server.pid)
+        ccpu1 = sum(cpu_seconds(p.pid) for p in procs)
+        rss = rss_mb(server.pid)
+        load = os.getloadavg()
+        time.sleep(1.0)  # let frames sent just before t1 arrive
+        for p in procs:
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write("STOP\n")
+            p.stdin.flush()
+        for p in procs:
+            assert p.stdout is not None
+            p.stdout.readline()
+            p.wait(timeout=60)
+        if spy is not None:
+            spy.wait(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    records = [json.loads(o.read_text()) for o in outs]
+    return _figures(relay, publishers, subscribers, t0, t1, cpu1 - cpu0, ccpu1 - ccpu0, rss,
+                    records, setup_s, load)
+
+
+def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float, server_cpu_s: float,
+             client_cpu_s: float, rss: float, records: list[dict[str, Any]], setup_s: float,
+             load: tuple[float, float, float]) -> dict[str, Any]:
+    wall = t1 - t0
+    # publisher sends, by the key each relay preserves: frame bytes (forwarding) or RTP timestamp
+    by_key: dict[tuple[str, str], list[float]] = {}
+    by_ts: dict[tuple[str, int], list[float]] = {}
+    sent_in_window = 0
+    for r in records:
+        for pub, key, pts, t in r["video_sent"]:
+            by_key.setdefault((pub, key), []).append(t)
+            by_ts.setdefault((pub, pts), []).append(t)
+            if t0 <= t < t1:
+                sent_in_window += 1
+    for lst in (*by_key.values(), *by_ts.values()):
+        lst.sort()
+    latencies: list[float] = []
+    received_in_window = 0
+    unmatched = 0
+    for r in records:
+        for pub, key, ts, t in r["frames"]:
+            sends = by_key.get((pub, key)) if relay == "medstream" else by_ts.get((pub, ts))
+            if not sends:
+                unmatched += 1
+                continue
+            i = bisect.bisect_right(sends, t) - 1
+            if i < 0 or t - sends[i] > 2.0:
+                unmatched += 1
+                continue
+            if t0 <= sends[i] < t1:
+                received_in_window += 1
+                latencies.append(t - sends[i])
+    seconds = range(int(t0), int(t1))
+    video_pkts = sum(int(r["video_packets"].get(str(s), 0)) for r in records for s in seconds)
+    audio_pkts = sum(int(r["audio_packets"].get(str(s), 0)) for r in records for s in seconds)
+    audio_sent = sum(int(r["audio_sent"].get(str(s), 0)) for r in records for s in seconds)
+    expected = sent_in_window * subscribers
+    streams = publishers * subscribers
+    lat = np.array(latencies) * 1000.0
+    forwarded = video_pkts + audio_pkts
+
+    def pct(q: float) -> float | None:
+        return round(float(np.percentile(lat, q)), 2) if lat.size else None
+
+    return {
+        "relay": relay,
+        "publishers": publishers,
+        "subscribers": subscribers,
+        "forwarded_video_streams": streams,
+        "seconds": round(wall, 2),
+        "setup_s": round(setup_s, 1),
+        "server_cpu_s": round(server_cpu_s, 3),
+        "server_cpu_pct": round(100 * server_cpu_s / wall, 1),
+        "server_cpu_s_per_stream_s": round(server_cpu_s / (streams * wall), 5),
+        "server_cpu_us_per_packet": round(1e6 * server_cpu_s / forwarded, 1) if forwarded else None,
+        "forwarded_pps": round(forwarded / wall, 1),
+        "forwarded_video_pps": round(video_pkts / wall, 1),
+        "forwarded_audio_pps": round(audio_pkts / wall, 1),
+        "video_frames_sent": sent_in_window,
+        "video_frames_expected": expected,
+        "video_frames_received": received_in_window,
+        "loss_pct": round(100 * (1 - received_in_window / expected), 2) if expected else None,
+        "audio_loss_pct": round(100 * (1 - audio_pkts / (audio_sent * subscribers)), 2)
+        if audio_sent else None,
+        "frames_unmatched": unmatched,
+        "latency_ms_p50": pct(50),
+        "latency_ms_p99": pct(99),
+        "latency_ms_max": round(float(lat.max()), 2) if lat.size else None,
+        "server_rss_mb": rss,
+        "client_cpu_s": round(client_cpu_s, 2),
+        "client_cpu_pct": round(100 * client_cpu_s / wall, 1),
+        "loadavg_1_5_15": [round(x, 2) for x in load],
+        "client_errors": [e for r in records for e in r["errors"]][:5],
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse_points(text: str) -> list[tuple[int, int]]:
+    points = []
+    for part in text.split(","):
+        p, _, s = part.strip().partition("x")
+        if not p.isdigit() or not s.isdigit() or int(p) < 1 or int(s) < 1:
+            raise argparse.ArgumentTypeError(f"a point must look like 2x4 (P x S >= 1), got {part!r}")
+        points.append((int(p), int(s)))
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.sfu", description=__doc__.split("\n")[0])
+    p.add_argument("--publishers", type=int, default=2)
+    p.add_argument("--subscribers", type=int, default=4)
+    p.add_argument("--points", type=_parse_points, help="several loads in one run: 2x4,4x8,1x50")
+    p.add_argument("--seconds", type=float, default=15.0, help="measurement window per point")
+    p.add_argument("--relays", default=",".join(RELAYS), help="medstream,transcoding")
+    p.add_argument("--transcoding-max-streams", type=int, default=8,
+                   help="skip the transcoding relay above this many forwarded video streams "
+                        "(it cannot keep up; default 8)")
+    p.add_argument("--workers", type=int, default=2, help="client worker processes (core 1)")
+    p.add_argument("--profile", type=Path, help="py-spy raw profile of the medstream server "
+                                                "at the last point (folded stacks)")
+    p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve:
+        _serve_medstream()
+        return 0
+    if os.cpu_count() is not None and (os.cpu_count() or 0) < 2:
+        print("bench.sfu: needs 2 cores (server on core 0, clients on core 1)", file=sys.stderr)
+        return 2
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    points = args.points or [(args.publishers, args.subscribers)]
+    relays = [r for r in args.relays.split(",") if r]
+    with tempfile.TemporaryDirectory(prefix="bench-sfu-") as tmp:
+        workdir = Path(tmp)
+        clip = workdir / "clip.webm"
+        clip_info = encode_clip(clip)
+        results: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        for i, (pubs, subs) in enumerate(points):
+            for relay in relays:
+                if relay == "transcoding" and pubs * subs > args.transcoding_max_streams:
+                    skipped.append(f"transcoding at {pubs}x{subs} (> {args.transcoding_max_streams} streams)")
+                    continue
+                profile = args.profile if (relay == "medstream" and i == len(points) - 1) else None
+                r = run_point(relay, pubs, subs, args.seconds, clip, args.workers, workdir, profile)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+    comparisons = []
+    for r in results:
+        if r["relay"] != "transcoding":
+            continue
+        ours = next((m for m in results if m["relay"] == "medstream" and m["publishers"] == r["publishers"]
+                     and m["subscribers"] == r["subscribers"]), None)
+        if ours and ours["server_cpu_s_per_stream_s"]:
+            comparisons.append({
+                "point": f"{r['publishers']}x{r['subscribers']}",
+                "transcoding_over_medstream_cpu_per_stream_s": round(
+                    r["server_cpu_s_per_stream_s"] / ours["server_cpu_s_per_stream_s"], 1),
+                "note": "transcoding loses frames at this load: its CPU per stream is a lower bound"
+                if (r["loss_pct"] or 0) > 1 else "",
+            })
+    summary = {
+        "benchmark": "bench.sfu",
+        "servers": {"medstream": "real medstream node (MedstreamApp: websocket signaling, hub, Sfu) "
+                                 "in its own process",
+                    "transcoding": "bench.sfu_transcode: aiortc MediaRelay (decode once, encode per "
+                                   "subscriber) with the same signaling subset, own process"},
+        "pinning": {"server_core": SERVER_CORE, "client_core": CLIENT_CORE},
+        "cpu_count": os.cpu_count(),
+        "clip": clip_info,
+        "latency": "publisher hands frame to its aiortc sender -> subscriber receives the frame's "
+                   "last RTP packet (decrypted, not decoded); time.time() on one machine",
+        "results": results,
+        "ratios": comparisons,
+        "skipped": skipped,
+    }
+    print(json.dumps({"ratios": comparisons, "skipped": skipped}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

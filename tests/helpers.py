@@ -58,6 +58,7 @@ class WsClient:
         self._reader = asyncio.ensure_future(self._read())
         self._next_id = 0
         self.joined: dict[str, Any] | None = None
+        self.on_message: Any = None  # optional callback for every JSON message, before queueing
 
     @classmethod
     async def connect(cls, url: str, **kw: Any) -> WsClient:
@@ -70,7 +71,9 @@ class WsClient:
                     if isinstance(frame, bytes):
                         self.binary.append(frame)
                     else:
-                        self.inbox.append(json.loads(frame))
+                        msg = json.loads(frame)
+                        if self.on_message is None or not self.on_message(msg):
+                            self.inbox.append(msg)
                     self._cond.notify_all()
         except websockets.ConnectionClosed:
             pass
@@ -131,3 +134,65 @@ def _get(m: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("__"):
         cur = cur.get(part) if isinstance(cur, dict) else None
     return cur
+
+
+class MediaParticipant:
+    """A signaling client with a real aiortc peer (media_server.testing.ClientPeer) behind it.
+
+    It answers the server's `sdp` offers as they come, exactly as a browser would.
+    """
+
+    def __init__(self, ws: WsClient, peer: Any) -> None:
+        self.ws = ws
+        self.peer = peer
+        self.offers = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        ws.on_message = self._on_message
+
+    @classmethod
+    async def join(cls, app: MedstreamApp, tok: str, *, media: bool = True, **peer_kw: Any) -> MediaParticipant:
+        from media_server.testing import ClientPeer
+
+        ws = await WsClient.connect(app.ws_url)
+        me = cls(ws, ClientPeer(peer_kw.pop("name", "client"), **peer_kw))
+        reply = await ws.join(tok, media=media)
+        if reply["type"] != "joined":
+            raise AssertionError(f"join failed: {reply}")
+        return me
+
+    def _on_message(self, msg: dict[str, Any]) -> bool:
+        if msg["type"] == "sdp" and msg["sdp_type"] == "offer":
+            task = asyncio.ensure_future(self._answer(msg["sdp"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
+        return False
+
+    async def _answer(self, offer: str) -> None:
+        async with self._lock:  # offers are answered in the order they came
+            answer = await self.peer.answer(offer)
+            self.offers += 1
+            await self.ws.send({"type": "sdp", "sdp_type": "answer", "sdp": answer})
+
+    @property
+    def participant_id(self) -> str:
+        return self.ws.participant_id
+
+    async def publish(self, audio: bool = False, video: bool = False) -> list[dict[str, Any]]:
+        """Publish and wait for the server to announce our tracks."""
+        reply = await self.ws.request("publish", audio=audio, video=video)
+        if reply["type"] != "ok":
+            raise AssertionError(f"publish refused: {reply}")
+        tracks = []
+        for _ in range(int(audio) + int(video)):
+            tracks.append(await self.ws.wait_type("track_published", timeout=10, track__participant_id=self.participant_id))
+        return [t["track"] for t in tracks]
+
+    async def close(self) -> None:
+        """Leave the room properly, then close the peer connection."""
+        with contextlib.suppress(Exception):
+            await self.ws.send({"type": "leave"})
+            await self.ws.closed(timeout=5)
+        await self.ws.close()
+        await self.peer.close()

@@ -1,12 +1,17 @@
 """Recorder cost: CPU per recorded stream and disk throughput.
 
     python -m bench.recorder --video N --waveforms M --seconds S [--fast] [--json FILE]
+    python -m bench.recorder --video 0 --waveforms 0 --http-sessions 200 --http-file-mb 64
 
 Encodes a short ~1 Mbit/s VP8 clip once with libvpx, then records N copies of it (fed in real
 time, or as fast as possible with --fast, with timestamps as if real time) plus M two-channel
 500 Hz waveform streams (10 chunks/s, one beat/s). Video and waveforms are measured in separate
 phases so each gets its own figure. CPU is process CPU time (all threads, including feeding) per
 stream-second of recording, in % of one core. Prints figures and writes JSON; never asserts.
+
+The HTTP phase (`--http-sessions`) measures what `RecordingService.http` costs the event loop
+(it runs synchronously in the server's request hook): listing K sessions, and Range reads of
+64 KiB, 1 MiB and 8 MiB (the cap per response) from a file of `--http-file-mb` MB.
 """
 
 from __future__ import annotations
@@ -140,8 +145,52 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
         if args.waveforms:
             results["waveforms"] = await run_phase(Path(tmp), 0, args.waveforms, args.seconds,
                                                    args.fast, clip)
+        if args.http_sessions:
+            results["http"] = http_phase(Path(tmp) / "http", args.http_sessions, args.http_file_mb)
     results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
+
+
+def http_phase(root: Path, n_sessions: int, file_mb: float) -> dict[str, object]:
+    """Loop time spent per HTTP call of the recordings service (listing, Range reads)."""
+    from recorder.manifest import SessionManifest, write_manifest
+    from recorder.service import RecordingService
+    from signaling.hub import Hub, SignalingConfig
+    from signaling.tokens import issue_token
+
+    secret = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+    room = "bench-room"
+    for i in range(n_sessions):
+        sid = f"20250101T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}Z-{i:06x}"
+        d = root / room / sid
+        d.mkdir(parents=True)
+        write_manifest(d, SessionManifest(sid, room, "consultation", "2025-01-01T00:00:00Z", "x",
+                                          1735689600.0 + i, stopped_at="2025-01-01T01:00:00Z"))
+    big = root / room / sid / "video01_x.webm"
+    with open(big, "wb") as f:
+        f.write(np.random.default_rng(0).integers(0, 255, int(file_mb * 1e6), dtype=np.uint8).tobytes())
+    service = RecordingService(root, Hub(SignalingConfig(secret=secret)), server=None)
+    tok = issue_token(secret, room=room, identity="bench", role="host")
+
+    def timed(path: str, headers: dict[str, str], reps: int) -> tuple[float, int]:
+        t = time.perf_counter()
+        size = 0
+        for _ in range(reps):
+            resp = service.http(path, f"token={tok}", headers)
+            assert resp is not None
+            size = len(resp.body)
+        return (time.perf_counter() - t) / reps, size
+
+    out: dict[str, object] = {"sessions": n_sessions, "file_mb": file_mb}
+    list_s, _ = timed("/recordings", {}, 5)
+    out["list_ms"] = 1000 * list_s
+    file_path = f"/recordings/{room}/{sid}/{big.name}"
+    for label, n in (("64k", 64 * 1024), ("1m", 1 << 20), ("8m", 8 << 20)):
+        offset = int(file_mb * 1e6) // 3
+        s_per, size = timed(file_path, {"Range": f"bytes={offset}-{offset + n - 1}"}, 20)
+        out[f"range_{label}_ms"] = 1000 * s_per
+        out[f"range_{label}_mb_s"] = size / s_per / 1e6
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="recorded seconds per phase")
     p.add_argument("--fast", action="store_true", help="feed as fast as possible (not real time)")
     p.add_argument("--dir", default=None, help="where to write (default: system temp)")
+    p.add_argument("--http-sessions", type=int, default=0,
+                   help="also measure the HTTP service: list this many sessions, Range reads")
+    p.add_argument("--http-file-mb", type=float, default=64.0, help="size of the file read in ranges")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = p.parse_args(argv)
     results = asyncio.run(amain(args))
@@ -165,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['max_pending_bytes'] / 1e3:.0f} kB, loop lag max {r['loop_lag_max_ms']:.1f} ms"
                   + (f", {r['media_mbit_s_per_video_stream']:.2f} Mbit/s per stream"
                      if phase == "video" else ""))
+    h = results.get("http")
+    if isinstance(h, dict):
+        print(f"     http: list {h['sessions']} sessions {h['list_ms']:.1f} ms; Range read "
+              f"64 KiB {h['range_64k_ms']:.2f} ms, 1 MiB {h['range_1m_ms']:.2f} ms, "
+              f"8 MiB {h['range_8m_ms']:.1f} ms ({h['range_8m_mb_s']:.0f} MB/s) of loop time per request")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

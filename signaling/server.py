@@ -280,7 +280,9 @@ class SignalingServer:
 
         def on_error(exc: BaseException) -> None:
             reason = getattr(exc, "reason", None)
-            wire_reason = wire.Reason(reason.value) if reason is not None and reason.value in wire.Reason._value2member_map_ else wire.Reason.INTERNAL
+            wire_reason = _wire_reason(getattr(reason, "value", None))
+            if wire_reason is wire.Reason.INTERNAL and isinstance(e, fx.RemoteAnswer) and reason is not None:
+                wire_reason = wire.Reason.INVALID_SDP  # an answer the SFU did not expect: the client's doing
             if wire_reason is wire.Reason.INTERNAL:
                 log.error("media command %s for %s failed: %r", type(e).__name__, pid, exc)
             self.apply(self.hub.to_participant(pid, wire.Error(wire_reason, str(exc) or type(exc).__name__, request_id)))
@@ -302,8 +304,7 @@ class SignalingServer:
         elif name == "PeerFailed":
             self.hub.media_closed(pid)
         elif name == "MediaError":
-            reason = event.reason.value if hasattr(event.reason, "value") else str(event.reason)
-            wire_reason = wire.Reason(reason) if reason in wire.Reason._value2member_map_ else wire.Reason.INTERNAL
+            wire_reason = _wire_reason(getattr(event.reason, "value", event.reason))
             self.apply(self.hub.to_participant(pid, wire.Error(wire_reason, event.message)))
         elif name == "QualityReport":
             q = event.quality
@@ -406,6 +407,14 @@ class SignalingServer:
         if self.parts.extra_metrics is not None:
             samples += self.parts.extra_metrics()
         return samples
+
+
+def _wire_reason(value: object) -> wire.Reason:
+    """The protocol reason for a media-layer reason value (they share names where they overlap)."""
+    try:
+        return wire.Reason(value)
+    except ValueError:
+        return wire.Reason.INTERNAL
 
 
 _REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",

@@ -108,14 +108,16 @@ class _Probe:
 
     async def watch_loop(self, period_s: float = 0.01) -> None:
         """Event-loop lag: how late a `period_s` sleep wakes up. Also forgets old put stamps."""
+        pruned = time.perf_counter()
         while True:
             t = time.perf_counter()
             await asyncio.sleep(period_s)
             now = time.perf_counter()
             if self.on:
                 self.loop_lag_s.append(now - t - period_s)
-            if len(self.put_at) > 20_000:
-                self.put_at = {k: v for k, v in self.put_at.items() if now - v[0] < 5.0}
+            if now - pruned > 2.0:
+                self.put_at = {k: v for k, v in self.put_at.items() if now - v[0] < 2.0}
+                pruned = now
 
 
 def _probed_relay(config: Any, probe: _Probe) -> Any:

@@ -19,6 +19,9 @@ Guarantees (see docs/protocol-waveforms.md for the wire side):
 * **Store sinks lose nothing.** They are called synchronously with every new sample; one that
   raises (e.g. because it cannot keep up) is detached and reported at ERROR level and through
   `on_sink_failure`, never silently skipped.
+* **Store sinks get the analysis too.** A sink with an ``on_analysis`` method receives every
+  analysis result with news (beats, alarm changes) unmerged, so a recorder can write beat and
+  alarm annotations (see `WaveformSink`).
 * **Analysis sees contiguous samples only.** Out-of-order samples are held until the hole is
   back-filled; after `gap_timeout_s` (or when the monitor declares the hole lost, or the held data
   exceeds `max_hold_s`) the analyzer's state for that stream is reset and feeding resumes after the
@@ -45,6 +48,7 @@ from signaling.waveform_wire import (
     AlarmInfo,
     Analysis,
     Announce,
+    ChannelInfo,
     Chunk,
     Gap,
     Numerics,
@@ -111,6 +115,20 @@ class WaveformSink(Protocol):
 
     Called on the event loop: must not block (queue and return). To refuse (e.g. its queue is full)
     it raises; the relay then detaches it and reports the failure loudly.
+
+    Optional method (called only if the sink has it, looked up with ``getattr``)::
+
+        def on_analysis(self, stream_id: str, analysis: Analysis) -> None
+
+    gets every analysis result that has news (beats found, alarms raised or cleared), once, in
+    order, never merged nor dropped (unlike viewers' copies). ``analysis.beats`` are stream sample
+    indices (the numbering of ``on_samples``) of QRS complexes; each alarm in ``alarms_raised`` /
+    ``alarms_cleared`` has ``kind``, ``priority``, ``message`` and ``since_sample`` (stream sample
+    index where the condition began; a cleared alarm keeps the ``since_sample`` it was raised
+    with, the clearing itself happened within the samples this step analysed). A recorder maps
+    beats to WFDB beat annotations (symbol "N": the detector does not classify beats) and raised
+    alarms to comment annotations at ``since_sample``. Results arrive ~0.2-0.5 s after their
+    samples (analysis runs in steps), never before those samples went through ``on_samples``.
     """
 
     def on_stream(self, publisher_id: str, announce: Announce) -> None:
@@ -343,12 +361,15 @@ class _RemoveStream:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class _Feed:
+    """ADC integers of the ECG channel; converted to mV in the worker thread, off the loop."""
+
     key: str
-    samples_mv: np.ndarray
+    adc: np.ndarray
+    channel: ChannelInfo
     first_sample: int
 
     def apply(self, analyzer: MultiStreamAnalyzerLike) -> None:
-        analyzer.feed(self.key, self.samples_mv, self.first_sample)
+        analyzer.feed(self.key, physical(self.adc, self.channel), self.first_sample)
 
 
 _Op = _AddStream | _RemoveStream | _Feed
@@ -404,7 +425,7 @@ class _Stream:
     gap_opened_at: float | None = None
     # analysis feeding: samples in mV of the ECG channel, fed strictly in order
     analysis_next: int = 0
-    held: dict[int, np.ndarray] = field(default_factory=dict)
+    held: dict[int, np.ndarray] = field(default_factory=dict)  # ADC rows of the ECG channel
     held_samples: int = 0
     last_numerics: Numerics | None = None
     last_analysis: Analysis | None = None
@@ -668,7 +689,7 @@ class WaveformRelay:
                    *args: Any) -> None:
         try:
             getattr(sink, method)(*args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any sink failure detaches it, loudly
             self._c["sink_failures"] += 1
             if sink in g.sinks:
                 g.sinks.remove(sink)
@@ -755,11 +776,11 @@ class WaveformRelay:
         end = first + piece.shape[1]
         if end <= s.analysis_next:
             return  # behind the analysis point (a hole it already gave up on)
-        mv = physical(piece[idx], s.announce.channels[idx])
+        mv = piece[idx]  # ADC integers; the worker thread converts them to mV
         if first < s.analysis_next:
             mv, first = mv[s.analysis_next - first:], s.analysis_next
         if first == s.analysis_next:
-            self._ops.append(_Feed(s.analysis_key, mv, first))
+            self._ops.append(_Feed(s.analysis_key, mv, s.announce.channels[idx], first))
             s.analysis_next = end
             self._drain_held(s)
         else:
@@ -776,7 +797,7 @@ class WaveformRelay:
             end = first + len(mv)
             if end > s.analysis_next:
                 self._ops.append(_Feed(s.analysis_key, mv[s.analysis_next - first:],
-                                       s.analysis_next))
+                                       s.announce.channels[s.ecg_index or 0], s.analysis_next))
                 s.analysis_next = end
 
     def _skip_analysis_to(self, s: _Stream, to: int) -> None:
@@ -833,6 +854,10 @@ class WaveformRelay:
                 tuple(_alarm_info(a) for a in r.alarms_raised),
                 tuple(_alarm_info(a) for a in r.alarms_cleared),
             )
+            if msg.beats or msg.alarms_raised or msg.alarms_cleared:
+                for sink in list(g.sinks):
+                    if getattr(sink, "on_analysis", None) is not None:
+                        self._call_sink(s.group, g, sink, "on_analysis", msg.stream_id, msg)
             prev = s.last_analysis
             s.last_analysis = Analysis(msg.stream_id, (), msg.heart_rate_bpm, msg.rr_ms,
                                        msg.irregularity, msg.active_alarms)

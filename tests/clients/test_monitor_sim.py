@@ -45,7 +45,7 @@ from signaling.waveform_wire import (
     encode,
 )
 from tests.conftest import timeout_s
-from tests.media_server.test_waveform_relay import RecordingSink
+from tests.media_server.waveform_helpers import RecordingSink
 
 SECRET = "test-secret-waveforms-0123456789abcdef"
 RECORDS = ("100", "105", "106", "108", "109", "112", "116", "118", "119", "122", "201", "203",

@@ -32,6 +32,7 @@ from signaling.waveform_wire import (
     decode_server_frame,
     encode,
 )
+from tests.media_server.waveform_helpers import RecordingSink
 
 GROUP = "room-1"
 FS = 360.0
@@ -55,36 +56,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class RecordingSink:
-    """A store sink that keeps what it gets (what the recorder would write)."""
-
-    def __init__(self) -> None:
-        self.announces: list[tuple[str, Announce]] = []
-        self.pieces: list[tuple[str, int, np.ndarray]] = []
-        self.ended: list[str] = []
-
-    def on_stream(self, publisher_id: str, announce: Announce) -> None:
-        self.announces.append((publisher_id, announce))
-
-    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
-        self.pieces.append((stream_id, first_sample, samples.copy()))
-
-    def on_stream_ended(self, stream_id: str) -> None:
-        self.ended.append(stream_id)
-
-    def assembled(self, n_channels: int = 2) -> np.ndarray:
-        """Every stored sample placed at its index; asserts none was stored twice."""
-        end = max(f + p.shape[1] for _, f, p in self.pieces)
-        out = np.zeros((n_channels, end), dtype=np.int64)
-        seen = np.zeros(end, dtype=np.int32)
-        for _, first, p in self.pieces:
-            out[:, first:first + p.shape[1]] = p
-            seen[first:first + p.shape[1]] += 1
-        assert seen.max() == 1, "a sample was stored twice"
-        assert seen.min() == 1, "a sample is missing"
-        return out
 
 
 def _relay(**cfg: object) -> tuple[WaveformRelay, Clock]:
@@ -387,7 +358,10 @@ def test_analysis_resumes_after_an_unfilled_gap_times_out(adc: np.ndarray) -> No
     assert after and min(after) >= hole[1] and max(after) > 35 * FS
 
 
-def test_asystole_in_a_synthetic_stream_raises_and_clears_an_alarm() -> None:
+def _asystole_run(chunks_per_step: int) -> tuple[list[ServerWaveformMessage], RecordingSink]:
+    """45 s of synthetic ECG at 250 Hz with asystole from 20 s to 30 s, through the relay; an
+    analysis step every `chunks_per_step` chunks of 200 ms. Everything is driven by sample counts
+    (fake clock, synchronous steps), so machine load cannot change the outcome."""
     from clients.monitor_sim import (
         MonitorSimConfig,
         MonitorSimulator,
@@ -396,23 +370,48 @@ def test_asystole_in_a_synthetic_stream_raises_and_clears_an_alarm() -> None:
     )
 
     sim = MonitorSimulator(SyntheticSource(75.0, parse_events("asystole@20+10"), 250.0, seed=5),
-                           MonitorSimConfig(stream_id="bed-1", chunk_ms=200.0, start_epoch=1.0))
+                           MonitorSimConfig(stream_id="bed-1", chunk_ms=200.0, start_epoch=1.0),
+                           clock=Clock())
     relay = WaveformRelay(WaveformConfig(), clock=Clock())
+    sink = RecordingSink()
+    relay.add_store_sink(GROUP, sink)
     viewer = relay.add_viewer(GROUP, "v1")
     _send(relay, sim.announce)
     got: list[ServerWaveformMessage] = []
-    for _ in range(5 * 45):  # 45 s
+    for k in range(5 * 45):
         chunk = sim.next_chunk()
         assert chunk is not None
         _send(relay, chunk)
-        relay.analyze_once()
-        got += _drain(viewer)
-    raised = [a for m in got if isinstance(m, Analysis) for a in m.alarms_raised]
-    cleared = [a for m in got if isinstance(m, Analysis) for a in m.alarms_cleared]
-    asystole = [a for a in raised if a.kind == "asystole"]
-    assert asystole, raised
-    assert 20 * 250 <= asystole[0].since_sample <= 26 * 250  # DSP: 4 s without a beat
-    assert any(a.kind == "asystole" for a in cleared)
+        if (k + 1) % chunks_per_step == 0:
+            relay.analyze_once()
+            got += _drain(viewer)
+    relay.analyze_once()
+    got += _drain(viewer)
+    return got, sink
+
+
+def test_asystole_in_a_synthetic_stream_raises_and_clears_an_alarm() -> None:
+    fs = 250
+    results = {step: _asystole_run(step) for step in (1, 7)}
+    since = {}
+    for step, (got, sink) in results.items():
+        raised = [a for m in got if isinstance(m, Analysis) for a in m.alarms_raised]
+        cleared = [a for m in got if isinstance(m, Analysis) for a in m.alarms_cleared]
+        asystole = [a for a in raised if a.kind == "asystole"]
+        assert asystole, raised
+        beats = _beats(got)
+        last_beat = max(b for b in beats if b < 20 * fs)
+        # raised 4 s (the default asystole_s) after the last beat, found in the flat line
+        assert asystole[0].since_sample == last_beat + 4 * fs
+        assert 20 * fs <= asystole[0].since_sample <= 25 * fs
+        assert any(a.kind == "asystole" for a in cleared)
+        assert any(b >= 30 * fs for b in beats)  # beats again after the pause
+        since[step] = asystole[0].since_sample
+        # the store sink got the same beats and alarm changes, unmerged
+        assert sink.beats() == beats
+        sink_raised = [a for _, m in sink.analyses for a in m.alarms_raised]
+        assert [a.kind for a in sink_raised] == [a.kind for a in raised]
+    assert since[1] == since[7]  # the step size (how busy the loop is) does not move the alarm
 
 
 def test_limits_the_analyzer_refuses_are_an_error_reply() -> None:

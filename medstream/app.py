@@ -14,6 +14,7 @@ from typing import Any
 from medstream.config import ServerConfig
 from signaling.audit import AuditLog
 from signaling.hub import Hub
+from signaling.metrics import Sample
 from signaling.server import ServerParts, SignalingServer
 
 log = logging.getLogger("medstream.app")
@@ -32,6 +33,8 @@ class MedstreamApp:
         self.media: Any = None
         self.waveforms: Any = None
         self.recorder: Any = None
+        self.sink_failures = 0
+        self.parts.extra_metrics = self.metric_samples
 
     @property
     def port(self) -> int:
@@ -75,8 +78,42 @@ class MedstreamApp:
     def _start_waveforms(self) -> None:
         from media_server.waveform_relay import WaveformConfig, WaveformRelay
 
-        self.waveforms = WaveformRelay(WaveformConfig())
+        self.waveforms = WaveformRelay(WaveformConfig(), on_sink_failure=self._sink_failed)
         self.parts.waveforms = self.waveforms
+
+    def _sink_failed(self, group: str, sink: Any, exc: BaseException) -> None:
+        # The relay has already detached the sink and logged; a lossless path failing is loud.
+        self.sink_failures += 1
+        log.error("waveform store sink %r of room %s failed: %r", sink, group, exc)
+
+    def metric_samples(self) -> list[Sample]:
+        """Media and waveform figures for /metrics."""
+        out: list[Sample] = []
+        if self.media is not None:
+            tracks = self.media.tracks()
+            out.append(Sample("medstream_media_peers", len(self.media.peer_ids()), help="open peer connections"))
+            out.append(Sample("medstream_media_tracks", len(tracks), help="published tracks"))
+            for pid in self.media.peer_ids():
+                q = self.media.quality(pid)
+                if q is None:
+                    continue
+                labels = (("participant", pid),)
+                out += [
+                    Sample("medstream_peer_bitrate_kbps", q.bitrate_kbps, labels, help="media bitrate sent+received"),
+                    Sample("medstream_peer_loss_pct", q.loss_pct, labels, help="packet loss, both directions"),
+                    Sample("medstream_peer_jitter_ms", q.jitter_ms, labels, help="worst inter-arrival jitter"),
+                ]
+                if q.rtt_ms is not None:
+                    out.append(Sample("medstream_peer_rtt_ms", q.rtt_ms, labels, help="round-trip time"))
+        if self.waveforms is not None:
+            st = self.waveforms.stats()
+            gauges = ("groups", "streams", "viewers", "analysis_last_step_ms")
+            for name, value in _fields(st):
+                kind = "gauge" if name in gauges else "counter"
+                metric = f"medstream_waveform_{name}" + ("" if kind == "gauge" else "_total")
+                out.append(Sample(metric, float(value), kind=kind))
+        out.append(Sample("medstream_waveform_sink_failures_seen_total", self.sink_failures, kind="counter"))
+        return out
 
     def _start_recorder(self) -> None:
         try:
@@ -93,6 +130,12 @@ class MedstreamApp:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+
+
+def _fields(obj: Any) -> list[tuple[str, Any]]:
+    import dataclasses
+
+    return [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
 
 
 def _ice_servers(servers: tuple[Any, ...]) -> tuple[Any, ...]:

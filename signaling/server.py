@@ -333,12 +333,16 @@ class SignalingServer:
         old = self._viewer_tasks.pop(key, None)
         if old is not None:
             old.cancel()
-        self._viewer_tasks[key] = asyncio.ensure_future(self._drain_viewer(e.participant_id, outbox))
+        task = asyncio.ensure_future(self._drain_viewer(e.participant_id, outbox))
+        self._viewer_tasks[key] = task
+        task.add_done_callback(lambda t, k=key: self._viewer_tasks.pop(k, None) if self._viewer_tasks.get(k) is t else None)
 
     async def _drain_viewer(self, pid: str, outbox: Any) -> None:
         """Write one viewer's waveform outbox to its socket; waits only for this viewer."""
         while True:
             frame = await outbox.get()
+            if frame is None:  # the viewer was removed or its room closed
+                return
             ws = self.sockets.get(self.hub.conn_of.get(pid, ""))
             if ws is None:
                 continue  # reconnecting: the relay's overflow policy bounds what piles up

@@ -1,6 +1,7 @@
 """Media through the real signaling server: websocket signaling + aiortc peers on 127.0.0.1."""
 
 import asyncio
+import urllib.request
 
 import pytest
 
@@ -45,6 +46,13 @@ async def test_consultation_two_way_media_is_forwarded_not_transcoded():
         await got_at_expert.wait_counter(lambda c: len(c) >= 10, timeout_s(10))
         c = got_at_expert.counters
         assert c == sorted(c) and len(set(c)) == len(c)
+        # connection quality reaches the room and /metrics, so the doctor can see whose link is bad
+        q = await doctor.ws.wait(lambda m: m["type"] == "quality" and m["participant_id"] == expert.participant_id
+                                 and m["bitrate_kbps"] > 0, timeout=15)
+        assert q["loss_pct"] is not None and q["jitter_ms"] is not None
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(app.url + "/metrics").read().decode())
+        assert f'medstream_peer_bitrate_kbps{{participant="{expert.participant_id}"}}' in body
+        assert "medstream_media_tracks 4" in body
         # the expert leaves: the doctor is told and the track goes away
         await expert.close()
         await doctor.ws.wait_type("track_unpublished", timeout=10, track_id=e_video)

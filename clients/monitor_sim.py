@@ -4,6 +4,8 @@ Fixed-rate chunks of ADC integers (the record's own gains/baselines, or neurokit
 at a set heart rate with scripted events), numerics now and then, and store-and-forward: every
 chunk stays in a buffer until the server's `ack` covers it; while disconnected the monitor keeps
 generating, and when it is back it re-announces (with `oldest_seq`) and back-fills, oldest first.
+Back within the server's resume grace period it rejoins with the `resume` key of its last `joined`
+(same participant, no ghost left as disconnected), falling back to a fresh join if refused.
 
 Library use: `MonitorSimulator(source, config)`; `next_chunk()` generates without a socket;
 `await run()` connects and streams; `set_offline(True/False)` simulates a network outage.
@@ -157,7 +159,7 @@ class SyntheticSource:
         # end the block at the next event boundary so events start and stop on time
         for e in self.events:
             for edge in (e.start_s, e.start_s + e.duration_s):
-                edge_n = int(round(edge * self.sampling_rate_hz)) - self._generated
+                edge_n = round(edge * self.sampling_rate_hz) - self._generated
                 if 0 < edge_n < n:
                     n = edge_n
         kind, rate = self._state_at(t)
@@ -243,6 +245,8 @@ class MonitorSimStats:
     chunks_backfilled: int = 0
     samples_lost_buffer_full: int = 0
     connections: int = 0
+    resumed: int = 0  # reconnections that resumed the same participant (no ghost left behind)
+    resume_refused: int = 0  # resumes the server refused (grace over): joined afresh instead
     errors: list[WaveformError] = field(default_factory=list)
     acked_seq: int = 0
     send_times: dict[int, float] = field(default_factory=dict)  # seq -> wall time first sent
@@ -262,7 +266,7 @@ class MonitorSimulator:
         self.config = config
         self.clock = clock
         self.fs = source.sampling_rate_hz
-        self.chunk_samples = max(1, int(round(config.chunk_ms / 1000.0 * self.fs)))
+        self.chunk_samples = max(1, round(config.chunk_ms / 1000.0 * self.fs))
         self.start_epoch = config.start_epoch if config.start_epoch is not None else clock()
         self.announce = Announce(config.stream_id, source.channels, self.fs, source.ecg_channel,
                                  config.limits)
@@ -280,6 +284,9 @@ class MonitorSimulator:
         self._numerics = {"spo2_pct": 97.0, "resp_rate_bpm": 16.0, "temp_c": 36.8,
                           "nibp_sys_mmhg": 120.0, "nibp_dia_mmhg": 78.0}
         self._next_numerics_s = 0.0
+        self._resume_key: str | None = None  # from the last `joined`
+        self._resume_grace_s = 0.0
+        self._disconnected_at: float | None = None  # clock() when the last connection ended
 
     @property
     def buffered_chunks(self) -> int:
@@ -365,16 +372,38 @@ class MonitorSimulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await gen
 
+    def _resume_key_if_fresh(self) -> str | None:
+        """The resume key while the server should still hold our place (its grace period)."""
+        if self._resume_key is None or self._disconnected_at is None:
+            return None
+        if self.clock() - self._disconnected_at >= self._resume_grace_s:
+            return None
+        return self._resume_key
+
     async def _join(self, ws: websockets.ClientConnection) -> None:
-        await ws.send(json.dumps({"type": "join", "v": 1, "id": 1, "token": self.config.token}))
+        """Join, resuming the previous participant when back within its grace period (so it does
+        not linger as disconnected next to a new one); a refused resume falls back to a fresh
+        join on the same connection."""
+        resume = self._resume_key_if_fresh()
+        join: dict[str, object] = {"type": "join", "v": 1, "id": 1, "token": self.config.token}
+        await ws.send(json.dumps({**join, "resume": resume} if resume else join))
         while True:
             raw = await asyncio.wait_for(ws.recv(), self.config.ack_timeout_s)
             if isinstance(raw, bytes):
                 continue
             msg = json.loads(raw)
             if msg.get("type") == "joined":
+                self._resume_key = msg.get("resume")
+                self._resume_grace_s = float(msg.get("resume_grace_s") or 0.0)
+                self.stats.resumed += bool(msg.get("resumed"))
                 return
             if msg.get("type") == "error":
+                if msg.get("reason") == "resume_failed" and resume:
+                    log.info("monitor %s: resume refused, joining afresh", self.config.stream_id)
+                    self.stats.resume_refused += 1
+                    resume = None
+                    await ws.send(json.dumps({**join, "id": 2}))
+                    continue
                 if msg.get("reason") in FATAL_JOIN_REASONS:
                     raise MonitorSimError(f"join refused: {msg.get('reason')}: {msg.get('message')}")
                 raise websockets.WebSocketException(f"join failed: {msg}")
@@ -425,6 +454,7 @@ class MonitorSimulator:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
                 self._ws = None
+                self._disconnected_at = self.clock()
 
     async def _read(self, ws: websockets.ClientConnection, first_ack: asyncio.Future[int]) -> None:
         async for raw in ws:

@@ -58,6 +58,13 @@ class Server:
     relay: WaveformRelay
     url: str
     sink: RecordingSink
+    hub: Hub
+
+    def participants(self, identity: str) -> list[bool]:
+        """`connected` of every participant of the room with this identity."""
+        room = self.hub.store.get(ROOM)
+        assert room is not None
+        return [p.connected for p in room.participants.values() if p.identity == identity]
 
     def token(self, identity: str, role: str) -> str:
         return issue_token(SECRET, room=ROOM, identity=identity, role=role)
@@ -71,7 +78,7 @@ async def _server(config: WaveformConfig) -> tuple[SignalingServer, Server]:
     relay.add_store_sink(ROOM, sink)
     server = SignalingServer(hub, parts=ServerParts(waveforms=relay))
     await server.start("127.0.0.1", 0)
-    return server, Server(relay, f"ws://127.0.0.1:{server.port}/ws", sink)
+    return server, Server(relay, f"ws://127.0.0.1:{server.port}/ws", sink, hub)
 
 
 @pytest.fixture
@@ -143,6 +150,10 @@ async def test_outage_of_30_s_is_backfilled_with_no_sample_lost_or_duplicated(
     assert st.backfilled_samples >= 29 * sim.fs
     assert stats.connections == 2 and stats.acked_seq == n and sim.buffered_chunks == 0
     assert stats.chunks_backfilled >= 290
+    # back within the grace period: the same participant resumed, no ghost left behind
+    assert (stats.resumed, stats.resume_refused) == (1, 0)
+    assert len(server.participants("monitor-100")) == 1
+    assert server.hub.metrics.resumes == 1
 
     await asyncio.sleep(0.2)  # let the last frames reach the viewer
     reader.cancel()
@@ -151,6 +162,34 @@ async def test_outage_of_30_s_is_backfilled_with_no_sample_lost_or_duplicated(
     np.testing.assert_array_equal(_viewer_samples(seen, 2), expected)
     not_live = [m.chunk.seq for m in seen if isinstance(m, ViewerChunk) and not m.live]
     assert not_live and min(not_live) >= 9 * sim.fs and max(not_live) < 41 * sim.fs
+
+
+async def test_a_refused_resume_falls_back_to_a_fresh_join_and_loses_nothing(
+    server: Server, ecg_data_dir: Path
+) -> None:
+    record = ecg_data_dir / "mitdb" / "100"
+    sim = MonitorSimulator(RecordSource(record), MonitorSimConfig(
+        url=server.url, token=server.token("monitor-100", "monitor"), stream_id="bed-100",
+        speed=20.0, reconnect_min_s=0.05))
+
+    async def outage() -> None:
+        while sim.next_seq < 3 * sim.fs:
+            await asyncio.sleep(0.01)
+        sim.set_offline(True)
+        sim._resume_key = "not-a-valid-key"  # what a server restart or an expired place gives
+        while sim.next_seq < 6 * sim.fs:
+            await asyncio.sleep(0.01)
+        sim.set_offline(False)
+
+    chaos = asyncio.create_task(outage())
+    stats = await asyncio.wait_for(sim.run(10.0), timeout_s(30))
+    await asyncio.wait_for(chaos, timeout_s(5))
+    assert (stats.connections, stats.resumed, stats.resume_refused) == (2, 0, 1)
+    n = sim.next_seq
+    expected = wfdb.rdrecord(str(record), physical=False, sampto=n).d_signal.T
+    np.testing.assert_array_equal(server.sink.assembled(), expected)
+    # a fresh join is a new participant; the old one waits out its grace period disconnected
+    assert len(server.participants("monitor-100")) == 2
 
 
 async def test_bad_frames_get_errors_and_the_connection_keeps_working(server: Server) -> None:

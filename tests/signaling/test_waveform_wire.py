@@ -155,3 +155,19 @@ def test_bad_frames_are_refused_with_reason_and_precise_message(
 def test_encode_refuses_non_integer_samples() -> None:
     with pytest.raises(TypeError, match="int16/int32"):
         encode(Chunk("bed-1", 0, 0.0, np.zeros((1, 4), dtype=np.float32)))
+
+
+def test_precoded_chunk_patches_t0_and_decodes_like_a_fresh_encode() -> None:
+    from signaling.waveform_wire import chunk_timing, precode_chunk
+
+    samples = np.arange(-50, 50, dtype=np.int16).reshape(2, 50)
+    pre = precode_chunk(Chunk("bed-7", 2**40, 0.0, samples))
+    frame = pre.frame_at(1.7e9 + 0.25)
+    got = decode_client_frame(frame)
+    assert isinstance(got, Chunk) and got.seq == 2**40 and got.t0 == 1.7e9 + 0.25
+    np.testing.assert_array_equal(got.samples, samples)
+    assert frame == encode(Chunk("bed-7", 2**40, 1.7e9 + 0.25, samples))
+    assert chunk_timing(frame) == ("bed-7", 2**40, 1.7e9 + 0.25)
+    assert chunk_timing(encode(Ack("bed-7", 3))) is None
+    with pytest.raises(WaveformWireError):
+        chunk_timing(b"\xc1")

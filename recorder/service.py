@@ -107,6 +107,7 @@ class RelayWaveformSink:
         self._recorder = recorder
         self._announces: dict[str, tuple[str, Any]] = {}  # stream_id -> (publisher_id, Announce)
         self._sinks: dict[str, WaveformSink] = {}
+        self._newest: dict[str, int] = {}  # stream_id -> newest sample index received
         self.samples_refused = 0
 
     def on_stream(self, publisher_id: str, announce: Any) -> None:
@@ -119,6 +120,9 @@ class RelayWaveformSink:
             sink = self._sinks.get(stream_id) or self._open(stream_id, samples)
             if sink is not None:
                 sink.on_chunk(first_sample, samples)
+                end = first_sample + samples.shape[1] - 1
+                if end > self._newest.get(stream_id, -1):
+                    self._newest[stream_id] = end
         except RecorderError:
             pass  # the recording is over; the service detaches this sink
         except ValueError as exc:
@@ -132,13 +136,14 @@ class RelayWaveformSink:
             with contextlib.suppress(RecorderError):
                 sink.on_stream_ended()
 
-    def on_analysis(self, analysis: Any) -> None:
+    def on_analysis(self, stream_id: str, analysis: Any) -> None:
         """Beats and alarm changes of a stream (`signaling.waveform_wire.Analysis`) as annotations.
 
-        The relay does not call this yet (it sends analysis to viewers only): it is the hook the
-        recorder needs to store detected beats and alarms next to the samples.
+        Beats -> "N" (the detector does not classify), raised alarms -> `"` comments at the sample
+        where the condition began; a cleared alarm is noted at the newest sample seen (the relay
+        says only that it cleared within the step just analysed, so that time is approximate).
         """
-        sink = self._sinks.get(analysis.stream_id)
+        sink = self._sinks.get(stream_id)
         if sink is None:
             return
         try:
@@ -146,11 +151,12 @@ class RelayWaveformSink:
                 sink.on_beat(int(sample), "N")
             for alarm in analysis.alarms_raised:
                 sink.on_alarm(int(alarm.since_sample), f"{alarm.kind} {alarm.priority}: {alarm.message}")
+            cleared_at = self._newest.get(stream_id, 0)
             for alarm in analysis.alarms_cleared:
-                sink.on_alarm(int(alarm.since_sample), f"cleared {alarm.kind}")
+                sink.on_alarm(cleared_at, f"cleared {alarm.kind}")
         except (RecorderError, ValueError) as exc:
             log.warning("recorder %s: analysis of %r not stored: %s", self._recorder.session_id,
-                        analysis.stream_id, exc)
+                        stream_id, exc)
 
     def end_all(self) -> None:
         """Finalise every open record (the recording is stopping)."""

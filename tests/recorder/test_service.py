@@ -116,6 +116,15 @@ async def test_waveform_recording_is_sample_exact_across_an_outage_and_everyone_
         assert got.shape == want.shape, (got.shape, want.shape)
         assert np.array_equal(got, want)  # sample for sample, back-filled hole included
         assert dat.frame_count == sim.next_seq - origin
+        # Beats from the server's live analysis are stored as annotations next to the samples:
+        # they match the record's reference beats (the last second may still be in analysis).
+        beats = wfdb.rdann(str(directory / dat.details["record"]), "atr").sample + origin
+        ref = wfdb.rdann(str(ecg_data_dir / "mitdb" / "100"), "atr")
+        ref_beats = np.array([s for s, sym in zip(ref.sample, ref.symbol, strict=True)
+                              if sym in "NLRAVaJSejnF/fQ" and origin + fs <= s < sim.next_seq - fs])
+        assert len(ref_beats) > 15
+        nearest = np.abs(beats[None, :] - ref_beats[:, None]).min(axis=1)
+        assert np.mean(nearest <= 0.075 * fs) >= 0.9, (len(beats), len(ref_beats))
 
         # The room ending stops a recording too.
         assert (await host.request("start_recording"))["type"] == "ok"

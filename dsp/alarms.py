@@ -7,7 +7,9 @@ brady/tachycardia outside the patient's limits (MEDIUM). Technical: leads off / 
 While a technical condition is present the rhythm cannot be trusted, so physiological alarms are
 frozen (neither raised nor cleared) until the signal is analysable again: a lead coming off does
 not silence an asystole alarm, and a noisy burst does not raise a false tachycardia.
-`AlarmMonitor` is a sans-I/O state machine: conditions in, raised/cleared alarms out.
+`AlarmMonitor` is a sans-I/O state machine for one stream: conditions in, raised/cleared alarms
+out. `AlarmBank` applies the same rules to many streams at once: the wanted set of alarms is a
+bit mask per stream computed with numpy, and Python only runs for streams whose set changes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
-from dsp.signal_quality import QualityFlags
+import numpy as np
+
+from dsp.signal_quality import QualityArrays, QualityFlags
 
 
 class AlarmKind(Enum):
@@ -143,6 +147,8 @@ class AlarmMonitor:
             want[AlarmKind.NOISE] = (
                 f"ECG too noisy to analyse ({quality.noise_mv:.2f} mV noise)", now_sample
             )
+        elif quality.motion:
+            want[AlarmKind.NOISE] = ("ECG too noisy to analyse (motion artefact)", now_sample)
         if not quality.analysable:
             self.analysable_since = None
         elif self.analysable_since is None:
@@ -197,3 +203,154 @@ class AlarmMonitor:
     def active_alarms(self) -> list[Alarm]:
         """Active alarms, most urgent first."""
         return sorted(self.active.values(), key=lambda a: -a.priority)
+
+
+_BIT = {kind: 1 << i for i, kind in enumerate(_ALL_KINDS)}
+_PHYSIOLOGICAL_MASK = sum(_BIT[k] for k in _PHYSIOLOGICAL)
+
+
+class AlarmBank:
+    """Alarm states of many streams of one sampling rate (rows), rules as `AlarmMonitor`.
+
+    Per-row limits live in arrays; ``evaluate`` computes every row's wanted alarms as a bit mask
+    and builds `Alarm` objects only for rows whose alarms are raised or cleared.
+    """
+
+    def __init__(self, sampling_rate_hz: float) -> None:
+        self.fs = float(sampling_rate_hz)
+        # columns: extreme brady, brady, tachy, extreme tachy (bpm), asystole (samples)
+        self._limits = np.zeros((0, 5))
+        self._mask = np.zeros(0, dtype=np.int64)
+        self._analysable_since = np.zeros(0, dtype=np.int64)  # -1: not analysable
+        self._active: list[dict[AlarmKind, Alarm]] = []
+
+    def add_stream(self, limits: AlarmLimits) -> int:
+        """Add a stream with its limits; return its row."""
+        row = np.array([[
+            limits.extreme_bradycardia_bpm, limits.bradycardia_bpm, limits.tachycardia_bpm,
+            limits.extreme_tachycardia_bpm, round(limits.asystole_s * self.fs),
+        ]])
+        self._limits = np.concatenate([self._limits, row])
+        self._mask = np.append(self._mask, 0)
+        self._analysable_since = np.append(self._analysable_since, -1)
+        self._active.append({})
+        return len(self._active) - 1
+
+    def remove_stream(self, row: int) -> None:
+        """Remove one stream; rows after it shift down by one."""
+        self._limits = np.delete(self._limits, row, axis=0)
+        self._mask = np.delete(self._mask, row)
+        self._analysable_since = np.delete(self._analysable_since, row)
+        del self._active[row]
+
+    def active_alarms(self, row: int) -> list[Alarm]:
+        """Active alarms of one row, most urgent first."""
+        return sorted(self._active[row].values(), key=lambda a: -a.priority)
+
+    def evaluate(
+        self,
+        rows: np.ndarray,
+        now_sample: np.ndarray,
+        start_sample: np.ndarray,
+        last_beat_sample: np.ndarray,
+        alarm_rate_bpm: np.ndarray,
+        quality: QualityArrays,
+        decision_delay_samples: int = 0,
+    ) -> dict[int, tuple[list[Alarm], list[Alarm]]]:
+        """Update the alarms of ``rows``; return {position in rows: (raised, cleared)} for the
+        rows whose alarms changed (raised most urgent first).
+
+        Args (arrays aligned with ``rows``): newest sample, first sample and newest beat's R
+        peak (-1: none) as absolute indices; alarm rate in bpm (NaN: unknown); the technical
+        flags. ``decision_delay_samples`` as in `AlarmMonitor.evaluate`.
+        """
+        lim = self._limits[rows]
+        analysable = quality.analysable
+        since = self._analysable_since[rows]
+        since = np.where(analysable, np.where(since < 0, now_sample, since), -1)
+        self._analysable_since[rows] = since
+        judged = now_sample - decision_delay_samples
+        reference = np.where(last_beat_sample < 0, start_sample, last_beat_sample)
+        reference = np.maximum(reference, since - decision_delay_samples)
+        asystole = analysable & (judged - reference >= lim[:, 4])
+        rate = alarm_rate_bpm
+        known = analysable & ~asystole & ~np.isnan(rate)
+        with np.errstate(invalid="ignore"):
+            x_brady = known & (rate < lim[:, 0])
+            brady = known & ~x_brady & (rate < lim[:, 1])
+            x_tachy = known & ~x_brady & ~brady & (rate > lim[:, 3])
+            tachy = known & ~x_brady & ~brady & ~x_tachy & (rate > lim[:, 2])
+        want = (
+            quality.flat * _BIT[AlarmKind.LEADS_OFF]
+            + quality.saturated * _BIT[AlarmKind.SATURATION]
+            + quality.noisy * _BIT[AlarmKind.NOISE]
+            + asystole * _BIT[AlarmKind.ASYSTOLE]
+            + x_brady * _BIT[AlarmKind.EXTREME_BRADYCARDIA]
+            + brady * _BIT[AlarmKind.BRADYCARDIA]
+            + x_tachy * _BIT[AlarmKind.EXTREME_TACHYCARDIA]
+            + tachy * _BIT[AlarmKind.TACHYCARDIA]
+        ).astype(np.int64)
+        old = self._mask[rows]
+        # physiological alarms are frozen (kept as they are) while the signal is not analysable
+        new = np.where(
+            analysable, want, (want & ~_PHYSIOLOGICAL_MASK) | (old & _PHYSIOLOGICAL_MASK)
+        )
+        changed = np.flatnonzero(new != old)
+        out: dict[int, tuple[list[Alarm], list[Alarm]]] = {}
+        if changed.size == 0:
+            return out
+        self._mask[rows[changed]] = new[changed]
+        for pos in changed.tolist():
+            row = int(rows[pos])
+            active = self._active[row]
+            raised: list[Alarm] = []
+            cleared: list[Alarm] = []
+            now = int(now_sample[pos])
+            for kind in _ALL_KINDS:
+                bit = _BIT[kind]
+                if new[pos] & bit and not old[pos] & bit:
+                    message, begun = self._describe(kind, pos, now, quality, rate, lim, reference,
+                                                    judged)
+                    alarm = Alarm(kind, PRIORITY[kind], message, begun)
+                    active[kind] = alarm
+                    raised.append(alarm)
+                elif old[pos] & bit and not new[pos] & bit:
+                    cleared.append(active.pop(kind))
+            raised.sort(key=lambda a: -a.priority)
+            out[pos] = (raised, cleared)
+        return out
+
+    def _describe(
+        self,
+        kind: AlarmKind,
+        pos: int,
+        now: int,
+        quality: QualityArrays,
+        rate: np.ndarray,
+        lim: np.ndarray,
+        reference: np.ndarray,
+        judged: np.ndarray,
+    ) -> tuple[str, int]:
+        """Message and start sample of a newly raised alarm."""
+        if kind is AlarmKind.LEADS_OFF:
+            return f"ECG leads off / flat line ({quality.ptp_mv[pos]:.3f} mV peak-to-peak)", now
+        if kind is AlarmKind.SATURATION:
+            return "ECG signal saturated (ADC clipping)", now
+        if kind is AlarmKind.NOISE:
+            if quality.motion[pos]:
+                return "ECG too noisy to analyse (motion artefact)", now
+            return f"ECG too noisy to analyse ({quality.noise_mv[pos]:.2f} mV noise)", now
+        if kind is AlarmKind.ASYSTOLE:
+            ref = int(reference[pos])
+            return (
+                f"Asystole: no beat for {(int(judged[pos]) - ref) / self.fs:.1f} s",
+                ref + int(lim[pos, 4]),
+            )
+        r = float(rate[pos])
+        text = {
+            AlarmKind.EXTREME_BRADYCARDIA: f"Extreme bradycardia {r:.0f} bpm < {lim[pos, 0]:g}",
+            AlarmKind.BRADYCARDIA: f"Bradycardia {r:.0f} bpm < {lim[pos, 1]:g}",
+            AlarmKind.TACHYCARDIA: f"Tachycardia {r:.0f} bpm > {lim[pos, 2]:g}",
+            AlarmKind.EXTREME_TACHYCARDIA: f"Extreme tachycardia {r:.0f} bpm > {lim[pos, 3]:g}",
+        }[kind]
+        return text, now

@@ -4,8 +4,9 @@ The server feeds each stream's samples as they arrive (``feed`` only queues) and
 ``process()`` every ~100-250 ms from a worker thread. Streams of equal sampling rate share one
 `PanTompkinsBank` and one `SignalQualityBank`; the queued samples of streams with equal queued
 length are stacked into one 2-D block, so filtering is one ``sosfilt`` call per group and the
-per-sample work is vectorised. Python loops run per candidate peak and per stream, never per
-sample. Not thread-safe: call ``feed``/``process`` from one thread (or guard them with a lock).
+per-sample work is vectorised. Heart-rate refreshes and alarm rules run as array operations
+over all streams of a group; Python loops run per candidate peak, per beat and per stream with
+something new, never per sample. Not thread-safe: call ``feed``/``process`` from one thread (or guard them with a lock).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsp.alarms import Alarm, AlarmLimits, AlarmMonitor
+from dsp.alarms import Alarm, AlarmBank, AlarmLimits
 from dsp.filters import check_sampling_rate
-from dsp.heart_rate import HeartRateMeter
+from dsp.heart_rate import HeartRateBank
 from dsp.qrs import PanTompkinsBank, PanTompkinsParams
 from dsp.signal_quality import QualityLimits, SignalQualityBank
 
@@ -53,19 +54,25 @@ class _Stream:
     stream_id: str
     fs: float
     group: _Group
-    meter: HeartRateMeter
-    alarms: AlarmMonitor
     start_sample: int | None = None
     next_sample: int | None = None
     queue: list[np.ndarray] = field(default_factory=list)
+    #: the result returned while nothing changes (shared between calls; read-only)
+    quiet: StreamResult | None = None
 
 
 @dataclass
 class _Group:
+    """Streams of one sampling rate: every per-stream state lives in arrays indexed by row."""
+
     fs: float
     detectors: PanTompkinsBank
     quality: SignalQualityBank
+    rates: HeartRateBank
+    alarms: AlarmBank
     members: list[str] = field(default_factory=list)  # stream ids in row order
+    streams: list[_Stream] = field(default_factory=list)  # same order
+    start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class MultiStreamAnalyzer:
@@ -74,6 +81,8 @@ class MultiStreamAnalyzer:
     Usage: ``add_stream`` once per stream, ``feed`` contiguous chunks as they arrive,
     ``process()`` periodically; it returns a `StreamResult` for every stream that had queued
     samples. Sample indices are the stream's own (the ``first_sample`` numbering of ``feed``).
+    A stream with nothing new (no beat, no alarm change, no heart-rate refresh) gets the same
+    `StreamResult` object as last time: treat results as read-only.
     """
 
     def __init__(
@@ -108,18 +117,19 @@ class MultiStreamAnalyzer:
                 fs,
                 PanTompkinsBank(fs, self._qrs_params),
                 SignalQualityBank(fs, self._quality_limits),
+                HeartRateBank(fs),
+                AlarmBank(fs),
             )
             self._groups[fs] = group
         group.detectors.add_stream()
         group.quality.add_stream()
+        group.rates.add_stream()
+        group.alarms.add_stream(limits or AlarmLimits())
         group.members.append(stream_id)
-        self._streams[stream_id] = _Stream(
-            stream_id,
-            fs,
-            group,
-            HeartRateMeter(fs),
-            AlarmMonitor(fs, limits or AlarmLimits()),
-        )
+        group.start = np.append(group.start, 0)
+        stream = _Stream(stream_id, fs, group)
+        group.streams.append(stream)
+        self._streams[stream_id] = stream
 
     def remove_stream(self, stream_id: str) -> None:
         """Stop analysing a stream and drop its queued samples and state.
@@ -132,7 +142,11 @@ class MultiStreamAnalyzer:
         row = group.members.index(stream_id)
         group.detectors.remove_stream(row)
         group.quality.remove_stream(row)
+        group.rates.remove_stream(row)
+        group.alarms.remove_stream(row)
+        group.start = np.delete(group.start, row)
         del group.members[row]
+        del group.streams[row]
         del self._streams[stream_id]
         if not group.members:
             del self._groups[group.fs]
@@ -160,6 +174,8 @@ class MultiStreamAnalyzer:
         first = int(first_sample)
         if stream.next_sample is None:
             stream.start_sample = first
+            group = stream.group
+            group.start[group.members.index(stream_id)] = first
         elif first != stream.next_sample:
             raise ValueError(
                 f"stream {stream_id!r}: expected first_sample {stream.next_sample} "
@@ -174,52 +190,73 @@ class MultiStreamAnalyzer:
         for group in self._groups.values():
             by_length: dict[int, list[int]] = {}
             blocks: dict[int, np.ndarray] = {}
-            for row, sid in enumerate(group.members):
-                queue = self._streams[sid].queue
+            for row, stream in enumerate(group.streams):
+                queue = stream.queue
                 if not queue:
                     continue
                 block = queue[0] if len(queue) == 1 else np.concatenate(queue)
                 queue.clear()
                 by_length.setdefault(block.size, []).append(row)
                 blocks[row] = block
-            for length, rows in by_length.items():
+            for rows in by_length.values():
                 x = np.stack([blocks[r] for r in rows])
                 whole = len(rows) == len(group.members)  # fast path: no gather/scatter
-                sel = None if whole else np.asarray(rows)
-                beats = group.detectors.process(x, sel)
-                flags = group.quality.process(x, sel)
-                for i, row in enumerate(rows):
-                    sid = group.members[row]
-                    results[sid] = self._finish(self._streams[sid], beats[i], flags[i])
+                self._process_block(group, x, None if whole else np.asarray(rows), results)
         return results
 
-    def _finish(self, stream: _Stream, beats: list[int], flags: object) -> StreamResult:
-        assert stream.start_sample is not None and stream.next_sample is not None
-        start, fs = stream.start_sample, stream.fs
-        result = StreamResult(stream.stream_id)
-        meter = stream.meter
-        for b in beats:
-            index = start + b
-            result.beats.append(Beat(index, index / fs))
-            rr = meter.on_beat(index)
+    def _process_block(
+        self,
+        group: _Group,
+        x: np.ndarray,
+        sel: np.ndarray | None,
+        results: dict[str, StreamResult],
+    ) -> None:
+        """Detect, measure and alarm one block; put a result per row into ``results``."""
+        rows = np.arange(len(group.members)) if sel is None else sel
+        beat_pos, beat_idx = group.detectors.process_flat(x, sel)
+        quality = group.quality.process_arrays(x, sel)
+        start = group.start[rows]
+        now = start + group.detectors.samples_seen[rows] - 1
+        fs = group.fs
+        rates = group.rates
+        news: dict[int, tuple[list[Beat], list[float]]] = {}
+        for pos, index in zip(beat_pos.tolist(), (beat_idx + start[beat_pos]).tolist()):
+            entry = news.get(pos)
+            if entry is None:
+                entry = news[pos] = ([], [])
+            entry[0].append(Beat(index, index / fs))
+            rr = rates.on_beat(int(rows[pos]), index)
             if rr is not None:
-                result.rr_ms.append(rr)
-        now = stream.next_sample - 1
-        meter.update(now)
-        raised, cleared = stream.alarms.evaluate(
+                entry[1].append(rr)
+        refreshed = rates.update(rows, now)
+        changes = group.alarms.evaluate(
+            rows,
             now,
             start,
-            meter.last_beat_sample,
-            meter.alarm_rate_bpm,
-            flags,  # type: ignore[arg-type]
-            decision_delay_samples=stream.group.detectors.decision_delay_samples,
+            rates.last_beat[rows],
+            rates.alarm_rate_bpm[rows],
+            quality,
+            decision_delay_samples=group.detectors.decision_delay_samples,
         )
-        result.heart_rate_bpm = meter.heart_rate_bpm
-        result.irregularity = meter.irregularity
-        result.alarms_raised = raised
-        result.alarms_cleared = cleared
-        result.active_alarms = stream.alarms.active_alarms()
-        return result
+        streams = group.streams
+        for pos, row in enumerate(rows.tolist()):
+            stream = streams[row]
+            quiet = stream.quiet
+            if quiet is not None and pos not in news and pos not in changes \
+                    and not refreshed[pos]:
+                results[stream.stream_id] = quiet
+                continue
+            hr = float(rates.heart_rate_bpm[row])
+            irr = float(rates.irregularity[row])
+            active = group.alarms.active_alarms(row)
+            beats, rr_ms = news.get(pos, ([], []))
+            raised, cleared = changes.get(pos, ([], []))
+            hr_v = None if hr != hr else hr  # NaN -> None
+            irr_v = None if irr != irr else irr
+            results[stream.stream_id] = StreamResult(
+                stream.stream_id, beats, hr_v, rr_ms, irr_v, raised, cleared, active
+            )
+            stream.quiet = StreamResult(stream.stream_id, [], hr_v, [], irr_v, [], [], active)
 
     def _stream(self, stream_id: str) -> _Stream:
         try:

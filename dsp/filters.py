@@ -61,6 +61,13 @@ def group_delay_samples(sos: np.ndarray, frequency_hz: float, sampling_rate_hz: 
     return float(gd[0])
 
 
+def _grow(array: np.ndarray, axis: int, count: int) -> np.ndarray:
+    """``array`` with ``count`` zero rows appended along ``axis`` (a copy)."""
+    shape = list(array.shape)
+    shape[axis] = count
+    return np.concatenate([array, np.zeros(shape, dtype=array.dtype)], axis=axis)
+
+
 @dataclass
 class SosFilterBank:
     """One IIR filter (SOS form) applied to many streams, state carried between calls.
@@ -68,34 +75,49 @@ class SosFilterBank:
     ``zi`` has shape (n_sections, n_streams, 2), the layout ``scipy.signal.sosfilt`` takes for a
     2-D input filtered along ``axis=-1``. A stream's state starts at the steady state for its
     first sample (no start-up transient from a DC offset), which depends only on that sample, so
-    chunking never changes the output.
+    chunking never changes the output. Streams are stored with spare capacity so adding a
+    thousand streams one by one costs linear, not quadratic, copying.
     """
 
     sos: np.ndarray
-    zi: np.ndarray = field(init=False)
-    started: np.ndarray = field(init=False)
+    _zi: np.ndarray = field(init=False, repr=False)
+    _started: np.ndarray = field(init=False, repr=False)
+    _n: int = field(init=False, default=0)
     _zi_unit: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sos = np.ascontiguousarray(self.sos, dtype=np.float64)
         self._zi_unit = signal.sosfilt_zi(self.sos)  # (n_sections, 2) for a unit step
-        self.zi = np.zeros((self.sos.shape[0], 0, 2))
-        self.started = np.zeros(0, dtype=bool)
+        self._zi = np.zeros((self.sos.shape[0], 0, 2))
+        self._started = np.zeros(0, dtype=bool)
 
     @property
     def n_streams(self) -> int:
         """Number of streams (rows) the bank holds state for."""
-        return int(self.started.shape[0])
+        return self._n
+
+    @property
+    def zi(self) -> np.ndarray:
+        """Filter state, shape (n_sections, n_streams, 2) (a view)."""
+        return self._zi[:, : self._n]
 
     def add_streams(self, count: int) -> None:
         """Append ``count`` fresh streams at the end of the row order."""
-        self.zi = np.concatenate([self.zi, np.zeros((self.sos.shape[0], count, 2))], axis=1)
-        self.started = np.concatenate([self.started, np.zeros(count, dtype=bool)])
+        need = self._n + count
+        if need > self._started.shape[0]:
+            extra = max(need, 2 * self._started.shape[0]) - self._started.shape[0]
+            self._zi = _grow(self._zi, 1, extra)
+            self._started = _grow(self._started, 0, extra)
+        self._zi[:, self._n : need] = 0.0
+        self._started[self._n : need] = False
+        self._n = need
 
     def remove_stream(self, row: int) -> None:
         """Drop one stream's state; later rows shift down by one."""
-        self.zi = np.delete(self.zi, row, axis=1)
-        self.started = np.delete(self.started, row)
+        n = self._n
+        self._zi[:, row : n - 1] = self._zi[:, row + 1 : n].copy()
+        self._started[row : n - 1] = self._started[row + 1 : n].copy()
+        self._n = n - 1
 
     def process(self, x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """Filter a block, shape (n_rows, n_samples), for all streams or the given ``rows``.
@@ -105,18 +127,20 @@ class SosFilterBank:
         x = np.asarray(x, dtype=np.float64)
         if x.shape[1] == 0:
             return x.copy()
-        zi = self.zi if rows is None else self.zi[:, rows, :]
-        started = self.started if rows is None else self.started[rows]
+        n = self._n
+        zi = self._zi[:, :n] if rows is None else self._zi[:, rows, :]
+        started = self._started[:n] if rows is None else self._started[rows]
         if not started.all():
             fresh = ~started
+            zi = np.array(zi)
             zi[:, fresh, :] = self._zi_unit[:, None, :] * x[fresh, 0][None, :, None]
         y, zf = signal.sosfilt(self.sos, x, axis=-1, zi=zi)
         if rows is None:
-            self.zi = zf
-            self.started[:] = True
+            self._zi[:, :n] = zf
+            self._started[:n] = True
         else:
-            self.zi[:, rows, :] = zf
-            self.started[rows] = True
+            self._zi[:, rows, :] = zf
+            self._started[rows] = True
         return np.asarray(y)
 
 
@@ -125,31 +149,60 @@ class History:
     """The last ``length`` samples of many streams, kept as one 2-D numpy array.
 
     ``extend`` returns the history joined with the new block (so windowed computations can look
-    back across call boundaries) and keeps the tail as the new history.
+    back across call boundaries) and keeps the tail as the new history. Rows have spare capacity
+    (adding streams one by one is linear), and the joined block is written into a reused buffer.
     """
 
     length: int
     dtype: type = np.float64
-    data: np.ndarray = field(init=False)
+    _data: np.ndarray = field(init=False, repr=False)
+    _n: int = field(init=False, default=0)
+    _work: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.data = np.zeros((0, self.length), dtype=self.dtype)
+        self._data = np.zeros((0, self.length), dtype=self.dtype)
+        self._work = np.zeros((0, 0), dtype=self.dtype)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The kept history, shape (n_streams, length) (a view)."""
+        return self._data[: self._n]
 
     def add_streams(self, count: int) -> None:
         """Append ``count`` streams with zero history."""
-        self.data = np.concatenate([self.data, np.zeros((count, self.length), self.dtype)])
+        need = self._n + count
+        if need > self._data.shape[0]:
+            extra = max(need, 2 * self._data.shape[0]) - self._data.shape[0]
+            self._data = _grow(self._data, 0, extra)
+        self._data[self._n : need] = 0
+        self._n = need
 
     def remove_stream(self, row: int) -> None:
         """Drop one stream's history; later rows shift down by one."""
-        self.data = np.delete(self.data, row, axis=0)
+        n = self._n
+        self._data[row : n - 1] = self._data[row + 1 : n].copy()
+        self._n = n - 1
 
     def extend(self, block: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Return ``history ++ block`` (shape (n_rows, length + n)) and keep its last samples."""
-        old = self.data if rows is None else self.data[rows]
-        joined = np.concatenate([old, block.astype(self.dtype, copy=False)], axis=1)
-        tail = joined[:, joined.shape[1] - self.length :]
+        """Return ``history ++ block`` (shape (n_rows, length + n)) and keep its last samples.
+
+        The returned array is a reused buffer, valid until the next ``extend`` call.
+        """
+        r, n = block.shape
+        width = self.length + n
+        if self._work.shape[0] < r or self._work.shape[1] < width:
+            self._work = np.empty(
+                (max(r, self._work.shape[0]), max(width, self._work.shape[1])), self.dtype
+            )
+        joined = self._work[:r, :width]
         if rows is None:
-            self.data = np.ascontiguousarray(tail)
+            joined[:, : self.length] = self._data[: self._n]
         else:
-            self.data[rows] = tail
+            joined[:, : self.length] = self._data[rows]
+        joined[:, self.length :] = block
+        tail = joined[:, n:]
+        if rows is None:
+            self._data[: self._n] = tail
+        else:
+            self._data[rows] = tail
         return joined

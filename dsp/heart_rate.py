@@ -77,3 +77,105 @@ class HeartRateMeter:
         self.heart_rate_bpm = 60000.0 / float(kept.mean() if kept.size else median)
         self.alarm_rate_bpm = 60000.0 / float(np.median(rr[-self.alarm_beats :]))
         self.irregularity = float(np.sqrt(np.mean(np.diff(rr) ** 2)) / rr.mean())
+
+
+class HeartRateBank:
+    """`HeartRateMeter` for many streams of one sampling rate, state in arrays (rows).
+
+    Same rules and numbers as `HeartRateMeter`; the once-per-second refresh runs for all due
+    rows in a few numpy reductions. Rates are NaN while unknown. Times in samples.
+    """
+
+    def __init__(
+        self,
+        sampling_rate_hz: float,
+        average_beats: int = 8,
+        alarm_beats: int = 4,
+        outlier_fraction: float = 0.3,
+        update_interval_s: float = 1.0,
+        stale_after_s: float = 3.0,
+    ) -> None:
+        self.fs = float(sampling_rate_hz)
+        self.average_beats = average_beats
+        self.alarm_beats = alarm_beats
+        self.outlier_fraction = outlier_fraction
+        self.step = max(1, int(round(update_interval_s * self.fs)))
+        self.stale_after_s = stale_after_s
+        self.rr_ms = np.zeros((0, average_beats))  # newest last, NaN = none yet
+        self.last_beat = np.zeros(0, dtype=np.int64)  # -1: no beat yet
+        self.next_update = np.zeros(0, dtype=np.int64)  # -1: not scheduled yet
+        self.heart_rate_bpm = np.zeros(0)
+        self.alarm_rate_bpm = np.zeros(0)
+        self.irregularity = np.zeros(0)
+
+    def add_stream(self) -> int:
+        """Add a stream; return its row."""
+        self.rr_ms = np.concatenate([self.rr_ms, np.full((1, self.average_beats), np.nan)])
+        self.last_beat = np.append(self.last_beat, -1)
+        self.next_update = np.append(self.next_update, -1)
+        for name in ("heart_rate_bpm", "alarm_rate_bpm", "irregularity"):
+            setattr(self, name, np.append(getattr(self, name), np.nan))
+        return int(self.last_beat.shape[0] - 1)
+
+    def remove_stream(self, row: int) -> None:
+        """Remove one stream; rows after it shift down by one."""
+        self.rr_ms = np.delete(self.rr_ms, row, axis=0)
+        for name in ("last_beat", "next_update", "heart_rate_bpm", "alarm_rate_bpm",
+                     "irregularity"):
+            setattr(self, name, np.delete(getattr(self, name), row))
+
+    def on_beat(self, row: int, sample_index: int) -> float | None:
+        """Register a beat of one row (R-peak sample index); return the RR it closes, in ms."""
+        last = int(self.last_beat[row])
+        self.last_beat[row] = sample_index
+        if last < 0:
+            return None
+        rr = (sample_index - last) * 1000.0 / self.fs
+        ring = self.rr_ms[row]
+        ring[:-1] = ring[1:]
+        ring[-1] = rr
+        return rr
+
+    def update(self, rows: np.ndarray, now_sample: np.ndarray) -> np.ndarray:
+        """Refresh the rates of ``rows`` whose update interval passed; return which (bool)."""
+        nxt = self.next_update[rows]
+        due = (nxt >= 0) & (now_sample >= nxt)
+        self.next_update[rows] = np.where(
+            (nxt < 0) | due, (now_sample // self.step + 1) * self.step, nxt
+        )
+        if due.any():
+            self._recompute(rows[due], now_sample[due])
+        return due
+
+    def _recompute(self, rows: np.ndarray, now: np.ndarray) -> None:
+        rr = self.rr_ms[rows]
+        have = ~np.isnan(rr)
+        count = have.sum(axis=1)
+        ok = (count >= 2) & (self.last_beat[rows] >= 0)
+        mean = np.where(have, rr, 0.0).sum(axis=1) / np.maximum(count, 1)
+        since_s = (now - self.last_beat[rows]) / self.fs
+        stale = since_s > np.maximum(self.stale_after_s, 2.0 * mean / 1000.0)
+        ordered = np.sort(rr, axis=1)  # NaN last
+        idx = np.arange(rows.shape[0])
+        c1 = np.maximum(count, 1)
+        median = 0.5 * (ordered[idx, (c1 - 1) // 2] + ordered[idx, c1 // 2])
+        close = have & (np.abs(rr - median[:, None]) <= self.outlier_fraction * median[:, None])
+        n_close = close.sum(axis=1)
+        kept_mean = np.where(close, rr, 0.0).sum(axis=1) / np.maximum(n_close, 1)
+        display = 60000.0 / np.where(n_close > 0, kept_mean, median)
+        last_k = rr[:, -self.alarm_beats :]
+        k = np.minimum(count, self.alarm_beats)
+        ordered_k = np.sort(last_k, axis=1)
+        k1 = np.maximum(k, 1)
+        alarm = 60000.0 / (0.5 * (ordered_k[idx, (k1 - 1) // 2] + ordered_k[idx, k1 // 2]))
+        d2 = np.diff(rr, axis=1) ** 2
+        has_d = ~np.isnan(d2)
+        rmssd = np.sqrt(np.where(has_d, d2, 0.0).sum(axis=1) / np.maximum(has_d.sum(axis=1), 1))
+        irregular = rmssd / np.where(mean > 0, mean, 1.0)
+        live = ok & ~stale
+        self.heart_rate_bpm[rows] = np.where(live, display, np.nan)
+        self.alarm_rate_bpm[rows] = np.where(live, alarm, np.nan)
+        # as HeartRateMeter: a stale rate hides the rates but keeps the last irregularity
+        self.irregularity[rows] = np.where(
+            ok & ~stale, irregular, np.where(ok, self.irregularity[rows], np.nan)
+        )

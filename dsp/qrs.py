@@ -65,56 +65,68 @@ class PanTompkinsParams:
     relearn_after_s: float = 2.5
     #: smallest QRS slope treated as a beat, mV/s (a 0.1 mV QRS rising in ~25 ms gives ~4 mV/s)
     min_slope_mv_per_s: float = 1.5
+    #: decide a candidate early once the MWI has fallen this fraction below its peak (0: always
+    #: wait the whole look-ahead)
+    confirm_drop: float = 0.0
 
 
-@dataclass
-class _Candidate:
-    index: int  # MWI peak, absolute sample index
-    peak: float  # MWI value
-    slope_sq: float  # max squared derivative within the window
-    r_index: int  # R-peak estimate, absolute sample index
-
-
-@dataclass
 class _DecisionState:
-    """Per-stream adaptive levels and recent beats (the sequential part of Pan-Tompkins)."""
+    """Per-stream adaptive levels and recent beats (the sequential part of Pan-Tompkins).
 
-    params: PanTompkinsParams
-    fs: float
-    floor: float
-    initialized: bool = False
-    learning: list[_Candidate] = field(default_factory=list)
-    signal_level: float = 0.0
-    noise_level: float = 0.0
-    last_beat_index: int | None = None
-    last_slope_sq: float = 0.0
-    rr_samples: deque[int] = field(default_factory=deque)
+    Candidates arrive as plain numbers (index, level, slope, R index): this runs a few times
+    per second per stream, so it avoids allocating objects.
+    """
+
+    __slots__ = (
+        "params", "fs", "floor", "initialized", "learning", "signal_level", "noise_level",
+        "last_beat_index", "last_slope_sq", "rr_samples", "rr_sum", "refractory",
+        "t_wave_window", "t_wave_slope_factor", "relearn_after",
+    )
+
+    def __init__(self, params: PanTompkinsParams, fs: float, floor: float) -> None:
+        self.params = params
+        self.fs = fs
+        self.floor = floor
+        self.initialized = False
+        self.learning: list[tuple[int, float, float, int]] = []
+        self.signal_level = 0.0
+        self.noise_level = 0.0
+        self.last_beat_index = -1  # -1: no beat yet
+        self.last_slope_sq = 0.0
+        self.rr_samples: deque[int] = deque()
+        self.rr_sum = 0
+        self.refractory = params.refractory_s * fs
+        self.t_wave_window = params.t_wave_window_s * fs
+        self.t_wave_slope_factor = params.t_wave_slope_ratio**2
+        self.relearn_after = params.relearn_after_s * fs
 
     def _initialize(self) -> list[int]:
         self.initialized = True
-        peaks = [c.peak for c in self.learning]
+        peaks = [c[1] for c in self.learning]
         if peaks:
             self.signal_level = 0.5 * max(peaks)
             self.noise_level = 0.5 * float(np.median(peaks))
         beats: list[int] = []
         for cand in self.learning:
-            beat = self._decide(cand)
-            if beat is not None:
+            beat = self._decide(*cand)
+            if beat >= 0:
                 beats.append(beat)
         self.learning = []
         return beats
 
-    def on_candidate(self, cand: _Candidate, learning_end: int) -> list[int]:
+    def on_candidate(
+        self, index: int, level: float, slope_sq: float, r_index: int, learning_end: int
+    ) -> list[int]:
         """Classify one candidate (in stream order); return R-peak indices of beats decided."""
         if not self.initialized:
-            if cand.index < learning_end:
-                self.learning.append(cand)
+            if index < learning_end:
+                self.learning.append((index, level, slope_sq, r_index))
                 return []
             beats = self._initialize()
-            beat = self._decide(cand)
-            return beats + ([beat] if beat is not None else [])
-        beat = self._decide(cand)
-        return [] if beat is None else [beat]
+            beat = self._decide(index, level, slope_sq, r_index)
+            return beats + [beat] if beat >= 0 else beats
+        beat = self._decide(index, level, slope_sq, r_index)
+        return [beat] if beat >= 0 else []
 
     def on_evaluated(self, last_evaluated: int, learning_end: int) -> list[int]:
         """End the learning period once the evaluated samples pass it, even without candidates."""
@@ -122,43 +134,51 @@ class _DecisionState:
             return self._initialize()
         return []
 
-    def _decide(self, cand: _Candidate) -> int | None:
+    def _decide(self, index: int, level: float, slope_sq: float, r_index: int) -> int:
+        """Return the R index if the candidate is a beat, else -1; update the levels."""
         p = self.params
-        since = None if self.last_beat_index is None else cand.index - self.last_beat_index
+        noise = self.noise_level
         signal_level = self.signal_level
-        if since is not None and self.rr_samples:
-            gap = max(p.relearn_after_s * self.fs, 2.0 * sum(self.rr_samples) / len(self.rr_samples))
-            if since > gap:  # depends only on elapsed samples, so it is chunking-independent
-                decay = 0.5 ** ((since - gap) / self.fs)
-                signal_level = max(5.0 * self.noise_level, signal_level * decay)
-        threshold = self.noise_level + p.threshold_fraction * (signal_level - self.noise_level)
-        if since is not None and since < p.refractory_s * self.fs:
-            return None  # refractory: physiologically impossible, not even a noise sample
-        searchback = False
-        if self.rr_samples and since is not None:
-            rr_mean = sum(self.rr_samples) / len(self.rr_samples)
-            if since > p.searchback_rr_factor * rr_mean:
-                threshold *= p.searchback_threshold_factor
-                searchback = True
-        if cand.peak > max(threshold, self.floor):
+        last = self.last_beat_index
+        n_rr = len(self.rr_samples)
+        if last >= 0:
+            since = index - last
+            if since < self.refractory:
+                return -1  # refractory: physiologically impossible, not even a noise sample
+            threshold_scale = 1.0
+            if n_rr:
+                rr_mean = self.rr_sum / n_rr
+                gap = max(self.relearn_after, 2.0 * rr_mean)
+                if since > gap:  # depends only on elapsed samples, so it is chunking-independent
+                    decay = 0.5 ** ((since - gap) / self.fs)
+                    signal_level = max(5.0 * noise, signal_level * decay)
+                if since > p.searchback_rr_factor * rr_mean:
+                    threshold_scale = p.searchback_threshold_factor
+            threshold = (noise + p.threshold_fraction * (signal_level - noise)) * threshold_scale
+        else:
+            since = -1
+            threshold_scale = 1.0
+            threshold = noise + p.threshold_fraction * (signal_level - noise)
+        if level > threshold and level > self.floor:
             if (
-                since is not None
-                and since < p.t_wave_window_s * self.fs
-                and cand.slope_sq < (p.t_wave_slope_ratio**2) * self.last_slope_sq
+                since >= 0
+                and since < self.t_wave_window
+                and slope_sq < self.t_wave_slope_factor * self.last_slope_sq
             ):
-                self.noise_level = 0.125 * cand.peak + 0.875 * self.noise_level
-                return None  # T wave
-            weight = 0.25 if searchback else 0.125
-            self.signal_level = weight * cand.peak + (1.0 - weight) * signal_level
-            if since is not None:
+                self.noise_level = 0.125 * level + 0.875 * noise
+                return -1  # T wave
+            weight = 0.25 if threshold_scale != 1.0 else 0.125
+            self.signal_level = weight * level + (1.0 - weight) * signal_level
+            if since >= 0:
                 self.rr_samples.append(since)
-                if len(self.rr_samples) > p.rr_history:
-                    self.rr_samples.popleft()
-            self.last_beat_index = cand.index
-            self.last_slope_sq = cand.slope_sq
-            return cand.r_index
-        self.noise_level = 0.125 * cand.peak + 0.875 * self.noise_level
-        return None
+                self.rr_sum += since
+                if n_rr + 1 > p.rr_history:
+                    self.rr_sum -= self.rr_samples.popleft()
+            self.last_beat_index = index
+            self.last_slope_sq = slope_sq
+            return r_index
+        self.noise_level = 0.125 * level + 0.875 * noise
+        return -1
 
 
 class PanTompkinsBank:
@@ -167,9 +187,9 @@ class PanTompkinsBank:
     Rows are streams in the order they were added. ``process`` takes a block
     (n_rows, n_samples) in millivolts for all rows or a subset (``rows``), and returns, per row,
     the R-peak sample indices (counted from each stream's first sample) of the beats decided
-    by this block, in order. A beat is decided ``dominance_window_s`` after its MWI peak
-    (about 0.2 s after the R peak), so it is reported by the first call whose block reaches
-    that sample.
+    by this block, in order. A candidate MWI peak is decided as soon as the MWI has fallen
+    clearly below it (``confirm_drop``) or after ``lookahead_s`` without a higher value, so a
+    beat is reported by the first call whose block reaches that sample.
     """
 
     def __init__(self, sampling_rate_hz: float, params: PanTompkinsParams | None = None) -> None:
@@ -187,17 +207,31 @@ class PanTompkinsBank:
         q_floor = p.min_slope_mv_per_s * _Q_PER_MV_PER_S
         self.floor = float(q_floor * q_floor * self.window) * 0.25
         self._decision_floor = float(np.sqrt(self.floor)) if p.amplitude_domain else self.floor
+        self._deriv_scale = self.fs / 8.0 * _Q_PER_MV_PER_S
         self._bandpass = SosFilterBank(sos)
         self._bp_hist = History(self.history_length)
         self._sq_hist = History(self.history_length, np.int64)
         self._mwi_hist = History(self.half_dominance + self.lookahead, np.int64)
-        self.samples_seen = np.zeros(0, dtype=np.int64)
+        self._left = np.arange(-self.half_dominance, 0)[None, :]
+        k = self.half_dominance
+        self._probe = sorted({k, max(1, k // 2), max(1, k // 4), max(1, k // 8), 2})[::-1]
+        self._ahead = np.arange(1, self.lookahead + 1)[None, :]
+        self._win = np.arange(-self.window + 1, 1)[None, :]
+        self._seen = np.zeros(0, dtype=np.int64)
+        #: absolute MWI index of the newest candidate handed to the decision rules, per row
+        self._last_candidate = np.zeros(0, dtype=np.int64)
         self._states: list[_DecisionState] = []
+        self._all_ready = True
 
     @property
     def n_streams(self) -> int:
         """Number of streams (rows) in the bank."""
         return len(self._states)
+
+    @property
+    def samples_seen(self) -> np.ndarray:
+        """Samples processed so far per row, shape (n_streams,), int64."""
+        return self._seen
 
     def add_stream(self) -> int:
         """Add a stream; return its row."""
@@ -205,8 +239,10 @@ class PanTompkinsBank:
         self._bp_hist.add_streams(1)
         self._sq_hist.add_streams(1)
         self._mwi_hist.add_streams(1)
-        self.samples_seen = np.append(self.samples_seen, 0)
+        self._seen = np.append(self._seen, 0)
+        self._last_candidate = np.append(self._last_candidate, -(2**62))
         self._states.append(_DecisionState(self.params, self.fs, self._decision_floor))
+        self._all_ready = False
         return len(self._states) - 1
 
     def remove_stream(self, row: int) -> None:
@@ -215,7 +251,8 @@ class PanTompkinsBank:
         self._bp_hist.remove_stream(row)
         self._sq_hist.remove_stream(row)
         self._mwi_hist.remove_stream(row)
-        self.samples_seen = np.delete(self.samples_seen, row)
+        self._seen = np.delete(self._seen, row)
+        self._last_candidate = np.delete(self._last_candidate, row)
         del self._states[row]
 
     @property
@@ -237,70 +274,173 @@ class PanTompkinsBank:
         Returns:
             One list per input row of R-peak sample indices (ints, ascending).
         """
+        positions, indices = self.process_flat(x_mv, rows)
+        out: list[list[int]] = [[] for _ in range(np.shape(x_mv)[0])]
+        for r, i in zip(positions.tolist(), indices.tolist()):
+            out[r].append(i)
+        return out
+
+    def process_flat(
+        self, x_mv: np.ndarray, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like `process`, but beats as two flat int64 arrays (cheaper for many streams).
+
+        Returns:
+            (position of the row in ``x_mv``, R-peak sample index), one entry per beat, sorted
+            by position then index.
+        """
         x = np.asarray(x_mv, dtype=np.float64)
         row_ids = np.arange(self.n_streams) if rows is None else np.asarray(rows)
         if x.ndim != 2 or x.shape[0] != row_ids.shape[0]:
             raise ValueError(f"expected a block of shape ({row_ids.shape[0]}, n), got {x.shape}")
         n = x.shape[1]
-        out: list[list[int]] = [[] for _ in range(x.shape[0])]
         if n == 0:
-            return out
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         sel = None if rows is None else row_ids
         hist, w, k, la = self.history_length, self.window, self.half_dominance, self.lookahead
+        h = k + la
 
         bp = self._bandpass.process(x, sel)
         bp_ext = self._bp_hist.extend(bp, sel)  # (R, hist + n)
         b = bp_ext[:, hist - 4 :]
-        deriv = (2.0 * b[:, 4:] + b[:, 3:-1] - b[:, 1:-3] - 2.0 * b[:, :-4]) * (self.fs / 8.0)
-        q = np.clip(np.rint(deriv * _Q_PER_MV_PER_S), -_Q_MAX, _Q_MAX).astype(np.int64)
-        sq_ext = self._sq_hist.extend(q * q, sel)
+        deriv = b[:, 4:] - b[:, :-4]
+        deriv *= 2.0
+        deriv += b[:, 3:-1]
+        deriv -= b[:, 1:-3]
+        deriv *= self._deriv_scale
+        np.rint(deriv, out=deriv)
+        np.clip(deriv, -_Q_MAX, _Q_MAX, out=deriv)
+        q = deriv.astype(np.int64)
+        np.multiply(q, q, out=q)
+        sq_ext = self._sq_hist.extend(q, sel)
         cs = np.cumsum(sq_ext[:, hist - w :], axis=1)
         mwi = cs[:, w:] - cs[:, :-w]  # sum of the w squared samples ending at each new sample
-        # (R, k + la + n); column j is sample seen_before - (k + la) + j; judge the n columns
-        # that have k samples behind and la ahead
+        # (R, h + n); column j is sample seen_before - h + j. Columns k .. h + n - 2 are judged:
+        # they have k samples behind and at least one ahead. Those already handed to the
+        # decision rules in an earlier call are skipped below.
         m = self._mwi_hist.extend(mwi, sel)
-
-        centre = m[:, k : k + n]
-        local = (centre > m[:, k - 1 : k + n - 1]) & (centre >= m[:, k + 1 : k + n + 1])
-        local &= centre > self.floor
-        cand_rows, cols = np.nonzero(local)
-        seen_before = self.samples_seen[row_ids]
+        width = h + n
+        cand_rows, cols = self._block_maxima(m[:, k : width - 1])
+        seen_before = self._seen[row_ids]
         if cand_rows.size:
             j = cols + k
             peaks = m[cand_rows, j]
-            left = m[cand_rows[:, None], j[:, None] + np.arange(-k, 0)[None, :]].max(axis=1)
-            ahead = np.arange(1, self.lookahead + 1)[None, :]
-            right = m[cand_rows[:, None], j[:, None] + ahead].max(axis=1)
-            keep = (peaks > left) & (peaks >= right)
-            cand_rows, j, peaks = cand_rows[keep], j[keep], peaks[keep]
-            levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
+            keep = (peaks > self.floor) & (peaks > m[cand_rows, j - 1]) & (peaks >= m[cand_rows, j + 1])
+            cand_rows, cols = cand_rows[keep], cols[keep]
+        pos_out = np.zeros(0, np.int64)
+        idx_out = np.zeros(0, np.int64)
         if cand_rows.size:
-            sq_idx = j - (k + la) + hist  # same sample, in sq_ext / bp_ext columns
-            win = np.arange(-w + 1, 1)[None, :]
-            slope_sq = sq_ext[cand_rows[:, None], sq_idx[:, None] + win].max(axis=1)
-            bp_win = np.abs(bp_ext[cand_rows[:, None], sq_idx[:, None] + win - 2])
+            j = cols + k
+            abs_peak = seen_before[cand_rows] - h + j
+            fresh = abs_peak > self._last_candidate[row_ids[cand_rows]]
+            cand_rows, j, abs_peak = cand_rows[fresh], j[fresh], abs_peak[fresh]
+        if cand_rows.size:
+            peaks = m[cand_rows, j]
+            # most local maxima are ripples: a few strided looks back reject them cheaply
+            for d in self._probe:
+                keep = peaks > m[cand_rows, j - d]
+                cand_rows, j, abs_peak, peaks = (
+                    cand_rows[keep], j[keep], abs_peak[keep], peaks[keep]
+                )
+            left = m[cand_rows[:, None], j[:, None] + self._left].max(axis=1)
+            keep = peaks > left
+            cand_rows, j, abs_peak, peaks = cand_rows[keep], j[keep], abs_peak[keep], peaks[keep]
+        if cand_rows.size:
+            decided = self._confirm(m, cand_rows, j, peaks, width)
+            cand_rows, j, abs_peak, peaks = (
+                cand_rows[decided], j[decided], abs_peak[decided], peaks[decided]
+            )
+        if cand_rows.size:
+            levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
+            sq_idx = j - h + hist  # same sample, in sq_ext / bp_ext columns
+            cols_win = sq_idx[:, None] + self._win
+            slope_sq = sq_ext[cand_rows[:, None], cols_win].max(axis=1)
+            bp_win = np.abs(bp_ext[cand_rows[:, None], cols_win - 2])
             r_col = sq_idx - w - 1 + np.argmax(bp_win, axis=1) - self.bandpass_delay
-            abs_peak = seen_before[cand_rows] - (k + la) + j
-            abs_r = seen_before[cand_rows] - hist + r_col
-            for r, a, pk, sl, rr in zip(
+            abs_r = np.maximum(seen_before[cand_rows] - hist + r_col, 0)
+            self._last_candidate[row_ids[cand_rows]] = abs_peak  # last per row wins (sorted)
+            pos_list: list[int] = []
+            idx_list: list[int] = []
+            states, learning_end = self._states, self.learning_end
+            for r, row, a, pk, sl, rr in zip(
                 cand_rows.tolist(),
+                row_ids[cand_rows].tolist(),
                 abs_peak.tolist(),
                 levels.tolist(),
                 slope_sq.tolist(),
                 abs_r.tolist(),
             ):
-                out[r].extend(
-                    self._states[row_ids[r]].on_candidate(
-                        _Candidate(a, float(pk), float(sl), max(0, rr)), self.learning_end
-                    )
-                )
-        last_evaluated = seen_before + n - 1 - la
-        for r, row in enumerate(row_ids.tolist()):
-            state = self._states[row]
-            if not state.initialized:
-                out[r].extend(state.on_evaluated(int(last_evaluated[r]), self.learning_end))
-        self.samples_seen[row_ids] = seen_before + n
-        return out
+                found = states[row].on_candidate(a, pk, float(sl), rr, learning_end)
+                if found:
+                    pos_list.extend([r] * len(found))
+                    idx_list.extend(found)
+            pos_out = np.asarray(pos_list, dtype=np.int64)
+            idx_out = np.asarray(idx_list, dtype=np.int64)
+        self._seen[row_ids] = seen_before + n
+        if not self._all_initialized(row_ids):
+            last_evaluated = seen_before + n - 1 - la
+            extra_pos: list[int] = []
+            extra_idx: list[int] = []
+            for r, row in enumerate(row_ids.tolist()):
+                state = self._states[row]
+                if not state.initialized:
+                    found = state.on_evaluated(int(last_evaluated[r]), self.learning_end)
+                    extra_pos.extend([r] * len(found))
+                    extra_idx.extend(found)
+            if extra_pos:
+                pos_out = np.concatenate([pos_out, np.asarray(extra_pos, np.int64)])
+                idx_out = np.concatenate([idx_out, np.asarray(extra_idx, np.int64)])
+                order = np.lexsort((idx_out, pos_out))
+                pos_out, idx_out = pos_out[order], idx_out[order]
+        return pos_out, idx_out
+
+    def _block_maxima(self, judged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of the first maximum of each block of ``half_dominance // 2`` columns.
+
+        A candidate must be the largest value within +-half_dominance, so it is the first
+        maximum of any shorter block holding it: one argmax pass replaces a per-sample scan.
+        Which blocks are used does not matter (candidates are checked exactly afterwards).
+        """
+        r, length = judged.shape
+        size = max(1, self.half_dominance // 2)
+        blocks = -(-length // size)
+        padded = np.full((r, blocks * size), -1, dtype=judged.dtype)
+        padded[:, :length] = judged
+        first = padded.reshape(r, blocks, size).argmax(axis=2)
+        cols = (first + np.arange(blocks)[None, :] * size).ravel()
+        rows = np.repeat(np.arange(r), blocks)
+        keep = cols < length
+        return rows[keep], cols[keep]
+
+    def _all_initialized(self, row_ids: np.ndarray) -> bool:
+        """True when no row in ``row_ids`` is still in its learning period (cached)."""
+        if self._all_ready:
+            return True
+        self._all_ready = all(s.initialized for s in self._states)
+        return self._all_ready or all(self._states[r].initialized for r in row_ids.tolist())
+
+    def _confirm(
+        self, m: np.ndarray, cand_rows: np.ndarray, j: np.ndarray, peaks: np.ndarray, width: int
+    ) -> np.ndarray:
+        """Which candidates are decided now: no higher MWI value ahead before the MWI fell
+        below ``confirm_drop`` x the peak, or ``lookahead`` samples ahead without one.
+        Candidates whose look-ahead is not complete yet stay pending (judged next call)."""
+        la = self.lookahead
+        cols = j[:, None] + self._ahead
+        available = cols < width
+        ahead = m[cand_rows[:, None], np.minimum(cols, width - 1)]
+        higher = (ahead > peaks[:, None]) & available
+        first_higher = np.where(higher.any(axis=1), higher.argmax(axis=1), la)
+        drop = self.params.confirm_drop
+        if drop > 0.0:
+            fallen = (ahead <= ((1.0 - drop) * peaks)[:, None]) & available
+            first_fallen = np.where(fallen.any(axis=1), fallen.argmax(axis=1), la)
+        else:
+            first_fallen = np.full(j.shape, la)
+        full = available[:, -1]
+        confirm_at = np.where(full, np.minimum(first_fallen, la - 1), first_fallen)
+        # confirmed by the fall (or the full look-ahead) before any higher value appeared
+        return (confirm_at < first_higher) & ((first_fallen < la) | full)
 
 
 class PanTompkinsDetector:

@@ -1,15 +1,24 @@
 """Technical-alarm signal checks (leads off / flat line, ADC saturation, noise), batched.
 
-Evaluated on the trailing window (default 2 s) that ends at the newest sample of each stream, once
-per processed block, for all streams of one sampling rate in a few numpy reductions:
+Samples are summarised once, in consecutive segments of ``segment_s`` (0.1 s) counted from each
+stream's first sample; the checks run over the last ``window_s`` (2 s) of complete segments, for
+all streams of one sampling rate in a few numpy reductions over (streams, segments) arrays. Each
+sample is touched once, and the flags depend only on the samples, never on how they were chunked.
 
 * flat line: peak-to-peak below ``flat_ptp_mv`` (a disconnected lead or a dead amplifier);
 * saturation: a large share of samples sitting exactly on the window's maximum or minimum,
   entered at least three times, the signature of an ADC clipped at its rails (a live signal almost
   never repeats its extreme value);
-* noise: median absolute value of the >25 Hz high-passed signal above ``noise_mv``. The median
-  ignores the QRS complexes (about a tenth of the time), so it measures the baseline's
-  broadband (muscle/electrical) noise, not the ECG's own high-frequency content.
+* broadband noise: the lower quartile of the segments' mean absolute >25 Hz high-passed signal
+  above ``noise_mv``. QRS complexes fill at most about half the segments even at high rates, so
+  the lower quartile measures the baseline's muscle/electrical noise, not the ECG's own
+  high-frequency content;
+* motion artefact: low-frequency noise (electrode motion, fast baseline shifts) in the band the
+  QRS detector uses. Each segment's peak-to-peak minus its net drift (``|last - first|``, which
+  removes slow, monotone baseline wander that the detector's band-pass ignores anyway) is a local
+  "activity" level; on a clean ECG most segments are quiet and a few hold a QRS. When the lower
+  third of segments is active at more than ``motion_ratio`` of the largest (QRS-sized) activity
+  and above ``motion_mv``, beats can no longer be told from artefact.
 """
 
 from __future__ import annotations
@@ -18,7 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsp.filters import History, SosFilterBank, check_sampling_rate, design_highpass
+from dsp.filters import SosFilterBank, check_sampling_rate, design_highpass
+
+# per-segment statistics, axis 1 of the state array
+_MAX, _MIN, _N_MAX, _N_MIN, _RUNS_MAX, _RUNS_MIN = 0, 1, 2, 3, 4, 5
+_FIRST_MAX, _LAST_MAX, _FIRST_MIN, _LAST_MIN, _HP, _ACTIVITY, _VALID = 6, 7, 8, 9, 10, 11, 12
+_N_STATS = 13
 
 
 @dataclass(frozen=True)
@@ -26,10 +40,14 @@ class QualityLimits:
     """Thresholds for the technical checks (millivolts, seconds, fractions 0-1)."""
 
     window_s: float = 2.0
+    segment_s: float = 0.1
     flat_ptp_mv: float = 0.02
     saturation_fraction: float = 0.2
-    noise_mv: float = 0.12
+    #: lower quartile of 0.1 s mean |high-passed| (0.14 mV ~ Gaussian noise of 0.18 mV rms)
+    noise_mv: float = 0.14
     noise_highpass_hz: float = 25.0
+    motion_ratio: float = 0.45
+    motion_mv: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -41,11 +59,46 @@ class QualityFlags:
     noisy: bool
     ptp_mv: float
     noise_mv: float
+    motion: bool = False
+    motion_ratio: float = 0.0
 
     @property
     def analysable(self) -> bool:
         """True when rhythm alarms can be trusted (no technical condition present)."""
-        return not (self.flat or self.saturated or self.noisy)
+        return not (self.flat or self.saturated or self.noisy or self.motion)
+
+
+@dataclass
+class QualityArrays:
+    """The checks for many streams at once, one entry per row (numpy arrays, shape (n,)).
+
+    ``noisy`` covers both broadband noise and motion artefact; ``motion`` tells which.
+    """
+
+    flat: np.ndarray
+    saturated: np.ndarray
+    noisy: np.ndarray
+    motion: np.ndarray
+    ptp_mv: np.ndarray
+    noise_mv: np.ndarray
+    motion_ratio: np.ndarray
+
+    @property
+    def analysable(self) -> np.ndarray:
+        """Rows where rhythm alarms can be trusted, bool array."""
+        return ~(self.flat | self.saturated | self.noisy)
+
+    def row(self, i: int) -> QualityFlags:
+        """The flags of one row as a `QualityFlags`."""
+        return QualityFlags(
+            bool(self.flat[i]),
+            bool(self.saturated[i]),
+            bool(self.noisy[i] and not self.motion[i]),
+            float(self.ptp_mv[i]),
+            float(self.noise_mv[i]),
+            bool(self.motion[i]),
+            float(self.motion_ratio[i]),
+        )
 
 
 class SignalQualityBank:
@@ -54,70 +107,142 @@ class SignalQualityBank:
     def __init__(self, sampling_rate_hz: float, limits: QualityLimits | None = None) -> None:
         self.fs = check_sampling_rate(sampling_rate_hz)
         self.limits = limits or QualityLimits()
-        self.window = int(round(self.limits.window_s * self.fs))
+        self.segment = max(2, int(round(self.limits.segment_s * self.fs)))
+        self.n_segments = max(2, int(round(self.limits.window_s / self.limits.segment_s)))
         self._highpass = SosFilterBank(design_highpass(self.fs, self.limits.noise_highpass_hz))
-        self._raw = History(self.window)
-        self._hp = History(self.window)
-        self._seen = np.zeros(0, dtype=np.int64)
+        self._n = 0
+        self._stats = np.zeros((0, _N_STATS, self.n_segments))
+        self._part_raw = np.zeros((0, self.segment))
+        self._part_hp = np.zeros((0, self.segment))
+        self._part_len = np.zeros(0, dtype=np.int64)
+
+    @property
+    def n_streams(self) -> int:
+        """Number of streams (rows)."""
+        return self._n
 
     def add_stream(self) -> int:
         """Add a stream; return its row."""
         self._highpass.add_streams(1)
-        self._raw.add_streams(1)
-        self._hp.add_streams(1)
-        self._seen = np.append(self._seen, 0)
-        return int(self._seen.shape[0] - 1)
+        if self._n == self._stats.shape[0]:
+            extra = max(1, self._n)
+            self._stats = np.concatenate([self._stats, np.zeros((extra,) + self._stats.shape[1:])])
+            self._part_raw = np.concatenate([self._part_raw, np.zeros((extra, self.segment))])
+            self._part_hp = np.concatenate([self._part_hp, np.zeros((extra, self.segment))])
+            self._part_len = np.concatenate([self._part_len, np.zeros(extra, np.int64)])
+        row = self._n
+        self._stats[row] = 0.0
+        self._part_len[row] = 0
+        self._n += 1
+        return row
 
     def remove_stream(self, row: int) -> None:
         """Remove one stream; rows after it shift down by one."""
         self._highpass.remove_stream(row)
-        self._raw.remove_stream(row)
-        self._hp.remove_stream(row)
-        self._seen = np.delete(self._seen, row)
+        n = self._n
+        for a in (self._stats, self._part_raw, self._part_hp, self._part_len):
+            a[row : n - 1] = a[row + 1 : n].copy()
+        self._n = n - 1
 
     def process(self, x_mv: np.ndarray, rows: np.ndarray | None = None) -> list[QualityFlags]:
-        """Feed a block (n_rows, n_samples) in millivolts; return flags per row for its window.
+        """Feed a block (n_rows, n_samples) in millivolts; return flags per row for its window."""
+        q = self.process_arrays(x_mv, rows)
+        return [q.row(i) for i in range(q.flat.shape[0])]
 
-        Until a stream has a full window, it is judged on what it has (at least one sample).
+    def process_arrays(self, x_mv: np.ndarray, rows: np.ndarray | None = None) -> QualityArrays:
+        """Feed a block (n_rows, n_samples) in millivolts; return the flags as arrays.
+
+        Until a stream has a full window it is judged on its complete segments (none: no flag).
         """
         x = np.asarray(x_mv, dtype=np.float64)
-        hp = self._highpass.process(x, rows)
-        raw_ext = self._raw.extend(x, rows)
-        hp_ext = self._hp.extend(hp, rows)
-        row_ids = np.arange(self._seen.shape[0]) if rows is None else np.asarray(rows)
-        self._seen[row_ids] += x.shape[1]
-        have = np.minimum(self._seen[row_ids], self.window)
-        raw = raw_ext[:, -self.window :]
-        hpw = np.abs(hp_ext[:, -self.window :: 2])  # every other sample: the median is robust
-        young = bool((have < self.window).any())
-        if young:  # streams shorter than a window: ignore their zero-filled history
-            valid = np.arange(self.window)[None, :] >= (self.window - have)[:, None]
-            first = raw[np.arange(raw.shape[0]), self.window - np.maximum(have, 1)]
-            raw = np.where(valid, raw, first[:, None])
-            hpw = np.where(valid[:, ::2], hpw, np.nan)
-            with np.errstate(all="ignore"):
-                noise = np.nan_to_num(np.nanmedian(hpw, axis=1))
-        else:
-            noise = np.median(hpw, axis=1)
-        top = raw.max(axis=1)
-        bottom = raw.min(axis=1)
-        ptp = top - bottom
-        on_top, on_bottom = raw == top[:, None], raw == bottom[:, None]
-        if young:
-            on_top &= valid
-            on_bottom &= valid
-        at_rail = on_top.sum(axis=1) + on_bottom.sum(axis=1)
-        # clipping hits the rail again and again (each QRS); a signal that just went flat enters
-        # its final value once, so require at least three separate visits to a rail
-        entries = (on_top[:, 1:] & ~on_top[:, :-1]).sum(axis=1)
-        entries += (on_bottom[:, 1:] & ~on_bottom[:, :-1]).sum(axis=1)
+        row_ids = np.arange(self._n) if rows is None else np.asarray(rows)
+        hp = self._highpass.process(x, None if rows is None else row_ids)
+        part = self._part_len[row_ids]
+        phases = np.unique(part)
+        if phases.size == 1:
+            self._absorb(row_ids, x, hp, int(phases[0]))
+        else:  # streams at different positions within their segment: one pass per position
+            for p in phases.tolist():
+                sub = np.flatnonzero(part == p)
+                self._absorb(row_ids[sub], x[sub], hp[sub], p)
+        return self._evaluate(self._stats[row_ids])
+
+    def _absorb(self, row_ids: np.ndarray, x: np.ndarray, hp: np.ndarray, p: int) -> None:
+        """Summarise the complete segments of ``partial ++ x`` and keep the remainder."""
+        seg, r = self.segment, x.shape[0]
+        total = p + x.shape[1]
+        c = total // seg
+        if c == 0:
+            self._part_raw[row_ids, p:total] = x
+            self._part_hp[row_ids, p:total] = hp
+            self._part_len[row_ids] = total
+            return
+        raw = np.concatenate([self._part_raw[row_ids, :p], x], axis=1)
+        hpj = np.concatenate([self._part_hp[row_ids, :p], hp], axis=1)
+        rest = total - c * seg
+        self._part_raw[row_ids, :rest] = raw[:, c * seg :]
+        self._part_hp[row_ids, :rest] = hpj[:, c * seg :]
+        self._part_len[row_ids] = rest
+        keep_c = min(c, self.n_segments)
+        s = raw[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
+        h = hpj[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
+        new = np.empty((r, _N_STATS, keep_c))
+        mx = s.max(axis=2)
+        mn = s.min(axis=2)
+        new[:, _MAX], new[:, _MIN] = mx, mn
+        for at, n_at, runs, first, last in (
+            (s == mx[:, :, None], _N_MAX, _RUNS_MAX, _FIRST_MAX, _LAST_MAX),
+            (s == mn[:, :, None], _N_MIN, _RUNS_MIN, _FIRST_MIN, _LAST_MIN),
+        ):
+            new[:, n_at] = at.sum(axis=2)
+            new[:, runs] = at[:, :, 0] + (at[:, :, 1:] & ~at[:, :, :-1]).sum(axis=2)
+            new[:, first] = at[:, :, 0]
+            new[:, last] = at[:, :, -1]
+        new[:, _HP] = np.abs(h).mean(axis=2)
+        new[:, _ACTIVITY] = (mx - mn) - np.abs(s[:, :, -1] - s[:, :, 0])
+        new[:, _VALID] = 1.0
+        stats = self._stats[row_ids]
+        stats = np.concatenate([stats[:, :, keep_c:], new], axis=2)
+        self._stats[row_ids] = stats
+
+    def _evaluate(self, st: np.ndarray) -> QualityArrays:
         lim = self.limits
-        flat = ptp < lim.flat_ptp_mv
-        saturated = (
-            ~flat & (at_rail >= lim.saturation_fraction * np.maximum(have, 1)) & (entries >= 3)
+        valid = st[:, _VALID] > 0.5
+        n_valid = valid.sum(axis=1)
+        any_valid = n_valid > 0
+        top = np.where(valid, st[:, _MAX], -np.inf).max(axis=1)
+        bottom = np.where(valid, st[:, _MIN], np.inf).min(axis=1)
+        ptp = np.where(any_valid, top - bottom, 0.0)
+        on_top = valid & (st[:, _MAX] == top[:, None])
+        on_bottom = valid & (st[:, _MIN] == bottom[:, None])
+        at_rail = (st[:, _N_MAX] * on_top).sum(axis=1) + (st[:, _N_MIN] * on_bottom).sum(axis=1)
+        # a run on the rail that crosses a segment boundary was counted in both segments
+        joined_top = on_top[:, :-1] & on_top[:, 1:] & (st[:, _LAST_MAX, :-1] > 0.5)
+        joined_top &= st[:, _FIRST_MAX, 1:] > 0.5
+        joined_bottom = on_bottom[:, :-1] & on_bottom[:, 1:] & (st[:, _LAST_MIN, :-1] > 0.5)
+        joined_bottom &= st[:, _FIRST_MIN, 1:] > 0.5
+        entries = (st[:, _RUNS_MAX] * on_top).sum(axis=1) + (st[:, _RUNS_MIN] * on_bottom).sum(
+            axis=1
         )
-        noisy = ~flat & ~saturated & (noise > lim.noise_mv)
-        return [
-            QualityFlags(bool(f), bool(s), bool(nz), float(p), float(nm))
-            for f, s, nz, p, nm in zip(flat, saturated, noisy, ptp, noise)
-        ]
+        entries -= joined_top.sum(axis=1) + joined_bottom.sum(axis=1)
+        flat = any_valid & (ptp < lim.flat_ptp_mv)
+        have = n_valid * self.segment
+        saturated = ~flat & any_valid & (at_rail >= lim.saturation_fraction * have)
+        saturated &= entries >= 3
+        # order statistics over the valid segments (invalid ones sort last)
+        hp_sorted = np.sort(np.where(valid, st[:, _HP], np.inf), axis=1)
+        act_sorted = np.sort(np.where(valid, st[:, _ACTIVITY], np.inf), axis=1)
+        rows = np.arange(st.shape[0])
+        last = np.maximum(n_valid - 1, 0)
+        noise = np.where(any_valid, hp_sorted[rows, (last * 0.25).astype(np.int64)], 0.0)
+        low_activity = np.where(any_valid, act_sorted[rows, (last / 3).astype(np.int64)], 0.0)
+        top_activity = np.where(any_valid, act_sorted[rows, last], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            motion_ratio = np.where(top_activity > 0, low_activity / top_activity, 0.0)
+        ok = ~flat & ~saturated & any_valid
+        broadband = ok & (noise > lim.noise_mv)
+        motion = ok & ~broadband & (motion_ratio > lim.motion_ratio)
+        motion &= low_activity > lim.motion_mv
+        return QualityArrays(
+            flat, saturated, broadband | motion, motion, ptp, noise, motion_ratio
+        )

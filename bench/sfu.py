@@ -42,7 +42,7 @@ SECRET = "bench-secret-sfu-0123456789abcdefghijklmnop"
 ROOM = "hall"
 SERVER_CORE = 0
 CLIENT_CORE = 1
-RELAYS = ("medstream", "transcoding")
+RELAYS = ("medstream", "transcoding")  # also "medstream-early" (bench.sfu_experiments)
 
 
 # --------------------------------------------------------------------------- the clip
@@ -58,7 +58,10 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
 
     width, height = size
     rng = np.random.default_rng(3)
-    texture = rng.integers(0, 255, (height * 2, width * 2), dtype=np.uint8)
+    # smooth texture (upscaled coarse noise) plus a little fine noise: ~1 Mbit/s at 640x360
+    coarse = rng.integers(16, 235, (height // 8, width // 8)).astype(np.float32)
+    smooth = np.kron(np.tile(coarse, (2, 2)), np.ones((8, 8), dtype=np.float32))
+    texture = np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8)
     frames = int(seconds * fps)
     video_bytes = 0
     with av.open(str(path), "w") as out:
@@ -87,7 +90,8 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
         n = 960
         for j in range(int(seconds * 48000) // n):
             t = (np.arange(n) + j * n) / 48000
-            tone = (6000 * np.sin(2 * math.pi * 440 * t)).astype(np.int16)
+            # noise makes every Opus packet distinct, so receivers can recognise each one
+            tone = (4000 * np.sin(2 * math.pi * 440 * t) + rng.normal(0, 800, n)).astype(np.int16)
             af = av.AudioFrame.from_ndarray(np.repeat(tone, 2).reshape(1, -1), format="s16",
                                             layout="stereo")
             af.sample_rate = 48000
@@ -104,8 +108,13 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
 # --------------------------------------------------------------------------- server processes
 
 
-def _serve_medstream() -> None:
+def _serve_medstream(experiment: str | None) -> None:
     import asyncio
+
+    if experiment == "early-frames":
+        from bench.sfu_experiments import early_frames
+
+        early_frames()
 
     from medstream.app import MedstreamApp
     from medstream.config import ServerConfig
@@ -131,6 +140,8 @@ def _serve_medstream() -> None:
 def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str], str]:
     if relay == "medstream":
         cmd = [sys.executable, "-m", "bench.sfu", "--serve"]
+    elif relay == "medstream-early":
+        cmd = [sys.executable, "-m", "bench.sfu", "--serve", "--experiment", "early-frames"]
     else:
         cmd = [sys.executable, "-m", "bench.sfu_transcode", "--expect-tracks", str(expect_tracks)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -224,44 +235,48 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
              client_cpu_s: float, rss: float, records: list[dict[str, Any]], setup_s: float,
              load: tuple[float, float, float]) -> dict[str, Any]:
     wall = t1 - t0
-    # publisher sends, by the key each relay preserves: frame bytes (forwarding) or RTP timestamp
-    by_key: dict[tuple[str, str], list[float]] = {}
-    by_ts: dict[tuple[str, int], list[float]] = {}
-    sent_in_window = 0
-    for r in records:
-        for pub, key, pts, t in r["video_sent"]:
-            by_key.setdefault((pub, key), []).append(t)
-            by_ts.setdefault((pub, pts), []).append(t)
-            if t0 <= t < t1:
-                sent_in_window += 1
-    for lst in (*by_key.values(), *by_ts.values()):
-        lst.sort()
-    latencies: list[float] = []
-    received_in_window = 0
+    lat_ms: dict[str, np.ndarray] = {}
+    matched: dict[str, int] = {}
+    sent_in_window: dict[str, int] = {}
     unmatched = 0
-    for r in records:
-        for pub, key, ts, t in r["frames"]:
-            sends = by_key.get((pub, key)) if relay == "medstream" else by_ts.get((pub, ts))
-            if not sends:
-                unmatched += 1
-                continue
-            i = bisect.bisect_right(sends, t) - 1
-            if i < 0 or t - sends[i] > 2.0:
-                unmatched += 1
-                continue
-            if t0 <= sends[i] < t1:
-                received_in_window += 1
-                latencies.append(t - sends[i])
+    for kind in ("video", "audio"):
+        # publisher sends, by what each relay preserves: frame bytes (forwarding), RTP timestamp
+        # (transcoding: re-encoded bytes, same timestamp once both senders start at 0)
+        sends: dict[tuple[str, object], list[float]] = {}
+        sent_in_window[kind] = 0
+        for r in records:
+            for pub, k, key, pts, t in r["sent"]:
+                if k != kind:
+                    continue
+                sends.setdefault((pub, key if relay.startswith("medstream") else pts), []).append(t)
+                if t0 <= t < t1:
+                    sent_in_window[kind] += 1
+        for lst in sends.values():
+            lst.sort()
+        latencies: list[float] = []
+        for r in records:
+            for pub, k, key, ts, t in r["frames"]:
+                if k != kind:
+                    continue
+                times = sends.get((pub, key if relay.startswith("medstream") else ts))
+                i = bisect.bisect_right(times, t) - 1 if times else -1
+                if times is None or i < 0 or t - times[i] > 2.0:
+                    unmatched += 1
+                    continue
+                if t0 <= times[i] < t1:
+                    latencies.append(t - times[i])
+        lat_ms[kind] = np.array(latencies) * 1000.0
+        matched[kind] = len(latencies)
     seconds = range(int(t0), int(t1))
     video_pkts = sum(int(r["video_packets"].get(str(s), 0)) for r in records for s in seconds)
     audio_pkts = sum(int(r["audio_packets"].get(str(s), 0)) for r in records for s in seconds)
-    audio_sent = sum(int(r["audio_sent"].get(str(s), 0)) for r in records for s in seconds)
-    expected = sent_in_window * subscribers
+    expected = sent_in_window["video"] * subscribers
+    expected_audio = sent_in_window["audio"] * subscribers
     streams = publishers * subscribers
-    lat = np.array(latencies) * 1000.0
     forwarded = video_pkts + audio_pkts
 
-    def pct(q: float) -> float | None:
+    def pct(kind: str, q: float) -> float | None:
+        lat = lat_ms[kind]
         return round(float(np.percentile(lat, q)), 2) if lat.size else None
 
     return {
@@ -278,16 +293,18 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
         "forwarded_pps": round(forwarded / wall, 1),
         "forwarded_video_pps": round(video_pkts / wall, 1),
         "forwarded_audio_pps": round(audio_pkts / wall, 1),
-        "video_frames_sent": sent_in_window,
+        "video_frames_sent": sent_in_window["video"],
         "video_frames_expected": expected,
-        "video_frames_received": received_in_window,
-        "loss_pct": round(100 * (1 - received_in_window / expected), 2) if expected else None,
-        "audio_loss_pct": round(100 * (1 - audio_pkts / (audio_sent * subscribers)), 2)
-        if audio_sent else None,
+        "video_frames_received": matched["video"],
+        "loss_pct": round(100 * (1 - matched["video"] / expected), 2) if expected else None,
+        "audio_loss_pct": round(100 * (1 - matched["audio"] / expected_audio), 2)
+        if expected_audio and matched["audio"] else None,
         "frames_unmatched": unmatched,
-        "latency_ms_p50": pct(50),
-        "latency_ms_p99": pct(99),
-        "latency_ms_max": round(float(lat.max()), 2) if lat.size else None,
+        "latency_ms_p50": pct("video", 50),
+        "latency_ms_p99": pct("video", 99),
+        "latency_ms_max": pct("video", 100),
+        "audio_latency_ms_p50": pct("audio", 50),
+        "audio_latency_ms_p99": pct("audio", 99),
         "server_rss_mb": rss,
         "client_cpu_s": round(client_cpu_s, 2),
         "client_cpu_pct": round(100 * client_cpu_s / wall, 1),
@@ -315,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=4)
     p.add_argument("--points", type=_parse_points, help="several loads in one run: 2x4,4x8,1x50")
     p.add_argument("--seconds", type=float, default=15.0, help="measurement window per point")
-    p.add_argument("--relays", default=",".join(RELAYS), help="medstream,transcoding")
+    p.add_argument("--relays", default=",".join(RELAYS),
+                   help="medstream,transcoding (medstream-early: medstream with frames passed on "
+                        "as soon as complete, see bench/sfu_experiments.py)")
     p.add_argument("--transcoding-max-streams", type=int, default=8,
                    help="skip the transcoding relay above this many forwarded video streams "
                         "(it cannot keep up; default 8)")
@@ -324,9 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                                                 "at the last point (folded stacks)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--experiment", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        _serve_medstream()
+        _serve_medstream(args.experiment)
         return 0
     if os.cpu_count() is not None and (os.cpu_count() or 0) < 2:
         print("bench.sfu: needs 2 cores (server on core 0, clients on core 1)", file=sys.stderr)

@@ -69,17 +69,16 @@ def zero_timestamp_origin() -> None:
 class Records:
     """Everything one worker measured; wall times are time.time() seconds."""
 
-    video_sent: list[tuple[str, str, int, float]] = field(default_factory=list)  # pub, key, pts, t
-    audio_sent: collections.Counter[int] = field(default_factory=collections.Counter)  # second -> n
-    frames: list[tuple[str, str | None, int, float]] = field(default_factory=list)  # pub, key, ts, t
+    # (publisher, kind, key, pts or RTP timestamp, wall time)
+    sent: list[tuple[str, str, str | None, int, float]] = field(default_factory=list)
+    frames: list[tuple[str, str, str | None, int, float]] = field(default_factory=list)
     video_packets: collections.Counter[int] = field(default_factory=collections.Counter)
     audio_packets: collections.Counter[int] = field(default_factory=collections.Counter)
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "video_sent": self.video_sent,
-            "audio_sent": dict(self.audio_sent),
+            "sent": self.sent,
             "frames": self.frames,
             "video_packets": dict(self.video_packets),
             "audio_packets": dict(self.audio_packets),
@@ -168,14 +167,16 @@ class LightSubscriber:
         if stream is None:
             return  # RTX or unknown
         second = int(now)
-        if stream.kind == "audio":
-            self.records.audio_packets[second] += 1
-            return
-        self.records.video_packets[second] += 1
         offset = 12 + 4 * (data[0] & 0x0F)
         if data[0] & 0x10:
             offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4], "big")
         payload = data[offset:]
+        if stream.kind == "audio":  # one Opus packet = one frame
+            self.records.audio_packets[second] += 1
+            timestamp = int.from_bytes(data[4:8], "big")
+            self.records.frames.append((stream.publisher, "audio", frame_key(payload), timestamp, now))
+            return
+        self.records.video_packets[second] += 1
         if not payload:
             return
         b = payload[0]
@@ -193,7 +194,7 @@ class LightSubscriber:
             stream.key = frame_key(payload[i:])
         if data[1] & 0x80:  # marker: last packet of the frame
             timestamp = int.from_bytes(data[4:8], "big")
-            self.records.frames.append((stream.publisher, stream.key, timestamp, now))
+            self.records.frames.append((stream.publisher, "video", stream.key, timestamp, now))
             self.publishers_seen.add(stream.publisher)
             stream.key = None
 
@@ -222,10 +223,7 @@ async def _run(spec: dict[str, Any]) -> None:
 
         def on_sent(kind: str, packet: Any, t: float, holder: list[Publisher] = holder) -> None:
             pub = holder[0].stats.participant_id or "?"
-            if kind == "video":
-                records.video_sent.append((pub, frame_key(packet.data), packet.pts & 0xFFFFFFFF, t))
-            else:
-                records.audio_sent[int(t)] += 1
+            records.sent.append((pub, kind, frame_key(packet.data), packet.pts & 0xFFFFFFFF, t))
 
         tracks = {kind: PacketTrack(kind, iter_packets(clip, plan, loop=True), plan.clock_rate_hz,
                                     clock, on_sent)

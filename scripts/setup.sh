@@ -32,7 +32,7 @@ extra=""
 if ! $PY -c "import medstream, aiortc, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt" 2>/dev/null \
    || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, playwright" 2>/dev/null; }; then
   echo "setup: installing Python dependencies"
-  $PY -m pip install -q --disable-pip-version-check -e ".${extra}"
+  $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".${extra}"
 else
-  $PY -m pip install -q --disable-pip-version-check --no-deps -e . >/dev/null
+  $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps -e . >/dev/null
 fi

@@ -52,7 +52,7 @@ class SignalingConfig:
     flood_close_after: int = 200  # refused messages in a row before the socket is closed
     max_participants_per_room: int = 1000
     handshake_timeout_s: float = 10.0
-    idle_timeout_s: float = 30.0
+    idle_timeout_s: float = 45.0  # clients ping every heartbeat_s; websockets pings catch dead links sooner
     heartbeat_s: float = 10.0
     resume_grace_s: float = 20.0
     token_leeway_s: float = 30.0

@@ -383,6 +383,73 @@ def _worker_main(plan_json: str) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- relay only
+
+
+def _relay_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The sans-I/O relay alone, in this process: CPU per monitor chunk, no sockets.
+
+    Every monitor's chunks of `--seconds` of stream time, encoded before the clock starts, go
+    through `on_publisher_frame` in send order; each viewer outbox is drained after each 100 ms
+    round, and with analysis a step runs every 200 ms of stream time. CPU time (process_time) is
+    robust to other load on the machine, unlike the end-to-end latencies.
+    """
+    from clients.monitor_sim import SyntheticSource
+    from media_server.waveform_relay import WaveformConfig, WaveformRelay
+    from signaling.waveform_wire import Announce, Chunk, encode
+
+    rooms = (args.monitors + args.beds_per_room - 1) // args.beds_per_room
+    base = SyntheticSource(72.0, (), args.fs, seed=1, block_s=10.0)
+    signal = base.read(int(60 * args.fs))[0]
+    n = max(1, round(args.chunk_ms / 1000.0 * args.fs))
+    rounds = int(args.seconds * 1000.0 / args.chunk_ms)
+    relay = WaveformRelay(WaveformConfig(analysis=not args.no_analysis))
+    outboxes = [relay.add_viewer(f"ward-{r}", f"v{r}-{v}")
+                for r in range(rooms) for v in range(args.viewers_per_room)]
+    frames: list[list[tuple[str, bytes]]] = [[] for _ in range(rounds)]
+    for bed in range(args.monitors):
+        room = f"ward-{bed // args.beds_per_room}"
+        relay.on_publisher_frame(room, f"m{bed}", encode(Announce(f"bed-{bed}", base.channels,
+                                                                  args.fs, 0)))
+        idx = (bed * 997 + np.arange(rounds * n)) % signal.size
+        x = signal[idx].reshape(rounds, 1, n)
+        for k in range(rounds):
+            frames[k].append((room, encode(Chunk(f"bed-{bed}", k * n, 1.7e9 + k * n / args.fs,
+                                                 x[k]))))
+    for out in outboxes:
+        while out.get_nowait() is not None:
+            pass
+    relay_s = drain_s = analysis_s = 0.0
+    delivered = 0
+    steps_every = max(1, round(200.0 / args.chunk_ms))
+    clock = time.process_time
+    for k in range(rounds):
+        t = clock()
+        for bed, (room, frame) in enumerate(frames[k]):
+            relay.on_publisher_frame(room, f"m{bed}", frame)
+        t1 = clock()
+        for out in outboxes:
+            while out.get_nowait() is not None:
+                delivered += 1
+        t2 = clock()
+        if not args.no_analysis and (k + 1) % steps_every == 0:
+            relay.analyze_once()
+        relay_s += t1 - t
+        drain_s += t2 - t1
+        analysis_s += clock() - t2
+    chunks = rounds * args.monitors
+    return {
+        "mode": "relay only (sans-I/O, one process)", "monitors": args.monitors, "fs_hz": args.fs,
+        "chunk_ms": args.chunk_ms, "stream_seconds": args.seconds, "chunks": chunks,
+        "viewer_frames": delivered, "analysis": not args.no_analysis,
+        "relay_us_per_chunk": round(1e6 * relay_s / chunks, 2),
+        "outbox_get_us_per_frame": round(1e6 * drain_s / max(delivered, 1), 2),
+        "analysis_us_per_chunk": round(1e6 * analysis_s / chunks, 2),
+        "core_pct_at_real_time": round(100.0 * (relay_s + drain_s + analysis_s) / args.seconds, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
 # --------------------------------------------------------------------------- orchestration
 
 
@@ -539,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-core", type=int, default=0, help="CPU the server is pinned to")
     p.add_argument("--no-analysis", action="store_true", help="server without the DSP step")
     p.add_argument("--baseline", action="store_true", help="bare fan-out server instead")
+    p.add_argument("--relay-only", action="store_true",
+                   help="CPU of the sans-I/O relay alone, no sockets, no server process")
     p.add_argument("--profile", type=Path, help="py-spy raw (collapsed) profile of the server")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -550,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker:
         return _worker_main(args.worker)
-    result = _bench(args)
+    result = _relay_only(args) if args.relay_only else _bench(args)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -154,11 +154,13 @@ class MultiStreamAnalyzerLike(Protocol):
 
 
 class _Kind(Enum):
-    CHUNK = auto()
     SKIPPED = auto()
     ANALYSIS = auto()
     NUMERICS = auto()
     CONTROL = auto()
+
+
+_ChunkEntry = tuple[str, bytes, int, int]  # stream id, encoded frame, from_sample, to_sample
 
 
 @dataclass(slots=True)
@@ -187,7 +189,7 @@ class ViewerOutbox:
         self.max_chunks = max_chunks
         self.dropped_chunks = 0
         self._on_drop = on_drop
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._entries: OrderedDict[int, _Entry | _ChunkEntry] = OrderedDict()
         self._chunk_ids: deque[int] = deque()
         self._merge: dict[tuple[_Kind, str], int] = {}  # unsent coalescable entry per stream
         self._ids = itertools.count()
@@ -202,7 +204,7 @@ class ViewerOutbox:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _append(self, entry: _Entry) -> int:
+    def _append(self, entry: _Entry | _ChunkEntry) -> int:
         key = next(self._ids)
         self._entries[key] = entry
         if self._wakeup is not None:
@@ -215,25 +217,25 @@ class ViewerOutbox:
             return
         if len(self._chunk_ids) >= self.max_chunks:
             self._drop_oldest_chunk()
-        key = self._append(_Entry(_Kind.CHUNK, stream_id, frame, None, from_sample, to_sample, 1))
+        # a plain tuple, not an _Entry: this runs once per chunk per viewer
+        key = self._append((stream_id, frame, from_sample, to_sample))
         self._chunk_ids.append(key)
 
     def _drop_oldest_chunk(self) -> None:
         key = self._chunk_ids.popleft()
-        old = self._entries[key]
+        stream_id, _, lo, hi = self._entries[key]  # type: ignore[misc]
         self.dropped_chunks += 1
         self._on_drop(1)
-        merge_key = (_Kind.SKIPPED, old.stream_id)
+        merge_key = (_Kind.SKIPPED, stream_id)
         existing = self._merge.get(merge_key)
         if existing is not None:
-            s = self._entries[existing]
-            s.from_sample = min(s.from_sample, old.from_sample)
-            s.to_sample = max(s.to_sample, old.to_sample)
+            s = self._merged(existing)
+            s.from_sample = min(s.from_sample, lo)
+            s.to_sample = max(s.to_sample, hi)
             s.chunks += 1
             del self._entries[key]
         else:  # the notice takes the dropped chunk's place, so it arrives in stream order
-            self._entries[key] = _Entry(_Kind.SKIPPED, old.stream_id, None, None,
-                                        old.from_sample, old.to_sample, 1)
+            self._entries[key] = _Entry(_Kind.SKIPPED, stream_id, None, None, lo, hi, 1)
             self._merge[merge_key] = key
 
     def put_control(self, msg: StreamAnnounce | Gap | StreamEnded, frame: bytes | None = None) -> None:
@@ -241,16 +243,24 @@ class ViewerOutbox:
         if not self._closed:
             self._append(_Entry(_Kind.CONTROL, "", frame or encode(msg)))
 
-    def put_analysis(self, msg: Analysis) -> None:
-        """Queue an analysis message, merged with an unsent one of the same stream."""
+    def _merged(self, key: int) -> _Entry:
+        entry = self._entries[key]
+        assert isinstance(entry, _Entry)  # merge keys only ever point at _Entry objects
+        return entry
+
+    def put_analysis(self, msg: Analysis, frame: bytes | None = None) -> None:
+        """Queue an analysis message (`frame`: its encoding, if already made), merged with an
+        unsent one of the same stream."""
         if self._closed:
             return
         key = self._merge.get((_Kind.ANALYSIS, msg.stream_id))
         if key is not None:
-            self._entries[key].msg = merge_analysis(self._entries[key].msg, msg)
+            entry = self._merged(key)
+            entry.msg = merge_analysis(entry.msg, msg)
+            entry.frame = None  # encoded when sent
         else:
             self._merge[(_Kind.ANALYSIS, msg.stream_id)] = self._append(
-                _Entry(_Kind.ANALYSIS, msg.stream_id, None, msg))
+                _Entry(_Kind.ANALYSIS, msg.stream_id, frame, msg))
 
     def put_numerics(self, msg: Numerics) -> None:
         """Queue numerics, merged (newest value per name) with unsent numerics of the stream."""
@@ -258,8 +268,9 @@ class ViewerOutbox:
             return
         key = self._merge.get((_Kind.NUMERICS, msg.stream_id))
         if key is not None:
-            old: Numerics = self._entries[key].msg
-            self._entries[key].msg = Numerics(msg.stream_id, msg.time, {**old.values, **msg.values})
+            entry = self._merged(key)
+            old: Numerics = entry.msg
+            entry.msg = Numerics(msg.stream_id, msg.time, {**old.values, **msg.values})
         else:
             self._merge[(_Kind.NUMERICS, msg.stream_id)] = self._append(
                 _Entry(_Kind.NUMERICS, msg.stream_id, None, msg))
@@ -269,9 +280,11 @@ class ViewerOutbox:
         if not self._entries:
             return None
         key, entry = self._entries.popitem(last=False)
-        if entry.kind is _Kind.CHUNK:
+        if type(entry) is tuple:
             self._chunk_ids.popleft()
-        elif self._merge.get((entry.kind, entry.stream_id)) == key:
+            return entry[1]
+        assert isinstance(entry, _Entry)
+        if self._merge.get((entry.kind, entry.stream_id)) == key:
             del self._merge[(entry.kind, entry.stream_id)]
         if entry.frame is not None:
             return entry.frame
@@ -632,7 +645,13 @@ class WaveformRelay:
                 WaveformErrorReason.SEQUENCE_ERROR,
                 f"chunk.seq must be at most {s.highest_end + max_ahead} "
                 f"({self.config.max_ahead_s:g} s beyond the newest sample), got {start}")
-        new = _subtract(max(start, s.settled_end), end, s.pending) if end > s.settled_end else []
+        in_order = start == s.settled_end and not s.pending  # the common case: no range work
+        if in_order:
+            new = [(start, end)]
+        elif end > s.settled_end:
+            new = _subtract(max(start, s.settled_end), end, s.pending)
+        else:
+            new = []
         if new and start > s.highest_end and len(s.pending) >= self.config.max_open_gaps:
             raise WaveformWireError(
                 WaveformErrorReason.SEQUENCE_ERROR,
@@ -649,20 +668,26 @@ class WaveformRelay:
                 v.put_control(msg, frame)
         catching_up = c.backfill or start < s.highest_end
         for lo, hi in new:
-            piece = c.samples[:, lo - start:hi - start]
+            piece = c.samples if in_order else c.samples[:, lo - start:hi - start]
             self._c["samples_in"] += hi - lo
             if catching_up:
                 self._c["backfilled_samples"] += hi - lo
-            for sink in list(g.sinks):
-                self._call_sink(s.group, g, sink, "on_samples", c.stream_id, lo, piece)
-            _insert(s.pending, lo, hi)
-            out = Chunk(c.stream_id, lo, c.t0 + (lo - start) / fs, piece, c.backfill)
+            if g.sinks:
+                for sink in list(g.sinks):
+                    self._call_sink(s.group, g, sink, "on_samples", c.stream_id, lo, piece)
+            if not in_order:
+                _insert(s.pending, lo, hi)
+            out = c if lo == start and hi == end else Chunk(
+                c.stream_id, lo, c.t0 + (lo - start) / fs, piece, c.backfill)
             frame = encode(ViewerChunk(out, live=not catching_up))
             for v in g.viewers.values():
                 v.put_chunk(c.stream_id, lo, hi, frame)
             self._hold_for_analysis(s, lo, piece)
         s.highest_end = max(s.highest_end, end)
-        self._advance_settled(s)
+        if in_order:
+            s.settled_end = end
+        else:
+            self._advance_settled(s)
         return [Ack(c.stream_id, s.settled_end)]
 
     def _on_numerics(self, g: _Group, publisher_id: str, n: Numerics) -> list[Any]:
@@ -844,28 +869,29 @@ class WaveformRelay:
             g = self._groups.get(s.group)
             if g is None:
                 continue
+            hr, rr, irr = (_last_float(r.heart_rate_bpm), _last_float(r.rr_ms),
+                           _last_float(r.irregularity))
+            news = bool(r.beats or r.alarms_raised or r.alarms_cleared)
+            prev = s.last_analysis
+            if not news and prev is not None and (prev.heart_rate_bpm, prev.rr_ms,
+                                                  prev.irregularity) == (hr, rr, irr):
+                continue  # nothing new (active alarms only change through raised/cleared)
             msg = Analysis(
                 s.announce.stream_id,
                 tuple(int(b.sample_index) for b in r.beats),
-                _last_float(r.heart_rate_bpm),
-                _last_float(r.rr_ms),
-                _last_float(r.irregularity),
+                hr, rr, irr,
                 tuple(_alarm_info(a) for a in r.active_alarms),
                 tuple(_alarm_info(a) for a in r.alarms_raised),
                 tuple(_alarm_info(a) for a in r.alarms_cleared),
             )
-            if msg.beats or msg.alarms_raised or msg.alarms_cleared:
+            if news and g.sinks:
                 for sink in list(g.sinks):
                     if getattr(sink, "on_analysis", None) is not None:
                         self._call_sink(s.group, g, sink, "on_analysis", msg.stream_id, msg)
-            prev = s.last_analysis
-            s.last_analysis = Analysis(msg.stream_id, (), msg.heart_rate_bpm, msg.rr_ms,
-                                       msg.irregularity, msg.active_alarms)
-            if prev is not None and not (msg.beats or msg.alarms_raised or msg.alarms_cleared) \
-                    and prev == s.last_analysis:
-                continue  # nothing new for viewers
+            s.last_analysis = Analysis(msg.stream_id, (), hr, rr, irr, msg.active_alarms)
+            frame = encode(msg)  # once for all viewers (re-encoded only if merged in an outbox)
             for v in g.viewers.values():
-                v.put_analysis(msg)
+                v.put_analysis(msg, frame)
 
     def analyze_once(self) -> None:
         """One analysis step in the calling thread (tests, tools): feed, process, fan out."""

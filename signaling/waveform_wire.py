@@ -274,19 +274,28 @@ def _announce_map(a: Announce) -> dict[str, Any]:
     return out
 
 
+_LITTLE_ENDIAN: Final[Mapping[np.dtype[Any], str]] = {np.dtype("<i2"): "<i2",
+                                                       np.dtype("<i4"): "<i4"}
+
+
 def _chunk_map(c: Chunk) -> dict[str, Any]:
     samples = c.samples
-    if samples.dtype.kind != "i" or samples.dtype.itemsize not in (2, 4) or samples.ndim != 2:
-        raise TypeError(f"chunk samples must be int16/int32 (n_channels, n), got {samples.dtype} "
-                        f"shape {samples.shape}")
-    le = samples.dtype.newbyteorder("<")
-    data = np.ascontiguousarray(samples, dtype=le).tobytes()
+    dtype_name = _LITTLE_ENDIAN.get(samples.dtype)
+    if dtype_name is not None and samples.ndim == 2 and samples.flags.c_contiguous:
+        data = samples.tobytes()  # the relay's common case: no conversion
+    else:
+        if samples.dtype.kind != "i" or samples.dtype.itemsize not in (2, 4) or samples.ndim != 2:
+            raise TypeError(f"chunk samples must be int16/int32 (n_channels, n), got "
+                            f"{samples.dtype} shape {samples.shape}")
+        le = samples.dtype.newbyteorder("<")
+        dtype_name = le.str
+        data = np.ascontiguousarray(samples, dtype=le).tobytes()
     return {
         "type": "chunk",
         "stream": c.stream_id,
         "seq": int(c.seq),
         "t0": float(c.t0),
-        "dtype": le.str,
+        "dtype": dtype_name,
         "n_channels": int(samples.shape[0]),
         "data": data,
         "backfill": bool(c.backfill),
@@ -298,45 +307,45 @@ def _alarm_map(a: AlarmInfo) -> dict[str, Any]:
             "since_sample": int(a.since_sample)}
 
 
+def _analysis_map(msg: Analysis) -> dict[str, Any]:
+    return {
+        "type": "analysis",
+        "stream": msg.stream_id,
+        "beats": [int(b) for b in msg.beats],
+        "heart_rate_bpm": msg.heart_rate_bpm,
+        "rr_ms": msg.rr_ms,
+        "irregularity": msg.irregularity,
+        "active_alarms": [_alarm_map(a) for a in msg.active_alarms],
+        "alarms_raised": [_alarm_map(a) for a in msg.alarms_raised],
+        "alarms_cleared": [_alarm_map(a) for a in msg.alarms_cleared],
+    }
+
+
+# one encoder per message class: a dict lookup, not a chain of isinstance checks (hot path)
+_MAPPERS: Final[Mapping[type, Callable[[Any], dict[str, Any]]]] = {
+    Announce: _announce_map,
+    Chunk: _chunk_map,
+    Numerics: lambda m: {"type": "numerics", "stream": m.stream_id, "time": float(m.time),
+                         "values": {k: float(v) for k, v in m.values.items()}},
+    Ack: lambda m: {"type": "ack", "stream": m.stream_id, "next_seq": int(m.next_seq)},
+    WaveformError: lambda m: {"type": "error", "reason": m.reason.value, "message": m.message,
+                              "stream": m.stream_id},
+    StreamAnnounce: lambda m: {**_announce_map(m.announce), "publisher": m.publisher_id},
+    ViewerChunk: lambda m: {**_chunk_map(m.chunk), "live": bool(m.live)},
+    Analysis: _analysis_map,
+    Gap: lambda m: {"type": "gap", "stream": m.stream_id, "from_sample": m.from_sample,
+                    "to_sample": m.to_sample, "lost": m.lost},
+    Skipped: lambda m: {"type": "skipped", "stream": m.stream_id, "from_sample": m.from_sample,
+                        "to_sample": m.to_sample, "chunks": m.chunks},
+    StreamEnded: lambda m: {"type": "stream_ended", "stream": m.stream_id, "reason": m.reason},
+}
+
+
 def _to_map(msg: ClientWaveformMessage | ServerWaveformMessage) -> dict[str, Any]:
-    match msg:
-        case Announce():
-            return _announce_map(msg)
-        case Chunk():
-            return _chunk_map(msg)
-        case Numerics():
-            return {"type": "numerics", "stream": msg.stream_id, "time": float(msg.time),
-                    "values": {k: float(v) for k, v in msg.values.items()}}
-        case Ack():
-            return {"type": "ack", "stream": msg.stream_id, "next_seq": int(msg.next_seq)}
-        case WaveformError():
-            return {"type": "error", "reason": msg.reason.value, "message": msg.message,
-                    "stream": msg.stream_id}
-        case StreamAnnounce():
-            return {**_announce_map(msg.announce), "publisher": msg.publisher_id}
-        case ViewerChunk():
-            return {**_chunk_map(msg.chunk), "live": bool(msg.live)}
-        case Analysis():
-            return {
-                "type": "analysis",
-                "stream": msg.stream_id,
-                "beats": [int(b) for b in msg.beats],
-                "heart_rate_bpm": msg.heart_rate_bpm,
-                "rr_ms": msg.rr_ms,
-                "irregularity": msg.irregularity,
-                "active_alarms": [_alarm_map(a) for a in msg.active_alarms],
-                "alarms_raised": [_alarm_map(a) for a in msg.alarms_raised],
-                "alarms_cleared": [_alarm_map(a) for a in msg.alarms_cleared],
-            }
-        case Gap():
-            return {"type": "gap", "stream": msg.stream_id, "from_sample": msg.from_sample,
-                    "to_sample": msg.to_sample, "lost": msg.lost}
-        case Skipped():
-            return {"type": "skipped", "stream": msg.stream_id, "from_sample": msg.from_sample,
-                    "to_sample": msg.to_sample, "chunks": msg.chunks}
-        case StreamEnded():
-            return {"type": "stream_ended", "stream": msg.stream_id, "reason": msg.reason}
-    raise TypeError(f"not a waveform message: {type(msg).__name__}")
+    mapper = _MAPPERS.get(type(msg))
+    if mapper is None:
+        raise TypeError(f"not a waveform message: {type(msg).__name__}")
+    return mapper(msg)
 
 
 def encode(msg: ClientWaveformMessage | ServerWaveformMessage) -> bytes:

@@ -127,6 +127,10 @@ class MedstreamApp:
         self.parts.extra_http = self.recorder.http
 
     async def stop(self) -> None:
+        """Finish recordings first (their manifests and hashes), then close sockets and media."""
+        if self.recorder is not None:
+            await self.recorder.close()
+            self.recorder = None
         if self.server is not None:
             await self.server.stop()
             self.server = None

@@ -421,5 +421,6 @@ def _wire_reason(value: object) -> wire.Reason:
         return wire.Reason.INTERNAL
 
 
-_REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+_REASONS = {200: "OK", 206: "Partial Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found",
             416: "Range Not Satisfiable", 500: "Internal Server Error"}

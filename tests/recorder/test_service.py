@@ -219,8 +219,9 @@ async def test_retention_prunes_old_sessions_at_start(tmp_path: Path) -> None:
                                             "2099-01-01T00:00:00.000+00:00", "x", time.time(),
                                             stopped_at="2099-01-01T00:10:00.000+00:00"))
     async with running_app(recorder=True, recordings_dir=tmp_path, recordings_retention_days=30) as app:
-        await wait_until(lambda: not old_dir.exists(), 5, "the old session to be pruned")
-        assert new_dir.exists() and app.recorder.pruned_sessions == 1
+        # the counter is set after the worker thread has removed the directory: wait for both
+        await wait_until(lambda: app.recorder.pruned_sessions == 1, 5, "the old session to be pruned")
+        assert not old_dir.exists() and new_dir.exists()
         await app.recorder.close()
 
 

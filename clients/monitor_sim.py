@@ -423,7 +423,10 @@ class MonitorSimulator:
             reader = asyncio.create_task(self._read(ws, first_ack))
             try:
                 send_from = await asyncio.wait_for(first_ack, self.config.ack_timeout_s)
-                live_from = self.next_seq  # anything generated before this connection is back-fill
+                # after a reconnect, what was generated before it is back-fill; on the first
+                # connection nothing was ever sent, so the chunks made while joining are live
+                first = self.stats.connections == 1
+                live_from = (self._buffer[0].seq if first and self._buffer else self.next_seq)
                 while True:
                     sent_any = False
                     for chunk in list(self._buffer):

@@ -61,6 +61,7 @@ class MedstreamApp:
         if self.config.recorder:
             self._start_recorder()
         await self.server.start(self.config.host, self.config.port)
+        self.server.apply(self.hub.start_policy_recordings())
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
 
     def _start_media(self) -> None:

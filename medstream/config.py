@@ -76,6 +76,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
                         help="STUN/TURN URL handed to clients and used by the server (repeatable)")
     parser.add_argument("--no-media", action="store_true", help="signaling and waveforms only")
+    parser.add_argument("--record", action="append", default=[], metavar="KIND",
+                        choices=("consultation", "broadcast", "monitoring"),
+                        help="record every room of this kind from its creation (policy; repeatable)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -98,6 +101,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     signaling = SignalingConfig(
         secret=resolve_secret(args, generate=True),
         ice_servers=ice_servers,
+        record_kinds=tuple(args.record or file.get("record_kinds", [])),
         **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and k != "secret"},
     )
     rooms = []

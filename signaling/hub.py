@@ -57,6 +57,7 @@ class SignalingConfig:
     resume_grace_s: float = 20.0
     token_leeway_s: float = 30.0
     ice_servers: tuple[wire.IceServerInfo, ...] = ()
+    record_kinds: tuple[str, ...] = ()  # room kinds recorded from creation by policy (e.g. consultations)
 
 
 class TokenBucket:
@@ -127,6 +128,14 @@ class Hub:
         )
         self.store.add(room)
         return room
+
+    def start_policy_recordings(self) -> list[Effect]:
+        """Rooms opened by configuration whose kind is recorded by policy (called once at start)."""
+        effects: list[Effect] = []
+        for room in self.store.rooms():
+            if room.kind in self.config.record_kinds and not room.recording:
+                effects += room.record_by_policy()
+        return self._finish(effects)
 
     def participant_count(self) -> int:
         return sum(len(r.participants) for r in self.store.rooms())
@@ -288,6 +297,8 @@ class Hub:
                 raise WireError(Reason.UNKNOWN_ROOM, f"no room {grant.room!r} is open", msg.id)
             room = self.create_room(grant.room, grant.room_kind, now)
             created: list[Effect] = [Audit("room_created", room.room_id, grant.identity, grant.role.value, {"kind": room.kind})]
+            if room.kind in self.config.record_kinds:
+                created += room.record_by_policy()
         else:
             created = []
         pid = f"p{secrets.token_hex(6)}"

@@ -38,6 +38,7 @@ from signaling.roles import Action, Role, allowed, publish_action
 from signaling.wire import Reason, WireError
 
 ROOM_KINDS = ("consultation", "broadcast", "monitoring")
+POLICY = "policy"  # who started a recording that the room's policy started
 
 
 @dataclass
@@ -415,6 +416,18 @@ class Room:
             StartRecorder(self.room_id, p.participant_id),
             Audit("recording_started", self.room_id, p.identity, p.role.value),
             _ok(p, msg),
+        ]
+
+    def record_by_policy(self) -> list[Effect]:
+        """Start recording because the room's kind is recorded by policy, not by a person."""
+        if self.recording:
+            return []
+        self.recording = True
+        self.recording_by = None
+        return [
+            Send(self.connected_ids(), wire.Recording(True, None)),
+            StartRecorder(self.room_id, POLICY),
+            Audit("recording_started", self.room_id, details={"by": POLICY}),
         ]
 
     def _stop_recording_request(self, p: Participant, msg: wire.StopRecording) -> list[Effect]:

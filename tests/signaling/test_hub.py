@@ -305,3 +305,17 @@ def test_consultation_members_all_see_each_other_but_supervisor_is_discreet():
     assert not sent(e, hub.participant_of(ex), "participant_joined")
     _, e = join(hub, tok("c1", "d", "expert"))
     assert sent(e, hub.participant_of(ex), "participant_joined")
+
+
+def test_recording_by_policy_starts_with_the_room_and_everyone_knows():
+    hub = make_hub(record_kinds=("consultation",))
+    host, e = join(hub, tok("c1", "a", "host", "consultation"))
+    assert any(isinstance(x, fx.StartRecorder) and x.by == "policy" for x in e)
+    assert sent(e, type_="joined")[0]["room"]["recording"] is True
+    _, e = join(hub, tok("c1", "b", "expert"))
+    assert sent(e, type_="joined")[0]["room"]["recording"] is True
+    _, e = join(hub, tok("b1", "c", "host", "broadcast"))
+    assert not any(isinstance(x, fx.StartRecorder) for x in e)
+    # a host may still stop it; the stop is audited
+    e = request(hub, host, type="stop_recording")
+    assert any(isinstance(x, fx.StopRecorder) for x in e)

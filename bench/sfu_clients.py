@@ -8,8 +8,9 @@ but take each decrypted RTP packet straight off the DTLS transport: no jitter bu
 depacketising, no decoding. They count packets and note, per video frame, the first bytes of
 the frame (to recognise it) and the wall time its last packet (marker bit) arrived.
 
-Talks to bench.sfu over stdio: prints READY once every subscriber has a video frame from every
-publisher, then on a STOP line writes its records to `out` and prints DONE.
+Talks to bench.sfu over stdio: prints READY once its publishers' tracks are published (the
+publisher worker) or every subscriber has a video frame from every publisher (subscriber
+workers), then on a STOP line writes its records to `out` and prints DONE.
 
 Frames are recognised end to end by `frame_key`: the first 64 bytes of the VP8 frame, which
 a forwarding relay passes unchanged. A transcoding relay changes the bytes but keeps the
@@ -108,7 +109,7 @@ class LightSubscriber:
         self._installed = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with websockets.connect(self.url, max_size=None) as ws:
+        async with websockets.connect(self.url, max_size=None, open_timeout=120) as ws:
             await ws.send(json.dumps({"type": "join", "v": 1, "id": 1, "token": self.token,
                                       "media": True}))
             pinger = asyncio.ensure_future(_ping(ws))
@@ -235,18 +236,21 @@ async def _run(spec: dict[str, Any]) -> None:
         tasks.append(asyncio.ensure_future(publisher.run(stop_future)))
     for publisher in publishers:
         await asyncio.wait_for(publisher.published.wait(), 60)
+    if not spec["subscriber_tokens"]:
+        print("READY", flush=True)
     subscribers = [LightSubscriber(spec["url"], tok, records) for tok in spec["subscriber_tokens"]]
     for i, sub in enumerate(subscribers):
         tasks.append(asyncio.ensure_future(sub.run(stop)))
-        if i % 10 == 9:
+        if i % 5 == 4:
             await asyncio.sleep(0.2)  # do not stampede the server's ICE/DTLS setup
     expected = spec["publishers_total"]
-    while any(len(s.publishers_seen) < expected for s in subscribers):
+    while subscribers and any(len(s.publishers_seen) < expected for s in subscribers):
         for t in tasks:
             if t.done() and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
         await asyncio.sleep(0.1)
-    print("READY", flush=True)
+    if subscribers:
+        print("READY", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
     if not line.startswith("STOP"):

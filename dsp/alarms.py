@@ -223,6 +223,7 @@ class AlarmBank:
         self._mask = np.zeros(0, dtype=np.int64)
         self._analysable_since = np.zeros(0, dtype=np.int64)  # -1: not analysable
         self._active: list[dict[AlarmKind, Alarm]] = []
+        self._sorted: list[list[Alarm]] = []  # the same, most urgent first (kept up to date)
 
     def add_stream(self, limits: AlarmLimits) -> int:
         """Add a stream with its limits; return its row."""
@@ -234,6 +235,7 @@ class AlarmBank:
         self._mask = np.append(self._mask, 0)
         self._analysable_since = np.append(self._analysable_since, -1)
         self._active.append({})
+        self._sorted.append([])
         return len(self._active) - 1
 
     def remove_stream(self, row: int) -> None:
@@ -242,10 +244,11 @@ class AlarmBank:
         self._mask = np.delete(self._mask, row)
         self._analysable_since = np.delete(self._analysable_since, row)
         del self._active[row]
+        del self._sorted[row]
 
     def active_alarms(self, row: int) -> list[Alarm]:
-        """Active alarms of one row, most urgent first."""
-        return sorted(self._active[row].values(), key=lambda a: -a.priority)
+        """Active alarms of one row, most urgent first (a list shared until they change)."""
+        return self._sorted[row]
 
     def evaluate(
         self,
@@ -318,6 +321,7 @@ class AlarmBank:
                     cleared.append(active.pop(kind))
             raised.sort(key=lambda a: -a.priority)
             out[pos] = (raised, cleared)
+            self._sorted[row] = sorted(active.values(), key=lambda a: -a.priority)
         return out
 
     def _describe(

@@ -57,8 +57,16 @@ class _Stream:
     start_sample: int | None = None
     next_sample: int | None = None
     queue: list[np.ndarray] = field(default_factory=list)
-    #: the result returned while nothing changes (shared between calls; read-only)
+    #: the result returned while nothing changes (built on first need, shared; read-only)
     quiet: StreamResult | None = None
+    quiet_fields: tuple[float | None, float | None, list[Alarm]] = (None, None, [])
+
+    def quiet_result(self) -> StreamResult:
+        """The result of a call that found nothing new (current values, no events)."""
+        if self.quiet is None:
+            hr, irr, active = self.quiet_fields
+            self.quiet = StreamResult(self.stream_id, [], hr, [], irr, [], [], active)
+        return self.quiet
 
 
 @dataclass
@@ -73,6 +81,8 @@ class _Group:
     members: list[str] = field(default_factory=list)  # stream ids in row order
     streams: list[_Stream] = field(default_factory=list)  # same order
     start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: whether a row has had a result yet (its first result is always built)
+    answered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 class MultiStreamAnalyzer:
@@ -127,6 +137,7 @@ class MultiStreamAnalyzer:
         group.alarms.add_stream(limits or AlarmLimits())
         group.members.append(stream_id)
         group.start = np.append(group.start, 0)
+        group.answered = np.append(group.answered, False)
         stream = _Stream(stream_id, fs, group)
         group.streams.append(stream)
         self._streams[stream_id] = stream
@@ -145,6 +156,7 @@ class MultiStreamAnalyzer:
         group.rates.remove_stream(row)
         group.alarms.remove_stream(row)
         group.start = np.delete(group.start, row)
+        group.answered = np.delete(group.answered, row)
         del group.members[row]
         del group.streams[row]
         del self._streams[stream_id]
@@ -199,7 +211,8 @@ class MultiStreamAnalyzer:
                 by_length.setdefault(block.size, []).append(row)
                 blocks[row] = block
             for rows in by_length.values():
-                x = np.stack([blocks[r] for r in rows])
+                # one C-level concatenate: np.stack would wrap every row in Python
+                x = np.concatenate([blocks[r] for r in rows]).reshape(len(rows), -1)
                 whole = len(rows) == len(group.members)  # fast path: no gather/scatter
                 self._process_block(group, x, None if whole else np.asarray(rows), results)
         return results
@@ -239,15 +252,19 @@ class MultiStreamAnalyzer:
             decision_delay_samples=group.detectors.decision_delay_samples,
         )
         streams = group.streams
-        for pos, row in enumerate(rows.tolist()):
+        fresh = refreshed.copy()
+        fresh[list(news)] = True
+        fresh[list(changes)] = True
+        fresh |= ~group.answered[rows]
+        group.answered[rows] = True
+        news_pos = np.flatnonzero(fresh)
+        if news_pos.size < rows.size:  # the rest get their cached quiet result
+            quiet_rows = rows[~fresh].tolist()
+            results.update((streams[r].stream_id, streams[r].quiet_result()) for r in quiet_rows)
+        hr_all = rates.heart_rate_bpm[rows[news_pos]].tolist()
+        irr_all = rates.irregularity[rows[news_pos]].tolist()
+        for pos, row, hr, irr in zip(news_pos.tolist(), rows[news_pos].tolist(), hr_all, irr_all):
             stream = streams[row]
-            quiet = stream.quiet
-            if quiet is not None and pos not in news and pos not in changes \
-                    and not refreshed[pos]:
-                results[stream.stream_id] = quiet
-                continue
-            hr = float(rates.heart_rate_bpm[row])
-            irr = float(rates.irregularity[row])
             active = group.alarms.active_alarms(row)
             beats, rr_ms = news.get(pos, ([], []))
             raised, cleared = changes.get(pos, ([], []))
@@ -256,7 +273,10 @@ class MultiStreamAnalyzer:
             results[stream.stream_id] = StreamResult(
                 stream.stream_id, beats, hr_v, rr_ms, irr_v, raised, cleared, active
             )
-            stream.quiet = StreamResult(stream.stream_id, [], hr_v, [], irr_v, [], [], active)
+            fields = (hr_v, irr_v, active)
+            if fields != stream.quiet_fields:  # a beat alone leaves the quiet result valid
+                stream.quiet = None
+                stream.quiet_fields = fields
 
     def _stream(self, stream_id: str) -> _Stream:
         try:

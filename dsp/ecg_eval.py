@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from dsp.qrs import PanTompkinsDetector
-from dsp.records import LEARNING_PERIOD_S, BeatScore, EcgRecord, load_record, score_beats
+from dsp.records import (
+    LEARNING_PERIOD_S,
+    BeatScore,
+    EcgRecord,
+    load_record,
+    resample_record,
+    score_beats,
+)
 
 
 @dataclass(frozen=True)
@@ -78,9 +85,14 @@ def _emission_delays_ms(
     return ((emitted[ok] - nearest[ok]) * 1000.0 / fs).tolist()
 
 
-def evaluate_record(path: str, seed: int, skip_s: float, max_chunk_s: float) -> RecordResult:
-    """Score one record (both detectors) with chunking drawn from ``seed``."""
+def evaluate_record(
+    path: str, seed: int, skip_s: float, max_chunk_s: float, fs: float | None = None
+) -> RecordResult:
+    """Score one record (both detectors) with chunking drawn from ``seed``, optionally
+    resampled to ``fs`` Hz first."""
     record = load_record(path)
+    if fs is not None and fs != record.sampling_rate_hz:
+        record = resample_record(record, fs)
     rng = np.random.default_rng([seed, zlib.crc32(record.name.encode())])
     beats, emitted = stream_detect(record, rng, max_chunk_s)
     ours = score_beats(record, beats, skip_s)
@@ -129,12 +141,15 @@ def main(argv: list[str]) -> int:
         "--max-chunk-s", type=float, default=0.25, help="chunks are 1 sample..this long (s)"
     )
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--fs", type=float, default=None, help="resample records to this rate first (Hz)"
+    )
     args = parser.parse_args(argv)
     for rec in args.records:
         if not Path(rec + ".hea").exists():
             parser.error(f"record {rec!r}: expected {rec}.hea, not found")
     skip_s = LEARNING_PERIOD_S if args.skip else 0.0
-    jobs = [(rec, args.seed, skip_s, args.max_chunk_s) for rec in args.records]
+    jobs = [(rec, args.seed, skip_s, args.max_chunk_s, args.fs) for rec in args.records]
     if args.processes > 1 and len(jobs) > 1:
         with Pool(min(args.processes, len(jobs))) as pool:
             results = pool.starmap(evaluate_record, jobs)
@@ -142,7 +157,8 @@ def main(argv: list[str]) -> int:
         results = [evaluate_record(*job) for job in jobs]
 
     print(f"first 5 min {'skipped' if args.skip else 'scored'}; seed {args.seed}; "
-          f"chunks 1 sample..{args.max_chunk_s:g} s")
+          f"chunks 1 sample..{args.max_chunk_s:g} s"
+          + (f"; resampled to {args.fs:g} Hz" if args.fs else ""))
     print(f"{'record':>8} | {'medstream (live, causal)':^37} | {'neurokit2 ecg_peaks':^37} |"
           f" delay ms")
     print(f"{'':>8} | {'tp':>6} {'fp':>5} {'fn':>5} {'Se%':>7} {'+P%':>7} | {'tp':>6} {'fp':>5} "

@@ -68,6 +68,8 @@ class PanTompkinsParams:
     #: decide a candidate early once the MWI has fallen this fraction below its peak (0: always
     #: wait the whole look-ahead)
     confirm_drop: float = 0.0
+    #: run the detection stages at fs / floor(fs / this) (full rate below twice this)
+    detection_rate_hz: float = 250.0
 
 
 class _DecisionState:
@@ -196,29 +198,39 @@ class PanTompkinsBank:
         self.fs = check_sampling_rate(sampling_rate_hz)
         self.params = params or PanTompkinsParams()
         p = self.params
-        self.window = max(2, int(round(p.integration_window_s * self.fs)))
-        self.half_dominance = max(2, int(round(p.dominance_window_s * self.fs)))
-        self.lookahead = max(1, min(self.half_dominance, int(round(p.lookahead_s * self.fs))))
+        #: the derivative/MWI/candidate stages run on every ``decimation``-th band-passed sample
+        #: (absolute index multiple of it): 5-15 Hz energy needs no more than ~250 Hz, and the
+        #: band-pass, run at the full rate, is the anti-alias filter. R peaks are located on the
+        #: full-rate band-passed signal.
+        self.decimation = max(1, int(self.fs // p.detection_rate_hz))
+        self.fs_detect = self.fs / self.decimation
+        fd, dec = self.fs_detect, self.decimation
+        self.window = max(2, int(round(p.integration_window_s * fd)))  # detection-rate samples
+        self.half_dominance = max(2, int(round(p.dominance_window_s * fd)))
+        self.lookahead = max(1, min(self.half_dominance, int(round(p.lookahead_s * fd))))
         self.learning_end = int(round(p.learning_s * self.fs))
         sos = design_qrs_bandpass(self.fs)
-        # derivative adds 2 samples of delay; the R peak is where |band-pass| peaks minus its delay
+        # the R peak is where |band-pass| peaks, minus the band-pass group delay (full rate)
         self.bandpass_delay = int(round(group_delay_samples(sos, 10.0, self.fs)))
-        self.history_length = self.window + 2 * self.half_dominance + 8
+        w, k, la = self.window, self.half_dominance, self.lookahead
+        # full-rate band-pass history: R search reaches (la + w + 2) detection samples back
+        self.history_length = (w + k + la + 8) * dec
         q_floor = p.min_slope_mv_per_s * _Q_PER_MV_PER_S
         self.floor = float(q_floor * q_floor * self.window) * 0.25
         self._decision_floor = float(np.sqrt(self.floor)) if p.amplitude_domain else self.floor
-        self._deriv_scale = self.fs / 8.0 * _Q_PER_MV_PER_S
+        self._deriv_scale = fd / 8.0 * _Q_PER_MV_PER_S
         self._bandpass = SosFilterBank(sos)
-        self._bp_hist = History(self.history_length)
-        self._sq_hist = History(self.history_length, np.int64)
-        self._mwi_hist = History(self.half_dominance + self.lookahead, np.int64)
-        self._left = np.arange(-self.half_dominance, 0)[None, :]
-        k = self.half_dominance
+        self._bp_hist = History(self.history_length)  # full rate
+        self._bpd_hist = History(4)  # detection rate, for the 5-point derivative
+        self._sq_hist = History(w + la + 4, np.int64)  # detection rate
+        self._mwi_hist = History(k + la, np.int64)  # detection rate
+        self._left = np.arange(-k, 0)[None, :]
+        self._ahead = np.arange(1, la + 1)[None, :]
+        self._win = np.arange(-w + 1, 1)[None, :]
+        self._r_win = np.arange(-(w * dec) + 1, 1)[None, :]
         self._probe = sorted({k, max(1, k // 2), max(1, k // 4), max(1, k // 8), 2})[::-1]
-        self._ahead = np.arange(1, self.lookahead + 1)[None, :]
-        self._win = np.arange(-self.window + 1, 1)[None, :]
         self._seen = np.zeros(0, dtype=np.int64)
-        #: absolute MWI index of the newest candidate handed to the decision rules, per row
+        #: absolute (full-rate) index of the newest candidate handed to the decision rules
         self._last_candidate = np.zeros(0, dtype=np.int64)
         self._states: list[_DecisionState] = []
         self._all_ready = True
@@ -237,6 +249,7 @@ class PanTompkinsBank:
         """Add a stream; return its row."""
         self._bandpass.add_streams(1)
         self._bp_hist.add_streams(1)
+        self._bpd_hist.add_streams(1)
         self._sq_hist.add_streams(1)
         self._mwi_hist.add_streams(1)
         self._seen = np.append(self._seen, 0)
@@ -249,6 +262,7 @@ class PanTompkinsBank:
         """Remove one stream; rows after it shift down by one."""
         self._bandpass.remove_stream(row)
         self._bp_hist.remove_stream(row)
+        self._bpd_hist.remove_stream(row)
         self._sq_hist.remove_stream(row)
         self._mwi_hist.remove_stream(row)
         self._seen = np.delete(self._seen, row)
@@ -258,7 +272,7 @@ class PanTompkinsBank:
     @property
     def decision_delay_samples(self) -> int:
         """Upper bound on how far behind the newest sample a beat's R peak can be undecided."""
-        return self.window + self.lookahead + self.bandpass_delay + 8
+        return (self.window + self.lookahead + 8) * self.decimation + self.bandpass_delay
 
     def signal_noise_levels(self, row: int) -> tuple[float, float]:
         """Current adaptive (signal, noise) MWI peak levels of one stream (arbitrary units)."""
@@ -297,12 +311,96 @@ class PanTompkinsBank:
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         sel = None if rows is None else row_ids
-        hist, w, k, la = self.history_length, self.window, self.half_dominance, self.lookahead
-        h = k + la
-
+        dec = self.decimation
+        seen_before = self._seen[row_ids]
         bp = self._bandpass.process(x, sel)
-        bp_ext = self._bp_hist.extend(bp, sel)  # (R, hist + n)
-        b = bp_ext[:, hist - 4 :]
+        bp_ext = self._bp_hist.extend(bp, sel)  # (R, hist + n), full rate
+        if dec == 1:
+            found = [self._scan(np.arange(row_ids.size), row_ids, sel, bp, bp_ext, seen_before)]
+        else:  # rows whose next multiple of `dec` sits at the same offset share one pass
+            offset = (-seen_before) % dec
+            phases = np.unique(offset)
+            found = []
+            for o in phases.tolist():
+                pos = np.arange(row_ids.size) if phases.size == 1 else np.flatnonzero(offset == o)
+                if o >= n:
+                    continue
+                sub_sel = sel if phases.size == 1 else row_ids[pos]
+                found.append(
+                    self._scan(pos, row_ids[pos], sub_sel, bp[pos, o::dec], bp_ext[pos],
+                               seen_before[pos])
+                )
+        cand_pos = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64)
+        pos_out = np.zeros(0, np.int64)
+        idx_out = np.zeros(0, np.int64)
+        if cand_pos.size:
+            abs_peak, levels, slope_sq, abs_r = (
+                np.concatenate([f[i] for f in found]) for i in range(1, 5)
+            )
+            if len(found) > 1:
+                order = np.lexsort((abs_peak, cand_pos))
+                cand_pos, abs_peak, levels, slope_sq, abs_r = (
+                    cand_pos[order], abs_peak[order], levels[order], slope_sq[order], abs_r[order]
+                )
+            self._last_candidate[row_ids[cand_pos]] = abs_peak  # last per row wins (sorted)
+            pos_list: list[int] = []
+            idx_list: list[int] = []
+            states, learning_end = self._states, self.learning_end
+            for r, row, a, pk, sl, rr in zip(
+                cand_pos.tolist(),
+                row_ids[cand_pos].tolist(),
+                abs_peak.tolist(),
+                levels.tolist(),
+                slope_sq.tolist(),
+                abs_r.tolist(),
+            ):
+                beats = states[row].on_candidate(a, pk, float(sl), rr, learning_end)
+                if beats:
+                    pos_list.extend([r] * len(beats))
+                    idx_list.extend(beats)
+            pos_out = np.asarray(pos_list, dtype=np.int64)
+            idx_out = np.asarray(idx_list, dtype=np.int64)
+        self._seen[row_ids] = seen_before + n
+        if not self._all_initialized(row_ids):
+            last_evaluated = seen_before + n - 1 - self.lookahead * dec
+            extra_pos: list[int] = []
+            extra_idx: list[int] = []
+            for r, row in enumerate(row_ids.tolist()):
+                state = self._states[row]
+                if not state.initialized:
+                    beats = state.on_evaluated(int(last_evaluated[r]), self.learning_end)
+                    extra_pos.extend([r] * len(beats))
+                    extra_idx.extend(beats)
+            if extra_pos:
+                pos_out = np.concatenate([pos_out, np.asarray(extra_pos, np.int64)])
+                idx_out = np.concatenate([idx_out, np.asarray(extra_idx, np.int64)])
+                order = np.lexsort((idx_out, pos_out))
+                pos_out, idx_out = pos_out[order], idx_out[order]
+        return pos_out, idx_out
+
+    def _scan(
+        self,
+        pos: np.ndarray,
+        row_ids: np.ndarray,
+        sel: np.ndarray | None,
+        bpd: np.ndarray,
+        bp_ext: np.ndarray,
+        seen_before: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Derivative, squaring, MWI and candidate search on detection-rate samples ``bpd``
+        (R, nd) of ``row_ids`` (``sel``: the same, or None for all rows in order).
+
+        Returns the candidates decided now as arrays: (position in the block, absolute MWI
+        peak index, level, max squared slope, absolute R-peak index), all at the full rate.
+        """
+        dec = self.decimation
+        w, k, la = self.window, self.half_dominance, self.lookahead
+        nd = bpd.shape[1]
+        empty = np.zeros(0, np.int64)
+        if nd == 0:
+            return empty, empty, np.zeros(0), empty, empty
+        sqh = self._sq_hist.length
+        b = self._bpd_hist.extend(bpd, sel)  # (R, 4 + nd)
         deriv = b[:, 4:] - b[:, :-4]
         deriv *= 2.0
         deriv += b[:, 3:-1]
@@ -312,26 +410,27 @@ class PanTompkinsBank:
         np.clip(deriv, -_Q_MAX, _Q_MAX, out=deriv)
         q = deriv.astype(np.int64)
         np.multiply(q, q, out=q)
-        sq_ext = self._sq_hist.extend(q, sel)
-        cs = np.cumsum(sq_ext[:, hist - w :], axis=1)
+        sq_ext = self._sq_hist.extend(q, sel)  # (R, sqh + nd)
+        cs = np.cumsum(sq_ext[:, sqh - w :], axis=1)
         mwi = cs[:, w:] - cs[:, :-w]  # sum of the w squared samples ending at each new sample
-        # (R, h + n); column j is sample seen_before - h + j. Columns k .. h + n - 2 are judged:
-        # they have k samples behind and at least one ahead. Those already handed to the
+        # m: (R, h + nd); column j is detection sample seen_d - h + j. Columns k .. h + nd - 2
+        # are judged (k samples behind, at least one ahead); candidates already handed to the
         # decision rules in an earlier call are skipped below.
+        h = k + la
         m = self._mwi_hist.extend(mwi, sel)
-        width = h + n
+        width = h + nd
+        # absolute full-rate index of m's column 0 (detection samples sit on multiples of dec)
+        seen_d = -(-seen_before // dec)
+        base = (seen_d - h) * dec
         cand_rows, cols = self._block_maxima(m[:, k : width - 1])
-        seen_before = self._seen[row_ids]
         if cand_rows.size:
             j = cols + k
             peaks = m[cand_rows, j]
-            keep = (peaks > self.floor) & (peaks > m[cand_rows, j - 1]) & (peaks >= m[cand_rows, j + 1])
-            cand_rows, cols = cand_rows[keep], cols[keep]
-        pos_out = np.zeros(0, np.int64)
-        idx_out = np.zeros(0, np.int64)
+            keep = (peaks > self.floor) & (peaks > m[cand_rows, j - 1])
+            keep &= peaks >= m[cand_rows, j + 1]
+            cand_rows, j = cand_rows[keep], j[keep]
         if cand_rows.size:
-            j = cols + k
-            abs_peak = seen_before[cand_rows] - h + j
+            abs_peak = base[cand_rows] + j * dec
             fresh = abs_peak > self._last_candidate[row_ids[cand_rows]]
             cand_rows, j, abs_peak = cand_rows[fresh], j[fresh], abs_peak[fresh]
         if cand_rows.size:
@@ -350,49 +449,19 @@ class PanTompkinsBank:
             cand_rows, j, abs_peak, peaks = (
                 cand_rows[decided], j[decided], abs_peak[decided], peaks[decided]
             )
-        if cand_rows.size:
-            levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
-            sq_idx = j - h + hist  # same sample, in sq_ext / bp_ext columns
-            cols_win = sq_idx[:, None] + self._win
-            slope_sq = sq_ext[cand_rows[:, None], cols_win].max(axis=1)
-            bp_win = np.abs(bp_ext[cand_rows[:, None], cols_win - 2])
-            r_col = sq_idx - w - 1 + np.argmax(bp_win, axis=1) - self.bandpass_delay
-            abs_r = np.maximum(seen_before[cand_rows] - hist + r_col, 0)
-            self._last_candidate[row_ids[cand_rows]] = abs_peak  # last per row wins (sorted)
-            pos_list: list[int] = []
-            idx_list: list[int] = []
-            states, learning_end = self._states, self.learning_end
-            for r, row, a, pk, sl, rr in zip(
-                cand_rows.tolist(),
-                row_ids[cand_rows].tolist(),
-                abs_peak.tolist(),
-                levels.tolist(),
-                slope_sq.tolist(),
-                abs_r.tolist(),
-            ):
-                found = states[row].on_candidate(a, pk, float(sl), rr, learning_end)
-                if found:
-                    pos_list.extend([r] * len(found))
-                    idx_list.extend(found)
-            pos_out = np.asarray(pos_list, dtype=np.int64)
-            idx_out = np.asarray(idx_list, dtype=np.int64)
-        self._seen[row_ids] = seen_before + n
-        if not self._all_initialized(row_ids):
-            last_evaluated = seen_before + n - 1 - la
-            extra_pos: list[int] = []
-            extra_idx: list[int] = []
-            for r, row in enumerate(row_ids.tolist()):
-                state = self._states[row]
-                if not state.initialized:
-                    found = state.on_evaluated(int(last_evaluated[r]), self.learning_end)
-                    extra_pos.extend([r] * len(found))
-                    extra_idx.extend(found)
-            if extra_pos:
-                pos_out = np.concatenate([pos_out, np.asarray(extra_pos, np.int64)])
-                idx_out = np.concatenate([idx_out, np.asarray(extra_idx, np.int64)])
-                order = np.lexsort((idx_out, pos_out))
-                pos_out, idx_out = pos_out[order], idx_out[order]
-        return pos_out, idx_out
+        if cand_rows.size == 0:
+            return empty, empty, np.zeros(0), empty, empty
+        levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
+        sq_idx = j - h + sqh  # same detection sample, in sq_ext columns
+        slope_sq = sq_ext[cand_rows[:, None], sq_idx[:, None] + self._win].max(axis=1)
+        # R peak: largest |band-pass| over the integration window that ends where the
+        # derivative (2 detection samples of delay) saw the MWI peak, at the full rate
+        hist = self._bp_hist.length
+        end_col = abs_peak - 2 * dec - (seen_before[cand_rows] - hist)  # bp_ext column
+        bp_win = np.abs(bp_ext[cand_rows[:, None], end_col[:, None] + self._r_win])
+        r_col = end_col + self._r_win[0, 0] + np.argmax(bp_win, axis=1) - self.bandpass_delay
+        abs_r = np.maximum(seen_before[cand_rows] - hist + r_col, 0)
+        return pos[cand_rows], abs_peak, levels, slope_sq, abs_r
 
     def _block_maxima(self, judged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of the first maximum of each block of ``half_dominance // 2`` columns.

@@ -7,8 +7,9 @@ sample is touched once, and the flags depend only on the samples, never on how t
 
 * flat line: peak-to-peak below ``flat_ptp_mv`` (a disconnected lead or a dead amplifier);
 * saturation: a large share of samples sitting exactly on the window's maximum or minimum,
-  entered at least three times, the signature of an ADC clipped at its rails (a live signal almost
-  never repeats its extreme value);
+  reached in at least three segments that are not entirely on the rail, the signature of an ADC
+  clipped at its rails (a live signal almost never repeats its extreme value; a signal that just
+  went flat at its extreme reaches it once and stays);
 * broadband noise: the lower quartile of the segments' mean absolute >25 Hz high-passed signal
   above ``noise_mv``. QRS complexes fill at most about half the segments even at high rates, so
   the lower quartile measures the baseline's muscle/electrical noise, not the ECG's own
@@ -30,9 +31,8 @@ import numpy as np
 from dsp.filters import SosFilterBank, check_sampling_rate, design_highpass
 
 # per-segment statistics, axis 1 of the state array
-_MAX, _MIN, _N_MAX, _N_MIN, _RUNS_MAX, _RUNS_MIN = 0, 1, 2, 3, 4, 5
-_FIRST_MAX, _LAST_MAX, _FIRST_MIN, _LAST_MIN, _HP, _ACTIVITY, _VALID = 6, 7, 8, 9, 10, 11, 12
-_N_STATS = 13
+_MAX, _MIN, _N_MAX, _N_MIN, _HP, _ACTIVITY, _VALID = 0, 1, 2, 3, 4, 5, 6
+_N_STATS = 7
 
 
 @dataclass(frozen=True)
@@ -186,24 +186,20 @@ class SignalQualityBank:
         keep_c = min(c, self.n_segments)
         s = raw[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
         h = hpj[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
-        new = np.empty((r, _N_STATS, keep_c))
         mx = s.max(axis=2)
         mn = s.min(axis=2)
+        whole = r == self._n and row_ids[0] == 0  # all rows in order: update in place
+        stats = self._stats[: self._n] if whole else self._stats[row_ids]
+        stats[:, :, :-keep_c] = stats[:, :, keep_c:].copy()
+        new = stats[:, :, -keep_c:]
         new[:, _MAX], new[:, _MIN] = mx, mn
-        for at, n_at, runs, first, last in (
-            (s == mx[:, :, None], _N_MAX, _RUNS_MAX, _FIRST_MAX, _LAST_MAX),
-            (s == mn[:, :, None], _N_MIN, _RUNS_MIN, _FIRST_MIN, _LAST_MIN),
-        ):
-            new[:, n_at] = at.sum(axis=2)
-            new[:, runs] = at[:, :, 0] + (at[:, :, 1:] & ~at[:, :, :-1]).sum(axis=2)
-            new[:, first] = at[:, :, 0]
-            new[:, last] = at[:, :, -1]
+        new[:, _N_MAX] = (s == mx[:, :, None]).sum(axis=2)
+        new[:, _N_MIN] = (s == mn[:, :, None]).sum(axis=2)
         new[:, _HP] = np.abs(h).mean(axis=2)
         new[:, _ACTIVITY] = (mx - mn) - np.abs(s[:, :, -1] - s[:, :, 0])
         new[:, _VALID] = 1.0
-        stats = self._stats[row_ids]
-        stats = np.concatenate([stats[:, :, keep_c:], new], axis=2)
-        self._stats[row_ids] = stats
+        if not whole:
+            self._stats[row_ids] = stats
 
     def _evaluate(self, st: np.ndarray) -> QualityArrays:
         lim = self.limits
@@ -216,26 +212,28 @@ class SignalQualityBank:
         on_top = valid & (st[:, _MAX] == top[:, None])
         on_bottom = valid & (st[:, _MIN] == bottom[:, None])
         at_rail = (st[:, _N_MAX] * on_top).sum(axis=1) + (st[:, _N_MIN] * on_bottom).sum(axis=1)
-        # a run on the rail that crosses a segment boundary was counted in both segments
-        joined_top = on_top[:, :-1] & on_top[:, 1:] & (st[:, _LAST_MAX, :-1] > 0.5)
-        joined_top &= st[:, _FIRST_MAX, 1:] > 0.5
-        joined_bottom = on_bottom[:, :-1] & on_bottom[:, 1:] & (st[:, _LAST_MIN, :-1] > 0.5)
-        joined_bottom &= st[:, _FIRST_MIN, 1:] > 0.5
-        entries = (st[:, _RUNS_MAX] * on_top).sum(axis=1) + (st[:, _RUNS_MIN] * on_bottom).sum(
-            axis=1
-        )
-        entries -= joined_top.sum(axis=1) + joined_bottom.sum(axis=1)
+        # segments that reach a rail without sitting on it throughout: one per clipped excursion
+        partial = on_top & (st[:, _N_MAX] < self.segment)
+        partial_b = on_bottom & (st[:, _N_MIN] < self.segment)
+        entries = partial.sum(axis=1) + partial_b.sum(axis=1)
         flat = any_valid & (ptp < lim.flat_ptp_mv)
         have = n_valid * self.segment
         saturated = ~flat & any_valid & (at_rail >= lim.saturation_fraction * have)
         saturated &= entries >= 3
         # order statistics over the valid segments (invalid ones sort last)
-        hp_sorted = np.sort(np.where(valid, st[:, _HP], np.inf), axis=1)
-        act_sorted = np.sort(np.where(valid, st[:, _ACTIVITY], np.inf), axis=1)
         rows = np.arange(st.shape[0])
         last = np.maximum(n_valid - 1, 0)
-        noise = np.where(any_valid, hp_sorted[rows, (last * 0.25).astype(np.int64)], 0.0)
-        low_activity = np.where(any_valid, act_sorted[rows, (last / 3).astype(np.int64)], 0.0)
+        k_noise = (last * 0.25).astype(np.int64)
+        k_low = (last / 3).astype(np.int64)
+        if bool((n_valid == self.n_segments).all()):  # full windows: partial sorts suffice
+            kn, kl, kt = int(k_noise[0]), int(k_low[0]), self.n_segments - 1
+            hp_sorted = np.partition(st[:, _HP], kn, axis=1)
+            act_sorted = np.partition(st[:, _ACTIVITY], [kl, kt], axis=1)
+        else:
+            hp_sorted = np.sort(np.where(valid, st[:, _HP], np.inf), axis=1)
+            act_sorted = np.sort(np.where(valid, st[:, _ACTIVITY], np.inf), axis=1)
+        noise = np.where(any_valid, hp_sorted[rows, k_noise], 0.0)
+        low_activity = np.where(any_valid, act_sorted[rows, k_low], 0.0)
         top_activity = np.where(any_valid, act_sorted[rows, last], 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             motion_ratio = np.where(top_activity > 0, low_activity / top_activity, 0.0)

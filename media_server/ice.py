@@ -56,3 +56,24 @@ def host_addresses(addresses: tuple[str, ...]) -> Iterator[None]:
         yield
     finally:
         _HOST_ADDRESSES.reset(token)
+
+
+def serves_candidate(candidate_host: str, configured: tuple[str, ...]) -> bool:
+    """Whether a client's candidate address can reach us given the host addresses we offer.
+
+    A server that offers only loopback addresses (tests, a single-machine demo) cannot be
+    reached from a client's LAN or mDNS (`*.local`) candidates: connectivity checks from them
+    only cost time, so they are ignored. With any other configuration every candidate is kept.
+    """
+    if not configured or not all(_is_loopback(a) for a in configured):
+        return True
+    return _is_loopback(candidate_host)
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"

@@ -347,6 +347,10 @@ class Sfu:
             raise MediaRequestError(
                 MediaErrorReason.INVALID_SDP, f"cannot parse candidate {candidate!r}: {exc}"
             ) from exc
+        if not ice.serves_candidate(parsed.ip, self.config.ice_host_addresses):
+            logger.debug("peer %s: ignoring candidate %s (we serve %s only)", peer_id, parsed.ip,
+                      self.config.ice_host_addresses)
+            return
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = sdp_mline_index
         if sdp_mid is None and sdp_mline_index is None:

@@ -49,3 +49,15 @@ async def test_offer_carries_exactly_the_configured_address() -> None:
         assert all(" 127.0.0.1 " in line for line in candidates), candidates
     finally:
         await pc.close()
+
+
+def test_loopback_only_server_ignores_lan_and_mdns_candidates():
+    from media_server.ice import serves_candidate
+
+    assert serves_candidate("127.0.0.1", ("127.0.0.1",))
+    assert serves_candidate("::1", ("127.0.0.1",))
+    assert not serves_candidate("192.168.1.20", ("127.0.0.1",))
+    assert not serves_candidate("4f1c2b7e-1111-2222-3333-444455556666.local", ("127.0.0.1",))
+    # a server with a real address keeps every candidate (the client may be anywhere)
+    assert serves_candidate("192.168.1.20", ("203.0.113.7",))
+    assert serves_candidate("10.0.0.5", ())

@@ -26,6 +26,7 @@ import bisect
 import json
 import math
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,7 @@ SECRET = "bench-secret-sfu-0123456789abcdefghijklmnop"
 ROOM = "hall"
 SERVER_CORE = 0
 CLIENT_CORE = 1
-RELAYS = ("medstream", "transcoding")  # also "medstream-early" (bench.sfu_experiments)
+RELAYS = ("medstream", "transcoding")  # also "medstream+early", "medstream+early+quality"
 
 
 # --------------------------------------------------------------------------- the clip
@@ -108,13 +109,13 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
 # --------------------------------------------------------------------------- server processes
 
 
-def _serve_medstream(experiment: str | None) -> None:
+def _serve_medstream(experiments: list[str]) -> None:
     import asyncio
 
-    if experiment == "early-frames":
-        from bench.sfu_experiments import early_frames
+    from bench.sfu_experiments import PATCHES
 
-        early_frames()
+    for name in experiments:
+        PATCHES[name]()
 
     from medstream.app import MedstreamApp
     from medstream.config import ServerConfig
@@ -138,10 +139,9 @@ def _serve_medstream(experiment: str | None) -> None:
 
 
 def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str], str]:
-    if relay == "medstream":
-        cmd = [sys.executable, "-m", "bench.sfu", "--serve"]
-    elif relay == "medstream-early":
-        cmd = [sys.executable, "-m", "bench.sfu", "--serve", "--experiment", "early-frames"]
+    if relay.startswith("medstream"):
+        patches = relay.split("+")[1:]  # "medstream+early+quality": see bench/sfu_experiments.py
+        cmd = [sys.executable, "-m", "bench.sfu", "--serve"] + [f"--experiment={p}" for p in patches]
     else:
         cmd = [sys.executable, "-m", "bench.sfu_transcode", "--expect-tracks", str(expect_tracks)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -187,11 +187,16 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
             os.sched_setaffinity(p.pid, {CLIENT_CORE})
             procs.append(p)
         setup_t0 = time.time()
+        setup_timeout_s = 60 + 0.5 * subscribers
         for p in procs:
             assert p.stdout is not None
-            line = p.stdout.readline()
+            ready, _, _ = select.select([p.stdout], [], [], setup_t0 + setup_timeout_s - time.time())
+            line = p.stdout.readline() if ready else ""
             if not line.startswith("READY"):
-                raise RuntimeError(f"client worker failed before READY (got {line!r})")
+                return {"relay": relay, "publishers": publishers, "subscribers": subscribers,
+                        "failed": f"not every subscriber received video within {setup_timeout_s:.0f} s "
+                                  f"(worker said {line!r}); server CPU so far "
+                                  f"{cpu_seconds(server.pid):.1f} s, load {os.getloadavg()}"}
         setup_s = time.time() - setup_t0
         t0 = math.ceil(time.time()) + 2.0  # whole seconds: packet counters are per second
         time.sleep(t0 - time.time())
@@ -277,6 +282,9 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
     keeps_bytes = relay.startswith("medstream")  # transcoded Opus is re-timed: counts only
     streams = publishers * subscribers
     forwarded = video_pkts + audio_pkts
+    publisher_ids = {row[0] for r in records for row in r["sent"]}
+    link_loss = [loss for r in records for pid, loss, t in r.get("quality", [])
+                 if pid in publisher_ids and t0 <= t <= t1 + 1.0]
 
     def pct(kind: str, q: float) -> float | None:
         lat = lat_ms[kind]
@@ -304,6 +312,8 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
         "audio_loss_pct": (round(100 * (1 - (matched["audio"] if keeps_bytes else audio_pkts)
                                      / expected_audio), 2) if expected_audio else None),
         "video_frames_unmatched": unmatched,
+        # the server's own quality reports on publisher peers (loss into the server), max in window
+        "publisher_link_loss_pct_max": round(max(link_loss), 2) if link_loss else None,
         "latency_ms_p50": pct("video", 50),
         "latency_ms_p99": pct("video", 99),
         "latency_ms_max": pct("video", 100),
@@ -337,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=_parse_points, help="several loads in one run: 2x4,4x8,1x50")
     p.add_argument("--seconds", type=float, default=15.0, help="measurement window per point")
     p.add_argument("--relays", default=",".join(RELAYS),
-                   help="medstream,transcoding (medstream-early: medstream with frames passed on "
-                        "as soon as complete, see bench/sfu_experiments.py)")
+                   help="medstream,transcoding; medstream+early (frames passed on as soon as "
+                        "complete), medstream+early+quality (quality reports to moderators "
+                        "only): candidate fixes, see bench/sfu_experiments.py")
     p.add_argument("--transcoding-max-streams", type=int, default=8,
                    help="skip the transcoding relay above this many forwarded video streams "
                         "(it cannot keep up; default 8)")
@@ -348,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "at the last point (folded stacks)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--experiment", help=argparse.SUPPRESS)
+    p.add_argument("--experiment", action="append", default=[], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         _serve_medstream(args.experiment)
@@ -370,15 +381,16 @@ def main(argv: list[str] | None = None) -> int:
                 if relay == "transcoding" and pubs * subs > args.transcoding_max_streams:
                     skipped.append(f"transcoding at {pubs}x{subs} (> {args.transcoding_max_streams} streams)")
                     continue
-                profile = args.profile if (relay == "medstream" and i == len(points) - 1) else None
+                profile = args.profile if (relay.startswith("medstream") and i == len(points) - 1) else None
                 r = run_point(relay, pubs, subs, args.seconds, clip, args.workers, workdir, profile)
                 results.append(r)
                 print(json.dumps(r), flush=True)
     comparisons = []
     for r in results:
-        if r["relay"] != "transcoding":
+        if r["relay"] != "transcoding" or "failed" in r:
             continue
-        ours = next((m for m in results if m["relay"] == "medstream" and m["publishers"] == r["publishers"]
+        ours = next((m for m in results if m["relay"] == "medstream" and "failed" not in m
+                     and m["publishers"] == r["publishers"]
                      and m["subscribers"] == r["subscribers"]), None)
         if ours and ours["server_cpu_s_per_stream_s"]:
             comparisons.append({

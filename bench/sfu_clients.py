@@ -76,6 +76,9 @@ class Records:
     video_packets: collections.Counter[int] = field(default_factory=collections.Counter)
     audio_packets: collections.Counter[int] = field(default_factory=collections.Counter)
     errors: list[str] = field(default_factory=list)
+    # the server's `quality` reports: (participant, loss_pct, wall time); for a publisher this
+    # is the loss on its link into the server
+    quality: list[tuple[str, float, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class Records:
             "video_packets": dict(self.video_packets),
             "audio_packets": dict(self.audio_packets),
             "errors": self.errors[:20],
+            "quality": self.quality,
         }
 
 
@@ -106,6 +110,7 @@ class LightSubscriber:
         )
         self.streams: dict[int, _Stream] = {}
         self.publishers_seen: set[str] = set()
+        self.quality_reporter = False  # one subscriber per worker keeps the quality reports
         self._installed = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -128,10 +133,17 @@ class LightSubscriber:
         async for raw in ws:
             if not isinstance(raw, str):
                 continue
+            if not self.quality_reporter and raw.startswith('{"type":"quality"'):
+                continue  # every participant's report reaches everyone: skip the JSON cost
             msg = json.loads(raw)
             if msg["type"] == "sdp" and msg.get("sdp_type") == "offer":
                 answer = await self._answer(msg["sdp"])
                 await ws.send(json.dumps({"type": "sdp", "sdp_type": "answer", "sdp": answer}))
+            elif msg["type"] == "quality" and self.quality_reporter:
+                # docs/protocol.md nests the figures in "stats"; the wire sends them flat
+                loss = msg.get("loss_pct", (msg.get("stats") or {}).get("loss_pct"))
+                if loss is not None:
+                    self.records.quality.append((msg["participant_id"], float(loss), time.time()))
             elif msg["type"] == "error":
                 self.records.errors.append(f"subscriber: {msg.get('reason')}: {msg.get('message')}")
 
@@ -239,6 +251,8 @@ async def _run(spec: dict[str, Any]) -> None:
     if not spec["subscriber_tokens"]:
         print("READY", flush=True)
     subscribers = [LightSubscriber(spec["url"], tok, records) for tok in spec["subscriber_tokens"]]
+    if subscribers:
+        subscribers[0].quality_reporter = True
     for i, sub in enumerate(subscribers):
         tasks.append(asyncio.ensure_future(sub.run(stop)))
         if i % 5 == 4:

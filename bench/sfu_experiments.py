@@ -1,6 +1,9 @@
-"""Candidate changes to the forwarding path, tried in the benchmark's server process only.
+"""Candidate changes to the server, tried in the benchmark's server process only.
 
-`early_frames()` is what `bench.sfu --relays medstream-early` measures: aiortc's
+`bench.sfu --relays medstream+early,medstream+early+quality` measures them next to the
+unchanged server (`medstream`).
+
+`early_frames()` (`+early`): aiortc's
 `JitterBuffer` hands a frame on only when the first packet of the *next* frame arrives (one frame
 interval late: 33 ms at 30 fps), and audio only once 4 more packets are buffered (prefetch=4,
 80-100 ms). A forwarding relay can pass a frame on as soon as it is complete:
@@ -61,3 +64,28 @@ def early_frames() -> None:
 
     add._bench_early = True  # type: ignore[attr-defined]
     JitterBuffer.add = add  # type: ignore[method-assign]
+
+
+def quality_to_moderators() -> None:
+    """Patch the hub in this process: a participant's `quality` goes to itself and moderators.
+
+    Today `Hub.quality` sends every participant's report (every 2 s) to everyone in the room:
+    N participants cost N*N/2 websocket messages per second (200 viewers: 20,000/s), which
+    both the server and every client pay for.
+    """
+    from signaling.effects import Send
+    from signaling.hub import Hub
+    from signaling.roles import Action
+
+    def quality(self: Any, participant_id: str, message: Any) -> list[Any]:
+        room = self.store.room_of(participant_id)
+        if room is None:
+            return []
+        to = tuple(pid for pid, p in room.participants.items()
+                   if p.connected and (pid == participant_id or p.may(Action.MODERATE)))
+        return [Send(to, message)]
+
+    Hub.quality = quality  # type: ignore[method-assign]
+
+
+PATCHES = {"early": early_frames, "quality": quality_to_moderators}

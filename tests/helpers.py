@@ -31,7 +31,7 @@ async def running_app(**overrides: Any) -> AsyncIterator[MedstreamApp]:
     signaling_over = {k: overrides.pop(k) for k in list(overrides) if k in SignalingConfig.__dataclass_fields__}
     config = ServerConfig(
         signaling=replace(SignalingConfig(secret=SECRET), **signaling_over),
-        host="127.0.0.1",
+        host=overrides.pop("host", "127.0.0.1"),
         port=0,
         audit_log=overrides.pop("audit_log", None),
         media=overrides.pop("media", False),
@@ -59,6 +59,7 @@ class WsClient:
         self._next_id = 0
         self.joined: dict[str, Any] | None = None
         self.on_message: Any = None  # optional callback for every JSON message, before queueing
+        self._keepalive: asyncio.Future[None] | None = None
 
     @classmethod
     async def connect(cls, url: str, **kw: Any) -> WsClient:
@@ -72,6 +73,8 @@ class WsClient:
                         self.binary.append(frame)
                     else:
                         msg = json.loads(frame)
+                        if msg.get("id") == "keepalive":
+                            continue
                         if self.on_message is None or not self.on_message(msg):
                             self.inbox.append(msg)
                     self._cond.notify_all()
@@ -94,7 +97,16 @@ class WsClient:
         reply = await self.request("join", v=1, token=tok, **fields)
         if reply["type"] == "joined":
             self.joined = reply
+            if self._keepalive is None:
+                self._keepalive = asyncio.ensure_future(self._ping_every(reply["heartbeat_s"]))
         return reply
+
+    async def _ping_every(self, interval_s: float) -> None:
+        """Heartbeat like a real client, so long tests are not closed as idle."""
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await asyncio.sleep(interval_s)
+                await self.ws.send('{"type":"ping","id":"keepalive"}')
 
     async def wait(self, pred: Any, timeout: float = 5.0) -> dict[str, Any]:
         """Wait for the first message (already received or not) matching `pred`; consume it."""
@@ -124,6 +136,8 @@ class WsClient:
         return self.joined["participant"]["participant_id"]
 
     async def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         await self.ws.close()
         with contextlib.suppress(Exception):
             await self._reader

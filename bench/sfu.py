@@ -138,6 +138,28 @@ def _serve_medstream(experiments: list[str]) -> None:
         asyncio.run(run())
 
 
+def udp_counters() -> dict[str, int]:
+    """This network namespace's UDP counters (/proc/net/snmp): datagrams, buffer overflows."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split()[1:] for line in f if line.startswith("Udp:")]
+    return {name: int(value) for name, value in zip(rows[0], rows[1], strict=True)}
+
+
+def udp_drops_by_pid() -> dict[int, int]:
+    """Datagrams the kernel dropped per process (`ss` skmem d: full receive buffer), by pid."""
+    out = subprocess.run(["ss", "-H", "-u", "-a", "-m", "-p"], capture_output=True, text=True,
+                         check=False).stdout
+    drops: dict[int, int] = {}
+    pid = None
+    for line in out.splitlines():
+        if "pid=" in line:
+            pid = int(line.split("pid=")[1].split(",")[0])
+        elif "skmem:" in line and pid is not None:
+            d = line.rsplit(",d", 1)[-1].rstrip(")")
+            drops[pid] = drops.get(pid, 0) + int(d) if d.isdigit() else drops.get(pid, 0)
+    return drops
+
+
 def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str], str]:
     if relay.startswith("medstream"):
         patches = relay.split("+")[1:]  # "medstream+early+quality": see bench/sfu_experiments.py
@@ -201,6 +223,7 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
         t0 = math.ceil(time.time()) + 2.0  # whole seconds: packet counters are per second
         time.sleep(t0 - time.time())
         cpu0 = cpu_seconds(server.pid)
+        udp0 = udp_counters()
         ccpu0 = sum(cpu_seconds(p.pid) for p in procs)
         spy = None
         if profile is not None:
@@ -210,6 +233,8 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
         t1 = t0 + seconds
         time.sleep(t1 - time.time())
         cpu1 = cpu_seconds(server.pid)
+        udp1 = udp_counters()
+        drops = udp_drops_by_pid()
         ccpu1 = sum(cpu_seconds(p.pid) for p in procs)
         rss = rss_mb(server.pid)
         load = os.getloadavg()
@@ -234,8 +259,16 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
         except subprocess.TimeoutExpired:
             server.kill()
     records = [json.loads(o.read_text()) for o in outs]
-    return _figures(relay, publishers, subscribers, t0, t1, cpu1 - cpu0, ccpu1 - ccpu0, rss,
-                    records, setup_s, load)
+    figures = _figures(relay, publishers, subscribers, t0, t1, cpu1 - cpu0, ccpu1 - ccpu0, rss,
+                       records, setup_s, load)
+    # kernel drops on loopback: a receive buffer overflowed (server or client socket)
+    figures["udp_rcvbuf_errors"] = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
+    figures["udp_sndbuf_errors"] = udp1["SndbufErrors"] - udp0["SndbufErrors"]
+    # where (since the sockets opened, setup included): server, publisher worker, subscribers
+    figures["udp_drops"] = {"server": drops.get(server.pid, 0),
+                            "publishers": drops.get(procs[0].pid, 0),
+                            "subscribers": sum(drops.get(p.pid, 0) for p in procs[1:])}
+    return figures
 
 
 def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float, server_cpu_s: float,
@@ -347,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=_parse_points, help="several loads in one run: 2x4,4x8,1x50")
     p.add_argument("--seconds", type=float, default=15.0, help="measurement window per point")
     p.add_argument("--relays", default=",".join(RELAYS),
-                   help="medstream,transcoding; medstream+early (frames passed on as soon as "
-                        "complete), medstream+early+quality (quality reports to moderators "
-                        "only): candidate fixes, see bench/sfu_experiments.py")
+                   help="medstream,transcoding; candidate fixes (bench/sfu_experiments.py) as "
+                        "medstream+PATCH+...: early (frames passed on as soon as complete), "
+                        "quality (quality reports to moderators only), rcvbuf (4 MiB UDP "
+                        "receive buffers)")
     p.add_argument("--transcoding-max-streams", type=int, default=8,
                    help="skip the transcoding relay above this many forwarded video streams "
                         "(it cannot keep up; default 8)")

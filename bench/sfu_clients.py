@@ -220,9 +220,12 @@ async def _ping(ws: Any) -> None:
 
 
 async def _run(spec: dict[str, Any]) -> None:
+    from bench.sfu_experiments import large_receive_buffers
     from clients.publish import PacketTrack, PlaybackClock, Publisher, iter_packets, plan_streams
 
     zero_timestamp_origin()
+    # the clients are the measuring instrument: their sockets must not be where packets drop
+    large_receive_buffers()
     records = Records()
     stop = asyncio.Event()
     clip = Path(spec["clip"])

@@ -88,4 +88,31 @@ def quality_to_moderators() -> None:
     Hub.quality = quality  # type: ignore[method-assign]
 
 
-PATCHES = {"early": early_frames, "quality": quality_to_moderators}
+def large_receive_buffers(size_bytes: int = 4 << 20) -> None:
+    """Give every ICE (UDP) socket in this process a `size_bytes` receive buffer.
+
+    Linux's default (net.core.rmem_default, 208 KiB) holds about a hundred 1.2 kB packets as
+    the kernel counts them: one 640x360 keyframe from each of a few publishers, arriving while
+    the event loop is busy fanning out the previous frame, overflows it and the kernel drops
+    the rest (counted in /proc/net/snmp Udp RcvbufErrors). The size is capped by
+    net.core.rmem_max (4 MiB here).
+    """
+    import socket
+
+    from aioice.ice import StunProtocol
+
+    original = StunProtocol.connection_made
+    if getattr(original, "_bench_rcvbuf", False):
+        return
+
+    def connection_made(self: Any, transport: Any) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size_bytes)
+        original(self, transport)
+
+    connection_made._bench_rcvbuf = True  # type: ignore[attr-defined]
+    StunProtocol.connection_made = connection_made  # type: ignore[method-assign]
+
+
+PATCHES = {"early": early_frames, "quality": quality_to_moderators, "rcvbuf": large_receive_buffers}

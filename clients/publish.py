@@ -9,7 +9,9 @@ stderr). Packets are paced by their timestamps on one clock shared by audio and 
 starts over with timestamps continuing, so receivers see one unbroken stream.
 
 The signaling side follows docs/protocol.md: join, `publish`, then answer each server offer,
-attaching our tracks to the offered `recvonly` m-lines. A file cannot make a keyframe on demand:
+attaching our tracks to the offered `recvonly` m-lines. A presenter playing a file watches
+nobody: the room subscribes it to the other presenters' tracks, so it answers those m-lines
+`inactive` (nothing is sent to it, nothing decoded) and unsubscribes from them. A file cannot make a keyframe on demand:
 keyframe requests (PLI/FIR) are counted and otherwise wait for the file's next keyframe.
 """
 
@@ -90,6 +92,8 @@ def plan_streams(path: Path) -> dict[Kind, StreamPlan]:
                 continue
             name = streams[0].codec_context.name
             wire = PASSTHROUGH.get(name)
+            if getattr(streams[0].codec_context, "has_b_frames", 0):
+                wire = None  # WebRTC receivers expect frames in presentation order
             if wire is not None and (kind == "video") == (wire != "opus"):
                 plans[kind] = StreamPlan(kind, name, wire, False, _clock(kind))  # type: ignore[index,arg-type]
             else:
@@ -349,7 +353,10 @@ class Publisher:
                     await ws.send(json.dumps({"type": "sdp", "sdp_type": "answer", "sdp": answer}))
                 elif kind == "track_published":
                     track = msg["track"]
-                    if track["participant_id"] == self.stats.participant_id:
+                    if track["participant_id"] != self.stats.participant_id:
+                        await ws.send(json.dumps({"type": "unsubscribe",
+                                                  "track_ids": [track["track_id"]]}))
+                    else:
                         self.stats.track_ids[track["kind"]] = track["track_id"]
                         if set(self.stats.track_ids) >= set(self.tracks):
                             self.published.set()
@@ -384,6 +391,9 @@ class Publisher:
         for transceiver in self.pc.getTransceivers():
             found = by_mid.get(transceiver.mid or "")
             mid = transceiver.mid or ""
+            if found is not None and found.direction == "sendonly":
+                transceiver.direction = "inactive"  # others' media: not received, not decoded
+                continue
             if found is None or found.direction != "recvonly" or mid in self._attached:
                 continue
             track = self.tracks.get(transceiver.kind)  # type: ignore[call-overload]

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from clients.publish import (
+    PacketTrack,
+    PlaybackClock,
+    Publisher,
     PublishError,
     iter_packets,
     main,
@@ -181,3 +184,42 @@ async def test_publish_file_reaches_subscriber_byte_identical(vp8_opus_clip: Pat
     assert publisher.stats.participant_id is not None
     assert set(publisher.stats.track_ids) == {"audio", "video"}
     json.dumps(publisher.stats.track_ids)
+
+
+@pytest.mark.webrtc
+async def test_two_presenters_do_not_receive_each_other(vp8_opus_clip: Path) -> None:
+    """The room subscribes presenters to each other; a file publisher declines (no decoding)."""
+    plans = plan_streams(vp8_opus_clip)
+    async with running_app(media=True, ice_host_addresses=("127.0.0.1",),
+                           rooms=(("hall", "broadcast"),)) as app:
+        stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        publishers = []
+        for identity, role in (("a", "host"), ("b", "expert")):
+            clock = PlaybackClock()
+            tracks = {k: PacketTrack(k, iter_packets(vp8_opus_clip, p, loop=True), p.clock_rate_hz, clock)
+                      for k, p in plans.items()}
+            publishers.append(Publisher(app.ws_url, token("hall", identity, role), dict(tracks),
+                                        {k: p.codec for k, p in plans.items()}, ("127.0.0.1",)))
+        runs = [asyncio.ensure_future(p.run(stop)) for p in publishers]
+        try:
+            for p in publishers:
+                await asyncio.wait_for(p.published.wait(), timeout_s(10))
+
+            def forwarded_to_publishers() -> list[str]:
+                return [t for a in publishers for b in publishers if a is not b
+                        for t in b.stats.track_ids.values()
+                        if app.media.forward_track(a.stats.participant_id, t) is not None]
+
+            deadline = asyncio.get_running_loop().time() + timeout_s(10)
+            while forwarded_to_publishers() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert forwarded_to_publishers() == []
+            for p in publishers:
+                assert p.pc is not None
+                receiving = [t.mid for t in p.pc.getTransceivers()
+                             if t.currentDirection in ("recvonly", "sendrecv")]
+                assert receiving == [], receiving
+                assert len([t for t in p.pc.getTransceivers() if t.currentDirection == "sendonly"]) == 2
+        finally:
+            stop.set_result(None)
+            await asyncio.wait_for(asyncio.gather(*runs), timeout_s(10))

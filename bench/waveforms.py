@@ -156,38 +156,7 @@ def _probed_relay(config: Any, probe: _Probe) -> Any:
     return ProbedRelay(config)
 
 
-def _batched_writes_server() -> type:
-    """EXPERIMENT, not the shipped server: `SignalingServer` whose viewer writer, after one
-    awaited send, writes whatever else the outbox holds without a per-frame await (plain
-    `broadcast` writes) while the socket's write buffer stays small. Measures what batching the
-    viewer writes in `signaling/server.py` would buy."""
-    import websockets
-    from websockets.asyncio.server import broadcast
-
-    from signaling.server import SignalingServer
-
-    class BatchedWritesServer(SignalingServer):
-        async def _drain_viewer(self, pid: str, outbox: Any) -> None:
-            while True:
-                frame = await outbox.get()
-                if frame is None:
-                    return
-                ws = self.sockets.get(self.hub.conn_of.get(pid, ""))
-                if ws is None:
-                    continue
-                try:
-                    await ws.send(frame)
-                except websockets.ConnectionClosed:
-                    continue
-                while ((transport := ws.transport) is not None
-                       and transport.get_write_buffer_size() < 256 * 1024
-                       and (frame := outbox.get_nowait()) is not None):
-                    broadcast([ws], frame)
-
-    return BatchedWritesServer
-
-
-async def _serve(rooms: int, analysis: bool, batched_writes: bool = False) -> None:
+async def _serve(rooms: int, analysis: bool) -> None:
     from media_server.waveform_relay import WaveformConfig
     from signaling.hub import Hub, SignalingConfig
     from signaling.server import ServerParts, SignalingServer
@@ -197,8 +166,7 @@ async def _serve(rooms: int, analysis: bool, batched_writes: bool = False) -> No
         hub.create_room(f"ward-{r}", "monitoring", time.time(), persistent=True)
     probe = _Probe()
     relay = _probed_relay(WaveformConfig(analysis=analysis), probe)
-    server_class = _batched_writes_server() if batched_writes else SignalingServer
-    server = server_class(hub, parts=ServerParts(waveforms=relay))
+    server = SignalingServer(hub, parts=ServerParts(waveforms=relay))
     await server.start("127.0.0.1", 0)
     watcher = asyncio.ensure_future(probe.watch_loop())
     print(f"PORT {server.port}", flush=True)
@@ -546,7 +514,6 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.waveforms", "--serve", "--rooms", str(rooms)]
     cmd += ["--no-analysis"] if args.no_analysis else []
     cmd += ["--baseline"] if args.baseline else []
-    cmd += ["--batched-writes"] if args.batched_writes else []
     server = _pin(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
                   server_cores)
     if args.server_nice:  # on a shared machine: approximate a core of its own (needs root)
@@ -621,7 +588,6 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     client_cpu = sum(cpu1[p.pid] - cpu0[p.pid] for p in workers)
     result: dict[str, Any] = {
         "mode": "baseline (bare fan-out)" if args.baseline else
-                "medstream server, EXPERIMENT batched viewer writes" if args.batched_writes else
                 "medstream server",
         "monitors": args.monitors, "fs_hz": args.fs, "rooms": rooms,
         "viewers": rooms * args.viewers_per_room, "chunk_ms": args.chunk_ms,
@@ -674,8 +640,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="nice value of the server (e.g. -5 on a machine shared with other work)")
     p.add_argument("--no-analysis", action="store_true", help="server without the DSP step")
     p.add_argument("--baseline", action="store_true", help="bare fan-out server instead")
-    p.add_argument("--batched-writes", action="store_true",
-                   help="experiment: viewer writes batched (a variant of signaling/server.py)")
     p.add_argument("--relay-only", action="store_true",
                    help="CPU of the sans-I/O relay alone, no sockets, no server process")
     p.add_argument("--profile", type=Path, help="py-spy raw (collapsed) profile of the server")
@@ -686,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.serve:
         _run_loop(_serve_baseline() if args.baseline else
-                  _serve(args.rooms, not args.no_analysis, args.batched_writes))
+                  _serve(args.rooms, not args.no_analysis))
         return 0
     if args.worker:
         return _worker_main(args.worker)

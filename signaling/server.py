@@ -30,6 +30,7 @@ from signaling.metrics import Sample, render
 log = logging.getLogger("medstream.server")
 
 SLOW_CLIENT_BUFFER_BYTES = 4 * 1024 * 1024  # a reader this far behind is cut off, not waited for
+VIEWER_BURST_BUFFER_BYTES = 256 * 1024  # waveform frames written per wake-up while under this
 
 
 class MediaBackend(Protocol):
@@ -338,7 +339,12 @@ class SignalingServer:
         task.add_done_callback(lambda t, k=key: self._viewer_tasks.pop(k, None) if self._viewer_tasks.get(k) is t else None)
 
     async def _drain_viewer(self, pid: str, outbox: Any) -> None:
-        """Write one viewer's waveform outbox to its socket; waits only for this viewer."""
+        """Write one viewer's waveform outbox to its socket; waits only for this viewer.
+
+        After one awaited send (which waits while the socket is congested), whatever else is
+        queued is written without a per-frame await as long as the socket's write buffer stays
+        small: one wake-up per burst, not per frame. A congested viewer's frames stay in the
+        outbox, where the relay's overflow policy applies."""
         while True:
             frame = await outbox.get()
             if frame is None:  # the viewer was removed or its room closed
@@ -350,6 +356,12 @@ class SignalingServer:
                 await ws.send(frame)
             except websockets.ConnectionClosed:
                 continue
+            while (
+                (transport := ws.transport) is not None
+                and transport.get_write_buffer_size() < VIEWER_BURST_BUFFER_BYTES
+                and (frame := outbox.get_nowait()) is not None
+            ):
+                broadcast([ws], frame)
 
     def _recording(self, e: fx.StartRecorder | fx.StopRecorder) -> None:
         recorder = self.parts.recorder

@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = run_point(relay, pubs, subs, args.seconds, clip, args.workers, workdir, profile)
                 results.append(r)
                 print(json.dumps(r), flush=True)
+                if args.json:  # after every point: a long run cut short keeps what it measured
+                    args.json.write_text(json.dumps({"clip": clip_info, "results": results}) + "\n")
     comparisons = []
     for r in results:
         if r["relay"] != "transcoding" or "failed" in r:

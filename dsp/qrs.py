@@ -67,7 +67,14 @@ class PanTompkinsParams:
     min_slope_mv_per_s: float = 1.5
     #: decide a candidate early once the MWI has fallen this fraction below its peak (0: always
     #: wait the whole look-ahead)
-    confirm_drop: float = 0.0
+    confirm_drop: float = 0.25
+    #: ...but only when its level is at least this fraction of the signal level (a P wave or
+    #: noise bump followed by the real QRS waits for the whole look-ahead and loses to it)
+    early_level_fraction: float = 0.8
+    #: ...and its steepest slope at least this fraction of the previous beat's
+    early_slope_ratio: float = 0.85
+    #: allow early decisions within the T-wave window of the previous beat
+    early_in_t_wave_window: bool = False
     #: run the detection stages at fs / floor(fs / this) (full rate below twice this)
     detection_rate_hz: float = 250.0
 
@@ -129,6 +136,22 @@ class _DecisionState:
             return beats + [beat] if beat >= 0 else beats
         beat = self._decide(index, level, slope_sq, r_index)
         return [beat] if beat >= 0 else []
+
+    def clearly_qrs(self, index: int, level: float, slope_sq: float) -> bool:
+        """Whether a candidate can be accepted before its look-ahead ends: learning is over,
+        it is outside the T-wave window, and both its level and its steepest slope are close
+        to those of recent beats (P waves and baseline bumps are slower than a QRS)."""
+        if not self.initialized:
+            return False
+        p = self.params
+        if not p.early_in_t_wave_window:
+            last = self.last_beat_index
+            if last >= 0 and index - last < self.t_wave_window:
+                return False
+        return (
+            level >= p.early_level_fraction * self.signal_level
+            and slope_sq >= p.early_slope_ratio**2 * self.last_slope_sq
+        )
 
     def on_evaluated(self, last_evaluated: int, learning_end: int) -> list[int]:
         """End the learning period once the evaluated samples pass it, even without candidates."""
@@ -334,27 +357,33 @@ class PanTompkinsBank:
         pos_out = np.zeros(0, np.int64)
         idx_out = np.zeros(0, np.int64)
         if cand_pos.size:
-            abs_peak, levels, slope_sq, abs_r = (
-                np.concatenate([f[i] for f in found]) for i in range(1, 5)
+            abs_peak, levels, slope_sq, abs_r, early = (
+                np.concatenate([f[i] for f in found]) for i in range(1, 6)
             )
             if len(found) > 1:
                 order = np.lexsort((abs_peak, cand_pos))
-                cand_pos, abs_peak, levels, slope_sq, abs_r = (
-                    cand_pos[order], abs_peak[order], levels[order], slope_sq[order], abs_r[order]
+                cand_pos, abs_peak, levels, slope_sq, abs_r, early = (
+                    cand_pos[order], abs_peak[order], levels[order], slope_sq[order],
+                    abs_r[order], early[order],
                 )
-            self._last_candidate[row_ids[cand_pos]] = abs_peak  # last per row wins (sorted)
             pos_list: list[int] = []
             idx_list: list[int] = []
             states, learning_end = self._states, self.learning_end
-            for r, row, a, pk, sl, rr in zip(
+            last_candidate = self._last_candidate
+            for r, row, a, pk, sl, rr, ea in zip(
                 cand_pos.tolist(),
                 row_ids[cand_pos].tolist(),
                 abs_peak.tolist(),
                 levels.tolist(),
                 slope_sq.tolist(),
                 abs_r.tolist(),
+                early.tolist(),
             ):
-                beats = states[row].on_candidate(a, pk, float(sl), rr, learning_end)
+                state = states[row]
+                if ea and not state.clearly_qrs(a, pk, sl):
+                    continue  # wait for the whole look-ahead (judged again next call)
+                last_candidate[row] = a
+                beats = state.on_candidate(a, pk, float(sl), rr, learning_end)
                 if beats:
                     pos_list.extend([r] * len(beats))
                     idx_list.extend(beats)
@@ -386,19 +415,21 @@ class PanTompkinsBank:
         bpd: np.ndarray,
         bp_ext: np.ndarray,
         seen_before: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Derivative, squaring, MWI and candidate search on detection-rate samples ``bpd``
         (R, nd) of ``row_ids`` (``sel``: the same, or None for all rows in order).
 
-        Returns the candidates decided now as arrays: (position in the block, absolute MWI
-        peak index, level, max squared slope, absolute R-peak index), all at the full rate.
+        Returns the candidates that may be decided now as arrays: (position in the block,
+        absolute MWI peak index, level, max squared slope, absolute R-peak index, early), indices
+        at the full rate; ``early`` ones (look-ahead not passed) are decided only if clearly a
+        QRS (see `_confirm`).
         """
         dec = self.decimation
         w, k, la = self.window, self.half_dominance, self.lookahead
         nd = bpd.shape[1]
         empty = np.zeros(0, np.int64)
         if nd == 0:
-            return empty, empty, np.zeros(0), empty, empty
+            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool)
         sqh = self._sq_hist.length
         b = self._bpd_hist.extend(bpd, sel)  # (R, 4 + nd)
         deriv = b[:, 4:] - b[:, :-4]
@@ -422,12 +453,10 @@ class PanTompkinsBank:
         # absolute full-rate index of m's column 0 (detection samples sit on multiples of dec)
         seen_d = -(-seen_before // dec)
         base = (seen_d - h) * dec
-        cand_rows, cols = self._block_maxima(m[:, k : width - 1])
+        cand_rows, cols = self._block_records(m[:, k : width - 1], m[:, k + 1 : width])
+        j = cols + k
         if cand_rows.size:
-            j = cols + k
-            peaks = m[cand_rows, j]
-            keep = (peaks > self.floor) & (peaks > m[cand_rows, j - 1])
-            keep &= peaks >= m[cand_rows, j + 1]
+            keep = m[cand_rows, j] > m[cand_rows, j - 1]
             cand_rows, j = cand_rows[keep], j[keep]
         if cand_rows.size:
             abs_peak = base[cand_rows] + j * dec
@@ -445,12 +474,13 @@ class PanTompkinsBank:
             keep = peaks > left
             cand_rows, j, abs_peak, peaks = cand_rows[keep], j[keep], abs_peak[keep], peaks[keep]
         if cand_rows.size:
-            decided = self._confirm(m, cand_rows, j, peaks, width)
-            cand_rows, j, abs_peak, peaks = (
-                cand_rows[decided], j[decided], abs_peak[decided], peaks[decided]
+            full, early = self._confirm(m, cand_rows, j, peaks, width)
+            decided = full | early
+            cand_rows, j, abs_peak, peaks, full = (
+                cand_rows[decided], j[decided], abs_peak[decided], peaks[decided], full[decided]
             )
         if cand_rows.size == 0:
-            return empty, empty, np.zeros(0), empty, empty
+            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool)
         levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
         sq_idx = j - h + sqh  # same detection sample, in sq_ext columns
         slope_sq = sq_ext[cand_rows[:, None], sq_idx[:, None] + self._win].max(axis=1)
@@ -461,25 +491,30 @@ class PanTompkinsBank:
         bp_win = np.abs(bp_ext[cand_rows[:, None], end_col[:, None] + self._r_win])
         r_col = end_col + self._r_win[0, 0] + np.argmax(bp_win, axis=1) - self.bandpass_delay
         abs_r = np.maximum(seen_before[cand_rows] - hist + r_col, 0)
-        return pos[cand_rows], abs_peak, levels, slope_sq, abs_r
+        return pos[cand_rows], abs_peak, levels, slope_sq, abs_r, ~full
 
-    def _block_maxima(self, judged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) of the first maximum of each block of ``half_dominance // 2`` columns.
+    def _block_records(self, judged: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, column) of the local maxima (``>= right``, above the floor) that are also
+        higher than everything before them in their block of ``half_dominance // 2`` columns.
 
-        A candidate must be the largest value within +-half_dominance, so it is the first
-        maximum of any shorter block holding it: one argmax pass replaces a per-sample scan.
+        A candidate must exceed the ``half_dominance`` samples before it, so it is such a
+        record in any shorter block: a running maximum replaces a per-sample window scan.
         Which blocks are used does not matter (candidates are checked exactly afterwards).
         """
         r, length = judged.shape
         size = max(1, self.half_dominance // 2)
         blocks = -(-length // size)
-        padded = np.full((r, blocks * size), -1, dtype=judged.dtype)
-        padded[:, :length] = judged
-        first = padded.reshape(r, blocks, size).argmax(axis=2)
-        cols = (first + np.arange(blocks)[None, :] * size).ravel()
-        rows = np.repeat(np.arange(r), blocks)
-        keep = cols < length
-        return rows[keep], cols[keep]
+        padded = np.full((r, blocks * size + 1), -1, dtype=judged.dtype)
+        padded[:, 1 : length + 1] = judged
+        body = padded[:, 1:].reshape(r, blocks, size)
+        running = np.maximum.accumulate(body, axis=2)
+        before = np.empty_like(running)
+        before[:, :, 0] = -1
+        before[:, :, 1:] = running[:, :, :-1]
+        mask = (body > before).reshape(r, -1)[:, :length]
+        mask &= judged >= right
+        mask &= judged > self.floor
+        return np.nonzero(mask)
 
     def _all_initialized(self, row_ids: np.ndarray) -> bool:
         """True when no row in ``row_ids`` is still in its learning period (cached)."""
@@ -490,26 +525,31 @@ class PanTompkinsBank:
 
     def _confirm(
         self, m: np.ndarray, cand_rows: np.ndarray, j: np.ndarray, peaks: np.ndarray, width: int
-    ) -> np.ndarray:
-        """Which candidates are decided now: no higher MWI value ahead before the MWI fell
-        below ``confirm_drop`` x the peak, or ``lookahead`` samples ahead without one.
-        Candidates whose look-ahead is not complete yet stay pending (judged next call)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which candidates can be decided now.
+
+        Returns two bool arrays: ``full`` (``lookahead`` samples ahead seen, none higher: the
+        classic rule) and ``early`` (the MWI fell below ``(1 - confirm_drop)`` x the peak
+        before any higher value: decided at the fall if the decision rules find it clearly a
+        QRS). Others are rejected or stay pending.
+        """
         la = self.lookahead
         cols = j[:, None] + self._ahead
         available = cols < width
         ahead = m[cand_rows[:, None], np.minimum(cols, width - 1)]
         higher = (ahead > peaks[:, None]) & available
         first_higher = np.where(higher.any(axis=1), higher.argmax(axis=1), la)
+        complete = available[:, -1]
+        full = complete & (first_higher == la)
         drop = self.params.confirm_drop
-        if drop > 0.0:
-            fallen = (ahead <= ((1.0 - drop) * peaks)[:, None]) & available
-            first_fallen = np.where(fallen.any(axis=1), fallen.argmax(axis=1), la)
-        else:
-            first_fallen = np.full(j.shape, la)
-        full = available[:, -1]
-        confirm_at = np.where(full, np.minimum(first_fallen, la - 1), first_fallen)
-        # confirmed by the fall (or the full look-ahead) before any higher value appeared
-        return (confirm_at < first_higher) & ((first_fallen < la) | full)
+        if drop <= 0.0:
+            return full, np.zeros_like(full)
+        fallen = (ahead <= ((1.0 - drop) * peaks)[:, None]) & available
+        first_fallen = np.where(fallen.any(axis=1), fallen.argmax(axis=1), la)
+        # judged as of the fall, whether or not later samples are already here, so the
+        # outcome does not depend on how the signal was chunked
+        early = first_fallen < first_higher
+        return full, early
 
 
 class PanTompkinsDetector:

@@ -49,6 +49,7 @@ class TranscodingRelay:
         self.pcs: set[RTCPeerConnection] = set()
         self.tracks_ready = asyncio.Event()
         self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, ws: Any) -> None:
         self.connections.add(ws)
@@ -67,7 +68,9 @@ class TranscodingRelay:
                     }))
                     if msg.get("media"):
                         pc = self._new_pc()
-                        asyncio.ensure_future(self._offer_subscriber(ws, pc))
+                        task = asyncio.ensure_future(self._offer_subscriber(ws, pc))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
                 elif kind == "publish":
                     pc = self._new_pc()
                     self._accept_publisher(ws, pc, pid)

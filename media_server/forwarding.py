@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.utils import uint16_add
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .frames import EncodedFrame, FrameSink
@@ -35,9 +37,62 @@ from .keyframes import KeyframeRequestLimiter, is_keyframe
 logger = logging.getLogger(__name__)
 
 _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+_JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _RTX_SSRC_ATTR = "_RTCRtpReceiver__rtx_ssrc"
 
 FrameCallback = Callable[[Any, Any], None]  # (aiortc codec parameters, JitterFrame)
+
+
+class EarlyJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, but a frame is passed on as soon as it is complete.
+
+    aiortc releases a video frame only when the first packet of the *next* frame arrives (one
+    frame interval late: 33 ms at 30 fps) and audio only with 4 packets prefetched (80 ms): right
+    for a decoder that wants smooth input, wasted latency for a relay. Here:
+
+    - video: at the packet with the marker bit (VP8/H.264 mark a frame's last packet), if every
+      packet from the buffer's origin up to it is present with the same RTP timestamp;
+    - audio: every packet is a whole Opus frame and is passed on at once.
+
+    Anything else (a gap, an older incomplete frame) falls back to aiortc's own rule, so NACK,
+    retransmission and PLI behave as before. Measured in bench/sfu.py (medstream vs
+    medstream+early): video relay latency p50 35 -> 1.2 ms at 2x4, 55 -> 13 ms at 1x100.
+    """
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        pli, frame = super().add(packet)
+        if frame is not None or self._origin is None:
+            return pli, frame
+        count = uint16_add(packet.sequence_number, -self._origin) + 1
+        if count > self._capacity:
+            return pli, None  # a late packet from before the origin: nothing to pass on
+        if not self._is_video:
+            self.remove(count)
+            return pli, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        if not packet.marker:
+            return pli, None
+        parts = []
+        for i in range(count):
+            p = self._packets[(self._origin + i) % self._capacity]
+            if p is None or p.timestamp != packet.timestamp:
+                return pli, None
+            parts.append(p._data)
+        self.remove(count)
+        return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
+
+    @classmethod
+    def install(cls, receiver: RTCRtpReceiver) -> None:
+        """Replace `receiver`'s jitter buffer (same capacity) before media arrives."""
+        current = getattr(receiver, _JITTER_BUFFER_ATTR, None)
+        if not isinstance(current, JitterBuffer):
+            raise RuntimeError(
+                f"aiortc RTCRtpReceiver internals changed: expected {_JITTER_BUFFER_ATTR} to be a "
+                f"JitterBuffer (aiortc 1.16), got {type(current).__name__}"
+            )
+        if isinstance(current, cls):
+            return
+        replacement = cls(capacity=current.capacity, is_video=current._is_video)
+        setattr(receiver, _JITTER_BUFFER_ATTR, replacement)
 
 
 class ReceiverTap:

@@ -43,7 +43,13 @@ from .events import (
     TrackInfo,
     TrackPublished,
 )
-from .forwarding import ForwardTrack, Producer, ReceiverTap, route_keyframe_requests
+from .forwarding import (
+    EarlyJitterBuffer,
+    ForwardTrack,
+    Producer,
+    ReceiverTap,
+    route_keyframe_requests,
+)
 from .frames import FrameSink
 from .quality import QualityTotals, summarize
 
@@ -190,6 +196,7 @@ class Sfu:
                 transceiver.setCodecPreferences(self._publish_capabilities(k))
                 slot = _PublishSlot(kind=k, transceiver=transceiver)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
+                EarlyJitterBuffer.install(transceiver.receiver)
                 peer.slots[k] = slot
                 added = True
             if added:

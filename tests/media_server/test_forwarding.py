@@ -148,3 +148,35 @@ async def test_stop_ends_a_waiting_reader() -> None:
     track.stop()
     with pytest.raises(MediaStreamError):
         await reader
+
+
+def test_early_jitter_buffer_passes_frames_on_when_complete():
+    """Video at the marker packet when the frame is whole; audio at once; gaps wait as in aiortc."""
+    from aiortc.rtp import RtpPacket
+
+    from media_server.forwarding import EarlyJitterBuffer
+
+    def pkt(seq, ts, marker=False, payload=b""):
+        p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=marker)
+        p._data = payload or bytes([seq % 256])
+        return p
+
+    video = EarlyJitterBuffer(capacity=128, is_video=True)
+    assert video.add(pkt(100, 9000))[1] is None
+    _, frame = video.add(pkt(101, 9000, marker=True))
+    assert frame is not None and frame.data == bytes([100, 101]) and frame.timestamp == 9000
+    # a gap inside the next frame: the marker alone does not release it
+    assert video.add(pkt(102, 12000))[1] is None
+    assert video.add(pkt(104, 12000, marker=True))[1] is None
+    # the retransmitted packet completes it: released with all three parts
+    _, frame = video.add(pkt(103, 12000))
+    assert frame is None or frame.data == bytes([102, 103, 104])
+    if frame is None:  # aiortc's own rule releases it when the next frame starts
+        _, frame = video.add(pkt(105, 15000, marker=True))
+        assert frame is not None and frame.data == bytes([102, 103, 104])
+
+    audio = EarlyJitterBuffer(capacity=16)
+    for seq in range(200, 205):
+        _, frame = audio.add(pkt(seq, seq * 960))
+        assert frame is not None and frame.timestamp == seq * 960
+    assert audio.add(pkt(199, 199 * 960))[1] is None  # late: already past it

@@ -147,8 +147,8 @@ class AlarmMonitor:
             want[AlarmKind.NOISE] = (
                 f"ECG too noisy to analyse ({quality.noise_mv:.2f} mV noise)", now_sample
             )
-        elif quality.motion:
-            want[AlarmKind.NOISE] = ("ECG too noisy to analyse (motion artefact)", now_sample)
+        elif quality.artefact:
+            want[AlarmKind.NOISE] = ("ECG too noisy to analyse (artefact in the QRS band)", now_sample)
         if not quality.analysable:
             self.analysable_since = None
         elif self.analysable_since is None:
@@ -341,8 +341,8 @@ class AlarmBank:
         if kind is AlarmKind.SATURATION:
             return "ECG signal saturated (ADC clipping)", now
         if kind is AlarmKind.NOISE:
-            if quality.motion[pos]:
-                return "ECG too noisy to analyse (motion artefact)", now
+            if quality.artefact[pos]:
+                return "ECG too noisy to analyse (artefact in the QRS band)", now
             return f"ECG too noisy to analyse ({quality.noise_mv[pos]:.2f} mV noise)", now
         if kind is AlarmKind.ASYSTOLE:
             ref = int(reference[pos])

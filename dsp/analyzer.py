@@ -227,7 +227,7 @@ class MultiStreamAnalyzer:
         """Detect, measure and alarm one block; put a result per row into ``results``."""
         rows = np.arange(len(group.members)) if sel is None else sel
         beat_pos, beat_idx = group.detectors.process_flat(x, sel)
-        quality = group.quality.process_arrays(x, sel)
+        quality = group.quality.process_arrays(x, sel, group.detectors.last_bandpassed)
         start = group.start[rows]
         now = start + group.detectors.samples_seen[rows] - 1
         fs = group.fs

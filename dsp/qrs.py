@@ -257,6 +257,8 @@ class PanTompkinsBank:
         self._last_candidate = np.zeros(0, dtype=np.int64)
         self._states: list[_DecisionState] = []
         self._all_ready = True
+        #: the 5-15 Hz band-passed block of the last `process` call, (n_rows, n) millivolts
+        self.last_bandpassed = np.zeros((0, 0))
 
     @property
     def n_streams(self) -> int:
@@ -332,11 +334,13 @@ class PanTompkinsBank:
             raise ValueError(f"expected a block of shape ({row_ids.shape[0]}, n), got {x.shape}")
         n = x.shape[1]
         if n == 0:
+            self.last_bandpassed = np.zeros((row_ids.size, 0))
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         sel = None if rows is None else row_ids
         dec = self.decimation
         seen_before = self._seen[row_ids]
         bp = self._bandpass.process(x, sel)
+        self.last_bandpassed = bp  # shared with the signal-quality checks (same block)
         bp_ext = self._bp_hist.extend(bp, sel)  # (R, hist + n), full rate
         if dec == 1:
             found = [self._scan(np.arange(row_ids.size), row_ids, sel, bp, bp_ext, seen_before)]

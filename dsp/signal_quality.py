@@ -14,12 +14,13 @@ sample is touched once, and the flags depend only on the samples, never on how t
   above ``noise_mv``. QRS complexes fill at most about half the segments even at high rates, so
   the lower quartile measures the baseline's muscle/electrical noise, not the ECG's own
   high-frequency content;
-* motion artefact: low-frequency noise (electrode motion, fast baseline shifts) in the band the
-  QRS detector uses. Each segment's peak-to-peak minus its net drift (``|last - first|``, which
-  removes slow, monotone baseline wander that the detector's band-pass ignores anyway) is a local
-  "activity" level; on a clean ECG most segments are quiet and a few hold a QRS. When the lower
-  third of segments is active at more than ``motion_ratio`` of the largest (QRS-sized) activity
-  and above ``motion_mv``, beats can no longer be told from artefact.
+* artefact in the QRS band (electrode artefact, muscle): what actually stops beat detection is
+  noise in the band the detector looks at (5-15 Hz), so this check works on that band-passed
+  signal (the detector's own, passed in by the analyzer). On a clean ECG most 0.1 s segments are
+  quiet in that band and a few hold a QRS; when the lower third of the segments' mean |band|
+  reaches ``artefact_ratio`` of the window's largest |band| (the QRS), beats can no longer be
+  told from artefact. Baseline wander lies below the band and, rightly, does not count.
+  Measured always (``artefact_ratio``); raising the condition is opt-in (see `QualityLimits`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsp.filters import SosFilterBank, check_sampling_rate, design_highpass
+from dsp.filters import SosFilterBank, check_sampling_rate, design_highpass, design_qrs_bandpass
 
 # per-segment statistics, axis 1 of the state array
-_MAX, _MIN, _N_MAX, _N_MIN, _HP, _ACTIVITY, _VALID = 0, 1, 2, 3, 4, 5, 6
-_N_STATS = 7
+_MAX, _MIN, _N_MAX, _N_MIN, _HP, _BAND_MEAN, _BAND_MAX, _VALID = 0, 1, 2, 3, 4, 5, 6, 7
+_N_STATS = 8
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,15 @@ class QualityLimits:
     #: lower quartile of 0.1 s mean |high-passed| (0.14 mV ~ Gaussian noise of 0.18 mV rms)
     noise_mv: float = 0.14
     noise_highpass_hz: float = 25.0
-    motion_ratio: float = 0.45
-    motion_mv: float = 0.15
+    #: lower third of 0.1 s mean |QRS band| over the largest |QRS band| in the window: the
+    #: artefact condition starts above ``artefact_ratio`` and ends below ``artefact_clear_ratio``
+    #: (hysteresis). Off by default (None): at 150-170 bpm the QRS band is busy in most
+    #: segments and the ratio reaches ~0.25, so the check would freeze tachycardia alarms;
+    #: ``artefact_ratio`` is reported either way.
+    artefact_ratio: float | None = None
+    artefact_clear_ratio: float = 0.10
+    #: and the band floor must exceed this (an isoelectric line is never "artefact")
+    artefact_floor_mv: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -59,29 +67,29 @@ class QualityFlags:
     noisy: bool
     ptp_mv: float
     noise_mv: float
-    motion: bool = False
-    motion_ratio: float = 0.0
+    artefact: bool = False
+    artefact_ratio: float = 0.0
 
     @property
     def analysable(self) -> bool:
         """True when rhythm alarms can be trusted (no technical condition present)."""
-        return not (self.flat or self.saturated or self.noisy or self.motion)
+        return not (self.flat or self.saturated or self.noisy or self.artefact)
 
 
 @dataclass
 class QualityArrays:
     """The checks for many streams at once, one entry per row (numpy arrays, shape (n,)).
 
-    ``noisy`` covers both broadband noise and motion artefact; ``motion`` tells which.
+    ``noisy`` covers both broadband noise and artefact artefact; ``artefact`` tells which.
     """
 
     flat: np.ndarray
     saturated: np.ndarray
     noisy: np.ndarray
-    motion: np.ndarray
+    artefact: np.ndarray
     ptp_mv: np.ndarray
     noise_mv: np.ndarray
-    motion_ratio: np.ndarray
+    artefact_ratio: np.ndarray
 
     @property
     def analysable(self) -> np.ndarray:
@@ -93,11 +101,11 @@ class QualityArrays:
         return QualityFlags(
             bool(self.flat[i]),
             bool(self.saturated[i]),
-            bool(self.noisy[i] and not self.motion[i]),
+            bool(self.noisy[i] and not self.artefact[i]),
             float(self.ptp_mv[i]),
             float(self.noise_mv[i]),
-            bool(self.motion[i]),
-            float(self.motion_ratio[i]),
+            bool(self.artefact[i]),
+            float(self.artefact_ratio[i]),
         )
 
 
@@ -110,11 +118,14 @@ class SignalQualityBank:
         self.segment = max(2, int(round(self.limits.segment_s * self.fs)))
         self.n_segments = max(2, int(round(self.limits.window_s / self.limits.segment_s)))
         self._highpass = SosFilterBank(design_highpass(self.fs, self.limits.noise_highpass_hz))
+        self._band = SosFilterBank(design_qrs_bandpass(self.fs))  # used when none is passed in
         self._n = 0
         self._stats = np.zeros((0, _N_STATS, self.n_segments))
         self._part_raw = np.zeros((0, self.segment))
         self._part_hp = np.zeros((0, self.segment))
+        self._part_band = np.zeros((0, self.segment))
         self._part_len = np.zeros(0, dtype=np.int64)
+        self._artefact = np.zeros(0, dtype=bool)
 
     @property
     def n_streams(self) -> int:
@@ -124,50 +135,69 @@ class SignalQualityBank:
     def add_stream(self) -> int:
         """Add a stream; return its row."""
         self._highpass.add_streams(1)
+        self._band.add_streams(1)
         if self._n == self._stats.shape[0]:
             extra = max(1, self._n)
             self._stats = np.concatenate([self._stats, np.zeros((extra,) + self._stats.shape[1:])])
             self._part_raw = np.concatenate([self._part_raw, np.zeros((extra, self.segment))])
             self._part_hp = np.concatenate([self._part_hp, np.zeros((extra, self.segment))])
+            self._part_band = np.concatenate([self._part_band, np.zeros((extra, self.segment))])
             self._part_len = np.concatenate([self._part_len, np.zeros(extra, np.int64)])
+            self._artefact = np.concatenate([self._artefact, np.zeros(extra, bool)])
         row = self._n
         self._stats[row] = 0.0
         self._part_len[row] = 0
+        self._artefact[row] = False
         self._n += 1
         return row
 
     def remove_stream(self, row: int) -> None:
         """Remove one stream; rows after it shift down by one."""
         self._highpass.remove_stream(row)
+        self._band.remove_stream(row)
         n = self._n
-        for a in (self._stats, self._part_raw, self._part_hp, self._part_len):
+        for a in (
+            self._stats, self._part_raw, self._part_hp, self._part_band, self._part_len,
+            self._artefact,
+        ):
             a[row : n - 1] = a[row + 1 : n].copy()
         self._n = n - 1
 
     def process(self, x_mv: np.ndarray, rows: np.ndarray | None = None) -> list[QualityFlags]:
         """Feed a block (n_rows, n_samples) in millivolts; return flags per row for its window."""
-        q = self.process_arrays(x_mv, rows)
+        q = self.process_arrays(x_mv, rows, None)
         return [q.row(i) for i in range(q.flat.shape[0])]
 
-    def process_arrays(self, x_mv: np.ndarray, rows: np.ndarray | None = None) -> QualityArrays:
+    def process_arrays(
+        self,
+        x_mv: np.ndarray,
+        rows: np.ndarray | None = None,
+        qrs_band_mv: np.ndarray | None = None,
+    ) -> QualityArrays:
         """Feed a block (n_rows, n_samples) in millivolts; return the flags as arrays.
 
+        ``qrs_band_mv``: the same block through the QRS detector's 5-15 Hz band-pass, if the
+        caller has it (the analyzer passes the detector's); else the bank filters it itself.
         Until a stream has a full window it is judged on its complete segments (none: no flag).
         """
         x = np.asarray(x_mv, dtype=np.float64)
         row_ids = np.arange(self._n) if rows is None else np.asarray(rows)
-        hp = self._highpass.process(x, None if rows is None else row_ids)
+        sel = None if rows is None else row_ids
+        hp = self._highpass.process(x, sel)
+        band = self._band.process(x, sel) if qrs_band_mv is None else qrs_band_mv
         part = self._part_len[row_ids]
         phases = np.unique(part)
         if phases.size == 1:
-            self._absorb(row_ids, x, hp, int(phases[0]))
+            self._absorb(row_ids, x, hp, band, int(phases[0]))
         else:  # streams at different positions within their segment: one pass per position
             for p in phases.tolist():
                 sub = np.flatnonzero(part == p)
-                self._absorb(row_ids[sub], x[sub], hp[sub], p)
-        return self._evaluate(self._stats[row_ids])
+                self._absorb(row_ids[sub], x[sub], hp[sub], band[sub], p)
+        return self._evaluate(self._stats[row_ids], row_ids)
 
-    def _absorb(self, row_ids: np.ndarray, x: np.ndarray, hp: np.ndarray, p: int) -> None:
+    def _absorb(
+        self, row_ids: np.ndarray, x: np.ndarray, hp: np.ndarray, band: np.ndarray, p: int
+    ) -> None:
         """Summarise the complete segments of ``partial ++ x`` and keep the remainder."""
         seg, r = self.segment, x.shape[0]
         total = p + x.shape[1]
@@ -175,17 +205,21 @@ class SignalQualityBank:
         if c == 0:
             self._part_raw[row_ids, p:total] = x
             self._part_hp[row_ids, p:total] = hp
+            self._part_band[row_ids, p:total] = band
             self._part_len[row_ids] = total
             return
         raw = np.concatenate([self._part_raw[row_ids, :p], x], axis=1)
         hpj = np.concatenate([self._part_hp[row_ids, :p], hp], axis=1)
+        bandj = np.abs(np.concatenate([self._part_band[row_ids, :p], band], axis=1))
         rest = total - c * seg
         self._part_raw[row_ids, :rest] = raw[:, c * seg :]
         self._part_hp[row_ids, :rest] = hpj[:, c * seg :]
+        self._part_band[row_ids, :rest] = bandj[:, c * seg :]
         self._part_len[row_ids] = rest
         keep_c = min(c, self.n_segments)
         s = raw[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
         h = hpj[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
+        bd = bandj[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
         mx = s.max(axis=2)
         mn = s.min(axis=2)
         whole = r == self._n and row_ids[0] == 0  # all rows in order: update in place
@@ -196,12 +230,13 @@ class SignalQualityBank:
         new[:, _N_MAX] = (s == mx[:, :, None]).sum(axis=2)
         new[:, _N_MIN] = (s == mn[:, :, None]).sum(axis=2)
         new[:, _HP] = np.abs(h).mean(axis=2)
-        new[:, _ACTIVITY] = (mx - mn) - np.abs(s[:, :, -1] - s[:, :, 0])
+        new[:, _BAND_MEAN] = bd.mean(axis=2)
+        new[:, _BAND_MAX] = bd.max(axis=2)
         new[:, _VALID] = 1.0
         if not whole:
             self._stats[row_ids] = stats
 
-    def _evaluate(self, st: np.ndarray) -> QualityArrays:
+    def _evaluate(self, st: np.ndarray, row_ids: np.ndarray) -> QualityArrays:
         lim = self.limits
         valid = st[:, _VALID] > 0.5
         n_valid = valid.sum(axis=1)
@@ -226,21 +261,28 @@ class SignalQualityBank:
         k_noise = (last * 0.25).astype(np.int64)
         k_low = (last / 3).astype(np.int64)
         if bool((n_valid == self.n_segments).all()):  # full windows: partial sorts suffice
-            kn, kl, kt = int(k_noise[0]), int(k_low[0]), self.n_segments - 1
-            hp_sorted = np.partition(st[:, _HP], kn, axis=1)
-            act_sorted = np.partition(st[:, _ACTIVITY], [kl, kt], axis=1)
+            hp_sorted = np.partition(st[:, _HP], int(k_noise[0]), axis=1)
+            band_sorted = np.partition(st[:, _BAND_MEAN], int(k_low[0]), axis=1)
         else:
             hp_sorted = np.sort(np.where(valid, st[:, _HP], np.inf), axis=1)
-            act_sorted = np.sort(np.where(valid, st[:, _ACTIVITY], np.inf), axis=1)
+            band_sorted = np.sort(np.where(valid, st[:, _BAND_MEAN], np.inf), axis=1)
         noise = np.where(any_valid, hp_sorted[rows, k_noise], 0.0)
-        low_activity = np.where(any_valid, act_sorted[rows, k_low], 0.0)
-        top_activity = np.where(any_valid, act_sorted[rows, last], 0.0)
+        band_floor = np.where(any_valid, band_sorted[rows, k_low], 0.0)
+        band_peak = np.where(valid, st[:, _BAND_MAX], 0.0).max(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            motion_ratio = np.where(top_activity > 0, low_activity / top_activity, 0.0)
+            artefact_ratio = np.where(band_peak > 0, band_floor / band_peak, 0.0)
         ok = ~flat & ~saturated & any_valid
         broadband = ok & (noise > lim.noise_mv)
-        motion = ok & ~broadband & (motion_ratio > lim.motion_ratio)
-        motion &= low_activity > lim.motion_mv
+        # judged on full windows only: the first seconds may not hold a QRS yet
+        was = self._artefact[row_ids]
+        if lim.artefact_ratio is None:
+            artefact = np.zeros(st.shape[0], dtype=bool)
+        else:
+            limit = np.where(was, lim.artefact_clear_ratio, lim.artefact_ratio)
+            artefact = (n_valid == self.n_segments) & (artefact_ratio > limit)
+            artefact &= band_floor > lim.artefact_floor_mv
+        self._artefact[row_ids] = artefact
+        artefact &= ok & ~broadband
         return QualityArrays(
-            flat, saturated, broadband | motion, motion, ptp, noise, motion_ratio
+            flat, saturated, broadband | artefact, artefact, ptp, noise, artefact_ratio
         )

@@ -173,3 +173,43 @@ def test_bad_input_is_rejected_with_clear_errors():
     with pytest.raises(ValueError, match="unknown stream"):
         an.remove_stream("a")
     assert an.process() == {}
+
+
+def test_heart_rate_bank_equals_single_stream_meter(ecg_data_dir):
+    from dsp.heart_rate import HeartRateBank, HeartRateMeter
+
+    beats = [PanTompkinsDetector(360).process(
+        cached_record(str(ecg_data_dir / "mitdb" / n)).signal_mv[: 120 * 360]) for n in ("201", "208")]
+    bank = HeartRateBank(360)
+    meters = [HeartRateMeter(360) for _ in beats]
+    for _ in beats:
+        bank.add_stream()
+    compared = 0
+    for now in range(0, 120 * 360, 90):
+        for row, (b, meter) in enumerate(zip(beats, meters)):
+            for i in [i for i in b if now - 90 < i <= now]:
+                assert bank.on_beat(row, i) == meter.on_beat(i)
+            meter.update(now)
+        bank.update(np.arange(2), np.array([now, now]))
+        for row, meter in enumerate(meters):
+            for name in ("heart_rate_bpm", "alarm_rate_bpm", "irregularity"):
+                want, got = getattr(meter, name), float(getattr(bank, name)[row])
+                if want is None:
+                    assert np.isnan(got), name
+                else:
+                    assert got == pytest.approx(want, rel=1e-12), name
+                    compared += 1
+    assert compared > 400
+
+
+def test_quiet_streams_get_their_previous_result_object(ecg_data_dir):
+    x = cached_record(str(ecg_data_dir / "mitdb" / "100")).signal_mv[: 30 * 360]
+    an = MultiStreamAnalyzer()
+    an.add_stream("s", 360)
+    seen = []
+    for a in range(0, x.size, 18):  # 50 ms steps: many steps bring nothing new
+        an.feed("s", x[a : a + 18], a)
+        seen.append(an.process()["s"])
+    quiet = [r for r in seen if not r.beats and not r.alarms_raised and not r.alarms_cleared]
+    assert len({id(r) for r in quiet}) < len(quiet) / 3
+    assert sum(len(r.beats) for r in seen) == len(PanTompkinsDetector(360).process(x))

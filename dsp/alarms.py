@@ -14,6 +14,7 @@ bit mask per stream computed with numpy, and Python only runs for streams whose 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
@@ -85,7 +86,7 @@ class AlarmLimits:
             self.tachycardia_bpm,
             self.extreme_tachycardia_bpm,
         )
-        if not all(a < b for a, b in zip(order, order[1:])) or order[0] <= 0:
+        if not all(a < b for a, b in itertools.pairwise(order)) or order[0] <= 0:
             raise ValueError(
                 "limits must satisfy 0 < extreme_brady < brady < tachy < extreme_tachy bpm, "
                 f"got {order}"
@@ -156,7 +157,8 @@ class AlarmMonitor:
         if quality.analysable:
             judged = now_sample - decision_delay_samples
             reference = stream_start_sample if last_beat_sample is None else last_beat_sample
-            reference = max(reference, self.analysable_since - decision_delay_samples)
+            since = now_sample if self.analysable_since is None else self.analysable_since
+            reference = max(reference, since - decision_delay_samples)
             asystole_samples = int(round(self.limits.asystole_s * fs))
             if judged - reference >= asystole_samples:
                 want[AlarmKind.ASYSTOLE] = (

@@ -233,7 +233,7 @@ class MultiStreamAnalyzer:
         fs = group.fs
         rates = group.rates
         news: dict[int, tuple[list[Beat], list[float]]] = {}
-        for pos, index in zip(beat_pos.tolist(), (beat_idx + start[beat_pos]).tolist()):
+        for pos, index in zip(beat_pos.tolist(), (beat_idx + start[beat_pos]).tolist(), strict=False):
             entry = news.get(pos)
             if entry is None:
                 entry = news[pos] = ([], [])
@@ -263,7 +263,7 @@ class MultiStreamAnalyzer:
             results.update((streams[r].stream_id, streams[r].quiet_result()) for r in quiet_rows)
         hr_all = rates.heart_rate_bpm[rows[news_pos]].tolist()
         irr_all = rates.irregularity[rows[news_pos]].tolist()
-        for pos, row, hr, irr in zip(news_pos.tolist(), rows[news_pos].tolist(), hr_all, irr_all):
+        for pos, row, hr, irr in zip(news_pos.tolist(), rows[news_pos].tolist(), hr_all, irr_all, strict=False):
             stream = streams[row]
             active = group.alarms.active_alarms(row)
             beats, rr_ms = news.get(pos, ([], []))

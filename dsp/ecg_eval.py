@@ -163,7 +163,8 @@ def main(argv: list[str]) -> int:
           f" delay ms")
     print(f"{'':>8} | {'tp':>6} {'fp':>5} {'fn':>5} {'Se%':>7} {'+P%':>7} | {'tp':>6} {'fp':>5} "
           f"{'fn':>5} {'Se%':>7} {'+P%':>7} | {'median':>6} {'max':>6}")
-    total_ours, total_theirs, all_delays = BeatScore(0, 0, 0), BeatScore(0, 0, 0), []
+    total_ours, total_theirs = BeatScore(0, 0, 0), BeatScore(0, 0, 0)
+    all_delays: list[float] = []
     report: dict[str, object] = {"skip_first_5min": args.skip, "seed": args.seed, "records": {}}
     for r in results:
         print(_line(r.name, r.medstream, r.neurokit2, list(r.delays_ms)))

@@ -28,12 +28,11 @@ deflection, corrected for the band-pass group delay).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from dsp.filters import History, SosFilterBank, check_sampling_rate, design_qrs_bandpass
-from dsp.filters import group_delay_samples
+from dsp.filters import History, SosFilterBank, check_sampling_rate, design_qrs_bandpass, group_delay_samples
 
 # Derivative (mV/s) quantisation step 1/64 mV/s; clip keeps squares and 150 ms sums far inside int64.
 _Q_PER_MV_PER_S = 64.0
@@ -87,9 +86,21 @@ class _DecisionState:
     """
 
     __slots__ = (
-        "params", "fs", "floor", "initialized", "learning", "signal_level", "noise_level",
-        "last_beat_index", "last_slope_sq", "rr_samples", "rr_sum", "refractory",
-        "t_wave_window", "t_wave_slope_factor", "relearn_after",
+        "floor",
+        "fs",
+        "initialized",
+        "last_beat_index",
+        "last_slope_sq",
+        "learning",
+        "noise_level",
+        "params",
+        "refractory",
+        "relearn_after",
+        "rr_samples",
+        "rr_sum",
+        "signal_level",
+        "t_wave_slope_factor",
+        "t_wave_window",
     )
 
     def __init__(self, params: PanTompkinsParams, fs: float, floor: float) -> None:
@@ -133,7 +144,7 @@ class _DecisionState:
                 return []
             beats = self._initialize()
             beat = self._decide(index, level, slope_sq, r_index)
-            return beats + [beat] if beat >= 0 else beats
+            return [*beats, beat] if beat >= 0 else beats
         beat = self._decide(index, level, slope_sq, r_index)
         return [beat] if beat >= 0 else []
 
@@ -315,7 +326,7 @@ class PanTompkinsBank:
         """
         positions, indices = self.process_flat(x_mv, rows)
         out: list[list[int]] = [[] for _ in range(np.shape(x_mv)[0])]
-        for r, i in zip(positions.tolist(), indices.tolist()):
+        for r, i in zip(positions.tolist(), indices.tolist(), strict=False):
             out[r].append(i)
         return out
 
@@ -381,7 +392,7 @@ class PanTompkinsBank:
                 levels.tolist(),
                 slope_sq.tolist(),
                 abs_r.tolist(),
-                early.tolist(),
+                early.tolist(), strict=False,
             ):
                 state = states[row]
                 if ea and not state.clearly_qrs(a, pk, sl):
@@ -497,7 +508,9 @@ class PanTompkinsBank:
         abs_r = np.maximum(seen_before[cand_rows] - hist + r_col, 0)
         return pos[cand_rows], abs_peak, levels, slope_sq, abs_r, ~full
 
-    def _block_records(self, judged: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _block_records(
+        self, judged: np.ndarray, right: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of the local maxima (``>= right``, above the floor) that are also
         higher than everything before them in their block of ``half_dominance // 2`` columns.
 
@@ -518,7 +531,8 @@ class PanTompkinsBank:
         mask = (body > before).reshape(r, -1)[:, :length]
         mask &= judged >= right
         mask &= judged > self.floor
-        return np.nonzero(mask)
+        rows, cols = np.nonzero(mask)
+        return rows, cols
 
     def _all_initialized(self, row_ids: np.ndarray) -> bool:
         """True when no row in ``row_ids`` is still in its learning period (cached)."""

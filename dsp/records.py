@@ -68,7 +68,7 @@ def _flutter_episodes(ann: object, n_samples: int) -> tuple[tuple[int, int], ...
     episodes: list[tuple[int, int]] = []
     start: int | None = None
     bracket: int | None = None
-    for sample, sym, aux in zip(ann.sample, ann.symbol, ann.aux_note):  # type: ignore[attr-defined]
+    for sample, sym, aux in zip(ann.sample, ann.symbol, ann.aux_note, strict=False):  # type: ignore[attr-defined]
         if sym == "[":
             bracket = int(sample)
         elif sym == "]" and bracket is not None:

@@ -138,7 +138,7 @@ class SignalQualityBank:
         self._band.add_streams(1)
         if self._n == self._stats.shape[0]:
             extra = max(1, self._n)
-            self._stats = np.concatenate([self._stats, np.zeros((extra,) + self._stats.shape[1:])])
+            self._stats = np.concatenate([self._stats, np.zeros((extra, *self._stats.shape[1:]))])
             self._part_raw = np.concatenate([self._part_raw, np.zeros((extra, self.segment))])
             self._part_hp = np.concatenate([self._part_hp, np.zeros((extra, self.segment))])
             self._part_band = np.concatenate([self._part_band, np.zeros((extra, self.segment))])

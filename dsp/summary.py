@@ -79,15 +79,18 @@ def summarize_ecg(signal_mv: np.ndarray, sampling_rate_hz: float) -> EcgSummary:
                        approach="fuzzy")
     )
     nn_ms = np.diff(peaks) * 1000.0 / fs
+    mean_nn: float | None = None
+    sdnn: float | None = None
+    rmssd: float | None = None
+    pnn50: float | None = None
+    mean_hr: float | None = None
     if nn_ms.size >= 2:
         mean_nn = float(nn_ms.mean())
         sdnn = float(nn_ms.std(ddof=1))
         successive = np.diff(nn_ms)
         rmssd = float(np.sqrt(np.mean(successive**2)))
         pnn50 = float(100.0 * np.mean(np.abs(successive) > 50.0))
-        mean_hr: float | None = 60000.0 / mean_nn
-    else:
-        mean_nn = sdnn = rmssd = pnn50 = mean_hr = None
+        mean_hr = 60000.0 / mean_nn
     return EcgSummary(
         duration_s=duration_s,
         sampling_rate_hz=fs,

@@ -128,14 +128,14 @@ def test_batched_streams_equal_single_detectors_with_uneven_feeds(ecg_data_dir):
     got = {n: [] for n in names}
     pos = dict.fromkeys(names, 0)
     while any(p < 60 * 360 for p in pos.values()):
-        for n, x in zip(names, xs):
+        for n, x in zip(names, xs, strict=False):
             size = int(rng.integers(1, 400)) if n == "208" else 90  # some equal, one uneven
             if pos[n] < x.size:
                 an.feed(n, x[pos[n] : pos[n] + size], pos[n])
                 pos[n] = min(x.size, pos[n] + size)
         for n, res in an.process().items():
             got[n] += [b.sample_index for b in res.beats]
-    for n, x in zip(names, xs):
+    for n, x in zip(names, xs, strict=False):
         assert got[n] == PanTompkinsDetector(360).process(x), n
 
 
@@ -165,7 +165,7 @@ def test_bad_input_is_rejected_with_clear_errors():
     with pytest.raises(ValueError, match="1-D"):
         an.feed("a", np.zeros((2, 2)), 0)
     an.feed("a", np.zeros(10), 5)
-    with pytest.raises(ValueError, match="expected first_sample 15 .*got 20"):
+    with pytest.raises(ValueError, match=r"expected first_sample 15 .*got 20"):
         an.feed("a", np.zeros(10), 20)
     with pytest.raises(ValueError, match="extreme_brady < brady"):
         AlarmLimits(bradycardia_bpm=130)
@@ -186,7 +186,7 @@ def test_heart_rate_bank_equals_single_stream_meter(ecg_data_dir):
         bank.add_stream()
     compared = 0
     for now in range(0, 120 * 360, 90):
-        for row, (b, meter) in enumerate(zip(beats, meters)):
+        for row, (b, meter) in enumerate(zip(beats, meters, strict=False)):
             for i in [i for i in b if now - 90 < i <= now]:
                 assert bank.on_beat(row, i) == meter.on_beat(i)
             meter.update(now)

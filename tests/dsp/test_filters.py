@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsp.filters import History, SosFilterBank, design_qrs_bandpass, check_sampling_rate
+from dsp.filters import History, SosFilterBank, check_sampling_rate, design_qrs_bandpass
 from tests.dsp.conftest import cached_record
 
 

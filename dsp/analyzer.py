@@ -22,7 +22,7 @@ from dsp.qrs import PanTompkinsBank, PanTompkinsParams
 from dsp.signal_quality import QualityLimits, SignalQualityBank
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Beat:
     """A detected heartbeat: R-peak sample index (stream's own numbering) and time in s."""
 
@@ -30,7 +30,7 @@ class Beat:
     time_s: float
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamResult:
     """What one ``process()`` call found for one stream.
 
@@ -233,14 +233,18 @@ class MultiStreamAnalyzer:
         fs = group.fs
         rates = group.rates
         news: dict[int, tuple[list[Beat], list[float]]] = {}
-        for pos, index in zip(beat_pos.tolist(), (beat_idx + start[beat_pos]).tolist(), strict=False):
-            entry = news.get(pos)
-            if entry is None:
-                entry = news[pos] = ([], [])
-            entry[0].append(Beat(index, index / fs))
-            rr = rates.on_beat(int(rows[pos]), index)
-            if rr is not None:
-                entry[1].append(rr)
+        if beat_pos.size:
+            absolute = beat_idx + start[beat_pos]
+            rr_all = rates.on_beats(rows[beat_pos], absolute)
+            for pos, index, rr in zip(
+                beat_pos.tolist(), absolute.tolist(), rr_all.tolist(), strict=True
+            ):
+                entry = news.get(pos)
+                if entry is None:
+                    entry = news[pos] = ([], [])
+                entry[0].append(Beat(index, index / fs))
+                if rr == rr:  # not NaN: the stream's first beat closes no interval
+                    entry[1].append(rr)
         refreshed = rates.update(rows, now)
         changes = group.alarms.evaluate(
             rows,
@@ -261,17 +265,30 @@ class MultiStreamAnalyzer:
         if news_pos.size < rows.size:  # the rest get their cached quiet result
             quiet_rows = rows[~fresh].tolist()
             results.update((streams[r].stream_id, streams[r].quiet_result()) for r in quiet_rows)
-        hr_all = rates.heart_rate_bpm[rows[news_pos]].tolist()
-        irr_all = rates.irregularity[rows[news_pos]].tolist()
-        for pos, row, hr, irr in zip(news_pos.tolist(), rows[news_pos].tolist(), hr_all, irr_all, strict=False):
+        news_rows = rows[news_pos]
+        hr_all = rates.heart_rate_bpm[news_rows].tolist()
+        irr_all = rates.irregularity[news_rows].tolist()
+        sorted_alarms = group.alarms.active_alarms
+        no_news: tuple[list[Beat], list[float]] = ([], [])
+        no_change: tuple[list[Alarm], list[Alarm]] = ([], [])
+        for pos, row, hr, irr in zip(
+            news_pos.tolist(), news_rows.tolist(), hr_all, irr_all, strict=True
+        ):
             stream = streams[row]
-            active = group.alarms.active_alarms(row)
-            beats, rr_ms = news.get(pos, ([], []))
-            raised, cleared = changes.get(pos, ([], []))
+            active = sorted_alarms(row)
+            beats, rr_ms = news.get(pos, no_news)
+            raised, cleared = changes.get(pos, no_change)
             hr_v = None if hr != hr else hr  # NaN -> None
             irr_v = None if irr != irr else irr
             results[stream.stream_id] = StreamResult(
-                stream.stream_id, beats, hr_v, rr_ms, irr_v, raised, cleared, active
+                stream.stream_id,
+                beats if beats else [],
+                hr_v,
+                rr_ms if rr_ms else [],
+                irr_v,
+                raised if raised else [],
+                cleared if cleared else [],
+                active,
             )
             fields = (hr_v, irr_v, active)
             if fields != stream.quiet_fields:  # a beat alone leaves the quiet result valid

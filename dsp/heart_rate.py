@@ -136,6 +136,29 @@ class HeartRateBank:
         ring[-1] = rr
         return rr
 
+    def on_beats(self, rows: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
+        """Register many beats at once (``rows`` ascending, indices ascending per row).
+
+        Returns the RR interval each closes, in ms (NaN for a stream's first beat).
+        """
+        n = rows.shape[0]
+        if n == 0:
+            return np.zeros(0)
+        same = np.zeros(n, dtype=bool)
+        same[1:] = rows[1:] == rows[:-1]
+        prev = np.where(same, np.roll(sample_index, 1), self.last_beat[rows])
+        rr = np.where(prev >= 0, (sample_index - prev) * 1000.0 / self.fs, np.nan)
+        # rank of each beat within its row: beats of equal rank go into the rings together
+        starts = np.flatnonzero(~same)
+        rank = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+        for k in range(int(rank.max()) + 1):
+            pick = (rank == k) & ~np.isnan(rr)
+            r = rows[pick]
+            self.rr_ms[r, :-1] = self.rr_ms[r, 1:]
+            self.rr_ms[r, -1] = rr[pick]
+        self.last_beat[rows] = sample_index  # the last of each row wins
+        return rr
+
     def update(self, rows: np.ndarray, now_sample: np.ndarray) -> np.ndarray:
         """Refresh the rates of ``rows`` whose update interval passed; return which (bool)."""
         nxt = self.next_update[rows]

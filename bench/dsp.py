@@ -2,13 +2,15 @@
 
 Streams are fed real ECG (mitdb 100 channel 0 resampled to --fs, each stream starting at a
 different offset) in --chunk-s chunks; one `process()` per chunk, as the server does. CPU time
-via time.process_time (one thread, so per core). Prints and writes JSON; never asserts.
+via time.process_time (one thread, so per core). Prints and writes JSON (with the machine's load
+average, since other work on a shared machine slows every core); never asserts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -57,14 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.fs != rec.sampling_rate_hz:
         rec = resample_record(rec, args.fs)
     results = []
+    load_before = os.getloadavg()[0]
     for n in sorted({1, 100, args.streams}):
         r = run(n, args.fs, args.seconds, args.chunk_s, rec.signal_mv)
         results.append(r)
         print(f"{n:5d} streams x {args.fs:g} Hz, {args.chunk_s:g} s chunks: "
               f"{r['samples_per_s_per_core'] / 1e6:7.2f} M samples/s per core "
               f"({r['realtime_factor']:.0f}x real time, {r['cpu_s']:.2f} s CPU)")
+    load = {"load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0],
+            "cpus": os.cpu_count()}
+    print(f"machine load (1 min average) {load_before:.1f} -> {load['load_avg_1min_after']:.1f}"
+          f" on {os.cpu_count()} CPUs: figures are per core of a shared machine")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"results": results, "machine": load}, indent=2))
     return 0
 
 

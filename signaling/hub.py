@@ -256,9 +256,19 @@ class Hub:
         return [Send((participant_id,), message)]
 
     def quality(self, participant_id: str, message: wire.Quality) -> list[Effect]:
-        """Connection quality of one participant, shared with its room."""
+        """Connection quality of one participant: to itself and the room's moderators, and to
+        everyone in a consultation (small rooms where each doctor wants to see whose link is
+        weak). Broadcasting every viewer's report to a whole hall would cost N*N messages."""
         room = self.store.room_of(participant_id)
-        return [Send(room.connected_ids(), message)] if room else []
+        if room is None:
+            return []
+        if room.kind == "consultation":
+            return [Send(room.connected_ids(), message)]
+        to = tuple(
+            pid for pid, p in room.participants.items()
+            if p.connected and (pid == participant_id or p.may(Action.MODERATE))
+        )
+        return [Send(to, message)]
 
     def recording_failed(self, room_id: str, reason: str) -> list[Effect]:
         room = self.store.get(room_id)

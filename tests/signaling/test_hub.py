@@ -319,3 +319,20 @@ def test_recording_by_policy_starts_with_the_room_and_everyone_knows():
     # a host may still stop it; the stop is audited
     e = request(hub, host, type="stop_recording")
     assert any(isinstance(x, fx.StopRecorder) for x in e)
+
+
+def test_quality_reports_reach_everyone_in_a_consultation_but_only_moderators_in_a_hall():
+    from signaling.wire import Quality
+
+    hub = make_hub()
+    host, _ = join(hub, tok("b1", "prof", "host", "broadcast"))
+    a, _ = join(hub, tok("b1", "a", "viewer"))
+    b, _ = join(hub, tok("b1", "b", "viewer"))
+    apid = hub.participant_of(a)
+    [e] = hub.quality(apid, Quality(apid, 300.0, 1.0, 40.0, 5.0))
+    assert set(e.to) == {apid, hub.participant_of(host)}
+    h2, _ = join(hub, tok("c1", "doc", "host", "consultation"))
+    ex, _ = join(hub, tok("c1", "exp", "expert"))
+    epid = hub.participant_of(ex)
+    [e] = hub.quality(epid, Quality(epid, 300.0, 1.0, 40.0, 5.0))
+    assert set(e.to) == {epid, hub.participant_of(h2)}

@@ -43,7 +43,7 @@ SECRET = "bench-secret-sfu-0123456789abcdefghijklmnop"
 ROOM = "hall"
 SERVER_CORE = 0
 CLIENT_CORE = 1
-RELAYS = ("medstream", "transcoding")  # also "medstream+early", "medstream+early+quality"
+RELAYS = ("medstream", "transcoding")  # also "medstream+rcvbuf" (bench/sfu_experiments.py)
 
 
 # --------------------------------------------------------------------------- the clip
@@ -162,7 +162,7 @@ def udp_drops_by_pid() -> dict[int, int]:
 
 def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str], str]:
     if relay.startswith("medstream"):
-        patches = relay.split("+")[1:]  # "medstream+early+quality": see bench/sfu_experiments.py
+        patches = relay.split("+")[1:]  # "medstream+rcvbuf": see bench/sfu_experiments.py
         cmd = [sys.executable, "-m", "bench.sfu", "--serve"] + [f"--experiment={p}" for p in patches]
     else:
         cmd = [sys.executable, "-m", "bench.sfu_transcode", "--expect-tracks", str(expect_tracks)]
@@ -381,9 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="measurement window per point")
     p.add_argument("--relays", default=",".join(RELAYS),
                    help="medstream,transcoding; candidate fixes (bench/sfu_experiments.py) as "
-                        "medstream+PATCH+...: early (frames passed on as soon as complete), "
-                        "quality (quality reports to moderators only), rcvbuf (4 MiB UDP "
-                        "receive buffers)")
+                        "medstream+PATCH: rcvbuf (4 MiB UDP receive buffers)")
     p.add_argument("--transcoding-max-streams", type=int, default=8,
                    help="skip the transcoding relay above this many forwarded video streams "
                         "(it cannot keep up; default 8)")

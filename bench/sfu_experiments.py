@@ -8,6 +8,7 @@ broadcasts (`signaling.hub.Hub.quality`).
 
 from __future__ import annotations
 
+
 def large_receive_buffers(size_bytes: int = 4 << 20) -> None:
     """Give every ICE (UDP) socket in this process a `size_bytes` receive buffer.
 

@@ -110,7 +110,7 @@ async def bench_fanout(url: str, room_size: int, messages: int, server_pid: int)
         while True:
             try:
                 await asyncio.wait_for(ws.recv(), 0.001)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 break
 
     current = -1

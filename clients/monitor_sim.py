@@ -331,7 +331,7 @@ class MonitorSimulator:
         if offline:
             self._online.clear()
             if self._ws is not None:
-                asyncio.ensure_future(self._ws.close())
+                self._closing = asyncio.ensure_future(self._ws.close())  # kept: no dangling task
         else:
             self._online.set()
 

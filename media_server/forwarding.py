@@ -28,8 +28,8 @@ from typing import Any, Literal
 import av
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.utils import uint16_add
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.utils import uint16_add
 
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe

@@ -306,10 +306,10 @@ class ClientPeer:
         rejected: set[str] = set()
         for media in offer.media:
             names = {c.name.lower() for c in media.rtp.codecs} - {"rtx"}
-            if self.receive_codecs is not None and media.direction == "sendonly":
-                if not (names & self.receive_codecs):
-                    rejected.add(media.rtp.muxId)
-                    media.direction = "inactive"
+            if (self.receive_codecs is not None and media.direction == "sendonly"
+                    and not (names & self.receive_codecs)):
+                rejected.add(media.rtp.muxId)
+                media.direction = "inactive"
             if media.direction == "recvonly" and media.kind == "video" and self.video_source:
                 # answer with our codec only (aiortc fixes codecs in setRemoteDescription)
                 wanted = self.video_source.codec_name.lower()

@@ -14,6 +14,7 @@ hashes the files and writes the final manifest. A stopped recorder ignores late 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import errno
 import hashlib
@@ -545,7 +546,7 @@ class _Writer:
                         self._handle(command)
                     elif isinstance(command, _Checkpoint):
                         command.done.set()
-                except Exception as e:  # noqa: BLE001 - every failure stops the recording
+                except Exception as e:
                     stop = _stop_for(e)
                     if isinstance(command, _Checkpoint):
                         command.done.set()
@@ -555,7 +556,7 @@ class _Writer:
             if stop is None and time.monotonic() >= next_checkpoint:
                 try:
                     self._checkpoint()
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     stop = _stop_for(e)
                 next_checkpoint = time.monotonic() + interval
         self._finish(stop)
@@ -659,7 +660,7 @@ class _Writer:
                       [s.writer.close for s in self.streams.values()]:
             try:
                 closer()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("recorder %s: closing a file failed: %s", rec.session_id, e)
                 if reason == StopReason.REQUESTED:
                     reason, detail = _stop_for(e).reason, str(e)
@@ -675,12 +676,10 @@ class _Writer:
             log.warning("recorder %s: reserve file not removed: %s", rec.session_id, e)
         try:
             self._write_manifest(with_hashes=True)
-        except Exception as e:  # noqa: BLE001 - the disk may still be full
+        except Exception as e:
             log.error("recorder %s: final manifest not written: %s", rec.session_id, e)
-            try:
+            with contextlib.suppress(OSError):
                 self.manifest.files = self._file_entries(with_hashes=False)
-            except OSError:
-                pass
         self.final_manifest = self.manifest
         # Drain what was queued after the stop so the pending counters settle.
         rec._writer_finished()

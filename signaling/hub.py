@@ -63,7 +63,7 @@ class SignalingConfig:
 class TokenBucket:
     """Classic token bucket: `rate_per_s` sustained, `burst` at once."""
 
-    __slots__ = ("rate_per_s", "burst", "tokens", "updated")
+    __slots__ = ("burst", "rate_per_s", "tokens", "updated")
 
     def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
         self.rate_per_s = rate_per_s

@@ -491,7 +491,7 @@ def _unpack(data: bytes) -> dict[str, Any]:
                                 f"frame must be at most {MAX_FRAME_BYTES} bytes, got {len(data)}")
     try:
         m = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
-    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
+    except Exception as exc:
         raise _bad(f"frame is not valid msgpack: {type(exc).__name__}: {exc}") from None
     if not isinstance(m, dict):
         raise _bad(f"frame must be a msgpack map, got {type(m).__name__}")

@@ -178,7 +178,7 @@ async def wait_receiving(page: Page, from_participant: str, timeout: float = 20.
         const v = s.inbound.find(i => i.kind === 'video' && i.participantId === pid);
         const a = s.inbound.find(i => i.kind === 'audio' && i.participantId === pid);
         return v && a && v.framesDecoded >= %d && a.totalAudioEnergy > 0 ? {video: v, audio: a} : null;
-    }""" % min_frames, timeout, from_participant,
+    }""" % min_frames, timeout, from_participant,  # noqa: UP031 (a JS template full of braces)
         what=f"video frames and audio energy from {from_participant}")
 
 

@@ -28,54 +28,53 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
     presenter_media = make_fake_media(tmp_path, "presenter", (220, 40, 40), 440.0)
     audience_media = make_fake_media(tmp_path, "audience", (40, 60, 220), 880.0)
     async with running_app(media=True, waveforms=True, ice_host_addresses=("127.0.0.1",)) as app, \
-            async_playwright() as pw:
-        async with closing(await launch(pw, presenter_media)) as bp, \
+            async_playwright() as pw, closing(await launch(pw, presenter_media)) as bp, \
                 closing(await launch(pw, audience_media)) as bv:
-            url = f"{app.url}/broadcast.html?token="
-            host, host_log = await open_page(bp, url + token("grand-rounds", "prof", "host", kind="broadcast",
-                                                             name="Prof Presenter"), "presenter")
-            await wait_for(host, "() => window.medstream.state === 'joined' && window.medstream.publishing",
-                           what="presenter publishing")
-            host_id = await host.evaluate("window.medstream.participant.participant_id")
-            viewers = []
-            for i in range(3):
-                page, log = await open_page(bv, url + token("grand-rounds", f"student-{i}", "viewer",
-                                                            name=f"Student {i}"), f"viewer{i}")
-                viewers.append((page, log))
-            for page, _ in viewers:
-                await wait_receiving(page, host_id)
-                out = (await page.evaluate("async () => (await window.medstream.stats()).outbound"))
-                assert all(o["bytesSent"] == 0 for o in out), out  # viewers only receive
+        url = f"{app.url}/broadcast.html?token="
+        host, host_log = await open_page(bp, url + token("grand-rounds", "prof", "host", kind="broadcast",
+                                                         name="Prof Presenter"), "presenter")
+        await wait_for(host, "() => window.medstream.state === 'joined' && window.medstream.publishing",
+                       what="presenter publishing")
+        host_id = await host.evaluate("window.medstream.participant.participant_id")
+        viewers = []
+        for i in range(3):
+            page, log = await open_page(bv, url + token("grand-rounds", f"student-{i}", "viewer",
+                                                        name=f"Student {i}"), f"viewer{i}")
+            viewers.append((page, log))
+        for page, _ in viewers:
+            await wait_receiving(page, host_id)
+            out = (await page.evaluate("async () => (await window.medstream.stats()).outbound"))
+            assert all(o["bytesSent"] == 0 for o in out), out  # viewers only receive
 
-            speaker, _ = viewers[0]
-            speaker_id = await speaker.evaluate("window.medstream.participant.participant_id")
-            await speaker.get_by_role("button", name="Raise hand").click()
-            hand = host.locator(f'#hands li[data-participant="{speaker_id}"]')
-            await hand.wait_for(timeout=10_000)
-            await screenshot(host, "broadcast_presenter_raised_hand")
-            await hand.get_by_role("button", name="Let speak").click()
+        speaker, _ = viewers[0]
+        speaker_id = await speaker.evaluate("window.medstream.participant.participant_id")
+        await speaker.get_by_role("button", name="Raise hand").click()
+        hand = host.locator(f'#hands li[data-participant="{speaker_id}"]')
+        await hand.wait_for(timeout=10_000)
+        await screenshot(host, "broadcast_presenter_raised_hand")
+        await hand.get_by_role("button", name="Let speak").click()
 
-            await wait_for(speaker, "() => window.medstream.participant.role === 'speaker' && window.medstream.publishing",
-                           what="viewer promoted and publishing")
-            # the presenter and the other viewers hear (and see) the new speaker
-            for page, _ in [(host, host_log), *viewers[1:]]:
-                got = await wait_receiving(page, speaker_id)
-                assert got["audio"]["totalAudioEnergy"] > 0
-            # ... and each picture sits in its owner's tile: the presenter red, the speaker blue
-            for page, _ in viewers[1:]:
-                presenter_colour = await wait_for(page, "(pid) => window.medstream.videoColor(pid)", arg=host_id)
-                speaker_colour = await wait_for(page, "(pid) => window.medstream.videoColor(pid)", arg=speaker_id)
-                assert hue_of(presenter_colour) < 20 or hue_of(presenter_colour) > 340, presenter_colour
-                assert 200 < hue_of(speaker_colour) < 250, speaker_colour
-            await screenshot(viewers[1][0], "broadcast_viewer")
-            await screenshot(speaker, "broadcast_speaker")
+        await wait_for(speaker, "() => window.medstream.participant.role === 'speaker' && window.medstream.publishing",
+                       what="viewer promoted and publishing")
+        # the presenter and the other viewers hear (and see) the new speaker
+        for page, _ in [(host, host_log), *viewers[1:]]:
+            got = await wait_receiving(page, speaker_id)
+            assert got["audio"]["totalAudioEnergy"] > 0
+        # ... and each picture sits in its owner's tile: the presenter red, the speaker blue
+        for page, _ in viewers[1:]:
+            presenter_colour = await wait_for(page, "(pid) => window.medstream.videoColor(pid)", arg=host_id)
+            speaker_colour = await wait_for(page, "(pid) => window.medstream.videoColor(pid)", arg=speaker_id)
+            assert hue_of(presenter_colour) < 20 or hue_of(presenter_colour) > 340, presenter_colour
+            assert 200 < hue_of(speaker_colour) < 250, speaker_colour
+        await screenshot(viewers[1][0], "broadcast_viewer")
+        await screenshot(speaker, "broadcast_speaker")
 
-            # demoted: back to the audience, its tracks leave everyone's list
-            await host.locator(f'#speaker-list li[data-participant="{speaker_id}"]').get_by_role(
-                "button", name="Back to audience").click()
-            await wait_for(viewers[1][0], "(pid) => !window.medstream.room.tracks.some(t => t.participant_id === pid)",
-                           arg=speaker_id, what="speaker's tracks unpublished")
-            await wait_for(speaker, "() => window.medstream.participant.role === 'viewer' && !window.medstream.publishing",
-                           what="speaker back to viewer")
+        # demoted: back to the audience, its tracks leave everyone's list
+        await host.locator(f'#speaker-list li[data-participant="{speaker_id}"]').get_by_role(
+            "button", name="Back to audience").click()
+        await wait_for(viewers[1][0], "(pid) => !window.medstream.room.tracks.some(t => t.participant_id === pid)",
+                       arg=speaker_id, what="speaker's tracks unpublished")
+        await wait_for(speaker, "() => window.medstream.participant.role === 'viewer' && !window.medstream.publishing",
+                       what="speaker back to viewer")
 
-            assert page_errors(host_log, *(log for _, log in viewers)) == []
+        assert page_errors(host_log, *(log for _, log in viewers)) == []

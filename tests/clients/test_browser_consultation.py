@@ -36,7 +36,7 @@ async def test_two_browsers_see_and_hear_each_other_and_survive_a_drop(tmp_path:
     media_a = make_fake_media(tmp_path, "a", RED, 440.0)
     media_b = make_fake_media(tmp_path, "b", BLUE, 880.0)
     async with running_app(media=True, waveforms=True, ice_host_addresses=("127.0.0.1",)) as app, \
-            async_playwright() as pw:
+            async_playwright() as pw:  # noqa: SIM117
         async with closing(await launch(pw, media_a)) as ba, closing(await launch(pw, media_b)) as bb:
             host_url = f"{app.url}/consultation.html?token=" + token(
                 "consult-1", "dr-a", "host", kind="consultation", name="Dr Adams")

@@ -42,7 +42,7 @@ class RtcParticipant:
             try:
                 answer = await self.peer.answer(offer["sdp"])
                 await self.ws.send({"type": "sdp", "sdp_type": "answer", "sdp": answer})
-            except Exception as exc:  # noqa: BLE001 - surfaced by publish()
+            except Exception as exc:
                 self.errors.append(exc)
 
     async def publish(self, *, audio: bool = False, video: bool = False,

@@ -59,8 +59,8 @@ def test_list_and_show(library, capsys: pytest.CaptureFixture[str]) -> None:
     assert list_sessions(root / "missing") == []
 
     assert main(["--root", str(root), "list", "--json", "--room", "ward1"]) == 0
-    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
-    assert [l["session_id"] for l in lines] == [old.session_id, running.session_id]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [entry["session_id"] for entry in lines] == [old.session_id, running.session_id]
     assert main(["--root", str(root), "show", old.session_id]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["files"][0]["sha256"] and shown["stop_reason"] == "requested"

@@ -248,7 +248,7 @@ async def test_disk_full_stops_the_recording_tells_the_room_and_the_manifest_say
         await wait_until(lambda: len(session_dirs(tiny_disk)) == 1, 5, "the session directory")
         [directory] = session_dirs(tiny_disk)
         # Fill the disk with someone else's file: the recorder's next write hits ENOSPC.
-        with open(tiny_disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):  # noqa: ASYNC230 - tmpfs, instant
+        with open(tiny_disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
             while True:
                 f.write(bytes(16 * 1024))
         err = await host.wait_type("error", timeout=10)

@@ -134,7 +134,7 @@ async def test_recording_real_publishers_files_match_what_was_sent(tmp_path: Pat
 async def test_server_killed_mid_recording_leaves_readable_files(tmp_path: Path) -> None:
     recordings = tmp_path / "rec"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    server = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; we wait in a thread
+    server = subprocess.Popen(
         [sys.executable, "-m", "medstream.cli", "serve", "--port", "0", "--secret", SECRET,
          "--recordings-dir", str(recordings), "--audit-log", "none", "--ice-host", "127.0.0.1",
          "--log-level", "WARNING"],

@@ -25,9 +25,7 @@ def sent(effects, conn_or_pid=None, type_=None):
     """Messages in `effects` (as dicts), optionally for one recipient / of one type."""
     out = []
     for e in effects:
-        if isinstance(e, fx.Send) and (conn_or_pid is None or conn_or_pid in e.to):
-            out.append(json.loads(_enc(e.message)))
-        elif isinstance(e, fx.SendConn) and (conn_or_pid is None or conn_or_pid == e.conn_id):
+        if (isinstance(e, fx.Send) and (conn_or_pid is None or conn_or_pid in e.to)) or (isinstance(e, fx.SendConn) and (conn_or_pid is None or conn_or_pid == e.conn_id)):
             out.append(json.loads(_enc(e.message)))
     return [m for m in out if type_ is None or m["type"] == type_]
 
@@ -56,7 +54,6 @@ def consult():
 
 
 def test_host_creates_room_others_cannot(consult):
-    hub, host = consult
     hub2 = make_hub()
     conn, effects = join(hub2, tok("nowhere", "dr-li", "expert"))
     [err] = sent(effects, conn)
@@ -327,7 +324,7 @@ def test_quality_reports_reach_everyone_in_a_consultation_but_only_moderators_in
     hub = make_hub()
     host, _ = join(hub, tok("b1", "prof", "host", "broadcast"))
     a, _ = join(hub, tok("b1", "a", "viewer"))
-    b, _ = join(hub, tok("b1", "b", "viewer"))
+    join(hub, tok("b1", "b", "viewer"))
     apid = hub.participant_of(a)
     [e] = hub.quality(apid, Quality(apid, 300.0, 1.0, 40.0, 5.0))
     assert set(e.to) == {apid, hub.participant_of(host)}

@@ -138,7 +138,7 @@ async def test_200_participants_across_rooms():
         viewers = await asyncio.gather(*(viewer(i) for i in range(190)))
         assert app.hub.participant_count() == 200
         # each host sees its 19 viewers arrive
-        for r, h in enumerate(hosts):
+        for h in hosts:
             for _ in range(19):
                 await h.wait_type("participant_joined", timeout=10)
         # a raised hand reaches exactly the 20 members of that room
@@ -177,7 +177,7 @@ async def test_bad_input_battery_leaves_everyone_else_served():
         # a flood: dropped with one rate-limit error a second, then the socket is closed
         for _ in range(400):
             await bad.send('{"type":"ping"}')
-        code, reason = await bad.closed(timeout=10)
+        code, _ = await bad.closed(timeout=10)
         assert code == 1008
         # an oversize frame closes that socket only (1009)
         big = await WsClient.connect(app.ws_url, max_size=None)

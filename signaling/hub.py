@@ -25,7 +25,7 @@ from signaling.effects import (
     WaveformPublisherGone,
 )
 from signaling.roles import Action, Role
-from signaling.room import Room
+from signaling.room import Room, SessionTerms
 from signaling.state import InMemoryRoomStore, RoomStore
 from signaling.tokens import verify_token
 from signaling.wire import Reason, WireError
@@ -125,6 +125,7 @@ class Hub:
             max_participants=self.config.max_participants_per_room,
             created_at=now,
             persistent=persistent,
+            terms=SessionTerms(self.config.resume_grace_s, self.config.heartbeat_s, self.config.ice_servers),
         )
         self.store.add(room)
         return room
@@ -319,9 +320,6 @@ class Hub:
             grant.role,
             media=msg.media,
             request_id=msg.id,
-            resume_grace_s=self.config.resume_grace_s,
-            ice_servers=self.config.ice_servers,
-            heartbeat_s=self.config.heartbeat_s,
         )
         self.store.bind(pid, room.room_id)
         conn.participant_id = pid
@@ -349,13 +347,7 @@ class Hub:
         self.metrics.resumes += 1
         return [
             *effects,
-            *room.resume(
-                p,
-                request_id=msg.id,
-                resume_grace_s=self.config.resume_grace_s,
-                ice_servers=self.config.ice_servers,
-                heartbeat_s=self.config.heartbeat_s,
-            ),
+            *room.resume(p, request_id=msg.id),
         ]
 
     def _finish(self, effects: list[Effect]) -> list[Effect]:

@@ -41,6 +41,15 @@ ROOM_KINDS = ("consultation", "broadcast", "monitoring")
 POLICY = "policy"  # who started a recording that the room's policy started
 
 
+@dataclass(frozen=True)
+class SessionTerms:
+    """What every `joined` tells a client about its session (from the hub's config)."""
+
+    resume_grace_s: float = 20.0
+    heartbeat_s: float = 10.0
+    ice_servers: tuple[wire.IceServerInfo, ...] = ()
+
+
 @dataclass
 class Participant:
     """A member of a room, connected or within its resume grace period."""
@@ -97,6 +106,7 @@ class Room:
         max_participants: int,
         created_at: float,
         persistent: bool = False,
+        terms: SessionTerms | None = None,
     ) -> None:
         if kind not in ROOM_KINDS:
             raise ValueError(f"room kind must be one of {ROOM_KINDS}, got {kind!r}")
@@ -105,6 +115,7 @@ class Room:
         self.max_participants = max_participants
         self.created_at = created_at
         self.persistent = persistent  # configured rooms outlive their last participant
+        self.terms = terms or SessionTerms()
         self.participants: dict[str, Participant] = {}
         self.tracks: dict[str, Track] = {}
         self.recording_by: str | None = None
@@ -156,9 +167,6 @@ class Room:
         *,
         media: bool,
         request_id: wire.RequestId,
-        resume_grace_s: float,
-        ice_servers: tuple[wire.IceServerInfo, ...],
-        heartbeat_s: float,
     ) -> list[Effect]:
         """Admit a new participant; raises WireError(ROOM_FULL/ROOM_ENDED)."""
         if self.ended:
@@ -179,7 +187,7 @@ class Room:
         )
         self.participants[participant_id] = p
         effects: list[Effect] = [
-            self._joined(p, request_id, resume_grace_s, ice_servers, heartbeat_s, resumed=False),
+            self._joined(p, request_id, resumed=False),
             Send(self.presence_recipients(p), wire.ParticipantJoined(p.info())),
             Audit("join", self.room_id, identity, role.value, {"participant_id": participant_id}),
         ]
@@ -194,30 +202,18 @@ class Room:
         p: Participant,
         *,
         request_id: wire.RequestId,
-        resume_grace_s: float,
-        ice_servers: tuple[wire.IceServerInfo, ...],
-        heartbeat_s: float,
     ) -> list[Effect]:
         """Re-attach a participant that came back within its grace period: no ghost, same id."""
         p.connected = True
         p.disconnected_at = None
         p.resume_key = secrets.token_urlsafe(24)
         return [
-            self._joined(p, request_id, resume_grace_s, ice_servers, heartbeat_s, resumed=True),
+            self._joined(p, request_id, resumed=True),
             Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info())),
             Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),
         ]
 
-    def _joined(
-        self,
-        p: Participant,
-        request_id: wire.RequestId,
-        resume_grace_s: float,
-        ice_servers: tuple[wire.IceServerInfo, ...],
-        heartbeat_s: float,
-        *,
-        resumed: bool,
-    ) -> Send:
+    def _joined(self, p: Participant, request_id: wire.RequestId, *, resumed: bool) -> Send:
         sees_all = p.may(Action.MODERATE)
         others = tuple(
             o.info() for o in self.participants.values()
@@ -231,10 +227,10 @@ class Room:
                 participants=others,
                 tracks=tuple(t.info() for t in self.tracks.values()),
                 resume=p.resume_key,
-                resume_grace_s=resume_grace_s,
-                ice_servers=ice_servers,
+                resume_grace_s=self.terms.resume_grace_s,
+                ice_servers=self.terms.ice_servers,
                 permissions=tuple(sorted(a.value for a in Action if p.may(a))),
-                heartbeat_s=heartbeat_s,
+                heartbeat_s=self.terms.heartbeat_s,
                 resumed=resumed,
                 id=request_id,
             ),

@@ -20,6 +20,8 @@ def medstream(*args: str, **kw) -> subprocess.CompletedProcess:
 def test_help_lists_commands_and_unknown_command_fails():
     out = medstream("--help")
     assert out.returncode == 0 and "serve" in out.stdout and "ecg-eval" in out.stdout
+    for command in ("serve", "token", "demo", "ecg-eval", "ecg-summary", "monitor-sim", "publish", "recordings"):
+        assert medstream(command, "--help").returncode == 0, command
     bad = medstream("frobnicate")
     assert bad.returncode == 2 and "unknown command" in bad.stderr
 

@@ -140,8 +140,11 @@ class SignalingServer:
             task.cancel()
         if self._server is not None:
             self._server.close(close_connections=False)
-            for ws in list(self.sockets.values()):
-                await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+            # all at once: each close may wait up to its close timeout for a silent client
+            await asyncio.gather(
+                *(ws.close(CLOSE_GOING_AWAY, "server shutting down") for ws in list(self.sockets.values())),
+                return_exceptions=True,
+            )
             await self._server.wait_closed()
             self._server = None
         if self.parts.media is not None:

@@ -127,7 +127,8 @@ async def wait_for(page: Page, expression: str, timeout: float = 10.0, arg: Any 
     deadline = asyncio.get_running_loop().time() + timeout_s(timeout)
     last: Any = None
     while True:
-        last = await page.evaluate(expression, arg)
+        # a page whose script is stuck never answers: fail with a message instead of hanging
+        last = await asyncio.wait_for(page.evaluate(expression, arg), timeout_s(max(timeout, 10.0)))
         if last:
             return last
         if asyncio.get_running_loop().time() > deadline:
@@ -150,7 +151,7 @@ async def closing(browser: Browser) -> AsyncIterator[Browser]:
         yield browser
     finally:
         with contextlib.suppress(Exception):
-            await browser.close()
+            await asyncio.wait_for(browser.close(), timeout_s(20))
 
 
 def hue_of(rgb: tuple[float, float, float]) -> float:

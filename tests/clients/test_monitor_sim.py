@@ -235,7 +235,9 @@ async def test_bad_frames_get_errors_and_the_connection_keeps_working(server: Se
 
 
 async def test_a_viewer_that_never_reads_does_not_slow_a_fast_one(ecg_data_dir: Path) -> None:
-    srv, server = await _server(WaveformConfig(analysis=False, viewer_max_chunks=64))
+    # 256 chunks = 0.7 s of this burst (12 monitors x 30 chunks/s): headroom for the fast viewer on
+    # a loaded machine, far below the 1,440 chunks the stuck viewer is sent
+    srv, server = await _server(WaveformConfig(analysis=False, viewer_max_chunks=256))
     try:
         fast = await _join(server.url, server.token("fast", "viewer"))
         # the slow viewer stops reading after joining; a tiny receive buffer makes that bite

@@ -45,6 +45,20 @@ class Kick:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Departed:
+    """A participant is gone for good: the hub drops its indexes (never reaches the driver)."""
+
+    participant_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomClosed:
+    """A room has ended: the hub discards it from the store (never reaches the driver)."""
+
+    room_id: str
+
+
 # ---- media (carried out on media_server.Sfu; peer id = participant id)
 
 
@@ -161,6 +175,6 @@ MediaEffect = Union[
     PauseVideo, MuteTrack, RemoteAnswer, RemoteCandidate,
 ]
 Effect = Union[
-    Send, SendConn, CloseConn, Kick, MediaEffect, WaveformViewer, WaveformPublisherGone,
+    Send, SendConn, CloseConn, Kick, Departed, RoomClosed, MediaEffect, WaveformViewer, WaveformPublisherGone,
     WaveformGroupClosed, StartRecorder, StopRecorder, Audit,
 ]

@@ -18,8 +18,10 @@ from signaling import wire
 from signaling.effects import (
     Audit,
     CloseConn,
+    Departed,
     Effect,
     Kick,
+    RoomClosed,
     Send,
     SendConn,
     WaveformPublisherGone,
@@ -166,7 +168,9 @@ class Hub:
         if conn is None or conn.closing:
             return []
         conn.last_seen = now
-        if len(text) > self.config.max_message_bytes:  # characters >= bytes/4; checked again below
+        # Counted in characters, a cheap stand-in for bytes (a frame's bytes are capped by the
+        # driver's max_frame_bytes): multi-byte text may exceed the byte figure by up to 4x.
+        if len(text) > self.config.max_message_bytes:
             return self._refuse(conn, WireError(
                 Reason.MESSAGE_TOO_LARGE,
                 f"messages must be at most {self.config.max_message_bytes} bytes, got {len(text)} characters",
@@ -364,14 +368,14 @@ class Hub:
                     out.append(SendConn(conn_id, wire.Bye(e.reason, resume=False)))
                     out.append(CloseConn(conn_id, CLOSE_NORMAL, e.reason))
                 continue
-            out.append(e)
-            if isinstance(e, Audit) and e.event == "leave":
-                pid = e.details.get("participant_id")
-                if pid:
-                    self.store.unbind(pid)
-                    self.conn_of.pop(pid, None)
-            if isinstance(e, Audit) and e.event == "room_ended":
+            if isinstance(e, Departed):
+                self.store.unbind(e.participant_id)
+                self.conn_of.pop(e.participant_id, None)
+                continue
+            if isinstance(e, RoomClosed):
                 self.store.discard(e.room_id)
+                continue
+            out.append(e)
         return out
 
     def _refuse(self, conn: Connection, err: WireError, now: float) -> list[Effect]:

@@ -16,6 +16,7 @@ from signaling import wire
 from signaling.effects import (
     Audit,
     ClosePeer,
+    Departed,
     Effect,
     Kick,
     MuteTrack,
@@ -24,6 +25,7 @@ from signaling.effects import (
     RemoteAnswer,
     RemoteCandidate,
     RequestPublish,
+    RoomClosed,
     Send,
     StartRecorder,
     StopPublishing,
@@ -274,6 +276,7 @@ class Room:
         effects.append(
             Audit("leave", self.room_id, p.identity, p.role.value, {"participant_id": participant_id, "reason": reason})
         )
+        effects.append(Departed(participant_id))
         if self.recording and self.recording_by == participant_id:
             self.recording_by = None  # recording goes on; the manifest keeps who started it
         return effects
@@ -289,6 +292,7 @@ class Room:
         for pid in list(self.participants):
             effects += [e for e in self.remove(pid, "room_ended") if not isinstance(e, Send)]
         effects.append(WaveformGroupClosed(self.room_id))
+        effects.append(RoomClosed(self.room_id))
         effects.append(
             Audit(
                 "room_ended",

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import websockets
 
-from signaling.waveform_wire import (
+from protocol.waveforms import (
     Ack,
     Announce,
     ChannelInfo,

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.signaling import ROOM_KINDS, IceServerInfo
 from signaling.hub import SignalingConfig
-from signaling.wire import IceServerInfo
 
 log = logging.getLogger("medstream.config")
 
@@ -77,7 +77,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="STUN/TURN URL handed to clients and used by the server (repeatable)")
     parser.add_argument("--no-media", action="store_true", help="signaling and waveforms only")
     parser.add_argument("--record", action="append", default=[], metavar="KIND",
-                        choices=("consultation", "broadcast", "monitoring"),
+                        choices=ROOM_KINDS,
                         help="record every room of this kind from its creation (policy; repeatable)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
 

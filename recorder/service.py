@@ -36,6 +36,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from media_server.events import MediaRequestError
+from protocol.signaling import WireError
 from recorder import library
 from recorder.errors import (
     RangeNotSatisfiableError,
@@ -50,7 +51,6 @@ from recorder.wfdb_file import WaveformStreamInfo
 from signaling.http import CONTENT_TYPES, HttpResponse
 from signaling.roles import Role
 from signaling.tokens import verify_token
-from signaling.wire import WireError
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class RelayWaveformSink:
                 sink.on_stream_ended()
 
     def on_analysis(self, stream_id: str, analysis: Any) -> None:
-        """Beats and alarm changes of a stream (`signaling.waveform_wire.Analysis`) as annotations.
+        """Beats and alarm changes of a stream (`protocol.waveforms.Analysis`) as annotations.
 
         Beats -> "N" (the detector does not classify), raised alarms -> `"` comments at the sample
         where the condition began; a cleared alarm is noted at the newest sample seen (the relay

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from signaling.wire import ServerMessage
+from protocol.signaling import ServerMessage
 
 
 @dataclass(frozen=True, slots=True)

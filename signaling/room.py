@@ -12,7 +12,8 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from signaling import wire
+from protocol import signaling as wire
+from protocol.signaling import ROOM_KINDS, Reason, RoomKind, WireError
 from signaling.effects import (
     Audit,
     ClosePeer,
@@ -37,9 +38,7 @@ from signaling.effects import (
     WaveformViewer,
 )
 from signaling.roles import Action, Role, allowed, publish_action
-from signaling.wire import Reason, WireError
 
-ROOM_KINDS = ("consultation", "broadcast", "monitoring")
 POLICY = "policy"  # who started a recording that the room's policy started
 
 
@@ -103,7 +102,7 @@ class Room:
     def __init__(
         self,
         room_id: str,
-        kind: str,
+        kind: str | RoomKind,
         *,
         max_participants: int,
         created_at: float,
@@ -113,7 +112,7 @@ class Room:
         if kind not in ROOM_KINDS:
             raise ValueError(f"room kind must be one of {ROOM_KINDS}, got {kind!r}")
         self.room_id = room_id
-        self.kind = kind
+        self.kind = RoomKind(kind)
         self.max_participants = max_participants
         self.created_at = created_at
         self.persistent = persistent  # configured rooms outlive their last participant
@@ -137,7 +136,7 @@ class Room:
     def is_audience(self, p: Participant) -> bool:
         """Receive-only members whose presence only moderators see: a hall of 500 students does
         not need 500 x 500 join notices, and quality-control supervisors stay in the background."""
-        return p.role is Role.SUPERVISOR or (self.kind == "broadcast" and p.role is Role.VIEWER)
+        return p.role is Role.SUPERVISOR or (self.kind is RoomKind.BROADCAST and p.role is Role.VIEWER)
 
     def presence_recipients(self, p: Participant) -> tuple[str, ...]:
         """Who is told about `p` joining, leaving, reconnecting or raising a hand."""

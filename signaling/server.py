@@ -20,11 +20,12 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from protocol import signaling as wire
+from protocol.signaling import CLOSE_GOING_AWAY, CLOSE_POLICY, RoomKind
 from signaling import effects as fx
-from signaling import wire
 from signaling.audit import AuditLog
 from signaling.http import HttpResponse, not_found, split_path, static_file, text
-from signaling.hub import CLOSE_GOING_AWAY, CLOSE_POLICY, Hub
+from signaling.hub import Hub
 from signaling.metrics import Sample, render
 
 log = logging.getLogger("medstream.server")
@@ -417,8 +418,8 @@ class SignalingServer:
             Sample("medstream_resumes_total", m.resumes, kind="counter", help="resumed participants"),
             Sample("medstream_uptime_seconds", self.clock() - self.started_at),
         ]
-        for kind in ("consultation", "broadcast", "monitoring"):
-            samples.append(Sample("medstream_rooms_by_kind", sum(r.kind == kind for r in rooms), (("kind", kind),)))
+        for kind in RoomKind:
+            samples.append(Sample("medstream_rooms_by_kind", sum(r.kind is kind for r in rooms), (("kind", kind.value),)))
         for msg_type, n in sorted(m.messages_in.items()):
             samples.append(Sample("medstream_messages_total", n, (("type", msg_type),), "counter", "messages received"))
         for reason, n in sorted(m.errors.items()):

@@ -28,10 +28,7 @@ from clients.monitor_sim import (
     parse_events,
 )
 from media_server.waveform_relay import WaveformConfig, WaveformRelay
-from signaling.hub import Hub, SignalingConfig
-from signaling.server import ServerParts, SignalingServer
-from signaling.tokens import issue_token
-from signaling.waveform_wire import (
+from protocol.waveforms import (
     Ack,
     Announce,
     Chunk,
@@ -44,6 +41,9 @@ from signaling.waveform_wire import (
     decode_server_frame,
     encode,
 )
+from signaling.hub import Hub, SignalingConfig
+from signaling.server import ServerParts, SignalingServer
+from signaling.tokens import issue_token
 from tests.conftest import timeout_s
 from tests.media_server.waveform_helpers import RecordingSink
 

@@ -22,6 +22,23 @@ MAX_ID_LENGTH = 64
 MAX_SDP_LENGTH = 128 * 1024
 MAX_TRACK_IDS = 256
 
+# websocket close codes the server uses (RFC 6455 section 7.4.1)
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+
+class RoomKind(str, enum.Enum):
+    """What a room is for; decides who sees whom (see docs/protocol.md, "Rooms")."""
+
+    CONSULTATION = "consultation"
+    BROADCAST = "broadcast"
+    MONITORING = "monitoring"
+
+
+ROOM_KINDS: tuple[str, ...] = tuple(k.value for k in RoomKind)
+
 
 class Reason(str, enum.Enum):
     """Why a request failed: the `reason` of an `error` message (and of some closes)."""

@@ -158,16 +158,19 @@ def _probed_relay(config: Any, probe: _Probe) -> Any:
 
 async def _serve(rooms: int, analysis: bool) -> None:
     from media_server.waveform_relay import WaveformConfig
+    from medstream.app import MedstreamApp
+    from medstream.config import ServerConfig
     from signaling.hub import Hub, SignalingConfig
-    from signaling.server import ServerParts, SignalingServer
 
-    hub = Hub(SignalingConfig(secret=SECRET, binary_rate_per_s=1000.0))
+    signaling = SignalingConfig(secret=SECRET, binary_rate_per_s=1000.0)
+    hub = Hub(signaling)
     for r in range(rooms):
         hub.create_room(f"ward-{r}", "monitoring", time.time(), persistent=True)
     probe = _Probe()
     relay = _probed_relay(WaveformConfig(analysis=analysis), probe)
-    server = SignalingServer(hub, parts=ServerParts(waveforms=relay))
-    await server.start("127.0.0.1", 0)
+    server = MedstreamApp(ServerConfig(signaling, port=0, audit_log=None, media=False, recorder=False),
+                          hub=hub, relay=relay)
+    await server.start()
     watcher = asyncio.ensure_future(probe.watch_loop())
     print(f"PORT {server.port}", flush=True)
     loop = asyncio.get_running_loop()

@@ -36,6 +36,7 @@ class ServerConfig:
     media: bool = True
     waveforms: bool = True
     recorder: bool = True
+    api_key: str | None = None  # bearer key of the admin API (/api/v1); None: the API is off
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -119,6 +120,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         rooms=tuple(rooms),
         ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
         media=not args.no_media and file.get("media", True),
+        api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
     )
 
 

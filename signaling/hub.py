@@ -128,6 +128,11 @@ class Hub:
         self.store.add(room)
         return room
 
+    def end_room(self, room_id: str, reason: str) -> list[Effect]:
+        """End a room from outside (the admin API): everyone is told and closed, it is discarded."""
+        room = self.store.get(room_id)
+        return self._finish(room.end(reason, None)) if room is not None else []
+
     def start_policy_recordings(self) -> list[Effect]:
         """Rooms opened by configuration whose kind is recorded by policy (called once at start)."""
         effects: list[Effect] = []

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from protocol import signaling as wire
 from protocol.signaling import ROOM_KINDS, Reason, RoomKind, WireError
+from signaling import events as ev
 from signaling.effects import (
     Audit,
     ClosePeer,
@@ -191,6 +192,7 @@ class Room:
             self._joined(p, request_id, resumed=False),
             Send(self.presence_recipients(p), wire.ParticipantJoined(p.info())),
             Audit("join", self.room_id, identity, role.value, {"participant_id": participant_id}),
+            self._joined_event(p),
         ]
         if p.may(Action.SUBSCRIBE):
             effects.append(WaveformViewer(self.room_id, participant_id, add=True))
@@ -213,6 +215,19 @@ class Room:
             Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info())),
             Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),
         ]
+
+    def _joined_event(self, p: Participant) -> ev.ParticipantJoined:
+        return ev.ParticipantJoined(self.room_id, p.participant_id, p.identity, p.name, p.role.value)
+
+    def _track_event(self, t: Track) -> ev.TrackPublished:
+        return ev.TrackPublished(self.room_id, t.track_id, t.participant_id, t.kind, t.codec)
+
+    def _start_recorder(self, by: str) -> StartRecorder:
+        return StartRecorder(
+            self.room_id, by, self.kind.value,
+            tuple(self._joined_event(q) for q in self.participants.values()),
+            tuple(self._track_event(t) for t in self.tracks.values()),
+        )
 
     def _joined(self, p: Participant, request_id: wire.RequestId, *, resumed: bool) -> Send:
         sees_all = p.may(Action.MODERATE)
@@ -267,6 +282,7 @@ class Room:
         for track in [t for t in self.tracks.values() if t.participant_id == participant_id]:
             del self.tracks[track.track_id]
             effects.append(Send(self.connected_ids(), wire.TrackUnpublished(track.track_id)))
+            effects.append(ev.TrackUnpublished(self.room_id, track.track_id))
         if p.may(Action.SUBSCRIBE):
             effects.append(WaveformViewer(self.room_id, participant_id, add=False))
         if p.may(Action.PUBLISH_WAVEFORMS):
@@ -275,6 +291,7 @@ class Room:
         effects.append(
             Audit("leave", self.room_id, p.identity, p.role.value, {"participant_id": participant_id, "reason": reason})
         )
+        effects.append(ev.ParticipantLeft(self.room_id, participant_id, p.identity, reason))
         effects.append(Departed(participant_id))
         if self.recording and self.recording_by == participant_id:
             self.recording_by = None  # recording goes on; the manifest keeps who started it
@@ -291,6 +308,7 @@ class Room:
         for pid in list(self.participants):
             effects += [e for e in self.remove(pid, "room_ended") if not isinstance(e, Send)]
         effects.append(WaveformGroupClosed(self.room_id))
+        effects.append(ev.RoomEnded(self.room_id, reason))
         effects.append(RoomClosed(self.room_id))
         effects.append(
             Audit(
@@ -371,6 +389,7 @@ class Room:
                 role.value,
                 {"participant_id": target.participant_id, "from": old.value, "by": p.identity},
             ),
+            ev.RoleChanged(self.room_id, target.participant_id, target.identity, target.name, role.value),
             _ok(p, msg),
         ]
 
@@ -412,7 +431,8 @@ class Room:
         self.recording_by = p.participant_id
         return [  # announce first: a recorder that fails at once then announces the stop after it
             Send(self.connected_ids(), wire.Recording(True, p.participant_id)),
-            StartRecorder(self.room_id, p.participant_id),
+            self._start_recorder(p.participant_id),
+            ev.RecordingStarted(self.room_id, p.participant_id),
             Audit("recording_started", self.room_id, p.identity, p.role.value),
             _ok(p, msg),
         ]
@@ -425,7 +445,8 @@ class Room:
         self.recording_by = None
         return [
             Send(self.connected_ids(), wire.Recording(True, None)),
-            StartRecorder(self.room_id, POLICY),
+            self._start_recorder(POLICY),
+            ev.RecordingStarted(self.room_id, POLICY),
             Audit("recording_started", self.room_id, details={"by": POLICY}),
         ]
 
@@ -440,6 +461,7 @@ class Room:
         self.recording_by = None
         return [
             StopRecorder(self.room_id, by.participant_id if by else None),
+            ev.RecordingStopped(self.room_id, by.participant_id if by else None),
             Send(self.connected_ids(), wire.Recording(False, None)),
             Audit("recording_stopped", self.room_id, by.identity if by else None, by.role.value if by else None),
         ]
@@ -455,6 +477,7 @@ class Room:
             Send(self.connected_ids(), wire.Recording(False, None)),
             Send(moderators, wire.Error(Reason.RECORDING_FAILED, f"recording stopped: {reason}")),
             Audit("recording_failed", self.room_id, details={"reason": reason}),
+            ev.RecordingStopped(self.room_id, None, "failed"),
         ]
 
     def _publish(self, p: Participant, msg: wire.Publish) -> list[Effect]:
@@ -533,7 +556,7 @@ class Room:
             return []
         track = Track(track_id, participant_id, kind, codec)
         self.tracks[track_id] = track
-        effects: list[Effect] = [Send(self.connected_ids(), wire.TrackPublished(track.info()))]
+        effects: list[Effect] = [Send(self.connected_ids(), wire.TrackPublished(track.info())), self._track_event(track)]
         for pid, q in self.participants.items():
             if pid != participant_id and q.media_open and q.may(Action.SUBSCRIBE) and track_id not in q.declined:
                 effects.append(SubscribeTracks(pid, (track_id,)))
@@ -544,7 +567,7 @@ class Room:
             return []
         for q in self.participants.values():
             q.declined.discard(track_id)
-        return [Send(self.connected_ids(), wire.TrackUnpublished(track_id))]
+        return [Send(self.connected_ids(), wire.TrackUnpublished(track_id)), ev.TrackUnpublished(self.room_id, track_id)]
 
 
 def _ok(p: Participant, msg: wire.ClientMessage) -> Send:

@@ -81,7 +81,12 @@ class SerialRunner:
 
         task = asyncio.get_running_loop().create_task(run())
         self._tails[key] = task
-        task.add_done_callback(lambda t, k=key: self._tails.pop(k, None) if self._tails.get(k) is t else None)
+
+        def forget(t: asyncio.Task[None]) -> None:
+            if self._tails.get(key) is t:
+                del self._tails[key]
+
+        task.add_done_callback(forget)
 
     async def drain(self) -> None:
         while self._tails:

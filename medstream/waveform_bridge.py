@@ -43,8 +43,8 @@ class WaveformBridge:
         self._analysis: asyncio.Task[None] | None = None
         driver.on_binary = self._publisher_frame
         driver.handle(fx.WaveformViewer, self._viewer)
-        driver.handle(fx.WaveformPublisherGone, lambda e: relay.publisher_disconnected(e.room_id, e.participant_id))
-        driver.handle(fx.WaveformGroupClosed, lambda e: relay.close_group(e.room_id))
+        driver.handle(fx.WaveformPublisherGone, self._publisher_gone)
+        driver.handle(fx.WaveformGroupClosed, self._group_closed)
 
     def start(self) -> None:
         """Start the analysis loop (its DSP runs in a worker thread)."""
@@ -58,6 +58,12 @@ class WaveformBridge:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._viewer_tasks.clear()
         self._analysis = None
+
+    def _publisher_gone(self, e: fx.WaveformPublisherGone) -> None:
+        self.relay.publisher_disconnected(e.room_id, e.participant_id)
+
+    def _group_closed(self, e: fx.WaveformGroupClosed) -> None:
+        self.relay.close_group(e.room_id)
 
     def _publisher_frame(self, room_id: str, publisher_id: str, frame: bytes, socket: Socket) -> None:
         for reply in self.relay.on_publisher_frame(room_id, publisher_id, frame):
@@ -74,7 +80,12 @@ class WaveformBridge:
         outbox = self.relay.add_viewer(e.room_id, e.participant_id)
         task = asyncio.get_running_loop().create_task(self._drain(e.participant_id, outbox))
         self._viewer_tasks[key] = task
-        task.add_done_callback(lambda t, k=key: self._viewer_tasks.pop(k, None) if self._viewer_tasks.get(k) is t else None)
+
+        def forget(t: asyncio.Task[None]) -> None:
+            if self._viewer_tasks.get(key) is t:
+                del self._viewer_tasks[key]
+
+        task.add_done_callback(forget)
 
     async def _drain(self, pid: str, outbox: ViewerOutbox) -> None:
         """Write one viewer's outbox to its socket: wait while the socket is congested, then write

@@ -9,8 +9,9 @@ A `Room` takes what its participants ask (`handle`), what the media layer report
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol import signaling as wire
 from protocol.signaling import ROOM_KINDS, Reason, RoomKind, WireError
@@ -574,7 +575,7 @@ def _ok(p: Participant, msg: wire.ClientMessage) -> Send:
     return Send((p.participant_id,), wire.Ok(id=msg.id))
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[Room, Participant, Any], list[Effect]]] = {
     wire.RaiseHand: Room._raise_hand,
     wire.Promote: Room._promote,
     wire.Demote: Room._demote,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import wfdb
 
-from recorder.intervals import IntervalSet
 from recorder.wfdb_file import WaveformStreamInfo, WfdbRecordWriter
+from waveforms.ranges import IntervalSet
 
 
 @pytest.fixture(scope="module")

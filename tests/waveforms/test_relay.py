@@ -13,7 +13,6 @@ import pytest
 import wfdb
 import wfdb.processing
 
-from media_server.waveform_relay import ViewerOutbox, WaveformConfig, WaveformRelay
 from protocol.waveforms import (
     Ack,
     Analysis,
@@ -32,7 +31,8 @@ from protocol.waveforms import (
     decode_server_frame,
     encode,
 )
-from tests.media_server.waveform_helpers import RecordingSink
+from tests.waveforms.helpers import RecordingSink
+from waveforms.relay import ViewerOutbox, WaveformConfig, WaveformRelay
 
 GROUP = "room-1"
 FS = 360.0

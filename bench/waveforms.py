@@ -123,7 +123,7 @@ class _Probe:
 
 def _probed_relay(config: Any, probe: _Probe) -> Any:
     """A WaveformRelay that times each monitor frame and each chunk's wait in viewer outboxes."""
-    from waveforms.relay import ViewerOutbox, WaveformRelay
+    from waveforms import ViewerOutbox, WaveformRelay
 
     perf = time.perf_counter
 
@@ -159,7 +159,7 @@ def _probed_relay(config: Any, probe: _Probe) -> Any:
 async def _serve(rooms: int, analysis: bool) -> None:
     from signaling.hub import Hub, SignalingConfig
     from signaling.server import ServerParts, SignalingServer
-    from waveforms.relay import WaveformConfig
+    from waveforms import WaveformConfig
 
     hub = Hub(SignalingConfig(secret=SECRET, binary_rate_per_s=1000.0))
     for r in range(rooms):
@@ -405,7 +405,7 @@ def _relay_only(args: argparse.Namespace) -> dict[str, Any]:
     """
     from clients.monitor_sim import SyntheticSource
     from protocol.waveforms import Announce, Chunk, encode
-    from waveforms.relay import WaveformConfig, WaveformRelay
+    from waveforms import WaveformConfig, WaveformRelay
 
     rooms = (args.monitors + args.beds_per_room - 1) // args.beds_per_room
     base = SyntheticSource(72.0, (), args.fs, seed=1, block_s=10.0)

@@ -77,7 +77,7 @@ class MedstreamApp:
         self.parts.media = self.media
 
     def _start_waveforms(self) -> None:
-        from waveforms.relay import WaveformConfig, WaveformRelay
+        from waveforms import WaveformConfig, WaveformRelay
 
         self.waveforms = WaveformRelay(WaveformConfig(), on_sink_failure=self._sink_failed)
         self.parts.waveforms = self.waveforms

@@ -424,7 +424,8 @@ def _to_json_value(value: Any) -> Any:
         return value.value
     if isinstance(value, dict):
         return value
-    return {name: _to_json_value(getattr(value, name)) for name in _field_names(type(value))}
+    cls: type = type(value)  # annotated: mypy takes type(Any) for unhashable
+    return {name: _to_json_value(getattr(value, name)) for name in _field_names(cls)}
 
 
 @functools.cache

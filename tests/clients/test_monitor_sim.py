@@ -45,7 +45,7 @@ from signaling.server import ServerParts, SignalingServer
 from signaling.tokens import issue_token
 from tests.conftest import timeout_s
 from tests.waveforms.helpers import RecordingSink
-from waveforms.relay import WaveformConfig, WaveformRelay
+from waveforms import WaveformConfig, WaveformRelay
 
 SECRET = "test-secret-waveforms-0123456789abcdef"
 RECORDS = ("100", "105", "106", "108", "109", "112", "116", "118", "119", "122", "201", "203",

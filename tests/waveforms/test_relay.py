@@ -1,4 +1,4 @@
-"""media_server.waveform_relay, sans-I/O: exactly-once storage, back-fill, refusals, fan-out policy.
+"""waveforms.relay, sans-I/O: exactly-once storage, back-fill, refusals, fan-out policy.
 
 Samples are the ADC integers of a real MIT-BIH record; time is a fake clock.
 """
@@ -32,7 +32,7 @@ from protocol.waveforms import (
     encode,
 )
 from tests.waveforms.helpers import RecordingSink
-from waveforms.relay import ViewerOutbox, WaveformConfig, WaveformRelay
+from waveforms import ViewerOutbox, WaveformConfig, WaveformRelay
 
 GROUP = "room-1"
 FS = 360.0

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -174,7 +174,7 @@ _Op = _AddStream | _RemoveStream | _Feed
 # --------------------------------------------------------------------------- DSP -> wire
 
 
-def _enum_text(v: Any) -> str:
+def _enum_text(v: object) -> str:
     """A DSP enum member as wire text: its string value, else its lower-case name."""
     value = getattr(v, "value", None)
     if isinstance(value, str):

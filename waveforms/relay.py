@@ -196,7 +196,7 @@ class WaveformRelay:
                                     stream_id)
         return s
 
-    def _on_announce(self, g: _Group, group: str, publisher_id: str, a: Announce) -> list[Any]:
+    def _on_announce(self, g: _Group, group: str, publisher_id: str, a: Announce) -> list[Ack]:
         s = g.streams.get(a.stream_id)
         if s is None:
             if len(g.streams) >= self.config.max_streams_per_group:
@@ -264,7 +264,7 @@ class WaveformRelay:
         if s.analysis is not None:
             self._analysis.note_gap(s.analysis, bool(pending))
 
-    def _on_chunk(self, g: _Group, publisher_id: str, c: Chunk) -> list[Any]:
+    def _on_chunk(self, g: _Group, publisher_id: str, c: Chunk) -> list[Ack]:
         s = self._owned(g, publisher_id, c.stream_id, "chunk")
         a = s.announce
         if c.samples.shape[0] != len(a.channels):
@@ -326,7 +326,7 @@ class WaveformRelay:
             self._advance_settled(s)
         return [Ack(c.stream_id, s.settled_end)]
 
-    def _on_numerics(self, g: _Group, publisher_id: str, n: Numerics) -> list[Any]:
+    def _on_numerics(self, g: _Group, publisher_id: str, n: Numerics) -> list[Ack]:
         s = self._owned(g, publisher_id, n.stream_id, "numerics")
         s.last_numerics = n if s.last_numerics is None else Numerics(
             n.stream_id, n.time, {**s.last_numerics.values, **n.values})

@@ -123,7 +123,7 @@ class _Probe:
 
 def _probed_relay(config: Any, probe: _Probe) -> Any:
     """A WaveformRelay that times each monitor frame and each chunk's wait in viewer outboxes."""
-    from media_server.waveform_relay import ViewerOutbox, WaveformRelay
+    from waveforms import ViewerOutbox, WaveformRelay
 
     perf = time.perf_counter
 
@@ -157,10 +157,10 @@ def _probed_relay(config: Any, probe: _Probe) -> Any:
 
 
 async def _serve(rooms: int, analysis: bool) -> None:
-    from media_server.waveform_relay import WaveformConfig
     from medstream.app import MedstreamApp
     from medstream.config import ServerConfig
     from signaling.hub import Hub, SignalingConfig
+    from waveforms import WaveformConfig
 
     signaling = SignalingConfig(secret=SECRET, binary_rate_per_s=1000.0)
     hub = Hub(signaling)
@@ -407,8 +407,8 @@ def _relay_only(args: argparse.Namespace) -> dict[str, Any]:
     robust to other load on the machine, unlike the end-to-end latencies.
     """
     from clients.monitor_sim import SyntheticSource
-    from media_server.waveform_relay import WaveformConfig, WaveformRelay
     from protocol.waveforms import Announce, Chunk, encode
+    from waveforms import WaveformConfig, WaveformRelay
 
     rooms = (args.monitors + args.beds_per_room - 1) // args.beds_per_room
     base = SyntheticSource(72.0, (), args.fs, seed=1, block_s=10.0)

@@ -129,7 +129,7 @@ class MedstreamApp:
 
     def _start_waveforms(self) -> None:
         if self.waveforms is None:
-            from media_server.waveform_relay import WaveformConfig, WaveformRelay  # TODO(merge): waveforms package
+            from waveforms import WaveformConfig, WaveformRelay
 
             self.waveforms = WaveformRelay(WaveformConfig(), on_sink_failure=self._sink_failed)
         self.waveform_bridge = WaveformBridge(self.driver, self.waveforms)
@@ -143,7 +143,7 @@ class MedstreamApp:
         from recorder.service import RecordingService
 
         self.recorder = RecordingService(
-            self.config.recordings_dir, media=self.media, waveforms=self.waveforms,  # type: ignore[arg-type]
+            self.config.recordings_dir, media=self.media, waveforms=self.waveforms,
             on_failed=lambda room_id, reason: self.driver.apply(self.hub.recording_failed(room_id, reason)),
             retention_days=self.config.recordings_retention_days,
         )

@@ -424,7 +424,7 @@ def _to_json_value(value: Any) -> Any:
         return value.value
     if isinstance(value, dict):
         return value
-    cls: Any = type(value)
+    cls: type = type(value)  # annotated: mypy takes type(Any) for unhashable
     return {name: _to_json_value(getattr(value, name)) for name in _field_names(cls)}
 
 

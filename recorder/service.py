@@ -33,12 +33,14 @@ import numpy as np
 
 from media_server.events import MediaRequestError
 from media_server.frames import FrameSink
+from protocol.waveforms import Analysis, Announce
 from recorder import library
 from recorder.errors import RecorderError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
 from recorder.manifest import SessionManifest
 from recorder.session import ROOM_NAME_RE, RecorderConfig, SessionRecorder, TrackSink, WaveformSink
 from recorder.wfdb_file import WaveformStreamInfo
+from waveforms import StoreSink
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,8 @@ class FrameSource(Protocol):
 class StoreSinkHost(Protocol):
     """What the service needs of the waveform relay (`waveforms.relay.WaveformRelay`)."""
 
-    def add_store_sink(self, group: str, sink: RelayWaveformSink) -> None: ...
-    def remove_store_sink(self, group: str, sink: RelayWaveformSink) -> None: ...
+    def add_store_sink(self, group: str, sink: StoreSink) -> None: ...
+    def remove_store_sink(self, group: str, sink: StoreSink) -> None: ...
 
 
 class RelayWaveformSink:
@@ -128,12 +130,12 @@ class RelayWaveformSink:
 
     def __init__(self, recorder: SessionRecorder) -> None:
         self._recorder = recorder
-        self._announces: dict[str, tuple[str, Any]] = {}  # stream_id -> (publisher_id, Announce)
+        self._announces: dict[str, tuple[str, Announce]] = {}  # stream_id -> (publisher_id, Announce)
         self._sinks: dict[str, WaveformSink] = {}
         self._newest: dict[str, int] = {}  # stream_id -> newest sample index received
         self.samples_refused = 0
 
-    def on_stream(self, publisher_id: str, announce: Any) -> None:
+    def on_stream(self, publisher_id: str, announce: Announce) -> None:
         """A stream opened (or changed publisher): remember its description until samples come."""
         self._announces.setdefault(announce.stream_id, (publisher_id, announce))
 
@@ -159,7 +161,7 @@ class RelayWaveformSink:
             with contextlib.suppress(RecorderError):
                 sink.on_stream_ended()
 
-    def on_analysis(self, stream_id: str, analysis: Any) -> None:
+    def on_analysis(self, stream_id: str, analysis: Analysis) -> None:
         """Beats and alarm changes of a stream (`protocol.waveforms.Analysis`) as annotations.
 
         Beats -> "N" (the detector does not classify), raised alarms -> `"` comments at the sample

@@ -27,7 +27,6 @@ from clients.monitor_sim import (
     SyntheticSource,
     parse_events,
 )
-from media_server.waveform_relay import WaveformConfig, WaveformRelay
 from medstream.app import MedstreamApp
 from medstream.config import ServerConfig
 from protocol.waveforms import (
@@ -46,7 +45,8 @@ from protocol.waveforms import (
 from signaling.hub import Hub, SignalingConfig
 from signaling.tokens import issue_token
 from tests.conftest import timeout_s
-from tests.media_server.waveform_helpers import RecordingSink
+from tests.waveforms.helpers import RecordingSink
+from waveforms import WaveformConfig, WaveformRelay
 
 SECRET = "test-secret-waveforms-0123456789abcdef"
 RECORDS = ("100", "105", "106", "108", "109", "112", "116", "118", "119", "122", "201", "203",

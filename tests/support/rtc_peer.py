@@ -453,7 +453,7 @@ class SfuHarness:
     """
 
     def __init__(self, config: MediaConfig) -> None:
-        from .sfu import Sfu  # late: sfu imports this package
+        from media_server.sfu import Sfu
 
         self.events: list[MediaEvent] = []
         self.clients: dict[str, ClientPeer] = {}

@@ -21,6 +21,8 @@ PROTOCOL_VERSION = 1
 MAX_ID_LENGTH = 64
 MAX_SDP_LENGTH = 128 * 1024
 MAX_TRACK_IDS = 256
+MAX_DEPTH = 8  # nesting of JSON arrays/objects; our messages need 3
+MAX_CONTAINERS = 1024  # arrays/objects in one message (checked before parsing, by a byte count)
 
 # websocket close codes the server uses (RFC 6455 section 7.4.1)
 CLOSE_NORMAL = 1000
@@ -65,6 +67,7 @@ class Reason(str, enum.Enum):
     RECORDING_INACTIVE = "recording_inactive"
     RECORDING_FAILED = "recording_failed"
     RESUME_FAILED = "resume_failed"
+    REMOVED = "removed"  # a moderator removed this identity from the room; only a moderator readmits
     INTERNAL = "internal"
 
 
@@ -226,9 +229,29 @@ class Candidate:
     id: RequestId = None
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """Replace this connection's token by a newer one for the same identity, room and role (a
+    consultation that overruns its booked slot); the server answers `token_refreshed`."""
+
+    TYPE: ClassVar[str] = "refresh_token"
+    token: str
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Readmit:
+    """Moderator: lift the bar on an identity removed from this room, so it may join again."""
+
+    TYPE: ClassVar[str] = "readmit"
+    identity: str
+    id: RequestId = None
+
+
 ClientMessage = Union[
     Join, Leave, Ping, RaiseHand, Promote, Demote, Mute, Remove, EndRoom, StartRecording,
     StopRecording, Publish, Unpublish, Subscribe, Unsubscribe, SetVideoPaused, Sdp, Candidate,
+    RefreshToken, Readmit,
 ]
 CLIENT_MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(ClientMessage)}
 
@@ -392,10 +415,29 @@ class Bye:
     resume: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TokenExpiring:
+    """The connection's token runs out at `expires_at` (epoch s, leeway included): refresh it
+    with `refresh_token` before then, or the server says `bye` with reason `token_expired`."""
+
+    TYPE: ClassVar[str] = "token_expiring"
+    expires_at: float
+    seconds_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRefreshed:
+    """Reply to `refresh_token`: the session now runs until `expires_at` (epoch s)."""
+
+    TYPE: ClassVar[str] = "token_refreshed"
+    expires_at: float
+    id: RequestId = None
+
+
 ServerMessage = Union[
     Joined, ParticipantJoined, ParticipantLeft, ParticipantUpdated, TrackPublished, TrackUpdated,
     TrackUnpublished, ServerSdp, ServerCandidate, Recording, Quality, Pong, Ok, RoomEnded, Error,
-    Bye,
+    Bye, TokenExpiring, TokenRefreshed,
 ]
 
 SERVER_MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(ServerMessage)}
@@ -438,14 +480,19 @@ def decode_client_message(text: str | bytes) -> ClientMessage:
 
     Raises WireError(BAD_MESSAGE) naming the field, what was expected and what came.
     """
+    _check_nesting(text)
     try:
         obj = json.loads(text)
+    except RecursionError:
+        raise WireError(Reason.BAD_MESSAGE, f"message is nested more than {MAX_DEPTH} deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError(Reason.BAD_MESSAGE, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise WireError(
             Reason.BAD_MESSAGE, f"message must be a JSON object, got {_json_type(obj)}"
         )
+    if _depth(obj, 1) > MAX_DEPTH:
+        raise WireError(Reason.BAD_MESSAGE, f"message is nested more than {MAX_DEPTH} deep")
     request_id = obj.get("id")
     if not _valid_request_id(request_id):
         raise WireError(
@@ -585,6 +632,30 @@ def _check_limits(message: ClientMessage) -> None:
             f"sdp must be at most {MAX_SDP_LENGTH} characters, got {len(message.sdp)}",
             message.id,
         )
+
+
+def _check_nesting(text: str | bytes) -> None:
+    """Refuse, before parsing, a message with more brackets than any message needs: the parser
+    recurses per level, so 100,000 nested arrays would cost a deep recursion (or a
+    RecursionError) for every frame of a flood."""
+    opened = text.count("[") + text.count("{") if isinstance(text, str) else text.count(b"[") + text.count(b"{")
+    if opened > MAX_CONTAINERS:
+        raise WireError(
+            Reason.BAD_MESSAGE,
+            f"message must have at most {MAX_CONTAINERS} arrays/objects (and nest at most {MAX_DEPTH} deep), "
+            f"got {opened} brackets",
+        )
+
+
+def _depth(value: Any, level: int) -> int:
+    """Nesting depth of a parsed JSON value (bounded: stops counting past MAX_DEPTH)."""
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level - 1
 
 
 def _valid_request_id(value: Any) -> bool:

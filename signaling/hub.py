@@ -28,9 +28,9 @@ from signaling.effects import (
     WaveformPublisherGone,
 )
 from signaling.roles import Action, Role
-from signaling.room import Room, SessionTerms
+from signaling.room import Participant, Room, SessionTerms
 from signaling.state import InMemoryRoomStore, RoomStore
-from signaling.tokens import verify_token
+from signaling.tokens import Grant, KeyRing, verify_token
 
 log = logging.getLogger("medstream.signaling")
 
@@ -41,6 +41,9 @@ class SignalingConfig:
     """Limits and timings of the signaling service (units in the names)."""
 
     secret: str
+    previous_secret: str | None = None  # accepted for tokens signed before a rotation
+    secret_kid: str = "k1"  # the current key's id (`kid` in tokens' headers)
+    previous_kid: str = "k0"
     max_message_bytes: int = 64 * 1024  # larger text frames get an error; the socket stays
     max_frame_bytes: int = 1024 * 1024  # larger frames close the socket (1009), enforced by the driver
     rate_per_s: float = 30.0  # text messages per second, sustained
@@ -54,6 +57,13 @@ class SignalingConfig:
     heartbeat_s: float = 10.0
     resume_grace_s: float = 20.0
     token_leeway_s: float = 30.0
+    token_warning_s: float = 120.0  # `token_expiring` this long before the session's token runs out
+    token_join_burst: int = 10  # joins with one token (a reload, a takeover) at once ...
+    token_join_rate_per_s: float = 0.2  # ... and sustained
+    max_connections: int = 8192  # websockets open at once (the HTTP edge also caps by descriptors)
+    max_connections_per_address: int = 512  # a hospital's NAT puts many staff behind one address
+    max_pending: int = 1024  # connections open but not joined yet (unfinished handshakes)
+    max_pending_per_address: int = 32
     ice_servers: tuple[wire.IceServerInfo, ...] = ()
     record_kinds: tuple[str, ...] = ()  # room kinds recorded from creation by policy (e.g. consultations)
 
@@ -89,6 +99,8 @@ class Connection:
     refused_in_a_row: int = 0
     rate_error_sent_at: float = -1e9
     closing: bool = False
+    address: str | None = None
+    pending: bool = True  # has not joined yet (counts against the handshake caps)
 
 
 @dataclass
@@ -100,6 +112,16 @@ class Metrics:
     joins: int = 0
     resumes: int = 0
     connections_opened: int = 0
+    connections_refused: int = 0
+    takeovers: int = 0
+    expiries: int = 0
+    refreshes: int = 0
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 class Hub:
@@ -112,6 +134,15 @@ class Hub:
         self.conn_of: dict[str, str] = {}  # participant id -> connection id
         self.metrics = Metrics()
         self._ids = itertools.count(1)
+        self.keys = KeyRing.of(config.secret, config.secret_kid) if config.previous_secret is None else KeyRing(
+            KeyRing.of(config.secret, config.secret_kid).current,
+            KeyRing.of(config.previous_secret, config.previous_kid).current,
+        )
+        self._per_address: Counter[str] = Counter()
+        self._pending_per_address: Counter[str] = Counter()
+        self._pending = 0
+        self._token_joins: dict[str, TokenBucket] = {}
+        self._pending_audit: list[Effect] = []
 
     # ------------------------------------------------------------------ rooms
 
@@ -146,7 +177,24 @@ class Hub:
 
     # ------------------------------------------------------------------ connections
 
-    def connect(self, now: float) -> str:
+    def admit(self, address: str | None) -> str | None:
+        """May a new connection from `address` open? None if so, else why not (for an HTTP 503
+        before the websocket upgrade: refused connections cost no state)."""
+        c = self.config
+        why = None
+        if len(self.connections) >= c.max_connections:
+            why = f"server full ({c.max_connections} connections)"
+        elif self._pending >= c.max_pending:
+            why = f"too many connections not joined yet ({c.max_pending})"
+        elif address is not None and self._per_address[address] >= c.max_connections_per_address:
+            why = f"too many connections from your address ({c.max_connections_per_address})"
+        elif address is not None and self._pending_per_address[address] >= c.max_pending_per_address:
+            why = f"too many connections from your address not joined yet ({c.max_pending_per_address})"
+        if why is not None:
+            self.metrics.connections_refused += 1
+        return why
+
+    def connect(self, now: float, address: str | None = None) -> str:
         """A socket opened; returns its connection id."""
         conn_id = f"c{next(self._ids)}"
         self.connections[conn_id] = Connection(
@@ -155,9 +203,21 @@ class Hub:
             last_seen=now,
             text_bucket=TokenBucket(self.config.rate_per_s, self.config.rate_burst, now),
             binary_bucket=TokenBucket(self.config.binary_rate_per_s, self.config.binary_rate_burst, now),
+            address=address,
         )
+        self._pending += 1
+        if address is not None:
+            self._per_address[address] += 1
+            self._pending_per_address[address] += 1
         self.metrics.connections_opened += 1
         return conn_id
+
+    def _not_pending(self, conn: Connection) -> None:
+        if conn.pending:
+            conn.pending = False
+            self._pending -= 1
+            if conn.address is not None:
+                _decrement(self._pending_per_address, conn.address)
 
     def participant_of(self, conn_id: str) -> str | None:
         conn = self.connections.get(conn_id)
@@ -184,6 +244,9 @@ class Hub:
             effects = self._dispatch(conn, msg, now)
         except WireError as err:
             return self._refuse(conn, err, now)
+        except Exception as exc:  # our bug: one line (no traceback a flood could multiply), a reply
+            log.error("internal error on a message from %s: %s: %s", conn_id, type(exc).__name__, str(exc)[:200])
+            return self._refuse(conn, WireError(Reason.INTERNAL, "the server failed on this message"), now)
         conn.refused_in_a_row = 0
         return self._finish(effects)
 
@@ -209,7 +272,12 @@ class Hub:
     def disconnect(self, conn_id: str, now: float) -> list[Effect]:
         """The socket is gone. A joined participant keeps its place for the resume grace period."""
         conn = self.connections.pop(conn_id, None)
-        if conn is None or conn.participant_id is None:
+        if conn is None:
+            return []
+        self._not_pending(conn)
+        if conn.address is not None:
+            _decrement(self._per_address, conn.address)
+        if conn.participant_id is None:
             return []
         pid = conn.participant_id
         if self.conn_of.get(pid) != conn_id:
@@ -238,9 +306,30 @@ class Hub:
         for room in self.store.rooms():
             for pid in room.expired(now, self.config.resume_grace_s):
                 effects += room.remove(pid, "timeout")
+            effects += self._token_deadlines(room, now)
             if room.empty and not room.persistent and not room.ended:
                 effects += room.end("empty", None)
+        if len(self._token_joins) > 1024:  # forget tokens whose bucket has refilled
+            full = [k for k, b in self._token_joins.items() if b.take(now) and b.tokens + 1 >= b.burst]
+            for k in full:
+                del self._token_joins[k]
         return self._finish(effects)
+
+    def _token_deadlines(self, room: Room, now: float) -> list[Effect]:
+        """Expiry during the session: `token_expiring` once, `token_warning_s` before the token
+        (plus leeway) runs out, then `bye` with reason `token_expired`."""
+        effects: list[Effect] = []
+        for p in list(room.participants.values()):
+            if now >= p.session_ends_at:
+                self.metrics.expiries += 1
+                effects.append(Audit("token_expired", room.room_id, p.identity, p.role.value,
+                                     {"participant_id": p.participant_id, "token_id": p.token_id}))
+                effects += room.remove(p.participant_id, "token_expired")
+            elif not p.warned and p.connected and now >= p.session_ends_at - self.config.token_warning_s:
+                p.warned = True
+                effects.append(Send((p.participant_id,), wire.TokenExpiring(
+                    expires_at=p.session_ends_at, seconds_left=round(p.session_ends_at - now, 3))))
+        return effects
 
     # ------------------------------------------------------------------ media-layer reports
 
@@ -296,18 +385,74 @@ class Hub:
         if isinstance(msg, wire.Leave):
             conn.closing = True
             return [*room.remove(pid, "left"), CloseConn(conn.conn_id, CLOSE_NORMAL, "left")]
+        if isinstance(msg, wire.RefreshToken):
+            return self._refresh(room, room.participants[pid], msg, now)
         return room.handle(pid, msg)
+
+    def _refresh(self, room: Room, p: Participant, msg: wire.RefreshToken, now: float) -> list[Effect]:
+        """A newer token for the same identity, room and role extends the session (the booking
+        system extended the slot); anything else is refused and the session keeps its old end."""
+        try:
+            grant = verify_token(self.keys, msg.token, now, self.config.token_leeway_s)
+        except WireError as err:
+            raise WireError(err.reason, f"refresh refused: {err.message}", msg.id) from None
+        if (grant.identity, grant.room, grant.role) != (p.identity, room.room_id, p.token_role):
+            raise WireError(
+                Reason.INVALID_TOKEN,
+                "refresh refused: the new token must name the same identity, room and role",
+                msg.id,
+            )
+        self._set_token(p, grant)
+        self.metrics.refreshes += 1
+        return [
+            Send((p.participant_id,), wire.TokenRefreshed(expires_at=p.session_ends_at, id=msg.id)),
+            Audit("token_refreshed", room.room_id, p.identity, p.role.value,
+                  {"participant_id": p.participant_id, "token_id": grant.token_id, "kid": grant.kid,
+                   "session_ends_at": p.session_ends_at}),
+        ]
+
+    def _set_token(self, p: Participant, grant: Grant) -> None:
+        p.token_id = grant.token_id
+        p.session_ends_at = grant.expires + self.config.token_leeway_s
+        p.warned = False
 
     def _join(self, conn: Connection, msg: wire.Join, now: float) -> list[Effect]:
         if conn.participant_id is not None:
             raise WireError(Reason.ALREADY_JOINED, "this connection has joined already", msg.id)
+        grant: Grant | None = None
         try:
-            grant = verify_token(self.config.secret, msg.token, now, self.config.token_leeway_s)
+            grant = verify_token(self.keys, msg.token, now, self.config.token_leeway_s)
+            bucket = self._token_joins.get(grant.token_id)
+            if bucket is None:
+                bucket = self._token_joins[grant.token_id] = TokenBucket(
+                    self.config.token_join_rate_per_s, self.config.token_join_burst, now)
+            if not bucket.take(now):
+                raise WireError(Reason.RATE_LIMITED, "this token has joined too often: wait a few seconds")
+            effects = self._admit(conn, msg, grant, now)
         except WireError as err:
+            # Refused joins are audited (supervision wants failed attempts too), never the token.
+            self._audit_refusal(conn, grant, err)
             raise WireError(err.reason, err.message, msg.id) from None
+        self._not_pending(conn)
+        return effects
+
+    def _audit_refusal(self, conn: Connection, grant: Grant | None, err: WireError) -> None:
+        room = grant.room if grant is not None else ""
+        details: dict[str, object] = {"reason": err.reason.value, "address": conn.address}
+        if grant is not None:
+            details["token_id"] = grant.token_id
+        self._pending_audit.append(Audit("join_refused", room, grant.identity if grant else None,
+                                         grant.role.value if grant else None, details))
+
+    def _admit(self, conn: Connection, msg: wire.Join, grant: Grant, now: float) -> list[Effect]:
         room = self.store.get(grant.room)
+        if room is not None and grant.identity in room.barred:
+            raise WireError(
+                Reason.REMOVED,
+                f"{grant.identity!r} was removed from room {grant.room!r}; only a moderator can readmit",
+            )
         if msg.resume is not None:
-            return self._resume(conn, msg, grant.identity, room)
+            return self._resume(conn, msg, grant, room)
         if room is None:
             if grant.room_kind is None or grant.role is not Role.HOST:
                 raise WireError(Reason.UNKNOWN_ROOM, f"no room {grant.room!r} is open", msg.id)
@@ -317,6 +462,18 @@ class Hub:
                 created += room.record_by_policy()
         else:
             created = []
+        # One live connection per identity per room: a second join (a reload, a second device, a
+        # monitor back after a restart) takes over the first at once, so no ghost and no copy.
+        old = room.find_by_identity(grant.identity)
+        if old is not None:
+            if room.ended:
+                raise WireError(Reason.ROOM_ENDED, f"room {room.room_id!r} has ended", msg.id)
+            self.metrics.takeovers += 1
+            created += [
+                Audit("takeover", room.room_id, grant.identity, grant.role.value,
+                      {"participant_id": old.participant_id, "token_id": grant.token_id}),
+                *room.remove(old.participant_id, "replaced"),
+            ]
         pid = f"p{secrets.token_hex(6)}"
         effects = room.join(
             pid,
@@ -326,14 +483,15 @@ class Hub:
             media=msg.media,
             request_id=msg.id,
         )
+        self._set_token(room.participants[pid], grant)
         self.store.bind(pid, room.room_id)
         conn.participant_id = pid
         self.conn_of[pid] = conn.conn_id
         self.metrics.joins += 1
         return [*created, *effects]
 
-    def _resume(self, conn: Connection, msg: wire.Join, identity: str, room: Room | None) -> list[Effect]:
-        p = room.find_by_resume(identity, msg.resume or "") if room else None
+    def _resume(self, conn: Connection, msg: wire.Join, grant: Grant, room: Room | None) -> list[Effect]:
+        p = room.find_by_resume(grant.identity, msg.resume or "") if room else None
         if room is None or p is None:
             raise WireError(
                 Reason.RESUME_FAILED,
@@ -349,6 +507,7 @@ class Hub:
             effects.append(CloseConn(old_conn, CLOSE_POLICY, "replaced by a resumed connection"))
         conn.participant_id = p.participant_id
         self.conn_of[p.participant_id] = conn.conn_id
+        self._set_token(p, grant)  # the newest token the client holds decides the session's end
         self.metrics.resumes += 1
         return [
             *effects,
@@ -358,6 +517,9 @@ class Hub:
     def _finish(self, effects: list[Effect]) -> list[Effect]:
         """Turn room-level effects into connection-level ones and keep the indexes in step."""
         out: list[Effect] = []
+        if self._pending_audit:
+            out += self._pending_audit
+            self._pending_audit.clear()
         for e in effects:
             if isinstance(e, Kick):
                 conn_id = self.conn_of.pop(e.participant_id, None)
@@ -382,8 +544,10 @@ class Hub:
     def _refuse(self, conn: Connection, err: WireError, now: float) -> list[Effect]:
         self.metrics.errors[err.reason.value] += 1
         conn.refused_in_a_row += 1
-        log.info("refused %s from %s: %s", err.reason.value, conn.conn_id, err.message)
-        effects: list[Effect] = [SendConn(conn.conn_id, wire.Error(err.reason, err.message, err.request_id))]
+        log.info("refused %s from %s: %s", err.reason.value, conn.conn_id, err.message[:200])
+        effects: list[Effect] = [*self._pending_audit,
+                                 SendConn(conn.conn_id, wire.Error(err.reason, err.message, err.request_id))]
+        self._pending_audit.clear()
         if conn.refused_in_a_row >= self.config.flood_close_after:
             conn.closing = True
             effects.append(CloseConn(conn.conn_id, CLOSE_POLICY, "too many refused messages"))

@@ -42,6 +42,8 @@ from signaling.effects import (
 from signaling.roles import Action, Role, allowed, publish_action
 
 POLICY = "policy"  # who started a recording that the room's policy started
+# reasons a participant is taken out while its socket may still be open: it gets `bye` and a close
+KICK_REASONS = frozenset({"removed", "room_ended", "replaced", "token_expired"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class Participant:
     media_open: bool = False
     video_paused: bool = False
     declined: set[str] = field(default_factory=set)  # tracks explicitly unsubscribed
+    token_id: str = ""  # the `jti` of the token it joined (or last refreshed) with
+    session_ends_at: float = float("inf")  # token exp + leeway: removed with `token_expired` then
+    warned: bool = False  # `token_expiring` sent for the current token
 
     def info(self) -> wire.ParticipantInfo:
         return wire.ParticipantInfo(
@@ -124,6 +129,7 @@ class Room:
         self.recording_by: str | None = None
         self.recording = False
         self.ended = False
+        self.barred: dict[str, str] = {}  # identity -> who removed it; barred for the room's life
 
     # ------------------------------------------------------------------ queries
 
@@ -150,8 +156,16 @@ class Room:
         )
 
     def find_by_resume(self, identity: str, resume_key: str) -> Participant | None:
+        key = resume_key.encode("utf-8", "replace")  # compare_digest refuses non-ASCII str
         for p in self.participants.values():
-            if p.identity == identity and secrets.compare_digest(p.resume_key, resume_key):
+            if p.identity == identity and secrets.compare_digest(p.resume_key.encode(), key):
+                return p
+        return None
+
+    def find_by_identity(self, identity: str) -> Participant | None:
+        """The participant (connected or within its grace period) joined as `identity`."""
+        for p in self.participants.values():
+            if p.identity == identity:
                 return p
         return None
 
@@ -174,6 +188,12 @@ class Room:
         """Admit a new participant; raises WireError(ROOM_FULL/ROOM_ENDED)."""
         if self.ended:
             raise WireError(Reason.ROOM_ENDED, f"room {self.room_id!r} has ended", request_id)
+        if identity in self.barred:
+            raise WireError(
+                Reason.REMOVED,
+                f"{identity!r} was removed from room {self.room_id!r}; only a moderator can readmit",
+                request_id,
+            )
         if len(self.participants) >= self.max_participants:
             raise WireError(
                 Reason.ROOM_FULL,
@@ -276,7 +296,7 @@ class Room:
         if p is None:
             return []
         effects: list[Effect] = []
-        if reason in ("removed", "room_ended"):
+        if reason in KICK_REASONS:
             effects.append(Kick(participant_id, reason))
         if p.media_open:
             effects.append(ClosePeer(participant_id))
@@ -310,7 +330,13 @@ class Room:
             effects += [e for e in self.remove(pid, "room_ended") if not isinstance(e, Send)]
         effects.append(WaveformGroupClosed(self.room_id))
         effects.append(ev.RoomEnded(self.room_id, reason))
-        effects.append(RoomClosed(self.room_id))
+        if self.persistent:
+            # A standing room (a ward opened by configuration): the session ends and everyone is
+            # out, but the room stays open for its monitors to come back to.
+            self.ended = False
+            self.tracks.clear()
+        else:
+            effects.append(RoomClosed(self.room_id))
         effects.append(
             Audit(
                 "room_ended",
@@ -418,7 +444,21 @@ class Room:
     def _remove(self, p: Participant, msg: wire.Remove) -> list[Effect]:
         self._require(p, Action.MODERATE, msg)
         target = self._target(msg)
-        return [_ok(p, msg), *self.remove(target.participant_id, "removed")]
+        if target is p:
+            raise WireError(Reason.FORBIDDEN, "a moderator cannot remove itself: leave instead", msg.id)
+        self.barred[target.identity] = p.identity
+        return [
+            _ok(p, msg),
+            Audit("removed", self.room_id, target.identity, target.role.value,
+                  {"participant_id": target.participant_id, "by": p.identity}),
+            *self.remove(target.participant_id, "removed"),
+        ]
+
+    def _readmit(self, p: Participant, msg: wire.Readmit) -> list[Effect]:
+        self._require(p, Action.MODERATE, msg)
+        if self.barred.pop(msg.identity, None) is None:
+            raise WireError(Reason.UNKNOWN_PARTICIPANT, f"{msg.identity[:128]!r} is not barred from this room", msg.id)
+        return [_ok(p, msg), Audit("readmitted", self.room_id, msg.identity, None, {"by": p.identity})]
 
     def _end_room(self, p: Participant, msg: wire.EndRoom) -> list[Effect]:
         self._require(p, Action.MODERATE, msg)
@@ -581,6 +621,7 @@ _HANDLERS: dict[type, Callable[[Room, Participant, Any], list[Effect]]] = {
     wire.Demote: Room._demote,
     wire.Mute: Room._mute,
     wire.Remove: Room._remove,
+    wire.Readmit: Room._readmit,
     wire.EndRoom: Room._end_room,
     wire.StartRecording: Room._start_recording,
     wire.StopRecording: Room._stop_recording_request,

@@ -112,9 +112,13 @@ class SignalingServer:
 
     # ------------------------------------------------------------------ sockets in
 
-    def opened(self, socket: Socket) -> str:
+    def admit(self, address: str | None) -> str | None:
+        """Before a websocket upgrade: None if a connection from `address` may open, else why not."""
+        return self.hub.admit(address)
+
+    def opened(self, socket: Socket, address: str | None = None) -> str:
         """A websocket opened on /ws; returns its connection id."""
-        conn_id = self.hub.connect(self.clock())
+        conn_id = self.hub.connect(self.clock(), address)
         self.sockets[conn_id] = socket
         return conn_id
 
@@ -130,7 +134,11 @@ class SignalingServer:
         if self.on_binary is None or socket is None:
             self.apply([fx.SendConn(conn_id, wire.Error(wire.Reason.INTERNAL, "waveforms are not enabled"))])
             return
-        self.on_binary(route[0], route[1], frame, socket)
+        try:
+            self.on_binary(route[0], route[1], frame, socket)
+        except Exception as exc:  # our bug: one log line and an error reply, the connection stays
+            log.error("waveform frame from %s failed: %s: %s", conn_id, type(exc).__name__, str(exc)[:200])
+            self.apply([fx.SendConn(conn_id, wire.Error(wire.Reason.INTERNAL, "the server failed on this frame"))])
 
     def closed(self, conn_id: str) -> None:
         self.sockets.pop(conn_id, None)
@@ -144,8 +152,8 @@ class SignalingServer:
         for e in effects:
             try:
                 self._apply_one(e)
-            except Exception:
-                log.exception("effect %s failed", type(e).__name__)
+            except Exception as exc:
+                log.error("effect %s failed: %s: %s", type(e).__name__, type(exc).__name__, str(exc)[:200])
 
     def _apply_one(self, e: fx.Effect) -> None:
         match e:

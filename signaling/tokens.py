@@ -1,11 +1,15 @@
 """Signed access tokens (JWT, HS256): who may join which room, as what, and when.
 
 A token names the room, the identity, the display name, the role and a validity window
-(`nbf`/`exp`), so a consultation booked for 14:00-15:00 cannot be joined at 16:00.
+(`nbf`/`exp`), so a consultation booked for 14:00-15:00 cannot be joined at 16:00. Each token has
+an id (`jti`) and names the key that signed it (`kid` in the header): the server accepts the
+current and the previous key (`KeyRing`), so secrets rotate without cutting anyone off.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +22,45 @@ from signaling.roles import TOKEN_ROLES, Role
 ALGORITHM = "HS256"
 DEFAULT_LEEWAY_S = 30.0  # clock skew between the booking system and this server
 MAX_TOKEN_LENGTH = 4096
+MIN_SECRET_BYTES = 32  # HS256 keys shorter than the hash are guessable offline (RFC 7518 3.2)
+MAX_CLAIM_CHARS = 128
+MAX_TIME_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z: nbf/exp beyond are refused, not overflowed
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One HS256 secret and its key id (`kid` in the token header)."""
+
+    kid: str
+    secret: str
+
+    def __post_init__(self) -> None:
+        if len(self.secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"a signing secret must be at least {MIN_SECRET_BYTES} bytes, "
+                             f"got {len(self.secret.encode())}")
+        if not self.kid or len(self.kid) > 64:
+            raise ValueError(f"a key id must be 1-64 characters, got {len(self.kid)}")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """The keys tokens may be signed with: the current one (new tokens) and the previous one
+    (tokens issued before a rotation, accepted until they expire)."""
+
+    current: SigningKey
+    previous: SigningKey | None = None
+
+    @classmethod
+    def of(cls, secret: str | KeyRing, kid: str = "k1") -> KeyRing:
+        """A ring from a plain secret (tests, tools) or the ring itself."""
+        return secret if isinstance(secret, KeyRing) else cls(SigningKey(kid, secret))
+
+    def candidates(self, kid: object) -> list[SigningKey]:
+        """The keys to try for a token whose header names `kid` (None: current, then previous)."""
+        keys = [k for k in (self.current, self.previous) if k is not None]
+        if kid is None:
+            return keys
+        return [k for k in keys if k.kid == kid]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +74,12 @@ class Grant:
     not_before: float
     expires: float
     room_kind: str | None = None  # set: a host may create the room with this kind
+    token_id: str = ""  # `jti`, or a digest of the token when it has none
+    kid: str | None = None  # the key that signed it
 
 
 def issue_token(
-    secret: str,
+    secret: str | KeyRing,
     *,
     room: str,
     identity: str,
@@ -43,8 +88,12 @@ def issue_token(
     valid_from: float | None = None,
     valid_for_s: float = 3600.0,
     room_kind: str | None = None,
+    kid: str | None = None,
 ) -> str:
-    """Sign a token for `identity` to join `room` as `role` from `valid_from` for `valid_for_s`."""
+    """Sign a token for `identity` to join `room` as `role` from `valid_from` for `valid_for_s`.
+
+    `secret`: a plain secret (signed without a `kid` header unless `kid` is given) or a
+    `KeyRing` (signed with its current key, `kid` in the header)."""
     role = Role(role)
     if role not in TOKEN_ROLES:
         raise ValueError(f"role must be one of {sorted(r.value for r in TOKEN_ROLES)}, got {role.value!r}")
@@ -64,29 +113,64 @@ def issue_token(
     }
     if room_kind is not None:
         claims["kind"] = room_kind
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    if isinstance(secret, KeyRing):
+        return jwt.encode(claims, secret.current.secret, algorithm=ALGORITHM,
+                          headers={"kid": kid or secret.current.kid})
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims, secret, algorithm=ALGORITHM, headers=headers)
 
 
 def verify_token(
-    secret: str, token: str, now: float, leeway_s: float = DEFAULT_LEEWAY_S
+    secret: str | KeyRing, token: str, now: float, leeway_s: float = DEFAULT_LEEWAY_S
 ) -> Grant:
-    """Check signature, validity window and claims; raise WireError with the precise reason."""
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise WireError(Reason.INVALID_TOKEN, f"token longer than {MAX_TOKEN_LENGTH} characters")
+    """Check signature, validity window and claims; raise WireError with the precise reason.
+
+    Every claim is range-checked (`nbf`/`exp` finite and before year 10000, strings at most 128
+    characters): nothing in a token can raise anything but a `WireError`."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise WireError(Reason.INVALID_TOKEN, f"token must be a string of at most {MAX_TOKEN_LENGTH} characters")
+    ring = KeyRing.of(secret) if isinstance(secret, KeyRing) else None
     try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            options={"verify_exp": False, "verify_nbf": False, "require": ["sub", "room", "role", "nbf", "exp"]},
-        )
-    except jwt.InvalidSignatureError:
-        raise WireError(Reason.INVALID_TOKEN, "token signature is not valid") from None
+        header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
         raise WireError(Reason.INVALID_TOKEN, f"token is not valid: {exc}") from None
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise WireError(Reason.INVALID_TOKEN, f"token kid must be a string, got {type(kid).__name__}")
+    if ring is None:
+        keys = [str(secret)]
+    else:
+        keys = [k.secret for k in ring.candidates(kid)]
+        if not keys:
+            raise WireError(Reason.INVALID_TOKEN, f"token is signed with an unknown key {str(kid)[:64]!r}")
+    claims: dict[str, object] | None = None
+    for key in keys:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                         "require": ["sub", "room", "role", "nbf", "exp"]},
+            )
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as exc:
+            raise WireError(Reason.INVALID_TOKEN, f"token is not valid: {exc}") from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise WireError(Reason.INVALID_TOKEN, f"token is not valid: {type(exc).__name__}") from None
+    if claims is None:
+        raise WireError(Reason.INVALID_TOKEN, "token signature is not valid")
     nbf, exp = claims["nbf"], claims["exp"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (nbf, exp)):
-        raise WireError(Reason.INVALID_TOKEN, "token nbf/exp must be numbers")
+    for name, v in (("nbf", nbf), ("exp", exp)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \
+                or not 0 <= v <= MAX_TIME_S:
+            raise WireError(Reason.INVALID_TOKEN,
+                            f"token {name} must be epoch seconds from 0 to {MAX_TIME_S:.0f}, got {str(v)[:32]}")
+    assert isinstance(nbf, (int, float)) and isinstance(exp, (int, float))
+    if exp < nbf:
+        raise WireError(Reason.INVALID_TOKEN, f"token exp must not be before nbf, got {exp} < {nbf}")
     if now < nbf - leeway_s:
         raise WireError(
             Reason.TOKEN_NOT_YET_VALID,
@@ -95,28 +179,40 @@ def verify_token(
     if now > exp + leeway_s:
         raise WireError(Reason.TOKEN_EXPIRED, f"token expired at {_iso(exp)}, it is now {_iso(now)}")
     for key in ("sub", "room", "role"):
-        if not isinstance(claims[key], str) or not claims[key] or len(claims[key]) > 128:
-            raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a non-empty string")
+        value = claims[key]
+        if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
+            raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    sub, room_id, role_name = str(claims["sub"]), str(claims["room"]), str(claims["role"])
     try:
-        role = Role(claims["role"])
+        role = Role(role_name)
     except ValueError:
         role = Role.SPEAKER  # not a token role: refused just below
     if role not in TOKEN_ROLES:
-        raise WireError(Reason.INVALID_TOKEN, f"token role {claims['role']!r} is not a known role")
+        raise WireError(Reason.INVALID_TOKEN, f"token role {role_name[:32]!r} is not a known role")
     kind = claims.get("kind")
-    if kind is not None and kind not in ROOM_KINDS:
-        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}, got {kind!r}")
-    name = claims.get("name") if isinstance(claims.get("name"), str) else claims["sub"]
+    if kind is not None and (not isinstance(kind, str) or kind not in ROOM_KINDS):
+        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}")
+    jti = claims.get("jti")
+    if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_CHARS):
+        raise WireError(Reason.INVALID_TOKEN, f"token jti must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    token_id = jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    raw_name = claims.get("name")
+    name = raw_name if isinstance(raw_name, str) and raw_name else sub
     return Grant(
-        room=claims["room"],
-        identity=claims["sub"],
-        name=str(name)[:128],
+        room=room_id,
+        identity=sub,
+        name=name[:MAX_CLAIM_CHARS],
         role=role,
         not_before=float(nbf),
         expires=float(exp),
         room_kind=kind,
+        token_id=token_id,
+        kid=kid,
     )
 
 
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:.0f}"

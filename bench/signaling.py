@@ -34,11 +34,11 @@ SECRET = "bench-secret-0123456789-0123456789-abcdef"
 
 def start_server(port: int, core: int | None, tree: Path | None = None) -> subprocess.Popen[bytes]:
     """`medstream serve` (signaling only) from this checkout, or from `tree`."""
-    cmd = [sys.executable, "-m", "medstream.cli", "serve", "--port", str(port), "--secret", SECRET,
+    cmd = [sys.executable, "-m", "medstream.cli", "serve", "--port", str(port),
            "--no-media", "--audit-log", "", "--log-level", "WARNING"]
     if core is not None and _have_taskset():
         cmd = ["taskset", "-c", str(core), *cmd]
-    env = dict(os.environ, MEDSTREAM_AUDIT_LOG="")
+    env = dict(os.environ, MEDSTREAM_AUDIT_LOG="", MEDSTREAM_SECRET=SECRET)  # never on the command line
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, cwd=tree)

@@ -11,6 +11,7 @@ part it started and `stop()` closes those, in reverse.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -46,9 +47,10 @@ class MedstreamApp:
     def __init__(self, config: ServerConfig, *, hub: Hub | None = None, relay: Relay | None = None) -> None:
         self.config = config
         self.hub = hub if hub is not None else Hub(config.signaling)
-        self.driver = SignalingServer(self.hub, audit=AuditLog(config.audit_log))
+        self.driver = SignalingServer(self.hub, audit=AuditLog(config.audit_log, hash_alg=config.audit_hash))
         self.http = HttpServer(self.driver, max_frame_bytes=config.signaling.max_frame_bytes,
-                               static_root=STATIC_ROOT if STATIC_ROOT.is_dir() else None)
+                               static_root=STATIC_ROOT if STATIC_ROOT.is_dir() else None,
+                               allowed_origins=config.allowed_origins)
         self.media_bridge = MediaBridge(self.driver, self.hub)
         self.media: MediaBackend | None = None
         self.waveforms: Relay | None = relay
@@ -131,7 +133,8 @@ class MedstreamApp:
         if self.waveforms is None:
             from waveforms import WaveformConfig, WaveformRelay
 
-            self.waveforms = WaveformRelay(WaveformConfig(), on_sink_failure=self._sink_failed)
+            self.waveforms = WaveformRelay(WaveformConfig(stream_retention_s=self.config.waveform_retention_s),
+                                           on_sink_failure=self._sink_failed)
         self.waveform_bridge = WaveformBridge(self.driver, self.waveforms)
 
     def _sink_failed(self, group: str, sink: object, exc: BaseException) -> None:
@@ -199,6 +202,12 @@ class MedstreamApp:
         return web.json_response({"status": "ok"})
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        expected = self.config.metrics_token
+        if expected is not None:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return web.Response(status=401, text="metrics need a bearer token\n",
+                                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return web.Response(body=render(self.metric_samples()).encode(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "monitor-sim": ("clients.monitor_sim", "stream a WFDB record or synthetic ECG as a bedside monitor"),
     "publish": ("clients.publish", "publish a video file into a broadcast room"),
     "recordings": ("recorder.library", "list, inspect and prune recorded sessions"),
+    "audit": ("signaling.audit", "verify the hash chain of an audit log (`audit verify FILE`)"),
 }
 
 

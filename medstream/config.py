@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 from protocol.signaling import ROOM_KINDS, IceServerInfo
 from signaling.hub import SignalingConfig
+from signaling.tokens import MIN_SECRET_BYTES
 
 log = logging.getLogger("medstream.config")
 
@@ -37,11 +39,24 @@ class ServerConfig:
     waveforms: bool = True
     recorder: bool = True
     api_key: str | None = None  # bearer key of the admin API (/api/v1); None: the API is off
+    allowed_origins: tuple[str, ...] = ()  # websocket Origins allowed besides the server's own; "*": any
+    metrics_token: str | None = None  # bearer token /metrics requires; None: open (no identities in it)
+    waveform_retention_s: float = 600.0  # a departed monitor's stream is kept this long for it
+    audit_hash: str = "sha256"  # or "sm3"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+SECRET_ON_COMMAND_LINE = (
+    "medstream: refusing --secret: a command line is readable by every local user "
+    "(/proc/<pid>/cmdline, ps); set MEDSTREAM_SECRET or use --secret-file / MEDSTREAM_SECRET_FILE"
+)
+
+
 def add_secret_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--secret", help="token signing secret (or MEDSTREAM_SECRET, or `secret` in --config)")
+    parser.add_argument("--secret", help=argparse.SUPPRESS)  # refused with an explanation
+    parser.add_argument("--secret-file", type=Path,
+                        help=f"file holding the token signing secret, >= {MIN_SECRET_BYTES} bytes "
+                             "(or MEDSTREAM_SECRET_FILE, or MEDSTREAM_SECRET)")
     parser.add_argument("--config", type=Path, help="TOML config file (or MEDSTREAM_CONFIG)")
 
 
@@ -53,15 +68,63 @@ def _file_config(args: argparse.Namespace) -> dict[str, Any]:
         return tomllib.load(f)
 
 
+def _read_secret_file(path: str | Path, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SystemExit(f"medstream: cannot read the {what} file {path}: {exc.strerror}") from None
+
+
+def _secret_from(args: argparse.Namespace, file: dict[str, Any], prefix: str, key: str) -> str | None:
+    """A secret from `--secret-file`, MEDSTREAM_<prefix>_FILE, MEDSTREAM_<prefix> or the config file
+    (`<key>_file` or `<key>`), in that order; never from the command line itself."""
+    env = os.environ
+    flag_file = getattr(args, "secret_file", None) if prefix == "SECRET" else None
+    for path in (flag_file, env.get(f"MEDSTREAM_{prefix}_FILE")):
+        if path:
+            return _read_secret_file(path, key.replace("_", " "))
+    if env.get(f"MEDSTREAM_{prefix}"):
+        return env[f"MEDSTREAM_{prefix}"]
+    if file.get(f"{key}_file"):
+        return _read_secret_file(file[f"{key}_file"], key.replace("_", " "))
+    value = file.get(key)
+    return str(value) if value else None
+
+
+def _check_length(secret: str, what: str) -> str:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise SystemExit(f"medstream: the {what} must be at least {MIN_SECRET_BYTES} bytes, "
+                         f"got {len(secret.encode())} (e.g. `openssl rand -base64 48`)")
+    return secret
+
+
 def resolve_secret(args: argparse.Namespace, *, generate: bool = False) -> str:
-    """The signing secret from flag, environment or file; a random one only if `generate`."""
-    secret = getattr(args, "secret", None) or os.environ.get("MEDSTREAM_SECRET") or _file_config(args).get("secret")
+    """The signing secret from a file or the environment; a random one only if `generate`."""
+    if getattr(args, "secret", None):
+        raise SystemExit(SECRET_ON_COMMAND_LINE)
+    secret = _secret_from(args, _file_config(args), "SECRET", "secret")
     if secret:
-        return str(secret)
+        return _check_length(secret, "secret")
     if generate:
         log.warning("no secret configured: using a random one (tokens from other processes won't verify)")
         return secrets.token_urlsafe(32)
-    raise SystemExit("medstream: no secret: pass --secret, set MEDSTREAM_SECRET or put `secret` in --config")
+    raise SystemExit("medstream: no secret: set MEDSTREAM_SECRET, or use --secret-file / MEDSTREAM_SECRET_FILE, "
+                     "or `secret_file` in --config")
+
+
+def resolve_keys(args: argparse.Namespace, *, generate: bool = False) -> dict[str, Any]:
+    """The signing keys for `SignalingConfig`: current secret and kid, previous secret and kid."""
+    file = _file_config(args)
+    env = os.environ
+    out: dict[str, Any] = {
+        "secret": resolve_secret(args, generate=generate),
+        "secret_kid": env.get("MEDSTREAM_SECRET_KID") or file.get("secret_kid") or "k1",
+    }
+    previous = _secret_from(args, file, "PREVIOUS_SECRET", "previous_secret")
+    if previous:
+        out["previous_secret"] = _check_length(previous, "previous secret")
+        out["previous_kid"] = env.get("MEDSTREAM_PREVIOUS_SECRET_KID") or file.get("previous_secret_kid") or "k0"
+    return out
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +143,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", action="append", default=[], metavar="KIND",
                         choices=ROOM_KINDS,
                         help="record every room of this kind from its creation (policy; repeatable)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="websocket Origin allowed besides the server's own (repeatable; '*' for any)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -100,10 +165,11 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         IceServerInfo(urls=(url,)) for url in (args.ice_server or file.get("ice_servers", []))
     )
     signaling = SignalingConfig(
-        secret=resolve_secret(args, generate=True),
+        **resolve_keys(args, generate=True),
         ice_servers=ice_servers,
         record_kinds=tuple(args.record or file.get("record_kinds", [])),
-        **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and k != "secret"},
+        **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and "secret" not in k
+           and not k.endswith("_kid")},
     )
     rooms = []
     for spec in args.room or file.get("rooms", []):
@@ -121,7 +187,35 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
         media=not args.no_media and file.get("media", True),
         api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
+        allowed_origins=tuple(args.allow_origin or [o for o in env.get("MEDSTREAM_ALLOWED_ORIGINS", "").split(",") if o]
+                              or file.get("allowed_origins", [])),
+        metrics_token=env.get("MEDSTREAM_METRICS_TOKEN") or file.get("metrics_token") or None,
+        waveform_retention_s=float(file.get("waveform_retention_s", 600.0)),
+        audit_hash=str(pick(None, "MEDSTREAM_AUDIT_HASH", "audit_hash", "sha256")),
     )
+
+
+_SECRETS_IN_TEXT = re.compile(
+    r"((?:token|access_token|secret)=)[^\s&#\"']+|(Bearer\s+)[^\s\"']+|eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like a token (query parameter, bearer header, JWT) replaced."""
+    return _SECRETS_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2) or "") + "[redacted]", text)
+
+
+class RedactTokens(logging.Filter):
+    """Tokens are never logged: at any level, from our loggers or a library's (aiohttp's request
+    lines at DEBUG carry `?token=`), the formatted message is redacted before it is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 def configure_logging(level: str | None) -> None:
@@ -129,3 +223,6 @@ def configure_logging(level: str | None) -> None:
         level=getattr(logging, (level or "INFO").upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactTokens) for f in handler.filters):
+            handler.addFilter(RedactTokens())

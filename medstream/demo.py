@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from clients.monitor_sim import (
     parse_events,
 )
 from medstream.app import MedstreamApp
+from medstream.config import SECRET_ON_COMMAND_LINE
 from medstream.config import ServerConfig
 from signaling.hub import SignalingConfig
 from signaling.tokens import issue_token
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="HTTP + websocket port (default 8765; 0 = any)")
     p.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
                    help="address offered in ICE candidates (repeatable; default 127.0.0.1)")
-    p.add_argument("--secret", default=None, help="token signing secret (default: random per run)")
+    p.add_argument("--secret", default=None, help=argparse.SUPPRESS)  # refused: see config.SECRET_ON_COMMAND_LINE
     p.add_argument("--data", type=Path, default=DEFAULT_DATA,
                    help="folder with mitdb/ WFDB records (synthetic ECG if missing)")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
@@ -70,7 +72,7 @@ def make_links(base_url: str, secret: str, valid_for_s: float) -> DemoLinks:
     def link(page: str, room: str, identity: str, role: str, name: str, kind: str | None = None) -> str:
         tok = issue_token(secret, room=room, identity=identity, role=role, name=name,
                           valid_for_s=valid_for_s, room_kind=kind)
-        return f"{base_url}/{page}.html?token={tok}"
+        return f"{base_url}/{page}.html#token={tok}"  # a fragment never reaches servers' or proxies' logs
 
     return DemoLinks(
         consultation_host=link("consultation", CONSULTATION, "dr-host", "host", "Dr Host", "consultation"),
@@ -105,7 +107,9 @@ def monitors(ws_url: str, secret: str, data: Path, asystole_at_s: float) -> list
 
 async def run(args: argparse.Namespace) -> int:
     """Start the node and the monitors, print the links, wait for Ctrl-C or the duration."""
-    secret = args.secret or secrets.token_urlsafe(32)
+    if args.secret:
+        raise SystemExit(SECRET_ON_COMMAND_LINE)
+    secret = os.environ.get("MEDSTREAM_SECRET") or secrets.token_urlsafe(32)
     config = ServerConfig(
         signaling=SignalingConfig(secret=secret),
         host=args.host,

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import mimetypes
+import resource
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -110,6 +111,37 @@ class WsSocket:
             await asyncio.wait_for(asyncio.shield(self._closing), 5.0)
 
 
+FD_RESERVE = 128  # descriptors kept free of websockets: listener, files, recordings, ICE sockets
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file limit to its hard limit where it can; returns the soft
+    limit in force (a server at the common 1,024 default runs out under a few hundred stalled
+    connections plus media sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft
+
+
+def origin_allowed(origin: str | None, host: str | None, secure: bool, allowed: tuple[str, ...]) -> bool:
+    """May a websocket with this `Origin` header open? No header: not a browser, yes. A browser:
+    the server's own origin (scheme://Host of the request) or one of `allowed` ('*': any)."""
+    if origin is None:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    if host is None:
+        return False
+    own = {f"{'https' if secure else 'http'}://{host}"}
+    return origin.lower() in {o.lower() for o in own}
+
+
 class HttpServer:
     """The aiohttp application: `/ws` for the driver, plus the routes the node adds."""
 
@@ -120,8 +152,11 @@ class HttpServer:
         max_frame_bytes: int,
         static_root: Path | None = None,
         ping_interval_s: float = 20.0,
+        allowed_origins: tuple[str, ...] = (),
     ) -> None:
         self.driver = driver
+        self.allowed_origins = allowed_origins
+        self.fd_cap = 1 << 30  # websockets allowed by the descriptor limit (set at start)
         self.static_root = static_root
         self.max_frame_bytes = max_frame_bytes
         self.ping_interval_s = ping_interval_s
@@ -136,6 +171,7 @@ class HttpServer:
         self.app.router.add_route(method, path, handler)
 
     async def start(self, host: str, port: int) -> None:
+        self.fd_cap = max(16, raise_nofile_limit() - FD_RESERVE)
         if self.static_root is not None:
             self.app.router.add_get("/", self._static)
             self.app.router.add_get("/{path:.*}", self._static)  # last: pages and /static/*
@@ -156,21 +192,29 @@ class HttpServer:
             self._runner = None
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        # Refusals come before the upgrade: they cost one small HTTP reply and no state.
+        if not origin_allowed(request.headers.get("Origin"), request.host, request.secure, self.allowed_origins):
+            return web.Response(status=403, text="websocket Origin not allowed\n")
+        why = self.driver.admit(request.remote)
+        if why is None and len(self._sockets) >= self.fd_cap:
+            why = f"server full ({self.fd_cap} connections, the descriptor limit)"
+        if why is not None:
+            return web.Response(status=503, text=why + "\n", headers={"Retry-After": "5"})
         ws = web.WebSocketResponse(
             max_msg_size=self.max_frame_bytes, compress=False, heartbeat=self.ping_interval_s, autoping=True,
         )
         await ws.prepare(request)
         socket = WsSocket(ws, request)
         self._sockets.add(socket)
-        conn_id = self.driver.opened(socket)
+        conn_id = self.driver.opened(socket, request.remote)
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
                     self.driver.text(conn_id, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     self.driver.binary(conn_id, msg.data)
-        except Exception:
-            log.exception("connection %s failed", conn_id)
+        except Exception as exc:  # one line: a peer that can trigger it must not flood the log
+            log.error("connection %s failed: %s: %s", conn_id, type(exc).__name__, str(exc)[:200])
         finally:
             self._sockets.discard(socket)
             self.driver.closed(conn_id)

@@ -71,20 +71,23 @@ def signaling_samples(hub: Hub, connections: int, uptime_s: float) -> list[Sampl
 
 
 def media_samples(peers: int, tracks: int, qualities: list[tuple[str, PeerQuality]]) -> list[Sample]:
-    """Peer connections, tracks and per-peer quality of the SFU."""
+    """Peer connections, tracks and the quality of the SFU's peers, aggregated: /metrics names
+    no participant (a scrape target is not a place for who is in which consultation)."""
     out = [
         Sample("medstream_media_peers", peers, help="open peer connections"),
         Sample("medstream_media_tracks", tracks, help="published tracks"),
     ]
-    for pid, q in qualities:
-        labels = (("participant", pid),)
-        out += [
-            Sample("medstream_peer_bitrate_kbps", q.bitrate_kbps, labels, help="media bitrate sent+received"),
-            Sample("medstream_peer_loss_pct", q.loss_pct, labels, help="packet loss, both directions"),
-            Sample("medstream_peer_jitter_ms", q.jitter_ms, labels, help="worst inter-arrival jitter"),
-        ]
-        if q.rtt_ms is not None:
-            out.append(Sample("medstream_peer_rtt_ms", q.rtt_ms, labels, help="round-trip time"))
+    if not qualities:
+        return out
+    fields = (("bitrate_kbps", "media bitrate sent+received"), ("loss_pct", "packet loss, both directions"),
+              ("jitter_ms", "worst inter-arrival jitter"), ("rtt_ms", "round-trip time"))
+    for name, help_text in fields:
+        values = [v for _, q in qualities if (v := getattr(q, name)) is not None]
+        if values:
+            out += [
+                Sample(f"medstream_peer_{name}", sum(values) / len(values), (("stat", "mean"),), help=help_text),
+                Sample(f"medstream_peer_{name}", max(values), (("stat", "max"),), help=help_text),
+            ]
     return out
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medstream.config import add_secret_argument, resolve_secret
+from medstream.config import add_secret_argument, resolve_keys
 from protocol.signaling import ROOM_KINDS
 from signaling.roles import TOKEN_ROLES
-from signaling.tokens import issue_token
+from signaling.tokens import KeyRing, issue_token
 
 
 def _parse_duration(text: str) -> float:
@@ -31,8 +31,9 @@ def main(argv: list[str]) -> int:
     add_secret_argument(parser)
     args = parser.parse_args(argv)
     try:
+        keys = resolve_keys(args)
         token = issue_token(
-            resolve_secret(args),
+            KeyRing.of(keys["secret"], keys["secret_kid"]),
             room=args.room,
             identity=args.identity,
             name=args.name,

@@ -25,6 +25,7 @@ class Relay(Protocol):
     """What the node needs of `waveforms.relay.WaveformRelay`."""
 
     def on_publisher_frame(self, group: str, publisher_id: str, data: bytes) -> list[bytes]: ...
+    def set_publisher_identity(self, group: str, publisher_id: str, identity: str) -> None: ...
     def publisher_disconnected(self, group: str, publisher_id: str) -> None: ...
     def add_viewer(self, group: str, viewer_id: str) -> ViewerOutbox: ...
     def remove_viewer(self, group: str, viewer_id: str) -> None: ...
@@ -45,6 +46,7 @@ class WaveformBridge:
         self._analysis: asyncio.Task[None] | None = None
         driver.on_binary = self._publisher_frame
         driver.handle(fx.WaveformViewer, self._viewer)
+        driver.handle(fx.WaveformPublisher, self._publisher)
         driver.handle(fx.WaveformPublisherGone, self._publisher_gone)
         driver.handle(fx.WaveformGroupClosed, self._group_closed)
 
@@ -60,6 +62,9 @@ class WaveformBridge:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._viewer_tasks.clear()
         self._analysis = None
+
+    def _publisher(self, e: fx.WaveformPublisher) -> None:
+        self.relay.set_publisher_identity(e.room_id, e.participant_id, e.identity)
 
     def _publisher_gone(self, e: fx.WaveformPublisherGone) -> None:
         self.relay.publisher_disconnected(e.room_id, e.participant_id)

@@ -101,6 +101,12 @@ class Announce:
     ecg_channel: int | None = None
     limits: RateLimits | None = None
     oldest_seq: int = 0
+    session: str | None = None  # the monitor's run (new at each start): a new one = a new segment
+    segment: int = 0  # server -> viewers/sinks: which segment of the bed's record (0, 1, ...)
+
+    def description(self) -> Announce:
+        """What must match on a re-announce within one segment (not oldest_seq, session, segment)."""
+        return Announce(self.stream_id, self.channels, self.sampling_rate_hz, self.ecg_channel, self.limits)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -230,7 +236,8 @@ class Skipped:
 
 @dataclass(frozen=True, slots=True)
 class StreamEnded:
-    """Server -> viewers: the stream is closed (`reason`: "group_closed", "publisher_gone")."""
+    """Server -> viewers: the stream is closed (`reason`: "group_closed", "publisher_gone" after
+    the retention period, "new_segment" when its monitor restarted: an `announce` follows)."""
 
     stream_id: str
     reason: str
@@ -263,6 +270,10 @@ def _announce_map(a: Announce) -> dict[str, Any]:
         "sampling_rate_hz": float(a.sampling_rate_hz),
         "oldest_seq": int(a.oldest_seq),
     }
+    if a.session is not None:
+        out["session"] = a.session
+    if a.segment:
+        out["segment"] = int(a.segment)
     if a.ecg_channel is not None:
         out["ecg_channel"] = int(a.ecg_channel)
     if a.limits is not None:
@@ -439,7 +450,11 @@ def _decode_announce(m: Mapping[str, Any]) -> Announce:
             raise _bad(f"limits.brady_bpm must be below tachy_bpm, got {brady:g} >= {tachy:g}")
         limits = RateLimits(brady, tachy)
     oldest = _int(m.get("oldest_seq", 0), "announce.oldest_seq", 0, MAX_SEQ)
-    return Announce(stream_id, tuple(channels), fs, ecg, limits, oldest)
+    session = m.get("session")
+    if session is not None:
+        if not isinstance(session, str) or not _STREAM_ID.match(session):
+            raise _bad(f"announce.session must match {_STREAM_ID.pattern}, got {str(session)[:80]!r}")
+    return Announce(stream_id, tuple(channels), fs, ecg, limits, oldest, session)
 
 
 def _decode_chunk(m: Mapping[str, Any]) -> Chunk:
@@ -543,7 +558,10 @@ def decode_server_frame(data: bytes) -> ServerWaveformMessage:
             case "error":
                 return WaveformError(WaveformErrorReason(m["reason"]), m["message"], m.get("stream"))
             case "announce":
-                return StreamAnnounce(m["publisher"], _decode_announce(m))
+                a = _decode_announce(m)
+                return StreamAnnounce(m["publisher"], Announce(
+                    a.stream_id, a.channels, a.sampling_rate_hz, a.ecg_channel, a.limits,
+                    a.oldest_seq, a.session, int(m.get("segment", 0))))
             case "chunk":
                 return ViewerChunk(_decode_chunk(m), bool(m["live"]))
             case "numerics":

@@ -136,8 +136,12 @@ class RelayWaveformSink:
         self.samples_refused = 0
 
     def on_stream(self, publisher_id: str, announce: Announce) -> None:
-        """A stream opened (or changed publisher): remember its description until samples come."""
-        self._announces.setdefault(announce.stream_id, (publisher_id, announce))
+        """A stream opened (or changed publisher, or began a new segment after its monitor
+        restarted): remember its description until samples come. Each segment is its own record
+        (`bed-1`, then `bed-1.seg1`, ...), so a restart never overwrites or drops anything."""
+        known = self._announces.get(announce.stream_id)
+        if known is None or known[1].segment != announce.segment:
+            self._announces[announce.stream_id] = (publisher_id, announce)
 
     def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
         """New samples (n_channels, n) of `stream_id`, each exactly once, back-fill possibly late."""
@@ -202,7 +206,8 @@ class RelayWaveformSink:
             sampling_rate_hz=float(a.sampling_rate_hz),
             adc_resolution_bits=16 if samples.dtype.itemsize <= 2 else 32,
         )
-        sink = self._recorder.add_waveform_stream(stream_id, publisher_id, info)
+        record_id = stream_id if a.segment == 0 else f"{stream_id}.seg{a.segment}"
+        sink = self._recorder.add_waveform_stream(record_id, publisher_id, info)
         self._sinks[stream_id] = sink
         return sink
 

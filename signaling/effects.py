@@ -135,6 +135,16 @@ class WaveformViewer:
 
 
 @dataclass(frozen=True, slots=True)
+class WaveformPublisher:
+    """A participant that may publish waveforms (re)joined as device `identity` (its token's
+    `sub`): the streams it announces belong to that device."""
+
+    room_id: str
+    participant_id: str
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
 class WaveformPublisherGone:
     room_id: str
     participant_id: str
@@ -181,6 +191,7 @@ MediaEffect = Union[
     PauseVideo, MuteTrack, RemoteAnswer, RemoteCandidate,
 ]
 Effect = Union[
-    Send, SendConn, CloseConn, Kick, Departed, RoomClosed, MediaEffect, WaveformViewer, WaveformPublisherGone,
+    Send, SendConn, CloseConn, Kick, Departed, RoomClosed, MediaEffect, WaveformViewer, WaveformPublisher,
+    WaveformPublisherGone,
     WaveformGroupClosed, StartRecorder, StopRecorder, Audit, RoomEvent,
 ]

@@ -36,6 +36,7 @@ from signaling.effects import (
     SubscribeTracks,
     UnsubscribeTracks,
     WaveformGroupClosed,
+    WaveformPublisher,
     WaveformPublisherGone,
     WaveformViewer,
 )
@@ -217,6 +218,8 @@ class Room:
         ]
         if p.may(Action.SUBSCRIBE):
             effects.append(WaveformViewer(self.room_id, participant_id, add=True))
+        if p.may(Action.PUBLISH_WAVEFORMS):
+            effects.insert(0, WaveformPublisher(self.room_id, participant_id, identity))
         if media:
             effects += self._open_media(p)
         return effects
@@ -232,6 +235,8 @@ class Room:
         p.disconnected_at = None
         p.resume_key = secrets.token_urlsafe(24)
         return [
+            *([WaveformPublisher(self.room_id, p.participant_id, p.identity)]
+              if p.may(Action.PUBLISH_WAVEFORMS) else []),
             self._joined(p, request_id, resumed=True),
             Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info())),
             Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),

@@ -23,6 +23,15 @@ Guarantees (see docs/protocol-waveforms.md for the wire side):
 * **Store sinks get the analysis too.** Every `StoreSink` receives each analysis result with news
   (beats, alarm changes) unmerged through `on_analysis`, so a recorder can write beat and alarm
   annotations (see `waveforms.sinks.StoreSink`).
+* **A stream belongs to a device.** The first announce binds the stream id to the publisher's
+  *owner* (the device identity of the monitor's token, `set_publisher_identity`); no other owner
+  can publish it, connected or not. The same device comes back (resume or fresh join, any
+  participant id) and gets its stream back. A device that restarted (an announce with a new
+  `session`) starts a new *segment*: sinks get `on_stream_ended` for the old one and `on_stream`
+  with `announce.segment` + 1, so a recorder keeps both; nothing is dropped as a duplicate.
+* **Departed devices' streams close.** A stream whose publisher has been gone for
+  `stream_retention_s` is closed (sinks `on_stream_ended`, viewers `stream_ended` with reason
+  `publisher_gone`) and its slot freed.
 * **Analysis sees contiguous samples only.** Out-of-order samples are held until the hole is
   back-filled; after `gap_timeout_s` (or when the monitor declares the hole lost, or the held data
   exceeds `max_hold_s`) the analyzer's state for that stream is reset and feeding resumes after the
@@ -31,6 +40,7 @@ Guarantees (see docs/protocol-waveforms.md for the wire side):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -79,6 +89,7 @@ class WaveformConfig:
     """
 
     max_streams_per_group: int = 64
+    stream_retention_s: float = 600.0  # a departed monitor's stream waits this long for it
     viewer_max_chunks: int = 400
     max_ahead_s: float = 3600.0
     max_open_gaps: int = 64
@@ -106,6 +117,8 @@ class WaveformStats:
     sink_failures: int
     analysis_steps: int
     analysis_last_step_ms: float
+    segments: int = 0  # new segments started by restarted monitors
+    streams_expired: int = 0  # streams closed after their publisher's retention period
 
 
 # --------------------------------------------------------------------------- streams
@@ -117,7 +130,9 @@ class _Stream:
     announce: Announce
     publisher_id: str
     analysis: StreamAnalysis | None  # None: no ECG channel, or analysis disabled
+    owner: str = ""  # the device identity that may publish it
     connected: bool = True
+    disconnected_at: float | None = None
     settled_end: int = 0  # every sample before it is stored (or declared lost)
     pending: IntervalSet = field(default_factory=IntervalSet)  # received ranges beyond it
     highest_end: int = 0
@@ -154,13 +169,24 @@ class WaveformRelay:
             analyzer, on_update=self._on_analysis, gap_timeout_s=self.config.gap_timeout_s,
             max_hold_s=self.config.max_hold_s, clock=clock)
         self._on_sink_failure = on_sink_failure
+        self._clock = clock
+        self._identities: dict[tuple[str, str], str] = {}  # (group, publisher id) -> device identity
         self._groups: dict[str, _Group] = {}
         self._by_key: dict[str, _Stream] = {}  # analysed streams by their analysis key
         self._c: dict[str, int] = dict.fromkeys(
             ("frames_in", "frames_rejected", "chunks_in", "samples_in", "duplicate_samples",
-             "gaps", "backfilled_samples", "lost_samples", "dropped", "sink_failures"), 0)
+             "gaps", "backfilled_samples", "lost_samples", "dropped", "sink_failures",
+             "segments", "streams_expired"), 0)
 
     # ------------------------------------------------------------------ publishers
+
+    def set_publisher_identity(self, group: str, publisher_id: str, identity: str) -> None:
+        """`publisher_id` publishes as device `identity` (from its token). Without a call, a
+        publisher is its own identity."""
+        self._identities[(group, publisher_id)] = identity
+
+    def _owner(self, group: str, publisher_id: str) -> str:
+        return self._identities.get((group, publisher_id), publisher_id)
 
     def on_publisher_frame(self, group: str, publisher_id: str, data: bytes) -> list[bytes]:
         """Handle one binary frame from a monitor; returns the frames to send back to it.
@@ -179,6 +205,8 @@ class WaveformRelay:
                     replies = self._on_chunk(g, publisher_id, msg)
                 case Numerics():
                     replies = self._on_numerics(g, publisher_id, msg)
+                case _:
+                    raise WaveformWireError(WaveformErrorReason.BAD_MESSAGE, "not a monitor message")
         except WaveformWireError as exc:
             self._c["frames_rejected"] += 1
             return [encode(WaveformError(exc.reason, exc.message, exc.stream_id))]
@@ -186,19 +214,39 @@ class WaveformRelay:
 
     def _owned(self, g: _Group, publisher_id: str, stream_id: str, what: str) -> _Stream:
         s = g.streams.get(stream_id)
-        if s is None or (s.publisher_id != publisher_id and not s.connected):
+        if s is None:
             raise WaveformWireError(WaveformErrorReason.UNKNOWN_STREAM,
                                     f"{what} for stream {stream_id!r} before its announce",
                                     stream_id)
-        if s.publisher_id != publisher_id:
+        if s.owner != self._owner(s.group, publisher_id):
             raise WaveformWireError(WaveformErrorReason.STREAM_TAKEN,
-                                    f"stream {stream_id!r} is published by another participant",
+                                    f"stream {stream_id!r} belongs to another device",
                                     stream_id)
+        if s.publisher_id != publisher_id:
+            raise WaveformWireError(WaveformErrorReason.UNKNOWN_STREAM,
+                                    f"{what} for stream {stream_id!r}: re-announce it after reconnecting",
+                                    stream_id)
+        s.connected, s.disconnected_at = True, None
         return s
 
     def _on_announce(self, g: _Group, group: str, publisher_id: str, a: Announce) -> list[Ack]:
+        a = replace(a, segment=0)  # segments are the relay's to number
+        owner = self._owner(group, publisher_id)
         s = g.streams.get(a.stream_id)
+        if s is not None and s.owner != owner:
+            raise WaveformWireError(WaveformErrorReason.STREAM_TAKEN,
+                                    f"stream {a.stream_id!r} belongs to another device", a.stream_id)
+        if s is not None and a.session is not None and a.session != s.announce.session:
+            # The device restarted (its sample counter begins again): close the segment it was
+            # writing and start the next one of the same bed's record.
+            segment = s.announce.segment + 1
+            self._close_stream(g, s, "new_segment")
+            self._c["segments"] += 1
+            a = replace(a, segment=segment)
+            s = None
         if s is None:
+            if len(g.streams) >= self.config.max_streams_per_group:
+                self.expire_streams()
             if len(g.streams) >= self.config.max_streams_per_group:
                 raise WaveformWireError(
                     WaveformErrorReason.TOO_MANY_STREAMS,
@@ -211,23 +259,22 @@ class WaveformRelay:
                                         f"announce.limits refused by the analyzer: {exc}",
                                         a.stream_id) from None
             analysis = self._analysis.open(a, a.oldest_seq, limits)
-            s = _Stream(group, a, publisher_id, analysis, settled_end=a.oldest_seq,
+            s = _Stream(group, a, publisher_id, analysis, owner=owner, settled_end=a.oldest_seq,
                         highest_end=a.oldest_seq)
             g.streams[a.stream_id] = s
             if analysis is not None:
                 self._by_key[analysis.key] = s
             self._announce_to(g, s)
             return [Ack(a.stream_id, s.settled_end)]
-        if s.publisher_id != publisher_id and s.connected:
-            raise WaveformWireError(WaveformErrorReason.STREAM_TAKEN,
-                                    f"stream {a.stream_id!r} is published by another participant")
-        if replace(a, oldest_seq=0) != replace(s.announce, oldest_seq=0):
+        if a.description() != s.announce.description():
             raise WaveformWireError(
                 WaveformErrorReason.STREAM_MISMATCH,
                 f"re-announce of {a.stream_id!r} must equal the open stream's description "
                 f"(channels, sampling_rate_hz, ecg_channel, limits), got a different one")
         changed = s.publisher_id != publisher_id
-        s.publisher_id, s.connected = publisher_id, True
+        s.publisher_id, s.connected, s.disconnected_at = publisher_id, True, None
+        if a.session is not None and s.announce.session is None:
+            s.announce = replace(s.announce, session=a.session)
         if changed:
             self._announce_to(g, s)
         if a.oldest_seq > s.settled_end:
@@ -337,12 +384,56 @@ class WaveformRelay:
     def publisher_disconnected(self, group: str, publisher_id: str) -> None:
         """The monitor's connection dropped: its streams stay open for it (or a successor) to
         re-announce and back-fill."""
+        self._identities.pop((group, publisher_id), None)
         g = self._groups.get(group)
         if g is None:
             return
+        now = self._clock()
         for s in g.streams.values():
-            if s.publisher_id == publisher_id:
+            if s.publisher_id == publisher_id and s.connected:
                 s.connected = False
+                s.disconnected_at = now
+        if self.config.stream_retention_s <= 0:
+            self.expire_streams()
+
+    def expire_streams(self) -> int:
+        """Close streams whose publisher has been gone for `stream_retention_s`; returns how many."""
+        now = self._clock()
+        closed = 0
+        for g in list(self._groups.values()):
+            for s in list(g.streams.values()):
+                if not s.connected and s.disconnected_at is not None \
+                        and now - s.disconnected_at >= self.config.stream_retention_s:
+                    self._close_stream(g, s, "publisher_gone")
+                    self._c["streams_expired"] += 1
+                    closed += 1
+        return closed
+
+    def _close_stream(self, g: _Group, s: _Stream, reason: str) -> None:
+        """End one stream: holes declared lost, sinks `on_stream_ended`, viewers `stream_ended`."""
+        stream_id = s.announce.stream_id
+        if g.streams.get(stream_id) is s:
+            del g.streams[stream_id]
+        if s.pending:
+            for lo, hi in s.pending.missing(s.settled_end, s.pending.end):
+                self._c["lost_samples"] += hi - lo
+                for v in g.viewers.values():
+                    v.put_control(Gap(stream_id, lo, hi, lost=True))
+        for sink in list(g.sinks):
+            self._call_sink(s.group, g, sink, sink.on_stream_ended, stream_id)
+        for v in g.viewers.values():
+            v.put_control(StreamEnded(stream_id, reason))
+        if s.analysis is not None:
+            self._by_key.pop(s.analysis.key, None)
+            self._analysis.close(s.analysis)
+
+    async def _expire_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.expire_streams()
+            except Exception as exc:
+                log.error("expiring waveform streams failed: %r", exc)
 
     # ------------------------------------------------------------------ sinks
 
@@ -412,21 +503,12 @@ class WaveformRelay:
         g = self._groups.pop(group, None)
         if g is None:
             return
-        for s in g.streams.values():
-            if s.pending:
-                for lo, hi in s.pending.missing(s.settled_end, s.pending.end):
-                    self._c["lost_samples"] += hi - lo
-                    for v in g.viewers.values():
-                        v.put_control(Gap(s.announce.stream_id, lo, hi, lost=True))
-            for sink in list(g.sinks):
-                self._call_sink(group, g, sink, sink.on_stream_ended, s.announce.stream_id)
-            for v in g.viewers.values():
-                v.put_control(StreamEnded(s.announce.stream_id, "group_closed"))
-            if s.analysis is not None:
-                self._by_key.pop(s.analysis.key, None)
-                self._analysis.close(s.analysis)
+        for s in list(g.streams.values()):
+            self._close_stream(g, s, "group_closed")
         for v in g.viewers.values():
             v.close()
+        for key in [k for k in self._identities if k[0] == group]:
+            del self._identities[key]
 
     # ------------------------------------------------------------------ analysis
 
@@ -451,8 +533,13 @@ class WaveformRelay:
     async def run_analysis(self, interval_s: float = 0.2) -> None:
         """Run an analysis step every `interval_s` seconds, the DSP in a worker thread, until
         cancelled. Samples keep arriving on the loop while a step runs; they go to the next one.
-        Raises ValueError if `interval_s` <= 0."""
-        await self._analysis.run(interval_s)
+        Raises ValueError if `interval_s` <= 0. Also closes departed devices' streams (every
+        second at most, `stream_retention_s`)."""
+        sweep = asyncio.ensure_future(self._expire_loop(min(1.0, max(0.05, self.config.stream_retention_s / 4))))
+        try:
+            await self._analysis.run(interval_s)
+        finally:
+            sweep.cancel()
 
     # ------------------------------------------------------------------ introspection
 
@@ -470,6 +557,7 @@ class WaveformRelay:
             dropped_chunks_slow_viewers=int(c["dropped"]), sink_failures=int(c["sink_failures"]),
             analysis_steps=self._analysis.steps,
             analysis_last_step_ms=self._analysis.last_step_ms,
+            segments=int(c["segments"]), streams_expired=int(c["streams_expired"]),
         )
 
     def stream_ack(self, group: str, stream_id: str) -> int | None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -13,7 +14,11 @@ from bench.proc import free_port, wait_for_port
 SECRET = "cli-test-secret-0123456789-0123456789-abc"
 
 
+ENV = {**os.environ, "MEDSTREAM_SECRET": SECRET}
+
+
 def medstream(*args: str, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("env", ENV)
     return subprocess.run([sys.executable, "-m", "medstream.cli", *args], capture_output=True, text=True, timeout=60, **kw)
 
 
@@ -27,7 +32,7 @@ def test_help_lists_commands_and_unknown_command_fails():
 
 
 def test_token_refuses_bad_input_and_missing_secret():
-    out = medstream("token", "--room", "r", "--identity", "a", "--role", "host", "--secret", SECRET, "--kind", "party")
+    out = medstream("token", "--room", "r", "--identity", "a", "--role", "host", "--kind", "party")
     assert out.returncode != 0
     out = medstream("token", "--room", "r", "--identity", "a", "--role", "host", env={"PATH": "/usr/bin:/bin"})
     assert out.returncode != 0 and "no secret" in out.stderr
@@ -37,16 +42,16 @@ def test_serve_answers_healthz_and_a_token_from_the_cli_joins(tmp_path):
     port = free_port()
     audit = tmp_path / "audit.jsonl"
     server = subprocess.Popen(
-        [sys.executable, "-m", "medstream.cli", "serve", "--port", str(port), "--secret", SECRET,
+        [sys.executable, "-m", "medstream.cli", "serve", "--port", str(port),
          "--audit-log", str(audit), "--no-media", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     try:
         wait_for_port(port)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
             assert r.status == 200 and json.loads(r.read())["status"] == "ok"
         tok = medstream("token", "--room", "consult-1", "--identity", "dr-li", "--name", "Dr Li", "--role", "host",
-                        "--kind", "consultation", "--valid-for", "10m", "--secret", SECRET)
+                        "--kind", "consultation", "--valid-for", "10m")
         assert tok.returncode == 0, tok.stderr
 
         async def join() -> dict:

@@ -133,9 +133,9 @@ async def test_recording_real_publishers_files_match_what_was_sent(tmp_path: Pat
 @pytest.mark.webrtc
 async def test_server_killed_mid_recording_leaves_readable_files(tmp_path: Path) -> None:
     recordings = tmp_path / "rec"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MEDSTREAM_SECRET": SECRET}
     server = subprocess.Popen(
-        [sys.executable, "-m", "medstream.cli", "serve", "--port", "0", "--secret", SECRET,
+        [sys.executable, "-m", "medstream.cli", "serve", "--port", "0",
          "--recordings-dir", str(recordings), "--audit-log", "none", "--ice-host", "127.0.0.1",
          "--log-level", "WARNING"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -130,7 +130,9 @@ def test_gap_then_backfill_after_reconnect_is_not_live_and_acks_contiguous_prefi
     _send(relay, ANNOUNCE)
     _send(relay, _chunk(adc, 0, 360))
     relay.publisher_disconnected(GROUP, "mon-1")
-    # a new connection (new participant id) takes the stream over and sends live data first
+    # a new connection (new participant id) of the same device takes its stream back and sends
+    # live data first
+    relay.set_publisher_identity(GROUP, "mon-1b", "mon-1")
     assert _send(relay, ANNOUNCE, "mon-1b") == [Ack("bed-1", 360)]
     assert _send(relay, _chunk(adc, 1080, 1440), "mon-1b") == [Ack("bed-1", 360)]
     assert _send(relay, _chunk(adc, 360, 1080, backfill=True), "mon-1b") == [Ack("bed-1", 1440)]

@@ -18,9 +18,16 @@ export function decode(bytes) {
   // bin values are copied so typed-array views over them are aligned and outlive the frame
   const bin = (n) => { need(n); const b = u8.slice(pos, pos + n); pos += n; return b; };
   const arr = (n) => { const a = new Array(n); for (let i = 0; i < n; i++) a[i] = value(); return a; };
+  // Keys must be strings (as Python's msgpack requires by default), and never `__proto__`:
+  // `m["__proto__"] = v` would replace the decoded object's prototype with whatever a peer sent.
   const map = (n) => {
     const m = {};
-    for (let i = 0; i < n; i++) { const k = value(); m[k] = value(); }
+    for (let i = 0; i < n; i++) {
+      const k = value();
+      if (typeof k !== "string") throw new Error(`msgpack: map key must be a string, got ${typeof k}`);
+      if (k === "__proto__") throw new Error("msgpack: map key __proto__ refused");
+      m[k] = value();
+    }
     return m;
   };
   const u = (n) => {

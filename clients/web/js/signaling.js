@@ -3,9 +3,20 @@
 // keeps the connection alive with pings and comes back by itself after a network drop: first
 // with the `resume` key (same participant, within the grace period), else by joining afresh.
 
-/** The token carried by the page link (`?token=...`), or null. */
-export function tokenFromUrl(loc = window.location) {
-  return new URLSearchParams(loc.search).get("token");
+/** The token carried by the page link, or null. Links carry it in the fragment (`#token=...`),
+ * which browsers never send to a server or proxy; `?token=` (older links) is still read. Once read
+ * it is taken out of the address bar and history, so it is not bookmarked, shared or shown. */
+export function tokenFromUrl(loc = window.location, hist = window.history) {
+  const hash = new URLSearchParams(loc.hash.replace(/^#/, ""));
+  const query = new URLSearchParams(loc.search);
+  const token = hash.get("token") || query.get("token");
+  if (token && hist && hist.replaceState) {
+    hash.delete("token");
+    query.delete("token");
+    const q = query.toString(), h = hash.toString();
+    hist.replaceState(hist.state, "", loc.pathname + (q ? "?" + q : "") + (h ? "#" + h : ""));
+  }
+  return token;
 }
 
 /** ws(s)://host/ws for the page's own origin. */

@@ -27,8 +27,7 @@ from clients.monitor_sim import (
     parse_events,
 )
 from medstream.app import MedstreamApp
-from medstream.config import SECRET_ON_COMMAND_LINE
-from medstream.config import ServerConfig
+from medstream.config import SECRET_ON_COMMAND_LINE, ServerConfig
 from signaling.hub import SignalingConfig
 from signaling.tokens import issue_token
 

@@ -451,9 +451,8 @@ def _decode_announce(m: Mapping[str, Any]) -> Announce:
         limits = RateLimits(brady, tachy)
     oldest = _int(m.get("oldest_seq", 0), "announce.oldest_seq", 0, MAX_SEQ)
     session = m.get("session")
-    if session is not None:
-        if not isinstance(session, str) or not _STREAM_ID.match(session):
-            raise _bad(f"announce.session must match {_STREAM_ID.pattern}, got {str(session)[:80]!r}")
+    if session is not None and (not isinstance(session, str) or not _STREAM_ID.match(session)):
+        raise _bad(f"announce.session must match {_STREAM_ID.pattern}, got {str(session)[:80]!r}")
     return Announce(stream_id, tuple(channels), fs, ecg, limits, oldest, session)
 
 

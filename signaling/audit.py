@@ -146,7 +146,7 @@ def verify_chain(path: Path) -> ChainReport:
     prev = GENESIS
     n = 0
     with open(path, encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):  # noqa: B007 - n is the count afterwards
+        for n, raw in enumerate(f, start=1):
             try:
                 obj = json.loads(raw)
             except ValueError:

@@ -51,7 +51,7 @@ def sm3(data: bytes) -> bytes:
     """The 32-byte SM3 digest of `data`."""
     n_bits = len(data) * 8
     padded = data + b"\x80" + b"\x00" * ((55 - len(data)) % 64) + struct.pack(">Q", n_bits)
-    v = _IV
+    v: tuple[int, ...] = _IV
     for i in range(0, len(padded), 64):
         v = _compress(v, padded[i:i + 64])
     return struct.pack(">8I", *v)

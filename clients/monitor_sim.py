@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -268,8 +269,10 @@ class MonitorSimulator:
         self.fs = source.sampling_rate_hz
         self.chunk_samples = max(1, round(config.chunk_ms / 1000.0 * self.fs))
         self.start_epoch = config.start_epoch if config.start_epoch is not None else clock()
+        # A new session id per run: a restarted monitor's counter begins at 0 again, and the server
+        # starts a new segment of the bed's record instead of taking its samples for duplicates.
         self.announce = Announce(config.stream_id, source.channels, self.fs, source.ecg_channel,
-                                 config.limits)
+                                 config.limits, session=secrets.token_hex(8))
         self.stats = MonitorSimStats()
         self.next_seq = 0  # next sample to generate
         self.finished = False  # a non-looping record ran out

@@ -63,7 +63,7 @@ class SignalingConfig:
     max_connections: int = 8192  # websockets open at once (the HTTP edge also caps by descriptors)
     max_connections_per_address: int = 512  # a hospital's NAT puts many staff behind one address
     max_pending: int = 1024  # connections open but not joined yet (unfinished handshakes)
-    max_pending_per_address: int = 32
+    max_pending_per_address: int = 256  # a lecture hall behind one NAT joins at once
     ice_servers: tuple[wire.IceServerInfo, ...] = ()
     record_kinds: tuple[str, ...] = ()  # room kinds recorded from creation by policy (e.g. consultations)
 
@@ -520,7 +520,16 @@ class Hub:
         if self._pending_audit:
             out += self._pending_audit
             self._pending_audit.clear()
+        # A kicked participant's connection leaves the index below, before the driver resolves
+        # the Sends: messages addressed to it earlier in the list (`room_ended`, ...) go to its
+        # connection directly, so it still gets them before its `bye`.
+        kicked = {e.participant_id: c for e in effects if isinstance(e, Kick)
+                  and (c := self.conn_of.get(e.participant_id)) is not None}
         for e in effects:
+            if kicked and isinstance(e, Send) and not kicked.keys().isdisjoint(e.to):
+                out.append(Send(tuple(p for p in e.to if p not in kicked), e.message))
+                out += [SendConn(kicked[p], e.message) for p in e.to if p in kicked]
+                continue
             if isinstance(e, Kick):
                 conn_id = self.conn_of.pop(e.participant_id, None)
                 self.store.unbind(e.participant_id)

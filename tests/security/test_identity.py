@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import websockets
-
-from tests.conftest import timeout_s
 from tests.helpers import WsClient, running_app, token
 
 

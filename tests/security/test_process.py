@@ -46,9 +46,9 @@ def _stop(server: subprocess.Popen[str]) -> tuple[str, str]:
 
 
 UPGRADE = (
-    "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-).encode()
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 async def _hold_open(port: int, source: str, stop: asyncio.Event, stats: dict[str, int]) -> None:
@@ -66,7 +66,7 @@ async def _hold_open(port: int, source: str, stop: asyncio.Event, stats: dict[st
             else:
                 stats["refused"] += 1
                 await asyncio.sleep(0.05)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             stats["failed"] += 1
             await asyncio.sleep(0.05)
         finally:

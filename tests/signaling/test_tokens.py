@@ -55,3 +55,31 @@ def test_issue_refuses_bad_arguments():
         issue_token(SECRET, room="r", identity="a", role="speaker")
     with pytest.raises(ValueError, match="room kind"):
         issue_token(SECRET, room="r", identity="a", role="host", room_kind="party")
+
+
+def test_key_ring_accepts_current_and_previous_kid_and_refuses_short_secrets():
+    from signaling.tokens import KeyRing, SigningKey
+
+    old, new = SigningKey("2026-11", "o" * 40), SigningKey("2026-12", "n" * 40)
+    ring = KeyRing(new, old)
+    for key in (old, new):
+        tok = issue_token(KeyRing(key), room="r", identity="a", role="host")
+        grant = verify_token(ring, tok, time.time())
+        assert grant.kid == key.kid and len(grant.token_id) == 32
+    stranger = issue_token(KeyRing(SigningKey("2026-12", "x" * 40)), room="r", identity="a", role="host")
+    with pytest.raises(WireError):
+        verify_token(ring, stranger, time.time())
+    with pytest.raises(ValueError):
+        SigningKey("k", "short")
+
+
+def test_every_claim_is_range_checked():
+    now = time.time()
+    base = {"sub": "a", "room": "r", "role": "host"}
+    for bad in ({"nbf": 1e300, "exp": 1e301}, {"nbf": now, "exp": float("inf")}, {"nbf": -1, "exp": now + 9},
+                {"nbf": now, "exp": now - 100}, {"nbf": now, "exp": now + 9, "jti": 5},
+                {"nbf": now, "exp": now + 9, "sub": "x" * 129}, {"nbf": now, "exp": now + 9, "kind": ["x"]}):
+        tok = jwt.encode({**base, **bad}, SECRET, algorithm="HS256")
+        with pytest.raises(WireError) as exc:
+            verify_token(SECRET, tok, now)
+        assert exc.value.reason is Reason.INVALID_TOKEN, bad

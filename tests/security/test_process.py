@@ -4,6 +4,7 @@ serve` processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -140,10 +141,8 @@ def test_finding_9_tokens_never_reach_the_log_and_the_audit_chain_verifies(tmp_p
     try:
         wait_for_port(port)
         for path in (f"/wall.html?token={tok}", f"/recordings?token={tok}", "/metrics"):
-            try:
+            with contextlib.suppress(urllib.error.HTTPError):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read()
-            except urllib.error.HTTPError:
-                pass
 
         async def joins() -> None:
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={tok}") as ws:

@@ -461,8 +461,8 @@ def _decode_chunk(m: Mapping[str, Any]) -> Chunk:
     seq = _int(_get(m, "seq", "chunk"), "chunk.seq", 0, MAX_SEQ)
     t0 = _float(_get(m, "t0", "chunk"), "chunk.t0", 0.0, 1e11, "s")
     dtype_name = _get(m, "dtype", "chunk")
-    if dtype_name not in DTYPES:
-        raise _bad(f"chunk.dtype must be one of {sorted(DTYPES)}, got {dtype_name!r}")
+    if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+        raise _bad(f"chunk.dtype must be one of {sorted(DTYPES)}, got {str(dtype_name)[:40]!r}")
     dtype = DTYPES[dtype_name]
     n_channels = _int(_get(m, "n_channels", "chunk"), "chunk.n_channels", 1, MAX_CHANNELS)
     data = _get(m, "data", "chunk")
@@ -530,8 +530,15 @@ def decode_client_frame(data: bytes) -> ClientWaveformMessage:
     kind = m.get("type")
     decoder = _CLIENT_DECODERS.get(kind) if isinstance(kind, str) else None
     if decoder is None:
-        raise _bad(f"type must be one of {sorted(_CLIENT_DECODERS)}, got {kind!r}")
-    return decoder(m)
+        raise _bad(f"type must be one of {sorted(_CLIENT_DECODERS)}, got {str(kind)[:40]!r}")
+    try:
+        return decoder(m)
+    except WaveformWireError:
+        raise
+    except (TypeError, ValueError, OverflowError, KeyError) as exc:
+        # A check above missed a shape (found by fuzzing: a list as dtype): still the peer's
+        # fault, still an error frame, never an exception out of the wire module.
+        raise _bad(f"malformed {kind}: {type(exc).__name__}") from None
 
 
 def _decode_alarm(a: Mapping[str, Any]) -> AlarmInfo:

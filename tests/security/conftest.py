@@ -15,8 +15,9 @@ FS = 500.0
 
 
 def announce(stream: str, session: str | None = None, oldest_seq: int = 0) -> Announce:
+    extra = {} if session is None else {"session": session}
     return Announce(stream, (ChannelInfo("II", "mV", 200.0, 0),), FS, ecg_channel=0,
-                    oldest_seq=oldest_seq, session=session)
+                    oldest_seq=oldest_seq, **extra)
 
 
 def chunk(stream: str, seq: int, n: int = 250, t0: float = 1.7e9, value: int = 0) -> Chunk:

@@ -30,7 +30,7 @@ async def test_finding_3_another_monitor_cannot_take_over_a_briefly_disconnected
         wall = await WsClient.connect(app.ws_url)
         await wall.join(token("ward", "nurse-station", "supervisor"))
         bed1 = await _monitor(app, "device-bed-1")
-        await send_frame(bed1, announce("bed-1", session="s1"))
+        await send_frame(bed1, announce("bed-1"))
         assert await _ack(bed1, "bed-1") == Ack("bed-1", 0)
         await send_frame(bed1, chunk("bed-1", 0))
         assert await _ack(bed1, "bed-1") == Ack("bed-1", 250)
@@ -38,7 +38,7 @@ async def test_finding_3_another_monitor_cannot_take_over_a_briefly_disconnected
         await wall.wait_type("participant_updated", participant__connected=False)
 
         intruder = await _monitor(app, "device-bed-2")
-        await send_frame(intruder, announce("bed-1", session="s9"))
+        await send_frame(intruder, announce("bed-1"))
         refused = await _ack(intruder, "bed-1")
         assert isinstance(refused, WaveformError) and refused.reason == "stream_taken", refused
         await send_frame(intruder, chunk("bed-1", 250, value=1000))
@@ -46,7 +46,7 @@ async def test_finding_3_another_monitor_cannot_take_over_a_briefly_disconnected
         assert isinstance(refused, WaveformError) and refused.reason == "stream_taken", refused
 
         back = await _monitor(app, "device-bed-1")  # a fresh join (resume key lost)
-        await send_frame(back, announce("bed-1", session="s1"))
+        await send_frame(back, announce("bed-1"))
         assert await _ack(back, "bed-1") == Ack("bed-1", 250)
         await send_frame(back, chunk("bed-1", 250))
         assert await _ack(back, "bed-1") == Ack("bed-1", 500)
@@ -105,11 +105,11 @@ async def test_finding_6_a_standing_room_survives_end_room() -> None:
         await host.join(token("ward", "dr-host", "host"))
         mon = await _monitor(app, "device-bed-1")
         await host.send(wire.EndRoom())
-        await host.wait_type("room_ended")
         assert (await mon.wait_type("bye"))["reason"] == "room_ended"
         again = await _monitor(app, "device-bed-1")  # not `unknown_room`
-        await send_frame(again, announce("bed-1", session="s1"))
+        await send_frame(again, announce("bed-1"))
         assert await _ack(again, "bed-1") == Ack("bed-1", 0)
+        await host.wait_type("room_ended")  # everyone is told before their `bye`
         host2 = await WsClient.connect(app.ws_url)
         assert (await host2.join(token("ward", "dr-host", "host")))["type"] == "joined"
         for c in (host, mon, again, host2):

@@ -124,11 +124,13 @@ def hostile_tokens(rng: random.Random, n: int, secret: str = SECRET) -> Iterator
         {"nbf": 10**20}, {"exp": 10**30, "nbf": -(10**20)}, {"exp": 1e308}, {"nbf": "now"}, {"exp": None},
         {"sub": ""}, {"sub": "x" * 500}, {"role": "speaker"}, {"role": "root"}, {"room": ["a"]},
         {"kind": {"a": 1}}, {"jti": 7}, {"jti": "j" * 500}, {"exp": now - 3600}, {"nbf": now + 3600},
-        {"exp": True}, {"nbf": float("nan")}, {"kid": 5},
+        {"exp": True}, {"nbf": float("nan")},
     ]
     for i in range(n):
-        k = i % 5
-        if k == 0:
+        k = i % 6
+        if k == 5:  # a header naming a key the server does not have, or not a string
+            yield jwt.encode(base, secret, algorithm="HS256", headers={"kid": rng.choice(["nope", "k0", ""])})
+        elif k == 0:
             yield jwt.encode({**base, **rng.choice(bad_claims)}, secret, algorithm="HS256")
         elif k == 1:
             yield jwt.encode(base, "forged-" + "f" * 40, algorithm="HS256")
@@ -136,7 +138,8 @@ def hostile_tokens(rng: random.Random, n: int, secret: str = SECRET) -> Iterator
             yield jwt.encode(base, None, algorithm="none")
         elif k == 3:
             tok = jwt.encode(base, secret, algorithm="HS256")
-            yield tok[:-rng.randrange(1, 10)] + rng.choice("AZaz09")
+            cut = len(tok) - rng.randrange(5, 30)  # inside the signature, away from its padding bits
+            yield tok[:cut] + ("B" if tok[cut] == "A" else "A") + tok[cut + 1:]
         else:
             yield rng.choice(["", "a.b.c", "x" * 5000, "e30.e30.", "..", "\u0000", "eyJhbGciOiJub25lIn0.e30."])
 

@@ -172,6 +172,7 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> None:
         self.fd_cap = max(16, raise_nofile_limit() - FD_RESERVE)
+        self.driver.limit_connections(self.fd_cap)
         if self.static_root is not None:
             self.app.router.add_get("/", self._static)
             self.app.router.add_get("/{path:.*}", self._static)  # last: pages and /static/*

@@ -113,6 +113,7 @@ class Metrics:
     resumes: int = 0
     connections_opened: int = 0
     connections_refused: int = 0
+    connections_evicted: int = 0  # unjoined connections closed to make room (pending cap)
     takeovers: int = 0
     expiries: int = 0
     refreshes: int = 0
@@ -141,6 +142,8 @@ class Hub:
         self._per_address: Counter[str] = Counter()
         self._pending_per_address: Counter[str] = Counter()
         self._pending = 0
+        self._conn_cap = config.max_connections
+        self._pending_cap = config.max_pending
         self._token_joins: dict[str, TokenBucket] = {}
         self._pending_audit: list[Effect] = []
 
@@ -177,22 +180,48 @@ class Hub:
 
     # ------------------------------------------------------------------ connections
 
-    def admit(self, address: str | None) -> str | None:
-        """May a new connection from `address` open? None if so, else why not (for an HTTP 503
-        before the websocket upgrade: refused connections cost no state)."""
+    def set_descriptor_cap(self, sockets: int) -> None:
+        """The HTTP edge can hold at most `sockets` websockets (its descriptor limit): connections
+        are capped there, and connections not yet joined at half of it, so stalled handshakes can
+        never take the places of people who joined."""
+        self._conn_cap = min(self.config.max_connections, sockets)
+        self._pending_cap = min(self.config.max_pending, max(1, sockets // 2))
+
+    def admit(self, address: str | None) -> tuple[str | None, list[Effect]]:
+        """May a new connection from `address` open? (None, effects) if so, else (why not, [])
+        for an HTTP 503 before the websocket upgrade: a refused connection costs no state.
+
+        When the unjoined connections are at their cap, the oldest one of the address that has
+        the most is closed to make room (the effects), rather than the newcomer refused: a flood
+        of stalled handshakes from a few addresses cannot keep a doctor from another one out."""
         c = self.config
         why = None
-        if len(self.connections) >= c.max_connections:
-            why = f"server full ({c.max_connections} connections)"
-        elif self._pending >= c.max_pending:
-            why = f"too many connections not joined yet ({c.max_pending})"
+        if len(self.connections) >= self._conn_cap:
+            why = f"server full ({self._conn_cap} connections)"
         elif address is not None and self._per_address[address] >= c.max_connections_per_address:
             why = f"too many connections from your address ({c.max_connections_per_address})"
         elif address is not None and self._pending_per_address[address] >= c.max_pending_per_address:
             why = f"too many connections from your address not joined yet ({c.max_pending_per_address})"
         if why is not None:
             self.metrics.connections_refused += 1
-        return why
+            return why, []
+        effects: list[Effect] = []
+        if self._pending >= self._pending_cap and (victim := self._eviction_victim(address)) is not None:
+            victim.closing = True
+            self._not_pending(victim)
+            self.metrics.connections_evicted += 1
+            effects.append(CloseConn(victim.conn_id, CLOSE_POLICY, "too many connections waiting to join"))
+        elif self._pending >= self._pending_cap:
+            self.metrics.connections_refused += 1
+            return f"too many connections not joined yet ({self._pending_cap})", []
+        return None, effects
+
+    def _eviction_victim(self, newcomer: str | None) -> Connection | None:
+        heaviest = max(self._pending_per_address, key=self._pending_per_address.__getitem__, default=None)
+        if heaviest is None or (heaviest == newcomer and self._pending_per_address[heaviest] <= 1):
+            return next((k for k in self.connections.values() if k.pending and not k.closing), None)
+        return next((k for k in self.connections.values()  # oldest first (insertion order)
+                     if k.pending and not k.closing and k.address == heaviest), None)
 
     def connect(self, now: float, address: str | None = None) -> str:
         """A socket opened; returns its connection id."""

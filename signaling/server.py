@@ -113,8 +113,15 @@ class SignalingServer:
     # ------------------------------------------------------------------ sockets in
 
     def admit(self, address: str | None) -> str | None:
-        """Before a websocket upgrade: None if a connection from `address` may open, else why not."""
-        return self.hub.admit(address)
+        """Before a websocket upgrade: None if a connection from `address` may open, else why not
+        (making room may close the oldest unjoined connection of the heaviest address)."""
+        why, effects = self.hub.admit(address)
+        self.apply(effects)
+        return why
+
+    def limit_connections(self, sockets: int) -> None:
+        """The HTTP edge can hold at most `sockets` websockets (descriptor limit less a reserve)."""
+        self.hub.set_descriptor_cap(sockets)
 
     def opened(self, socket: Socket, address: str | None = None) -> str:
         """A websocket opened on /ws; returns its connection id."""

@@ -334,3 +334,21 @@ def test_quality_reports_reach_everyone_in_a_consultation_but_only_moderators_in
     epid = hub.participant_of(ex)
     [e] = hub.quality(epid, Quality(epid, 300.0, 1.0, 40.0, 5.0))
     assert set(e.to) == {epid, hub.participant_of(h2)}
+
+
+def test_admission_caps_and_eviction_of_the_heaviest_stalled_address():
+    from signaling.effects import CloseConn
+    from signaling.hub import Hub, SignalingConfig
+
+    hub = Hub(SignalingConfig(secret=SECRET, max_pending=100, max_pending_per_address=3, max_connections_per_address=5))
+    hub.set_descriptor_cap(8)  # pending capped at 4
+    for _ in range(3):
+        assert hub.admit("10.0.0.1") == (None, [])
+        hub.connect(0.0, "10.0.0.1")
+    why, _ = hub.admit("10.0.0.1")
+    assert why is not None and "not joined yet" in why  # per address
+    assert hub.admit("10.0.0.2") == (None, [])
+    hub.connect(0.0, "10.0.0.2")
+    why, effects = hub.admit("10.0.0.3")  # global pending cap: the flooder's oldest makes room
+    assert why is None and effects == [CloseConn("c1", 1008, "too many connections waiting to join")]
+    assert hub.metrics.connections_evicted == 1

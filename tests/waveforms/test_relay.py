@@ -416,3 +416,44 @@ def test_limits_the_analyzer_refuses_are_an_error_reply() -> None:
     assert reply == Ack("bed-1", 0)
     (reply,) = _send(relay, Announce("bed-2", ANNOUNCE.channels, FS, 0, RateLimits(None, 20.0)))
     assert isinstance(reply, WaveformError) and "refused by the analyzer" in reply.message
+
+
+def test_a_stream_belongs_to_its_device_and_a_restart_opens_a_new_segment(adc: np.ndarray) -> None:
+    from dataclasses import replace
+
+    relay, _ = _relay()
+    sink = RecordingSink()
+    relay.add_store_sink(GROUP, sink)
+    viewer = relay.add_viewer(GROUP, "v1")
+    relay.set_publisher_identity(GROUP, "mon-1", "device-A")
+    relay.set_publisher_identity(GROUP, "intruder", "device-B")
+    run1 = replace(ANNOUNCE, session="run-1")
+    assert _send(relay, run1) == [Ack("bed-1", 0)]
+    assert _send(relay, _chunk(adc, 0, 720)) == [Ack("bed-1", 720)]
+    relay.publisher_disconnected(GROUP, "mon-1")
+    (taken,) = _send(relay, replace(ANNOUNCE, session="x"), "intruder")  # disconnected or not
+    assert isinstance(taken, WaveformError) and taken.reason is WaveformErrorReason.STREAM_TAKEN
+    relay.set_publisher_identity(GROUP, "mon-2", "device-A")  # the same device, restarted
+    assert _send(relay, replace(ANNOUNCE, session="run-2"), "mon-2") == [Ack("bed-1", 0)]
+    assert _send(relay, _chunk(adc, 0, 360), "mon-2") == [Ack("bed-1", 360)]
+    msgs = _drain(viewer)
+    assert StreamEnded("bed-1", "new_segment") in msgs
+    seg = [m for m in msgs if isinstance(m, StreamAnnounce) and m.announce.segment == 1]
+    assert seg and seg[0].publisher_id == "mon-2"
+    assert sink.ended == ["bed-1"] and [a.segment for _, a in sink.announces] == [0, 1]
+    assert sum(p[2].shape[1] for p in sink.pieces) == 720 + 360  # both runs stored, none dropped
+    assert relay.stats().segments == 1 and relay.stats().duplicate_samples == 0
+
+
+def test_departed_streams_close_after_the_retention_period(adc: np.ndarray) -> None:
+    relay, clock = _relay(stream_retention_s=60.0, max_streams_per_group=1)
+    viewer = relay.add_viewer(GROUP, "v1")
+    _send(relay, ANNOUNCE)
+    relay.publisher_disconnected(GROUP, "mon-1")
+    clock.now += 59
+    assert relay.expire_streams() == 0
+    clock.now += 1
+    (full,) = _send(relay, Announce("bed-2", ANNOUNCE.channels, FS), "mon-3")  # frees the slot itself
+    assert full == Ack("bed-2", 0)
+    assert StreamEnded("bed-1", "publisher_gone") in _drain(viewer)
+    assert relay.stats().streams_expired == 1

@@ -104,6 +104,11 @@ class WsSocket:
             self._closing = asyncio.get_running_loop().create_task(
                 self.ws.close(code=code, message=reason.encode()[:123]))
 
+    def abort(self) -> None:
+        t = self._transport
+        if t is not None and not t.is_closing():
+            t.abort()
+
     async def aclose(self, code: int, reason: str) -> None:
         self.close(code, reason)
         assert self._closing is not None

@@ -36,6 +36,7 @@ class CloseConn:
     conn_id: str
     code: int
     reason: str
+    abort: bool = False  # drop the TCP connection at once (a peer that never joined gets no close handshake)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,9 +163,10 @@ class Hub:
         return room
 
     def end_room(self, room_id: str, reason: str) -> list[Effect]:
-        """End a room from outside (the admin API): everyone is told and closed, it is discarded."""
+        """End a room from outside (the admin API): everyone is told and closed, it is discarded
+        (standing rooms too: a host's `end_room` keeps those open)."""
         room = self.store.get(room_id)
-        return self._finish(room.end(reason, None)) if room is not None else []
+        return self._finish(room.end(reason, None, keep_open=False)) if room is not None else []
 
     def start_policy_recordings(self) -> list[Effect]:
         """Rooms opened by configuration whose kind is recorded by policy (called once at start)."""
@@ -210,7 +211,7 @@ class Hub:
             victim.closing = True
             self._not_pending(victim)
             self.metrics.connections_evicted += 1
-            effects.append(CloseConn(victim.conn_id, CLOSE_POLICY, "too many connections waiting to join"))
+            effects.append(CloseConn(victim.conn_id, CLOSE_POLICY, "too many connections waiting to join", abort=True))
         elif self._pending >= self._pending_cap:
             self.metrics.connections_refused += 1
             return f"too many connections not joined yet ({self._pending_cap})", []

@@ -323,8 +323,9 @@ class Room:
             self.recording_by = None  # recording goes on; the manifest keeps who started it
         return effects
 
-    def end(self, reason: str, by: Participant | None) -> list[Effect]:
-        """End the session for everyone; the hub closes their connections afterwards."""
+    def end(self, reason: str, by: Participant | None, *, keep_open: bool | None = None) -> list[Effect]:
+        """End the session for everyone; the hub closes their connections afterwards. A standing
+        room (`persistent`) stays open unless `keep_open` is False (the admin API deletes it)."""
         if self.ended:
             return []
         self.ended = True
@@ -335,7 +336,7 @@ class Room:
             effects += [e for e in self.remove(pid, "room_ended") if not isinstance(e, Send)]
         effects.append(WaveformGroupClosed(self.room_id))
         effects.append(ev.RoomEnded(self.room_id, reason))
-        if self.persistent:
+        if self.persistent if keep_open is None else keep_open:
             # A standing room (a ward opened by configuration): the session ends and everyone is
             # out, but the room stays open for its monitors to come back to.
             self.ended = False

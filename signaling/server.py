@@ -47,6 +47,10 @@ class Socket(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Close after what is queued (idempotent); the HTTP layer then calls `closed`."""
 
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake (a stalled peer that never joined
+        would hold its descriptor through the whole close timeout)."""
+
 
 BinaryRoute = Callable[[str, str, bytes, Socket], None]
 """(room id, publisher participant id, frame, the publisher's socket) for an admitted binary frame."""
@@ -171,9 +175,12 @@ class SignalingServer:
             case fx.SendConn(conn_id=conn_id, message=message):
                 if (socket := self.sockets.get(conn_id)) is not None:
                     self._send([socket], wire.encode(message))
-            case fx.CloseConn(conn_id=conn_id, code=code, reason=reason):
+            case fx.CloseConn(conn_id=conn_id, code=code, reason=reason, abort=abort):
                 if (socket := self.sockets.get(conn_id)) is not None:
-                    socket.close(code, reason)
+                    if abort:
+                        socket.abort()
+                    else:
+                        socket.close(code, reason)
             case fx.Audit():
                 self.audit.record(e, self.clock())
             case _:

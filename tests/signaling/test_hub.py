@@ -350,5 +350,5 @@ def test_admission_caps_and_eviction_of_the_heaviest_stalled_address():
     assert hub.admit("10.0.0.2") == (None, [])
     hub.connect(0.0, "10.0.0.2")
     why, effects = hub.admit("10.0.0.3")  # global pending cap: the flooder's oldest makes room
-    assert why is None and effects == [CloseConn("c1", 1008, "too many connections waiting to join")]
+    assert why is None and effects == [CloseConn("c1", 1008, "too many connections waiting to join", abort=True)]
     assert hub.metrics.connections_evicted == 1

@@ -530,7 +530,7 @@ def decode_client_frame(data: bytes) -> ClientWaveformMessage:
     kind = m.get("type")
     decoder = _CLIENT_DECODERS.get(kind) if isinstance(kind, str) else None
     if decoder is None:
-        raise _bad(f"type must be one of {sorted(_CLIENT_DECODERS)}, got {str(kind)[:40]!r}")
+        raise _bad(f"type must be one of {sorted(_CLIENT_DECODERS)}, got {repr(kind)[:40]}")
     try:
         return decoder(m)
     except WaveformWireError:

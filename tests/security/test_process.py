@@ -66,10 +66,10 @@ async def _hold_open(port: int, source: str, stop: asyncio.Event, stats: dict[st
                 await reader.read()  # until the server gives up on us
             else:
                 stats["refused"] += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)
         except (TimeoutError, OSError):
             stats["failed"] += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
         finally:
             if writer is not None:
                 writer.close()
@@ -99,9 +99,9 @@ async def test_finding_7_never_joining_connections_do_not_lock_out_a_doctor(tmp_
                 await ws.send(json.dumps({"type": "join", "v": 1, "id": 1, "token": tok}))
                 return json.loads(await ws.recv())  # type: ignore[no-any-return]
 
-        joined = await asyncio.wait_for(join(), timeout_s(5))
+        joined = await asyncio.wait_for(join(), timeout_s(10))
         assert joined["type"] == "joined", joined
-        assert time.monotonic() - t0 < timeout_s(5)
+        assert time.monotonic() - t0 < timeout_s(10)  # not after the attackers' handshake timeout
         assert stats["refused"] > 0  # the caps answered, not the kernel's backlog
     finally:
         stop.set()

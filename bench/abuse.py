@@ -385,6 +385,7 @@ async def _stall(port: int, source: str, handshake: bool, hold_s: float, stats: 
 
 async def _legit_joins(url: str, n: int, stop_after_s: float) -> dict[str, Any]:
     ok, failed, latencies = 0, 0, []
+    why: Counter[str] = Counter()
     deadline = time.monotonic() + stop_after_s
     i = 0
     while time.monotonic() < deadline and i < n:
@@ -403,7 +404,7 @@ async def _legit_joins(url: str, n: int, stop_after_s: float) -> dict[str, Any]:
         except (TimeoutError, OSError, websockets.WebSocketException):
             failed += 1
         await asyncio.sleep(0.2)
-    return {"legit_joins_ok": ok, "legit_joins_failed": failed, "legit_join_ms_p50": _percentile(latencies, 0.5),
+    return {"legit_joins_ok": ok, "legit_joins_failed": failed, "legit_failures": dict(why), "legit_join_ms_p50": _percentile(latencies, 0.5),
             "legit_join_ms_max": round(max(latencies), 1) if latencies else None}
 
 
@@ -457,16 +458,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         canaries = Canaries(url)
         await canaries.start()
         replies: Counter[str] = Counter()
-        texts = list(text_inputs(rng, args.inputs))
+        texts = [] if args.waves_only else list(text_inputs(rng, args.inputs))
         per = max(1, len(texts) // 4)
         viewers = [issue_token(SECRET, room="canary", identity=f"fuzz-viewer-{i}", role="viewer") for i in range(2)]
         text_runs = await asyncio.gather(*(
             fuzz_text(url, texts[i * per:(i + 1) * per], f"127.0.0.{40 + i}", viewers[i] if i < 2 else None, replies)
             for i in range(4)))
         binary_replies: Counter[str] = Counter()
-        binary = await fuzz_binary(url, list(binary_inputs(rng, args.inputs // 2)), binary_replies)
+        binary = await fuzz_binary(url, [] if args.waves_only else list(binary_inputs(rng, args.inputs // 2)),
+                                   binary_replies)
         token_replies: Counter[str] = Counter()
-        joins = await hostile_joins(url, list(hostile_tokens(rng, args.inputs // 10)), token_replies)
+        joins = await hostile_joins(url, [] if args.waves_only else list(hostile_tokens(rng, args.inputs // 10)),
+                                    token_replies)
         waves = []
         for kind, size in (("never_joining", args.wave), ("silent_tcp", args.wave // 2), ("one_token_joins", 300)):
             waves.append(await connection_wave(url, port, kind, size, args.hold_s))
@@ -508,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold-s", type=float, default=4.0, help="how long each wave holds its connections")
     p.add_argument("--nofile", type=int, default=1024, help="the server's descriptor limit (soft = hard)")
     p.add_argument("--seed", type=int, default=15)
+    p.add_argument("--waves-only", action="store_true", help="skip the fuzz phases")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
     result = asyncio.run(run(args))

@@ -401,11 +401,16 @@ async def _legit_joins(url: str, n: int, stop_after_s: float) -> dict[str, Any]:
                 latencies.append((time.perf_counter() - t0) * 1000)
             else:
                 failed += 1
-        except (TimeoutError, OSError, websockets.WebSocketException):
+                why[reply.get("reason", "?")] += 1
+        except websockets.InvalidStatus as exc:
             failed += 1
+            why[f"http_{exc.response.status_code}: {exc.response.body.decode(errors='replace').strip()[:60]}"] += 1
+        except (TimeoutError, OSError, websockets.WebSocketException) as exc:
+            failed += 1
+            why[type(exc).__name__] += 1
         await asyncio.sleep(0.2)
-    return {"legit_joins_ok": ok, "legit_joins_failed": failed, "legit_failures": dict(why), "legit_join_ms_p50": _percentile(latencies, 0.5),
-            "legit_join_ms_max": round(max(latencies), 1) if latencies else None}
+    return {"legit_joins_ok": ok, "legit_joins_failed": failed, "legit_failures": dict(why),
+            "legit_join_ms_p50": _percentile(latencies, 0.5), "legit_join_ms_max": round(max(latencies), 1) if latencies else None}
 
 
 async def connection_wave(url: str, port: int, kind: str, size: int, hold_s: float) -> dict[str, Any]:
@@ -443,7 +448,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "MEDSTREAM_SECRET": SECRET, "PYTHONPATH": str(REPO)}
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (args.nofile, args.nofile_hard or args.nofile))
 
     log_path = workdir / "server.log"
     log_file = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
@@ -452,7 +457,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                               env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=limit)
     load_before = os.getloadavg()
     t_start = time.monotonic()
-    result: dict[str, Any] = {"seed": args.seed, "server_nofile": args.nofile}
+    result: dict[str, Any] = {"seed": args.seed, "server_nofile": args.nofile,
+                              "server_nofile_hard": args.nofile_hard or args.nofile}
     try:
         await asyncio.to_thread(wait_for_port, port)
         canaries = Canaries(url)
@@ -509,7 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", type=int, default=12000, help="text fuzz inputs (binary: half, tokens: a tenth)")
     p.add_argument("--wave", type=int, default=1100, help="connections per never-joining wave")
     p.add_argument("--hold-s", type=float, default=4.0, help="how long each wave holds its connections")
-    p.add_argument("--nofile", type=int, default=1024, help="the server's descriptor limit (soft = hard)")
+    p.add_argument("--nofile", type=int, default=1024, help="the server's soft descriptor limit")
+    p.add_argument("--nofile-hard", type=int, default=None,
+                   help="its hard limit (default: = soft, so the server cannot raise it; a systemd "
+                        "service typically has soft 1024, hard 524288, and the server raises to hard)")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--waves-only", action="store_true", help="skip the fuzz phases")
     p.add_argument("--json", type=Path, help="write the figures here")

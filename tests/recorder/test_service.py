@@ -273,3 +273,30 @@ async def test_disk_full_stops_the_recording_tells_the_room_and_the_manifest_say
         await asyncio.gather(run, return_exceptions=True)
         await host.close()
         await expert.close()
+
+
+async def test_a_restarted_monitor_is_recorded_as_a_second_segment_and_nothing_is_lost(
+        tmp_path: Path, ecg_data_dir: Path) -> None:
+    """Finding 4 of issue 15 in the recording: the second run of a monitor (same bed, counter
+    from 0 again) is its own record; the first is kept whole."""
+    async with running_app(waveforms=True, recorder=True, recordings_dir=tmp_path) as app:
+        host = await joined(app, "dr-grey", "host")
+        assert (await host.request("start_recording"))["type"] == "ok"
+        source = RecordSource(ecg_data_dir / "mitdb" / "100")
+        runs = []
+        for _ in range(2):  # a new MonitorSimulator is a restarted monitor: new session, seq 0
+            sim = monitor(app, RecordSource(ecg_data_dir / "mitdb" / "100"), speed=10.0)
+            await asyncio.wait_for(sim.run(duration_s=3.0), timeout_s(20))
+            await wait_until(lambda s=sim: s.stats.acked_seq >= s.next_seq, 10, "every sample acked")
+            runs.append(sim.next_seq)
+        assert app.waveforms.stats().segments == 1
+        assert (await host.request("stop_recording"))["type"] == "ok"
+        await wait_until(lambda: ROOM not in app.recorder.rooms, 10, "the recording to be final")
+        [directory] = session_dirs(tmp_path)
+        dats = [f for f in read_manifest(directory).files if f.kind == "waveform"]
+        assert len(dats) == 2, [f.details for f in dats]
+        for dat, n in zip(dats, runs, strict=True):
+            record = wfdb.rdrecord(str(directory / dat.details["record"]), physical=False)
+            assert dat.details["origin_sample_index"] == 0
+            assert np.array_equal(record.d_signal.T, source.samples[:, :n])  # each run whole, from 0
+        await host.close()

@@ -352,3 +352,40 @@ def test_admission_caps_and_eviction_of_the_heaviest_stalled_address():
     why, effects = hub.admit("10.0.0.3")  # global pending cap: the flooder's oldest makes room
     assert why is None and effects == [CloseConn("c1", 1008, "too many connections waiting to join", abort=True)]
     assert hub.metrics.connections_evicted == 1
+
+
+def test_takeover_removal_bar_and_readmit_without_sockets(consult):
+    hub, host = consult
+    a, e = join(hub, tok("c1", "dr-li", "expert"))
+    old_pid = hub.participant_of(a)
+    b, e = join(hub, tok("c1", "dr-li", "expert"))
+    assert fx.SendConn(a, __import__("protocol.signaling", fromlist=["Bye"]).Bye("replaced", False)) in e
+    assert [m["reason"] for m in sent(e, type_="participant_left")] == ["replaced"]
+    assert old_pid not in hub.store.get("c1").participants
+    e = request(hub, host, type="remove", participant_id=hub.participant_of(b))
+    assert any(isinstance(x, fx.Audit) and x.event == "removed" for x in e)
+    c, e = join(hub, tok("c1", "dr-li", "expert"))
+    [err] = sent(e, c)
+    assert err["reason"] == "removed"
+    assert any(isinstance(x, fx.Audit) and x.event == "join_refused" for x in e)
+    assert sent(request(hub, host, type="readmit", identity="dr-li"), type_="ok")
+    d, e = join(hub, tok("c1", "dr-li", "expert"))
+    assert sent(e, hub.participant_of(d), "joined")
+
+
+def test_expiry_warns_then_ends_the_session_and_refresh_extends_it():
+    hub = make_hub(token_leeway_s=10.0, token_warning_s=60.0, idle_timeout_s=1000.0)
+    host, _ = join(hub, tok("c1", "dr-wang", "host", "consultation", start=T0 - 100, valid_for_s=200))  # exp T0+100
+    viewer, _ = join(hub, tok("c1", "student", "viewer", start=T0 - 100, valid_for_s=200))
+    pid_host, pid_viewer = hub.participant_of(host), hub.participant_of(viewer)
+    assert sent(hub.tick(T0 + 49), type_="token_expiring") == []
+    warned = sent(hub.tick(T0 + 51), type_="token_expiring")
+    assert len(warned) == 2 and warned[0]["expires_at"] == T0 + 110
+    refreshed = request(hub, host, now=T0 + 60, type="refresh_token",
+                        token=tok("c1", "dr-wang", "host", start=T0, valid_for_s=3600))
+    assert sent(refreshed, pid_host, "token_refreshed")[0]["expires_at"] == T0 + 3610
+    assert any(isinstance(x, fx.Audit) and x.event == "token_refreshed" for x in refreshed)
+    ended = hub.tick(T0 + 110)
+    assert [m["reason"] for m in sent(ended, viewer, "bye")] == ["token_expired"]
+    assert pid_viewer not in hub.store.get("c1").participants
+    assert pid_host in hub.store.get("c1").participants

@@ -40,6 +40,9 @@ async def test_demo_prints_links_that_work() -> None:
             await wait_for(wall, """() => { const s = Object.values(window.medstream.streams);
                 return s.length === 4 && s.every(x => x.heartRateBpm !== null); }""", timeout=30,
                            what="four beds with a heart rate")
+            # the token came in the fragment (never sent to the server) and left the address bar
+            assert "#token=" in links["wall"]
+            assert "token" not in await wall.evaluate("() => window.location.href")
             await asyncio.sleep(3)  # let the sweep draw a few seconds for the screenshot
             await screenshot(wall, "demo_wall")
             consult, consult_log = await open_page(browser, links["host"], "consultation")

@@ -58,8 +58,8 @@ class SignalingConfig:
     resume_grace_s: float = 20.0
     token_leeway_s: float = 30.0
     token_warning_s: float = 120.0  # `token_expiring` this long before the session's token runs out
-    token_join_burst: int = 10  # joins with one token (a reload, a takeover) at once ...
-    token_join_rate_per_s: float = 0.2  # ... and sustained
+    token_join_burst: int = 20  # joins with one token (reloads, resumes, takeovers) at once ...
+    token_join_rate_per_s: float = 0.5  # ... and sustained
     max_connections: int = 8192  # websockets open at once (the HTTP edge also caps by descriptors)
     max_connections_per_address: int = 512  # a hospital's NAT puts many staff behind one address
     max_pending: int = 1024  # connections open but not joined yet (unfinished handshakes)
@@ -340,7 +340,8 @@ class Hub:
             if room.empty and not room.persistent and not room.ended:
                 effects += room.end("empty", None)
         if len(self._token_joins) > 1024:  # forget tokens whose bucket has refilled
-            full = [k for k, b in self._token_joins.items() if b.take(now) and b.tokens + 1 >= b.burst]
+            full = [k for k, b in self._token_joins.items()
+                    if b.tokens + (now - b.updated) * b.rate_per_s >= b.burst]
             for k in full:
                 del self._token_joins[k]
         return self._finish(effects)

@@ -7,9 +7,9 @@ triggered it, so the expert sees *why* a request was put first. Rules:
   2009 part IV); >= 500 ms is raised to urgent. Fridericia, not Bazett, because Bazett
   over-corrects at the tachycardias common in these referrals; both are shown.
 * Wide QRS: QRS >= 120 ms. LBBB / RBBB pattern on top of it (AHA/ACCF/HRS 2009 part III,
-  simplified to what the median beat shows): RBBB = terminal positive deflection in V1 and
-  terminal S in I or V6; LBBB = V1 predominantly negative, V6 and I predominantly positive
-  without Q or terminal S.
+  simplified to what the median beat shows): RBBB = terminal positive deflection in V1 (above its
+  J point) and terminal S in I or V6; LBBB = V1 predominantly negative (its Q or S deeper than
+  its R is tall), V6 and I predominantly positive without Q or terminal S.
 * First-degree AV block: PR > 200 ms with a P wave found.
 * AF suspected: irregular RR (median |ΔRR| / median RR > 0.08) and no P wave on the median beat.
 * ST elevation: at J+60 ms in >= 2 contiguous leads, thresholds of the 4th universal definition
@@ -18,6 +18,8 @@ triggered it, so the expert sees *why* a request was put first. Rules:
   choice). aVR is not used for elevation.
 * ST depression: <= -0.05 mV at J+60 ms, horizontal or down-sloping (J to J+80 ms slope <= 0.5
   mV/s), in >= 2 contiguous leads (aVR excluded).
+* With QRS >= 120 ms only ST deviation *concordant* with the lead's QRS counts for either ST
+  flag (Sgarbossa et al., NEJM 334:481-487, 1996): discordant ST is the expected secondary change.
 
 Priority: suspected STEMI first, then AF / QTc >= 500 / ST depression / LBBB, then any other
 flag, then none.
@@ -123,11 +125,19 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
     """Raise the triage flags for one ECG's measurements (rules in the module docstring)."""
     flags: list[Flag] = []
     leads = m.leads
+    # with a wide QRS, ST deviation opposite to the QRS is expected (secondary repolarisation):
+    # only ST concordant with the QRS counts (Sgarbossa 1996, criteria 1 and 2)
+    wide = m.qrs_ms >= 120.0
+
+    def concordant(name: str, elevation: bool) -> bool:
+        net = leads[name].qrs_net_mv_ms
+        return not wide or (net > 0 if elevation else net < 0)
+
     # ST elevation
     ste = {
         name: amp.st_j60_mv
         for name, amp in leads.items()
-        if name != "aVR" and amp.st_j60_mv >= ste_threshold_mv(name, sex, age_years)
+        if name != "aVR" and amp.st_j60_mv >= ste_threshold_mv(name, sex, age_years) and concordant(name, True)
     }
     pairs = _contiguous(set(ste))
     if pairs:
@@ -135,8 +145,8 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
         flags.append(
             Flag(
                 FlagKind.STEMI_SUSPECTED,
-                rule_zh="≥2个相邻导联 J点后60 ms ST段抬高：V2-V3 ≥0.2 mV（男≥40岁）/≥0.25 mV（男<40岁）/≥0.15 mV（女或性别不详），其余导联 ≥0.1 mV（第四版心肌梗死通用定义）",
-                rule_en="ST elevation at J+60 ms in >=2 contiguous leads: V2-V3 >=0.2 mV (men >=40 y) / >=0.25 mV (men <40 y) / >=0.15 mV (women or sex unknown), other leads >=0.1 mV (4th universal definition of MI)",
+                rule_zh="≥2个相邻导联 J点后60 ms ST段抬高（QRS≥120 ms时仅计与QRS主波同向者）：V2-V3 ≥0.2 mV（男≥40岁）/≥0.25 mV（男<40岁）/≥0.15 mV（女或性别不详），其余导联 ≥0.1 mV（第四版心肌梗死通用定义）",
+                rule_en="ST elevation at J+60 ms in >=2 contiguous leads (with QRS >=120 ms only ST concordant with the QRS counts): V2-V3 >=0.2 mV (men >=40 y) / >=0.25 mV (men <40 y) / >=0.15 mV (women or sex unknown), other leads >=0.1 mV (4th universal definition of MI)",
                 values={f"ST_{lead}_mV": round(ste[lead], 3) for lead in involved},
                 urgent=True,
             )
@@ -145,7 +155,7 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
     std = {
         name: amp.st_j60_mv
         for name, amp in leads.items()
-        if name != "aVR" and amp.st_j60_mv <= -0.05 and amp.st_slope_mv_per_s <= 0.5
+        if name != "aVR" and amp.st_j60_mv <= -0.05 and amp.st_slope_mv_per_s <= 0.5 and concordant(name, False)
     }
     pairs = _contiguous(set(std))
     if pairs:
@@ -153,8 +163,8 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
         flags.append(
             Flag(
                 FlagKind.ST_DEPRESSION,
-                rule_zh="≥2个相邻导联 J点后60 ms ST段水平或下斜型压低 ≥0.05 mV（aVR除外）",
-                rule_en="horizontal or down-sloping ST depression >=0.05 mV at J+60 ms in >=2 contiguous leads (aVR excluded)",
+                rule_zh="≥2个相邻导联 J点后60 ms ST段水平或下斜型压低 ≥0.05 mV（aVR除外；QRS≥120 ms时仅计与QRS主波同向者）",
+                rule_en="horizontal or down-sloping ST depression >=0.05 mV at J+60 ms in >=2 contiguous leads (aVR excluded; with QRS >=120 ms only ST concordant with the QRS counts)",
                 values={f"ST_{lead}_mV": round(std[lead], 3) for lead in involved},
                 urgent=True,
             )
@@ -199,7 +209,10 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
             )
         )
         v1, v6, lead_i = leads["V1"], leads["V6"], leads["I"]
-        if v1.terminal_qrs_mv > 0.05 and (lead_i.terminal_qrs_mv < -0.02 or v6.terminal_qrs_mv < -0.02):
+        # the terminal R' of V1 must stand above the J point: in LBBB V1's QS returns steeply
+        # into an elevated ST, which alone would make its last 40 ms positive
+        r_prime = v1.terminal_qrs_mv > max(0.05, v1.st_j_mv + 0.05)
+        if r_prime and (lead_i.terminal_qrs_mv < -0.02 or v6.terminal_qrs_mv < -0.02):
             flags.append(
                 Flag(
                     FlagKind.RBBB_PATTERN,
@@ -215,7 +228,7 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
             )
         elif (
             v1.qrs_net_mv_ms < 0
-            and v1.terminal_qrs_mv < 0
+            and v1.r_mv < min(v1.q_mv, v1.s_mv) * -1.0
             and v6.qrs_net_mv_ms > 0
             and lead_i.qrs_net_mv_ms > 0
             and v6.q_mv > -0.05

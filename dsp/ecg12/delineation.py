@@ -103,7 +103,7 @@ def detect_beats(x_mv: np.ndarray, fs: float) -> np.ndarray:
     scale[scale <= 0] = np.inf
     combined = np.sum(np.minimum(energy / scale[:, None], 4.0), axis=0)
     mwi = ndimage.uniform_filter1d(combined, size=_ms(fs, 100.0), mode="nearest")
-    peaks, props = signal.find_peaks(mwi, distance=_ms(fs, 250.0))
+    peaks, _ = signal.find_peaks(mwi, distance=_ms(fs, 250.0))
     if peaks.size == 0:
         return peaks
     heights = mwi[peaks]

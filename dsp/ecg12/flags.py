@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (the Chinese rule texts use full-width punctuation, as Chinese typesetting does)
 """Triage flags (not diagnoses) and the reading-queue priority they give.
 
 Each flag carries the rule as shown to the reader (Chinese and English) and the values that
@@ -233,7 +234,7 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
             and lead_i.qrs_net_mv_ms > 0
             and v6.q_mv > -0.05
             and lead_i.q_mv > -0.05
-            and v6.terminal_qrs_mv >= -0.02
+            and v6.terminal_qrs_mv >= -0.05
         ):
             flags.append(
                 Flag(

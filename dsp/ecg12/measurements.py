@@ -29,6 +29,10 @@ ST_OFFSET_MS = 60.0
 IRREGULAR_RATIO = 0.08
 
 
+#: below this median-beat QRS peak-to-peak (largest lead) there is no ECG to measure
+MIN_QRS_MV = 0.15
+
+
 class MeasurementError(ValueError):
     """The ECG could not be measured (too few beats found); the message says what was found."""
 
@@ -136,7 +140,8 @@ def analyze(ecg: Ecg12) -> Analysis:
     """Detect beats, build the median beat, delineate it and measure.
 
     Raises:
-        MeasurementError: fewer than 3 beats detected, or none fits the median-beat window.
+        MeasurementError: fewer than 3 beats detected, none fits the median-beat window, or the
+            median QRS is below `MIN_QRS_MV` in every lead.
     """
     fs = ecg.sampling_rate_hz
     x = condition(ecg.signals_mv, fs)
@@ -147,6 +152,12 @@ def analyze(ecg: Ecg12) -> Analysis:
     med = median_beat(x, fs, beats)
     if med is None:
         raise MeasurementError(f"no beat fits the median-beat window ({r.size} beats in {ecg.duration_s:.1f} s)")
+    half = int(0.06 * fs)
+    qrs_ptp = float(np.max(np.ptp(med.samples_mv[:, med.r_index - half : med.r_index + half + 1], axis=1)))
+    if qrs_ptp < MIN_QRS_MV:
+        raise MeasurementError(
+            f"QRS amplitude must reach {MIN_QRS_MV} mV peak-to-peak in some lead, got {qrs_ptp:.3f} mV (leads off or no ECG?)"
+        )
     rr = np.diff(beats.r_samples) * 1000.0 / fs
     rr_median = float(np.median(rr))
     fid, corrected = delineate(med, rr_median)

@@ -160,7 +160,7 @@ class Ecg12:
         duration = n / fs
         if not MIN_DURATION_S <= duration <= MAX_DURATION_S:
             raise Ecg12Error(
-                f"length must be {MIN_DURATION_S:.0f}-{MAX_DURATION_S:.0f} s, got {duration:.2f} s ({n} samples at {fs:g} Hz)"
+                f"length must be {MIN_DURATION_S:.0f}-{MAX_DURATION_S:.0f} s, got {duration:.3f} s ({n} samples at {fs:g} Hz)"
             )
         signals = np.stack([found[lead] for lead in LEADS])
         bad = ~np.isfinite(signals)

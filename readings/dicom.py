@@ -22,7 +22,10 @@ from dsp.ecg12.record import LEADS, Ecg12, Ecg12Error, canonical_lead, unit_fact
 
 TWELVE_LEAD_ECG_STORAGE = "1.2.840.10008.5.1.4.1.1.9.1.1"
 GENERAL_ECG_STORAGE = "1.2.840.10008.5.1.4.1.1.9.1.2"
-ACCEPTED_SOP_CLASSES = {TWELVE_LEAD_ECG_STORAGE: "12-lead ECG Waveform Storage", GENERAL_ECG_STORAGE: "General ECG Waveform Storage"}
+ACCEPTED_SOP_CLASSES = {
+    TWELVE_LEAD_ECG_STORAGE: "12-lead ECG Waveform Storage",
+    GENERAL_ECG_STORAGE: "General ECG Waveform Storage",
+}
 
 #: SCP-ECG lead codes (DICOM CID 3001, scheme SCPECG) -> lead
 SCPECG_CODES: dict[str, str] = {
@@ -113,6 +116,7 @@ def parse_dicom(data: bytes) -> DicomEcg:
     groups = list(getattr(ds, "WaveformSequence", []) or [])
     if not groups:
         raise DicomEcgError("expected a Waveform Sequence (5400,0100), got none")
+
     # the rhythm group: labelled RHYTHM, else the original group with the most samples
     def rank(i: int) -> tuple[int, int, int]:
         g = groups[i]

@@ -171,6 +171,7 @@ def report_figure(ecg: Ecg12, request: ReadingRequest, clinic_name: str = "", tz
     )
     # footer: flags, report, signature
     flags = request.triage.get("flags", [])
+
     def flag_line(f: dict[str, object]) -> str:
         values = f.get("values") or {}
         shown = ", ".join(f"{k} {v}" for k, v in list(values.items())[:6])  # type: ignore[union-attr]
@@ -185,9 +186,19 @@ def report_figure(ecg: Ecg12, request: ReadingRequest, clinic_name: str = "", tz
         ax.text(GRID_X0_MM, 30.0, f"所见：{findings}"[:200], fontsize=9, fontproperties=fp)
         ax.text(GRID_X0_MM, 22.0, f"诊断意见：{rep.conclusion}"[:200], fontsize=10, fontproperties=fp, weight="bold")
     signer = request.signed_by or "（未签名 unsigned）"
-    ax.text(GRID_X0_MM, 12.0, f"报告医师 {signer}   签名时间 {_fmt_time(request.signed_at, tz)}", fontsize=8, fontproperties=fp)
     ax.text(
-        GRID_X0_MM, 6.0, "自动测量与提示仅供参考，以医师签名的报告为准。 Automatic measurements and flags are aids; the signed report is the diagnosis.", fontsize=6, fontproperties=fp
+        GRID_X0_MM,
+        12.0,
+        f"报告医师 {signer}   签名时间 {_fmt_time(request.signed_at, tz)}",
+        fontsize=8,
+        fontproperties=fp,
+    )
+    ax.text(
+        GRID_X0_MM,
+        6.0,
+        "自动测量与提示仅供参考，以医师签名的报告为准。 Automatic measurements and flags are aids; the signed report is the diagnosis.",
+        fontsize=6,
+        fontproperties=fp,
     )
     return fig
 

@@ -175,7 +175,9 @@ def ecg_from_files(files: Mapping[str, bytes], record_name: str | None = None) -
     if record_name is not None:
         headers = [n for n in headers if n[:-4] == record_name]
     if len(headers) != 1:
-        raise WfdbFormatError(f"expected exactly one .hea file{' for ' + record_name if record_name else ''}, got {headers}")
+        raise WfdbFormatError(
+            f"expected exactly one .hea file{' for ' + record_name if record_name else ''}, got {headers}"
+        )
     try:
         text = files[headers[0]].decode("ascii")
     except UnicodeDecodeError as exc:
@@ -188,7 +190,9 @@ def ecg_from_files(files: Mapping[str, bytes], record_name: str | None = None) -
     return ecg, header
 
 
-def encode_record(ecg: Ecg12, record_name: str, comments: tuple[str, ...] = (), gain_per_mv: float = 1000.0) -> dict[str, bytes]:
+def encode_record(
+    ecg: Ecg12, record_name: str, comments: tuple[str, ...] = (), gain_per_mv: float = 1000.0
+) -> dict[str, bytes]:
     """WFDB format-16 files of an ECG: {name.hea: header, name.dat: samples}, 1 µV per unit by default.
 
     Raises:

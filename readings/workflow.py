@@ -95,7 +95,9 @@ class Report:
         if not self.conclusion.strip():
             raise WorkflowError(Reason.INVALID_INPUT, "report conclusion must not be empty")
         if len(self.rhythm) > 200 or len(self.conclusion) > 2000 or len(self.findings) > 50:
-            raise WorkflowError(Reason.INVALID_INPUT, "report too long: rhythm <= 200, conclusion <= 2000 characters, <= 50 findings")
+            raise WorkflowError(
+                Reason.INVALID_INPUT, "report too long: rhythm <= 200, conclusion <= 2000 characters, <= 50 findings"
+            )
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,12 @@ class ReadingRequest:
             "request_id": self.request_id,
             "clinic_id": self.clinic_id,
             "referral_id": self.referral_id,
-            "patient": {"patient_id": self.patient.patient_id, "name": self.patient.name, "sex": self.patient.sex, "age_years": self.patient.age_years},
+            "patient": {
+                "patient_id": self.patient.patient_id,
+                "name": self.patient.name,
+                "sex": self.patient.sex,
+                "age_years": self.patient.age_years,
+            },
             "ecg_key": self.ecg_key,
             "measurements": self.measurements,
             "triage": self.triage,
@@ -136,7 +143,12 @@ class ReadingRequest:
             "claimed_at": self.claimed_at,
             "report": None
             if self.report is None
-            else {"rhythm": self.report.rhythm, "findings": list(self.report.findings), "conclusion": self.report.conclusion, "language": self.report.language},
+            else {
+                "rhythm": self.report.rhythm,
+                "findings": list(self.report.findings),
+                "conclusion": self.report.conclusion,
+                "language": self.report.language,
+            },
             "signed_by": self.signed_by,
             "signed_at": self.signed_at,
             "history": [list(h) for h in self.history],
@@ -159,7 +171,9 @@ class ReadingRequest:
             state=State(d["state"]),
             claimed_by=d.get("claimed_by"),
             claimed_at=d.get("claimed_at"),
-            report=None if rep is None else Report(rep["rhythm"], tuple(rep["findings"]), rep["conclusion"], rep.get("language", "zh-CN")),
+            report=None
+            if rep is None
+            else Report(rep["rhythm"], tuple(rep["findings"]), rep["conclusion"], rep.get("language", "zh-CN")),
             signed_by=d.get("signed_by"),
             signed_at=d.get("signed_at"),
             history=tuple((float(t), str(u), str(a)) for t, u, a in d.get("history", [])),
@@ -237,7 +251,9 @@ class ReadingDesk:
     def _may_see(self, actor: Actor, req: ReadingRequest) -> bool:
         return self._is_centre(actor) or (actor.role is Role.CLINIC and actor.organization == req.clinic_id)
 
-    def _audit_record(self, actor: Actor, action: str, request_id: str | None, allowed: bool, now: float, detail: str = "") -> AuditRecord:
+    def _audit_record(
+        self, actor: Actor, action: str, request_id: str | None, allowed: bool, now: float, detail: str = ""
+    ) -> AuditRecord:
         record = AuditRecord(now, actor.user_id, actor.role, actor.organization, action, request_id, allowed, detail)
         self._audit.append(record)
         return record
@@ -268,7 +284,9 @@ class ReadingDesk:
         """A clinic submits an ECG for reading. Raises `WorkflowError` (FORBIDDEN, INVALID_INPUT)."""
         if actor.role is not Role.CLINIC:
             self._audit_record(actor, "submit", None, False, now, "only a clinic submits")
-            raise WorkflowError(Reason.FORBIDDEN, f"only a clinic submits reading requests, got role {actor.role.value}")
+            raise WorkflowError(
+                Reason.FORBIDDEN, f"only a clinic submits reading requests, got role {actor.role.value}"
+            )
         if not referral_id.strip() or len(referral_id) > 64:
             raise WorkflowError(Reason.INVALID_INPUT, f"referral id must be 1-64 characters, got {referral_id!r}")
         if not patient.patient_id.strip():
@@ -321,7 +339,11 @@ class ReadingDesk:
         """A clinic's own requests, newest first (reports only where signed)."""
         if actor.role is not Role.CLINIC:
             raise WorkflowError(Reason.FORBIDDEN, "only a clinic lists its own requests")
-        own = [r if r.state is State.SIGNED else replace(r, report=None) for r in self._requests.values() if r.clinic_id == actor.organization]
+        own = [
+            r if r.state is State.SIGNED else replace(r, report=None)
+            for r in self._requests.values()
+            if r.clinic_id == actor.organization
+        ]
         own.sort(key=lambda r: -r.created_at)
         return own, self._audit_record(actor, "list", None, True, now, f"{len(own)} requests")
 
@@ -341,9 +363,15 @@ class ReadingDesk:
             if req.claimed_by == actor.user_id:
                 return req
             self._audit_record(actor, "claim", request_id, False, now, f"claimed by {req.claimed_by}")
-            raise WorkflowError(Reason.CONFLICT, f"request {request_id} is being read by {req.claimed_by} since {req.claimed_at}")
+            raise WorkflowError(
+                Reason.CONFLICT, f"request {request_id} is being read by {req.claimed_by} since {req.claimed_at}"
+            )
         req = replace(
-            req, state=State.CLAIMED, claimed_by=actor.user_id, claimed_at=now, history=(*req.history, (now, actor.user_id, "claimed"))
+            req,
+            state=State.CLAIMED,
+            claimed_by=actor.user_id,
+            claimed_at=now,
+            history=(*req.history, (now, actor.user_id, "claimed")),
         )
         self._requests[request_id] = req
         self._audit_record(actor, "claim", request_id, True, now)
@@ -361,7 +389,13 @@ class ReadingDesk:
         if not (req.claimed_by == actor.user_id or (actor.role is Role.SUPERVISOR and self._is_centre(actor))):
             self._audit_record(actor, "release", request_id, False, now, "not the claimer")
             raise WorkflowError(Reason.FORBIDDEN, f"only {req.claimed_by} or a supervisor releases this claim")
-        req = replace(req, state=State.QUEUED, claimed_by=None, claimed_at=None, history=(*req.history, (now, actor.user_id, "released")))
+        req = replace(
+            req,
+            state=State.QUEUED,
+            claimed_by=None,
+            claimed_at=None,
+            history=(*req.history, (now, actor.user_id, "released")),
+        )
         self._requests[request_id] = req
         self._audit_record(actor, "release", request_id, True, now)
         self._events.append(ClaimReleased(req, actor.user_id))
@@ -401,7 +435,9 @@ class ReadingDesk:
             raise WorkflowError(Reason.INVALID_STATE, f"request {request_id} is {req.state.value}; claim it first")
         if req.claimed_by != actor.user_id:
             self._audit_record(actor, action, request_id, False, now, f"claimed by {req.claimed_by}")
-            raise WorkflowError(Reason.FORBIDDEN, f"request {request_id} is claimed by {req.claimed_by}, not {actor.user_id}")
+            raise WorkflowError(
+                Reason.FORBIDDEN, f"request {request_id} is claimed by {req.claimed_by}, not {actor.user_id}"
+            )
         return req
 
     # --- outputs ----------------------------------------------------------------------------

@@ -281,7 +281,7 @@ def delineate(beat: MedianBeat, rr_ms: float) -> tuple[Fiducials, np.ndarray]:
     p_hi = qrs_on - _ms(fs, 10.0)
     if p_hi - p_lo > _ms(fs, 40.0):
         p_peak = p_lo + int(np.argmax(rms_s[p_lo:p_hi]))
-        quiet = float(np.min(rms_s[p_lo:p_hi + _ms(fs, 8.0)]))
+        quiet = float(np.min(rms_s[p_lo : p_hi + _ms(fs, 8.0)]))
         if rms_s[p_peak] - quiet >= P_MIN_RMS_MV and p_peak - p_lo > _ms(fs, 10.0):
             w = _ms(fs, P_AREA_WINDOW_MS)
             # onset: the same indicator on the time-reversed curve (rev[j] = rms_s[p_peak + w - j])
@@ -291,7 +291,15 @@ def delineate(beat: MedianBeat, rr_ms: float) -> tuple[Fiducials, np.ndarray]:
             if p_off - p_on < _ms(fs, 40.0):
                 p_on = p_off = None
     return (
-        Fiducials(p_on=p_on, p_off=p_off, qrs_on=int(qrs_on), qrs_off=int(qrs_off), t_peak=t_peak, t_end=t_end, isoelectric=iso),
+        Fiducials(
+            p_on=p_on,
+            p_off=p_off,
+            qrs_on=int(qrs_on),
+            qrs_off=int(qrs_off),
+            t_peak=t_peak,
+            t_end=t_end,
+            isoelectric=iso,
+        ),
         corrected,
     )
 

@@ -80,7 +80,9 @@ def parse_header(comments: list[str]) -> HeaderInfo:
         if key == "dx":
             raw_dx = value
         elif key == "sex":
-            sex = {"m": Sex.MALE, "male": Sex.MALE, "f": Sex.FEMALE, "female": Sex.FEMALE}.get(value.lower(), Sex.UNKNOWN)
+            sex = {"m": Sex.MALE, "male": Sex.MALE, "f": Sex.FEMALE, "female": Sex.FEMALE}.get(
+                value.lower(), Sex.UNKNOWN
+            )
         elif key == "age":
             match = re.match(r"\d+(\.\d+)?", value)
             age = float(match.group(0)) if match else None
@@ -161,7 +163,9 @@ def agreement(results: list[dict[str, object]]) -> dict[str, dict[str, object]]:
 def synthetic_errors(n: int, seed: int, sampling_rate_hz: float = 500.0) -> dict[str, object]:
     """Error (measured - true) mean and SD per interval over ``n`` synthetic ECGs, with the IEC limits."""
     rng = np.random.default_rng(seed)
-    errors: dict[str, list[float]] = {k: [] for k in ("heart_rate_bpm", "p_duration_ms", "pr_ms", "qrs_ms", "qt_ms", "axis_deg")}
+    errors: dict[str, list[float]] = {
+        k: [] for k in ("heart_rate_bpm", "p_duration_ms", "pr_ms", "qrs_ms", "qt_ms", "axis_deg")
+    }
     missing: dict[str, int] = {k: 0 for k in errors}
     for _ in range(n):
         params = random_params(rng, sampling_rate_hz)
@@ -226,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="medstream ecg12-eval", description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="*", help="WFDB record paths (without extension; .hea accepted)")
     parser.add_argument("--json", dest="json_out", help="write all results to this JSON file")
-    parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="also score intervals on N synthetic ECGs")
+    parser.add_argument(
+        "--synthetic", type=int, default=0, metavar="N", help="also score intervals on N synthetic ECGs"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic ECGs")
     parser.add_argument("--fs", type=float, default=500.0, help="sampling rate of the synthetic ECGs (Hz)")
     args = parser.parse_args(argv)
@@ -253,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         syn = synthetic_errors(args.synthetic, args.seed, args.fs)
         out["synthetic"] = syn
-        print(f"\nsynthetic ECGs: n={syn['n']} seed={syn['seed']} fs={syn['sampling_rate_hz']:g} Hz; error = measured - true")
+        print(
+            f"\nsynthetic ECGs: n={syn['n']} seed={syn['seed']} fs={syn['sampling_rate_hz']:g} Hz; error = measured - true"
+        )
         for key, entry in syn.items():
             if not isinstance(entry, dict):
                 continue

@@ -90,7 +90,13 @@ class Flag:
 
     def to_json(self) -> dict[str, object]:
         """Plain dict for JSON."""
-        return {"kind": self.kind.value, "rule_zh": self.rule_zh, "rule_en": self.rule_en, "values": self.values, "urgent": self.urgent}
+        return {
+            "kind": self.kind.value,
+            "rule_zh": self.rule_zh,
+            "rule_en": self.rule_en,
+            "values": self.values,
+            "urgent": self.urgent,
+        }
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,7 @@ class Measurements:
         for key, value in out.items():
             if isinstance(value, float):
                 out[key] = round(value, 1)
-        out["leads"] = {
-            name: {k: round(v, 3) for k, v in asdict(amp).items()} for name, amp in self.leads.items()
-        }
+        out["leads"] = {name: {k: round(v, 3) for k, v in asdict(amp).items()} for name, amp in self.leads.items()}
         return out
 
 

@@ -113,7 +113,14 @@ def _project(vec: np.ndarray) -> np.ndarray:
     hx, hy, hz = vec
     lead_i = hx
     lead_ii = 0.5 * hx + math.sqrt(3.0) / 2.0 * hy
-    rows = [lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2.0, lead_i - lead_ii / 2.0, lead_ii - lead_i / 2.0]
+    rows = [
+        lead_i,
+        lead_ii,
+        lead_ii - lead_i,
+        -(lead_i + lead_ii) / 2.0,
+        lead_i - lead_ii / 2.0,
+        lead_ii - lead_i / 2.0,
+    ]
     for angle, gain in zip(_PRECORDIAL_ANGLES_DEG, _PRECORDIAL_GAIN):
         rad = math.radians(angle)
         rows.append(gain * (math.cos(rad) * hx + math.sin(rad) * hz + 0.1 * hy))
@@ -151,7 +158,9 @@ def synthesize(p: SyntheticParams, rng: np.random.Generator) -> tuple[Ecg12, Syn
     t_s = t_ms / 1000.0
     for row in range(12):
         wander = sum(
-            p.wander_mv * rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t_s + rng.uniform(0, 2 * np.pi))
+            p.wander_mv
+            * rng.uniform(0.3, 1.0)
+            * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t_s + rng.uniform(0, 2 * np.pi))
             for _ in range(2)
         )
         mains = p.mains_uv * 1e-3 * np.sin(2 * np.pi * 50.0 * t_s + rng.uniform(0, 2 * np.pi))

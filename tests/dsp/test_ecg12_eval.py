@@ -42,7 +42,11 @@ def test_cli_on_real_records(ecg_data_dir, tmp_path, capsys: pytest.CaptureFixtu
     assert SUBCOMMANDS["ecg12-eval"][0] == "dsp.ecg12.eval"
     root = ecg_data_dir / "12lead"
     out = tmp_path / "e.json"
-    args = [str(root / "cpsc2018" / "A0010.hea"), str(root / "cpsc2018" / "A0010.mat"), str(root / "cpsc2018" / "A0002")]
+    args = [
+        str(root / "cpsc2018" / "A0010.hea"),
+        str(root / "cpsc2018" / "A0010.mat"),
+        str(root / "cpsc2018" / "A0002"),
+    ]
     args += [str(root / "ptbxl" / "00001_lr"), "--synthetic", "3", "--json", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out

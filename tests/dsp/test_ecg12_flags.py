@@ -69,10 +69,14 @@ def test_v2_v3_thresholds_by_sex_and_age() -> None:
 
 
 def test_st_depression_needs_flat_or_downsloping() -> None:
-    down = {lead: replace(FLAT, st_j60_mv=-0.08, st_slope_mv_per_s=-0.2) if lead in ("V5", "V6") else FLAT for lead in LEADS}
+    down = {
+        lead: replace(FLAT, st_j60_mv=-0.08, st_slope_mv_per_s=-0.2) if lead in ("V5", "V6") else FLAT for lead in LEADS
+    }
     t = triage(_normal(leads=down))
     assert t.kinds() == {FlagKind.ST_DEPRESSION} and t.priority is Priority.URGENT
-    up = {lead: replace(FLAT, st_j60_mv=-0.08, st_slope_mv_per_s=2.0) if lead in ("V5", "V6") else FLAT for lead in LEADS}
+    up = {
+        lead: replace(FLAT, st_j60_mv=-0.08, st_slope_mv_per_s=2.0) if lead in ("V5", "V6") else FLAT for lead in LEADS
+    }
     assert triage(_normal(leads=up)).flags == ()  # up-sloping (J-point) depression is not flagged
 
 
@@ -113,7 +117,11 @@ def _flags(root: str, record: str) -> tuple[frozenset[FlagKind], Priority]:
     [
         ("cpsc2018/A0002", set(), set(FlagKind)),  # normal
         ("cpsc2018/A0010", {FlagKind.RBBB_PATTERN, FlagKind.WIDE_QRS}, {FlagKind.LBBB_PATTERN}),
-        ("cpsc2018/A0044", {FlagKind.LBBB_PATTERN, FlagKind.WIDE_QRS}, {FlagKind.RBBB_PATTERN, FlagKind.STEMI_SUSPECTED}),
+        (
+            "cpsc2018/A0044",
+            {FlagKind.LBBB_PATTERN, FlagKind.WIDE_QRS},
+            {FlagKind.RBBB_PATTERN, FlagKind.STEMI_SUSPECTED},
+        ),
         ("cpsc2018/A0102", {FlagKind.AV_BLOCK_1}, {FlagKind.AF_SUSPECTED}),
         ("cpsc2018/A0043", {FlagKind.AF_SUSPECTED, FlagKind.RBBB_PATTERN}, {FlagKind.AV_BLOCK_1}),
         ("cpsc2018/A0021", {FlagKind.STEMI_SUSPECTED}, {FlagKind.WIDE_QRS}),

@@ -26,7 +26,15 @@ def test_valid_ecg_rows_in_standard_order() -> None:
 
 @pytest.mark.parametrize(
     ("label", "lead"),
-    [("ii", "II"), ("Lead II", "II"), ("MDC_ECG_LEAD_AVF", "aVF"), ("DIII", "III"), ("C1", "V1"), (" v6 ", "V6"), ("AVL", "aVL")],
+    [
+        ("ii", "II"),
+        ("Lead II", "II"),
+        ("MDC_ECG_LEAD_AVF", "aVF"),
+        ("DIII", "III"),
+        ("C1", "V1"),
+        (" v6 ", "V6"),
+        ("AVL", "aVL"),
+    ],
 )
 def test_aliases(label: str, lead: str) -> None:
     assert canonical_lead(label) == lead

@@ -54,7 +54,12 @@ def test_round_trip(twelve_lead_dir) -> None:  # type: ignore[no-untyped-def]
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.9.1.1" and ds.Modality == "ECG"
     back = parse_dicom(data)
     assert np.abs(back.ecg.signals_mv - ecg.signals_mv).max() <= 0.0005 + 1e-12  # 1 µV quantisation
-    assert (back.patient_id, back.sex, back.age_years, back.acquired_at) == ("P-7", "F", 42.0, datetime(2026, 11, 25, 9, 30))
+    assert (back.patient_id, back.sex, back.age_years, back.acquired_at) == (
+        "P-7",
+        "F",
+        42.0,
+        datetime(2026, 11, 25, 9, 30),
+    )
 
 
 def test_eight_lead_dicom_gets_derived_limb_leads() -> None:
@@ -78,7 +83,9 @@ def test_refusals() -> None:
         parse_dicom(b"not dicom at all")
     ct = get_testdata_file("CT_small.dcm")
     assert ct is not None
-    with pytest.raises(DicomEcgError, match=r"SOP class must be .*12-lead ECG Waveform Storage.*got 1.2.840.10008.5.1.4.1.1.2"):
+    with pytest.raises(
+        DicomEcgError, match=r"SOP class must be .*12-lead ECG Waveform Storage.*got 1.2.840.10008.5.1.4.1.1.2"
+    ):
         parse_dicom(Path(ct).read_bytes())
     ds = pydicom.dcmread(io.BytesIO(_mortara()))
     ds.WaveformSequence[0].SamplingFrequency = "100"

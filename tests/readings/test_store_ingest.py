@@ -65,7 +65,16 @@ def test_store_round_trips_atomically(twelve_lead_dir: Path, tmp_path: Path) -> 
     desk = ReadingDesk("centre")
     clinic, reader = Actor("dr-wang", Role.CLINIC, "clinic-a"), Actor("dr-li", Role.READER, "centre")
     a = assess(up.ecg)
-    req = desk.submit(clinic, "R-9", Patient("P9", "李四", "F", 80), "ecg-1", a.analysis.measurements.to_json(), a.triage.to_json(), a.priority, 1e9)
+    req = desk.submit(
+        clinic,
+        "R-9",
+        Patient("P9", "李四", "F", 80),
+        "ecg-1",
+        a.analysis.measurements.to_json(),
+        a.triage.to_json(),
+        a.priority,
+        1e9,
+    )
     store.save_request(req)
     desk.claim(reader, req.request_id, 1e9 + 60)
     signed = desk.sign(reader, req.request_id, Report("窦性心律", ("PR 240 ms",), "一度房室传导阻滞"), 1e9 + 120)

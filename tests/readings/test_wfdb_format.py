@@ -68,7 +68,11 @@ def test_format_212() -> None:
         ("r 1 500 10\nr.dat 16a 1000/mV\n", {}, r"format must look like '16' or '16\+24', got '16a'"),
         ("r 1 500 10\nr.dat 16 abc/mV\n", {}, r"gain must look like"),
         ("r 1 500 10\nr.dat 16 1000/mV 16 0 0 0 0 I\n", {}, r"signal file 'r.dat' named in the header is missing"),
-        ("r 1 500 10\nr.dat 16 1000/mV 16 0 0 0 0 I\n", {"r.dat": b"\0" * 10}, r"holds 5 samples per signal, header says 10"),
+        (
+            "r 1 500 10\nr.dat 16 1000/mV 16 0 0 0 0 I\n",
+            {"r.dat": b"\0" * 10},
+            r"holds 5 samples per signal, header says 10",
+        ),
         ("r 1 500 10\nr.dat 16\n", {"r.dat": b"\0" * 20}, None),
     ],
 )

@@ -31,8 +31,12 @@ OTHER_CENTRE_READER = Actor("dr-he", Role.READER, "other-centre")
 REPORT = Report("窦性心律", ("PR间期延长",), "一度房室传导阻滞")
 
 
-def _submit(desk: ReadingDesk, priority: Priority, now: float, actor: Actor = CLINIC_A, ref: str = "R") -> ReadingRequest:
-    return desk.submit(actor, ref, Patient("P1", "张三", "M", 60), "ecg-key", {"qrs_ms": 90.0}, {"flags": []}, priority, now)
+def _submit(
+    desk: ReadingDesk, priority: Priority, now: float, actor: Actor = CLINIC_A, ref: str = "R"
+) -> ReadingRequest:
+    return desk.submit(
+        actor, ref, Patient("P1", "张三", "M", 60), "ecg-key", {"qrs_ms": 90.0}, {"flags": []}, priority, now
+    )
 
 
 def _reason(exc: pytest.ExceptionInfo[WorkflowError]) -> Reason:

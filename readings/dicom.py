@@ -199,7 +199,7 @@ def encode_dicom(
         DicomEcgError: more than 16384 samples per lead, or a sample beyond ±32.767 mV.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     if ecg.n_samples > 16384:
         raise DicomEcgError(f"the 12-lead ECG IOD holds at most 16384 samples per channel, got {ecg.n_samples}")
@@ -207,7 +207,7 @@ def encode_dicom(
     if np.abs(digital).max(initial=0) > 32767:
         raise DicomEcgError("samples must stay within ±32.767 mV for 16-bit µV storage")
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = TWELVE_LEAD_ECG_STORAGE
+    meta.MediaStorageSOPClassUID = UID(TWELVE_LEAD_ECG_STORAGE)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()

@@ -75,7 +75,8 @@ def _num(m: dict[str, object], key: str) -> str:
 
 
 def _grid(ax: object) -> None:
-    minor, major = [], []
+    minor: list[list[tuple[float, float]]] = []
+    major: list[list[tuple[float, float]]] = []
     x = GRID_X0_MM
     i = 0
     while x <= GRID_X1_MM + 1e-9:
@@ -173,8 +174,9 @@ def report_figure(ecg: Ecg12, request: ReadingRequest, clinic_name: str = "", tz
     flags = request.triage.get("flags", [])
 
     def flag_line(f: dict[str, object]) -> str:
-        values = f.get("values") or {}
-        shown = ", ".join(f"{k} {v}" for k, v in list(values.items())[:6])  # type: ignore[union-attr]
+        values = f.get("values")
+        items = list(values.items())[:6] if isinstance(values, dict) else []
+        shown = ", ".join(f"{k} {v}" for k, v in items)
         return f"{f.get('rule_zh', '')}［{shown}］"
 
     flag_text = "；".join(flag_line(f) for f in flags) if flags else "无"

@@ -132,7 +132,7 @@ def agreement(results: list[dict[str, object]]) -> dict[str, dict[str, object]]:
         for r in results:
             if "error" in r or r.get("dx") is None:
                 continue
-            labels = set(r["labels"])  # type: ignore[arg-type]
+            labels = set(r["labels"])  # type: ignore[call-overload]
             is_pos = bool(labels & positive)
             if not is_pos and labels & exclude:
                 continue

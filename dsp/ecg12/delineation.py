@@ -265,12 +265,18 @@ def delineate(beat: MedianBeat, rr_ms: float) -> tuple[Fiducials, np.ndarray]:
     # T wave: RMS peak after the ST segment, end by the area method
     rr = rr_ms * fs / 1000.0
     t_lo = qrs_off + _ms(fs, 60.0)
-    t_hi = min(rms.shape[0] - 1, r0 + int(min(_ms(fs, 560.0), 0.75 * rr)))
+    # up to 65 % of the RR: beyond it, at fast rates, lies the next beat's P wave (larger than a flat T)
+    t_hi = min(rms.shape[0] - 1, r0 + int(min(_ms(fs, 560.0), 0.65 * rr)))
     t_peak: int | None = None
     t_end: int | None = None
     if t_hi > t_lo + _ms(fs, 20.0):
-        t_peak = t_lo + int(np.argmax(rms_s[t_lo:t_hi]))
-        end_hi = min(rms.shape[0], t_peak + _ms(fs, 300.0), r0 + int(0.9 * rr))
+        # the first clear hump, not the largest: with a long PR at a fast rate the next beat's P
+        # wave can stand inside the window and be as tall as a flat T
+        seg = rms_s[t_lo:t_hi]
+        humps, _ = signal.find_peaks(seg, prominence=0.2 * float(seg.max() - seg.min()) + 1e-9)
+        tall = [int(h) for h in humps if seg[h] >= 0.5 * seg.max()]
+        t_peak = t_lo + (tall[0] if tall else int(np.argmax(seg)))
+        end_hi = min(rms.shape[0], t_peak + _ms(fs, 300.0), r0 + int(0.85 * rr))
         t_end = _area_end(rms_s, t_peak + 1, end_hi, _ms(fs, T_AREA_WINDOW_MS))
     # P wave: RMS hump before the QRS, after the previous beat's T end
     p_on: int | None = None

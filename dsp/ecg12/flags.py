@@ -13,12 +13,12 @@ triggered it, so the expert sees *why* a request was put first. Rules:
   its R is tall), V6 and I predominantly positive without Q or terminal S.
 * First-degree AV block: PR > 200 ms with a P wave found.
 * AF suspected: irregular RR (median |ΔRR| / median RR > 0.08) and no P wave on the median beat.
-* ST elevation: at J+60 ms in >= 2 contiguous leads, thresholds of the 4th universal definition
-  of MI (Thygesen 2018): >= 0.1 mV in every lead except V2-V3, where >= 0.2 mV (men >= 40 y),
+* ST elevation: at the J point in >= 2 contiguous leads, thresholds of the 4th universal
+  definition of MI (Thygesen 2018): >= 0.1 mV in every lead except V2-V3, where >= 0.2 mV (men >= 40 y),
   >= 0.25 mV (men < 40 y), >= 0.15 mV (women; also used when sex is unknown, the sensitive
   choice). aVR is not used for elevation.
-* ST depression: <= -0.05 mV at J+60 ms, horizontal or down-sloping (J to J+80 ms slope <= 0.5
-  mV/s), in >= 2 contiguous leads (aVR excluded).
+* ST depression: <= -0.05 mV at the J point and at J+60 ms, horizontal or down-sloping (J to
+  J+80 ms slope <= 0.5 mV/s), in >= 2 contiguous leads (aVR excluded).
 * With QRS >= 120 ms only ST deviation *concordant* with the lead's QRS counts for either ST
   flag (Sgarbossa et al., NEJM 334:481-487, 1996): discordant ST is the expected secondary change.
 
@@ -142,9 +142,9 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
 
     # ST elevation
     ste = {
-        name: amp.st_j60_mv
+        name: amp.st_j_mv
         for name, amp in leads.items()
-        if name != "aVR" and amp.st_j60_mv >= ste_threshold_mv(name, sex, age_years) and concordant(name, True)
+        if name != "aVR" and amp.st_j_mv >= ste_threshold_mv(name, sex, age_years) and concordant(name, True)
     }
     pairs = _contiguous(set(ste))
     if pairs:
@@ -152,17 +152,21 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
         flags.append(
             Flag(
                 FlagKind.STEMI_SUSPECTED,
-                rule_zh="≥2个相邻导联 J点后60 ms ST段抬高（QRS≥120 ms时仅计与QRS主波同向者）：V2-V3 ≥0.2 mV（男≥40岁）/≥0.25 mV（男<40岁）/≥0.15 mV（女或性别不详），其余导联 ≥0.1 mV（第四版心肌梗死通用定义）",
-                rule_en="ST elevation at J+60 ms in >=2 contiguous leads (with QRS >=120 ms only ST concordant with the QRS counts): V2-V3 >=0.2 mV (men >=40 y) / >=0.25 mV (men <40 y) / >=0.15 mV (women or sex unknown), other leads >=0.1 mV (4th universal definition of MI)",
-                values={f"ST_{lead}_mV": round(ste[lead], 3) for lead in involved},
+                rule_zh="≥2个相邻导联 J点ST段抬高（QRS≥120 ms时仅计与QRS主波同向者）：V2-V3 ≥0.2 mV（男≥40岁）/≥0.25 mV（男<40岁）/≥0.15 mV（女或性别不详），其余导联 ≥0.1 mV（第四版心肌梗死通用定义）",
+                rule_en="ST elevation at the J point in >=2 contiguous leads (with QRS >=120 ms only ST concordant with the QRS counts): V2-V3 >=0.2 mV (men >=40 y) / >=0.25 mV (men <40 y) / >=0.15 mV (women or sex unknown), other leads >=0.1 mV (4th universal definition of MI)",
+                values={f"ST_J_{lead}_mV": round(ste[lead], 3) for lead in involved},
                 urgent=True,
             )
         )
     # ST depression
     std = {
-        name: amp.st_j60_mv
+        name: amp.st_j_mv
         for name, amp in leads.items()
-        if name != "aVR" and amp.st_j60_mv <= -0.05 and amp.st_slope_mv_per_s <= 0.5 and concordant(name, False)
+        if name != "aVR"
+        and amp.st_j_mv <= -0.05
+        and amp.st_j60_mv <= -0.05
+        and amp.st_slope_mv_per_s <= 0.5
+        and concordant(name, False)
     }
     pairs = _contiguous(set(std))
     if pairs:
@@ -170,9 +174,9 @@ def triage(m: Measurements, sex: Sex = Sex.UNKNOWN, age_years: float | None = No
         flags.append(
             Flag(
                 FlagKind.ST_DEPRESSION,
-                rule_zh="≥2个相邻导联 J点后60 ms ST段水平或下斜型压低 ≥0.05 mV（aVR除外；QRS≥120 ms时仅计与QRS主波同向者）",
-                rule_en="horizontal or down-sloping ST depression >=0.05 mV at J+60 ms in >=2 contiguous leads (aVR excluded; with QRS >=120 ms only ST concordant with the QRS counts)",
-                values={f"ST_{lead}_mV": round(std[lead], 3) for lead in involved},
+                rule_zh="≥2个相邻导联 ST段水平或下斜型压低 ≥0.05 mV（J点及J点后60 ms；aVR除外；QRS≥120 ms时仅计与QRS主波同向者）",
+                rule_en="horizontal or down-sloping ST depression >=0.05 mV (at J and J+60 ms) in >=2 contiguous leads (aVR excluded; with QRS >=120 ms only ST concordant with the QRS counts)",
+                values={f"ST_J_{lead}_mV": round(std[lead], 3) for lead in involved},
                 urgent=True,
             )
         )

@@ -38,7 +38,7 @@ def _normal(**changes: object) -> Measurements:
 
 
 def _st(values: dict[str, float], **changes: object) -> Measurements:
-    leads = {lead: replace(FLAT, st_j60_mv=values.get(lead, 0.0)) for lead in LEADS}
+    leads = {lead: replace(FLAT, st_j_mv=values.get(lead, 0.0), st_j60_mv=values.get(lead, 0.0)) for lead in LEADS}
     return _normal(leads=leads, **changes)
 
 
@@ -52,7 +52,7 @@ def test_ste_needs_two_contiguous_leads_and_is_stat() -> None:
     assert t.kinds() == {FlagKind.STEMI_SUSPECTED} and t.priority is Priority.STAT
     flag = t.flags[0]
     assert "contiguous" in flag.rule_en and "相邻导联" in flag.rule_zh
-    assert flag.values == {"ST_II_mV": 0.15, "ST_aVF_mV": 0.12}
+    assert flag.values == {"ST_J_II_mV": 0.15, "ST_J_aVF_mV": 0.12}
     assert triage(_st({"II": 0.15, "V1": 0.12})).flags == ()  # not contiguous
     assert triage(_st({"aVR": 0.3, "III": 0.05})).flags == ()  # aVR never counts for elevation
 
@@ -70,25 +70,29 @@ def test_v2_v3_thresholds_by_sex_and_age() -> None:
 
 def test_st_depression_needs_flat_or_downsloping() -> None:
     down = {
-        lead: replace(FLAT, st_j60_mv=-0.08, st_slope_mv_per_s=-0.2) if lead in ("V5", "V6") else FLAT for lead in LEADS
+        lead: replace(FLAT, st_j_mv=-0.07, st_j60_mv=-0.08, st_slope_mv_per_s=-0.2) if lead in ("V5", "V6") else FLAT
+        for lead in LEADS
     }
     t = triage(_normal(leads=down))
     assert t.kinds() == {FlagKind.ST_DEPRESSION} and t.priority is Priority.URGENT
     up = {
-        lead: replace(FLAT, st_j60_mv=-0.08, st_slope_mv_per_s=2.0) if lead in ("V5", "V6") else FLAT for lead in LEADS
+        lead: replace(FLAT, st_j_mv=-0.15, st_j60_mv=-0.06, st_slope_mv_per_s=2.0) if lead in ("V5", "V6") else FLAT
+        for lead in LEADS
     }
     assert triage(_normal(leads=up)).flags == ()  # up-sloping (J-point) depression is not flagged
+    j_only = {lead: replace(FLAT, st_j_mv=-0.08, st_j60_mv=0.0) if lead in ("V5", "V6") else FLAT for lead in LEADS}
+    assert triage(_normal(leads=j_only)).flags == ()  # back to baseline by J+60: not horizontal
 
 
 def test_wide_qrs_discordant_st_is_secondary() -> None:
     # QRS 150 ms, V1-V3 negative QRS with ST elevation (as in LBBB): discordant, not a STEMI flag
     leads = {lead: FLAT for lead in LEADS}
     for lead in ("V1", "V2", "V3"):
-        leads[lead] = replace(FLAT, st_j60_mv=0.3, qrs_net_mv_ms=-60.0)
+        leads[lead] = replace(FLAT, st_j_mv=0.3, st_j60_mv=0.3, qrs_net_mv_ms=-60.0)
     t = triage(_normal(qrs_ms=150.0, leads=leads))
     assert FlagKind.STEMI_SUSPECTED not in t.kinds() and FlagKind.WIDE_QRS in t.kinds()
     for lead in ("V1", "V2", "V3"):
-        leads[lead] = replace(FLAT, st_j60_mv=0.3, qrs_net_mv_ms=60.0)  # concordant: counts
+        leads[lead] = replace(FLAT, st_j_mv=0.3, st_j60_mv=0.3, qrs_net_mv_ms=60.0)  # concordant: counts
     assert FlagKind.STEMI_SUSPECTED in triage(_normal(qrs_ms=150.0, leads=leads)).kinds()
 
 

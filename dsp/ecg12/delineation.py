@@ -11,8 +11,8 @@ measured after it is recorded, unlike the live monitoring path in `dsp.qrs`.
 * Median beat: dominant beats only (QRS correlation with the record's template >= 0.85, not
   premature), aligned by cross-correlation, sample-wise median (robust to one noisy beat).
 * Fiducials, global over all leads (the CSE convention: earliest onset, latest offset):
-  QRS onset/offset where the spatial velocity sqrt(sum_l (dx_l/dt)^2) leaves/returns to a low
-  level for 12 ms; T end and P onset/offset on the RMS curve of the baseline-corrected leads by
+  QRS onset/offset where the spatial velocity sqrt(sum_l (dx_l/dt)^2), smoothed over 8 ms,
+  leaves/returns to a low level for 12 ms; T end and P onset/offset on the RMS curve of the baseline-corrected leads by
   the area method of Zhang et al. (IEEE TBME 53(7):1337-1345, 2006), which is less biased than
   the tangent method on slowly ending waves.
 """
@@ -73,6 +73,7 @@ LOWPASS_ORDER = 2
 #: Zhang 2006 used 32 samples at 250 Hz
 T_AREA_WINDOW_MS = 128.0
 P_AREA_WINDOW_MS = 50.0
+SV_SMOOTH_MS = 8.0
 
 
 def condition(signals_mv: np.ndarray, fs: float) -> np.ndarray:
@@ -232,6 +233,8 @@ def delineate(beat: MedianBeat, rr_ms: float) -> tuple[Fiducials, np.ndarray]:
     r0 = beat.r_index
     vel = np.gradient(m, axis=1) * fs / 1000.0  # mV/ms
     sv = np.sqrt(np.sum(vel**2, axis=0))
+    # 8 ms smoothing: noise at 40-60 µV otherwise crosses the onset level in the PR segment
+    sv = ndimage.uniform_filter1d(sv, size=_ms(fs, SV_SMOOTH_MS), mode="nearest")
     lo = r0 - _ms(fs, 60.0)
     hi = r0 + _ms(fs, 60.0)
     peak = lo + int(np.argmax(sv[lo:hi]))

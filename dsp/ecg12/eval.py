@@ -160,7 +160,7 @@ def agreement(results: list[dict[str, object]]) -> dict[str, dict[str, object]]:
     return table
 
 
-def synthetic_errors(n: int, seed: int, sampling_rate_hz: float = 500.0) -> dict[str, object]:
+def synthetic_errors(n: int, seed: int, sampling_rate_hz: float = 500.0, noise_scale: float = 1.0) -> dict[str, object]:
     """Error (measured - true) mean and SD per interval over ``n`` synthetic ECGs, with the IEC limits."""
     rng = np.random.default_rng(seed)
     errors: dict[str, list[float]] = {
@@ -168,7 +168,7 @@ def synthetic_errors(n: int, seed: int, sampling_rate_hz: float = 500.0) -> dict
     }
     missing: dict[str, int] = {k: 0 for k in errors}
     for _ in range(n):
-        params = random_params(rng, sampling_rate_hz)
+        params = random_params(rng, sampling_rate_hz, noise_scale)
         ecg, truth = synthesize(params, rng)
         m = analyze(ecg).measurements
         pairs = {
@@ -187,7 +187,7 @@ def synthetic_errors(n: int, seed: int, sampling_rate_hz: float = 500.0) -> dict
             if key == "axis_deg":
                 err = (err + 180.0) % 360.0 - 180.0
             errors[key].append(float(err))
-    out: dict[str, object] = {"n": n, "seed": seed, "sampling_rate_hz": sampling_rate_hz}
+    out: dict[str, object] = {"n": n, "seed": seed, "sampling_rate_hz": sampling_rate_hz, "noise_scale": noise_scale}
     for key, values in errors.items():
         arr = np.asarray(values)
         mean = float(arr.mean()) if arr.size else math.nan
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic ECGs")
     parser.add_argument("--fs", type=float, default=500.0, help="sampling rate of the synthetic ECGs (Hz)")
+    parser.add_argument("--noise-scale", type=float, default=1.0, help="multiply the synthetic noise, wander and mains")
     args = parser.parse_args(argv)
     if not args.records and not args.synthetic:
         parser.error("give RECORD paths and/or --synthetic N")
@@ -257,10 +258,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'-' if se is None else f'{se:.2f}':>5} {'-' if sp is None else f'{sp:.2f}':>5}"
             )
     if args.synthetic:
-        syn = synthetic_errors(args.synthetic, args.seed, args.fs)
+        syn = synthetic_errors(args.synthetic, args.seed, args.fs, args.noise_scale)
         out["synthetic"] = syn
         print(
-            f"\nsynthetic ECGs: n={syn['n']} seed={syn['seed']} fs={syn['sampling_rate_hz']:g} Hz; error = measured - true"
+            f"\nsynthetic ECGs: n={syn['n']} seed={syn['seed']} fs={syn['sampling_rate_hz']:g} Hz "
+            f"noise x{syn['noise_scale']:g}; error = measured - true"
         )
         for key, entry in syn.items():
             if not isinstance(entry, dict):

@@ -178,9 +178,12 @@ def synthesize(p: SyntheticParams, rng: np.random.Generator) -> tuple[Ecg12, Syn
     return ecg, truth
 
 
-def random_params(rng: np.random.Generator, sampling_rate_hz: float = 500.0) -> SyntheticParams:
+def random_params(
+    rng: np.random.Generator, sampling_rate_hz: float = 500.0, noise_scale: float = 1.0
+) -> SyntheticParams:
     """Plausible resting-ECG parameters drawn at random (normal and prolonged intervals, axes -45..+120°).
 
+    ``noise_scale`` multiplies the white noise, wander and mains amplitudes (a stress test).
     Draws are repeated until the next beat's P wave starts at least 40 ms after this beat's T
     ends, so every wave stays separable and its truth well defined.
     """
@@ -204,8 +207,8 @@ def random_params(rng: np.random.Generator, sampling_rate_hz: float = 500.0) -> 
         r_mv=float(rng.uniform(0.8, 2.0)),
         p_mv=float(rng.uniform(0.12, 0.25)),
         t_mv=float(rng.uniform(0.2, 0.5)),
-        noise_uv=float(rng.uniform(5.0, 20.0)),
-        wander_mv=float(rng.uniform(0.0, 0.3)),
-        mains_uv=float(rng.uniform(0.0, 20.0)),
+        noise_uv=noise_scale * float(rng.uniform(5.0, 20.0)),
+        wander_mv=noise_scale * float(rng.uniform(0.0, 0.3)),
+        mains_uv=noise_scale * float(rng.uniform(0.0, 20.0)),
         sampling_rate_hz=sampling_rate_hz,
     )

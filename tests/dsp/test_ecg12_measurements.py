@@ -18,10 +18,10 @@ from dsp.ecg12.record import LEADS, Ecg12
 from dsp.ecg12.synthetic import SyntheticParams, random_params, synthesize
 
 
-@pytest.mark.parametrize("fs", [500.0, 250.0, 1000.0])
-def test_interval_errors_within_iec_limits(fs: float) -> None:
-    n = 30 if fs == 500.0 else 12
-    result = synthetic_errors(n, seed=7, sampling_rate_hz=fs)
+@pytest.mark.parametrize(("fs", "noise_scale"), [(500.0, 1.0), (250.0, 1.0), (1000.0, 1.0), (500.0, 2.0)])
+def test_interval_errors_within_iec_limits(fs: float, noise_scale: float) -> None:
+    n = 30 if (fs, noise_scale) == (500.0, 1.0) else 12
+    result = synthetic_errors(n, seed=8, sampling_rate_hz=fs, noise_scale=noise_scale)
     for key, (mean_limit, sd_limit) in IEC_LIMITS_MS.items():
         entry = result[key]
         assert isinstance(entry, dict)

@@ -95,6 +95,38 @@ class Analysis:
     fiducials: Fiducials
     measurements: Measurements
 
+    def fiducials_ms(self) -> dict[str, float | None]:
+        """Global fiducials in ms relative to QRS onset (for calipers on the median beat)."""
+        f, fs = self.fiducials, self.median.sampling_rate_hz
+
+        def rel(i: int | None) -> float | None:
+            return None if i is None else round((i - f.qrs_on) * 1000.0 / fs, 1)
+
+        return {
+            "p_on": rel(f.p_on),
+            "p_off": rel(f.p_off),
+            "qrs_on": 0.0,
+            "qrs_off": rel(f.qrs_off),
+            "t_peak": rel(f.t_peak),
+            "t_end": rel(f.t_end),
+        }
+
+    def median_beat_json(self, max_rate_hz: float = 250.0) -> dict[str, object]:
+        """The median beat (mV, isoelectric-referenced) and its fiducials, for the 12-lead viewer.
+
+        Decimated by an integer factor to at most ``max_rate_hz`` (the beat is already low-passed
+        at 60 Hz); ``start_ms`` is the first sample's time relative to QRS onset.
+        """
+        fs = self.median.sampling_rate_hz
+        step = max(1, int(fs // max_rate_hz))
+        x = self.median_corrected_mv[:, ::step]
+        return {
+            "sampling_rate_hz": fs / step,
+            "start_ms": round(-self.fiducials.qrs_on * 1000.0 / fs, 1),
+            "leads": {name: [round(float(v), 4) for v in x[i]] for i, name in enumerate(LEADS)},
+            "fiducials_ms": self.fiducials_ms(),
+        }
+
 
 def _amplitudes(x: np.ndarray, f: Fiducials, fs: float) -> LeadAmplitudes:
     on, off = f.qrs_on, f.qrs_off

@@ -78,3 +78,19 @@ def test_random_params_keep_waves_apart() -> None:
         p = random_params(rng)
         assert p.qt_ms + p.pr_ms + 40.0 <= 60000.0 / p.heart_rate_bpm
         assert p.pr_ms >= p.p_duration_ms + 25.0
+
+
+def test_median_beat_json_for_the_viewer() -> None:
+    params = SyntheticParams(heart_rate_bpm=60.0, pr_ms=180.0, qrs_ms=100.0, qt_ms=420.0, rr_jitter=0.0)
+    ecg, truth = synthesize(params, np.random.default_rng(4))
+    a = analyze(ecg)
+    view = a.median_beat_json(max_rate_hz=250.0)
+    assert view["sampling_rate_hz"] == 250.0
+    leads = view["leads"]
+    assert isinstance(leads, dict) and set(leads) == set(LEADS)
+    assert len(leads["II"]) == (a.median.samples_mv.shape[1] + 1) // 2
+    fid = view["fiducials_ms"]
+    assert isinstance(fid, dict) and fid["qrs_on"] == 0.0
+    assert fid["p_on"] == pytest.approx(-truth.pr_ms, abs=10)
+    assert fid["qrs_off"] == pytest.approx(truth.qrs_ms, abs=10)
+    assert fid["t_end"] == pytest.approx(truth.qt_ms, abs=25)

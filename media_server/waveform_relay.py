@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from signaling.waveform_wire import (
+from protocol.waveforms import (
     Ack,
     AlarmInfo,
     Analysis,

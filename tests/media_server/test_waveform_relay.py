@@ -14,7 +14,7 @@ import wfdb
 import wfdb.processing
 
 from media_server.waveform_relay import ViewerOutbox, WaveformConfig, WaveformRelay
-from signaling.waveform_wire import (
+from protocol.waveforms import (
     Ack,
     Analysis,
     Announce,
@@ -415,7 +415,7 @@ def test_asystole_in_a_synthetic_stream_raises_and_clears_an_alarm() -> None:
 
 
 def test_limits_the_analyzer_refuses_are_an_error_reply() -> None:
-    from signaling.waveform_wire import RateLimits
+    from protocol.waveforms import RateLimits
 
     relay = WaveformRelay(WaveformConfig(), clock=Clock())
     (reply,) = _send(relay, Announce("bed-1", ANNOUNCE.channels, FS, 0, RateLimits(50.0, 120.0)))

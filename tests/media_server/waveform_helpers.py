@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from signaling.waveform_wire import Analysis, Announce
+from protocol.waveforms import Analysis, Announce
 
 
 class RecordingSink:

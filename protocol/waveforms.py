@@ -353,7 +353,8 @@ def encode(msg: ClientWaveformMessage | ServerWaveformMessage) -> bytes:
 
     Raises TypeError for an object that is not a waveform message (our bug, not the peer's).
     """
-    return msgpack.packb(_to_map(msg), use_bin_type=True)
+    frame: bytes = msgpack.packb(_to_map(msg), use_bin_type=True)
+    return frame
 
 
 # --------------------------------------------------------------------------- decoding

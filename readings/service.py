@@ -64,17 +64,22 @@ class ReadingService:
         assessment = assess(upload.ecg, patient.sex, patient.age_years)
         digest = hashlib.sha256(upload.ecg.signals_mv.tobytes() + str(upload.ecg.sampling_rate_hz).encode()).hexdigest()
         key = f"ecg-{digest[:24]}"
-        request = self.desk.submit(
-            actor,
-            referral_id,
-            patient,
-            key,
-            assessment.analysis.measurements.to_json(),
-            assessment.triage.to_json(),
-            assessment.priority,
-            now,
-        )
-        self.store.save_ecg(key, upload.ecg, (f"referral {referral_id}", f"clinic {actor.organization}"))
+        # the ECG first: a stored request never points to a missing ECG (the key is content-addressed,
+        # so a refused submit leaves at most a file that the same upload would write again)
+        self.store.save_ecg(key, upload.ecg, (f"clinic {actor.organization}",))
+        try:
+            request = self.desk.submit(
+                actor,
+                referral_id,
+                patient,
+                key,
+                assessment.analysis.measurements.to_json(),
+                assessment.triage.to_json(),
+                assessment.priority,
+                now,
+            )
+        finally:
+            self.store.append_audit(self.desk.audit_records())
         self._persist(request)
         return request
 

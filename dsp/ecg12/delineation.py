@@ -289,9 +289,14 @@ def delineate(beat: MedianBeat, rr_ms: float) -> tuple[Fiducials, np.ndarray]:
         p_lo = max(p_lo, t_end - int(rr) + _ms(fs, 20.0))
     p_hi = qrs_on - _ms(fs, 10.0)
     if p_hi - p_lo > _ms(fs, 40.0):
-        p_peak = p_lo + int(np.argmax(rms_s[p_lo:p_hi]))
+        seg = rms_s[p_lo:p_hi]
         quiet = float(np.min(rms_s[p_lo : p_hi + _ms(fs, 8.0)]))
-        if rms_s[p_peak] - quiet >= P_MIN_RMS_MV and p_peak - p_lo > _ms(fs, 10.0):
+        # the P wave is the last clear hump before the QRS, not the largest value in the window
+        # (the window may start on the tail of the previous T or a U wave)
+        humps, _ = signal.find_peaks(seg, prominence=0.6 * P_MIN_RMS_MV)
+        humps = [int(h) for h in humps if seg[h] - quiet >= P_MIN_RMS_MV and h > _ms(fs, 10.0)]
+        p_peak = p_lo + (humps[-1] if humps else int(np.argmax(seg)))
+        if humps:
             w = _ms(fs, P_AREA_WINDOW_MS)
             # onset: the same indicator on the time-reversed curve (rev[j] = rms_s[p_peak + w - j])
             rev = rms_s[p_lo : p_peak + w + 1][::-1]

@@ -179,13 +179,17 @@ def report_figure(ecg: Ecg12, request: ReadingRequest, clinic_name: str = "", tz
         shown = ", ".join(f"{k} {v}" for k, v in items)
         return f"{f.get('rule_zh', '')}［{shown}］"
 
-    flag_text = "；".join(flag_line(f) for f in flags) if flags else "无"
-    ax.text(GRID_X0_MM, 45.0, f"自动提示（非诊断）：{flag_text}"[:300], fontsize=6, fontproperties=fp, wrap=True)
+    # one line per flag, urgent ones first, at most 4
+    ordered = sorted(flags, key=lambda f: not f.get("urgent"))
+    lines = [flag_line(f)[:200] for f in ordered[:4]] or ["无"]
+    ax.text(GRID_X0_MM, 47.5, "自动提示（非诊断）：", fontsize=6, fontproperties=fp)
+    for k, line in enumerate(lines):
+        ax.text(GRID_X0_MM + 22.0, 47.5 - 2.4 * k, line, fontsize=5.5, fontproperties=fp)
     rep = request.report
     if rep is not None:
-        ax.text(GRID_X0_MM, 37.0, f"节律：{rep.rhythm}", fontsize=9, fontproperties=fp)
+        ax.text(GRID_X0_MM, 34.5, f"节律：{rep.rhythm}", fontsize=9, fontproperties=fp)
         findings = "；".join(rep.findings) or "-"
-        ax.text(GRID_X0_MM, 30.0, f"所见：{findings}"[:200], fontsize=9, fontproperties=fp)
+        ax.text(GRID_X0_MM, 28.5, f"所见：{findings}"[:200], fontsize=9, fontproperties=fp)
         ax.text(GRID_X0_MM, 22.0, f"诊断意见：{rep.conclusion}"[:200], fontsize=10, fontproperties=fp, weight="bold")
     signer = request.signed_by or "（未签名 unsigned）"
     ax.text(

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_pdf import FigureCanvasPdf
 from matplotlib.collections import LineCollection
@@ -74,7 +75,7 @@ def _num(m: dict[str, object], key: str) -> str:
     return "-" if v is None else f"{float(v):.0f}"  # type: ignore[arg-type]
 
 
-def _grid(ax: object) -> None:
+def _grid(ax: Axes) -> None:
     minor: list[list[tuple[float, float]]] = []
     major: list[list[tuple[float, float]]] = []
     x = GRID_X0_MM
@@ -89,16 +90,16 @@ def _grid(ax: object) -> None:
         (major if i % 5 == 0 else minor).append([(GRID_X0_MM, y), (GRID_X1_MM, y)])
         i += 1
         y = GRID_Y0_MM + i
-    ax.add_collection(LineCollection(minor, colors="#f6c1c1", linewidths=0.25))  # type: ignore[attr-defined]
-    ax.add_collection(LineCollection(major, colors="#e58080", linewidths=0.6))  # type: ignore[attr-defined]
+    ax.add_collection(LineCollection(minor, colors="#f6c1c1", linewidths=0.25))
+    ax.add_collection(LineCollection(major, colors="#e58080", linewidths=0.6))
 
 
-def _calibration_pulse(ax: object, baseline: float) -> None:
+def _calibration_pulse(ax: Axes, baseline: float) -> None:
     x0, h = CAL_X0_MM, 1.0 * GAIN_MM_PER_MV
     w = 0.2 * SPEED_MM_PER_S
     xs = [x0, x0 + 1.0, x0 + 1.0, x0 + 1.0 + w, x0 + 1.0 + w, x0 + 2.0 + w]
     ys = [baseline, baseline, baseline + h, baseline + h, baseline, baseline]
-    ax.plot(xs, ys, color="black", linewidth=0.6)  # type: ignore[attr-defined]
+    ax.plot(xs, ys, color="black", linewidth=0.6)
 
 
 def report_figure(ecg: Ecg12, request: ReadingRequest, clinic_name: str = "", tz: timezone = CHINA_TZ) -> Figure:

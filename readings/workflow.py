@@ -18,7 +18,7 @@ seconds) so tests drive it and nothing here reads a clock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Union
@@ -242,7 +242,7 @@ class ReadingDesk:
     _requests: dict[str, ReadingRequest] = field(default_factory=dict)
     _events: list[Event] = field(default_factory=list)
     _audit: list[AuditRecord] = field(default_factory=list)
-    _ids: Iterable[int] = field(default_factory=itertools.count)
+    _ids: Iterator[int] = field(default_factory=itertools.count)
 
     # --- access -----------------------------------------------------------------------------
     def _is_centre(self, actor: Actor) -> bool:
@@ -291,9 +291,9 @@ class ReadingDesk:
             raise WorkflowError(Reason.INVALID_INPUT, f"referral id must be 1-64 characters, got {referral_id!r}")
         if not patient.patient_id.strip():
             raise WorkflowError(Reason.INVALID_INPUT, "patient id must not be empty")
-        request_id = f"{self.centre_id}-{int(now)}-{next(self._ids)}"  # type: ignore[call-overload]
+        request_id = f"{self.centre_id}-{int(now)}-{next(self._ids)}"
         while request_id in self._requests:  # after a restore the counter may repeat an old id
-            request_id = f"{self.centre_id}-{int(now)}-{next(self._ids)}"  # type: ignore[call-overload]
+            request_id = f"{self.centre_id}-{int(now)}-{next(self._ids)}"
         req = ReadingRequest(
             request_id=request_id,
             clinic_id=actor.organization,

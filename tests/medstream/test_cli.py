@@ -103,7 +103,7 @@ def test_token_durations_and_start_times_people_type():
     assert parse_start("2026-12-01T14:00:00+08:00", 0) == 1796104800.0  # 06:00 UTC
     for bad in ("1 fortnight", "soon", "-5m", "0h"):
         out = medstream("token", "--room", "r", "--identity", "a", "--role", "host", "--secret", SECRET,
-                        "--valid-for", bad)
+                        f"--valid-for={bad}")
         _one_line_error(out, "duration must")
     _one_line_error(medstream("token", "--room", "r", "--identity", "a", "--role", "host", "--secret", SECRET,
                               "--valid-from", "tomorrow-ish"), "--valid-from must be")

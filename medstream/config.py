@@ -144,15 +144,20 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     if not 0 <= port <= 65535:
         raise ConfigError(f"port must be 0-65535, got {port}")
     audit = pick(args.audit_log, "MEDSTREAM_AUDIT_LOG", "audit_log", "var/audit.jsonl")
+    host = str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1"))
+    ice_hosts = tuple(args.ice_host or file.get("ice_host_addresses", []))
+    if not ice_hosts and host in ("127.0.0.1", "localhost"):
+        # serving this machine only: offer the loopback address (aioice never offers it by itself)
+        ice_hosts = ("127.0.0.1",)
     return ServerConfig(
         signaling=signaling,
-        host=str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1")),
+        host=host,
         port=port,
         audit_log=Path(audit) if audit and str(audit).lower() != "none" else None,
         recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
         recordings_retention_days=file.get("recordings_retention_days"),
         rooms=tuple(rooms),
-        ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
+        ice_host_addresses=ice_hosts,
         media=not args.no_media and file.get("media", True),
         api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
     )

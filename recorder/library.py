@@ -217,9 +217,13 @@ def main(argv: list[str]) -> int:
     """`medstream recordings ...`; returns the exit status (0 ok, 1 not found/unreadable, 2 usage)."""
     args = _parser().parse_args(argv)
     if not args.root.is_dir():
-        print(f"medstream recordings: no recordings folder {str(args.root)!r} (the server records into "
-              f"{DEFAULT_ROOT} of the folder it runs in; pass --root)", file=sys.stderr)
-        return 2
+        where = (f"no recordings yet: {str(args.root)!r} does not exist (the server records into "
+                 f"{DEFAULT_ROOT} of the folder it runs in; --root DIR for another)")
+        if args.command == "list":
+            print(where)
+            return 0
+        print(f"medstream recordings: {where}", file=sys.stderr)
+        return 1 if args.command == "show" else 2
     if args.command == "list":
         sessions = list_sessions(args.root, room=args.room)
         if args.json:

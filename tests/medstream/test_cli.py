@@ -113,6 +113,9 @@ def test_token_durations_and_start_times_people_type():
 
 
 def test_recordings_without_a_folder_and_summary_with_a_bad_channel(tmp_path, ecg_data_dir):
-    _one_line_error(medstream("recordings", "--root", str(tmp_path / "none"), "list"), "no recordings folder")
+    listing = medstream("recordings", "--root", str(tmp_path / "none"), "list")
+    assert listing.returncode == 0 and "no recordings yet" in listing.stdout, listing
+    _one_line_error(medstream("recordings", "--root", str(tmp_path / "none"), "prune", "--older-than", "3"),
+                    "no recordings yet")
     out = medstream("ecg-summary", str(ecg_data_dir / "mitdb" / "100"), "--channel", "7")
     assert out.returncode == 2 and "Traceback" not in out.stderr and "channel 7" in out.stderr, out.stderr[-1500:]

@@ -119,7 +119,7 @@ class HttpServer:
         *,
         max_frame_bytes: int,
         static_root: Path | None = None,
-        ping_interval_s: float = 20.0,
+        ping_interval_s: float = 40.0,
     ) -> None:
         self.driver = driver
         self.static_root = static_root
@@ -156,6 +156,8 @@ class HttpServer:
             self._runner = None
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        # aiohttp gives up on a ping after heartbeat/2: 20 s, as lenient as a congested township
+        # link needs (a ping queued behind video on a 200 kbit/s link can take seconds)
         ws = web.WebSocketResponse(
             max_msg_size=self.max_frame_bytes, compress=False, heartbeat=self.ping_interval_s, autoping=True,
         )

@@ -62,9 +62,9 @@ export class Tile {
     this.root.classList.toggle("novideo", !this.hasVideo || (this.self && cameraOff) || muted("video"));
     this.mod.replaceChildren();
     if (moderator && !this.self && this.onModerate) {
-      const has = (kind) => tracks.some((x) => x.kind === kind);
-      if (has("audio")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "audio", !muted("audio")) }, muted("audio") ? t("mod.unmute") : t("mod.mute")));
-      if (has("video")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "video", !muted("video")) }, muted("video") ? t("mod.cam_on") : t("mod.cam_off")));
+      const publishes = (kind) => tracks.some((x) => x.kind === kind);
+      if (publishes("audio")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "audio", !muted("audio")) }, muted("audio") ? t("mod.unmute") : t("mod.mute")));
+      if (publishes("video")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "video", !muted("video")) }, muted("video") ? t("mod.cam_on") : t("mod.cam_off")));
       this.mod.append(el("button.danger", { onclick: () => this.onModerate("remove", p) }, t("mod.remove")));
     }
   }

@@ -256,7 +256,7 @@ export class Conference {
       this.publishing = false;
     }
     this._render();
-    if (!resumed && this.room.mayPublish) await this.startPublishing();
+    if (!resumed && this.room.publishAllowed) await this.startPublishing();
   }
 
   /**

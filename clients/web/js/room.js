@@ -66,7 +66,7 @@ export class RoomState {
     return this.may("moderate");
   }
 
-  get mayPublish() {
+  get publishAllowed() {
     return this.may("publish_audio") || this.may("publish_video");
   }
 

@@ -175,7 +175,11 @@ export class Conference {
     this.sig.on("error", (m) => {
       if (m.id === null || m.id === undefined) { this.errors.push(m); toast(reasonText(m.reason)); }
     });
-    this.sig.on("bye", (m) => { if (m.reason === "removed") this._banner("banner.removed"); });
+    this.sig.on("bye", (m) => {
+      if (m.reason === "removed") this._banner("banner.removed");
+      // the server may close with `bye` (room_ended) and no `room_ended` before it: same end
+      if (m.reason === "room_ended") this._end(null);
+    });
     this.sig.on("room_ended", (m) => this._end(m.reason));
     this.sig.on("participant_updated", (m) => this._maybeRoleChanged(m.participant));
     this.bedTiles = new Map();

@@ -31,10 +31,11 @@ export function toast(text, ms = 4000) {
   toast.timer = setTimeout(() => { t.hidden = true; }, ms);
 }
 
-/** Shared AudioContext (created lazily; autoplay policy permitting). */
-export function audioContext() {
+/** Shared AudioContext (created lazily). With `resume` it asks to run (the browser allows it
+ *  after a user gesture, or always under a lenient autoplay policy). */
+export function audioContext({ resume = true } = {}) {
   if (!audioContext.ctx) audioContext.ctx = new AudioContext();
-  if (audioContext.ctx.state === "suspended") audioContext.ctx.resume().catch(() => {});
+  if (resume && audioContext.ctx.state === "suspended") audioContext.ctx.resume().catch(() => {});
   return audioContext.ctx;
 }
 

@@ -75,14 +75,23 @@ function renderAlarms() {
   }
 }
 
+const soundLog = [];  // changes of what the wall shows about sound (automation: window.medstream)
+
 function renderSound() {
   const state = ended ? "off" : alarms.soundState();
   $("sound").hidden = state !== "off" || ended;
   const pill = $("soundstate");
+  pill.hidden = ended;
   pill.className = `pill sound-${state}`;
   pill.dataset.state = state;
   if (state === "silenced") setText(pill, "sound.silenced", { time: formatTime(alarms.silencedUntil) });
   else setText(pill, state === "on" ? "sound.on" : "sound.off");
+  const last = soundLog[soundLog.length - 1];
+  const button = !$("sound").hidden;
+  if (!last || last.state !== state || last.button !== button) {
+    soundLog.push({ state, button, buttonText: $("sound").textContent, pill: pill.textContent, at: Date.now(),
+                    userActivated: navigator.userActivation ? navigator.userActivation.hasBeenActive : null });
+  }
 }
 
 function renderState(s) {
@@ -90,7 +99,8 @@ function renderState(s) {
   $("state").className = `pill state-${s}`;
 }
 
-$("ack").addEventListener("click", () => { alarms.acknowledge(); renderAlarms(); renderSound(); });
+// acknowledging is a click too: the tone may sound from then on
+$("ack").addEventListener("click", () => { alarms.acknowledge(); alarms.enableSound().catch(() => {}); renderAlarms(); renderSound(); });
 $("sound").addEventListener("click", async () => { await alarms.enableSound().catch(() => {}); renderSound(); });
 
 const token = tokenFromUrl();
@@ -118,6 +128,8 @@ function end(reason) {
   $("banner").hidden = false;
 }
 sig.on("room_ended", (m) => end(m.reason));
+// the server may close with `bye` (reason room_ended) without a `room_ended` first: same end
+sig.on("bye", (m) => { if (m.reason === "room_ended") end(null); });
 
 setInterval(() => {
   $("clock").textContent = formatTime(Date.now());
@@ -139,6 +151,7 @@ window.medstream = {
   get streams() { return store.snapshot(); },
   get alarms() { return alarms.snapshot(); },
   get ended() { return ended; },
+  get soundLog() { return soundLog; },
   acknowledge() { alarms.acknowledge(); renderAlarms(); renderSound(); },
   heartRate(streamId) { const s = store.streams.get(streamId); return s ? s.heartRateBpm : null; },
   /** Ink on each bed's trace canvas: {stream: {columns: fraction of x with ink, redraws}}. */
@@ -152,7 +165,9 @@ window.medstream = {
       for (let x = 0; x < c.width; x++) {
         for (let y = 0; y < c.height; y++) { if (d[(y * c.width + x) * 4 + 3] > 0) { cols += 1; break; } }
       }
-      out[id] = { columns: cols / c.width, width: c.width, redraws: tile.view.redraws, drawn: tile.view.drawn };
+      out[id] = { columns: cols / c.width, width: c.width, redraws: tile.view.redraws, drawn: tile.view.drawn,
+                  firstDrawn: tile.view.firstDrawn, newest: tile.stream.newest,
+                  drawnPx: tile.view.drawn === null ? 0 : (tile.view.drawn - tile.view.firstDrawn) / tile.stream.fs * 25 * 96 / 25.4 };
     }
     return out;
   },

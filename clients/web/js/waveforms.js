@@ -527,7 +527,7 @@ export class AlarmCenter {
   /** "on", "off" (the browser has not allowed sound yet: it needs a click) or "silenced". */
   soundState() {
     let ctx = null;
-    try { ctx = audioContext(); } catch { return "off"; }
+    try { ctx = audioContext({ resume: false }); } catch { return "off"; }
     if (ctx.state !== "running") return "off";
     return Date.now() < this.silencedUntil ? "silenced" : "on";
   }
@@ -559,7 +559,10 @@ export class AlarmCenter {
 
   _burst(priority) {
     let ctx;
-    try { ctx = audioContext(); } catch { return; }
+    // never resumes by itself: sound starts from a click (the wall asks for it), so the page
+    // always knows, and shows, whether its alarms can be heard
+    try { ctx = audioContext({ resume: false }); } catch { return; }
+    if (ctx.state !== "running") { this.silentBursts = (this.silentBursts || 0) + 1; return; }
     const spec = {
       high: { f: 960, pulses: [0, 0.2, 0.4, 1.0, 1.2] },
       medium: { f: 660, pulses: [0, 0.25, 0.5] },
@@ -582,6 +585,6 @@ export class AlarmCenter {
 
   snapshot() {
     return { active: this.list(), sounding: this.sounding(), bursts: this.bursts,
-             silencedUntil: this.silencedUntil, sound: this.soundState() };
+             silencedUntil: this.silencedUntil, sound: this.soundState(), silentBursts: this.silentBursts || 0 };
   }
 }

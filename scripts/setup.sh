@@ -12,6 +12,11 @@ want_test=0
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+# Chinese names and the Chinese interface need a CJK font (kiosk and wall PCs, headless Chromium)
+if ! { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh family 2>/dev/null | grep -q .; } \
+   && ! dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null | grep -q "install ok installed"; then
+  need+=(fonts-noto-cjk)
+fi
 if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)

@@ -38,9 +38,12 @@ async def test_unreachable_media_server_is_reported_within_10_s_and_retried(tmp_
                                what="the cannot-reach-media message")
         assert loop.time() - opened_at < 10 + 2, "message later than 10 s after the page opened"
         assert "无法连接媒体服务器" in shown and "防火墙" in shown and "TURN" in shown, shown
-        state = await page.evaluate("""() => ({ media: window.medstream.media,
+        # (the first fresh-session attempt may be under way: the pill says "reconnecting" then)
+        state = await wait_for(page, """() => { const s = { media: window.medstream.media,
             pill: document.getElementById('state').textContent,
-            badges: [...document.querySelectorAll('.tile .quality')].map(q => [q.dataset.grade, q.textContent]) })""")
+            badges: [...document.querySelectorAll('.tile .quality')].map(q => [q.dataset.grade, q.textContent]) };
+            return window.medstream.state === 'joined' && s.badges.length ? s : null; }""",
+                               what="joined again after the first attempt")
         assert state["media"]["state"] == "unreachable", state
         assert state["media"]["connectionState"] != "connected", state
         assert state["pill"] == "已连接 · 无音视频", state

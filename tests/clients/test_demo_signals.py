@@ -39,10 +39,16 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
                        and any(p.stat().st_size > 0 for p in recordings.glob("*/*/*.dat"))):
                 await asyncio.sleep(0.2)
 
-        await asyncio.wait_for(recording_has_files(), timeout_s(30))
+        try:
+            await asyncio.wait_for(recording_has_files(), timeout_s(30))
+        except TimeoutError:
+            raise AssertionError(f"no recorded samples after 30 s: {sorted(map(str, recordings.rglob('*')))}") from None
         assert [s.complete for s in list_sessions(recordings)] == [False]  # recording, not finished yet
         proc.send_signal(signum)
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s(30))
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s(30))
+        except TimeoutError:
+            raise AssertionError(f"demo still running 30 s after {signum.name}") from None
         assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
         assert "finishing recordings" in out.decode(), out.decode()
         sessions = list_sessions(recordings)

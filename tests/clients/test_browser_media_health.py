@@ -1,4 +1,4 @@
-"""A media connection that cannot come up is said in plain words, in real Chromium.
+"""A media connection that cannot come up, or drops, is said in plain words, in real Chromium.
 
 The server offers an ICE address no browser can reach (192.0.2.10, TEST-NET-1, not on this
 machine): signaling works, media never does - a clinic behind a firewall, a wrong `--ice-host`.
@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.browser import closing, launch, make_fake_media, open_page, page_errors, screenshot, wait_for
+from tests.clients.browser import (
+    closing,
+    launch,
+    make_fake_media,
+    open_page,
+    page_errors,
+    screenshot,
+    wait_for,
+    wait_receiving,
+)
 from tests.helpers import running_app, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
@@ -64,3 +73,42 @@ async def test_unreachable_media_server_is_reported_within_10_s_and_retried(tmp_
         assert "Cannot reach the media server" in text and "firewall" in text, text
         assert (await page.locator(".tile .quality").first.inner_text()) == "no media"
         assert page_errors(log) == []
+
+
+async def test_dropped_media_is_reported_and_comes_back_by_itself(tmp_path: Path) -> None:
+    """Media works, then the server's end of the expert's peer connection goes away (as when a
+    clinic's NAT mapping or firewall state is lost): the expert's page says media dropped, starts
+    a fresh session by itself, and both doctors see and hear each other again."""
+    from playwright.async_api import async_playwright
+
+    media = make_fake_media(tmp_path, "b", (40, 60, 220), 880.0)
+    async with running_app(media=True, ice_host_addresses=("127.0.0.1",)) as app, async_playwright() as pw, \
+            closing(await launch(pw, media)) as browser:
+        url = f"{app.url}/consultation.html?token="
+        host, host_log = await open_page(browser, url + token("consult-drop", "dr-a", "host", kind="consultation",
+                                                              name="Dr A"), "host")
+        await wait_for(host, "() => window.medstream.state === 'joined' && window.medstream.publishing", what="host")
+        expert, expert_log = await open_page(browser, url + token("consult-drop", "dr-b", "expert", name="Dr B"),
+                                             "expert")
+        await wait_for(expert, "() => window.medstream.state === 'joined' && window.medstream.publishing", what="expert")
+        host_id = await host.evaluate("window.medstream.participant.participant_id")
+        old_expert = await expert.evaluate("window.medstream.participant.participant_id")
+        await wait_receiving(expert, host_id)
+        assert await expert.evaluate("window.medstream.media.state") == "connected"
+
+        await app.media.close_peer(old_expert)  # the server's side of the media path is gone
+        dropped = await wait_for(expert, """() => window.medstream.media.history.find(
+            h => h.state === 'dropped' && h.message)""", timeout=25, what="the media-dropped message")
+        assert "dropped" in dropped["message"] and "firewall" in dropped["message"], dropped
+        await wait_for(expert, "() => window.medstream.media.state === 'connected'", timeout=20,
+                       what="media back by itself")
+        new_expert = await expert.evaluate("window.medstream.participant.participant_id")
+        assert new_expert != old_expert  # a fresh session
+        await wait_receiving(expert, host_id)
+        await wait_receiving(host, new_expert)
+        await wait_for(expert, "() => document.getElementById('mediabanner').hidden", what="message gone")
+        # the host sees one Dr B, not a ghost of the old session
+        others = await wait_for(host, """() => { const ps = window.medstream.participants.filter(p => p.identity === 'dr-b');
+            return ps.length === 1 ? ps : null; }""", what="one Dr B on the host's page")
+        assert others[0]["participant_id"] == new_expert
+        assert page_errors(host_log, expert_log) == []

@@ -25,6 +25,8 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
         sys.executable, "-m", "medstream.cli", "demo", "--port", "0", "--record", "monitoring",
         "--recordings-dir", str(recordings), "--secret", "demo-signal-test-secret-0123456789abcdef",
         cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    stderr_task = asyncio.ensure_future(proc.stderr.read())  # drained all along: a full pipe would block the demo
     try:
         assert proc.stdout is not None
         lines: list[str] = []
@@ -46,9 +48,11 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
         assert [s.complete for s in list_sessions(recordings)] == [False]  # recording, not finished yet
         proc.send_signal(signum)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s(30))
+            out = await asyncio.wait_for(proc.stdout.read(), timeout_s(30))
+            await asyncio.wait_for(proc.wait(), timeout_s(30))
         except TimeoutError:
             raise AssertionError(f"demo still running 30 s after {signum.name}") from None
+        err = await stderr_task
         assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
         assert "finishing recordings" in out.decode(), out.decode()
         sessions = list_sessions(recordings)
@@ -61,3 +65,4 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        stderr_task.cancel()

@@ -158,7 +158,7 @@ export class Conference {
     this.ended = false;
     this.errors = [];
     this.health = { state: "none", since: Date.now(), restarts: 0, nextRestartAt: 0, connectedOnce: false,
-                    pc: null, pcSince: 0, badSince: null, message: null };
+                    pc: null, pcSince: 0, badSince: null, message: null, history: [] };
     this.inboundSeen = new Map();  // participant id -> {bytes, at}: when media from them last grew
     this.sig = new Signaling({
       token: this.token, media: true,
@@ -436,6 +436,7 @@ export class Conference {
     }
     if (h.state !== before) {
       h.since = now;
+      h.history.push({ state: h.state, at: now });
       if (h.state === "connected" && ["unreachable", "dropped"].includes(before)) {
         this._mediaBanner(null);
         toast(t("media.restored"));
@@ -448,6 +449,7 @@ export class Conference {
       h.restarts += 1;
       h.nextRestartAt = now + MEDIA_RESTART_DELAYS_MS[Math.min(h.restarts, MEDIA_RESTART_DELAYS_MS.length - 1)];
       this._mediaBanner(h.state === "unreachable" ? "media.unreachable" : "media.dropped", { n: h.restarts });
+      h.history.push({ state: h.state, at: now, restart: h.restarts, message: h.message });
       this.sig.restart();
     }
   }
@@ -618,7 +620,7 @@ export class Conference {
       get ended() { return conf.ended; },
       get media() {
         const h = conf.health;
-        return { state: h.state, restarts: h.restarts, message: h.message,
+        return { state: h.state, restarts: h.restarts, message: h.message, history: h.history,
                  connectionState: conf.media.pc ? conf.media.pc.connectionState : "none" };
       },
       get speaking() { return Object.fromEntries([...conf.tiles].map(([pid, x]) => [pid, x.level])); },

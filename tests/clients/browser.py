@@ -113,14 +113,16 @@ class PageLog:
 
 
 async def open_page(browser: Browser, url: str, label: str,
-                    viewport: tuple[int, int] = (1280, 800), locale: str = "en-US") -> tuple[Page, PageLog]:
+                    viewport: tuple[int, int] = (1280, 800), locale: str = "en-US",
+                    timezone: str | None = None) -> tuple[Page, PageLog]:
     """A new context + page at `url` (its own cookies/storage: one participant per context).
 
     `locale` is the browser's language (navigator.languages), which picks the page's language
     when none was chosen before: "zh-CN" gives Chinese, "en-US" (the default here, so tests can
-    name English buttons) English.
+    name English buttons) English. `timezone` (IANA name) is the viewer's time zone.
     """
-    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, locale=locale)
+    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, locale=locale,
+                                        timezone_id=timezone)
     page = await context.new_page()
     log = PageLog(page, label)
     await page.goto(url)

@@ -222,7 +222,8 @@ export class Conference {
       this.stateEl.className = `pill state-${noMedia ? "no-media" : s}`;
     }
     if (this.ended) return;
-    if (s === "reconnecting") this._banner("banner.reconnecting");
+    // a media restart reconnects on purpose: its own banner already says why
+    if (s === "reconnecting" && !this.health.restarting) this._banner("banner.reconnecting");
     if (s === "joined" && this.bannerEl && this.bannerEl.dataset.i18n === "banner.reconnecting") this._banner(null);
   }
 
@@ -450,7 +451,8 @@ export class Conference {
       h.nextRestartAt = now + MEDIA_RESTART_DELAYS_MS[Math.min(h.restarts, MEDIA_RESTART_DELAYS_MS.length - 1)];
       this._mediaBanner(h.state === "unreachable" ? "media.unreachable" : "media.dropped", { n: h.restarts });
       h.history.push({ state: h.state, at: now, restart: h.restarts, message: h.message });
-      this.sig.restart();
+      h.restarting = true;
+      this.sig.restart().finally(() => { h.restarting = false; });
     }
   }
 

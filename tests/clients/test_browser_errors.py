@@ -64,7 +64,8 @@ async def test_error_banners_are_sentences_with_local_times() -> None:
         delta = abs((dt.datetime.combine(now.date(), shown, BEIJING) - now).total_seconds())
         assert min(delta, 86400 - delta) < 5, (clock, now)
 
-        index, log5 = await open_page(browser, f"{app.url}/", "index", locale="zh-CN")
+        index, log5 = await open_page(browser, f"{app.url}/", "index", locale="zh-CN", viewport=(390, 844))
         assert await index.evaluate("document.documentElement.lang") == "zh-CN"
         assert "中央监护墙" in await index.inner_text("body")
+        assert await index.evaluate("document.documentElement.scrollWidth <= innerWidth")
         assert page_errors(log, log2, log3, log4, log5) == []

@@ -116,8 +116,10 @@ def test_every_value_the_server_sends_has_words_in_both_languages() -> None:
     wanted |= {f"kind.{k}" for k in ROOM_KINDS}
     wanted |= {f"alarm.{k.value}" for k in AlarmKind} | {f"alarm.{k}" for k in EXPECTED_ALARM_KINDS}
     wanted |= {f"bye.{r}" for r in BYE_REASONS}
-    server = "\n".join(p.read_text() for d in ("signaling", "media_server", "medstream")
-                       for p in (REPO_ROOT / d).glob("*.py"))
+    # every server package, wherever the wire and relay modules live (signaling/, protocol/, ...)
+    packages = [d for d in REPO_ROOT.iterdir() if (d / "__init__.py").exists()
+                and d.name not in ("tests", "clients", "bench", "dsp", "recorder")]
+    server = "\n".join(p.read_text() for d in packages for p in d.rglob("*.py"))
     end_reasons = set(re.findall(r"\.end\(\s*\"([a-z_]+)\"", server))
     assert {"ended_by_host", "empty"} <= end_reasons, end_reasons
     wanted |= {f"ended.{r}" for r in end_reasons}

@@ -138,7 +138,9 @@ setInterval(() => {
 }, 1000);
 
 const stopAnimation = animate(() => [...tiles.values()].map((x) => x.view));
-window.addEventListener("resize", layout);
+// the beds' area changes with the window, a rotation, a banner or a wrapped header
+if (window.ResizeObserver) new ResizeObserver(() => layout()).observe($("beds"));
+else window.addEventListener("resize", layout);
 onLanguageChange(() => { renderAlarms(); renderSound(); for (const tile of tiles.values()) tile.update(); });
 renderAlarms();
 renderSound();

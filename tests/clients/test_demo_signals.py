@@ -8,6 +8,7 @@ recording has files, the process gets the signal. It must exit 0 and leave every
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "medstream.cli", "demo", "--port", "0", "--record", "monitoring",
         "--recordings-dir", str(recordings), "--secret", "demo-signal-test-secret-0123456789abcdef",
-        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     assert proc.stderr is not None
     stderr_task = asyncio.ensure_future(proc.stderr.read())  # drained all along: a full pipe would block the demo
     try:
@@ -51,7 +53,10 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
             out = await asyncio.wait_for(proc.stdout.read(), timeout_s(30))
             await asyncio.wait_for(proc.wait(), timeout_s(30))
         except TimeoutError:
-            raise AssertionError(f"demo still running 30 s after {signum.name}") from None
+            proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack to stderr
+            await asyncio.wait_for(proc.wait(), timeout_s(10))
+            tail = (await stderr_task).decode()[-6000:]
+            raise AssertionError(f"demo still running 30 s after {signum.name}:\n{tail}") from None
         err = await stderr_task
         assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
         assert "finishing recordings" in out.decode(), out.decode()

@@ -36,6 +36,8 @@ import websockets
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
+from protocol import signaling as wire
+
 KEY_BYTES = 64
 
 
@@ -115,8 +117,7 @@ class LightSubscriber:
 
     async def run(self, stop: asyncio.Event) -> None:
         async with websockets.connect(self.url, max_size=None, open_timeout=120) as ws:
-            await ws.send(json.dumps({"type": "join", "v": 1, "id": 1, "token": self.token,
-                                      "media": True}))
+            await ws.send(wire.encode(wire.Join(wire.PROTOCOL_VERSION, self.token, media=True, id=1)))
             pinger = asyncio.ensure_future(_ping(ws))
             reader = asyncio.ensure_future(self._read(ws))
             stopper = asyncio.ensure_future(stop.wait())
@@ -138,7 +139,7 @@ class LightSubscriber:
             msg = json.loads(raw)
             if msg["type"] == "sdp" and msg.get("sdp_type") == "offer":
                 answer = await self._answer(msg["sdp"])
-                await ws.send(json.dumps({"type": "sdp", "sdp_type": "answer", "sdp": answer}))
+                await ws.send(wire.encode(wire.Sdp("answer", answer)))
             elif msg["type"] == "quality" and self.quality_reporter:
                 # docs/protocol.md nests the figures in "stats"; the wire sends them flat
                 loss = msg.get("loss_pct", (msg.get("stats") or {}).get("loss_pct"))
@@ -216,7 +217,7 @@ async def _ping(ws: Any) -> None:
     with contextlib.suppress(Exception):
         while True:
             await asyncio.sleep(10)
-            await ws.send(json.dumps({"type": "ping"}))
+            await ws.send(wire.encode(wire.Ping()))
 
 
 async def _run(spec: dict[str, Any]) -> None:

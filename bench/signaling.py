@@ -4,6 +4,10 @@ The server runs as its own process (`medstream serve`, uvloop) pinned to one cor
 here, pinned to the other core where there is one. Figures are printed and written as JSON.
 
     python -m bench.signaling --joins 2000 --room-size 500 --messages 50 --json bench/results/signaling.json
+
+`--baseline-tree DIR` runs the same clients against a server started from another checkout (e.g.
+`git worktree add /tmp/before <commit>`) too, the two interleaved `--rounds` times, and prints the
+medians side by side with their ratios: how a change of the server was measured.
 """
 
 from __future__ import annotations
@@ -22,18 +26,22 @@ from typing import Any
 import websockets
 
 from bench.proc import cpu_seconds, free_port, pin_to_core, rss_mb, wait_for_port
+from protocol import signaling as wire
 from signaling.tokens import issue_token
 
 SECRET = "bench-secret-0123456789-0123456789-abcdef"
 
 
-def start_server(port: int, core: int | None) -> subprocess.Popen[bytes]:
+def start_server(port: int, core: int | None, tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """`medstream serve` (signaling only) from this checkout, or from `tree`."""
     cmd = [sys.executable, "-m", "medstream.cli", "serve", "--port", str(port), "--secret", SECRET,
            "--no-media", "--audit-log", "", "--log-level", "WARNING"]
     if core is not None and _have_taskset():
         cmd = ["taskset", "-c", str(core), *cmd]
     env = dict(os.environ, MEDSTREAM_AUDIT_LOG="")
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, cwd=tree)
 
 
 def _have_taskset() -> bool:
@@ -43,12 +51,12 @@ def _have_taskset() -> bool:
 async def join(url: str, room: str, identity: str, role: str, kind: str | None = None) -> websockets.ClientConnection:
     ws = await websockets.connect(url, compression=None, max_queue=None)
     tok = issue_token(SECRET, room=room, identity=identity, role=role, room_kind=kind)
-    await ws.send(json.dumps({"type": "join", "v": 1, "token": tok}))
+    await ws.send(wire.encode(wire.Join(wire.PROTOCOL_VERSION, tok)))
     while True:
-        msg = json.loads(await ws.recv())
-        if msg["type"] == "joined":
+        msg = wire.decode_server_message(await ws.recv())
+        if isinstance(msg, wire.Joined):
             return ws
-        if msg["type"] == "error":
+        if isinstance(msg, wire.Error):
             raise RuntimeError(msg)
 
 
@@ -155,24 +163,15 @@ async def bench_fanout(url: str, room_size: int, messages: int, server_pid: int)
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--joins", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--room-size", type=int, default=500)
-    parser.add_argument("--messages", type=int, default=50)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-
+def run_once(args: argparse.Namespace, tree: Path | None) -> dict[str, Any]:
+    """One server process, the three measurements."""
     port = free_port()
     cores = os.cpu_count() or 1
-    server = start_server(port, 0 if cores > 1 else None)
-    if cores > 1:
-        pin_to_core(1)
+    server = start_server(port, 0 if cores > 1 else None, tree)
     try:
         wait_for_port(port)
         url = f"ws://127.0.0.1:{port}/ws"
-        result: dict[str, Any] = {"bench": "signaling", "cores": cores, "server_pinned_core": 0 if cores > 1 else None}
+        result: dict[str, Any] = {"server_tree": str(tree) if tree else "."}
         result["joins_consultation"] = _run(bench_joins(url, args.joins, args.concurrency, server.pid, 10, "consultation"))
         result["joins_broadcast"] = _run(bench_joins(url, args.joins, args.concurrency, server.pid, 500, "broadcast"))
         result["fanout"] = _run(bench_fanout(url, args.room_size, args.messages, server.pid))
@@ -180,7 +179,54 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(10)
-    print(json.dumps(result, indent=2))
+    return result
+
+
+HEADLINES = (("joins_consultation", "joins_per_s"), ("joins_broadcast", "joins_per_s"),
+             ("joins_consultation", "server_cpu_ms_per_join"), ("fanout", "latency_ms_p50"),
+             ("fanout", "latency_ms_p99"), ("fanout", "server_cpu_ms_per_fanout"), ("server_rss_mb", None))
+
+
+def _figure(run: dict[str, Any], section: str, key: str | None) -> float | None:
+    value = run.get(section) if key is None else (run.get(section) or {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--joins", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--room-size", type=int, default=500)
+    parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("--baseline-tree", type=Path, help="also measure a server run from this checkout")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (with --baseline-tree)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    cores = os.cpu_count() or 1
+    if cores > 1:
+        pin_to_core(1)
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    for _ in range(max(1, args.rounds)):
+        runs["this"].append(run_once(args, None))
+        if args.baseline_tree is not None:
+            runs["baseline"].append(run_once(args, args.baseline_tree.resolve()))
+    result: dict[str, Any] = {"bench": "signaling", "cores": cores, "server_pinned_core": 0 if cores > 1 else None,
+                              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                              **runs["this"][0], "runs": runs}
+    if args.baseline_tree is not None:
+        table = {}
+        for section, key in HEADLINES:
+            name = section if key is None else f"{section}.{key}"
+            ours = [v for r in runs["this"] if (v := _figure(r, section, key)) is not None]
+            base = [v for r in runs["baseline"] if (v := _figure(r, section, key)) is not None]
+            if ours and base:
+                m_ours, m_base = statistics.median(ours), statistics.median(base)
+                table[name] = {"this": m_ours, "baseline": m_base,
+                               "ratio_this_over_baseline": round(m_ours / m_base, 3) if m_base else None}
+        result["comparison_medians"] = table
+    print(json.dumps(result if args.baseline_tree is None else result["comparison_medians"], indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -123,7 +123,7 @@ class _Probe:
 
 def _probed_relay(config: Any, probe: _Probe) -> Any:
     """A WaveformRelay that times each monitor frame and each chunk's wait in viewer outboxes."""
-    from media_server.waveform_relay import ViewerOutbox, WaveformRelay
+    from waveforms import ViewerOutbox, WaveformRelay
 
     perf = time.perf_counter
 
@@ -157,17 +157,20 @@ def _probed_relay(config: Any, probe: _Probe) -> Any:
 
 
 async def _serve(rooms: int, analysis: bool) -> None:
-    from media_server.waveform_relay import WaveformConfig
+    from medstream.app import MedstreamApp
+    from medstream.config import ServerConfig
     from signaling.hub import Hub, SignalingConfig
-    from signaling.server import ServerParts, SignalingServer
+    from waveforms import WaveformConfig
 
-    hub = Hub(SignalingConfig(secret=SECRET, binary_rate_per_s=1000.0))
+    signaling = SignalingConfig(secret=SECRET, binary_rate_per_s=1000.0)
+    hub = Hub(signaling)
     for r in range(rooms):
         hub.create_room(f"ward-{r}", "monitoring", time.time(), persistent=True)
     probe = _Probe()
     relay = _probed_relay(WaveformConfig(analysis=analysis), probe)
-    server = SignalingServer(hub, parts=ServerParts(waveforms=relay))
-    await server.start("127.0.0.1", 0)
+    server = MedstreamApp(ServerConfig(signaling, port=0, audit_log=None, media=False, recorder=False),
+                          hub=hub, relay=relay)
+    await server.start()
     watcher = asyncio.ensure_future(probe.watch_loop())
     print(f"PORT {server.port}", flush=True)
     loop = asyncio.get_running_loop()
@@ -309,7 +312,7 @@ async def _viewer(plan: _WorkerPlan, window: _Window, token: str, latencies: lis
                   counts: Counter[str]) -> None:
     import websockets
 
-    from signaling.waveform_wire import chunk_timing
+    from protocol.waveforms import chunk_timing
 
     async with websockets.connect(plan.url, max_size=None, compression=None,
                                   open_timeout=60) as ws:
@@ -330,7 +333,7 @@ async def _viewer(plan: _WorkerPlan, window: _Window, token: str, latencies: lis
 def _precode(plan: _WorkerPlan) -> dict[int, list[Any]]:
     """Every chunk every monitor of this worker will send, encoded before the run."""
     from clients.monitor_sim import SyntheticSource
-    from signaling.waveform_wire import Chunk, precode_chunk
+    from protocol.waveforms import Chunk, precode_chunk
 
     base = SyntheticSource(72.0, (), plan.fs, seed=1, block_s=10.0)
     signal = base.read(int(60 * plan.fs))[0]
@@ -346,8 +349,8 @@ def _precode(plan: _WorkerPlan) -> dict[int, list[Any]]:
 
 
 async def _work(plan: _WorkerPlan) -> dict[str, Any]:
+    from protocol.waveforms import Announce, ChannelInfo, encode
     from signaling.tokens import issue_token
-    from signaling.waveform_wire import Announce, ChannelInfo, encode
 
     frames = _precode(plan)
     channels = (ChannelInfo("II", "mV", 200.0, 0),)
@@ -404,8 +407,8 @@ def _relay_only(args: argparse.Namespace) -> dict[str, Any]:
     robust to other load on the machine, unlike the end-to-end latencies.
     """
     from clients.monitor_sim import SyntheticSource
-    from media_server.waveform_relay import WaveformConfig, WaveformRelay
-    from signaling.waveform_wire import Announce, Chunk, encode
+    from protocol.waveforms import Announce, Chunk, encode
+    from waveforms import WaveformConfig, WaveformRelay
 
     rooms = (args.monitors + args.beds_per_room - 1) // args.beds_per_room
     base = SyntheticSource(72.0, (), args.fs, seed=1, block_s=10.0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import re
@@ -32,7 +31,8 @@ from typing import Literal
 import numpy as np
 import websockets
 
-from signaling.waveform_wire import (
+from protocol import signaling as wire
+from protocol.waveforms import (
     Ack,
     Announce,
     ChannelInfo,
@@ -471,27 +471,27 @@ class MonitorSimulator:
         not linger as disconnected next to a new one); a refused resume falls back to a fresh
         join on the same connection."""
         resume = self._resume_key_if_fresh()
-        join: dict[str, object] = {"type": "join", "v": 1, "id": 1, "token": self.config.token}
-        await ws.send(json.dumps({**join, "resume": resume} if resume else join))
+        join = wire.Join(wire.PROTOCOL_VERSION, self.config.token, id=1)
+        await ws.send(wire.encode(replace(join, resume=resume) if resume else join))
         while True:
             raw = await asyncio.wait_for(ws.recv(), self.config.ack_timeout_s)
             if isinstance(raw, bytes):
                 continue
-            msg = json.loads(raw)
-            if msg.get("type") == "joined":
-                self._resume_key = msg.get("resume")
-                self._resume_grace_s = float(msg.get("resume_grace_s") or 0.0)
-                self.stats.resumed += bool(msg.get("resumed"))
+            msg = wire.decode_server_message(raw)
+            if isinstance(msg, wire.Joined):
+                self._resume_key = msg.resume
+                self._resume_grace_s = msg.resume_grace_s
+                self.stats.resumed += msg.resumed
                 return
-            if msg.get("type") == "error":
-                if msg.get("reason") == "resume_failed" and resume:
+            if isinstance(msg, wire.Error):
+                if msg.reason is wire.Reason.RESUME_FAILED and resume:
                     log.info("monitor %s: resume refused, joining afresh", self.config.stream_id)
                     self.stats.resume_refused += 1
                     resume = None
-                    await ws.send(json.dumps({**join, "id": 2}))
+                    await ws.send(wire.encode(replace(join, id=2)))
                     continue
-                if msg.get("reason") in FATAL_JOIN_REASONS:
-                    raise MonitorSimError(f"join refused: {msg.get('reason')}: {msg.get('message')}")
+                if msg.reason.value in FATAL_JOIN_REASONS:
+                    raise MonitorSimError(f"join refused: {msg.reason.value}: {msg.message}")
                 raise websockets.WebSocketException(f"join failed: {msg}")
 
     async def _connection(self, gen: asyncio.Task[None]) -> bool:
@@ -548,8 +548,8 @@ class MonitorSimulator:
     async def _read(self, ws: websockets.ClientConnection, first_ack: asyncio.Future[int]) -> None:
         async for raw in ws:
             if isinstance(raw, str):
-                msg = json.loads(raw)
-                if msg.get("type") == "error":
+                msg = wire.decode_server_message(raw)
+                if isinstance(msg, wire.Error):
                     log.warning("monitor %s: server error %s", self.config.stream_id, msg)
                 continue
             m = decode_server_frame(raw)

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import fractions
-import json
 import logging
 import sys
 import time
@@ -42,6 +41,8 @@ from aiortc import (
 )
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from protocol import signaling as wire
 
 log = logging.getLogger("medstream.publish")
 
@@ -299,19 +300,18 @@ class Publisher:
     async def run(self, until: asyncio.Future[Any] | None = None) -> None:
         """Join, publish, answer offers and ping until `until` completes or the server says bye."""
         async with websockets.connect(self.url, max_size=None) as ws:
-            await ws.send(json.dumps({"type": "join", "v": 1, "id": "join", "token": self.token}))
+            await ws.send(wire.encode(wire.Join(wire.PROTOCOL_VERSION, self.token, id="join")))
             joined = await self._expect(ws, "joined")
-            self.stats.participant_id = joined["participant"]["participant_id"]
-            servers = [RTCIceServer(urls=list(s["urls"]), username=s.get("username"),
-                                    credential=s.get("credential"))
-                       for s in joined.get("ice_servers", [])]
+            assert isinstance(joined, wire.Joined)
+            self.stats.participant_id = joined.participant.participant_id
+            servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+                       for s in joined.ice_servers]
             self.pc = RTCPeerConnection(
                 RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
             )
-            await ws.send(json.dumps({"type": "publish", "id": "publish",
-                                      "audio": "audio" in self.tracks,
-                                      "video": "video" in self.tracks}))
-            pinger = asyncio.ensure_future(self._ping(ws, float(joined.get("heartbeat_s", 10))))
+            await ws.send(wire.encode(wire.Publish(audio="audio" in self.tracks, video="video" in self.tracks,
+                                                   id="publish")))
+            pinger = asyncio.ensure_future(self._ping(ws, joined.heartbeat_s))
             reader = asyncio.ensure_future(self._read(ws))
             waiters: list[asyncio.Future[Any]] = [reader]
             if until is not None:
@@ -324,46 +324,45 @@ class Publisher:
                 pinger.cancel()
                 reader.cancel()
                 with contextlib.suppress(Exception):
-                    await ws.send(json.dumps({"type": "leave"}))
+                    await ws.send(wire.encode(wire.Leave()))
                 await self.pc.close()
 
-    async def _expect(self, ws: Any, type_: str) -> dict[str, Any]:
+    async def _expect(self, ws: Any, type_: str) -> wire.ServerMessage:
         while True:
-            msg = json.loads(await ws.recv())
-            if msg["type"] == "error":
-                raise PublishError(f"server refused: {msg.get('reason')}: {msg.get('message')}")
-            if msg["type"] == type_:
-                return dict(msg)
+            msg = wire.decode_server_message(await ws.recv())
+            if isinstance(msg, wire.Error):
+                raise PublishError(f"server refused: {msg.reason.value}: {msg.message}")
+            if type_ == msg.TYPE:
+                return msg
 
     async def _ping(self, ws: Any, heartbeat_s: float) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             while True:
                 await asyncio.sleep(heartbeat_s)
-                await ws.send(json.dumps({"type": "ping"}))
+                await ws.send(wire.encode(wire.Ping()))
 
     async def _read(self, ws: Any) -> None:
         try:
             async for raw in ws:
                 if not isinstance(raw, str):
                     continue
-                msg = json.loads(raw)
-                kind = msg["type"]
-                if kind == "sdp" and msg.get("sdp_type") == "offer":
-                    answer = await self.answer(msg["sdp"])
-                    await ws.send(json.dumps({"type": "sdp", "sdp_type": "answer", "sdp": answer}))
-                elif kind == "track_published":
-                    track = msg["track"]
-                    if track["participant_id"] != self.stats.participant_id:
-                        await ws.send(json.dumps({"type": "unsubscribe",
-                                                  "track_ids": [track["track_id"]]}))
-                    else:
-                        self.stats.track_ids[track["kind"]] = track["track_id"]
-                        if set(self.stats.track_ids) >= set(self.tracks):
-                            self.published.set()
-                elif kind == "error":
-                    raise PublishError(f"server refused: {msg.get('reason')}: {msg.get('message')}")
-                elif kind in ("bye", "room_ended"):
-                    return
+                match wire.decode_server_message(raw):
+                    case wire.ServerSdp(sdp_type="offer", sdp=offer):
+                        answer = await self.answer(offer)
+                        await ws.send(wire.encode(wire.Sdp("answer", answer)))
+                    case wire.TrackPublished(track=track):
+                        if track.participant_id != self.stats.participant_id:
+                            await ws.send(wire.encode(wire.Unsubscribe((track.track_id,))))
+                        else:
+                            self.stats.track_ids[track.kind] = track.track_id
+                            if set(self.stats.track_ids) >= set(self.tracks):
+                                self.published.set()
+                    case wire.Error(reason=reason, message=message):
+                        raise PublishError(f"server refused: {reason.value}: {message}")
+                    case wire.Bye() | wire.RoomEnded():
+                        return
+                    case _:
+                        pass
         except websockets.ConnectionClosed:
             return
 

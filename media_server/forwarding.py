@@ -76,7 +76,7 @@ class EarlyJitterBuffer(JitterBuffer):
             p = self._packets[(self._origin + i) % self._capacity]
             if p is None or p.timestamp != packet.timestamp:
                 return pli, None
-            parts.append(p._data)
+            parts.append(p._data)  # type: ignore[attr-defined]  # set by aiortc's depayloader
         self.remove(count)
         return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
 

@@ -515,6 +515,12 @@ class Sfu:
         if producer is not None and sink in producer.sinks:
             producer.sinks.remove(sink)
 
+    def request_keyframe(self, track_id: str) -> None:
+        """Ask the publisher of `track_id` for a keyframe now (rate-limited like subscribers' PLIs).
+
+        Raises MediaRequestError(UNKNOWN_TRACK)."""
+        self._producer(track_id).request_keyframe()
+
     def quality(self, peer_id: str) -> PeerQuality | None:
         """Last measured quality of `peer_id` (None before the first report or if unknown)."""
         peer = self._peers.get(peer_id)

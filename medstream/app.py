@@ -1,45 +1,79 @@
-"""Wires the parts into one server: hub, websockets/HTTP driver, SFU, waveform relay, recorder.
+"""One medstream node: the only place where the parts are wired together.
 
-Cleanup runs only for what was set up (aiohttp's runner idea): `start()` records each part it
-started and `stop()` closes those, in reverse.
+hub (signaling core) <- driver (signaling.server) <- HTTP edge (aiohttp, medstream.http)
+driver effects -> media bridge -> SFU;  -> waveform bridge -> relay;  -> room events -> recorder
+
+Each collaborator is annotated with the `Protocol` of its seam where it is wired, so mypy checks
+the fit. Cleanup runs only for what was set up (aiohttp's runner idea): `start()` records each
+part it started and `stop()` closes those, in reverse.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from medstream.api import AdminApi
 from medstream.config import ServerConfig
+from medstream.http import HttpServer
+from medstream.media_bridge import MediaBackend, MediaBridge
+from medstream.metrics import Sample, media_samples, render, signaling_samples, waveform_samples
+from medstream.recordings_http import RecordingsHttp
+from medstream.waveform_bridge import Relay, WaveformBridge
+from signaling import effects as fx
+from signaling import events as ev
 from signaling.audit import AuditLog
 from signaling.hub import Hub
-from signaling.metrics import Sample
-from signaling.server import ServerParts, SignalingServer
+from signaling.server import SignalingServer
 
 log = logging.getLogger("medstream.app")
 
 STATIC_ROOT = Path(__file__).resolve().parents[1] / "clients" / "web"
 
+RoomObserver = Callable[[ev.RoomEvent], None]
+
 
 class MedstreamApp:
-    """One medstream node."""
+    """One medstream node. `hub` / `relay`: parts made by the caller (tests, benchmarks that
+    probe them); by default the node makes its own from `config`."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, hub: Hub | None = None, relay: Relay | None = None) -> None:
         self.config = config
-        self.hub = Hub(config.signaling)
-        self.parts = ServerParts(static_root=STATIC_ROOT if STATIC_ROOT.is_dir() else None)
-        self.server: SignalingServer | None = None
-        self.media: Any = None
-        self.waveforms: Any = None
-        self.recorder: Any = None
+        self.hub = hub if hub is not None else Hub(config.signaling)
+        self.driver = SignalingServer(self.hub, audit=AuditLog(config.audit_log))
+        self.http = HttpServer(self.driver, max_frame_bytes=config.signaling.max_frame_bytes,
+                               static_root=STATIC_ROOT if STATIC_ROOT.is_dir() else None)
+        self.media_bridge = MediaBridge(self.driver, self.hub)
+        self.media: MediaBackend | None = None
+        self.waveforms: Relay | None = relay
+        self.waveform_bridge: WaveformBridge | None = None
+        self.recorder: Any = None  # recorder.service.RecordingService (imported only when on)
         self.sink_failures = 0
-        self.parts.extra_metrics = self.metric_samples
+        self.observers: list[RoomObserver] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        for event_type in ev.ROOM_EVENTS:
+            self.driver.handle(event_type, self._room_event)
+        self.driver.handle(fx.StartRecorder, self._start_recorder)
+        self.driver.handle(fx.StopRecorder, self._stop_recorder)
+        self.http.route("GET", "/healthz", self._healthz)
+        self.http.route("GET", "/metrics", self._metrics)
+        AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit).install(self.http.route)
+
+    @property
+    def server(self) -> SignalingServer:
+        """The signaling driver (tests look at its sockets and tune its tick)."""
+        return self.driver
 
     @property
     def port(self) -> int:
-        assert self.server is not None and self.server.port is not None
-        return self.server.port
+        assert self.http.port is not None
+        return self.http.port
 
     @property
     def url(self) -> str:
@@ -49,101 +83,133 @@ class MedstreamApp:
     def ws_url(self) -> str:
         return f"ws://{self.config.host}:{self.port}/ws"
 
+    # ------------------------------------------------------------------ lifecycle
+
     async def start(self) -> None:
         now = time.time()
         for room_id, kind in self.config.rooms:
             self.hub.create_room(room_id, kind, now, persistent=True)
-        self.server = SignalingServer(self.hub, audit=AuditLog(self.config.audit_log), parts=self.parts)
         if self.config.media:
             self._start_media()
         if self.config.waveforms:
             self._start_waveforms()
         if self.config.recorder:
-            self._start_recorder()
-        await self.server.start(self.config.host, self.config.port)
-        self.server.apply(self.hub.start_policy_recordings())
+            self._start_recorder_service()
+        self.driver.start()
+        if self.waveform_bridge is not None:
+            self.waveform_bridge.start()
+        await self.http.start(self.config.host, self.config.port)
+        self.driver.apply(self.hub.start_policy_recordings())
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
-
-    def _start_media(self) -> None:
-        from media_server.config import MediaConfig
-        from media_server.sfu import Sfu
-
-        assert self.server is not None
-        ice_servers = tuple(self.config.signaling.ice_servers)
-        self.media = Sfu(
-            MediaConfig(ice_host_addresses=self.config.ice_host_addresses, ice_servers=_ice_servers(ice_servers)),
-            self.server.on_media_event,
-        )
-        self.parts.media = self.media
-
-    def _start_waveforms(self) -> None:
-        from media_server.waveform_relay import WaveformConfig, WaveformRelay
-
-        self.waveforms = WaveformRelay(WaveformConfig(), on_sink_failure=self._sink_failed)
-        self.parts.waveforms = self.waveforms
-
-    def _sink_failed(self, group: str, sink: Any, exc: BaseException) -> None:
-        # The relay has already detached the sink and logged; a lossless path failing is loud.
-        self.sink_failures += 1
-        log.error("waveform store sink %r of room %s failed: %r", sink, group, exc)
-
-    def metric_samples(self) -> list[Sample]:
-        """Media and waveform figures for /metrics."""
-        out: list[Sample] = []
-        if self.media is not None:
-            tracks = self.media.tracks()
-            out.append(Sample("medstream_media_peers", len(self.media.peer_ids()), help="open peer connections"))
-            out.append(Sample("medstream_media_tracks", len(tracks), help="published tracks"))
-            for pid in self.media.peer_ids():
-                q = self.media.quality(pid)
-                if q is None:
-                    continue
-                labels = (("participant", pid),)
-                out += [
-                    Sample("medstream_peer_bitrate_kbps", q.bitrate_kbps, labels, help="media bitrate sent+received"),
-                    Sample("medstream_peer_loss_pct", q.loss_pct, labels, help="packet loss, both directions"),
-                    Sample("medstream_peer_jitter_ms", q.jitter_ms, labels, help="worst inter-arrival jitter"),
-                ]
-                if q.rtt_ms is not None:
-                    out.append(Sample("medstream_peer_rtt_ms", q.rtt_ms, labels, help="round-trip time"))
-        if self.waveforms is not None:
-            st = self.waveforms.stats()
-            gauges = ("groups", "streams", "viewers", "analysis_last_step_ms")
-            for name, value in _fields(st):
-                kind = "gauge" if name in gauges else "counter"
-                metric = f"medstream_waveform_{name}" + ("" if kind == "gauge" else "_total")
-                out.append(Sample(metric, float(value), kind=kind))
-        out.append(Sample("medstream_waveform_sink_failures_seen_total", self.sink_failures, kind="counter"))
-        return out
-
-    def _start_recorder(self) -> None:
-        try:
-            from recorder.service import RecordingService
-        except ImportError:
-            log.info("recorder not available in this build")
-            return
-        assert self.server is not None
-        self.recorder = RecordingService(self.config.recordings_dir, self.hub, self.server, self.media, self.waveforms, self.config.recordings_retention_days)
-        self.parts.recorder = self.recorder
-        self.parts.extra_http = self.recorder.http
 
     async def stop(self) -> None:
         """Finish recordings first (their manifests and hashes), then close sockets and media."""
         if self.recorder is not None:
             await self.recorder.close()
             self.recorder = None
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.http.stop()
+        if self.waveform_bridge is not None:
+            await self.waveform_bridge.close()
+        await self.media_bridge.close()
+        await self.driver.stop()
 
+    def _start_media(self) -> None:
+        from media_server.config import IceServer, MediaConfig
+        from media_server.sfu import Sfu
 
-def _fields(obj: Any) -> list[tuple[str, Any]]:
-    import dataclasses
+        ice_servers = tuple(IceServer(urls=s.urls, username=s.username, credential=s.credential)
+                            for s in self.config.signaling.ice_servers)
+        sfu: MediaBackend = Sfu(
+            MediaConfig(ice_host_addresses=self.config.ice_host_addresses, ice_servers=ice_servers),
+            self.media_bridge.on_media_event,
+        )
+        self.media = sfu
+        self.media_bridge.attach(sfu)
 
-    return [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+    def _start_waveforms(self) -> None:
+        if self.waveforms is None:
+            from waveforms import WaveformConfig, WaveformRelay
 
+            self.waveforms = WaveformRelay(WaveformConfig(), on_sink_failure=self._sink_failed)
+        self.waveform_bridge = WaveformBridge(self.driver, self.waveforms)
 
-def _ice_servers(servers: tuple[Any, ...]) -> tuple[Any, ...]:
-    from media_server.config import IceServer
+    def _sink_failed(self, group: str, sink: object, exc: BaseException) -> None:
+        # The relay has already detached the sink and logged; a lossless path failing is loud.
+        self.sink_failures += 1
+        log.error("waveform store sink %r of room %s failed: %r", sink, group, exc)
 
-    return tuple(IceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers)
+    def _start_recorder_service(self) -> None:
+        from recorder.service import RecordingService
+
+        self.recorder = RecordingService(
+            self.config.recordings_dir, media=self.media, waveforms=self.waveforms,
+            on_failed=lambda room_id, reason: self.driver.apply(self.hub.recording_failed(room_id, reason)),
+            retention_days=self.config.recordings_retention_days,
+        )
+        self.observers.append(self._recorder_observer)
+        RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
+                       audit=self._audit).install(self.http.route)
+
+    # ------------------------------------------------------------------ room events
+
+    def _room_event(self, event: ev.RoomEvent) -> None:
+        for observe in self.observers:
+            try:
+                observe(event)
+            except Exception:  # one observer's bug must not keep the event from the others
+                log.exception("room event observer %r failed on %r", observe, event)
+
+    def _start_recorder(self, e: fx.StartRecorder) -> None:
+        if self.recorder is None:
+            self.driver.apply(self.hub.recording_failed(e.room_id, "recording is not enabled on this server"))
+            return
+        from recorder.service import ParticipantNote, TrackNote
+
+        self.recorder.start(
+            e.room_id, e.by, e.kind,
+            tuple(ParticipantNote(p.participant_id, p.role, p.identity, p.name) for p in e.participants),
+            tuple(TrackNote(t.track_id, t.participant_id, t.kind, t.codec) for t in e.tracks),
+        )
+
+    def _stop_recorder(self, e: fx.StopRecorder) -> None:
+        if self.recorder is not None:
+            task = asyncio.get_running_loop().create_task(self.recorder.stop(e.room_id, e.by))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _recorder_observer(self, event: ev.RoomEvent) -> None:
+        from recorder.service import ParticipantNote, TrackNote
+
+        match event:
+            case ev.ParticipantJoined(room_id=room, participant_id=pid, identity=who, name=name, role=role) | \
+                    ev.RoleChanged(room_id=room, participant_id=pid, identity=who, name=name, role=role):
+                self.recorder.participant(room, ParticipantNote(pid, role, who, name))
+            case ev.TrackPublished(room_id=room, track_id=tid, participant_id=pid, kind=kind, codec=codec):
+                self.recorder.track_published(room, TrackNote(tid, pid, kind, codec))
+            case _:
+                pass
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _audit(self, record: fx.Audit) -> None:
+        self.driver.apply([record])
+
+    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=render(self.metric_samples()).encode(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    def metric_samples(self) -> list[Sample]:
+        """Every figure of this node for /metrics."""
+        d = self.driver
+        out = signaling_samples(self.hub, len(d.sockets), d.clock() - d.started_at)
+        if self.media is not None:
+            peers = self.media.peer_ids()
+            qualities = [(pid, q) for pid in peers if (q := self.media.quality(pid)) is not None]
+            out += media_samples(len(peers), len(self.media.tracks()), qualities)
+        if self.waveforms is not None:
+            out += waveform_samples(self.waveforms.stats(), self.sink_failures)
+        return out

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.signaling import ROOM_KINDS, IceServerInfo
 from signaling.hub import SignalingConfig
-from signaling.wire import IceServerInfo
 
 log = logging.getLogger("medstream.config")
 
@@ -36,6 +36,7 @@ class ServerConfig:
     media: bool = True
     waveforms: bool = True
     recorder: bool = True
+    api_key: str | None = None  # bearer key of the admin API (/api/v1); None: the API is off
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,7 +78,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="STUN/TURN URL handed to clients and used by the server (repeatable)")
     parser.add_argument("--no-media", action="store_true", help="signaling and waveforms only")
     parser.add_argument("--record", action="append", default=[], metavar="KIND",
-                        choices=("consultation", "broadcast", "monitoring"),
+                        choices=ROOM_KINDS,
                         help="record every room of this kind from its creation (policy; repeatable)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
 
@@ -119,6 +120,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         rooms=tuple(rooms),
         ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
         media=not args.no_media and file.get("media", True),
+        api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
     )
 
 

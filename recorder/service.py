@@ -1,19 +1,17 @@
 """RecordingService: the recorder wired into a running medstream node.
 
-The server calls `start(room, by)` / `stop(room, by)` when the hub emits StartRecorder /
-StopRecorder, and `http(path, query, headers)` for every plain HTTP GET. Per recorded room the
-service owns one `SessionRecorder` and keeps it fed:
+The node calls `start(...)` / `stop(room, by)` when the room asks for it, and tells the service
+what happens in a recorded room as it happens (`participant`, `track_published`): no polling.
+Per recorded room the service owns one `SessionRecorder` and keeps it fed:
 
-* media: a `TrackSink` on every published track of the room (`Sfu.add_frame_sink`), and a keyframe
-  request right after attaching, because a video file can only start at a keyframe and the SFU
-  does not ask for one when a sink is added;
-* tracks published later, participants joining and role changes: found by polling the room state
-  every `poll_interval_s` (the hub has no hook for them yet, see docs/recording.md);
+* media: a `TrackSink` on every published track of the room (`add_frame_sink` on the media
+  layer), attached the moment the track is published (before its first frame can pass) and
+  followed by a keyframe request, because a video file can only start at a keyframe;
 * waveforms: one lossless store sink on the relay group of the room (`add_store_sink`); a stream
   becomes a WFDB record at its first samples (int16 chunks -> format 16, int32 -> format 32).
 
-When a recording stops on its own (disk full, I/O error, overload) the room is told through
-`server.apply(hub.recording_failed(...))`. Everything here runs on the event loop and only
+When a recording stops on its own (disk full, I/O error, overload) the service calls `on_failed`
+(room id, reason) so the node can tell the room. Everything here runs on the event loop and only
 enqueues; disk work happens on each session's writer thread, and `stop()` waits for it in a worker
 thread. Retention: sessions older than `retention_days` are pruned at start and then daily.
 """
@@ -23,40 +21,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, Protocol
 
 import numpy as np
 
 from media_server.events import MediaRequestError
+from media_server.frames import FrameSink
+from protocol.waveforms import Analysis, Announce
 from recorder import library
-from recorder.errors import (
-    RangeNotSatisfiableError,
-    RecorderError,
-    SessionNotFoundError,
-    UnsafePathError,
-)
+from recorder.errors import RecorderError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
-from recorder.manifest import MANIFEST_NAME, SessionManifest
+from recorder.manifest import SessionManifest
 from recorder.session import ROOM_NAME_RE, RecorderConfig, SessionRecorder, TrackSink, WaveformSink
 from recorder.wfdb_file import WaveformStreamInfo
-from signaling.http import CONTENT_TYPES, HttpResponse
-from signaling.roles import Role
-from signaling.tokens import verify_token
-from signaling.wire import WireError
+from waveforms import StoreSink
 
 log = logging.getLogger(__name__)
 
-READ_ROLES = frozenset({Role.HOST, Role.SUPERVISOR})  # who may list and download a room's recordings
-MAX_RANGE_BYTES = 8 * 1024 * 1024  # one response reads at most this much from disk
-MAX_WHOLE_FILE_BYTES = 8 * 1024 * 1024  # a GET without Range is answered whole only up to this
 ROOM_ENDED_BY = "room_ended"  # stopped_by when the room ended without a moderator asking
 
 
@@ -65,13 +52,11 @@ class RecordingServiceConfig:
     """How the service records and keeps recordings.
 
     `retention_days`: delete sessions older than this (None keeps everything); checked at start
-    and every `prune_interval_s`. `poll_interval_s`: how often the room state is checked for new
-    tracks and participants while recording.
+    and every `prune_interval_s`.
     """
 
     retention_days: float | None = None
     prune_interval_s: float = 86400.0
-    poll_interval_s: float = 0.5
     recorder: RecorderConfig | None = None  # None: RecorderConfig(root) with defaults
 
     def __post_init__(self) -> None:
@@ -79,8 +64,6 @@ class RecordingServiceConfig:
             raise ValueError(f"retention_days must be >= 0 or None, got {self.retention_days}")
         if not self.prune_interval_s > 0:
             raise ValueError(f"prune_interval_s must be > 0, got {self.prune_interval_s}")
-        if not self.poll_interval_s > 0:
-            raise ValueError(f"poll_interval_s must be > 0, got {self.poll_interval_s}")
 
 
 @dataclass(slots=True)
@@ -92,8 +75,50 @@ class RoomRecording:
     track_sinks: dict[str, TrackSink] = field(default_factory=dict)
     waveform_sink: RelayWaveformSink | None = None
     participants: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # pid -> (role, identity, name)
-    poll_task: asyncio.Task[None] | None = None
     failed_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantNote:
+    """Who is in a recorded room, as the manifest keeps it."""
+
+    participant_id: str
+    role: str
+    identity: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackNote:
+    """A published track of a recorded room."""
+
+    track_id: str
+    participant_id: str
+    kind: str  # audio | video
+    codec: str
+
+
+@dataclass(slots=True)
+class _PendingStart:
+    by: str
+    kind: str
+    participants: list[ParticipantNote]
+    tracks: list[TrackNote]
+
+
+class FrameSource(Protocol):
+    """What the service needs of the media layer (`media_server.sfu.Sfu`)."""
+
+    def add_frame_sink(self, track_id: str, sink: FrameSink) -> None: ...
+    def remove_frame_sink(self, track_id: str, sink: FrameSink) -> None: ...
+    def request_keyframe(self, track_id: str) -> None: ...
+
+
+class StoreSinkHost(Protocol):
+    """What the service needs of the waveform relay (`waveforms.relay.WaveformRelay`)."""
+
+    def add_store_sink(self, group: str, sink: StoreSink) -> None: ...
+    def remove_store_sink(self, group: str, sink: StoreSink) -> None: ...
 
 
 class RelayWaveformSink:
@@ -105,12 +130,12 @@ class RelayWaveformSink:
 
     def __init__(self, recorder: SessionRecorder) -> None:
         self._recorder = recorder
-        self._announces: dict[str, tuple[str, Any]] = {}  # stream_id -> (publisher_id, Announce)
+        self._announces: dict[str, tuple[str, Announce]] = {}  # stream_id -> (publisher_id, Announce)
         self._sinks: dict[str, WaveformSink] = {}
         self._newest: dict[str, int] = {}  # stream_id -> newest sample index received
         self.samples_refused = 0
 
-    def on_stream(self, publisher_id: str, announce: Any) -> None:
+    def on_stream(self, publisher_id: str, announce: Announce) -> None:
         """A stream opened (or changed publisher): remember its description until samples come."""
         self._announces.setdefault(announce.stream_id, (publisher_id, announce))
 
@@ -136,8 +161,8 @@ class RelayWaveformSink:
             with contextlib.suppress(RecorderError):
                 sink.on_stream_ended()
 
-    def on_analysis(self, stream_id: str, analysis: Any) -> None:
-        """Beats and alarm changes of a stream (`signaling.waveform_wire.Analysis`) as annotations.
+    def on_analysis(self, stream_id: str, analysis: Analysis) -> None:
+        """Beats and alarm changes of a stream (`protocol.waveforms.Analysis`) as annotations.
 
         Beats -> "N" (the detector does not classify), raised alarms -> `"` comments at the sample
         where the condition began; a cleared alarm is noted at the newest sample seen (the relay
@@ -183,35 +208,35 @@ class RelayWaveformSink:
 
 
 class RecordingService:
-    """Records rooms on request and serves the recordings over HTTP (see module docstring).
+    """Records rooms on request (see module docstring).
 
-    `root`: recordings folder. `hub`: `signaling.hub.Hub`; `server`: `signaling.server.
-    SignalingServer` (for `apply`); `media`: `media_server.sfu.Sfu` or None; `waveforms`:
-    `media_server.waveform_relay.WaveformRelay` or None. Construct on the running loop.
+    `root`: recordings folder; `media` / `waveforms`: where frames and samples come from (None
+    when that part is off); `on_failed(room_id, reason)`: a recording stopped on its own.
+    Construct on the running loop.
     """
 
     def __init__(
         self,
         root: Path,
-        hub: Any,
-        server: Any,
-        media: Any = None,
-        waveforms: Any = None,
-        retention_days: float | None = None,
         *,
+        media: FrameSource | None = None,
+        waveforms: StoreSinkHost | None = None,
+        on_failed: Callable[[str, str], None] | None = None,
+        retention_days: float | None = None,
         config: RecordingServiceConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = Path(root)
-        self.hub = hub
-        self.server = server
         self.media = media
         self.waveforms = waveforms
+        self.on_failed = on_failed
         self.config = config or RecordingServiceConfig(retention_days=retention_days)
         self.clock = clock
         self.rooms: dict[str, RoomRecording] = {}
         self.pruned_sessions = 0
         self._stopping: dict[str, asyncio.Task[SessionManifest | None]] = {}
+        self._pending: dict[str, _PendingStart] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._prune_task: asyncio.Task[None] | None = None
         self._closed = False
         if self.config.retention_days is not None:
@@ -219,27 +244,50 @@ class RecordingService:
 
     # ------------------------------------------------------------------ recording
 
-    async def start(self, room_id: str, by_participant_id: str) -> None:
-        """Start recording `room_id` (the hub already checked the permission). Never raises:
-        failures are reported to the room as `recording_failed`."""
+    def start(
+        self,
+        room_id: str,
+        by_participant_id: str,
+        kind: str,
+        participants: tuple[ParticipantNote, ...] = (),
+        tracks: tuple[TrackNote, ...] = (),
+    ) -> None:
+        """Start recording `room_id` as it is now (the room already checked the permission).
+
+        Synchronous, so a track published right after is attached before its first frame. If a
+        stop of the same room is still writing its files, the start waits for it and keeps the
+        participants and tracks that arrive meanwhile. Never raises: failures go to `on_failed`."""
         if self._closed:
             self._fail_room(room_id, "the server is shutting down")
             return
         previous = self._stopping.get(room_id)
-        if previous is not None:
-            await asyncio.shield(previous)  # a stop of the same room still writing its files
+        if previous is None:
+            self._begin(room_id, by_participant_id, kind, list(participants), list(tracks))
+            return
+        pending = _PendingStart(by_participant_id, kind, list(participants), list(tracks))
+        self._pending[room_id] = pending
+
+        async def after_stop() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(previous)
+            if self._pending.get(room_id) is pending:
+                del self._pending[room_id]
+                self._begin(room_id, pending.by, pending.kind, pending.participants, pending.tracks)
+
+        task = asyncio.get_running_loop().create_task(after_stop())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _begin(self, room_id: str, by_participant_id: str, kind: str,
+               participants: list[ParticipantNote], tracks: list[TrackNote]) -> None:
         if room_id in self.rooms:
             log.warning("recorder: start for room %r which is already being recorded", room_id)
-            return
-        room = self.hub.store.get(room_id)
-        if room is None:
-            log.warning("recorder: start for unknown room %r", room_id)
             return
         if not ROOM_NAME_RE.match(room_id):
             self._fail_room(room_id, f"room id {room_id!r} cannot be used as a folder name")
             return
         rec_config = self.config.recorder or RecorderConfig(self.root)
-        recorder = SessionRecorder(rec_config, room_id, room.kind,
+        recorder = SessionRecorder(rec_config, room_id, kind,
                                    on_event=functools.partial(self._on_recorder_event, room_id),
                                    clock=self.clock)
         try:
@@ -250,16 +298,19 @@ class RecordingService:
             return
         rr = RoomRecording(room_id, recorder)
         self.rooms[room_id] = rr
-        self._sync(rr)
+        for p in participants:
+            self.participant(room_id, p)
+        for t in tracks:
+            self.track_published(room_id, t)
         if self.waveforms is not None:
             rr.waveform_sink = RelayWaveformSink(recorder)
             self.waveforms.add_store_sink(room_id, rr.waveform_sink)
-        rr.poll_task = asyncio.get_running_loop().create_task(self._poll(rr))
         log.info("recording room %r to %s (started by %s)", room_id, recorder.directory, by_participant_id)
 
     async def stop(self, room_id: str, by_participant_id: str | None) -> SessionManifest | None:
         """Stop recording `room_id` and wait for its files to be final; returns the manifest
         (None if the room was not being recorded). `by_participant_id` None: the room ended."""
+        self._pending.pop(room_id, None)  # a start still waiting for an earlier stop is off
         running = self._stopping.get(room_id)
         if running is not None:
             return await asyncio.shield(running)
@@ -278,6 +329,7 @@ class RecordingService:
     async def close(self) -> None:
         """Stop every recording (stopped_by "server_shutdown") and the prune timer. Idempotent."""
         self._closed = True
+        self._pending.clear()
         if self._prune_task is not None:
             self._prune_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -291,7 +343,6 @@ class RecordingService:
 
     async def _stop(self, rr: RoomRecording, stopped_by: str) -> SessionManifest | None:
         self._detach(rr)
-        self._sync_participants(rr)
         try:
             manifest = await rr.recorder.stop(stopped_by)
         finally:
@@ -301,9 +352,6 @@ class RecordingService:
 
     def _detach(self, rr: RoomRecording) -> None:
         """Unhook every sink (idempotent); open tracks and streams are finalised by the stop."""
-        if rr.poll_task is not None:
-            rr.poll_task.cancel()
-            rr.poll_task = None
         if self.media is not None:
             for track_id, sink in rr.track_sinks.items():
                 self.media.remove_frame_sink(track_id, sink)
@@ -331,61 +379,49 @@ class RecordingService:
         self._fail_room(room_id, reason)
 
     def _fail_room(self, room_id: str, reason: str) -> None:
-        self.server.apply(self.hub.recording_failed(room_id, reason))
+        if self.on_failed is not None:
+            self.on_failed(room_id, reason)
 
-    # ------------------------------------------------------------------ room state
+    # ------------------------------------------------------------------ room events
 
-    async def _poll(self, rr: RoomRecording) -> None:
-        while True:
-            await asyncio.sleep(self.config.poll_interval_s)
-            try:
-                self._sync(rr)
-            except Exception:  # a bug here must not end the recording silently
-                log.exception("recorder: syncing room %r failed", rr.room_id)
+    def participant(self, room_id: str, p: ParticipantNote) -> None:
+        """Someone joined a recorded room, or their role changed: the manifest keeps both."""
+        if (pending := self._pending.get(room_id)) is not None:
+            pending.participants.append(p)
+            return
+        rr = self.rooms.get(room_id)
+        if rr is None or rr.recorder.state != "recording":
+            return
+        entry = (p.role, p.identity, p.name)
+        if rr.participants.get(p.participant_id) != entry:
+            rr.participants[p.participant_id] = entry
+            rr.recorder.add_participant(p.participant_id, p.role, p.identity, p.name)
 
-    def _sync(self, rr: RoomRecording) -> None:
-        """Bring the recording up to date with the room: participants, roles, published tracks."""
-        if rr.recorder.state != "recording":
+    def track_published(self, room_id: str, t: TrackNote) -> None:
+        """A track appeared in a recorded room: attach at once, ask for a keyframe at once."""
+        if (pending := self._pending.get(room_id)) is not None:
+            pending.tracks.append(t)
             return
-        room = self.hub.store.get(rr.room_id)
-        if room is None:
+        rr = self.rooms.get(room_id)
+        if rr is None or rr.recorder.state != "recording" or self.media is None or t.track_id in rr.track_sinks:
             return
-        self._sync_participants(rr)
-        if self.media is None:
+        try:
+            sink = rr.recorder.add_track(t.track_id, t.participant_id, t.kind, t.codec)
+        except ValueError as exc:
+            log.error("recorder: track %r of room %r not recorded: %s", t.track_id, room_id, exc)
+            rr.track_sinks[t.track_id] = TrackSink(rr.recorder, t.track_id)  # don't retry
             return
-        for track_id, track in list(room.tracks.items()):
-            if track_id in rr.track_sinks:
-                continue
-            try:
-                sink = rr.recorder.add_track(track_id, track.participant_id, track.kind, track.codec)
-            except ValueError as exc:
-                log.error("recorder: track %r of room %r not recorded: %s", track_id, rr.room_id, exc)
-                rr.track_sinks[track_id] = TrackSink(rr.recorder, track_id)  # don't retry
-                continue
-            rr.track_sinks[track_id] = sink
-            try:
-                self.media.add_frame_sink(track_id, sink)
-            except MediaRequestError as exc:  # the track ended between the room update and now
-                log.info("recorder: track %r ended before it could be recorded: %s", track_id, exc)
-                sink.on_track_ended(track_id)
-                continue
-            if track.kind == "video":
-                # the file starts at a keyframe; don't wait for the publisher's next one
-                with contextlib.suppress(MediaRequestError):
-                    self.media.producer(track_id).request_keyframe()
-
-    def _sync_participants(self, rr: RoomRecording) -> None:
-        if rr.recorder.state != "recording":
+        rr.track_sinks[t.track_id] = sink
+        try:
+            self.media.add_frame_sink(t.track_id, sink)
+        except MediaRequestError as exc:  # the track ended between the room update and now
+            log.info("recorder: track %r ended before it could be recorded: %s", t.track_id, exc)
+            sink.on_track_ended(t.track_id)
             return
-        room = self.hub.store.get(rr.room_id)
-        if room is None:
-            return
-        for pid, p in room.participants.items():
-            role = getattr(p.role, "value", str(p.role))
-            entry = (role, p.identity, p.name)
-            if rr.participants.get(pid) != entry:
-                rr.participants[pid] = entry
-                rr.recorder.add_participant(pid, role, p.identity, p.name)
+        if t.kind == "video":
+            # the file starts at a keyframe; don't wait for the publisher's next one
+            with contextlib.suppress(MediaRequestError):
+                self.media.request_keyframe(t.track_id)
 
     # ------------------------------------------------------------------ retention
 
@@ -411,94 +447,6 @@ class RecordingService:
         self.pruned_sessions += len(removed)
         return len(removed)
 
-    # ------------------------------------------------------------------ HTTP
-
-    def http(self, path: str, query: str, headers: Any) -> HttpResponse | None:
-        """Answer `GET /recordings...`; None for other paths.
-
-        `/recordings` lists the sessions of the token's room (JSON); `/recordings/<room>/<session>/
-        <file>` serves a file with Range support. Needs `?token=` (or `Authorization: Bearer`) of a
-        host or supervisor of that room: 401 without a valid token, 403 for another room or role.
-        """
-        if path != "/recordings" and not path.startswith("/recordings/"):
-            return None
-        parts = [p for p in path.split("/")[2:] if p != ""] if path != "/recordings" else []
-        if len(parts) not in (0, 3):
-            return _json(404, {"error": "not_found",
-                               "message": "use /recordings or /recordings/<room>/<session>/<file>"})
-        grant_or_error = self._authorise(query, headers, parts[0] if parts else None)
-        if isinstance(grant_or_error, HttpResponse):
-            return grant_or_error
-        if not parts:
-            sessions = library.list_sessions(self.root, room=grant_or_error.room)
-            return _json(200, {"room": grant_or_error.room,
-                               "sessions": [_summary_json(s) for s in sessions]})
-        room_id, session_id, name = parts
-        return self._file(room_id, session_id, name, headers)
-
-    def _authorise(self, query: str, headers: Any, room_id: str | None) -> Any:
-        tokens = parse_qs(query).get("token", [])
-        tok = tokens[0] if tokens else ""
-        auth = headers.get("Authorization", "") if headers is not None else ""
-        if not tok and auth.lower().startswith("bearer "):
-            tok = auth[7:].strip()
-        if not tok:
-            return _json(401, {"error": "unauthorized",
-                               "message": "recordings need ?token=<access token of a host or supervisor>"},
-                         (("WWW-Authenticate", "Bearer"),))
-        try:
-            grant = verify_token(self.hub.config.secret, tok, self.clock())
-        except WireError as exc:
-            return _json(401, {"error": exc.reason.value, "message": exc.message},
-                         (("WWW-Authenticate", 'Bearer error="invalid_token"'),))
-        if grant.role not in READ_ROLES:
-            return _json(403, {"error": "forbidden", "message":
-                               f"role must be one of {sorted(r.value for r in READ_ROLES)}, "
-                               f"got {grant.role.value!r}"})
-        if room_id is not None and grant.room != room_id:
-            return _json(403, {"error": "forbidden", "message":
-                               f"token is for room {grant.room!r}, not {room_id!r}"})
-        return grant
-
-    def _file(self, room_id: str, session_id: str, name: str, headers: Any) -> HttpResponse:
-        try:
-            directory = library.find_session(self.root, session_id)
-            if directory.parent.name != room_id:
-                raise SessionNotFoundError(f"no session {session_id!r} in room {room_id!r}")
-            path = library.resolve_file(self.root, session_id, name)
-        except UnsafePathError as exc:
-            return _json(400, {"error": "bad_path", "message": str(exc)})
-        except (SessionNotFoundError, FileNotFoundError) as exc:
-            return _json(404, {"error": "not_found", "message": str(exc)})
-        size = path.stat().st_size
-        ctype = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-        base: tuple[tuple[str, str], ...] = (("Content-Type", ctype), ("Accept-Ranges", "bytes"),
-                                             ("Cache-Control", "no-store"))
-        range_header = headers.get("Range") if headers is not None else None
-        try:
-            wanted = library.parse_range(range_header, size)
-        except RangeNotSatisfiableError as exc:
-            return HttpResponse(416, base[1:] + (("Content-Range", f"bytes */{size}"),
-                                                 ("Content-Type", "text/plain; charset=utf-8")),
-                                f"{exc}\n".encode())
-        if wanted is None:
-            if size > MAX_WHOLE_FILE_BYTES and name != MANIFEST_NAME:
-                return _json(400, {"error": "range_required", "message":
-                                   f"file is {size} bytes: request it in ranges of at most "
-                                   f"{MAX_RANGE_BYTES} bytes (Range: bytes=0-)"})
-            return HttpResponse(200, base, _read_range(path, 0, size))
-        start, end = wanted
-        end = min(end, start + MAX_RANGE_BYTES - 1)  # a shorter 206 than asked is allowed
-        body = _read_range(path, start, end - start + 1)
-        return HttpResponse(206, base + (("Content-Range", f"bytes {start}-{start + len(body) - 1}/{size}"),),
-                            body)
-
-
-def _read_range(path: Path, start: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(start)
-        return f.read(length)
-
 
 def _prune_except(root: Path, older_than_s: float, now: float, keep: set[str]) -> list[Any]:
     """library.prune, minus the sessions in `keep` (being recorded right now)."""
@@ -510,15 +458,3 @@ def _prune_except(root: Path, older_than_s: float, now: float, keep: set[str]) -
         shutil.rmtree(s.path, ignore_errors=True)
         removed.append(s)
     return removed
-
-
-def _summary_json(s: library.SessionSummary) -> dict[str, object]:
-    d = s.to_dict()
-    d.pop("path", None)  # the server's own folder layout is nobody's business
-    d["manifest_url"] = f"/recordings/{s.room}/{s.session_id}/{MANIFEST_NAME}"
-    return d
-
-
-def _json(status: int, body: object, extra: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-    return HttpResponse(status, (("Content-Type", "application/json"), ("Cache-Control", "no-store")) + extra,
-                        (json.dumps(body) + "\n").encode())

@@ -20,7 +20,7 @@ import numpy as np
 import wfdb
 from wfdb.io.annotation import ann_label_table
 
-from recorder.intervals import IntervalSet
+from waveforms.ranges import IntervalSet
 
 ALARM_SYMBOL = '"'
 BEAT_AND_EVENT_SYMBOLS = frozenset(ann_label_table["symbol"].tolist())

@@ -12,11 +12,8 @@ want_test=0
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
-# Chinese names and the Chinese interface need a CJK font (kiosk and wall PCs, headless Chromium)
-if ! { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh family 2>/dev/null | grep -q .; } \
-   && ! dpkg-query -W -f='${Status}' fonts-noto-cjk 2>/dev/null | grep -q "install ok installed"; then
-  need+=(fonts-noto-cjk)
-fi
+# Chinese names on the pages and in ECG report PDFs
+[ -d /usr/share/fonts/opentype/noto ] && ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
@@ -34,8 +31,8 @@ fi
 PY=${PYTHON:-python3}
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
-if ! $PY -c "import medstream, aiortc, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt" 2>/dev/null \
-   || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, playwright" 2>/dev/null; }; then
+if ! $PY -c "import medstream, aiortc, aiohttp, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt" 2>/dev/null \
+   || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, playwright, ruff, mypy, importlinter" 2>/dev/null; }; then
   echo "setup: installing Python dependencies"
   $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".${extra}"
 else

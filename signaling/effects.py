@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from signaling.wire import ServerMessage
+from protocol.signaling import ServerMessage
+from signaling.events import ParticipantJoined, RoomEvent, TrackPublished
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +150,13 @@ class WaveformGroupClosed:
 
 @dataclass(frozen=True, slots=True)
 class StartRecorder:
+    """Start recording; carries the room as it is now so the recorder needs no look into it."""
+
     room_id: str
-    by: str  # participant id
+    by: str  # participant id, or "policy"
+    kind: str = "consultation"
+    participants: tuple[ParticipantJoined, ...] = ()
+    tracks: tuple[TrackPublished, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,5 +182,5 @@ MediaEffect = Union[
 ]
 Effect = Union[
     Send, SendConn, CloseConn, Kick, Departed, RoomClosed, MediaEffect, WaveformViewer, WaveformPublisherGone,
-    WaveformGroupClosed, StartRecorder, StopRecorder, Audit,
+    WaveformGroupClosed, StartRecorder, StopRecorder, Audit, RoomEvent,
 ]

@@ -14,7 +14,8 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 
-from signaling import wire
+from protocol import signaling as wire
+from protocol.signaling import CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_POLICY, Reason, RoomKind, WireError
 from signaling.effects import (
     Audit,
     CloseConn,
@@ -30,14 +31,9 @@ from signaling.roles import Action, Role
 from signaling.room import Room, SessionTerms
 from signaling.state import InMemoryRoomStore, RoomStore
 from signaling.tokens import verify_token
-from signaling.wire import Reason, WireError
 
 log = logging.getLogger("medstream.signaling")
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 
 
 @dataclass(frozen=True)
@@ -131,6 +127,11 @@ class Hub:
         )
         self.store.add(room)
         return room
+
+    def end_room(self, room_id: str, reason: str) -> list[Effect]:
+        """End a room from outside (the admin API): everyone is told and closed, it is discarded."""
+        room = self.store.get(room_id)
+        return self._finish(room.end(reason, None)) if room is not None else []
 
     def start_policy_recordings(self) -> list[Effect]:
         """Rooms opened by configuration whose kind is recorded by policy (called once at start)."""
@@ -267,7 +268,7 @@ class Hub:
         room = self.store.room_of(participant_id)
         if room is None:
             return []
-        if room.kind == "consultation":
+        if room.kind is RoomKind.CONSULTATION:
             return [Send(room.connected_ids(), message)]
         to = tuple(
             pid for pid, p in room.participants.items()

@@ -9,10 +9,13 @@ A `Room` takes what its participants ask (`handle`), what the media layer report
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from signaling import wire
+from protocol import signaling as wire
+from protocol.signaling import ROOM_KINDS, Reason, RoomKind, WireError
+from signaling import events as ev
 from signaling.effects import (
     Audit,
     ClosePeer,
@@ -37,9 +40,7 @@ from signaling.effects import (
     WaveformViewer,
 )
 from signaling.roles import Action, Role, allowed, publish_action
-from signaling.wire import Reason, WireError
 
-ROOM_KINDS = ("consultation", "broadcast", "monitoring")
 POLICY = "policy"  # who started a recording that the room's policy started
 
 
@@ -103,7 +104,7 @@ class Room:
     def __init__(
         self,
         room_id: str,
-        kind: str,
+        kind: str | RoomKind,
         *,
         max_participants: int,
         created_at: float,
@@ -113,7 +114,7 @@ class Room:
         if kind not in ROOM_KINDS:
             raise ValueError(f"room kind must be one of {ROOM_KINDS}, got {kind!r}")
         self.room_id = room_id
-        self.kind = kind
+        self.kind = RoomKind(kind)
         self.max_participants = max_participants
         self.created_at = created_at
         self.persistent = persistent  # configured rooms outlive their last participant
@@ -137,7 +138,7 @@ class Room:
     def is_audience(self, p: Participant) -> bool:
         """Receive-only members whose presence only moderators see: a hall of 500 students does
         not need 500 x 500 join notices, and quality-control supervisors stay in the background."""
-        return p.role is Role.SUPERVISOR or (self.kind == "broadcast" and p.role is Role.VIEWER)
+        return p.role is Role.SUPERVISOR or (self.kind is RoomKind.BROADCAST and p.role is Role.VIEWER)
 
     def presence_recipients(self, p: Participant) -> tuple[str, ...]:
         """Who is told about `p` joining, leaving, reconnecting or raising a hand."""
@@ -192,6 +193,7 @@ class Room:
             self._joined(p, request_id, resumed=False),
             Send(self.presence_recipients(p), wire.ParticipantJoined(p.info())),
             Audit("join", self.room_id, identity, role.value, {"participant_id": participant_id}),
+            self._joined_event(p),
         ]
         if p.may(Action.SUBSCRIBE):
             effects.append(WaveformViewer(self.room_id, participant_id, add=True))
@@ -214,6 +216,19 @@ class Room:
             Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info())),
             Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),
         ]
+
+    def _joined_event(self, p: Participant) -> ev.ParticipantJoined:
+        return ev.ParticipantJoined(self.room_id, p.participant_id, p.identity, p.name, p.role.value)
+
+    def _track_event(self, t: Track) -> ev.TrackPublished:
+        return ev.TrackPublished(self.room_id, t.track_id, t.participant_id, t.kind, t.codec)
+
+    def _start_recorder(self, by: str) -> StartRecorder:
+        return StartRecorder(
+            self.room_id, by, self.kind.value,
+            tuple(self._joined_event(q) for q in self.participants.values()),
+            tuple(self._track_event(t) for t in self.tracks.values()),
+        )
 
     def _joined(self, p: Participant, request_id: wire.RequestId, *, resumed: bool) -> Send:
         sees_all = p.may(Action.MODERATE)
@@ -268,6 +283,7 @@ class Room:
         for track in [t for t in self.tracks.values() if t.participant_id == participant_id]:
             del self.tracks[track.track_id]
             effects.append(Send(self.connected_ids(), wire.TrackUnpublished(track.track_id)))
+            effects.append(ev.TrackUnpublished(self.room_id, track.track_id))
         if p.may(Action.SUBSCRIBE):
             effects.append(WaveformViewer(self.room_id, participant_id, add=False))
         if p.may(Action.PUBLISH_WAVEFORMS):
@@ -276,6 +292,7 @@ class Room:
         effects.append(
             Audit("leave", self.room_id, p.identity, p.role.value, {"participant_id": participant_id, "reason": reason})
         )
+        effects.append(ev.ParticipantLeft(self.room_id, participant_id, p.identity, reason))
         effects.append(Departed(participant_id))
         if self.recording and self.recording_by == participant_id:
             self.recording_by = None  # recording goes on; the manifest keeps who started it
@@ -292,6 +309,7 @@ class Room:
         for pid in list(self.participants):
             effects += [e for e in self.remove(pid, "room_ended") if not isinstance(e, Send)]
         effects.append(WaveformGroupClosed(self.room_id))
+        effects.append(ev.RoomEnded(self.room_id, reason))
         effects.append(RoomClosed(self.room_id))
         effects.append(
             Audit(
@@ -372,6 +390,7 @@ class Room:
                 role.value,
                 {"participant_id": target.participant_id, "from": old.value, "by": p.identity},
             ),
+            ev.RoleChanged(self.room_id, target.participant_id, target.identity, target.name, role.value),
             _ok(p, msg),
         ]
 
@@ -413,7 +432,8 @@ class Room:
         self.recording_by = p.participant_id
         return [  # announce first: a recorder that fails at once then announces the stop after it
             Send(self.connected_ids(), wire.Recording(True, p.participant_id)),
-            StartRecorder(self.room_id, p.participant_id),
+            self._start_recorder(p.participant_id),
+            ev.RecordingStarted(self.room_id, p.participant_id),
             Audit("recording_started", self.room_id, p.identity, p.role.value),
             _ok(p, msg),
         ]
@@ -426,7 +446,8 @@ class Room:
         self.recording_by = None
         return [
             Send(self.connected_ids(), wire.Recording(True, None)),
-            StartRecorder(self.room_id, POLICY),
+            self._start_recorder(POLICY),
+            ev.RecordingStarted(self.room_id, POLICY),
             Audit("recording_started", self.room_id, details={"by": POLICY}),
         ]
 
@@ -441,6 +462,7 @@ class Room:
         self.recording_by = None
         return [
             StopRecorder(self.room_id, by.participant_id if by else None),
+            ev.RecordingStopped(self.room_id, by.participant_id if by else None),
             Send(self.connected_ids(), wire.Recording(False, None)),
             Audit("recording_stopped", self.room_id, by.identity if by else None, by.role.value if by else None),
         ]
@@ -456,6 +478,7 @@ class Room:
             Send(self.connected_ids(), wire.Recording(False, None)),
             Send(moderators, wire.Error(Reason.RECORDING_FAILED, f"recording stopped: {reason}")),
             Audit("recording_failed", self.room_id, details={"reason": reason}),
+            ev.RecordingStopped(self.room_id, None, "failed"),
         ]
 
     def _publish(self, p: Participant, msg: wire.Publish) -> list[Effect]:
@@ -534,7 +557,7 @@ class Room:
             return []
         track = Track(track_id, participant_id, kind, codec)
         self.tracks[track_id] = track
-        effects: list[Effect] = [Send(self.connected_ids(), wire.TrackPublished(track.info()))]
+        effects: list[Effect] = [Send(self.connected_ids(), wire.TrackPublished(track.info())), self._track_event(track)]
         for pid, q in self.participants.items():
             if pid != participant_id and q.media_open and q.may(Action.SUBSCRIBE) and track_id not in q.declined:
                 effects.append(SubscribeTracks(pid, (track_id,)))
@@ -545,14 +568,14 @@ class Room:
             return []
         for q in self.participants.values():
             q.declined.discard(track_id)
-        return [Send(self.connected_ids(), wire.TrackUnpublished(track_id))]
+        return [Send(self.connected_ids(), wire.TrackUnpublished(track_id)), ev.TrackUnpublished(self.room_id, track_id)]
 
 
 def _ok(p: Participant, msg: wire.ClientMessage) -> Send:
     return Send((p.participant_id,), wire.Ok(id=msg.id))
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[Room, Participant, Any], list[Effect]]] = {
     wire.RaiseHand: Room._raise_hand,
     wire.Promote: Room._promote,
     wire.Demote: Room._demote,

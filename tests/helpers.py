@@ -13,6 +13,7 @@ import websockets
 
 from medstream.app import MedstreamApp
 from medstream.config import ServerConfig
+from protocol import signaling as wire
 from signaling.hub import SignalingConfig
 from signaling.tokens import issue_token
 from tests.conftest import timeout_s
@@ -83,8 +84,14 @@ class WsClient:
         async with self._cond:
             self._cond.notify_all()
 
-    async def send(self, msg: dict[str, Any] | str) -> None:
-        await self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
+    async def send(self, msg: wire.ClientMessage | dict[str, Any] | str) -> None:
+        """A message through the codec; a dict or raw text only where a test sends bad input."""
+        if isinstance(msg, str):
+            await self.ws.send(msg)
+        elif isinstance(msg, dict):
+            await self.ws.send(json.dumps(msg))
+        else:
+            await self.ws.send(wire.encode(msg))
 
     async def request(self, type_: str, **fields: Any) -> dict[str, Any]:
         """Send a request with a fresh id and wait for the reply (or error) carrying that id."""
@@ -151,7 +158,7 @@ def _get(m: dict[str, Any], dotted: str) -> Any:
 
 
 class MediaParticipant:
-    """A signaling client with a real aiortc peer (media_server.testing.ClientPeer) behind it.
+    """A signaling client with a real aiortc peer (tests.support.rtc_peer.ClientPeer) behind it.
 
     It answers the server's `sdp` offers as they come, exactly as a browser would.
     """
@@ -166,7 +173,7 @@ class MediaParticipant:
 
     @classmethod
     async def join(cls, app: MedstreamApp, tok: str, *, media: bool = True, **peer_kw: Any) -> MediaParticipant:
-        from media_server.testing import ClientPeer
+        from tests.support.rtc_peer import ClientPeer
 
         ws = await WsClient.connect(app.ws_url)
         me = cls(ws, ClientPeer(peer_kw.pop("name", "client"), **peer_kw))
@@ -187,7 +194,7 @@ class MediaParticipant:
         async with self._lock:  # offers are answered in the order they came
             answer = await self.peer.answer(offer)
             self.offers += 1
-            await self.ws.send({"type": "sdp", "sdp_type": "answer", "sdp": answer})
+            await self.ws.send(wire.Sdp("answer", answer))
 
     @property
     def participant_id(self) -> str:
@@ -206,7 +213,7 @@ class MediaParticipant:
     async def close(self) -> None:
         """Leave the room properly, then close the peer connection."""
         with contextlib.suppress(Exception):
-            await self.ws.send({"type": "leave"})
+            await self.ws.send(wire.Leave())
             await self.ws.closed(timeout=5)
         await self.ws.close()
         await self.peer.close()

@@ -1,5 +1,5 @@
-"""The browser client speaks only the protocol the server knows (signaling/wire.py and
-signaling/waveform_wire.py): every message it sends exists with those fields, every server
+"""The browser client speaks only the protocol the server knows (protocol/signaling.py and
+protocol/waveforms.py): every message it sends exists with those fields, every server
 message it handles exists, every waveform frame type it decodes exists.
 
 Convention in clients/web/js: a signaling message is written as an object literal starting with
@@ -16,9 +16,9 @@ import typing
 import numpy as np
 import pytest
 
+from protocol import signaling as wire
+from protocol import waveforms as ww
 from signaling import roles
-from signaling import waveform_wire as ww
-from signaling import wire
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.browser]

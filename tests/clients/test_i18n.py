@@ -15,8 +15,9 @@ import typing
 import pytest
 
 from dsp.alarms import AlarmKind
-from signaling import roles, wire
-from signaling.room import ROOM_KINDS
+from protocol import signaling as wire
+from protocol.signaling import ROOM_KINDS
+from signaling import roles
 from tests.conftest import REPO_ROOT
 
 WEB = REPO_ROOT / "clients" / "web"

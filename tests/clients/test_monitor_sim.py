@@ -27,11 +27,9 @@ from clients.monitor_sim import (
     SyntheticSource,
     parse_events,
 )
-from media_server.waveform_relay import WaveformConfig, WaveformRelay
-from signaling.hub import Hub, SignalingConfig
-from signaling.server import ServerParts, SignalingServer
-from signaling.tokens import issue_token
-from signaling.waveform_wire import (
+from medstream.app import MedstreamApp
+from medstream.config import ServerConfig
+from protocol.waveforms import (
     Ack,
     Announce,
     Chunk,
@@ -44,8 +42,11 @@ from signaling.waveform_wire import (
     decode_server_frame,
     encode,
 )
+from signaling.hub import Hub, SignalingConfig
+from signaling.tokens import issue_token
 from tests.conftest import timeout_s
-from tests.media_server.waveform_helpers import RecordingSink
+from tests.waveforms.helpers import RecordingSink
+from waveforms import WaveformConfig, WaveformRelay
 
 SECRET = "test-secret-waveforms-0123456789abcdef"
 RECORDS = ("100", "105", "106", "108", "109", "112", "116", "118", "119", "122", "201", "203",
@@ -70,15 +71,17 @@ class Server:
         return issue_token(SECRET, room=ROOM, identity=identity, role=role)
 
 
-async def _server(config: WaveformConfig) -> tuple[SignalingServer, Server]:
-    hub = Hub(SignalingConfig(secret=SECRET))
+async def _server(config: WaveformConfig) -> tuple[MedstreamApp, Server]:
+    signaling = SignalingConfig(secret=SECRET)
+    hub = Hub(signaling)
     hub.create_room(ROOM, "monitoring", time.time(), persistent=True)
     relay = WaveformRelay(config)
     sink = RecordingSink()
     relay.add_store_sink(ROOM, sink)
-    server = SignalingServer(hub, parts=ServerParts(waveforms=relay))
-    await server.start("127.0.0.1", 0)
-    return server, Server(relay, f"ws://127.0.0.1:{server.port}/ws", sink, hub)
+    node = MedstreamApp(ServerConfig(signaling, port=0, audit_log=None, media=False, recorder=False),
+                        hub=hub, relay=relay)
+    await node.start()
+    return node, Server(relay, node.ws_url, sink, hub)
 
 
 @pytest.fixture

@@ -24,9 +24,10 @@ from clients.publish import (
     plan_streams,
     publish_file,
 )
-from media_server.testing import ClientPeer
+from protocol import signaling as wire
 from tests.conftest import timeout_s
 from tests.helpers import WsClient, running_app, token
+from tests.support.rtc_peer import ClientPeer
 
 FPS = 15
 SECONDS = 2
@@ -127,7 +128,7 @@ async def _subscribe(ws: WsClient, peer: ClientPeer) -> None:
     while True:
         offer = await ws.wait(lambda m: m["type"] == "sdp", timeout=3600)
         answer = await peer.answer(offer["sdp"])
-        await ws.send({"type": "sdp", "sdp_type": "answer", "sdp": answer})
+        await ws.send(wire.Sdp("answer", answer))
 
 
 def _assert_contiguous(received: list[bytes], file_packets: list[bytes]) -> int:

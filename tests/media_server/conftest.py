@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from media_server.config import MediaConfig
-from media_server.testing import SfuHarness
+from tests.support.rtc_peer import SfuHarness
 
 LOOPBACK = ("127.0.0.1",)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from media_server.keyframes import KeyframeRequestLimiter, is_keyframe
-from media_server.testing import CounterVideoSource
+from tests.support.rtc_peer import CounterVideoSource
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])

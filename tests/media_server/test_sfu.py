@@ -13,8 +13,8 @@ from media_server.events import (
     OfferReady,
     TrackEnded,
 )
-from media_server.testing import ClientPeer, ReceivedFrame, SfuHarness, nal_units
 from tests.conftest import timeout_s
+from tests.support.rtc_peer import ClientPeer, ReceivedFrame, SfuHarness, nal_units
 
 pytestmark = pytest.mark.webrtc
 

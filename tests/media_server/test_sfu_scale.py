@@ -11,8 +11,8 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from media_server.forwarding import ForwardTrack, Producer
-from media_server.testing import ClientPeer, SfuHarness
 from tests.conftest import timeout_s
+from tests.support.rtc_peer import ClientPeer, SfuHarness
 
 pytestmark = pytest.mark.webrtc
 

@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import timeout_s
 from tests.helpers import MediaParticipant, running_app, token
+from tests.support.rtc_peer import ToneAudioSource
 
 pytestmark = pytest.mark.webrtc
 
@@ -76,7 +77,7 @@ async def test_broadcast_presenter_to_viewers_with_promotion():
         await viewers[0].ws.request("raise_hand", raised=True)
         await prof.ws.wait_type("participant_updated", participant__hand_raised=True)
         assert (await prof.ws.request("promote", participant_id=viewers[0].participant_id))["type"] == "ok"
-        viewers[0].peer.audio_source = __import__("media_server.testing", fromlist=["ToneAudioSource"]).ToneAudioSource(660)
+        viewers[0].peer.audio_source = ToneAudioSource(660)
         [q_audio] = await viewers[0].publish(audio=True)
         for listener in [prof, *viewers[1:3]]:
             heard = await listener.peer.wait_track(q_audio["track_id"], timeout_s(15))

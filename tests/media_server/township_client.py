@@ -11,8 +11,8 @@ import asyncio
 import json
 import sys
 
-from media_server.testing import ClientPeer
 from tests.helpers import MediaParticipant, WsClient
+from tests.support.rtc_peer import ClientPeer
 
 
 def counts(peer: ClientPeer) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """A real aiortc participant driven through the websocket signaling of a running server.
 
-`RtcParticipant` = `tests.helpers.WsClient` (join, requests) + `media_server.testing.ClientPeer`
+`RtcParticipant` = `tests.helpers.WsClient` (join, requests) + `tests.support.rtc_peer.ClientPeer`
 (answers offers, publishes counter video / tone audio). A background task answers every `sdp`
 offer the server sends; candidates are not needed (both sides put theirs in the SDP).
 """
@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 from typing import Any, Literal
 
-from media_server.testing import ClientPeer
+from protocol import signaling as wire
 from tests.conftest import timeout_s
 from tests.helpers import WsClient
+from tests.support.rtc_peer import ClientPeer
 
 
 class RtcParticipant:
@@ -41,7 +42,7 @@ class RtcParticipant:
                                        timeout=3600)
             try:
                 answer = await self.peer.answer(offer["sdp"])
-                await self.ws.send({"type": "sdp", "sdp_type": "answer", "sdp": answer})
+                await self.ws.send(wire.Sdp("answer", answer))
             except Exception as exc:
                 self.errors.append(exc)
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import wfdb
 
-from recorder.intervals import IntervalSet
 from recorder.wfdb_file import WaveformStreamInfo, WfdbRecordWriter
 
 
@@ -92,14 +91,3 @@ def test_chunk_and_description_validation() -> None:
     wide = WaveformStreamInfo(("I",), ("uV",), (1000.0,), (0,), 500.0, adc_resolution_bits=24)
     assert wide.wfdb_format == 32
     wide.check_chunk(np.array([[-40000, 40000]]))
-
-
-def test_interval_set_missing_and_merge() -> None:
-    s = IntervalSet()
-    s.add(10, 20)
-    s.add(30, 40)
-    assert s.missing(0, 50) == [(0, 10), (20, 30), (40, 50)]
-    assert s.missing(12, 18) == []
-    assert s.missing(15, 35) == [(20, 30)]
-    s.add(20, 30)
-    assert len(s) == 1 and s.covered() == 30 and s.end == 40

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from protocol.signaling import CLOSE_POLICY
 from signaling import effects as fx
-from signaling.hub import CLOSE_POLICY, Hub, SignalingConfig
+from signaling.hub import Hub, SignalingConfig
 from signaling.roles import PERMISSIONS, Action, Role
 from signaling.tokens import issue_token
 
@@ -31,7 +32,7 @@ def sent(effects, conn_or_pid=None, type_=None):
 
 
 def _enc(m):
-    from signaling.wire import encode
+    from protocol.signaling import encode
     return encode(m)
 
 
@@ -319,7 +320,7 @@ def test_recording_by_policy_starts_with_the_room_and_everyone_knows():
 
 
 def test_quality_reports_reach_everyone_in_a_consultation_but_only_moderators_in_a_hall():
-    from signaling.wire import Quality
+    from protocol.signaling import Quality
 
     hub = make_hub()
     host, _ = join(hub, tok("b1", "prof", "host", "broadcast"))

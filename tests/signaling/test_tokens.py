@@ -3,9 +3,9 @@ import time
 import jwt
 import pytest
 
+from protocol.signaling import Reason, WireError
 from signaling.roles import Role
 from signaling.tokens import issue_token, verify_token
-from signaling.wire import Reason, WireError
 
 SECRET = "s" * 40
 

@@ -29,7 +29,7 @@ const NO_RECONNECT_CLOSE_REASONS = ["replaced by a resumed connection"];
  * One participant's signaling connection.
  *
  * Server messages are delivered to handlers registered with `on(type, fn)` (types of
- * signaling/wire.py ServerMessage); binary waveform frames go to `onBinary(ArrayBuffer)`.
+ * protocol/signaling.py ServerMessage); binary waveform frames go to `onBinary(ArrayBuffer)`.
  * `onJoined(joined, {resumed, rejoined})` runs after the first join and after every reconnect:
  * `rejoined` means the old participant was gone and this is a new one (media must restart).
  * `onState(state)` reports "connecting", "joined", "reconnecting", "closed" or "ended".

@@ -1,10 +1,10 @@
-"""Test helpers shared by the waveform tests (relay, monitor simulator, server end-to-end)."""
+"""Test helpers shared by the waveform tests (relay, analysis, monitor simulator, server end-to-end)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from signaling.waveform_wire import Analysis, Announce
+from protocol.waveforms import Analysis, Announce
 
 
 class RecordingSink:
@@ -43,3 +43,13 @@ class RecordingSink:
     def beats(self) -> list[int]:
         """Every beat reported through `on_analysis`, in arrival order."""
         return [b for _, a in self.analyses for b in a.beats]
+
+
+class FakeClock:
+    """Monotonic seconds that move only when a test moves `now`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -38,11 +38,11 @@ from aiortc import (
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from . import ice
-from .config import MediaConfig
-from .events import MediaEvent, OfferReady, TrackPublished
-from .forwarding import ReceiverTap
-from .keyframes import is_keyframe
+from media_server import ice
+from media_server.config import MediaConfig
+from media_server.events import MediaEvent, OfferReady, TrackPublished
+from media_server.forwarding import ReceiverTap
+from media_server.keyframes import is_keyframe
 
 VIDEO_CLOCK_HZ = 90000
 AUDIO_CLOCK_HZ = 48000
@@ -453,7 +453,7 @@ class SfuHarness:
     """
 
     def __init__(self, config: MediaConfig) -> None:
-        from .sfu import Sfu  # late: sfu imports this package
+        from media_server.sfu import Sfu
 
         self.events: list[MediaEvent] = []
         self.clients: dict[str, ClientPeer] = {}

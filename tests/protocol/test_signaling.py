@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from signaling import wire
-from signaling.wire import Reason, WireError
+from protocol import signaling as wire
+from protocol.signaling import Reason, WireError
 
 
 def test_decodes_each_client_message_type():

@@ -1,4 +1,4 @@
-"""signaling.waveform_wire: round trips and precise refusals of bad monitor frames."""
+"""protocol.waveforms: round trips and precise refusals of bad monitor frames."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from signaling.waveform_wire import (
+from protocol.waveforms import (
     MAX_CHANNELS,
     MAX_FRAME_BYTES,
     Ack,
@@ -158,7 +158,7 @@ def test_encode_refuses_non_integer_samples() -> None:
 
 
 def test_precoded_chunk_patches_t0_and_decodes_like_a_fresh_encode() -> None:
-    from signaling.waveform_wire import chunk_timing, precode_chunk
+    from protocol.waveforms import chunk_timing, precode_chunk
 
     samples = np.arange(-50, 50, dtype=np.int16).reshape(2, 50)
     pre = precode_chunk(Chunk("bed-7", 2**40, 0.0, samples))

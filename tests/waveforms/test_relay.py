@@ -1,4 +1,4 @@
-"""media_server.waveform_relay, sans-I/O: exactly-once storage, back-fill, refusals, fan-out policy.
+"""waveforms.relay, sans-I/O: exactly-once storage, back-fill, refusals, fan-out policy.
 
 Samples are the ADC integers of a real MIT-BIH record; time is a fake clock.
 """
@@ -13,8 +13,7 @@ import pytest
 import wfdb
 import wfdb.processing
 
-from media_server.waveform_relay import ViewerOutbox, WaveformConfig, WaveformRelay
-from signaling.waveform_wire import (
+from protocol.waveforms import (
     Ack,
     Analysis,
     Announce,
@@ -32,7 +31,8 @@ from signaling.waveform_wire import (
     decode_server_frame,
     encode,
 )
-from tests.media_server.waveform_helpers import RecordingSink
+from tests.waveforms.helpers import FakeClock, RecordingSink
+from waveforms import ViewerOutbox, WaveformConfig, WaveformRelay
 
 GROUP = "room-1"
 FS = 360.0
@@ -50,16 +50,8 @@ ANNOUNCE = Announce("bed-1", (ChannelInfo("MLII", "mV", 200.0, 1024),
                               ChannelInfo("V5", "mV", 200.0, 1024)), FS, ecg_channel=0)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _relay(**cfg: object) -> tuple[WaveformRelay, Clock]:
-    clock = Clock()
+def _relay(**cfg: object) -> tuple[WaveformRelay, FakeClock]:
+    clock = FakeClock()
     return WaveformRelay(WaveformConfig(analysis=False, **cfg), clock=clock), clock  # type: ignore[arg-type]
 
 
@@ -305,7 +297,7 @@ def _beats(msgs: list[ServerWaveformMessage]) -> list[int]:
 def test_analysis_of_out_of_order_chunks_matches_reference_beats(
     adc: np.ndarray, ecg_data_dir: Path
 ) -> None:
-    relay = WaveformRelay(WaveformConfig(), clock=Clock())
+    relay = WaveformRelay(WaveformConfig(), clock=FakeClock())
     viewer = relay.add_viewer(GROUP, "v1")
     _send(relay, ANNOUNCE)
     n = adc.shape[1]
@@ -338,7 +330,7 @@ def test_analysis_of_out_of_order_chunks_matches_reference_beats(
 
 
 def test_analysis_resumes_after_an_unfilled_gap_times_out(adc: np.ndarray) -> None:
-    clock = Clock()
+    clock = FakeClock()
     relay = WaveformRelay(WaveformConfig(gap_timeout_s=10.0), clock=clock)
     viewer = relay.add_viewer(GROUP, "v1")
     _send(relay, ANNOUNCE)
@@ -371,8 +363,8 @@ def _asystole_run(chunks_per_step: int) -> tuple[list[ServerWaveformMessage], Re
 
     sim = MonitorSimulator(SyntheticSource(75.0, parse_events("asystole@20+10"), 250.0, seed=5),
                            MonitorSimConfig(stream_id="bed-1", chunk_ms=200.0, start_epoch=1.0),
-                           clock=Clock())
-    relay = WaveformRelay(WaveformConfig(), clock=Clock())
+                           clock=FakeClock())
+    relay = WaveformRelay(WaveformConfig(), clock=FakeClock())
     sink = RecordingSink()
     relay.add_store_sink(GROUP, sink)
     viewer = relay.add_viewer(GROUP, "v1")
@@ -415,9 +407,9 @@ def test_asystole_in_a_synthetic_stream_raises_and_clears_an_alarm() -> None:
 
 
 def test_limits_the_analyzer_refuses_are_an_error_reply() -> None:
-    from signaling.waveform_wire import RateLimits
+    from protocol.waveforms import RateLimits
 
-    relay = WaveformRelay(WaveformConfig(), clock=Clock())
+    relay = WaveformRelay(WaveformConfig(), clock=FakeClock())
     (reply,) = _send(relay, Announce("bed-1", ANNOUNCE.channels, FS, 0, RateLimits(50.0, 120.0)))
     assert reply == Ack("bed-1", 0)
     (reply,) = _send(relay, Announce("bed-2", ANNOUNCE.channels, FS, 0, RateLimits(None, 20.0)))

@@ -22,6 +22,23 @@ MAX_ID_LENGTH = 64
 MAX_SDP_LENGTH = 128 * 1024
 MAX_TRACK_IDS = 256
 
+# websocket close codes the server uses (RFC 6455 section 7.4.1)
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+
+class RoomKind(str, enum.Enum):
+    """What a room is for; decides who sees whom (see docs/protocol.md, "Rooms")."""
+
+    CONSULTATION = "consultation"
+    BROADCAST = "broadcast"
+    MONITORING = "monitoring"
+
+
+ROOM_KINDS: tuple[str, ...] = tuple(k.value for k in RoomKind)
+
 
 class Reason(str, enum.Enum):
     """Why a request failed: the `reason` of an `error` message (and of some closes)."""
@@ -381,11 +398,13 @@ ServerMessage = Union[
     Bye,
 ]
 
+SERVER_MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(ServerMessage)}
+
 # --------------------------------------------------------------------------- codec
 
 
-def encode(message: ServerMessage) -> str:
-    """Serialise a server message to a JSON text frame."""
+def encode(message: ServerMessage | ClientMessage) -> str:
+    """Serialise a message (either direction) to a JSON text frame."""
     body = _to_json_value(message)
     return json.dumps({"type": message.TYPE, **body}, separators=(",", ":"))
 
@@ -405,7 +424,8 @@ def _to_json_value(value: Any) -> Any:
         return value.value
     if isinstance(value, dict):
         return value
-    return {name: _to_json_value(getattr(value, name)) for name in _field_names(type(value))}
+    cls: type = type(value)  # annotated: mypy takes type(Any) for unhashable
+    return {name: _to_json_value(getattr(value, name)) for name in _field_names(cls)}
 
 
 @functools.cache
@@ -457,6 +477,52 @@ def decode_client_message(text: str | bytes) -> ClientMessage:
     message: ClientMessage = cls(**kwargs)
     _check_limits(message)
     return message
+
+
+def decode_server_message(text: str | bytes) -> ServerMessage:
+    """Parse one server text frame into its dataclass (what Python clients read).
+
+    The server is trusted to send well-formed messages; this raises WireError(BAD_MESSAGE) for
+    anything else (unknown type, missing field) so a client version mismatch is loud.
+    """
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(Reason.BAD_MESSAGE, f"server message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise WireError(Reason.BAD_MESSAGE, "server message must be a JSON object with a string type")
+    cls = SERVER_MESSAGES.get(obj["type"])
+    if cls is None:
+        raise WireError(Reason.BAD_MESSAGE, f"unknown server message type {obj['type'][:40]!r}")
+    try:
+        built: ServerMessage = _build(cls, obj)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(Reason.BAD_MESSAGE, f"malformed {obj['type']} message: {exc!r}") from None
+    return built
+
+
+def _build(hint: Any, value: Any) -> Any:
+    """A value of type `hint` from its JSON form (dataclasses, tuples, optionals, enums)."""
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        hints = _type_hints(hint)
+        kwargs = {
+            f.name: _build(hints[f.name], value[f.name])
+            for f in dataclasses.fields(hint)
+            if f.name in value or f.default is dataclasses.MISSING
+        }
+        return hint(**kwargs)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_build(item, v) for v in value)
+    if origin in (Union, types.UnionType):
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        return None if value is None else _build(options[0], value) if len(options) == 1 else value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value)
+    if hint is float and isinstance(value, int):
+        return float(value)
+    return value
 
 
 def _check(msg_type: str, name: str, hint: Any, value: Any, request_id: RequestId) -> Any:

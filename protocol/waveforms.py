@@ -8,7 +8,7 @@ description lives in ``docs/protocol-waveforms.md``.
 
 `decode_client_frame` validates everything a peer can get wrong and raises `WaveformWireError`
 naming the field, what was expected and what it got; checks that need stream state (channel count
-matches the announce, sequence rules) belong to `media_server.waveform_relay`.
+matches the announce, sequence rules) belong to `waveforms.relay`.
 """
 
 from __future__ import annotations
@@ -353,7 +353,8 @@ def encode(msg: ClientWaveformMessage | ServerWaveformMessage) -> bytes:
 
     Raises TypeError for an object that is not a waveform message (our bug, not the peer's).
     """
-    return msgpack.packb(_to_map(msg), use_bin_type=True)
+    frame: bytes = msgpack.packb(_to_map(msg), use_bin_type=True)
+    return frame
 
 
 # --------------------------------------------------------------------------- decoding

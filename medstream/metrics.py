@@ -1,0 +1,103 @@
+"""Prometheus text exposition of the server's counters and gauges (`GET /metrics`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from media_server.events import PeerQuality
+from protocol.signaling import RoomKind
+from signaling.hub import Hub
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One metric sample: name, labels, value; `kind` is its Prometheus type."""
+
+    name: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+    kind: str = "gauge"
+    help: str = ""
+
+
+def render(samples: Iterable[Sample]) -> str:
+    """Render samples grouped by metric name, HELP/TYPE once per name."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for s in sorted(samples, key=lambda s: s.name):
+        if s.name not in seen:
+            seen.add(s.name)
+            if s.help:
+                out.append(f"# HELP {s.name} {s.help}")
+            out.append(f"# TYPE {s.name} {s.kind}")
+        labels = ""
+        if s.labels:
+            labels = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in s.labels) + "}"
+        out.append(f"{s.name}{labels} {_number(s.value)}")
+    return "\n".join(out) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if value != value:  # NaN
+        return "NaN"
+    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def signaling_samples(hub: Hub, connections: int, uptime_s: float) -> list[Sample]:
+    """Rooms, participants and message counters of the signaling hub."""
+    m = hub.metrics
+    rooms = list(hub.store.rooms())
+    samples = [
+        Sample("medstream_rooms", len(rooms), help="open rooms"),
+        Sample("medstream_participants", sum(len(r.participants) for r in rooms), help="participants in rooms"),
+        Sample("medstream_connections", connections, help="open websocket connections"),
+        Sample("medstream_joins_total", m.joins, kind="counter", help="successful joins"),
+        Sample("medstream_resumes_total", m.resumes, kind="counter", help="resumed participants"),
+        Sample("medstream_uptime_seconds", uptime_s),
+    ]
+    for kind in RoomKind:
+        samples.append(Sample("medstream_rooms_by_kind", sum(r.kind is kind for r in rooms), (("kind", kind.value),)))
+    for msg_type, n in sorted(m.messages_in.items()):
+        samples.append(Sample("medstream_messages_total", n, (("type", msg_type),), "counter", "messages received"))
+    for reason, n in sorted(m.errors.items()):
+        samples.append(Sample("medstream_errors_total", n, (("reason", reason),), "counter", "error replies sent"))
+    return samples
+
+
+def media_samples(peers: int, tracks: int, qualities: list[tuple[str, PeerQuality]]) -> list[Sample]:
+    """Peer connections, tracks and per-peer quality of the SFU."""
+    out = [
+        Sample("medstream_media_peers", peers, help="open peer connections"),
+        Sample("medstream_media_tracks", tracks, help="published tracks"),
+    ]
+    for pid, q in qualities:
+        labels = (("participant", pid),)
+        out += [
+            Sample("medstream_peer_bitrate_kbps", q.bitrate_kbps, labels, help="media bitrate sent+received"),
+            Sample("medstream_peer_loss_pct", q.loss_pct, labels, help="packet loss, both directions"),
+            Sample("medstream_peer_jitter_ms", q.jitter_ms, labels, help="worst inter-arrival jitter"),
+        ]
+        if q.rtt_ms is not None:
+            out.append(Sample("medstream_peer_rtt_ms", q.rtt_ms, labels, help="round-trip time"))
+    return out
+
+
+WAVEFORM_GAUGES = frozenset({"groups", "streams", "viewers", "analysis_last_step_ms"})
+
+
+def waveform_samples(stats: object, sink_failures_seen: int) -> list[Sample]:
+    """The relay's counters (a dataclass of numbers) as gauges and `_total` counters."""
+    out: list[Sample] = []
+    for f in dataclasses.fields(stats):  # type: ignore[arg-type]
+        value = getattr(stats, f.name)
+        kind = "gauge" if f.name in WAVEFORM_GAUGES else "counter"
+        metric = f"medstream_waveform_{f.name}" + ("" if kind == "gauge" else "_total")
+        out.append(Sample(metric, float(value), kind=kind))
+    out.append(Sample("medstream_waveform_sink_failures_seen_total", sink_failures_seen, kind="counter"))
+    return out

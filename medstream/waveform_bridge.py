@@ -1,0 +1,105 @@
+"""Waveforms <-> sockets: monitors' binary frames into the relay, viewers' outboxes onto sockets.
+
+The relay is socket-free; the hub decides who may publish and who views. This bridge carries
+the hub's waveform effects out on the relay and runs one writer task per viewer, which waits
+only for its own socket: a congested viewer's frames stay in its outbox, where the relay's
+overflow policy applies (see `waveforms.outbox`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from signaling import effects as fx
+from signaling.server import SignalingServer, Socket
+from waveforms import StoreSink, ViewerOutbox, WaveformStats
+
+log = logging.getLogger("medstream.waveforms")
+
+VIEWER_BURST_BUFFER_BYTES = 256 * 1024  # waveform frames written per wake-up while under this
+
+
+class Relay(Protocol):
+    """What the node needs of `waveforms.relay.WaveformRelay`."""
+
+    def on_publisher_frame(self, group: str, publisher_id: str, data: bytes) -> list[bytes]: ...
+    def publisher_disconnected(self, group: str, publisher_id: str) -> None: ...
+    def add_viewer(self, group: str, viewer_id: str) -> ViewerOutbox: ...
+    def remove_viewer(self, group: str, viewer_id: str) -> None: ...
+    def close_group(self, group: str) -> None: ...
+    def add_store_sink(self, group: str, sink: StoreSink) -> None: ...
+    def remove_store_sink(self, group: str, sink: StoreSink) -> None: ...
+    def stats(self) -> WaveformStats: ...
+    async def run_analysis(self, interval_s: float = 0.2) -> None: ...
+
+
+class WaveformBridge:
+    """Registers the waveform handlers on the driver and owns the viewer writer tasks."""
+
+    def __init__(self, driver: SignalingServer, relay: Relay) -> None:
+        self.driver = driver
+        self.relay = relay
+        self._viewer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._analysis: asyncio.Task[None] | None = None
+        driver.on_binary = self._publisher_frame
+        driver.handle(fx.WaveformViewer, self._viewer)
+        driver.handle(fx.WaveformPublisherGone, self._publisher_gone)
+        driver.handle(fx.WaveformGroupClosed, self._group_closed)
+
+    def start(self) -> None:
+        """Start the analysis loop (its DSP runs in a worker thread)."""
+        if self._analysis is None:
+            self._analysis = asyncio.get_running_loop().create_task(self.relay.run_analysis())
+
+    async def close(self) -> None:
+        tasks = list(self._viewer_tasks.values()) + ([self._analysis] if self._analysis else [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._viewer_tasks.clear()
+        self._analysis = None
+
+    def _publisher_gone(self, e: fx.WaveformPublisherGone) -> None:
+        self.relay.publisher_disconnected(e.room_id, e.participant_id)
+
+    def _group_closed(self, e: fx.WaveformGroupClosed) -> None:
+        self.relay.close_group(e.room_id)
+
+    def _publisher_frame(self, room_id: str, publisher_id: str, frame: bytes, socket: Socket) -> None:
+        for reply in self.relay.on_publisher_frame(room_id, publisher_id, frame):
+            socket.send_bytes(reply)
+
+    def _viewer(self, e: fx.WaveformViewer) -> None:
+        key = (e.room_id, e.participant_id)
+        old = self._viewer_tasks.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if not e.add:
+            self.relay.remove_viewer(e.room_id, e.participant_id)
+            return
+        outbox = self.relay.add_viewer(e.room_id, e.participant_id)
+        task = asyncio.get_running_loop().create_task(self._drain(e.participant_id, outbox))
+        self._viewer_tasks[key] = task
+
+        def forget(t: asyncio.Task[None]) -> None:
+            if self._viewer_tasks.get(key) is t:
+                del self._viewer_tasks[key]
+
+        task.add_done_callback(forget)
+
+    async def _drain(self, pid: str, outbox: ViewerOutbox) -> None:
+        """Write one viewer's outbox to its socket: wait while the socket is congested, then write
+        whatever is queued without a per-frame await while the socket's buffer stays small."""
+        while True:
+            frame = await outbox.get()
+            if frame is None:  # the viewer was removed or its room closed
+                return
+            socket = self.driver.socket_of(pid)
+            if socket is None:
+                continue  # reconnecting: the relay's overflow policy bounds what piles up
+            await socket.drain()
+            socket.send_bytes(frame)
+            while socket.buffered_bytes() < VIEWER_BURST_BUFFER_BYTES and (frame := outbox.get_nowait()) is not None:
+                socket.send_bytes(frame)

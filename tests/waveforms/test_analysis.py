@@ -1,0 +1,185 @@
+"""waveforms.analysis.AnalysisScheduler with the real DSP analyzer: contiguous feeding, holds,
+gap timeouts (fake clock) and declared losses. Samples are mitdb/100 ADC integers.
+
+The analyzer refuses non-contiguous input (ValueError, logged by the scheduler as its own bug),
+so every test also checks the log stayed clean: the scheduler never fed across a hole.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from dsp.analyzer import MultiStreamAnalyzer
+from protocol.waveforms import Announce, ChannelInfo, RateLimits
+from tests.waveforms.helpers import FakeClock
+from waveforms.analysis import AnalysisScheduler, AnalysisUpdate, StreamAnalysis
+
+FS = 360.0
+CHUNK = 36  # 100 ms
+ANNOUNCE = Announce("bed-1", (ChannelInfo("MLII", "mV", 200.0, 1024),
+                              ChannelInfo("V5", "mV", 200.0, 1024)), FS, ecg_channel=0)
+
+
+@pytest.fixture(scope="module")
+def adc(ecg_data_dir: Path) -> np.ndarray:
+    """40 s of mitdb/100, both channels, raw ADC integers, shape (2, n)."""
+    rec = wfdb.rdrecord(str(ecg_data_dir / "mitdb" / "100"), physical=False, sampto=int(40 * FS))
+    return np.ascontiguousarray(rec.d_signal.T.astype(np.int16))
+
+
+class Run:
+    """A scheduler on a real analyzer, its updates collected, one stream open."""
+
+    def __init__(self, *, gap_timeout_s: float = 10.0, max_hold_s: float = 120.0) -> None:
+        self.clock = FakeClock()
+        self.updates: list[AnalysisUpdate] = []
+        self.scheduler = AnalysisScheduler(MultiStreamAnalyzer(), on_update=self.updates.append,
+                                           gap_timeout_s=gap_timeout_s, max_hold_s=max_hold_s,
+                                           clock=self.clock)
+        st = self.scheduler.open(ANNOUNCE, 0, None)
+        assert st is not None
+        self.st: StreamAnalysis = st
+
+    def feed(self, adc: np.ndarray, start_s: float, stop_s: float) -> None:
+        """Samples [start_s, stop_s) in 100 ms chunks, as the relay hands them over."""
+        for lo in range(int(start_s * FS), int(stop_s * FS), CHUNK):
+            self.scheduler.feed(self.st, lo, adc[:, lo:lo + CHUNK])
+
+    def step(self) -> list[int]:
+        """One analysis step; the beats it published."""
+        n = len(self.updates)
+        self.scheduler.analyze_once()
+        return [b for u in self.updates[n:] for b in u.analysis.beats]
+
+
+def _clean(caplog: pytest.LogCaptureFixture) -> None:
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_out_of_order_samples_are_held_until_backfilled_then_beats_match_in_order(
+    adc: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    held = Run()
+    held.feed(adc, 0, 10)
+    held.feed(adc, 15, 25)  # [10 s, 15 s) not here yet
+    assert held.st.next_sample == int(10 * FS)
+    assert held.st.held_samples == int(10 * FS)
+    first = held.step()
+    assert first and max(first) < 10 * FS  # nothing analysed beyond the hole
+    held.feed(adc, 10, 15)  # the back-fill: the held samples follow it in order
+    assert held.st.next_sample == int(25 * FS) and not held.st.held and held.st.held_samples == 0
+    second = held.step()
+
+    in_order = Run()
+    in_order.feed(adc, 0, 10)
+    ref_first = in_order.step()
+    in_order.feed(adc, 10, 25)
+    ref_second = in_order.step()
+    assert (first, second) == (ref_first, ref_second)
+    assert max(second) > 24 * FS
+    _clean(caplog)
+
+
+def test_an_unfilled_hole_is_skipped_after_the_gap_timeout(
+    adc: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = Run(gap_timeout_s=10.0)
+    run.feed(adc, 0, 10)
+    run.scheduler.note_gap(run.st, True)  # the relay: a hole opened at clock 1000.0
+    run.feed(adc, 15, 30)
+    before = run.step()
+    run.clock.now += 9.9
+    assert max(before + run.step()) < 10 * FS  # still waiting
+    run.clock.now += 0.1
+    after = run.step()  # timed out: analyzer reset, fed from the held samples on
+    assert run.st.next_sample == int(30 * FS) and not run.st.held
+    assert after and min(after) >= 15 * FS and max(after) > 29 * FS
+    run.feed(adc, 10, 15)  # a back-fill after giving up is not analysed
+    assert run.st.next_sample == int(30 * FS)
+    assert run.step() == []
+    _clean(caplog)
+
+
+def test_a_closed_gap_stops_the_timeout(adc: np.ndarray) -> None:
+    run = Run(gap_timeout_s=1.0)
+    run.feed(adc, 0, 5)
+    run.scheduler.note_gap(run.st, True)
+    run.feed(adc, 6, 10)
+    run.scheduler.note_gap(run.st, True)  # still open: the timeout runs from the first opening
+    run.clock.now += 0.5
+    run.scheduler.note_gap(run.st, False)  # the relay: back-filled ...
+    run.clock.now += 5.0
+    run.step()
+    assert run.st.next_sample == int(5 * FS)  # ... so nothing was skipped (the samples come)
+    run.feed(adc, 5, 6)
+    assert run.st.next_sample == int(10 * FS)
+
+
+def test_too_much_held_data_is_skipped_without_waiting(adc: np.ndarray) -> None:
+    run = Run(max_hold_s=5.0)
+    run.feed(adc, 0, 5)
+    run.feed(adc, 10, 15)  # exactly 5 s held: still waits
+    run.step()
+    assert run.st.next_sample == int(5 * FS)
+    run.feed(adc, 15, 16)  # more than 5 s held
+    beats = run.step()
+    assert run.st.next_sample == int(16 * FS)
+    assert [b for b in beats if 5 * FS <= b < 10 * FS] == []
+
+
+def test_declared_loss_resets_the_stream_and_beats_resume_after_the_hole(
+    adc: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = Run()
+    run.feed(adc, 0, 10)
+    early = run.step()
+    run.feed(adc, 12, 30)
+    run.scheduler.skip_to(run.st, int(12 * FS))  # the monitor: [10 s, 12 s) is lost
+    assert run.st.next_sample == int(30 * FS) and run.st.held_samples == 0
+    late = run.step()
+    assert late and min(late) >= 12 * FS and max(late) > 29 * FS
+    # the reset restarts detection: it matches a fresh analyzer started at 12 s
+    fresh = Run()
+    fresh.scheduler.skip_to(fresh.st, int(12 * FS))
+    fresh.feed(adc, 12, 30)
+    assert fresh.step() == late
+    assert early and max(early) < 10 * FS
+    _clean(caplog)
+
+
+def test_results_without_news_or_change_are_not_published(adc: np.ndarray) -> None:
+    run = Run()
+    run.feed(adc, 0, 10)
+    run.step()
+    assert run.updates and run.updates[-1].news
+    assert run.st.last is not None and run.st.last.beats == ()  # what a new viewer gets
+    n = len(run.updates)
+    run.step()  # nothing fed: no beats, same values
+    assert len(run.updates) == n
+
+
+def test_a_closed_stream_is_not_published_and_limits_are_checked() -> None:
+    run = Run()
+    run.scheduler.close(run.st)
+    run.scheduler.close(run.st)  # idempotent
+    run.scheduler.analyze_once()
+    assert run.updates == []
+    with pytest.raises(ValueError):
+        run.scheduler.limits_for(RateLimits(None, 20.0))
+    assert run.scheduler.limits_for(None) is None
+    no_ecg = Announce("spo2", (ChannelInfo("Pleth", "%", 1.0, 0),), 125.0)
+    assert run.scheduler.open(no_ecg, 0, None) is None
+
+
+def test_without_an_analyzer_everything_is_off() -> None:
+    off = AnalysisScheduler(None, on_update=lambda u: None, gap_timeout_s=1.0, max_hold_s=1.0)
+    assert not off.enabled
+    assert off.open(ANNOUNCE, 0, None) is None
+    assert off.limits_for(RateLimits(None, 20.0)) is None  # not validated: nobody uses them
+    off.analyze_once()
+    assert off.steps == 0

@@ -315,8 +315,8 @@ def test_vital_signs_stay_plausible_over_a_simulated_week() -> None:
     rows = [sim.vitals_at(5.0 * i) for i in range(1, steps + 1)]
     series = {k: np.array([r[k] for r in rows]) for k in VITALS}
     assert series["spo2_pct"].max() <= 100.0 and series["spo2_pct"].min() >= 88.0
-    assert 36.0 <= series["temp_c"].min() and series["temp_c"].max() <= 38.0
-    assert 8 <= series["resp_rate_bpm"].min() and series["resp_rate_bpm"].max() <= 25
+    assert series["temp_c"].min() >= 36.0 and series["temp_c"].max() <= 38.0
+    assert series["resp_rate_bpm"].min() >= 8 and series["resp_rate_bpm"].max() <= 25
     assert (series["nibp_sys_mmhg"] - series["nibp_dia_mmhg"] >= PULSE_PRESSURE_MIN_MMHG - 1).all()
     for name, spec in VITALS.items():
         x = series[name]

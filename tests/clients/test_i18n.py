@@ -132,7 +132,8 @@ def test_every_value_the_server_sends_has_words_in_both_languages() -> None:
     wanted |= {f"state.{s}" for s in states}
     wanted |= {f"quality.{g}" for g in ("good", "fair", "poor", "unknown")}
     # fallbacks for values a newer server may send
-    wanted |= {"reason.unknown", "alarm.unknown", "ended.unknown", "bye.unknown", "stream_ended.unknown"}
+    wanted |= {"reason.unknown", "alarm.unknown", "ended.unknown", "bye.unknown", "stream_ended.unknown",
+               "role.unknown", "kind.unknown"}
     for lang in ("zh", "en"):
         missing = sorted(wanted - set(tabs[lang]))
         assert not missing, f"{lang}: no words for {missing}"

@@ -41,9 +41,11 @@ export const STRINGS = {
     "role.speaker": "发言人",
     "role.monitor": "监护仪",
     "role.supervisor": "督导",
+    "role.unknown": "参与者",
     "kind.consultation": "会诊",
     "kind.broadcast": "教学直播",
     "kind.monitoring": "监护",
+    "kind.unknown": "会话",
     "room.line": "{kind}：{room} · {name}（{role}）",
     "you": "（我）",
 
@@ -242,9 +244,11 @@ export const STRINGS = {
     "role.speaker": "speaker",
     "role.monitor": "monitor",
     "role.supervisor": "supervisor",
+    "role.unknown": "participant",
     "kind.consultation": "Consultation",
     "kind.broadcast": "Broadcast",
     "kind.monitoring": "Monitoring",
+    "kind.unknown": "Session",
     "room.line": "{kind}: {room} · {name} ({role})",
     "you": " (you)",
 
@@ -473,6 +477,11 @@ export function tOr(prefix, value, vars = {}) {
 
 /** A translatable reference, for vars and setText: {key, vars}. */
 export function ref(key, vars = {}) { return { key, vars }; }
+
+/** A reference to the text of a server value under `prefix`, else `${prefix}.unknown`. */
+export function refOr(prefix, value, vars = {}) {
+  return ref(has(`${prefix}.${value}`) ? `${prefix}.${value}` : `${prefix}.unknown`, vars);
+}
 
 /** Set an element's text to `key` and keep the key on it, so a language switch re-renders it. */
 export function setText(el, key, vars = {}) {

@@ -7,7 +7,7 @@ import { Signaling, tokenFromUrl } from "./signaling.js";
 import { WaveformStore, BedTile, AlarmCenter, animate, alarmText } from "./waveforms.js";
 import { RoomState } from "./room.js";
 import { el, joinError } from "./ui.js";
-import { t, ref, setText, initI18n, onLanguageChange, formatTime } from "./i18n.js";
+import { t, refOr, setText, initI18n, onLanguageChange, formatTime } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const tiles = new Map();  // stream id -> BedTile
@@ -109,7 +109,7 @@ const room = new RoomState(sig);
 let roomLine = null;
 sig.onJoined = (j) => {
   room.fromJoined(j);
-  roomLine = { kind: ref(`kind.${j.room.kind}`), room: j.room.id, name: j.participant.name, role: ref(`role.${j.participant.role}`) };
+  roomLine = { kind: refOr("kind", j.room.kind), room: j.room.id, name: j.participant.name, role: refOr("role", j.participant.role) };
   setText($("room"), "room.line", roomLine);
 };
 

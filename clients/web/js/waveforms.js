@@ -263,12 +263,12 @@ export class SweepView {
   /** Draw samples [from, to) continuing the pen at (px, py) (null: start afresh); keeps the pen. */
   _stroke(from, to, px, py) {
     const s = this.stream;
-    const t = this.trace.getContext("2d");
-    t.strokeStyle = this.color;
-    t.lineWidth = 1.6;
-    t.lineJoin = "round";
-    t.beginPath();
-    if (px !== null) t.moveTo(px, py);
+    const pen = this.trace.getContext("2d");
+    pen.strokeStyle = this.color;
+    pen.lineWidth = 1.6;
+    pen.lineJoin = "round";
+    pen.beginPath();
+    if (px !== null) pen.moveTo(px, py);
     let clipped = false;
     for (let i = from; i < to; i++) {
       const v = s.at(i);
@@ -277,10 +277,10 @@ export class SweepView {
       const yRaw = this._y(v);
       if (yRaw < 0 || yRaw > this.height) clipped = true;
       const y = Math.max(1, Math.min(this.height - 1, yRaw));
-      if (px === null || x < px) t.moveTo(x, y); else t.lineTo(x, y);
+      if (px === null || x < px) pen.moveTo(x, y); else pen.lineTo(x, y);
       px = x; py = y;
     }
-    t.stroke();
+    pen.stroke();
     this.clipped = clipped;  // rescale on the next step rather than keep drawing off-scale
     this.penX = px;
     this.penY = py;
@@ -338,10 +338,10 @@ export class SweepView {
   _marker(i) {
     if (this.firstDrawn === null || i < this.firstDrawn) return;  // no trace drawn there
     if (this.drawn !== null && this.drawn - i > this.stream.fs * this.width / (SWEEP_MM_PER_S * CSS_PX_PER_MM)) return;
-    const t = this.trace.getContext("2d");
+    const pen = this.trace.getContext("2d");
     const x = this._x(i);
-    t.fillStyle = "#ffffff";
-    t.beginPath(); t.moveTo(x - 4, 2); t.lineTo(x + 4, 2); t.lineTo(x, 9); t.closePath(); t.fill();
+    pen.fillStyle = "#ffffff";
+    pen.beginPath(); pen.moveTo(x - 4, 2); pen.lineTo(x + 4, 2); pen.lineTo(x, 9); pen.closePath(); pen.fill();
     this.beatsDrawn += 1;
   }
 
@@ -362,12 +362,12 @@ export class SweepView {
     this.cursor = Math.min(this.cursor + dtS * s.fs * rate, Math.max(live, this.drawn));
     const upto = Math.floor(this.cursor);
     if (upto <= this.drawn) return;
-    const t = this.trace.getContext("2d");
+    const pen = this.trace.getContext("2d");
     const eraseW = ERASE_W_PX;
     // erase bar: clear just ahead of the new stretch of trace
     const x0 = this._x(this.drawn);
     const x1 = this._x(upto);
-    const clear = (a, b) => t.clearRect(a, 0, Math.max(0, b - a), this.height);
+    const clear = (a, b) => pen.clearRect(a, 0, Math.max(0, b - a), this.height);
     if (x1 >= x0) { clear(x0 + 1, Math.min(this.width, x1 + eraseW)); if (x1 + eraseW > this.width) clear(0, x1 + eraseW - this.width); }
     else { clear(x0 + 1, this.width); clear(0, x1 + eraseW); }
     const wrapped = this.penX === null || x1 < x0;

@@ -68,4 +68,7 @@ async def test_error_banners_are_sentences_with_local_times() -> None:
         assert await index.evaluate("document.documentElement.lang") == "zh-CN"
         assert "中央监护墙" in await index.inner_text("body")
         assert await index.evaluate("document.documentElement.scrollWidth <= innerWidth")
-        assert page_errors(log, log2, log3, log4, log5) == []
+        # a browser in neither language gets Chinese, the default
+        other, log6 = await open_page(browser, f"{app.url}/", "index fr", locale="fr-FR")
+        assert await other.evaluate("[navigator.languages[0], document.documentElement.lang]") == ["fr-FR", "zh-CN"]
+        assert page_errors(log, log2, log3, log4, log5, log6) == []

@@ -474,7 +474,8 @@ class MonitorSimulator:
         join = wire.Join(wire.PROTOCOL_VERSION, self.config.token, id=1)
         await ws.send(wire.encode(replace(join, resume=resume) if resume else join))
         while True:
-            raw = await asyncio.wait_for(ws.recv(), self.config.ack_timeout_s)
+            async with asyncio.timeout(self.config.ack_timeout_s):
+                raw = await ws.recv()
             if isinstance(raw, bytes):
                 continue
             msg = wire.decode_server_message(raw)
@@ -508,7 +509,10 @@ class MonitorSimulator:
             first_ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             reader = asyncio.create_task(self._read(ws, first_ack))
             try:
-                send_from = await asyncio.wait_for(first_ack, self.config.ack_timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the awaited thing completes, and the monitor never stops
+                async with asyncio.timeout(self.config.ack_timeout_s):
+                    send_from = await first_ack
                 # after a reconnect, what was generated before it is back-fill; on the first
                 # connection nothing was ever sent, so the chunks made while joining are live
                 first = self.stats.connections == 1
@@ -536,8 +540,9 @@ class MonitorSimulator:
                         return False
                     if not sent_any:
                         self._new_chunk.clear()
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(self._new_chunk.wait(), 0.5)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.5):
+                                await self._new_chunk.wait()
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

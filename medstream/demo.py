@@ -37,6 +37,7 @@ log = logging.getLogger("medstream.demo")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"
 CONSULTATION, BROADCAST, WARD = "demo-consultation", "demo-grand-rounds", "demo-ward"
 RECORDS = ("mitdb/100", "mitdb/112", "mitdb/208")  # regular sinus; sinus; frequent PVCs
+MONITOR_STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,10 @@ async def run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signum)
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # bounded: a monitor that does not stop must not keep the recordings from finishing
+        _, pending = await asyncio.wait(tasks, timeout=MONITOR_STOP_TIMEOUT_S) if tasks else (set(), set())
+        if pending:
+            log.warning("%d simulated monitor(s) did not stop within %g s", len(pending), MONITOR_STOP_TIMEOUT_S)
         await app.stop()  # finishes recordings first (manifests and hashes), then sockets
     if received:
         print("stopped.", flush=True)

@@ -49,14 +49,18 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
             raise AssertionError(f"no recorded samples after 30 s: {sorted(map(str, recordings.rglob('*')))}") from None
         assert [s.complete for s in list_sessions(recordings)] == [False]  # recording, not finished yet
         proc.send_signal(signum)
+        stdout_task = asyncio.ensure_future(proc.stdout.read())
         try:
-            out = await asyncio.wait_for(proc.stdout.read(), timeout_s(30))
             await asyncio.wait_for(proc.wait(), timeout_s(30))
+            out = await asyncio.wait_for(stdout_task, timeout_s(10))
         except TimeoutError:
             proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack to stderr
             await asyncio.wait_for(proc.wait(), timeout_s(10))
-            tail = (await stderr_task).decode()[-6000:]
-            raise AssertionError(f"demo still running 30 s after {signum.name}:\n{tail}") from None
+            said = (await stdout_task).decode()[-300:]
+            dump = (await stderr_task).decode()
+            start = dump.find("Fatal Python error")
+            tail = dump[start:dump.find("Extension modules", start)] if start >= 0 else dump[-6000:]
+            raise AssertionError(f"demo still running 30 s after {signum.name}; it said {said!r}:\n{tail}") from None
         err = await stderr_task
         assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
         assert "finishing recordings" in out.decode(), out.decode()
@@ -66,6 +70,7 @@ async def test_demo_finishes_its_recordings_on_a_signal(tmp_path: Path, signum: 
             assert s.complete and not s.error, s
             assert s.n_files > 0 and s.stopped_at is not None, s
         assert "Traceback" not in err.decode(), err.decode()[-2000:]
+        assert "did not stop" not in err.decode(), err.decode()[-2000:]  # every monitor obeyed the cancel
     finally:
         if proc.returncode is None:
             proc.kill()

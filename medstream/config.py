@@ -21,6 +21,21 @@ from signaling.hub import SignalingConfig
 log = logging.getLogger("medstream.config")
 
 
+class ConfigError(ValueError):
+    """An everyday mistake in flags, environment or config file: one line to the user, exit 2."""
+
+
+def port_number(text: str) -> int:
+    """argparse type for a TCP port: 0 (any free port) or 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number 0-65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything `medstream serve` needs."""
@@ -49,8 +64,13 @@ def _file_config(args: argparse.Namespace) -> dict[str, Any]:
     path = getattr(args, "config", None) or os.environ.get("MEDSTREAM_CONFIG")
     if not path:
         return {}
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
 
 
 def resolve_secret(args: argparse.Namespace, *, generate: bool = False) -> str:
@@ -59,14 +79,16 @@ def resolve_secret(args: argparse.Namespace, *, generate: bool = False) -> str:
     if secret:
         return str(secret)
     if generate:
-        log.warning("no secret configured: using a random one (tokens from other processes won't verify)")
+        log.warning("--dev: using a random secret for this run; tokens from `medstream token` in other "
+                    "processes will not verify")
         return secrets.token_urlsafe(32)
-    raise SystemExit("medstream: no secret: pass --secret, set MEDSTREAM_SECRET or put `secret` in --config")
+    raise ConfigError("no secret: pass --secret, set MEDSTREAM_SECRET or put `secret` in --config "
+                      "(or --dev for a throwaway one)")
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port for websockets and HTTP (default 8765)")
+    parser.add_argument("--port", type=port_number, help="port for websockets and HTTP (default 8765)")
     add_secret_argument(parser)
     parser.add_argument("--audit-log", help="audit JSON-lines file (default var/audit.jsonl; '' or 'none' to disable)")
     parser.add_argument("--recordings-dir", type=Path, help="where recordings go (default var/recordings)")
@@ -81,6 +103,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=ROOM_KINDS,
                         help="record every room of this kind from its creation (policy; repeatable)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--dev", action="store_true",
+                        help="development: without a secret, use a random one (tokens from other processes won't verify)")
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -100,7 +124,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         IceServerInfo(urls=(url,)) for url in (args.ice_server or file.get("ice_servers", []))
     )
     signaling = SignalingConfig(
-        secret=resolve_secret(args, generate=True),
+        secret=resolve_secret(args, generate=bool(getattr(args, "dev", False))),
         ice_servers=ice_servers,
         record_kinds=tuple(args.record or file.get("record_kinds", [])),
         **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and k != "secret"},
@@ -108,17 +132,32 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     rooms = []
     for spec in args.room or file.get("rooms", []):
         room_id, _, kind = str(spec).partition(":")
-        rooms.append((room_id, kind or "consultation"))
+        kind = kind or "consultation"
+        if not room_id or kind not in ROOM_KINDS:
+            raise ConfigError(f"room must be ID or ID:KIND with KIND one of {', '.join(ROOM_KINDS)}, got {spec!r}")
+        rooms.append((room_id, kind))
+    port = pick(args.port, "MEDSTREAM_PORT", "port", 8765)
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ConfigError(f"port must be a number 0-65535, got {port!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port must be 0-65535, got {port}")
     audit = pick(args.audit_log, "MEDSTREAM_AUDIT_LOG", "audit_log", "var/audit.jsonl")
+    host = str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1"))
+    ice_hosts = tuple(args.ice_host or file.get("ice_host_addresses", []))
+    if not ice_hosts and host in ("127.0.0.1", "localhost"):
+        # serving this machine only: offer the loopback address (aioice never offers it by itself)
+        ice_hosts = ("127.0.0.1",)
     return ServerConfig(
         signaling=signaling,
-        host=str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1")),
-        port=int(pick(args.port, "MEDSTREAM_PORT", "port", 8765)),
+        host=host,
+        port=port,
         audit_log=Path(audit) if audit and str(audit).lower() != "none" else None,
         recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
         recordings_retention_days=file.get("recordings_retention_days"),
         rooms=tuple(rooms),
-        ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
+        ice_host_addresses=ice_hosts,
         media=not args.no_media and file.get("media", True),
         api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
     )

@@ -47,6 +47,8 @@ class SignalingConfig:
     rate_burst: int = 60
     binary_rate_per_s: float = 400.0  # waveform frames per second, sustained
     binary_rate_burst: int = 2000  # a monitor back-filling sends a burst
+    chat_per_s: float = 1.0  # chat messages per second per connection, sustained
+    chat_burst: int = 5
     flood_close_after: int = 200  # refused messages in a row before the socket is closed
     max_participants_per_room: int = 1000
     handshake_timeout_s: float = 10.0
@@ -85,6 +87,7 @@ class Connection:
     last_seen: float
     text_bucket: TokenBucket
     binary_bucket: TokenBucket
+    chat_bucket: TokenBucket
     participant_id: str | None = None
     refused_in_a_row: int = 0
     rate_error_sent_at: float = -1e9
@@ -155,6 +158,7 @@ class Hub:
             last_seen=now,
             text_bucket=TokenBucket(self.config.rate_per_s, self.config.rate_burst, now),
             binary_bucket=TokenBucket(self.config.binary_rate_per_s, self.config.binary_rate_burst, now),
+            chat_bucket=TokenBucket(self.config.chat_per_s, self.config.chat_burst, now),
         )
         self.metrics.connections_opened += 1
         return conn_id
@@ -296,6 +300,10 @@ class Hub:
         if isinstance(msg, wire.Leave):
             conn.closing = True
             return [*room.remove(pid, "left"), CloseConn(conn.conn_id, CLOSE_NORMAL, "left")]
+        if isinstance(msg, wire.Chat):
+            if not conn.chat_bucket.take(now):
+                raise WireError(Reason.RATE_LIMITED, f"at most {self.config.chat_per_s:g} chat messages a second", msg.id)
+            return room.chat(pid, msg, now)
         return room.handle(pid, msg)
 
     def _join(self, conn: Connection, msg: wire.Join, now: float) -> list[Effect]:

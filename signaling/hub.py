@@ -364,9 +364,21 @@ class Hub:
         ]
 
     def _finish(self, effects: list[Effect]) -> list[Effect]:
-        """Turn room-level effects into connection-level ones and keep the indexes in step."""
+        """Turn room-level effects into connection-level ones and keep the indexes in step.
+
+        A participant kicked in this batch loses its connection index here, before the driver
+        sends anything: messages addressed to it earlier in the batch (`room_ended` before the
+        `bye`) are bound to its connection now, so they still reach it, in order."""
+        kicked = {e.participant_id: c for e in effects if isinstance(e, Kick)
+                  and (c := self.conn_of.get(e.participant_id)) is not None}
         out: list[Effect] = []
         for e in effects:
+            if kicked and isinstance(e, Send) and any(pid in kicked for pid in e.to):
+                out += [SendConn(kicked[pid], e.message) for pid in e.to if pid in kicked]
+                rest = tuple(pid for pid in e.to if pid not in kicked)
+                if rest:
+                    out.append(Send(rest, e.message))
+                continue
             if isinstance(e, Kick):
                 conn_id = self.conn_of.pop(e.participant_id, None)
                 self.store.unbind(e.participant_id)

@@ -1,7 +1,8 @@
 """A bedside monitor simulator: streams a WFDB record or synthetic ECG as a real monitor would.
 
 Fixed-rate chunks of ADC integers (the record's own gains/baselines, or neurokit2's `ecg_simulate`
-at a set heart rate with scripted events), numerics now and then, and store-and-forward: every
+at a set heart rate with scripted events), numerics now and then (`VitalSigns`: bounded,
+mean-reverting, following the scripted events), and store-and-forward: every
 chunk stays in a buffer until the server's `ack` covers it; while disconnected the monitor keeps
 generating, and when it is back it re-announces (with `oldest_seq`) and back-fills, oldest first.
 Back within the server's resume grace period it rejoins with the `resume` key of its last `joined`
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import secrets
 import time
@@ -52,6 +54,76 @@ FATAL_JOIN_REASONS = {"invalid_token", "token_expired", "token_not_yet_valid", "
 
 class MonitorSimError(Exception):
     """The simulator cannot continue (bad token, refused join, unreadable record)."""
+
+
+# --------------------------------------------------------------------------- vital signs
+
+
+@dataclass(frozen=True, slots=True)
+class VitalSpec:
+    """One vital sign as an Ornstein-Uhlenbeck process: it reverts to `mean` with time constant
+    `tau_s`, wanders with stationary standard deviation `sd` and never leaves [`low`, `high`]
+    (physiological limits of the simulated patient); shown with `digits` decimals."""
+
+    mean: float
+    sd: float
+    tau_s: float
+    low: float
+    high: float
+    digits: int = 0
+
+
+# An adult at rest. Bounds keep every value possible for a living patient on a monitor (SpO2 never
+# above 100 %, temperature 36-38 degC); the scripted events move the means (EVENT_SHIFTS).
+VITALS: dict[str, VitalSpec] = {
+    "spo2_pct": VitalSpec(97.5, 0.7, 45.0, 70.0, 100.0, 0),
+    "resp_rate_bpm": VitalSpec(16.0, 1.2, 60.0, 6.0, 40.0, 0),
+    "temp_c": VitalSpec(36.8, 0.12, 900.0, 36.0, 38.0, 1),
+    "nibp_sys_mmhg": VitalSpec(120.0, 5.0, 240.0, 50.0, 190.0, 0),
+    "nibp_dia_mmhg": VitalSpec(78.0, 3.5, 240.0, 30.0, 120.0, 0),
+}
+# How each scripted rhythm moves the means (added to VITALS[...].mean) and how fast (tau_s):
+# no output in asystole (saturation falls, pressure collapses, breathing stops); tachycardia
+# raises breathing and pressure a little; bradycardia lowers pressure.
+EVENT_SHIFTS: dict[str, tuple[dict[str, float], float]] = {
+    "asystole": ({"spo2_pct": -20.0, "resp_rate_bpm": -10.0, "nibp_sys_mmhg": -60.0, "nibp_dia_mmhg": -40.0}, 20.0),
+    "tachy": ({"spo2_pct": -2.0, "resp_rate_bpm": 6.0, "nibp_sys_mmhg": 15.0, "nibp_dia_mmhg": 8.0}, 30.0),
+    "brady": ({"spo2_pct": -2.0, "resp_rate_bpm": -2.0, "nibp_sys_mmhg": -25.0, "nibp_dia_mmhg": -15.0}, 30.0),
+}
+PULSE_PRESSURE_MIN_MMHG = 15.0
+
+
+class VitalSigns:
+    """The numerics of one simulated patient: each vital an exact-discretisation OU step
+    (x' = m + (x - m) e^(-dt/tau) + sd sqrt(1 - e^(-2 dt/tau)) z), clipped to its bounds, with the
+    diastolic pressure kept at least PULSE_PRESSURE_MIN_MMHG below the systolic one.
+
+    `step(dt_s, rhythm)` advances by `dt_s` seconds of stream time under `rhythm` ("normal" or
+    an event kind) and returns the values rounded for display.
+    """
+
+    def __init__(self, rng: np.random.Generator, specs: dict[str, VitalSpec] = VITALS) -> None:
+        self.specs = specs
+        self._rng = rng
+        self.values = {k: v.mean for k, v in specs.items()}
+
+    def step(self, dt_s: float, rhythm: str = "normal") -> dict[str, float]:
+        """Advance `dt_s` (> 0) seconds; returns {name: value} rounded to each spec's digits."""
+        if dt_s <= 0:
+            raise ValueError(f"dt_s must be > 0, got {dt_s}")
+        shifts, event_tau_s = EVENT_SHIFTS.get(rhythm, ({}, None))
+        for name, spec in self.specs.items():
+            mean = spec.mean + shifts.get(name, 0.0)
+            tau = min(spec.tau_s, event_tau_s) if name in shifts and event_tau_s else spec.tau_s
+            decay = math.exp(-dt_s / tau)
+            noise = spec.sd * math.sqrt(1.0 - decay * decay) * float(self._rng.standard_normal())
+            x = mean + (self.values[name] - mean) * decay + noise
+            self.values[name] = min(spec.high, max(spec.low, x))
+        if "nibp_sys_mmhg" in self.values and "nibp_dia_mmhg" in self.values:
+            self.values["nibp_dia_mmhg"] = min(self.values["nibp_dia_mmhg"],
+                                               self.values["nibp_sys_mmhg"] - PULSE_PRESSURE_MIN_MMHG)
+            self.values["nibp_dia_mmhg"] = max(self.specs["nibp_dia_mmhg"].low, self.values["nibp_dia_mmhg"])
+        return {k: round(v, self.specs[k].digits) for k, v in self.values.items()}
 
 
 # --------------------------------------------------------------------------- sources
@@ -151,6 +223,10 @@ class SyntheticSource:
             if e.start_s <= t_s < e.start_s + e.duration_s:
                 return e.kind, e.rate_bpm or self.heart_rate_bpm
         return "normal", self.heart_rate_bpm
+
+    def rhythm_at(self, t_s: float) -> str:
+        """The scripted rhythm at stream time `t_s`: "normal" or an event kind."""
+        return self._state_at(t_s)[0]
 
     def _block(self) -> np.ndarray:
         import neurokit2 as nk
@@ -284,8 +360,8 @@ class MonitorSimulator:
         self._online.set()
         self._ws: websockets.ClientConnection | None = None
         self._rng = np.random.default_rng(config.seed)
-        self._numerics = {"spo2_pct": 97.0, "resp_rate_bpm": 16.0, "temp_c": 36.8,
-                          "nibp_sys_mmhg": 120.0, "nibp_dia_mmhg": 78.0}
+        self.vitals = VitalSigns(self._rng)
+        self._numerics_at_s: float | None = None  # stream time of the last numerics
         self._next_numerics_s = 0.0
         self._resume_key: str | None = None  # from the last `joined`
         self._resume_grace_s = 0.0
@@ -323,9 +399,19 @@ class MonitorSimulator:
         if sim_s < self._next_numerics_s:
             return None
         self._next_numerics_s = sim_s + self.config.numerics_every_s
-        for k in self._numerics:
-            self._numerics[k] = round(self._numerics[k] + float(self._rng.normal(0, 0.3)), 1)
-        return Numerics(self.config.stream_id, self.start_epoch + sim_s, dict(self._numerics))
+        values = self.vitals_at(sim_s)
+        return Numerics(self.config.stream_id, self.start_epoch + sim_s, values)
+
+    def vitals_at(self, sim_s: float) -> dict[str, float]:
+        """Advance the vital signs to stream time `sim_s` (following the source's scripted rhythm,
+        if it has one) and return them rounded for display."""
+        rhythm_at = getattr(self.source, "rhythm_at", None)
+        rhythm = rhythm_at(sim_s) if rhythm_at is not None else "normal"
+        dt = self.config.numerics_every_s if self._numerics_at_s is None else sim_s - self._numerics_at_s
+        self._numerics_at_s = sim_s
+        if dt <= 0:
+            return {k: round(v, self.vitals.specs[k].digits) for k, v in self.vitals.values.items()}
+        return self.vitals.step(dt, rhythm)
 
     def set_offline(self, offline: bool) -> None:
         """Simulate a network outage: drop the socket now and stay away until set back online.
@@ -391,7 +477,8 @@ class MonitorSimulator:
         join = wire.Join(wire.PROTOCOL_VERSION, self.config.token, id=1)
         await ws.send(wire.encode(replace(join, resume=resume) if resume else join))
         while True:
-            raw = await asyncio.wait_for(ws.recv(), self.config.ack_timeout_s)
+            async with asyncio.timeout(self.config.ack_timeout_s):
+                raw = await ws.recv()
             if isinstance(raw, bytes):
                 continue
             msg = wire.decode_server_message(raw)
@@ -425,7 +512,10 @@ class MonitorSimulator:
             first_ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             reader = asyncio.create_task(self._read(ws, first_ack))
             try:
-                send_from = await asyncio.wait_for(first_ack, self.config.ack_timeout_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the awaited thing completes, and the monitor never stops
+                async with asyncio.timeout(self.config.ack_timeout_s):
+                    send_from = await first_ack
                 # after a reconnect, what was generated before it is back-fill; on the first
                 # connection nothing was ever sent, so the chunks made while joining are live
                 first = self.stats.connections == 1
@@ -453,8 +543,9 @@ class MonitorSimulator:
                         return False
                     if not sent_any:
                         self._new_chunk.clear()
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(self._new_chunk.wait(), 0.5)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.5):
+                                await self._new_chunk.wait()
             finally:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

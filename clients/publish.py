@@ -286,12 +286,14 @@ class Publisher:
         tracks: dict[Kind, MediaStreamTrack],
         codecs: dict[Kind, str],
         ice_host_addresses: tuple[str, ...] = (),
+        connect_timeout_s: float = 30.0,
     ) -> None:
         self.url = url
         self.token = token
         self.tracks = tracks
         self.codecs = codecs
         self.ice_host_addresses = ice_host_addresses
+        self.connect_timeout_s = connect_timeout_s
         self.stats = PublisherStats()
         self.pc: RTCPeerConnection | None = None
         self.published = asyncio.Event()
@@ -313,19 +315,35 @@ class Publisher:
                                                    id="publish")))
             pinger = asyncio.ensure_future(self._ping(ws, joined.heartbeat_s))
             reader = asyncio.ensure_future(self._read(ws))
-            waiters: list[asyncio.Future[Any]] = [reader]
+            watchdog = asyncio.ensure_future(self._media_connects(self.connect_timeout_s))
+            waiters: list[asyncio.Future[Any]] = [reader, watchdog]
             if until is not None:
                 waiters.append(until)
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 if reader.done():
                     reader.result()  # re-raise PublishError
+                if watchdog.done():
+                    watchdog.result()  # media never connected: PublishError
             finally:
                 pinger.cancel()
                 reader.cancel()
+                watchdog.cancel()
                 with contextlib.suppress(Exception):
                     await ws.send(wire.encode(wire.Leave()))
                 await self.pc.close()
+
+    async def _media_connects(self, timeout_s: float) -> None:
+        """Raise PublishError when media has not connected within `timeout_s`; else wait forever."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.pc is None or self.pc.connectionState != "connected":
+            failed = self.pc is not None and self.pc.connectionState == "failed"
+            if failed or asyncio.get_running_loop().time() > deadline:
+                raise PublishError(
+                    f"media did not connect within {timeout_s:g} s: the server's ICE addresses are not "
+                    "reachable from here (its --ice-host, a firewall, or TURN)")
+            await asyncio.sleep(0.1)
+        await asyncio.Event().wait()
 
     async def _expect(self, ws: Any, type_: str) -> wire.ServerMessage:
         while True:

@@ -124,6 +124,29 @@ def _line(name: str, ours: BeatScore, theirs: BeatScore, delays: list[float]) ->
     )
 
 
+WFDB_SUFFIXES = (".hea", ".dat", ".atr", ".xws", ".qrs")
+
+
+def record_names(paths: list[str]) -> list[str]:
+    """WFDB record names from what a person typed: `100`, `100.hea`, or a shell glob such as
+    `mitdb/1*` that also matched each record's `.dat`/`.atr` (each record once, in order).
+
+    A file with a WFDB suffix but no header of its own (e.g. `102-0.atr`) is skipped; a name
+    without a header raises FileNotFoundError."""
+    names: dict[str, None] = {}
+    for raw in paths:
+        suffix = next((x for x in WFDB_SUFFIXES if raw.endswith(x)), "")
+        name = raw[: len(raw) - len(suffix)] if suffix else raw
+        if not Path(name + ".hea").exists():
+            if suffix and suffix != ".hea":
+                continue  # an annotation or signal file without a record of that name
+            raise FileNotFoundError(f"record {name!r}: expected {name}.hea, not found")
+        names.setdefault(name, None)
+    if not names:
+        raise FileNotFoundError(f"no WFDB record among {paths[:5]}")
+    return list(names)
+
+
 def main(argv: list[str]) -> int:
     """Entry point of `medstream ecg-eval RECORD... [--seed N] [--json FILE] [--no-skip]`."""
     parser = argparse.ArgumentParser(prog="medstream ecg-eval", description=__doc__)
@@ -145,11 +168,12 @@ def main(argv: list[str]) -> int:
         "--fs", type=float, default=None, help="resample records to this rate first (Hz)"
     )
     args = parser.parse_args(argv)
-    for rec in args.records:
-        if not Path(rec + ".hea").exists():
-            parser.error(f"record {rec!r}: expected {rec}.hea, not found")
+    try:
+        records = record_names(args.records)
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
     skip_s = LEARNING_PERIOD_S if args.skip else 0.0
-    jobs = [(rec, args.seed, skip_s, args.max_chunk_s, args.fs) for rec in args.records]
+    jobs = [(rec, args.seed, skip_s, args.max_chunk_s, args.fs) for rec in records]
     if args.processes > 1 and len(jobs) > 1:
         with Pool(min(args.processes, len(jobs))) as pool:
             results = pool.starmap(evaluate_record, jobs)

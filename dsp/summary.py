@@ -114,9 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel", type=int, default=0)
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     args = parser.parse_args(argv)
-    if not Path(args.record + ".hea").exists():
-        parser.error(f"record {args.record!r}: expected {args.record}.hea, not found")
-    rec = load_record(args.record, args.channel)
+    record = args.record.removesuffix(".hea").removesuffix(".dat").removesuffix(".atr")
+    if not Path(record + ".hea").exists():
+        parser.error(f"record {record!r}: expected {record}.hea, not found")
+    try:
+        rec = load_record(record, args.channel)
+    except (ValueError, IndexError, FileNotFoundError) as exc:
+        parser.error(f"record {record!r}, channel {args.channel}: {exc}")
     summary = summarize_ecg(rec.signal_mv, rec.sampling_rate_hz)
     for key, value in summary.to_json().items():
         print(f"{key:>18}: {value:.2f}" if isinstance(value, float) else f"{key:>18}: {value}")

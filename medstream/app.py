@@ -190,6 +190,9 @@ class MedstreamApp:
                 self.recorder.participant(room, ParticipantNote(pid, role, who, name))
             case ev.TrackPublished(room_id=room, track_id=tid, participant_id=pid, kind=kind, codec=codec):
                 self.recorder.track_published(room, TrackNote(tid, pid, kind, codec))
+            case ev.ChatSent(room_id=room, message_id=mid, participant_id=pid, name=name, text=text, time=t,
+                             to_moderators=question):
+                self.recorder.chat(room, mid, pid, name, text, t, question)
             case _:
                 pass
 

@@ -23,6 +23,21 @@ from signaling.tokens import MIN_SECRET_BYTES
 log = logging.getLogger("medstream.config")
 
 
+class ConfigError(ValueError):
+    """An everyday mistake in flags, environment or config file: one line to the user, exit 2."""
+
+
+def port_number(text: str) -> int:
+    """argparse type for a TCP port: 0 (any free port) or 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number 0-65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything `medstream serve` needs."""
@@ -47,7 +62,7 @@ class ServerConfig:
 
 
 SECRET_ON_COMMAND_LINE = (
-    "medstream: refusing --secret: a command line is readable by every local user "
+    "refusing --secret: a command line is readable by every local user "
     "(/proc/<pid>/cmdline, ps); set MEDSTREAM_SECRET or use --secret-file / MEDSTREAM_SECRET_FILE"
 )
 
@@ -64,15 +79,20 @@ def _file_config(args: argparse.Namespace) -> dict[str, Any]:
     path = getattr(args, "config", None) or os.environ.get("MEDSTREAM_CONFIG")
     if not path:
         return {}
-    with open(path, "rb") as f:
-        return tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
 
 
 def _read_secret_file(path: str | Path, what: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise SystemExit(f"medstream: cannot read the {what} file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
 
 
 def _secret_from(args: argparse.Namespace, file: dict[str, Any], prefix: str, key: str) -> str | None:
@@ -93,7 +113,7 @@ def _secret_from(args: argparse.Namespace, file: dict[str, Any], prefix: str, ke
 
 def _check_length(secret: str, what: str) -> str:
     if len(secret.encode()) < MIN_SECRET_BYTES:
-        raise SystemExit(f"medstream: the {what} must be at least {MIN_SECRET_BYTES} bytes, "
+        raise ConfigError(f"the {what} must be at least {MIN_SECRET_BYTES} bytes, "
                          f"got {len(secret.encode())} (e.g. `openssl rand -base64 48`)")
     return secret
 
@@ -101,15 +121,16 @@ def _check_length(secret: str, what: str) -> str:
 def resolve_secret(args: argparse.Namespace, *, generate: bool = False) -> str:
     """The signing secret from a file or the environment; a random one only if `generate`."""
     if getattr(args, "secret", None):
-        raise SystemExit(SECRET_ON_COMMAND_LINE)
+        raise ConfigError(SECRET_ON_COMMAND_LINE)
     secret = _secret_from(args, _file_config(args), "SECRET", "secret")
     if secret:
         return _check_length(secret, "secret")
     if generate:
-        log.warning("no secret configured: using a random one (tokens from other processes won't verify)")
+        log.warning("--dev: using a random secret for this run; tokens from `medstream token` in other "
+                    "processes will not verify")
         return secrets.token_urlsafe(32)
-    raise SystemExit("medstream: no secret: set MEDSTREAM_SECRET, or use --secret-file / MEDSTREAM_SECRET_FILE, "
-                     "or `secret_file` in --config")
+    raise ConfigError("no secret: set MEDSTREAM_SECRET, or use --secret-file / MEDSTREAM_SECRET_FILE, "
+                      "or `secret_file` in --config (or --dev for a throwaway one)")
 
 
 def resolve_keys(args: argparse.Namespace, *, generate: bool = False) -> dict[str, Any]:
@@ -129,7 +150,7 @@ def resolve_keys(args: argparse.Namespace, *, generate: bool = False) -> dict[st
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port for websockets and HTTP (default 8765)")
+    parser.add_argument("--port", type=port_number, help="port for websockets and HTTP (default 8765)")
     add_secret_argument(parser)
     parser.add_argument("--audit-log", help="audit JSON-lines file (default var/audit.jsonl; '' or 'none' to disable)")
     parser.add_argument("--recordings-dir", type=Path, help="where recordings go (default var/recordings)")
@@ -146,6 +167,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="websocket Origin allowed besides the server's own (repeatable; '*' for any)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--dev", action="store_true",
+                        help="development: without a secret, use a random one (tokens from other processes won't verify)")
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -165,7 +188,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         IceServerInfo(urls=(url,)) for url in (args.ice_server or file.get("ice_servers", []))
     )
     signaling = SignalingConfig(
-        **resolve_keys(args, generate=True),
+        **resolve_keys(args, generate=bool(getattr(args, "dev", False))),
         ice_servers=ice_servers,
         record_kinds=tuple(args.record or file.get("record_kinds", [])),
         **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and "secret" not in k
@@ -174,17 +197,32 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     rooms = []
     for spec in args.room or file.get("rooms", []):
         room_id, _, kind = str(spec).partition(":")
-        rooms.append((room_id, kind or "consultation"))
+        kind = kind or "consultation"
+        if not room_id or kind not in ROOM_KINDS:
+            raise ConfigError(f"room must be ID or ID:KIND with KIND one of {', '.join(ROOM_KINDS)}, got {spec!r}")
+        rooms.append((room_id, kind))
+    port = pick(args.port, "MEDSTREAM_PORT", "port", 8765)
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ConfigError(f"port must be a number 0-65535, got {port!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port must be 0-65535, got {port}")
     audit = pick(args.audit_log, "MEDSTREAM_AUDIT_LOG", "audit_log", "var/audit.jsonl")
+    host = str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1"))
+    ice_hosts = tuple(args.ice_host or file.get("ice_host_addresses", []))
+    if not ice_hosts and host in ("127.0.0.1", "localhost"):
+        # serving this machine only: offer the loopback address (aioice never offers it by itself)
+        ice_hosts = ("127.0.0.1",)
     return ServerConfig(
         signaling=signaling,
-        host=str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1")),
-        port=int(pick(args.port, "MEDSTREAM_PORT", "port", 8765)),
+        host=host,
+        port=port,
         audit_log=Path(audit) if audit and str(audit).lower() != "none" else None,
         recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
         recordings_retention_days=file.get("recordings_retention_days"),
         rooms=tuple(rooms),
-        ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
+        ice_host_addresses=ice_hosts,
         media=not args.no_media and file.get("media", True),
         api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
         allowed_origins=tuple(args.allow_origin or [o for o in env.get("MEDSTREAM_ALLOWED_ORIGINS", "").split(",") if o]

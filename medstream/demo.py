@@ -4,8 +4,9 @@ Starts a MedstreamApp on 127.0.0.1 (SFU and waveform relay on, ICE offering 127.
 `--ice-host` says otherwise), opens a consultation, a broadcast and a monitoring ward, streams 3-4
 simulated monitors into the ward (real MIT-BIH records when ../shared/data/ecg is there, else
 synthetic ECG; bed-4 has an asystole on cue and a tachycardia later) plus one monitor into the
-consultation, and prints the links. Runs until Ctrl-C or `--duration` seconds. Needs nothing but
-the Python dependencies (no Redis).
+consultation, and prints the links. Runs until Ctrl-C, SIGTERM or `--duration` seconds; on a signal
+it stops cleanly, so recordings in progress are finished (manifests complete, files hashed). Needs
+nothing but the Python dependencies (no Redis).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ log = logging.getLogger("medstream.demo")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ecg"
 CONSULTATION, BROADCAST, WARD = "demo-consultation", "demo-grand-rounds", "demo-ward"
 RECORDS = ("mitdb/100", "mitdb/112", "mitdb/208")  # regular sinus; sinus; frequent PVCs
+MONITOR_STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asystole-at", type=float, default=45.0,
                    help="seconds after start when bed-4's heart stops (for 12 s)")
     p.add_argument("--valid-for", type=float, default=12 * 3600.0, help="token validity (s)")
+    p.add_argument("--record", action="append", default=[], metavar="KIND",
+                   choices=("consultation", "broadcast", "monitoring"),
+                   help="record every room of this kind from the start (repeatable)")
+    p.add_argument("--recordings-dir", type=Path, default=Path("var/recordings"),
+                   help="where recordings go (default var/recordings)")
     return p
 
 
@@ -110,7 +118,8 @@ async def run(args: argparse.Namespace) -> int:
         raise SystemExit(SECRET_ON_COMMAND_LINE)
     secret = os.environ.get("MEDSTREAM_SECRET") or secrets.token_urlsafe(32)
     config = ServerConfig(
-        signaling=SignalingConfig(secret=secret),
+        signaling=SignalingConfig(secret=secret, record_kinds=tuple(args.record)),
+        recordings_dir=args.recordings_dir,
         host=args.host,
         port=args.port,
         audit_log=None,
@@ -123,6 +132,19 @@ async def run(args: argparse.Namespace) -> int:
     app = MedstreamApp(config)
     await app.start()
     tasks: list[asyncio.Task[object]] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
+    handled = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread / Windows
+            loop.add_signal_handler(signum, on_signal, signum)
+            handled.append(signum)
     try:
         for sim in monitors(app.ws_url, secret, args.data, args.asystole_at):
             tasks.append(asyncio.create_task(sim.run()))
@@ -138,15 +160,22 @@ async def run(args: argparse.Namespace) -> int:
               f"{args.asystole_at + 60:g} s):")
         print(f"  wall:      {links.wall}")
         print("\nCtrl-C to stop.", flush=True)
-        if args.duration is not None:
-            await asyncio.sleep(args.duration)
-        else:
-            await asyncio.Event().wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.duration)
+        if received:
+            print(f"\n{received[0]}: stopping, finishing recordings ...", flush=True)
     finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await app.stop()
+        # bounded: a monitor that does not stop must not keep the recordings from finishing
+        _, pending = await asyncio.wait(tasks, timeout=MONITOR_STOP_TIMEOUT_S) if tasks else (set(), set())
+        if pending:
+            log.warning("%d simulated monitor(s) did not stop within %g s", len(pending), MONITOR_STOP_TIMEOUT_S)
+        await app.stop()  # finishes recordings first (manifests and hashes), then sockets
+    if received:
+        print("stopped.", flush=True)
     return 0
 
 

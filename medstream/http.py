@@ -156,7 +156,7 @@ class HttpServer:
         *,
         max_frame_bytes: int,
         static_root: Path | None = None,
-        ping_interval_s: float = 20.0,
+        ping_interval_s: float = 40.0,
         allowed_origins: tuple[str, ...] = (),
     ) -> None:
         self.driver = driver
@@ -206,6 +206,8 @@ class HttpServer:
             why = f"server full ({self.fd_cap} connections, the descriptor limit)"
         if why is not None:
             return web.Response(status=503, text=why + "\n", headers={"Retry-After": "5"})
+        # aiohttp gives up on a ping after heartbeat/2: 20 s, as lenient as a congested township
+        # link needs (a ping queued behind video on a 200 kbit/s link can take seconds)
         ws = web.WebSocketResponse(
             max_msg_size=self.max_frame_bytes, compress=False, heartbeat=self.ping_interval_s, autoping=True,
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
+import sys
 
 from medstream.app import MedstreamApp
-from medstream.config import add_server_arguments, configure_logging, server_config
+from medstream.config import ConfigError, add_server_arguments, configure_logging, server_config
 
 
 def run(coro_factory) -> None:  # type: ignore[no-untyped-def]
@@ -38,6 +40,26 @@ def main(argv: list[str]) -> int:
     add_server_arguments(parser)
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    app = MedstreamApp(server_config(args))
-    run(lambda: serve_forever(app))
+    try:
+        config = server_config(args)
+    except ConfigError as exc:
+        print(f"medstream serve: {exc}", file=sys.stderr)
+        return 2
+    app = MedstreamApp(config)
+    try:
+        run(lambda: serve_forever(app))
+    except OSError as exc:
+        print(f"medstream serve: {listen_error(exc, config.host, config.port)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def listen_error(exc: OSError, host: str, port: int) -> str:
+    """What went wrong when the server could not listen, in plain words."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (another medstream?): stop it or pick another --port"
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"cannot listen on {host}: not an address of this machine (--host)"
+    if exc.errno == errno.EACCES:
+        return f"no permission to listen on port {port} (ports below 1024 need root): pick another --port"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"

@@ -3,19 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import re
 import sys
+import time
 
-from medstream.config import add_secret_argument, resolve_keys
+from medstream.config import ConfigError, add_secret_argument, resolve_keys
 from protocol.signaling import ROOM_KINDS
 from signaling.roles import TOKEN_ROLES
 from signaling.tokens import KeyRing, issue_token
 
+UNITS_S = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60, "minutes": 60,
+           "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 
-def _parse_duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units:
-        return float(text[:-1]) * units[text[-1]]
-    return float(text)
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90m`, `2h`, `1day`, `1.5 hours`, `3600` (plain seconds). Raises ValueError."""
+    m = _DURATION_RE.match(text.lower())
+    if m is None or (m.group(2) and m.group(2) not in UNITS_S):
+        raise ValueError(f"duration must look like 90m, 2h or 1d, got {text!r}")
+    seconds = float(m.group(1)) * UNITS_S.get(m.group(2), 1)
+    if seconds <= 0:
+        raise ValueError(f"duration must be more than 0, got {text!r}")
+    return seconds
+
+
+def parse_start(text: str | None, now: float) -> float:
+    """Epoch seconds from `now`, `+15m` (from now), an ISO 8601 time or epoch seconds."""
+    if text is None or text == "now":
+        return now
+    if text.startswith("+"):
+        return now + parse_duration(text[1:])
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--valid-from must be now, +DURATION, an ISO 8601 time or epoch seconds, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # local time, as the person typing it means
+    return moment.timestamp()
 
 
 def main(argv: list[str]) -> int:
@@ -26,8 +56,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--name", help="display name (default: identity)")
     parser.add_argument("--role", required=True, choices=sorted(r.value for r in TOKEN_ROLES))
     parser.add_argument("--kind", choices=ROOM_KINDS, help="host tokens: create the room as this kind")
-    parser.add_argument("--valid-from", type=float, help="epoch seconds (default: now)")
-    parser.add_argument("--valid-for", default="1h", help="duration, e.g. 90m, 2h (default 1h)")
+    parser.add_argument("--valid-from", help="now (default), +15m, 2026-12-01T14:00 (local time) or epoch seconds")
+    parser.add_argument("--valid-for", default="1h", help="duration, e.g. 90m, 2h, 1d (default 1h)")
     add_secret_argument(parser)
     args = parser.parse_args(argv)
     try:
@@ -38,11 +68,11 @@ def main(argv: list[str]) -> int:
             identity=args.identity,
             name=args.name,
             role=args.role,
-            valid_from=args.valid_from,
-            valid_for_s=_parse_duration(args.valid_for),
+            valid_from=parse_start(args.valid_from, time.time()),
+            valid_for_s=parse_duration(args.valid_for),
             room_kind=args.kind,
         )
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"medstream token: {exc}", file=sys.stderr)
         return 2
     print(token)

@@ -23,6 +23,7 @@ MAX_SDP_LENGTH = 128 * 1024
 MAX_TRACK_IDS = 256
 MAX_DEPTH = 8  # nesting of JSON arrays/objects; our messages need 3
 MAX_CONTAINERS = 1024  # arrays/objects in one message (checked before parsing, by a byte count)
+MAX_CHAT_CHARS = 1000  # a question or a drug name spelled out, not a document
 
 # websocket close codes the server uses (RFC 6455 section 7.4.1)
 CLOSE_NORMAL = 1000
@@ -248,9 +249,18 @@ class Readmit:
     id: RequestId = None
 
 
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A text message to the room (in a broadcast, the audience's go to the moderators)."""
+
+    TYPE: ClassVar[str] = "chat"
+    text: str
+    id: RequestId = None
+
+
 ClientMessage = Union[
     Join, Leave, Ping, RaiseHand, Promote, Demote, Mute, Remove, EndRoom, StartRecording,
-    StopRecording, Publish, Unpublish, Subscribe, Unsubscribe, SetVideoPaused, Sdp, Candidate,
+    StopRecording, Publish, Unpublish, Subscribe, Unsubscribe, SetVideoPaused, Sdp, Candidate, Chat,
     RefreshToken, Readmit,
 ]
 CLIENT_MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(ClientMessage)}
@@ -407,6 +417,21 @@ class Error:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A chat message as it reaches its recipients. `to_moderators`: an audience question, seen
+    by the moderators and the asker only. `time` in Unix seconds (server clock)."""
+
+    TYPE: ClassVar[str] = "chat_message"
+    message_id: str
+    participant_id: str
+    name: str
+    role: str
+    text: str
+    time: float
+    to_moderators: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Bye:
     """Last message before the server closes: may the client come back with its resume key?"""
 
@@ -437,7 +462,7 @@ class TokenRefreshed:
 ServerMessage = Union[
     Joined, ParticipantJoined, ParticipantLeft, ParticipantUpdated, TrackPublished, TrackUpdated,
     TrackUnpublished, ServerSdp, ServerCandidate, Recording, Quality, Pong, Ok, RoomEnded, Error,
-    Bye, TokenExpiring, TokenRefreshed,
+    Bye, ChatMessage, TokenExpiring, TokenRefreshed,
 ]
 
 SERVER_MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(ServerMessage)}
@@ -626,6 +651,15 @@ def _check_limits(message: ClientMessage) -> None:
             f"protocol version must be {PROTOCOL_VERSION}, got {message.v}",
             message.id,
         )
+    if isinstance(message, Chat):
+        if not message.text.strip():
+            raise WireError(Reason.BAD_MESSAGE, "chat: text must not be empty", message.id)
+        if len(message.text) > MAX_CHAT_CHARS:
+            raise WireError(
+                Reason.MESSAGE_TOO_LARGE,
+                f"chat: text must be at most {MAX_CHAT_CHARS} characters, got {len(message.text)}",
+                message.id,
+            )
     if isinstance(message, Sdp) and len(message.sdp) > MAX_SDP_LENGTH:
         raise WireError(
             Reason.MESSAGE_TOO_LARGE,

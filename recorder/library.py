@@ -30,6 +30,7 @@ from recorder.errors import (
 from recorder.manifest import MANIFEST_NAME, SessionManifest, read_manifest
 from recorder.session import ROOM_NAME_RE
 
+DEFAULT_ROOT = Path("var/recordings")  # the server's default `recordings_dir` too
 SESSION_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -198,8 +199,8 @@ def _summarise(directory: Path) -> SessionSummary:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medstream recordings",
                                 description="List, inspect and prune recorded sessions.")
-    p.add_argument("--root", type=Path, default=Path("recordings"),
-                   help="recordings folder (default: ./recordings)")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                   help=f"recordings folder (default: {DEFAULT_ROOT}, where `medstream serve` records)")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="list sessions, newest first")
     ls.add_argument("--room", help="only this room")
@@ -215,6 +216,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """`medstream recordings ...`; returns the exit status (0 ok, 1 not found/unreadable, 2 usage)."""
     args = _parser().parse_args(argv)
+    if not args.root.is_dir():
+        where = (f"no recordings yet: {str(args.root)!r} does not exist (the server records into "
+                 f"{DEFAULT_ROOT} of the folder it runs in; --root DIR for another)")
+        if args.command == "list":
+            print(where)
+            return 0
+        print(f"medstream recordings: {where}", file=sys.stderr)
+        return 1 if args.command == "show" else 2
     if args.command == "list":
         sessions = list_sessions(args.root, room=args.room)
         if args.json:

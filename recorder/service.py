@@ -402,6 +402,15 @@ class RecordingService:
             rr.participants[p.participant_id] = entry
             rr.recorder.add_participant(p.participant_id, p.role, p.identity, p.name)
 
+    def chat(self, room_id: str, message_id: str, participant_id: str, name: str, text: str,
+             time_unix_s: float, to_moderators: bool) -> None:
+        """A chat message in a room: kept only while that room is being recorded."""
+        rr = self.rooms.get(room_id)
+        if rr is None or rr.recorder.state != "recording":
+            return
+        with contextlib.suppress(RecorderError):
+            rr.recorder.add_chat(message_id, participant_id, name, text, time_unix_s, to_moderators)
+
     def track_published(self, room_id: str, t: TrackNote) -> None:
         """A track appeared in a recorded room: attach at once, ask for a keyframe at once."""
         if (pending := self._pending.get(room_id)) is not None:

@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import errno
 import hashlib
+import json
 import logging
 import queue
 import re
@@ -136,6 +137,11 @@ class _ManifestChanged:
 
 
 @dataclass(slots=True)
+class _Chat:
+    line: str  # one JSON object, already encoded on the loop
+
+
+@dataclass(slots=True)
 class _Checkpoint:
     done: threading.Event
 
@@ -148,7 +154,9 @@ class _Stop:
 
 
 _Command = (_AddTrack | _Frame | _EndTrack | _AddStream | _Chunk | _Annotate | _ManifestChanged
-            | _Checkpoint | _Stop)
+            | _Chat | _Checkpoint | _Stop)
+
+CHAT_NAME = "chat.jsonl"  # chat messages of a recorded session, one JSON object a line
 
 
 # ---- sinks handed to the relay ------------------------------------------------------------
@@ -319,6 +327,15 @@ class SessionRecorder:
         self._require_recording("add_participant")
         self._participants[participant_id] = ParticipantEntry(participant_id, role, identity, name)
         self._enqueue(_ManifestChanged(dict(self._participants)), 0)
+
+    def add_chat(self, message_id: str, participant_id: str, name: str, text: str, time_unix_s: float,
+                 to_moderators: bool = False) -> None:
+        """Keep a chat message of the session (`chat.jsonl`, written by the writer thread)."""
+        self._require_recording("add_chat")
+        line = json.dumps({"message_id": message_id, "participant_id": participant_id, "name": name,
+                           "text": text, "time": time_unix_s, "to_moderators": to_moderators},
+                          ensure_ascii=False)
+        self._enqueue(_Chat(line), len(line))
 
     def add_track(self, track_id: str, participant_id: str, kind: str, codec: str) -> TrackSink:
         """Start recording a published track; returns the FrameSink to attach to the relay.
@@ -596,6 +613,9 @@ class _Writer:
             elif command.track_id in self.streams:
                 self.streams[command.track_id].writer.close()
             self._write_manifest()
+        elif isinstance(command, _Chat):
+            with open(rec.directory / CHAT_NAME, "a", encoding="utf-8") as f:
+                f.write(command.line + "\n")
         elif isinstance(command, _ManifestChanged):
             self.participants = command.participants
             self._write_manifest()
@@ -711,6 +731,8 @@ def _command_bytes(command: _Command) -> int:
         return len(command.frame.data)
     if isinstance(command, _Chunk):
         return command.samples.nbytes
+    if isinstance(command, _Chat):
+        return len(command.line)
     return 0
 
 

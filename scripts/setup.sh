@@ -12,6 +12,8 @@ want_test=0
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+# Chinese names on the pages and in ECG report PDFs
+[ -d /usr/share/fonts/opentype/noto ] && ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1 || need+=(fonts-noto-cjk)
 if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)

@@ -8,7 +8,8 @@ bash scripts/setup.sh --test
 PY=${PYTHON:-python3}
 mkdir -p tests/artifacts
 if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
-  exec unshare --net -- sh -c "ip link set lo up && exec $PY -m pytest -q -p no:cacheprovider $*"
+  # the arguments go through as "$@" of the inner shell: quoted ones (-k "a or b") stay whole
+  exec unshare --net -- sh -c 'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider "$@"' "$PY" "$@"
 else
   echo "test: not root or no unshare: running in the host network namespace (servers bind 127.0.0.1)" >&2
   exec $PY -m pytest -q -p no:cacheprovider "$@"

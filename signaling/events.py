@@ -67,6 +67,21 @@ class RecordingStopped:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatSent:
+    """A chat message; observers keep its text only where the room is recorded."""
+
+    room_id: str
+    message_id: str
+    participant_id: str
+    identity: str
+    name: str
+    role: str
+    text: str
+    time: float
+    to_moderators: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RoomEnded:
     room_id: str
     reason: str
@@ -74,6 +89,6 @@ class RoomEnded:
 
 RoomEvent = Union[
     ParticipantJoined, ParticipantLeft, RoleChanged, TrackPublished, TrackUnpublished,
-    RecordingStarted, RecordingStopped, RoomEnded,
+    RecordingStarted, RecordingStopped, ChatSent, RoomEnded,
 ]
 ROOM_EVENTS: tuple[type, ...] = RoomEvent.__args__  # type: ignore[attr-defined]

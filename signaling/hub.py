@@ -50,6 +50,8 @@ class SignalingConfig:
     rate_burst: int = 60
     binary_rate_per_s: float = 400.0  # waveform frames per second, sustained
     binary_rate_burst: int = 2000  # a monitor back-filling sends a burst
+    chat_per_s: float = 1.0  # chat messages per second per connection, sustained
+    chat_burst: int = 5
     flood_close_after: int = 200  # refused messages in a row before the socket is closed
     max_participants_per_room: int = 1000
     handshake_timeout_s: float = 10.0
@@ -95,6 +97,7 @@ class Connection:
     last_seen: float
     text_bucket: TokenBucket
     binary_bucket: TokenBucket
+    chat_bucket: TokenBucket
     participant_id: str | None = None
     refused_in_a_row: int = 0
     rate_error_sent_at: float = -1e9
@@ -233,6 +236,7 @@ class Hub:
             last_seen=now,
             text_bucket=TokenBucket(self.config.rate_per_s, self.config.rate_burst, now),
             binary_bucket=TokenBucket(self.config.binary_rate_per_s, self.config.binary_rate_burst, now),
+            chat_bucket=TokenBucket(self.config.chat_per_s, self.config.chat_burst, now),
             address=address,
         )
         self._pending += 1
@@ -418,6 +422,10 @@ class Hub:
             return [*room.remove(pid, "left"), CloseConn(conn.conn_id, CLOSE_NORMAL, "left")]
         if isinstance(msg, wire.RefreshToken):
             return self._refresh(room, room.participants[pid], msg, now)
+        if isinstance(msg, wire.Chat):
+            if not conn.chat_bucket.take(now):
+                raise WireError(Reason.RATE_LIMITED, f"at most {self.config.chat_per_s:g} chat messages a second", msg.id)
+            return room.chat(pid, msg, now)
         return room.handle(pid, msg)
 
     def _refresh(self, room: Room, p: Participant, msg: wire.RefreshToken, now: float) -> list[Effect]:
@@ -546,20 +554,23 @@ class Hub:
         ]
 
     def _finish(self, effects: list[Effect]) -> list[Effect]:
-        """Turn room-level effects into connection-level ones and keep the indexes in step."""
+        """Turn room-level effects into connection-level ones and keep the indexes in step.
+
+        A participant kicked in this batch loses its connection index here, before the driver
+        sends anything: messages addressed to it earlier in the batch (`room_ended` before the
+        `bye`) are bound to its connection now, so they still reach it, in order."""
+        kicked = {e.participant_id: c for e in effects if isinstance(e, Kick)
+                  and (c := self.conn_of.get(e.participant_id)) is not None}
         out: list[Effect] = []
         if self._pending_audit:
             out += self._pending_audit
             self._pending_audit.clear()
-        # A kicked participant's connection leaves the index below, before the driver resolves
-        # the Sends: messages addressed to it earlier in the list (`room_ended`, ...) go to its
-        # connection directly, so it still gets them before its `bye`.
-        kicked = {e.participant_id: c for e in effects if isinstance(e, Kick)
-                  and (c := self.conn_of.get(e.participant_id)) is not None}
         for e in effects:
-            if kicked and isinstance(e, Send) and not kicked.keys().isdisjoint(e.to):
-                out.append(Send(tuple(p for p in e.to if p not in kicked), e.message))
-                out += [SendConn(kicked[p], e.message) for p in e.to if p in kicked]
+            if kicked and isinstance(e, Send) and any(pid in kicked for pid in e.to):
+                out += [SendConn(kicked[pid], e.message) for pid in e.to if pid in kicked]
+                rest = tuple(pid for pid in e.to if pid not in kicked)
+                if rest:
+                    out.append(Send(rest, e.message))
                 continue
             if isinstance(e, Kick):
                 conn_id = self.conn_of.pop(e.participant_id, None)

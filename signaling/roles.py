@@ -26,16 +26,17 @@ class Action(str, enum.Enum):
     RAISE_HAND = "raise_hand"
     MODERATE = "moderate"  # mute, remove, promote/demote, end the room
     RECORD = "record"  # start/stop recording
+    CHAT = "chat"  # send text messages (supervisors stay silent, devices have nothing to say)
 
 
 _A = Action
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.HOST: frozenset(
-        {_A.PUBLISH_AUDIO, _A.PUBLISH_VIDEO, _A.PUBLISH_WAVEFORMS, _A.SUBSCRIBE, _A.MODERATE, _A.RECORD}
+        {_A.PUBLISH_AUDIO, _A.PUBLISH_VIDEO, _A.PUBLISH_WAVEFORMS, _A.SUBSCRIBE, _A.MODERATE, _A.RECORD, _A.CHAT}
     ),
-    Role.EXPERT: frozenset({_A.PUBLISH_AUDIO, _A.PUBLISH_VIDEO, _A.SUBSCRIBE, _A.RAISE_HAND}),
-    Role.VIEWER: frozenset({_A.SUBSCRIBE, _A.RAISE_HAND}),
-    Role.SPEAKER: frozenset({_A.PUBLISH_AUDIO, _A.PUBLISH_VIDEO, _A.SUBSCRIBE, _A.RAISE_HAND}),
+    Role.EXPERT: frozenset({_A.PUBLISH_AUDIO, _A.PUBLISH_VIDEO, _A.SUBSCRIBE, _A.RAISE_HAND, _A.CHAT}),
+    Role.VIEWER: frozenset({_A.SUBSCRIBE, _A.RAISE_HAND, _A.CHAT}),
+    Role.SPEAKER: frozenset({_A.PUBLISH_AUDIO, _A.PUBLISH_VIDEO, _A.SUBSCRIBE, _A.RAISE_HAND, _A.CHAT}),
     Role.MONITOR: frozenset({_A.PUBLISH_WAVEFORMS}),
     Role.SUPERVISOR: frozenset({_A.SUBSCRIBE}),
 }

@@ -131,6 +131,7 @@ class Room:
         self.recording = False
         self.ended = False
         self.barred: dict[str, str] = {}  # identity -> who removed it; barred for the room's life
+        self._chat_count = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -353,6 +354,34 @@ class Room:
             )
         )
         return effects
+
+    # ------------------------------------------------------------------ chat
+
+    def chat(self, participant_id: str, msg: wire.Chat, now: float) -> list[Effect]:
+        """A text message: to everyone who takes part; in a broadcast an audience member's goes to
+        the moderators (and back to the asker) only. The audit notes that a message was sent,
+        never its text; observers keep the text only where the room is recorded."""
+        p = self.participants[participant_id]
+        self._require(p, Action.CHAT, msg)
+        self._chat_count += 1
+        message_id = f"m{self._chat_count}"
+        question = self.is_audience(p)
+        if question:
+            to = tuple(q for q, o in self.participants.items()
+                       if o.connected and (o.may(Action.MODERATE) or q == participant_id))
+        else:
+            to = tuple(q for q, o in self.participants.items()
+                       if o.connected and (o.may(Action.SUBSCRIBE) or o.may(Action.CHAT)))
+        text = msg.text.strip()
+        return [
+            Send(to, wire.ChatMessage(message_id, participant_id, p.name, p.role.value, text, now, question)),
+            Audit("message_sent", self.room_id, p.identity, p.role.value,
+                  {"participant_id": participant_id, "message_id": message_id, "chars": len(text),
+                   "to_moderators": question}),
+            ev.ChatSent(self.room_id, message_id, participant_id, p.identity, p.name, p.role.value, text, now,
+                        question),
+            _ok(p, msg),
+        ]
 
     # ------------------------------------------------------------------ requests
 

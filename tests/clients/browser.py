@@ -85,9 +85,13 @@ def make_fake_media(directory: Path, name: str, rgb: tuple[int, int, int], tone_
     return FakeMedia(rgb, tone_hz, video, audio)
 
 
-async def launch(pw: Playwright, media: FakeMedia | None = None) -> Browser:
-    """Start one headless Chromium (with its own fake camera and microphone if `media`)."""
-    args = list(CHROMIUM_ARGS)
+async def launch(pw: Playwright, media: FakeMedia | None = None, *, autoplay: bool = True) -> Browser:
+    """Start one headless Chromium (with its own fake camera and microphone if `media`).
+
+    `autoplay=False` keeps Chromium's default autoplay policy (sound only after a click), as a
+    freshly opened wall PC has it.
+    """
+    args = [a for a in CHROMIUM_ARGS if autoplay or not a.startswith("--autoplay-policy")]
     if media is not None:
         args += [f"--use-file-for-fake-video-capture={media.video_path}",
                  f"--use-file-for-fake-audio-capture={media.audio_path}"]
@@ -109,9 +113,16 @@ class PageLog:
 
 
 async def open_page(browser: Browser, url: str, label: str,
-                    viewport: tuple[int, int] = (1280, 800)) -> tuple[Page, PageLog]:
-    """A new context + page at `url` (its own cookies/storage: one participant per context)."""
-    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+                    viewport: tuple[int, int] = (1280, 800), locale: str = "en-US",
+                    timezone: str | None = None) -> tuple[Page, PageLog]:
+    """A new context + page at `url` (its own cookies/storage: one participant per context).
+
+    `locale` is the browser's language (navigator.languages), which picks the page's language
+    when none was chosen before: "zh-CN" gives Chinese, "en-US" (the default here, so tests can
+    name English buttons) English. `timezone` (IANA name) is the viewer's time zone.
+    """
+    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, locale=locale,
+                                        timezone_id=timezone)
     page = await context.new_page()
     log = PageLog(page, label)
     await page.goto(url)

@@ -18,6 +18,7 @@ import pytest
 
 from protocol import signaling as wire
 from protocol import waveforms as ww
+from signaling import roles
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.browser]
@@ -81,3 +82,22 @@ def test_pages_load_only_local_scripts() -> None:
     for page in WEB.glob("*.html"):
         text = page.read_text()
         assert not re.search(r"(src|href)=\"(https?:)?//", text), f"{page.name} fetches from elsewhere"
+
+
+def test_permissions_come_from_the_server_not_a_copy_of_the_matrix() -> None:
+    """The pages decide what to offer from `joined.permissions` (signaling/roles.py actions):
+    every action they ask about exists, and no role list or role test stands in for it."""
+    js = _js()
+    asked = {a for text in js.values() for a in re.findall(r"\bmay\(\s*\"([a-z_]+)\"", text)}
+    actions = {a.value for a in roles.Action}
+    assert {"moderate", "record", "raise_hand"} <= asked, asked
+    assert asked <= actions, f"pages ask about unknown actions: {asked - actions}"
+    assert "j.permissions" in js["room.js"], "room.js must read joined.permissions"
+    role_names = "|".join(r.value for r in roles.Role)
+    role_list = re.compile(rf"\[\s*\"({role_names})\"\s*(,\s*\"({role_names})\"\s*)*\]")
+    for name, text in js.items():
+        assert not role_list.search(text), f"{name}: a list of roles (a permission matrix copy?)"
+        assert "mayPublish(" not in text and "MODERATOR_ROLES" not in text, name
+        # the only role test left is layout: the host is shown as the presenter
+        tests = re.findall(rf"role\s*[!=]==?\s*\"({role_names})\"", text)
+        assert set(tests) <= {"host", "monitor", "speaker"}, f"{name}: role tests {tests}"

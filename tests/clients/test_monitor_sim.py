@@ -305,6 +305,43 @@ def test_synthetic_source_rate_and_asystole_event() -> None:
     assert sim.buffered_chunks == 50
 
 
+def test_vital_signs_stay_plausible_over_a_simulated_week() -> None:
+    """Bounded and mean-reverting (not a random walk): a week of numerics every 5 s stays within
+    physiological limits, centres on the resting means and keeps its spread."""
+    from clients.monitor_sim import PULSE_PRESSURE_MIN_MMHG, VITALS
+
+    sim = MonitorSimulator(SyntheticSource(72.0, seed=1), MonitorSimConfig(seed=7))
+    steps = 7 * 24 * 3600 // 5
+    rows = [sim.vitals_at(5.0 * i) for i in range(1, steps + 1)]
+    series = {k: np.array([r[k] for r in rows]) for k in VITALS}
+    assert series["spo2_pct"].max() <= 100.0 and series["spo2_pct"].min() >= 88.0
+    assert series["temp_c"].min() >= 36.0 and series["temp_c"].max() <= 38.0
+    assert series["resp_rate_bpm"].min() >= 8 and series["resp_rate_bpm"].max() <= 25
+    assert (series["nibp_sys_mmhg"] - series["nibp_dia_mmhg"] >= PULSE_PRESSURE_MIN_MMHG - 1).all()
+    for name, spec in VITALS.items():
+        x = series[name]
+        assert spec.low <= x.min() and x.max() <= spec.high, name
+        assert abs(x.mean() - spec.mean) < 0.25 * spec.sd + 0.5 * 10 ** -spec.digits, (name, x.mean())
+        # a random walk's spread grows with time; this one's is the same in each day
+        daily_sd = [x[d * len(x) // 7:(d + 1) * len(x) // 7].std() for d in range(7)]
+        assert max(daily_sd) < 1.6 * spec.sd and min(daily_sd) > 0.5 * spec.sd, (name, daily_sd)
+    assert len({r["temp_c"] for r in rows[:100]}) > 1  # it does move
+
+
+def test_vital_signs_follow_the_scripted_asystole_and_recover() -> None:
+    src = SyntheticSource(72.0, parse_events("asystole@600+120,tachy@1800+300:150"), seed=2)
+    sim = MonitorSimulator(src, MonitorSimConfig(seed=3))
+    rows = {t: sim.vitals_at(float(t)) for t in range(5, 3600, 5)}
+    spo2 = lambda a, b: np.mean([rows[t]["spo2_pct"] for t in rows if a <= t < b])  # noqa: E731
+    sys_p = lambda a, b: np.mean([rows[t]["nibp_sys_mmhg"] for t in rows if a <= t < b])  # noqa: E731
+    resp = lambda a, b: np.mean([rows[t]["resp_rate_bpm"] for t in rows if a <= t < b])  # noqa: E731
+    assert spo2(300, 600) > 95 and spo2(690, 720) < 88  # saturation falls without a heartbeat
+    assert sys_p(690, 720) < 80 < 110 < sys_p(300, 600)
+    assert spo2(1300, 1800) > 95  # and recovers
+    assert resp(2000, 2100) > resp(1300, 1800) + 3  # tachycardia: faster breathing
+    assert all(r["spo2_pct"] <= 100 and 36.0 <= r["temp_c"] <= 38.0 for r in rows.values())
+
+
 def test_parse_events_refuses_garbage() -> None:
     assert parse_events("tachy@60+20:150,asystole@30+8")[0].kind == "asystole"
     with pytest.raises(ValueError, match="got 'fib@1'"):

@@ -65,3 +65,16 @@ def test_encode_round_trips_nested_dataclasses_and_enums():
     p = wire.ParticipantInfo("p1", "dr-li", "Dr Li", "host")
     body = json.loads(wire.encode(wire.ParticipantJoined(p)))
     assert body["participant"]["name"] == "Dr Li" and body["type"] == "participant_joined"
+
+
+def test_chat_text_is_bounded_and_not_empty() -> None:
+    from protocol import signaling as w
+
+    assert w.decode_client_message('{"type":"chat","text":"ok","id":1}') == w.Chat("ok", id=1)
+    for text, reason in (("   ", w.Reason.BAD_MESSAGE), ("x" * (w.MAX_CHAT_CHARS + 1), w.Reason.MESSAGE_TOO_LARGE)):
+        try:
+            w.decode_client_message(w.encode(w.Chat(text, id=2)))
+        except w.WireError as err:
+            assert err.reason is reason and err.request_id == 2
+        else:
+            raise AssertionError(f"{text[:10]!r} accepted")

@@ -135,14 +135,14 @@ def test_finding_9_tokens_never_reach_the_log_and_the_audit_chain_verifies(tmp_p
     secret_file.write_text(SECRET + "\n")
     audit = tmp_path / "audit.jsonl"
     port = free_port()
-    server = _serve(port, "--audit-log", str(audit), "--log-level", "DEBUG",
+    server = _serve(port, "--audit-log", str(audit), "--log-level", "DEBUG", "--recordings-dir", str(tmp_path / "rec"),
                     env=_env(MEDSTREAM_SECRET_FILE=str(secret_file), MEDSTREAM_AUDIT_HASH="sm3"))
     tok = issue_token(SECRET, room="c1", identity="dr-li", role="host", room_kind="consultation")
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout_s(30))
         for path in (f"/wall.html?token={tok}", f"/recordings?token={tok}", "/metrics"):
             with contextlib.suppress(urllib.error.HTTPError):
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read()
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s(20)).read()
 
         async def joins() -> None:
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={tok}") as ws:

@@ -135,3 +135,44 @@ def test_recording_failure_is_told_to_all_and_alarms_moderators_only() -> None:
     assert [e.to for e in errors] == [("host",)] and errors[0].message.reason is wire.Reason.RECORDING_FAILED
     assert of(effects, ev.RecordingStopped) == [ev.RecordingStopped("c1", None, "failed")]
     assert r.recording_failed("again") == []
+
+
+def test_chat_in_a_consultation_reaches_everyone_and_the_audit_keeps_no_text() -> None:
+    r = room()
+    join(r, "host", Role.HOST)
+    join(r, "exp", Role.EXPERT)
+    effects = r.chat("exp", wire.Chat("阿司匹林 100 mg", id="c"), 1000.0)
+    [send] = [e for e in of(effects, fx.Send) if isinstance(e.message, wire.ChatMessage)]
+    assert set(send.to) == {"host", "exp"}
+    assert send.message == wire.ChatMessage("m1", "exp", "Dr exp", "expert", "阿司匹林 100 mg", 1000.0, False)
+    [audit] = of(effects, fx.Audit)
+    assert audit.event == "message_sent" and "阿司匹林" not in repr(audit.details)
+    assert of(effects, ev.ChatSent)[0].text == "阿司匹林 100 mg"
+
+
+def test_chat_from_the_audience_of_a_broadcast_goes_to_moderators_only() -> None:
+    r = room("broadcast")
+    join(r, "host", Role.HOST)
+    join(r, "spk", Role.EXPERT)
+    join(r, "v1", Role.VIEWER)
+    join(r, "v2", Role.VIEWER)
+    question = r.chat("v1", wire.Chat("Which lead shows it?"), 1.0)
+    [send] = [e for e in of(question, fx.Send) if isinstance(e.message, wire.ChatMessage)]
+    assert set(send.to) == {"host", "v1"} and send.message.to_moderators
+    answer = r.chat("host", wire.Chat("Lead V2."), 2.0)
+    [send] = [e for e in of(answer, fx.Send) if isinstance(e.message, wire.ChatMessage)]
+    assert set(send.to) == {"host", "spk", "v1", "v2"} and not send.message.to_moderators
+
+
+def test_supervisors_and_monitors_may_not_chat() -> None:
+    r = room("monitoring")
+    join(r, "host", Role.HOST)
+    join(r, "sup", Role.SUPERVISOR)
+    join(r, "bed", Role.MONITOR)
+    for pid in ("sup", "bed"):
+        with pytest.raises(wire.WireError) as refused:
+            r.chat(pid, wire.Chat("hello"), 1.0)
+        assert refused.value.reason is wire.Reason.FORBIDDEN
+    sent = r.chat("host", wire.Chat("rounds at 9"), 1.0)
+    [send] = [e for e in of(sent, fx.Send) if isinstance(e.message, wire.ChatMessage)]
+    assert "bed" not in send.to  # devices get no chat

@@ -202,3 +202,18 @@ async def test_non_ws_path_and_handshake_timeout():
         lurker = await WsClient.connect(app.ws_url)
         code, reason = await lurker.closed(timeout=5)
         assert (code, reason) == (1008, "join timeout")
+
+
+async def test_end_room_tells_everyone_why_before_saying_bye():
+    async with running_app() as app:
+        host, expert = await WsClient.connect(app.ws_url), await WsClient.connect(app.ws_url)
+        await host.join(token("c9", "h", "host", kind="consultation"))
+        await expert.join(token("c9", "e", "expert"))
+        await host.send({"type": "end_room", "id": "end"})
+        for c in (host, expert):  # the reason comes first, then the bye
+            first = await c.wait(lambda m: m["type"] in ("room_ended", "bye"), timeout=5)
+            assert first == {"type": "room_ended", "reason": "ended_by_host"}, first
+        bye = await expert.wait(lambda m: m["type"] == "bye", timeout=5)
+        assert bye["reason"] == "room_ended" and bye["resume"] is False
+        await host.close()
+        await expert.close()

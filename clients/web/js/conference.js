@@ -1,15 +1,23 @@
 // What the consultation and broadcast pages share: joining with media, local camera/microphone,
 // one tile per participant (video, name, role, speaking indicator, quality), moderator actions,
-// the recording indicator, reconnection, an ECG panel for waveform streams, and window.medstream.
+// the recording indicator, reconnection, media health (a media connection that does not come up
+// or drops is said in plain words and retried), an ECG panel for waveform streams, the end of the
+// session (everything stops and clears), and window.medstream.
 
 import { Signaling, tokenFromUrl, ServerError } from "./signaling.js";
 import { MediaSession } from "./rtc.js";
-import { RoomState, grade, mayPublish } from "./room.js";
+import { RoomState, grade } from "./room.js";
 import { WaveformStore, BedTile, animate } from "./waveforms.js";
-import { el, toast, levelMeter } from "./ui.js";
+import { el, toast, levelMeter, reasonText, joinError } from "./ui.js";
+import { t, tOr, has, ref, setText, initI18n, onLanguageChange } from "./i18n.js";
 
 const SPEAKING_LEVEL = 0.02;  // getStats audioLevel (0..1) above which a participant is speaking
 const STATS_INTERVAL_MS = 300;
+const MEDIA_CONNECT_TIMEOUT_MS = 5000;  // a peer connection not connected by then: say so
+const MEDIA_DROP_GRACE_MS = 4000;  // "disconnected" this long counts as dropped (brief blips recover)
+const MEDIA_RESTART_DELAYS_MS = [0, 10000, 30000, 60000];  // between fresh-session attempts
+const NO_MEDIA_AFTER_MS = 4000;  // published tracks with no bytes received for this long: "no media"
+const ROLE_PUBLISH_ACTIONS = ["publish_audio", "publish_video"];
 
 /** One participant's tile. */
 export class Tile {
@@ -23,12 +31,13 @@ export class Tile {
     this.name = el("span.name");
     this.role = el("span.role");
     this.flags = el("span.flags");
-    this.quality = el("span.quality.q-unknown", { title: "connection quality" }, "\u2014");
+    this.quality = el("span.quality.q-unknown", { "data-i18n-title": "tip.quality", title: t("tip.quality") }, "\u2014");
     this.avatar = el("div.avatar");
     this.mod = el("div.mod");
     this.root = el("div.tile.novideo", { dataset: { participant: this.participantId } },
       this.video, this.avatar, this.audio, this.quality, this.mod,
-      el("div.label", {}, this.name, this.role, el("span.level", { title: "speaking" }, this.levelBar), this.flags));
+      el("div.label", {}, this.name, this.role,
+        el("span.level", { "data-i18n-title": "tip.speaking", title: t("tip.speaking") }, this.levelBar), this.flags));
     this.level = 0;
     this.hasVideo = false;
     this.onModerate = onModerate;
@@ -37,38 +46,50 @@ export class Tile {
 
   update(p, tracks, { moderator = false, cameraOff = false, micOff = false } = {}) {
     this.participant = p;
-    this.name.textContent = p.name + (this.self ? " (you)" : "");
-    this.role.textContent = p.role;
+    this.name.textContent = p.name + (this.self ? t("you") : "");
+    this.role.textContent = tOr("role", p.role);
     this.avatar.textContent = (p.name || "?").slice(0, 1).toUpperCase();
-    const muted = (kind) => tracks.some((t) => t.kind === kind && t.muted);
+    const muted = (kind) => tracks.some((x) => x.kind === kind && x.muted);
     const flags = [];
-    if (muted("audio")) flags.push("mic muted by host");
-    if (muted("video")) flags.push("camera stopped by host");
-    if (this.self && micOff) flags.push("mic off");
-    if (this.self && cameraOff) flags.push("camera off");
-    if (p.hand_raised) flags.push("hand raised");
+    if (muted("audio")) flags.push(t("flag.mic_muted_by_host"));
+    if (muted("video")) flags.push(t("flag.cam_stopped_by_host"));
+    if (this.self && micOff) flags.push(t("flag.mic_off"));
+    if (this.self && cameraOff) flags.push(t("flag.cam_off"));
+    if (p.hand_raised) flags.push(t("flag.hand_raised"));
+    if (p.connected === false) flags.push(t("flag.reconnecting"));
     this.flags.textContent = flags.join(" \u00b7 ");
     this.root.classList.toggle("offline", p.connected === false);
     this.root.classList.toggle("novideo", !this.hasVideo || (this.self && cameraOff) || muted("video"));
     this.mod.replaceChildren();
     if (moderator && !this.self && this.onModerate) {
-      const has = (kind) => tracks.some((t) => t.kind === kind);
-      if (has("audio")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "audio", !muted("audio")) }, muted("audio") ? "unmute" : "mute"));
-      if (has("video")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "video", !muted("video")) }, muted("video") ? "camera on" : "camera off"));
-      this.mod.append(el("button.danger", { onclick: () => this.onModerate("remove", p) }, "remove"));
+      const publishes = (kind) => tracks.some((x) => x.kind === kind);
+      if (publishes("audio")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "audio", !muted("audio")) }, muted("audio") ? t("mod.unmute") : t("mod.mute")));
+      if (publishes("video")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "video", !muted("video")) }, muted("video") ? t("mod.cam_on") : t("mod.cam_off")));
+      this.mod.append(el("button.danger", { onclick: () => this.onModerate("remove", p) }, t("mod.remove")));
     }
   }
 
   setStream(kind, stream) {
     if (kind === "video") {
+      if (!stream && this.video.srcObject) this.video.pause();
       this.video.srcObject = stream;
       this.hasVideo = Boolean(stream);
       this.root.classList.toggle("novideo", !stream);
-      this.video.play().catch(() => {});
+      if (stream) this.video.play().catch(() => {});
     } else if (!this.self) {
+      if (!stream && this.audio.srcObject) this.audio.pause();
       this.audio.srcObject = stream;
-      this.audio.play().catch(() => {});
+      if (stream) this.audio.play().catch(() => {});
     }
+  }
+
+  /** Drop video and audio: an ended session shows no frozen frame. */
+  clear() {
+    this.setStream("video", null);
+    this.setStream("audio", null);
+    this.setLevel(0);
+    this.quality.className = "quality q-none";
+    this.quality.textContent = t("quality.no_media");
   }
 
   setLevel(level) {
@@ -77,10 +98,23 @@ export class Tile {
     this.root.classList.toggle("speaking", level > SPEAKING_LEVEL);
   }
 
-  setQuality(q) {
+  /** The badge: the server's quality numbers, but "no media" whenever nothing gets through
+   *  (`media`: "ok", "none" or "connecting") - never "good" over a dead connection. */
+  setQuality(q, media = "ok") {
+    if (media !== "ok") {
+      this.quality.className = `quality q-${media === "connecting" ? "unknown" : "none"}`;
+      this.quality.dataset.grade = media === "connecting" ? "connecting" : "no_media";
+      this.quality.textContent = t(media === "connecting" ? "quality.connecting" : "quality.no_media");
+      return;
+    }
     const g = grade(q);
     this.quality.className = `quality q-${g}`;
-    this.quality.textContent = q ? `${g} \u00b7 ${q.bitrate_kbps == null ? "?" : Math.round(q.bitrate_kbps)} kbps \u00b7 ${q.loss_pct == null ? "?" : q.loss_pct.toFixed(1)}% loss \u00b7 ${q.rtt_ms == null ? "?" : Math.round(q.rtt_ms)} ms` : "\u2014";
+    this.quality.dataset.grade = g;
+    const num = (v, f) => (v == null ? "?" : f(v));
+    this.quality.textContent = q ? t("quality.detail", {
+      grade: t(`quality.${g}`), kbps: num(q.bitrate_kbps, Math.round), loss: num(q.loss_pct, (v) => v.toFixed(1)),
+      rtt: num(q.rtt_ms, Math.round),
+    }) : "\u2014";
   }
 
   /** Mean colour of the current video frame, [r, g, b] (tests tell peers apart by it). */
@@ -103,15 +137,16 @@ export class Tile {
  * `onRoomChange(what)` lets the page render extra UI.
  */
 export class Conference {
-  constructor({ page, layout, onRoomChange = () => {}, publishOnJoin = (role) => mayPublish(role),
-                ecgContainer = null, stateEl = null, recordingEl = null, bannerEl = null }) {
+  constructor({ page, layout, onRoomChange = () => {}, ecgContainer = null, stateEl = null,
+                recordingEl = null, bannerEl = null, mediaBannerEl = null }) {
+    initI18n();
     this.page = page;
     this.layout = layout;
     this.onRoomChange = onRoomChange;
-    this.publishOnJoin = publishOnJoin;
     this.stateEl = stateEl;
     this.recordingEl = recordingEl;
     this.bannerEl = bannerEl;
+    this.mediaBannerEl = mediaBannerEl;
     this.ecgContainer = ecgContainer;
     this.token = tokenFromUrl();
     this.tiles = new Map();
@@ -120,7 +155,11 @@ export class Conference {
     this.cameraOff = false;
     this.audioOnly = false;
     this.publishing = false;
+    this.ended = false;
     this.errors = [];
+    this.health = { state: "none", since: Date.now(), restarts: 0, nextRestartAt: 0, connectedOnce: false,
+                    pc: null, pcSince: 0, badSince: null, message: null, history: [] };
+    this.inboundSeen = new Map();  // participant id -> {bytes, at}: when media from them last grew
     this.sig = new Signaling({
       token: this.token, media: true,
       onState: (s) => this._state(s),
@@ -134,46 +173,87 @@ export class Conference {
     });
     this.sig.onJoined = (j, how) => this._joined(j, how);
     this.sig.on("error", (m) => {
-      if (m.id === null || m.id === undefined) { this.errors.push(m); toast(`${m.reason}: ${m.message}`); }
+      if (m.id === null || m.id === undefined) { this.errors.push(m); toast(reasonText(m.reason)); }
     });
-    this.sig.on("bye", (m) => this._banner(m.reason === "removed" ? "You were removed from this session by the host." : `Disconnected: ${m.reason}`));
-    this.sig.on("room_ended", () => { this.sig.ended(); this._banner("The session has ended."); this._stopLocal(); });
+    this.sig.on("bye", (m) => {
+      if (m.reason === "removed") this._banner("banner.removed");
+      // the server may close with `bye` (room_ended) and no `room_ended` before it: same end
+      if (m.reason === "room_ended") this._end(null);
+    });
+    this.sig.on("room_ended", (m) => this._end(m.reason));
     this.sig.on("participant_updated", (m) => this._maybeRoleChanged(m.participant));
     this.bedTiles = new Map();
     this.waveforms = new WaveformStore((s, what, beats) => this._waveform(s, what, beats));
-    animate(() => [...this.bedTiles.values()].map((t) => t.view));
-    setInterval(() => this._pollStats(), STATS_INTERVAL_MS);
+    this.stopAnimation = animate(() => [...this.bedTiles.values()].map((x) => x.view));
+    this.statsTimer = setInterval(() => this._pollStats(), STATS_INTERVAL_MS);
+    onLanguageChange(() => { this._state(this.sig.state); this._render(); for (const b of this.bedTiles.values()) b.update(); });
     this._expose();
   }
 
   async start() {
-    if (!this.token) { this._banner(`This link has no token: open the ${this.page} from the link you were given (${this.page}.html?token=...).`); return; }
+    if (!this.token) { this._banner("banner.no_token", { page: this.page }); return; }
     try {
       await this.sig.start();
     } catch (e) {
-      this._banner(`Cannot join: ${e.message}`);
+      this._banner("banner.cannot_join", { reason: joinError(e, this.token) });
     }
   }
 
-  _banner(text) {
+  _banner(key, vars = {}) {
     if (!this.bannerEl) return;
-    this.bannerEl.textContent = text;
-    this.bannerEl.hidden = !text;
+    if (!key) { this.bannerEl.hidden = true; delete this.bannerEl.dataset.i18n; this.bannerEl.textContent = ""; return; }
+    setText(this.bannerEl, key, vars);
+    this.bannerEl.hidden = false;
+  }
+
+  _mediaBanner(key, vars = {}) {
+    const b = this.mediaBannerEl;
+    this.health.message = key ? t(key, vars) : null;
+    if (!b) return;
+    if (!key) { b.hidden = true; delete b.dataset.i18n; b.textContent = ""; return; }
+    setText(b, key, vars);
+    b.hidden = false;
   }
 
   _state(s) {
-    if (this.stateEl) { this.stateEl.textContent = s; this.stateEl.className = `pill state-${s}`; }
-    if (s === "reconnecting") this._banner("Connection lost: reconnecting\u2026");
-    if (s === "joined") this._banner("");
+    if (this.stateEl) {
+      const noMedia = s === "joined" && ["unreachable", "dropped"].includes(this.health.state);
+      setText(this.stateEl, noMedia ? "state.no_media" : `state.${s}`);
+      this.stateEl.className = `pill state-${noMedia ? "no-media" : s}`;
+    }
+    if (this.ended) return;
+    // a media restart reconnects on purpose: its own banner already says why
+    if (s === "reconnecting" && !this.health.restarting) this._banner("banner.reconnecting");
+    if (s === "joined" && this.bannerEl && this.bannerEl.dataset.i18n === "banner.reconnecting") this._banner(null);
   }
 
   _closed(bye) {
-    if (bye && bye.reason && bye.reason !== "left") this._banner(`Disconnected: ${bye.reason}`);
+    if (!this.ended && bye && bye.reason && !["left", "removed", "room_ended"].includes(bye.reason)) {
+      this._banner("banner.disconnected", { reason: ref(byeKey(bye.reason)) });
+    }
     this._stopLocal();
+  }
+
+  /** The session ended (`room_ended`): stop and clear every medium, say why. Idempotent. */
+  _end(reason) {
+    if (this.ended) return;
+    this.ended = true;
+    this.sig.ended();
+    this._banner(has(`ended.${reason}`) ? `ended.${reason}` : "ended.unknown");
+    this._mediaBanner(null);
+    this.publishing = false;
+    this._stopLocal();
+    for (const tile of this.tiles.values()) tile.clear();
+    this.media.reset();
+    for (const b of this.bedTiles.values()) b.end();
+    this.stopAnimation();
+    this.health.state = "ended";
+    this._state(this.sig.state);
   }
 
   async _joined(j, { resumed, rejoined }) {
     this.room.fromJoined(j);
+    this._lastRole = j.participant.role;
     this.media.setIceServers(j.ice_servers);
     if (rejoined) {  // a new participant: the server starts a new peer connection
       this.media.reset();
@@ -181,25 +261,42 @@ export class Conference {
       this.publishing = false;
     }
     this._render();
-    if (!resumed && this.publishOnJoin(j.participant.role)) await this.startPublishing();
+    if (!resumed && this.room.publishAllowed) await this.startPublishing();
   }
 
-  _maybeRoleChanged(p) {
-    if (!this.room.self || p.participant_id !== this.room.self.participant_id) return;
-    if (mayPublish(p.role) && !this.publishing) this.startPublishing();
-    if (!mayPublish(p.role) && this.publishing) { this.publishing = false; this.media.stopPublishing(); this._stopLocal(); this._render(); }
+  /**
+   * A promotion or demotion of ourselves. The page keeps no role matrix: promoted, it tries to
+   * publish and the server says yes or `forbidden`; demoted, the server stops our tracks, and
+   * when they are gone we stop sending (see _roomChanged).
+   */
+  async _maybeRoleChanged(p) {
+    if (!this.room.self || p.participant_id !== this.room.self.participant_id || this.ended) return;
+    if (this._lastRole === p.role) return;
+    this._lastRole = p.role;
+    if (this.publishing) { this._roleChangedWhilePublishing = true; return; }
+    await this.startPublishing({ probe: true });
   }
 
-  /** Open camera and microphone (chosen devices) and publish them. */
-  async startPublishing() {
+  /** Open camera and microphone (chosen devices) and publish them. With `probe`, a `forbidden`
+   *  reply only means we may not publish (after a role change): no message, local media closed. */
+  async startPublishing({ probe = false } = {}) {
     this.publishing = true;
+    this._roleChangedWhilePublishing = false;
     try {
       await this._openLocal();
       await this.media.publish({ audio: true, video: true });
+      this.room.grant(ROLE_PUBLISH_ACTIONS, true);
     } catch (e) {
       this.publishing = false;
-      toast(`Cannot publish: ${e.message}`);
-      this.errors.push({ reason: e.reason || "local", message: String(e.message || e) });
+      if (probe && e instanceof ServerError && e.reason === "forbidden") {
+        this.room.grant(ROLE_PUBLISH_ACTIONS, false);
+        this.media.stopPublishing();
+        this._stopLocal();
+      } else {
+        const detail = e instanceof ServerError ? reasonText(e.reason) : cameraErrorText(e);
+        toast(t("err.publish", { detail }));
+        this.errors.push({ reason: e.reason || "local", message: String(e.message || e) });
+      }
     }
     this._render();
   }
@@ -209,6 +306,7 @@ export class Conference {
       audio: audioDevice ? { deviceId: { exact: audioDevice } } : true,
       video: videoDevice ? { deviceId: { exact: videoDevice } } : { width: 640, height: 480 },
     });
+    if (this.ended) { stream.getTracks().forEach((x) => x.stop()); return; }
     const old = this.localStream;
     this.localStream = stream;
     for (const kind of ["audio", "video"]) {
@@ -218,7 +316,7 @@ export class Conference {
         await this.media.setLocalTrack(kind, track);
       }
     }
-    if (old) old.getTracks().forEach((t) => t.stop());
+    if (old) old.getTracks().forEach((x) => x.stop());
     this.localLevel = levelMeter(stream);
     this._render();
     const tile = this.tiles.get(this.room.self.participant_id);
@@ -227,7 +325,7 @@ export class Conference {
   }
 
   _stopLocal() {
-    if (this.localStream) this.localStream.getTracks().forEach((t) => t.stop());
+    if (this.localStream) this.localStream.getTracks().forEach((x) => x.stop());
     this.localStream = null;
     this.localLevel = null;
     const tile = this.room.self && this.tiles.get(this.room.self.participant_id);
@@ -247,14 +345,14 @@ export class Conference {
 
   toggleMic() {
     this.micOff = !this.micOff;
-    if (this.localStream) this.localStream.getAudioTracks().forEach((t) => { t.enabled = !this.micOff; });
+    if (this.localStream) this.localStream.getAudioTracks().forEach((x) => { x.enabled = !this.micOff; });
     this._render();
     return this.micOff;
   }
 
   toggleCamera() {
     this.cameraOff = !this.cameraOff;
-    if (this.localStream) this.localStream.getVideoTracks().forEach((t) => { t.enabled = !this.cameraOff; });
+    if (this.localStream) this.localStream.getVideoTracks().forEach((x) => { x.enabled = !this.cameraOff; });
     this._render();
     return this.cameraOff;
   }
@@ -272,7 +370,9 @@ export class Conference {
     this.sig.leave();
     this.media.reset();
     this._stopLocal();
-    this._banner("You left the session.");
+    for (const tile of this.tiles.values()) tile.clear();
+    this._mediaBanner(null);
+    this._banner("banner.left");
   }
 
   async moderate(action, p, kind, muted) {
@@ -282,14 +382,14 @@ export class Conference {
       else if (action === "promote") await this.sig.request({ type: "promote", participant_id: p.participant_id });
       else if (action === "demote") await this.sig.request({ type: "demote", participant_id: p.participant_id });
     } catch (e) {
-      toast(e instanceof ServerError ? `${e.reason}: ${e.serverMessage}` : String(e));
+      toast(e instanceof ServerError ? reasonText(e.reason) : t("reason.unknown"));
     }
   }
 
   async setRecording(on) {
     try {
       await this.sig.request(on ? { type: "start_recording" } : { type: "stop_recording" });
-    } catch (e) { toast(`${e.reason || "error"}: ${e.serverMessage || e.message}`); }
+    } catch (e) { toast(e instanceof ServerError ? reasonText(e.reason) : t("reason.unknown")); }
   }
 
   async endRoom() {
@@ -302,16 +402,75 @@ export class Conference {
 
   _pcState(s) {
     this.pcState = s;
-    if (s === "failed" && this.sig.state === "joined") {
-      // the server dropped our peer too: publishing (or subscribing) again opens a new one
-      this.media.reset();
-      if (this.publishing) this.media.publish({ audio: true, video: true }).catch(() => {});
-      else if (this.room.tracks.size) this.sig.request({ type: "subscribe", track_ids: [...this.room.tracks.keys()] }).catch(() => {});
-    }
+    this._checkMedia();
     this.onRoomChange("media");
   }
 
+  /**
+   * Media health, checked on every peer-connection state change and stats poll: a peer
+   * connection that is not connected MEDIA_CONNECT_TIMEOUT_MS after it was created, or that
+   * fails or stays disconnected after having worked, is said in plain words and retried with a
+   * fresh session (signaling restart: new participant, new server peer, new ICE).
+   */
+  _checkMedia() {
+    const h = this.health;
+    if (this.ended || this.sig.state !== "joined") return;
+    const pc = this.media.pc;
+    const now = Date.now();
+    if (pc !== h.pc) { h.pc = pc; h.pcSince = now; h.badSince = null; }
+    const before = h.state;
+    if (!pc) {
+      if (!["unreachable", "dropped"].includes(h.state)) h.state = "none";  // nothing negotiated yet
+    } else if (pc.connectionState === "connected") {
+      h.state = "connected";
+      h.connectedOnce = true;
+      h.badSince = null;
+    } else if (pc.connectionState === "failed") {
+      h.state = h.connectedOnce ? "dropped" : "unreachable";
+    } else if (pc.connectionState === "disconnected") {
+      if (h.badSince === null) h.badSince = now;
+      if (now - h.badSince >= MEDIA_DROP_GRACE_MS) h.state = "dropped";
+    } else if (now - h.pcSince >= MEDIA_CONNECT_TIMEOUT_MS) {  // new / connecting for too long
+      h.state = h.connectedOnce ? "dropped" : "unreachable";
+    } else if (!["unreachable", "dropped"].includes(h.state)) {
+      h.state = "connecting";
+    }
+    if (h.state !== before) {
+      h.since = now;
+      h.history.push({ state: h.state, at: now });
+      if (h.state === "connected" && ["unreachable", "dropped"].includes(before)) {
+        this._mediaBanner(null);
+        toast(t("media.restored"));
+      }
+      this._state(this.sig.state);
+      this._render();
+    }
+    if ((h.state === "unreachable" || h.state === "dropped") && pc && pc.connectionState !== "connected"
+        && now >= h.nextRestartAt) {
+      h.restarts += 1;
+      h.nextRestartAt = now + MEDIA_RESTART_DELAYS_MS[Math.min(h.restarts, MEDIA_RESTART_DELAYS_MS.length - 1)];
+      this._mediaBanner(h.state === "unreachable" ? "media.unreachable" : "media.dropped", { n: h.restarts });
+      h.history.push({ state: h.state, at: now, restart: h.restarts, message: h.message });
+      h.restarting = true;
+      this.sig.restart().finally(() => { h.restarting = false; });
+    }
+  }
+
+  /** "ok", "connecting" or "none": whether media from `pid` (or ours, for our own tile) gets through. */
+  _mediaOf(pid, self) {
+    const h = this.health.state;
+    if (h === "unreachable" || h === "dropped" || h === "ended") return "none";
+    const published = this.room.tracksOf(pid).length > 0;
+    if (self) return this.publishing ? (h === "connected" ? "ok" : "connecting") : "ok";
+    if (!published) return "ok";
+    if (h !== "connected") return "connecting";
+    const seen = this.inboundSeen.get(pid);
+    if (!seen) return Date.now() - this.health.since > NO_MEDIA_AFTER_MS ? "none" : "connecting";
+    return Date.now() - seen.at > NO_MEDIA_AFTER_MS ? "none" : "ok";
+  }
+
   _remoteTrack(e) {
+    if (this.ended) return;
     const owner = this.room.ownerOf(e.trackId);
     const tile = owner && this.tiles.get(owner);
     if (tile) tile.setStream(e.kind, e.stream);
@@ -320,12 +479,25 @@ export class Conference {
 
   _roomChanged(what) {
     if (what === "recording" && this.recordingEl) this.recordingEl.hidden = !this.room.recording.active;
-    if (what === "tracks") this._attachAll();
+    if (what === "tracks") {
+      const mine = this.room.self ? this.room.tracksOf(this.room.self.participant_id).length : 0;
+      if (mine > 0) this._ownTracksSeen = true;
+      if (mine === 0 && this._ownTracksSeen && this.publishing && this._roleChangedWhilePublishing) {
+        // demoted: the server stopped our tracks
+        this._ownTracksSeen = false;
+        this.publishing = false;
+        this.room.grant(ROLE_PUBLISH_ACTIONS, false);
+        this.media.stopPublishing();
+        this._stopLocal();
+      }
+      this._attachAll();
+    }
     this._render();
     this.onRoomChange(what);
   }
 
   _attachAll() {
+    if (this.ended) return;
     for (const e of this.media.remoteTracks()) {
       const owner = this.room.ownerOf(e.trackId);
       const tile = owner && this.tiles.get(owner);
@@ -342,12 +514,19 @@ export class Conference {
     }
   }
 
+  /** Everyone to show: not monitors, not our own earlier participants (after a media restart). */
+  everyone() {
+    const self = this.room.self;
+    if (!self) return [];
+    return [self, ...this.room.participants.values()].filter((p) => p.role !== "monitor"
+      && !this.sig.formerParticipantIds.has(p.participant_id));
+  }
+
   _render() {
     const self = this.room.self;
     if (!self) return;
-    const everyone = [self, ...this.room.participants.values()].filter((p) => p.role !== "monitor");
     const seen = new Set();
-    for (const p of everyone) {
+    for (const p of this.everyone()) {
       seen.add(p.participant_id);
       let tile = this.tiles.get(p.participant_id);
       if (!tile) {
@@ -355,19 +534,21 @@ export class Conference {
         this.tiles.set(p.participant_id, tile);
         if (tile.self && this.localStream) tile.setStream("video", this.localStream);
       }
-      tile.update(p, this.room.tracksOf(p.participant_id), { moderator: this.room.isModerator,
+      tile.update(p, this.room.tracksOf(p.participant_id), { moderator: this.room.isModerator && !this.ended,
                                                              cameraOff: this.cameraOff, micOff: this.micOff });
-      tile.setQuality(this.room.quality.get(p.participant_id));
+      if (this.ended) tile.clear();
+      else tile.setQuality(this.room.quality.get(p.participant_id), this._mediaOf(p.participant_id, tile.self));
       this.layout(tile, p);
     }
     for (const [pid, tile] of this.tiles) {
       if (!seen.has(pid)) { tile.root.remove(); this.tiles.delete(pid); }
     }
     this._attachAllQuiet();
-    if (this.recordingEl) this.recordingEl.hidden = !this.room.recording.active;
+    if (this.recordingEl) this.recordingEl.hidden = !this.room.recording.active || this.ended;
   }
 
   _attachAllQuiet() {
+    if (this.ended) return;
     for (const e of this.media.remoteTracks()) {
       const owner = this.room.ownerOf(e.trackId);
       const tile = owner && this.tiles.get(owner);
@@ -378,24 +559,34 @@ export class Conference {
   }
 
   async _pollStats() {
-    if (!this.room.self) return;
+    if (!this.room.self || this.ended) return;
+    this._checkMedia();
     const selfTile = this.tiles.get(this.room.self.participant_id);
     if (selfTile) selfTile.setLevel(this.localLevel && !this.micOff ? this.localLevel() : 0);
     if (!this.media.pc) return;
     let s;
     try { s = await this.media.stats(); } catch { return; }
+    if (this.ended) return;
     this.lastStats = s;
     const levels = new Map();
+    const bytes = new Map();
     for (const i of s.inbound) {
-      if (i.kind !== "audio") continue;
       const owner = this.room.ownerOf(i.trackId);
-      if (owner) levels.set(owner, Math.max(levels.get(owner) || 0, i.audioLevel));
+      if (!owner) continue;
+      bytes.set(owner, (bytes.get(owner) || 0) + i.bytesReceived);
+      if (i.kind === "audio") levels.set(owner, Math.max(levels.get(owner) || 0, i.audioLevel));
+    }
+    const now = Date.now();
+    for (const [pid, b] of bytes) {
+      const old = this.inboundSeen.get(pid);
+      if (!old || b > old.bytes) this.inboundSeen.set(pid, { bytes: b, at: b > 0 ? now : (old ? old.at : 0) });
+      if (b === 0 && !old) this.inboundSeen.delete(pid);
     }
     for (const [pid, tile] of this.tiles) if (!tile.self) tile.setLevel(levels.get(pid) || 0);
   }
 
   _waveform(stream, what, beats) {
-    if (!this.ecgContainer) return;
+    if (!this.ecgContainer || this.ended) return;
     let tile = this.bedTiles.get(stream.id);
     if (!tile) {
       this.ecgContainer.hidden = false;
@@ -428,10 +619,32 @@ export class Conference {
       get publishing() { return conf.publishing; },
       get reconnects() { return conf.sig.reconnects; },
       get errors() { return conf.errors; },
-      get speaking() { return Object.fromEntries([...conf.tiles].map(([pid, t]) => [pid, t.level])); },
+      get ended() { return conf.ended; },
+      get media() {
+        const h = conf.health;
+        return { state: h.state, restarts: h.restarts, message: h.message, history: h.history,
+                 connectionState: conf.media.pc ? conf.media.pc.connectionState : "none" };
+      },
+      get speaking() { return Object.fromEntries([...conf.tiles].map(([pid, x]) => [pid, x.level])); },
       get streams() { return conf.waveforms.snapshot(); },
       stats: () => conf.stats(),
-      videoColor: (pid) => { const t = conf.tiles.get(pid); return t ? t.videoColor() : null; },
+      videoColor: (pid) => { const x = conf.tiles.get(pid); return x ? x.videoColor() : null; },
     };
   }
+}
+
+/** A plain sentence for a getUserMedia failure. */
+function cameraErrorText(e) {
+  const name = e && e.name;
+  if (name === "NotAllowedError" || name === "SecurityError") return t("err.camera_denied");
+  if (name === "NotFoundError" || name === "OverconstrainedError") return t("err.camera_missing");
+  if (name === "NotReadableError" || name === "AbortError") return t("err.camera_busy");
+  return t("reason.local", { detail: String((e && e.message) || e) });
+}
+
+/** The key of a plain sentence for a `bye` or close reason (never the raw code). */
+function byeKey(reason) {
+  if (has(`bye.${reason}`)) return `bye.${reason}`;
+  if (has(`reason.${reason}`)) return `reason.${reason}`;
+  return "bye.unknown";
 }

@@ -2,6 +2,7 @@
 
 import { Conference } from "./conference.js";
 import { el } from "./ui.js";
+import { t, tOr, onLanguageChange } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -11,34 +12,43 @@ const conf = new Conference({
   stateEl: $("state"),
   recordingEl: $("rec"),
   bannerEl: $("banner"),
+  mediaBannerEl: $("mediabanner"),
   ecgContainer: $("ecg"),
   onRoomChange: (what) => render(what),
 });
 
 function render(what) {
   const r = conf.room;
-  if (r.self) $("room").textContent = `room ${r.room.id} \u00b7 ${r.self.name} (${r.self.role})`;
-  $("hostctl").hidden = !r.isModerator;
-  $("record").textContent = r.recording.active ? "Stop recording" : "Start recording";
+  if (r.self) {
+    $("room").textContent = t("room.line", { kind: tOr("kind", r.room.kind), room: r.room.id, name: r.self.name,
+                                             role: tOr("role", r.self.role) });
+  }
+  $("hostctl").hidden = !(r.isModerator || r.may("record")) || conf.ended;
+  $("record").hidden = !r.may("record");
+  $("end").hidden = !r.isModerator;
+  $("record").textContent = r.recording.active ? t("btn.record_stop") : t("btn.record_start");
   $("record").classList.toggle("on", r.recording.active);
-  $("mic").textContent = conf.micOff ? "Unmute" : "Mute";
+  $("mic").textContent = conf.micOff ? t("btn.unmute") : t("btn.mute");
   $("mic").classList.toggle("on", conf.micOff);
-  $("cam").textContent = conf.cameraOff ? "Camera on" : "Camera off";
+  $("cam").textContent = conf.cameraOff ? t("btn.cam_on") : t("btn.cam_off");
   $("cam").classList.toggle("on", conf.cameraOff);
   $("audioonly").classList.toggle("on", conf.audioOnly);
+  for (const id of ["mic", "cam", "audioonly", "leave", "mics", "cams"]) $(id).disabled = conf.ended;
   if (what === "devices") fillDevices();
   const q = r.self && r.quality.get(r.self.participant_id);
-  $("myquality").textContent = q ? `your link: ${Math.round(q.bitrate_kbps || 0)} kbps, ${(q.loss_pct || 0).toFixed(1)}% loss, ${Math.round(q.rtt_ms || 0)} ms` : "";
+  const media = conf.health.state;
+  $("myquality").textContent = conf.ended ? "" : ["unreachable", "dropped"].includes(media) ? t("quality.no_media")
+    : q ? t("quality.mine", { kbps: Math.round(q.bitrate_kbps || 0), loss: (q.loss_pct || 0).toFixed(1), rtt: Math.round(q.rtt_ms || 0) }) : "";
 }
 
 async function fillDevices() {
   const d = await conf.devices();
   const current = (kind) => {
-    const t = conf.localStream && (kind === "audio" ? conf.localStream.getAudioTracks()[0] : conf.localStream.getVideoTracks()[0]);
-    return t ? t.getSettings().deviceId : null;
+    const track = conf.localStream && (kind === "audio" ? conf.localStream.getAudioTracks()[0] : conf.localStream.getVideoTracks()[0]);
+    return track ? track.getSettings().deviceId : null;
   };
-  $("mics").replaceChildren(...d.audio.map((x, i) => el("option", { value: x.deviceId, selected: x.deviceId === current("audio") }, x.label || `microphone ${i + 1}`)));
-  $("cams").replaceChildren(...d.video.map((x, i) => el("option", { value: x.deviceId, selected: x.deviceId === current("video") }, x.label || `camera ${i + 1}`)));
+  $("mics").replaceChildren(...d.audio.map((x, i) => el("option", { value: x.deviceId, selected: x.deviceId === current("audio") }, x.label || t("device.mic_n", { n: i + 1 }))));
+  $("cams").replaceChildren(...d.video.map((x, i) => el("option", { value: x.deviceId, selected: x.deviceId === current("video") }, x.label || t("device.cam_n", { n: i + 1 }))));
 }
 
 $("mics").addEventListener("change", () => conf.chooseDevices($("mics").value, $("cams").value));
@@ -48,7 +58,8 @@ $("cam").addEventListener("click", () => { conf.toggleCamera(); render(); });
 $("audioonly").addEventListener("click", async () => { await conf.toggleAudioOnly(); render(); });
 $("leave").addEventListener("click", () => conf.leave());
 $("record").addEventListener("click", () => conf.setRecording(!conf.room.recording.active));
-$("end").addEventListener("click", () => { if (confirm("End the consultation for everyone?")) conf.endRoom(); });
+$("end").addEventListener("click", () => { if (confirm(t("confirm.end_consultation"))) conf.endRoom(); });
+onLanguageChange(() => render("devices"));
 setInterval(() => render(), 1000);
 
 conf.start();

@@ -1,13 +1,10 @@
 // Room state as the server describes it: participants, published tracks, recording, quality.
 // Pure bookkeeping fed by signaling messages; pages render from it.
 
-/** Roles that may moderate (docs/protocol.md, "Roles"). */
-export const MODERATOR_ROLES = ["host"];
-
-/** What a role may publish (a promoted viewer is a `speaker`). */
-export function mayPublish(role) {
-  return role === "host" || role === "expert" || role === "speaker";
-}
+// What we may do comes from the server: `joined.permissions` (signaling/roles.py actions, e.g.
+// "publish_video", "moderate", "record", "raise_hand"). The page keeps no permission matrix of
+// its own. After a promotion or demotion (`participant_updated` for ourselves) the server is asked
+// again by trying: see Conference._maybeRoleChanged.
 
 export class RoomState {
   constructor(sig, onChange = () => {}) {
@@ -18,7 +15,7 @@ export class RoomState {
     this.tracks = new Map();  // track_id -> track
     this.recording = { active: false, by: null };
     this.quality = new Map();  // participant_id -> {bitrate_kbps, loss_pct, rtt_ms, jitter_ms, at}
-    this.permissions = [];
+    this.permissions = new Set();  // actions the server granted us in `joined`
     this.ended = null;
     const changed = (what) => this.onChange(what);
     sig.on("participant_joined", (m) => { this.participants.set(m.participant.participant_id, m.participant); changed("participants"); });
@@ -48,15 +45,29 @@ export class RoomState {
   fromJoined(j) {
     this.self = j.participant;
     this.room = j.room;
-    this.permissions = j.permissions;
+    this.permissions = new Set(j.permissions || []);
     this.recording = { active: j.room.recording, by: null };
     this.participants = new Map(j.participants.map((p) => [p.participant_id, p]));
     this.tracks = new Map(j.tracks.map((t) => [t.track_id, t]));
     this.onChange("joined");
   }
 
+  /** Whether the server granted us `action` (a signaling/roles.py Action value). */
+  may(action) {
+    return this.permissions.has(action);
+  }
+
+  /** Record what the server decided since `joined` (a publish accepted or refused after a role change). */
+  grant(actions, granted) {
+    for (const a of actions) { if (granted) this.permissions.add(a); else this.permissions.delete(a); }
+  }
+
   get isModerator() {
-    return Boolean(this.self && MODERATOR_ROLES.includes(this.self.role));
+    return this.may("moderate");
+  }
+
+  get publishAllowed() {
+    return this.may("publish_audio") || this.may("publish_video");
   }
 
   /** Owner of a track id (from the track list, else the SFU's "participant/kind/n" naming). */
@@ -74,6 +85,7 @@ export class RoomState {
   snapshot() {
     return {
       self: this.self, room: this.room, recording: this.recording, ended: this.ended,
+      permissions: [...this.permissions].sort(),
       participants: [...this.participants.values()],
       tracks: [...this.tracks.values()],
       quality: Object.fromEntries(this.quality),

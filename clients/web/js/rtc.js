@@ -76,8 +76,9 @@ export class MediaSession {
       this.byMid.set(mid, { ...info, ...entry });
       this.onRemoteTrack(this.byMid.get(mid));
     };
-    pc.onconnectionstatechange = () => this.onConnectionState(pc.connectionState);
+    pc.onconnectionstatechange = () => { if (this.pc === pc) this.onConnectionState(pc.connectionState); };
     this.pc = pc;
+    this.onConnectionState(pc.connectionState);  // "new": the media-health clock starts now
     return pc;
   }
 

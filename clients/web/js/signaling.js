@@ -68,6 +68,7 @@ export class Signaling {
     this.pingTimer = null;
     this.lastPongAt = 0;
     this.stopped = false;
+    this.formerParticipantIds = new Set();  // our own earlier participants (after restart())
   }
 
   /** Register `fn(message)` for server messages of `type`. */
@@ -218,6 +219,47 @@ export class Signaling {
         reject(new Error(`not connected: cannot send ${msg.type}`));
       }
     });
+  }
+
+  /**
+   * Come back as a new participant on a new connection, make before break: the server opens a
+   * fresh media session for it (the protocol has no client-initiated ICE restart; the server
+   * always offers), and the old participant leaves once the new one has joined. Resolves when
+   * joined again; on failure falls back to the ordinary reconnect loop.
+   */
+  async restart() {
+    if (this.stopped || !this.joined) return;
+    const old = this.ws;
+    const oldPid = this.joined.participant && this.joined.participant.participant_id;
+    if (old) { old.onmessage = null; old.onclose = null; }
+    this._stopPings();
+    for (const [, p] of this.pending) p.reject(new Error("connection restarted"));
+    this.pending.clear();
+    this.reconnects += 1;
+    this._setState("reconnecting");
+    if (oldPid) this.formerParticipantIds.add(oldPid);
+    const retire = () => {
+      if (!old) return;
+      if (old.readyState === WebSocket.OPEN) {
+        old.send(JSON.stringify({ type: "leave" }));
+        setTimeout(() => old.close(1000, "left"), 200);
+      } else {
+        old.close();
+      }
+    };
+    try {
+      await this._connect(null);
+    } catch (err) {
+      retire();
+      // a socket that closed before joining already started the reconnect loop (_closed)
+      if (this.stopped || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+      this.ws.onclose = null;
+      this.ws.close();
+      this.droppedAt = Date.now();
+      this._reconnect(0);
+      return;
+    }
+    retire();
   }
 
   /** Leave the room for good (no reconnect). */

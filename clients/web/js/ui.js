@@ -1,4 +1,6 @@
-// Tiny DOM helpers shared by the pages.
+// Tiny DOM helpers shared by the pages, and plain sentences for the server's error reasons.
+
+import { tOr, has, ref, formatTime } from "./i18n.js";
 
 /** Create an element: el("div.tile#x", {title: "..."}, child, "text", ...). */
 export function el(spec, attrs = {}, ...children) {
@@ -29,10 +31,11 @@ export function toast(text, ms = 4000) {
   toast.timer = setTimeout(() => { t.hidden = true; }, ms);
 }
 
-/** Shared AudioContext (created lazily; autoplay policy permitting). */
-export function audioContext() {
+/** Shared AudioContext (created lazily). With `resume` it asks to run (the browser allows it
+ *  after a user gesture, or always under a lenient autoplay policy). */
+export function audioContext({ resume = true } = {}) {
   if (!audioContext.ctx) audioContext.ctx = new AudioContext();
-  if (audioContext.ctx.state === "suspended") audioContext.ctx.resume().catch(() => {});
+  if (resume && audioContext.ctx.state === "suspended") audioContext.ctx.resume().catch(() => {});
   return audioContext.ctx;
 }
 
@@ -50,4 +53,30 @@ export function levelMeter(stream) {
     for (let i = 0; i < buf.length; i++) sum += buf[i] * buf[i];
     return Math.sqrt(sum / buf.length);
   };
+}
+
+/** A plain sentence (what happened, what to do next) for a server error `reason`. */
+export function reasonText(reason, vars = {}) {
+  return tOr("reason", reason, vars);
+}
+
+/** The claims of a JWT access token (not verified: only to show its validity times), or {}. */
+export function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+  } catch { return {}; }
+}
+
+/** A plain sentence, as a translatable {key, vars}, for a failed join: the server's reason (with
+ *  the link's validity time in the viewer's own time zone when it expired or is not valid yet),
+ *  or an unreachable server. */
+export function joinError(err, token) {
+  if (err && err.reason) {
+    const claims = tokenClaims(token || "");
+    const at = err.reason === "token_expired" ? claims.exp : err.reason === "token_not_yet_valid" ? claims.nbf : null;
+    const when = typeof at === "number" ? ref("when.at", { time: formatTime(at * 1000, { date: true }) }) : "";
+    return ref(has(`reason.${err.reason}`) ? `reason.${err.reason}` : "reason.unknown", { when });
+  }
+  return ref("reason.closed_before_join");
 }

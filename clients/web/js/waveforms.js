@@ -4,6 +4,7 @@
 
 import { decode } from "./msgpack.js";
 import { el, audioContext } from "./ui.js";
+import { t, tOr, has } from "./i18n.js";
 
 const RING_S = 60;  // seconds of samples kept per stream (for redraw and automation)
 const CSS_PX_PER_MM = 96 / 25.4;
@@ -13,6 +14,7 @@ const GAINS_MM_PER_MV = [20, 10, 5, 2.5];
 const DISPLAY_DELAY_S = 0.5;  // monitors draw a little behind the newest sample: smooth sweep
 const MAX_LAG_S = 10.0;  // further behind than this, the sweep jumps to the live edge
 const NOTE_HOLD_MS = 3000;
+const ERASE_W_PX = 12;
 export const PRIORITY_RANK = { high: 3, medium: 2, low: 1 };
 
 /** One stream's live state: samples (ECG channel, mV), heart rate, beats, numerics, alarms. */
@@ -93,20 +95,33 @@ class WaveformStream {
     return this.ring[i % this.ring.length];
   }
 
-  /** Short notes for people: catching up after a drop, gaps, skipped display. */
+  /** Short notes for people (in the page's language): catching up after a drop, gaps, skipped
+   *  display, the end of the stream. `noteKeys()` gives the same as i18n keys (automation). */
   notes() {
+    return this.noteKeys().map(([key, vars]) => t(key, vars));
+  }
+
+  noteKeys() {
     const out = [];
     const now = Date.now();
     if (now - this.backfillAt < NOTE_HOLD_MS) {
-      out.push(`catching up after a drop: ${(this.backfillSamples / this.fs).toFixed(1)} s back-filled`);
+      out.push(["note.catching_up", { s: (this.backfillSamples / this.fs).toFixed(1) }]);
     }
     for (const g of this.gaps) {
       const s = ((g.to_sample - g.from_sample) / this.fs).toFixed(1);
-      out.push(g.lost ? `${s} s of signal lost` : `gap of ${s} s: waiting for back-fill`);
+      out.push(g.lost ? ["note.lost", { s }] : ["note.gap", { s }]);
     }
-    if (now - this.skippedAt < NOTE_HOLD_MS) out.push("display skipped ahead (slow link)");
-    if (this.ended) out.push(`stream ended (${this.ended.replace("_", " ")})`);
+    if (now - this.skippedAt < NOTE_HOLD_MS) out.push(["note.skipped", {}]);
+    if (this.ended) out.push(["note.stream_ended", { reason: tOr("stream_ended", this.ended) }]);
     return out;
+  }
+
+  /** Forget every sample (the session ended: nothing left that could look live). */
+  clearSamples() {
+    this.ring.fill(NaN);
+    this.heartRateBpm = null;
+    this.alarms = [];
+    this.numerics = {};
   }
 
   snapshot() {
@@ -119,6 +134,7 @@ class WaveformStream {
       liveChunks: this.liveChunks, backfillChunks: this.backfillChunks,
       backfillSamples: this.backfillSamples, lostSamples: this.lostSamples,
       skippedSamples: this.skippedSamples, ended: this.ended, notes: this.notes(),
+      noteKeys: this.noteKeys().map(([k]) => k),
     };
   }
 }
@@ -199,7 +215,16 @@ export class SweepView {
     this.beatsDrawn = 0;
     this.gainMmPerMv = GAIN_MM_PER_MV;
     this.offsetMv = 0;
+    this.stopped = false;
+    this.redraws = 0;
     this.resize();
+  }
+
+  /** Stop drawing and blank the trace (the session ended). */
+  stop() {
+    this.stopped = true;
+    this.pendingBeats = [];
+    this.trace.getContext("2d").clearRect(0, 0, this.width, this.height);
   }
 
   resize() {
@@ -217,6 +242,48 @@ export class SweepView {
     this._drawGrid();
     this.trace.getContext("2d").clearRect(0, 0, w, h);
     this.penX = null;
+    this._redraw();  // a rotation or resize keeps the sweep: draw the last screenful again
+  }
+
+  get _samplesPerWidth() {
+    return Math.floor(this.width / (SWEEP_MM_PER_S * CSS_PX_PER_MM) * this.stream.fs);
+  }
+
+  _redraw() {
+    if (this.stopped || this.drawn === null || this.firstDrawn === null) return;
+    const eraseSamples = Math.ceil(ERASE_W_PX / (SWEEP_MM_PER_S * CSS_PX_PER_MM) * this.stream.fs);
+    const from = Math.max(this.firstDrawn, this.drawn - this._samplesPerWidth + eraseSamples);
+    if (from >= this.drawn) return;
+    this._autoScale(this.drawn);
+    this._stroke(from, this.drawn, null, null);
+    for (const b of this.stream.beats) if (b >= from && b < this.drawn) this._marker(b);
+    this.redraws += 1;
+  }
+
+  /** Draw samples [from, to) continuing the pen at (px, py) (null: start afresh); keeps the pen. */
+  _stroke(from, to, px, py) {
+    const s = this.stream;
+    const pen = this.trace.getContext("2d");
+    pen.strokeStyle = this.color;
+    pen.lineWidth = 1.6;
+    pen.lineJoin = "round";
+    pen.beginPath();
+    if (px !== null) pen.moveTo(px, py);
+    let clipped = false;
+    for (let i = from; i < to; i++) {
+      const v = s.at(i);
+      const x = this._x(i);
+      if (Number.isNaN(v)) { px = null; continue; }
+      const yRaw = this._y(v);
+      if (yRaw < 0 || yRaw > this.height) clipped = true;
+      const y = Math.max(1, Math.min(this.height - 1, yRaw));
+      if (px === null || x < px) pen.moveTo(x, y); else pen.lineTo(x, y);
+      px = x; py = y;
+    }
+    pen.stroke();
+    this.clipped = clipped;  // rescale on the next step rather than keep drawing off-scale
+    this.penX = px;
+    this.penY = py;
   }
 
   _drawGrid() {
@@ -271,17 +338,17 @@ export class SweepView {
   _marker(i) {
     if (this.firstDrawn === null || i < this.firstDrawn) return;  // no trace drawn there
     if (this.drawn !== null && this.drawn - i > this.stream.fs * this.width / (SWEEP_MM_PER_S * CSS_PX_PER_MM)) return;
-    const t = this.trace.getContext("2d");
+    const pen = this.trace.getContext("2d");
     const x = this._x(i);
-    t.fillStyle = "#ffffff";
-    t.beginPath(); t.moveTo(x - 4, 2); t.lineTo(x + 4, 2); t.lineTo(x, 9); t.closePath(); t.fill();
+    pen.fillStyle = "#ffffff";
+    pen.beginPath(); pen.moveTo(x - 4, 2); pen.lineTo(x + 4, 2); pen.lineTo(x, 9); pen.closePath(); pen.fill();
     this.beatsDrawn += 1;
   }
 
   /** Advance the sweep by `dtS` seconds of wall time. */
   step(dtS) {
     const s = this.stream;
-    if (!s.newest) return;
+    if (!s.newest || this.stopped) return;
     const live = s.newest - DISPLAY_DELAY_S * s.fs;
     if (this.cursor === null || live - this.cursor > MAX_LAG_S * s.fs) {
       this.cursor = Math.max(0, live);
@@ -295,36 +362,17 @@ export class SweepView {
     this.cursor = Math.min(this.cursor + dtS * s.fs * rate, Math.max(live, this.drawn));
     const upto = Math.floor(this.cursor);
     if (upto <= this.drawn) return;
-    const t = this.trace.getContext("2d");
-    const eraseW = 12;
+    const pen = this.trace.getContext("2d");
+    const eraseW = ERASE_W_PX;
     // erase bar: clear just ahead of the new stretch of trace
     const x0 = this._x(this.drawn);
     const x1 = this._x(upto);
-    const clear = (a, b) => t.clearRect(a, 0, Math.max(0, b - a), this.height);
+    const clear = (a, b) => pen.clearRect(a, 0, Math.max(0, b - a), this.height);
     if (x1 >= x0) { clear(x0 + 1, Math.min(this.width, x1 + eraseW)); if (x1 + eraseW > this.width) clear(0, x1 + eraseW - this.width); }
     else { clear(x0 + 1, this.width); clear(0, x1 + eraseW); }
-    t.strokeStyle = this.color;
-    t.lineWidth = 1.6;
-    t.lineJoin = "round";
-    t.beginPath();
-    let px = this.penX;
-    let py = this.penY;
-    if (px === null || x1 < x0 || this.clipped) this._autoScale(this.drawn);
-    let clipped = false;
-    for (let i = this.drawn; i < upto; i++) {
-      const v = s.at(i);
-      const x = this._x(i);
-      if (Number.isNaN(v)) { px = null; continue; }
-      const yRaw = this._y(v);
-      if (yRaw < 0 || yRaw > this.height) clipped = true;
-      const y = Math.max(1, Math.min(this.height - 1, yRaw));
-      if (px === null || x < px) t.moveTo(x, y); else t.lineTo(x, y);
-      px = x; py = y;
-    }
-    t.stroke();
-    this.clipped = clipped;  // rescale on the next step rather than keep drawing off-scale
-    this.penX = px;
-    this.penY = py;
+    const wrapped = this.penX === null || x1 < x0;
+    if (wrapped || this.clipped) this._autoScale(this.drawn);
+    this._stroke(this.drawn, upto, wrapped ? null : this.penX, this.penY);
     this.drawn = upto;
     if (this.pendingBeats.length) {
       const due = this.pendingBeats.filter((b) => b < upto);
@@ -332,6 +380,13 @@ export class SweepView {
       due.forEach((b) => this._marker(b));
     }
   }
+}
+
+/** The alarm's text in the page's language (kind-based; the server's English message only for a
+ *  kind this page has no text for). */
+export function alarmText(a) {
+  if (has(`alarm.${a.kind}`)) return t(`alarm.${a.kind}`);
+  return a.message || t("alarm.unknown");
 }
 
 const fmt = (v, digits = 0) => (v === undefined || v === null || Number.isNaN(v) ? "--" : Number(v).toFixed(digits));
@@ -353,11 +408,11 @@ export class BedTile {
       el("div.bed-body", {},
         main,
         el("div.bed-numerics", {},
-          el("div.num.hr", {}, el("span.num-label", {}, "HR bpm"), this.hr),
-          el("div.num.spo2", {}, el("span.num-label", {}, "SpO\u2082 %"), this.numerics.spo2),
-          el("div.num.nibp", {}, el("span.num-label", {}, "NIBP mmHg"), this.numerics.nibp),
-          el("div.num.rr", {}, el("span.num-label", {}, "RR /min"), this.numerics.rr),
-          el("div.num.temp", {}, el("span.num-label", {}, "Temp \u00b0C"), this.numerics.temp))),
+          el("div.num.hr", {}, label("num.hr"), this.hr),
+          el("div.num.spo2", {}, label("num.spo2"), this.numerics.spo2),
+          el("div.num.nibp", {}, label("num.nibp"), this.numerics.nibp),
+          el("div.num.rr", {}, label("num.rr"), this.numerics.rr),
+          el("div.num.temp", {}, label("num.temp"), this.numerics.temp))),
       this.notes);
     container.append(this.root);
     this.view = new SweepView(stream, main, { heightMm });
@@ -368,11 +423,21 @@ export class BedTile {
 
   _leadText() {
     const ch = this.stream.channels[this.stream.ecgChannel];
-    return `${ch ? ch.name : "ECG"}  ${SWEEP_MM_PER_S} mm/s  ${this.view ? this.view.gainMmPerMv : GAIN_MM_PER_MV} mm/mV`;
+    return t("lead.line", { lead: ch ? ch.name : "ECG", speed: SWEEP_MM_PER_S,
+                            gain: this.view ? this.view.gainMmPerMv : GAIN_MM_PER_MV });
+  }
+
+  /** The session ended: stop the sweep, blank the trace and the numbers. Idempotent. */
+  end() {
+    this.ended = true;
+    this.view.stop();
+    this.stream.clearSamples();
+    this.update();
   }
 
   update() {
     const s = this.stream;
+    for (const l of this.root.querySelectorAll(".num-label")) l.textContent = t(l.dataset.i18n);
     this.hr.textContent = s.heartRateBpm === null ? "---" : fmt(s.heartRateBpm);
     const n = s.numerics;
     this.numerics.spo2.textContent = fmt(n.spo2_pct);
@@ -383,26 +448,34 @@ export class BedTile {
     this.alarmBanner.hidden = !top;
     this.root.classList.remove("alarm-high", "alarm-medium", "alarm-low");
     if (top) {
-      this.alarmBanner.textContent = s.alarms.map((a) => a.message || a.kind).join(" \u2022 ");
+      this.alarmBanner.textContent = s.alarms.map(alarmText).join(" \u2022 ");
+      this.alarmBanner.title = s.alarms.map((a) => a.message || "").join(" \u2022 ");
       this.alarmBanner.dataset.priority = top.priority;
       this.root.classList.add(`alarm-${top.priority}`);
     }
-    this.notes.textContent = s.notes().join(" \u2022 ");
-    this.root.classList.toggle("ended", Boolean(s.ended));
+    this.notes.textContent = this.ended ? t("wall.ended") : s.notes().join(" \u2022 ");
+    this.root.classList.toggle("ended", Boolean(s.ended) || Boolean(this.ended));
     this.lead.textContent = this._leadText();
   }
 }
 
-/** Runs every SweepView on animation frames. */
+/** Runs every SweepView on animation frames; returns a function that stops it. */
 export function animate(views) {
   let last = performance.now();
+  let running = true;
   const frame = (now) => {
+    if (!running) return;
     const dt = Math.min(0.25, (now - last) / 1000);
     last = now;
     for (const v of views()) { v.resize(); v.step(dt); }
     requestAnimationFrame(frame);
   };
   requestAnimationFrame(frame);
+  return () => { running = false; };
+}
+
+function label(key) {
+  return el("span.num-label", { "data-i18n": key }, t(key));
 }
 
 /**
@@ -436,6 +509,11 @@ export class AlarmCenter {
     }
   }
 
+  /** Forget every alarm (the session ended). */
+  clear() {
+    this.active.clear();
+  }
+
   list() {
     return [...this.active.values()].sort((a, b) => (PRIORITY_RANK[b.priority] || 0) - (PRIORITY_RANK[a.priority] || 0) || a.since - b.since);
   }
@@ -444,6 +522,21 @@ export class AlarmCenter {
   acknowledge() {
     for (const a of this.active.values()) a.acknowledged = true;
     this.silencedUntil = Date.now() + this.silenceS * 1000;
+  }
+
+  /** "on", "off" (the browser has not allowed sound yet: it needs a click) or "silenced". */
+  soundState() {
+    let ctx = null;
+    try { ctx = audioContext({ resume: false }); } catch { return "off"; }
+    if (ctx.state !== "running") return "off";
+    return Date.now() < this.silencedUntil ? "silenced" : "on";
+  }
+
+  /** Ask the browser for sound (call from a click: autoplay rules need a user gesture). */
+  async enableSound() {
+    const ctx = audioContext();
+    await ctx.resume();
+    return ctx.state;
   }
 
   /** The priority whose tone is due now ("high"/"medium"/"low") or null. */
@@ -466,7 +559,10 @@ export class AlarmCenter {
 
   _burst(priority) {
     let ctx;
-    try { ctx = audioContext(); } catch { return; }
+    // never resumes by itself: sound starts from a click (the wall asks for it), so the page
+    // always knows, and shows, whether its alarms can be heard
+    try { ctx = audioContext({ resume: false }); } catch { return; }
+    if (ctx.state !== "running") { this.silentBursts = (this.silentBursts || 0) + 1; return; }
     const spec = {
       high: { f: 960, pulses: [0, 0.2, 0.4, 1.0, 1.2] },
       medium: { f: 660, pulses: [0, 0.25, 0.5] },
@@ -489,6 +585,6 @@ export class AlarmCenter {
 
   snapshot() {
     return { active: this.list(), sounding: this.sounding(), bursts: this.bursts,
-             silencedUntil: this.silencedUntil };
+             silencedUntil: this.silencedUntil, sound: this.soundState(), silentBursts: this.silentBursts || 0 };
   }
 }

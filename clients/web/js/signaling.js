@@ -5,10 +5,12 @@
 
 /** The token carried by the page link, or null. Links carry it in the fragment (`#token=...`),
  * which browsers never send to a server or proxy; `?token=` (older links) is still read. Once read
- * it is taken out of the address bar and history, so it is not bookmarked, shared or shown. */
-export function tokenFromUrl(loc = window.location, hist = window.history) {
+ * it is taken out of the address bar and history, so it is not bookmarked, shared or shown, and
+ * kept in this tab's sessionStorage (gone with the tab, never sent anywhere) so a reload rejoins. */
+export function tokenFromUrl(loc = window.location, hist = window.history, store = window.sessionStorage) {
   const hash = new URLSearchParams(loc.hash.replace(/^#/, ""));
   const query = new URLSearchParams(loc.search);
+  const key = "medstream.token:" + loc.pathname;
   const token = hash.get("token") || query.get("token");
   if (token && hist && hist.replaceState) {
     hash.delete("token");
@@ -16,7 +18,12 @@ export function tokenFromUrl(loc = window.location, hist = window.history) {
     const q = query.toString(), h = hash.toString();
     hist.replaceState(hist.state, "", loc.pathname + (q ? "?" + q : "") + (h ? "#" + h : ""));
   }
-  return token;
+  try {
+    if (token) store.setItem(key, token);
+    return token || store.getItem(key);
+  } catch (e) {  // storage disabled: the link works once, a reload needs the link again
+    return token;
+  }
 }
 
 /** ws(s)://host/ws for the page's own origin. */

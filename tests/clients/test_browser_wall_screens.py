@@ -143,8 +143,10 @@ async def test_wall_on_four_screens_in_two_languages_then_ended(ecg_data_dir: Pa
                 assert (await page.locator("#ack").inner_text()).strip() == "Acknowledge / silence"
                 assert await page.evaluate("localStorage.getItem('medstream.lang')") == "en"
 
-                # a wall PC whose browser needs a click before it may sound
-                qpage, qlog = await open_page(quiet, url, "quiet wall", viewport=(1024, 768), locale="zh-CN")
+                # a wall PC whose browser needs a click before it may sound: a second screen has
+                # its own link (one live connection per identity: the same link would take over)
+                qurl = f"{app.url}/wall.html?token=" + token("ward-5", "nurse-5-pc2", "supervisor", name="护士站 2")
+                qpage, qlog = await open_page(quiet, qurl, "quiet wall", viewport=(1024, 768), locale="zh-CN")
                 await wait_for(qpage, "() => window.medstream && window.medstream.state === 'joined'", what="quiet wall joined")
                 # what the page showed before anyone touched it (Playwright's own calls count as
                 # user activation, so the page's log of what it showed is read, not only the DOM)

@@ -240,7 +240,7 @@ class WaveformRelay:
             # The device restarted (its sample counter begins again): close the segment it was
             # writing and start the next one of the same bed's record.
             segment = s.announce.segment + 1
-            self._close_stream(g, s, "new_segment")
+            self._close_stream(g, s, StreamEnded(s.announce.stream_id, "new_segment"))
             self._c["segments"] += 1
             a = replace(a, segment=segment)
             s = None
@@ -404,13 +404,13 @@ class WaveformRelay:
             for s in list(g.streams.values()):
                 if not s.connected and s.disconnected_at is not None \
                         and now - s.disconnected_at >= self.config.stream_retention_s:
-                    self._close_stream(g, s, "publisher_gone")
+                    self._close_stream(g, s, StreamEnded(s.announce.stream_id, "publisher_gone"))
                     self._c["streams_expired"] += 1
                     closed += 1
         return closed
 
-    def _close_stream(self, g: _Group, s: _Stream, reason: str) -> None:
-        """End one stream: holes declared lost, sinks `on_stream_ended`, viewers `stream_ended`."""
+    def _close_stream(self, g: _Group, s: _Stream, ended: StreamEnded) -> None:
+        """End one stream: holes declared lost, sinks `on_stream_ended`, viewers `ended`."""
         stream_id = s.announce.stream_id
         if g.streams.get(stream_id) is s:
             del g.streams[stream_id]
@@ -422,7 +422,7 @@ class WaveformRelay:
         for sink in list(g.sinks):
             self._call_sink(s.group, g, sink, sink.on_stream_ended, stream_id)
         for v in g.viewers.values():
-            v.put_control(StreamEnded(stream_id, reason))
+            v.put_control(ended)
         if s.analysis is not None:
             self._by_key.pop(s.analysis.key, None)
             self._analysis.close(s.analysis)
@@ -504,7 +504,7 @@ class WaveformRelay:
         if g is None:
             return
         for s in list(g.streams.values()):
-            self._close_stream(g, s, "group_closed")
+            self._close_stream(g, s, StreamEnded(s.announce.stream_id, "group_closed"))
         for v in g.viewers.values():
             v.close()
         for key in [k for k in self._identities if k[0] == group]:

@@ -2,6 +2,7 @@
 // everyone else watches and may raise a hand; the host promotes and demotes. Who is on stage is
 // read from what they publish (the server decides who may), not from a copy of the role matrix.
 
+import { ChatPanel } from "./chat.js";
 import { Conference } from "./conference.js";
 import { el } from "./ui.js";
 import { t, tOr, onLanguageChange } from "./i18n.js";
@@ -35,6 +36,7 @@ const conf = new Conference({
 
 function render() {
   const r = conf.room;
+  if (conf.chat) conf.chat.render();
   const self = r.self;
   if (!self) return;
   $("room").textContent = t("room.line", { kind: tOr("kind", r.room.kind), room: r.room.id, name: self.name,
@@ -83,4 +85,6 @@ setInterval(render, 1000);
 window.medstream.raiseHand = (raised = true) => conf.raiseHand(raised);
 window.medstream.promote = (pid) => conf.sig.request({ type: "promote", participant_id: pid });
 window.medstream.demote = (pid) => conf.sig.request({ type: "demote", participant_id: pid });
+const chat = new ChatPanel(conf, $("chat"));
+conf.chat = chat;
 conf.start();

@@ -620,6 +620,7 @@ export class Conference {
       get reconnects() { return conf.sig.reconnects; },
       get errors() { return conf.errors; },
       get ended() { return conf.ended; },
+      get chat() { return conf.chat ? conf.chat.messages.map((m) => ({ ...m })) : []; },
       get media() {
         const h = conf.health;
         return { state: h.state, restarts: h.restarts, message: h.message, history: h.history,

@@ -1,5 +1,6 @@
 // The consultation page: everyone publishing camera and microphone sees and hears everyone else.
 
+import { ChatPanel } from "./chat.js";
 import { Conference } from "./conference.js";
 import { el } from "./ui.js";
 import { t, tOr, onLanguageChange } from "./i18n.js";
@@ -19,6 +20,7 @@ const conf = new Conference({
 
 function render(what) {
   const r = conf.room;
+  if (conf.chat) conf.chat.render();
   if (r.self) {
     $("room").textContent = t("room.line", { kind: tOr("kind", r.room.kind), room: r.room.id, name: r.self.name,
                                              role: tOr("role", r.self.role) });
@@ -62,4 +64,6 @@ $("end").addEventListener("click", () => { if (confirm(t("confirm.end_consultati
 onLanguageChange(() => render("devices"));
 setInterval(() => render(), 1000);
 
+const chat = new ChatPanel(conf, $("chat"));
+conf.chat = chat;
 conf.start();

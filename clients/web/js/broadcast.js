@@ -30,6 +30,7 @@ const conf = new Conference({
   recordingEl: $("rec"),
   bannerEl: $("banner"),
   mediaBannerEl: $("mediabanner"),
+  contentEl: $("content"),
   ecgContainer: $("ecg"),
   onRoomChange: () => render(),
 });
@@ -53,6 +54,8 @@ function render() {
   $("mic").textContent = conf.micOff ? t("btn.unmute") : t("btn.mute");
   $("cam").textContent = conf.cameraOff ? t("btn.cam_on") : t("btn.cam_off");
   $("audioonly").classList.toggle("on", conf.audioOnly);
+  $("share").textContent = conf.sharing ? t("btn.stop_sharing") : t("btn.share_screen");
+  $("share").classList.toggle("on", conf.sharing);
   for (const id of ["audioonly", "leave"]) $(id).disabled = conf.ended;
   $("hostctl").hidden = !(r.isModerator || r.may("record")) || conf.ended;
   $("record").hidden = !r.may("record");
@@ -76,6 +79,7 @@ $("hand").addEventListener("click", () => conf.raiseHand(!conf.room.self.hand_ra
 $("mic").addEventListener("click", () => { conf.toggleMic(); render(); });
 $("cam").addEventListener("click", () => { conf.toggleCamera(); render(); });
 $("audioonly").addEventListener("click", async () => { await conf.toggleAudioOnly(); render(); });
+$("share").addEventListener("click", async () => { await (conf.sharing ? conf.stopSharing() : conf.shareScreen()); render(); });
 $("leave").addEventListener("click", () => conf.leave());
 $("record").addEventListener("click", () => conf.setRecording(!conf.room.recording.active));
 $("end").addEventListener("click", () => { if (confirm(t("confirm.end_broadcast"))) conf.endRoom(); });

@@ -14,6 +14,7 @@ const conf = new Conference({
   recordingEl: $("rec"),
   bannerEl: $("banner"),
   mediaBannerEl: $("mediabanner"),
+  contentEl: $("content"),
   ecgContainer: $("ecg"),
   onRoomChange: (what) => render(what),
 });
@@ -35,6 +36,9 @@ function render(what) {
   $("cam").textContent = conf.cameraOff ? t("btn.cam_on") : t("btn.cam_off");
   $("cam").classList.toggle("on", conf.cameraOff);
   $("audioonly").classList.toggle("on", conf.audioOnly);
+  $("share").hidden = !conf.publishing || conf.ended || !r.may("publish_video");
+  $("share").textContent = conf.sharing ? t("btn.stop_sharing") : t("btn.share_screen");
+  $("share").classList.toggle("on", conf.sharing);
   for (const id of ["mic", "cam", "audioonly", "leave", "mics", "cams"]) $(id).disabled = conf.ended;
   if (what === "devices") fillDevices();
   const q = r.self && r.quality.get(r.self.participant_id);
@@ -58,6 +62,7 @@ $("cams").addEventListener("change", () => conf.chooseDevices($("mics").value, $
 $("mic").addEventListener("click", () => { conf.toggleMic(); render(); });
 $("cam").addEventListener("click", () => { conf.toggleCamera(); render(); });
 $("audioonly").addEventListener("click", async () => { await conf.toggleAudioOnly(); render(); });
+$("share").addEventListener("click", async () => { await (conf.sharing ? conf.stopSharing() : conf.shareScreen()); render(); });
 $("leave").addEventListener("click", () => conf.leave());
 $("record").addEventListener("click", () => conf.setRecording(!conf.room.recording.active));
 $("end").addEventListener("click", () => { if (confirm(t("confirm.end_consultation"))) conf.endRoom(); });

@@ -2,7 +2,8 @@
 
 The server feeds each stream's samples as they arrive (``feed`` only queues) and calls
 ``process()`` every ~100-250 ms from a worker thread. Streams of equal sampling rate share one
-`PanTompkinsBank` and one `SignalQualityBank`; the queued samples of streams with equal queued
+`PanTompkinsBank`, one `SignalQualityBank` and one `VentricularBank` (VF/VT, independent of the
+QRS detector); the queued samples of streams with equal queued
 length are stacked into one 2-D block, so filtering is one ``sosfilt`` call per group and the
 per-sample work is vectorised. Heart-rate refreshes and alarm rules run as array operations
 over all streams of a group; Python loops run per candidate peak, per beat and per stream with
@@ -15,11 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsp.alarms import Alarm, AlarmBank, AlarmLimits
+from dsp.alarms import Alarm, AlarmBank, AlarmLimits, AlarmTiming
 from dsp.filters import check_sampling_rate
 from dsp.heart_rate import HeartRateBank
 from dsp.qrs import PanTompkinsBank, PanTompkinsParams
 from dsp.signal_quality import QualityLimits, SignalQualityBank
+from dsp.ventricular import VentricularBank, VentricularParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,7 @@ class _Group:
     quality: SignalQualityBank
     rates: HeartRateBank
     alarms: AlarmBank
+    ventricular: VentricularBank
     members: list[str] = field(default_factory=list)  # stream ids in row order
     streams: list[_Stream] = field(default_factory=list)  # same order
     start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -99,9 +102,13 @@ class MultiStreamAnalyzer:
         self,
         qrs_params: PanTompkinsParams | None = None,
         quality_limits: QualityLimits | None = None,
+        ventricular_params: VentricularParams | None = None,
+        alarm_timing: AlarmTiming | None = None,
     ) -> None:
         self._qrs_params = qrs_params or PanTompkinsParams()
         self._quality_limits = quality_limits or QualityLimits()
+        self._ventricular_params = ventricular_params or VentricularParams()
+        self._alarm_timing = alarm_timing or AlarmTiming()
         self._streams: dict[str, _Stream] = {}
         self._groups: dict[float, _Group] = {}
 
@@ -128,13 +135,15 @@ class MultiStreamAnalyzer:
                 PanTompkinsBank(fs, self._qrs_params),
                 SignalQualityBank(fs, self._quality_limits),
                 HeartRateBank(fs),
-                AlarmBank(fs),
+                AlarmBank(fs, self._alarm_timing),
+                VentricularBank(fs, self._ventricular_params),
             )
             self._groups[fs] = group
         group.detectors.add_stream()
         group.quality.add_stream()
         group.rates.add_stream()
         group.alarms.add_stream(limits or AlarmLimits())
+        group.ventricular.add_stream()
         group.members.append(stream_id)
         group.start = np.append(group.start, 0)
         group.answered = np.append(group.answered, False)
@@ -155,6 +164,7 @@ class MultiStreamAnalyzer:
         group.quality.remove_stream(row)
         group.rates.remove_stream(row)
         group.alarms.remove_stream(row)
+        group.ventricular.remove_stream(row)
         group.start = np.delete(group.start, row)
         group.answered = np.delete(group.answered, row)
         del group.members[row]
@@ -228,6 +238,8 @@ class MultiStreamAnalyzer:
         rows = np.arange(len(group.members)) if sel is None else sel
         beat_pos, beat_idx = group.detectors.process_flat(x, sel)
         quality = group.quality.process_arrays(x, sel, group.detectors.last_bandpassed)
+        ventricular = group.ventricular
+        ventricular.process(x, sel)
         start = group.start[rows]
         now = start + group.detectors.samples_seen[rows] - 1
         fs = group.fs
@@ -254,6 +266,9 @@ class MultiStreamAnalyzer:
             rates.alarm_rate_bpm[rows],
             quality,
             decision_delay_samples=group.detectors.decision_delay_samples,
+            fibrillation=ventricular.fibrillation[rows],
+            ventricular_tachycardia=ventricular.tachycardia[rows],
+            ventricular_onset=ventricular.onset_sample[rows] + start,
         )
         streams = group.streams
         fresh = refreshed.copy()

@@ -169,6 +169,8 @@ _PHYSIOLOGICAL_MASK = sum(_BIT[k] for k in _PHYSIOLOGICAL)
 _VENTRICULAR = _BIT[AlarmKind.VENTRICULAR_FIBRILLATION] | _BIT[AlarmKind.VENTRICULAR_TACHYCARDIA]
 _RATES = sum(_BIT[k] for k in (AlarmKind.EXTREME_BRADYCARDIA, AlarmKind.BRADYCARDIA,
                                 AlarmKind.EXTREME_TACHYCARDIA, AlarmKind.TACHYCARDIA))
+_SLOW = _BIT[AlarmKind.EXTREME_BRADYCARDIA] | _BIT[AlarmKind.BRADYCARDIA]
+_FAST = _BIT[AlarmKind.EXTREME_TACHYCARDIA] | _BIT[AlarmKind.TACHYCARDIA]
 _SHIFTS = np.arange(len(_ALL_KINDS), dtype=np.int64)
 
 
@@ -184,13 +186,16 @@ def _pack(bits: np.ndarray) -> np.ndarray:
 
 def _escalate(mask: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Keep one alarm per family, the most severe: VF > VT > asystole > rate alarms; within the
-    rates an extreme alarm replaces its lesser one, and a rate wanted now replaces a held one."""
+    rates an extreme alarm replaces its lesser one."""
     b = _BIT
     vf, vt = b[AlarmKind.VENTRICULAR_FIBRILLATION], b[AlarmKind.VENTRICULAR_TACHYCARDIA]
     mask = np.where(mask & vf, mask & ~vt, mask)
     mask = np.where(mask & _VENTRICULAR, mask & ~(b[AlarmKind.ASYSTOLE] | _RATES), mask)
     mask = np.where(mask & b[AlarmKind.ASYSTOLE], mask & ~_RATES, mask)
-    mask = np.where(wanted & _RATES, mask & ~(_RATES & ~wanted), mask)
+    # a rate wanted now in the opposite direction ends a held one (a held, more severe alarm
+    # of the same direction stays until its hold-off passes: de-escalation does not flap)
+    mask = np.where(wanted & _SLOW, mask & ~(_FAST & ~wanted), mask)
+    mask = np.where(wanted & _FAST, mask & ~(_SLOW & ~wanted), mask)
     for extreme, lesser in ((AlarmKind.EXTREME_TACHYCARDIA, AlarmKind.TACHYCARDIA),
                             (AlarmKind.EXTREME_BRADYCARDIA, AlarmKind.BRADYCARDIA)):
         mask = np.where(mask & b[extreme], mask & ~b[lesser], mask)

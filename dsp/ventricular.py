@@ -2,7 +2,7 @@
 
 A QRS detector cannot be trusted in VF: there are no QRS complexes, and a wide, sinusoid-like VT
 barely shows in a 5-15 Hz band. So this bank looks at the ECG itself, in 3 s windows judged every
-0.5 s, with four features from the VF-detection literature (compared on vfdb/cudb by Amann A,
+0.5 s, with three features from the VF-detection literature (compared on vfdb/cudb by Amann A,
 Tratnig R, Unterkofler K. *Reliability of old and new ventricular fibrillation detection
 algorithms for automated external defibrillators.* BioMed Eng OnLine 4:60 (2005)):
 
@@ -11,23 +11,23 @@ algorithms for automated external defibrillators.* BioMed Eng OnLine 4:60 (2005)
   Image Video Process 5:1-10 (2011)): the share of samples of the tapered window whose magnitude
   exceeds 0.2 of its maximum. Narrow QRS complexes leave most samples near the baseline; VF and
   wide VT fill the window.
-* **Phase-space box count**, a time-delay method (Amann A, Tratnig R, Unterkofler K. *Detecting
-  ventricular fibrillation by time-delay methods.* IEEE Trans Biomed Eng 54(1):174-177 (2007)):
-  the window, scaled to [0, 1], plotted against itself 0.5 s later on a 40 x 40 grid; the share
-  of boxes visited. A regular rhythm retraces one loop, VF wanders.
 * **VF-filter leakage** (Kuo S, Dillman R. *Computer detection of ventricular fibrillation.*
   Computers in Cardiology 1978:347-349): a notch at the window's mean frequency; a
   quasi-sinusoidal signal (VF, flutter, fast wide VT) leaks little through it.
 * **Dominant frequency** of the windowed spectrum (Barro S, Ruiz R, Cabello D, Mira J.
   *Algorithmic sequential decision-making in the frequency domain for life threatening
   ventricular arrhythmias and imitative artefacts.* J Biomed Eng 11:320-328 (1989)): the
-  rate of the activity, at least 2.4 Hz (144/min) for an alarm; 4 Hz (240/min) and above is
+  rate of the activity, at least 2.5 Hz (150/min, the extreme-tachycardia limit) for an alarm; 4 Hz (240/min) and above is
   called fibrillation/flutter, below it tachycardia.
 
-A window is *ventricular* when TCSC >= 0.45, box share >= 0.13, leakage < 0.5, dominant frequency
->= 2.4 Hz and peak-to-peak >= 0.15 mV (a flatter line is asystole, not VF). The condition starts
+A window is *ventricular* when TCSC >= 0.45, leakage < 0.5, dominant frequency >= 2.5 Hz and
+peak-to-peak >= 0.15 mV (a flatter line is asystole, not VF). The condition starts
 after two consecutive ventricular windows (1 s of agreement) and ends after four that are not.
 Every feature is amplitude-invariant, so x0.5 and x2 signals give the same decisions.
+Tried and not kept: the phase-space box count of the time-delay method (Amann A, Tratnig R,
+Unterkofler K. *Detecting ventricular fibrillation by time-delay methods.* IEEE Trans Biomed
+Eng 54(1):174-177 (2007)) changed no decision on these records once the other three were
+applied, and it rejects a strictly regular monomorphic VT (one loop in phase space).
 Thresholds are round values set on physiology (rates, QRS width) and checked on vfdb 418/419,
 cudb cu01 and mitdb; they were not searched finely on those records.
 
@@ -53,13 +53,11 @@ class VentricularParams:
 
     window_s: float = 3.0
     step_s: float = 0.5
-    delay_s: float = 0.5
     analysis_rate_hz: float = 100.0
     tcsc_threshold: float = 0.2
     min_tcsc: float = 0.45
-    min_boxes: float = 0.13
     max_leakage: float = 0.5
-    min_frequency_hz: float = 2.4
+    min_frequency_hz: float = 2.5
     fibrillation_frequency_hz: float = 4.0
     min_ptp_mv: float = 0.15
     windows_to_raise: int = 2
@@ -71,7 +69,6 @@ class VentricularFeatures:
     """Features of evaluated windows, one entry per window (arrays)."""
 
     tcsc: np.ndarray
-    boxes: np.ndarray
     leakage: np.ndarray
     frequency_hz: np.ndarray
     ptp_mv: np.ndarray
@@ -92,7 +89,6 @@ class VentricularBank:
         self.fs_v = self.fs / self.decimation
         self.window = int(round(p.window_s * self.fs_v))
         self.step = max(1, int(round(p.step_s * self.fs_v)))
-        self.delay = max(1, int(round(p.delay_s * self.fs_v)))
         self.nfft = 1 << int(np.ceil(np.log2(self.window)))
         self._band = SosFilterBank(
             np.asarray(signal.butter(2, [1.0, 30.0], btype="bandpass", fs=self.fs, output="sos"))
@@ -212,13 +208,7 @@ class VentricularBank:
         peak = np.abs(tapered).max(axis=1, keepdims=True)
         peak[peak == 0] = 1.0
         tcsc = (np.abs(tapered) > p.tcsc_threshold * peak).mean(axis=1)
-        lo = win.min(axis=1, keepdims=True)
-        ptp = win.max(axis=1, keepdims=True) - lo
-        u = (win - lo) / np.where(ptp > 0, ptp, 1.0)
-        cell = np.minimum((u * 40).astype(np.int64), 39)
-        d = self.delay
-        codes = np.sort(cell[:, :-d] * 40 + cell[:, d:], axis=1)
-        boxes = (1 + (np.diff(codes, axis=1) != 0).sum(axis=1)) / 1600.0
+        ptp = win.max(axis=1) - win.min(axis=1)
         spec = np.abs(np.fft.rfft(win * self._hann, n=self.nfft, axis=1)[:, self._band_bins])
         freq = self._freqs[np.argmax(spec, axis=1)]
         a = np.abs(win[:, 1:]).sum(axis=1)
@@ -232,14 +222,13 @@ class VentricularBank:
         num = np.where(valid, np.abs(win + lagged), 0.0).sum(axis=1)
         den = np.where(valid, np.abs(win) + np.abs(lagged), 0.0).sum(axis=1)
         leakage = num / np.where(den > 0, den, 1.0)
-        return VentricularFeatures(tcsc, boxes, leakage, freq, ptp[:, 0])
+        return VentricularFeatures(tcsc, leakage, freq, ptp)
 
     def classify(self, f: VentricularFeatures) -> tuple[np.ndarray, np.ndarray]:
         """(ventricular, fibrillation) per window: see the module docstring for the rule."""
         p = self.params
         ventricular = (
             (f.tcsc >= p.min_tcsc)
-            & (f.boxes >= p.min_boxes)
             & (f.leakage < p.max_leakage)
             & (f.frequency_hz >= p.min_frequency_hz)
             & (f.ptp_mv >= p.min_ptp_mv)

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("medstream.demo", "run the server with simulated monitors and print links to open"),
     "token": ("signaling.tokens", "issue a signed access token for a room"),
     "ecg-eval": ("dsp.ecg_eval", "score the live QRS detector against WFDB reference annotations"),
+    "alarm-eval": ("dsp.alarm_eval", "stream WFDB records through the live analyzer: alarms, HR, beats"),
     "ecg-summary": ("dsp.summary", "offline summary of a recorded ECG (neurokit2: HRV, quality)"),
     "monitor-sim": ("clients.monitor_sim", "stream a WFDB record or synthetic ECG as a bedside monitor"),
     "publish": ("clients.publish", "publish a video file into a broadcast room"),

@@ -90,6 +90,7 @@ class _DecisionState:
         "fs",
         "initialized",
         "last_beat_index",
+        "last_level",
         "last_slope_sq",
         "learning",
         "noise_level",
@@ -113,6 +114,7 @@ class _DecisionState:
         self.noise_level = 0.0
         self.last_beat_index = -1  # -1: no beat yet
         self.last_slope_sq = 0.0
+        self.last_level = 0.0
         self.rr_samples: deque[int] = deque()
         self.rr_sum = 0
         self.refractory = params.refractory_s * fs
@@ -186,7 +188,11 @@ class _DecisionState:
                 rr_mean = self.rr_sum / n_rr
                 gap = max(self.relearn_after, 2.0 * rr_mean)
                 if since > gap:  # depends only on elapsed samples, so it is chunking-independent
+                    # both levels decay: after a noise burst the noise level has converged on
+                    # the real QRS complexes' level (they were judged noise), so a floor tied
+                    # to it would keep the threshold above every beat for a minute
                     decay = 0.5 ** ((since - gap) / self.fs)
+                    noise *= decay
                     signal_level = max(5.0 * noise, signal_level * decay)
                 if since > p.searchback_rr_factor * rr_mean:
                     threshold_scale = p.searchback_threshold_factor
@@ -200,7 +206,8 @@ class _DecisionState:
                 since >= 0
                 and since < self.t_wave_window
                 and slope_sq < self.t_wave_slope_factor * self.last_slope_sq
-            ):
+                and level < self.last_level
+            ):  # slow and smaller than the beat before: a T wave (a wide early PVC is larger)
                 self.noise_level = 0.125 * level + 0.875 * noise
                 return -1  # T wave
             weight = 0.25 if threshold_scale != 1.0 else 0.125
@@ -212,6 +219,7 @@ class _DecisionState:
                     self.rr_sum -= self.rr_samples.popleft()
             self.last_beat_index = index
             self.last_slope_sq = slope_sq
+            self.last_level = level
             return r_index
         self.noise_level = 0.125 * level + 0.875 * noise
         return -1
@@ -579,6 +587,7 @@ class PanTompkinsDetector:
 
     def __init__(self, sampling_rate_hz: float, params: PanTompkinsParams | None = None) -> None:
         self._bank = PanTompkinsBank(sampling_rate_hz, params)
+        self._last = 0.0
         self._bank.add_stream()
 
     @property
@@ -591,4 +600,17 @@ class PanTompkinsDetector:
         chunk = np.asarray(chunk_mv, dtype=np.float64)
         if chunk.ndim != 1:
             raise ValueError(f"expected a 1-D chunk, got shape {chunk.shape}")
+        if chunk.size:
+            self._last = float(chunk[-1])
         return self._bank.process(chunk[None, :])[0]
+
+    def flush(self) -> list[int]:
+        """End of the stream: decide the beats still waiting for their look-ahead.
+
+        Feeds ``decision_delay_samples`` copies of the last sample (a flat line has no beat),
+        so only complexes already seen can be decided; call once, after the last chunk.
+        """
+        seen = int(self._bank.samples_seen[0])
+        n = self._bank.decision_delay_samples + 1
+        beats = self._bank.process(np.full((1, n), self._last))[0]
+        return [b for b in beats if b < seen]

@@ -152,7 +152,14 @@ def rhythm_episodes(record_path: str, fs: float, duration_s: float) -> list[Epis
         out.append(Episode(label, start, duration_s))
     if bracket is not None:
         out.append(Episode("(VFL", bracket, duration_s))
-    return out
+    # flutter marked both ways ('[..]' and '(VFL') is one episode
+    kept: list[Episode] = []
+    for e in sorted(out, key=lambda e: e.start_s):
+        if any(k.label == e.label and min(k.end_s, e.end_s) - max(k.start_s, e.start_s)
+               > 0.5 * (e.end_s - e.start_s) for k in kept):
+            continue
+        kept.append(e)
+    return kept
 
 
 def _reference_beats_s(record_path: str, fs: float) -> np.ndarray | None:
@@ -192,7 +199,8 @@ def score_alarms(
     """VF/VT latencies per annotated episode and unjustified physiological alarms per hour.
 
     An episode's latency is the first VF/VT alarm shown (raised, or still on) at or after its
-    onset, minus the onset; none before the episode ends + `EPISODE_GRACE_S`: missed. A false
+    onset, minus the onset; none before the episode ends + `EPISODE_GRACE_S`: missed
+    (``alarm_on_at_onset``: an alarm of an earlier episode was still shown). A false
     alarm is a physiological alarm raised outside every VF/VFL/VT/noise episode (+ grace) and,
     when the record has beat labels, not justified by them (`_justified`).
     """
@@ -207,8 +215,10 @@ def score_alarms(
         hits = [max(r, e.start_s) for r, c in shown
                 if c >= e.start_s and r <= e.end_s + EPISODE_GRACE_S]
         latency = round(min(hits) - e.start_s, 2) if hits else None
+        on_before = any(r < e.start_s <= c for r, c in shown)
         latencies.append({"label": e.label, "start_s": round(e.start_s, 2),
-                          "duration_s": round(e.end_s - e.start_s, 2), "latency_s": latency})
+                          "duration_s": round(e.end_s - e.start_s, 2), "latency_s": latency,
+                          "alarm_on_at_onset": on_before})
     false: list[dict[str, object]] = []
     for a in run.alarms:
         if a["kind"] not in PHYSIOLOGICAL_KINDS:
@@ -261,6 +271,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--chunk-s", type=float, default=0.1, help="monitor chunk (s, 0.1)")
     parser.add_argument("--step-s", type=float, default=0.2, help="analysis step (s, 0.2)")
     parser.add_argument("--channel", type=int, default=0, help="ECG channel (0)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply the signal (EC13 amplitude tests: 0.5, 2)")
     args = parser.parse_args(argv)
     if args.chunk_s <= 0 or args.step_s <= 0:
         parser.error(f"--chunk-s and --step-s must be > 0, got {args.chunk_s}, {args.step_s}")
@@ -272,13 +284,15 @@ def main(argv: list[str]) -> int:
         name = Path(rec).name
         if name in signals:
             name = rec
-        signals[name] = load_signal(rec, args.channel)
+        x, fs = load_signal(rec, args.channel)
+        signals[name] = (x * args.scale, fs)
         paths[name] = rec
     runs = run_records(signals, args.chunk_s, args.step_s)
-    report: dict[str, object] = {"chunk_s": args.chunk_s, "step_s": args.step_s, "records": {}}
-    print(f"chunks {args.chunk_s:g} s, analysis every {args.step_s:g} s")
+    report: dict[str, object] = {"chunk_s": args.chunk_s, "step_s": args.step_s,
+                                 "scale": args.scale, "records": {}}
+    print(f"chunks {args.chunk_s:g} s, analysis every {args.step_s:g} s, amplitude x{args.scale:g}")
     print(f"{'record':>8} {'min':>6} {'beats':>6} | alarms raised by kind | VF/VT episodes: "
-          "caught/total, latency median/max s | false physiological alarms (per h)")
+          "caught/total, latency median/max s (alarm off at onset) | false physiological alarms (per h)")
     total_false, total_h = 0, 0.0
     for name, run in runs.items():
         entry = run.to_json()
@@ -293,12 +307,14 @@ def main(argv: list[str]) -> int:
             score = score_alarms(run, episodes, _reference_beats_s(path, run.fs))
             entry["score"] = score
             eps = score["episodes"]
-            lat = [e["latency_s"] for e in eps if e["latency_s"] is not None]  # type: ignore[index]
+            lat = [e["latency_s"] for e in eps  # type: ignore[index]
+                   if e["latency_s"] is not None and not e["alarm_on_at_onset"]]  # type: ignore[index]
+            caught = sum(e["latency_s"] is not None for e in eps)  # type: ignore[index]
             n_false = len(score["false_alarms"])  # type: ignore[arg-type]
             hours = float(score["monitored_h"])  # type: ignore[arg-type]
             total_false += n_false
             total_h += hours
-            line += (f" | {len(lat)}/{len(eps)}"  # type: ignore[arg-type]
+            line += (f" | {caught}/{len(eps)}"  # type: ignore[arg-type]
                      + (f" {np.median(lat):.1f}/{max(lat):.1f}" if lat else "")
                      + f" | {n_false} ({n_false / hours if hours else 0:.1f}/h)")
         print(line)

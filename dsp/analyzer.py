@@ -86,6 +86,8 @@ class _Group:
     start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: whether a row has had a result yet (its first result is always built)
     answered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: whether a row's signal was not analysable at its last step (a technical condition)
+    blind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 class MultiStreamAnalyzer:
@@ -147,6 +149,7 @@ class MultiStreamAnalyzer:
         group.members.append(stream_id)
         group.start = np.append(group.start, 0)
         group.answered = np.append(group.answered, False)
+        group.blind = np.append(group.blind, False)
         stream = _Stream(stream_id, fs, group)
         group.streams.append(stream)
         self._streams[stream_id] = stream
@@ -167,6 +170,7 @@ class MultiStreamAnalyzer:
         group.ventricular.remove_stream(row)
         group.start = np.delete(group.start, row)
         group.answered = np.delete(group.answered, row)
+        group.blind = np.delete(group.blind, row)
         del group.members[row]
         del group.streams[row]
         del self._streams[stream_id]
@@ -258,6 +262,13 @@ class MultiStreamAnalyzer:
                 if rr == rr:  # not NaN: the stream's first beat closes no interval
                     entry[1].append(rr)
         refreshed = rates.update(rows, now)
+        blind = ~quality.analysable
+        if blind.any():  # no rate from beats found in noise or across it
+            refreshed[blind] |= rates.forget(rows[blind])
+        back = group.blind[rows] & ~blind
+        if back.any():  # the detector's levels adapted to the noise: learn them again
+            group.detectors.relearn(rows[back])
+        group.blind[rows] = blind
         changes = group.alarms.evaluate(
             rows,
             now,

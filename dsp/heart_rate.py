@@ -171,6 +171,16 @@ class HeartRateBank:
         self.last_beat[rows] = sample_index  # the last of each row wins
         return rr
 
+    def forget(self, rows: np.ndarray) -> np.ndarray:
+        """Drop the beat history of ``rows`` (the signal could not be analysed: intervals that
+        span it are not RR intervals); rates become unknown. Returns which rows had a rate."""
+        had = ~np.isnan(self.heart_rate_bpm[rows]) | ~np.isnan(self.alarm_rate_bpm[rows])
+        self.rr_ms[rows] = np.nan
+        self.last_beat[rows] = -1
+        self.heart_rate_bpm[rows] = np.nan
+        self.alarm_rate_bpm[rows] = np.nan
+        return had
+
     def update(self, rows: np.ndarray, now_sample: np.ndarray) -> np.ndarray:
         """Refresh the rates of ``rows`` whose update interval passed; return which (bool)."""
         nxt = self.next_update[rows]

@@ -62,7 +62,9 @@ class PanTompkinsParams:
     #: after this long without a beat (or 2 mean RR, whichever is longer) the signal level
     #: halves every further second, so a lasting drop in QRS amplitude is re-learned
     relearn_after_s: float = 2.5
-    #: smallest QRS slope treated as a beat, mV/s (a 0.1 mV QRS rising in ~25 ms gives ~4 mV/s)
+    #: smallest QRS slope treated as a beat, mV/s (a 0.1 mV QRS rising in ~25 ms gives ~4 mV/s;
+    #: raising it to 2.5-3.5, about a 0.07-0.1 mV triangular QRS, lost 70 wide, low-slope PVCs
+    #: of mitdb 207)
     min_slope_mv_per_s: float = 1.5
     #: decide a candidate early once the MWI has fallen this fraction below its peak (0: always
     #: wait the whole look-ahead)
@@ -93,6 +95,7 @@ class _DecisionState:
         "last_level",
         "last_slope_sq",
         "learning",
+        "learning_end",
         "noise_level",
         "params",
         "refractory",
@@ -110,6 +113,7 @@ class _DecisionState:
         self.floor = floor
         self.initialized = False
         self.learning: list[tuple[int, float, float, int]] = []
+        self.learning_end = int(round(params.learning_s * fs))
         self.signal_level = 0.0
         self.noise_level = 0.0
         self.last_beat_index = -1  # -1: no beat yet
@@ -136,12 +140,22 @@ class _DecisionState:
         self.learning = []
         return beats
 
-    def on_candidate(
-        self, index: int, level: float, slope_sq: float, r_index: int, learning_end: int
-    ) -> list[int]:
+    def relearn(self, from_index: int) -> None:
+        """Forget levels and recent beats; learn again from the candidates of the
+        ``learning_s`` after ``from_index`` (as at the start of a stream)."""
+        self.initialized = False
+        self.learning = []
+        self.learning_end = from_index + int(round(self.params.learning_s * self.fs))
+        self.signal_level = self.noise_level = 0.0
+        self.last_beat_index = -1
+        self.last_slope_sq = self.last_level = 0.0
+        self.rr_samples.clear()
+        self.rr_sum = 0
+
+    def on_candidate(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
         """Classify one candidate (in stream order); return R-peak indices of beats decided."""
         if not self.initialized:
-            if index < learning_end:
+            if index < self.learning_end:
                 self.learning.append((index, level, slope_sq, r_index))
                 return []
             beats = self._initialize()
@@ -166,9 +180,9 @@ class _DecisionState:
             and slope_sq >= p.early_slope_ratio**2 * self.last_slope_sq
         )
 
-    def on_evaluated(self, last_evaluated: int, learning_end: int) -> list[int]:
+    def on_evaluated(self, last_evaluated: int) -> list[int]:
         """End the learning period once the evaluated samples pass it, even without candidates."""
-        if not self.initialized and last_evaluated >= learning_end:
+        if not self.initialized and last_evaluated >= self.learning_end:
             return self._initialize()
         return []
 
@@ -188,11 +202,7 @@ class _DecisionState:
                 rr_mean = self.rr_sum / n_rr
                 gap = max(self.relearn_after, 2.0 * rr_mean)
                 if since > gap:  # depends only on elapsed samples, so it is chunking-independent
-                    # both levels decay: after a noise burst the noise level has converged on
-                    # the real QRS complexes' level (they were judged noise), so a floor tied
-                    # to it would keep the threshold above every beat for a minute
                     decay = 0.5 ** ((since - gap) / self.fs)
-                    noise *= decay
                     signal_level = max(5.0 * noise, signal_level * decay)
                 if since > p.searchback_rr_factor * rr_mean:
                     threshold_scale = p.searchback_threshold_factor
@@ -313,6 +323,19 @@ class PanTompkinsBank:
         self._last_candidate = np.delete(self._last_candidate, row)
         del self._states[row]
 
+    def relearn(self, rows: np.ndarray) -> None:
+        """Re-learn the adaptive levels of ``rows`` from their next samples on.
+
+        For the end of a technical condition: during a noise burst the levels adapt to the
+        noise, and afterwards the threshold can stay above every real QRS for a minute. The
+        analyzer calls this when the signal becomes analysable again; the decision rules then
+        start over as at the beginning of a stream (beats are decided ~2 s late once).
+        """
+        for row in np.asarray(rows).tolist():
+            self._states[row].relearn(int(self._seen[row]))
+        if len(rows):
+            self._all_ready = False
+
     @property
     def decision_delay_samples(self) -> int:
         """Upper bound on how far behind the newest sample a beat's R peak can be undecided."""
@@ -391,7 +414,7 @@ class PanTompkinsBank:
                 )
             pos_list: list[int] = []
             idx_list: list[int] = []
-            states, learning_end = self._states, self.learning_end
+            states = self._states
             last_candidate = self._last_candidate
             for r, row, a, pk, sl, rr, ea in zip(
                 cand_pos.tolist(),
@@ -406,7 +429,7 @@ class PanTompkinsBank:
                 if ea and not state.clearly_qrs(a, pk, sl):
                     continue  # wait for the whole look-ahead (judged again next call)
                 last_candidate[row] = a
-                beats = state.on_candidate(a, pk, float(sl), rr, learning_end)
+                beats = state.on_candidate(a, pk, float(sl), rr)
                 if beats:
                     pos_list.extend([r] * len(beats))
                     idx_list.extend(beats)
@@ -420,7 +443,7 @@ class PanTompkinsBank:
             for r, row in enumerate(row_ids.tolist()):
                 state = self._states[row]
                 if not state.initialized:
-                    beats = state.on_evaluated(int(last_evaluated[r]), self.learning_end)
+                    beats = state.on_evaluated(int(last_evaluated[r]))
                     extra_pos.extend([r] * len(beats))
                     extra_idx.extend(beats)
             if extra_pos:

@@ -152,14 +152,19 @@ def rhythm_episodes(record_path: str, fs: float, duration_s: float) -> list[Epis
         out.append(Episode(label, start, duration_s))
     if bracket is not None:
         out.append(Episode("(VFL", bracket, duration_s))
-    # flutter marked both ways ('[..]' and '(VFL') is one episode
+    # flutter/fibrillation marked both ways ('[..]' and '(VFL'/'(VF') is one episode
     kept: list[Episode] = []
     for e in sorted(out, key=lambda e: e.start_s):
-        if any(k.label == e.label and min(k.end_s, e.end_s) - max(k.start_s, e.start_s)
+        if any(_same(k.label, e.label) and min(k.end_s, e.end_s) - max(k.start_s, e.start_s)
                > 0.5 * (e.end_s - e.start_s) for k in kept):
             continue
         kept.append(e)
     return kept
+
+
+def _same(a: str, b: str) -> bool:
+    flutter = ("(VF", "(VFL")
+    return a == b or (a in flutter and b in flutter)
 
 
 def _reference_beats_s(record_path: str, fs: float) -> np.ndarray | None:

@@ -19,6 +19,7 @@ import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +48,11 @@ class RecordRun:
     name: str
     fs: float
     duration_s: float
-    alarms: list[dict[str, object]] = field(default_factory=list)
+    alarms: list[dict[str, Any]] = field(default_factory=list)
     hr: list[list[float | None]] = field(default_factory=list)
     beats: list[int] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         """The record's entry of the ``--json`` output."""
         return {"fs": self.fs, "duration_s": self.duration_s, "alarms": self.alarms,
                 "hr": self.hr, "beats": self.beats}
@@ -72,7 +73,7 @@ def run_records(
     an = analyzer or MultiStreamAnalyzer()
     runs: dict[str, RecordRun] = {}
     pos: dict[str, int] = {}
-    open_alarms: dict[tuple[str, str], dict[str, object]] = {}
+    open_alarms: dict[tuple[str, str], dict[str, Any]] = {}
     hr_now: dict[str, float | None] = {}
     for name, (x, fs) in signals.items():
         an.add_stream(name, fs, limits)
@@ -98,7 +99,7 @@ def run_records(
             now_s = pos[name] / run.fs
             run.beats.extend(b.sample_index for b in res.beats)
             for a in res.alarms_raised:
-                entry: dict[str, object] = {
+                entry: dict[str, Any] = {
                     "kind": a.kind.value, "priority": a.priority.name.lower(),
                     "raised_s": round(now_s, 3), "cleared_s": None,
                     "since_s": round(a.since_sample / run.fs, 3), "message": a.message,
@@ -200,7 +201,7 @@ def _justified(kind: str, t: float, ref: np.ndarray | None, limits: AlarmLimits)
 def score_alarms(
     run: RecordRun, episodes: list[Episode], ref_beats_s: np.ndarray | None,
     limits: AlarmLimits | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """VF/VT latencies per annotated episode and unjustified physiological alarms per hour.
 
     An episode's latency is the first VF/VT alarm shown (raised, or still on) at or after its
@@ -212,10 +213,10 @@ def score_alarms(
     lim = limits or AlarmLimits()
     vent = [e for e in episodes if e.label in _VENTRICULAR_RHYTHMS]
     excused = [e for e in episodes if e.label in _VENTRICULAR_RHYTHMS + _NOISE_RHYTHMS]
-    shown = [(float(a["raised_s"]),  # type: ignore[arg-type]
-              run.duration_s if a["cleared_s"] is None else float(a["cleared_s"]))  # type: ignore[arg-type]
+    shown = [(float(a["raised_s"]),
+              run.duration_s if a["cleared_s"] is None else float(a["cleared_s"]))
              for a in run.alarms if a["kind"] in VENTRICULAR_KINDS]
-    latencies: list[dict[str, object]] = []
+    latencies: list[dict[str, Any]] = []
     for e in vent:
         hits = [max(r, e.start_s) for r, c in shown
                 if c >= e.start_s and r <= e.end_s + EPISODE_GRACE_S]
@@ -224,11 +225,11 @@ def score_alarms(
         latencies.append({"label": e.label, "start_s": round(e.start_s, 2),
                           "duration_s": round(e.end_s - e.start_s, 2), "latency_s": latency,
                           "alarm_on_at_onset": on_before})
-    false: list[dict[str, object]] = []
+    false: list[dict[str, Any]] = []
     for a in run.alarms:
         if a["kind"] not in PHYSIOLOGICAL_KINDS:
             continue
-        t = float(a["raised_s"])  # type: ignore[arg-type]
+        t = float(a["raised_s"])
         if any(b["cleared_s"] == a["raised_s"] and _family(b["kind"]) == _family(a["kind"])
                for b in run.alarms):
             continue  # an escalation (tachycardia -> extreme tachycardia) is the same alarm
@@ -293,7 +294,7 @@ def main(argv: list[str]) -> int:
         signals[name] = (x * args.scale, fs)
         paths[name] = rec
     runs = run_records(signals, args.chunk_s, args.step_s)
-    report: dict[str, object] = {"chunk_s": args.chunk_s, "step_s": args.step_s,
+    report: dict[str, Any] = {"chunk_s": args.chunk_s, "step_s": args.step_s,
                                  "scale": args.scale, "records": {}}
     print(f"chunks {args.chunk_s:g} s, analysis every {args.step_s:g} s, amplitude x{args.scale:g}")
     print(f"{'record':>8} {'min':>6} {'beats':>6} | alarms raised by kind | VF/VT episodes: "
@@ -312,18 +313,18 @@ def main(argv: list[str]) -> int:
             score = score_alarms(run, episodes, _reference_beats_s(path, run.fs))
             entry["score"] = score
             eps = score["episodes"]
-            lat = [e["latency_s"] for e in eps  # type: ignore[index]
-                   if e["latency_s"] is not None and not e["alarm_on_at_onset"]]  # type: ignore[index]
-            caught = sum(e["latency_s"] is not None for e in eps)  # type: ignore[index]
-            n_false = len(score["false_alarms"])  # type: ignore[arg-type]
-            hours = float(score["monitored_h"])  # type: ignore[arg-type]
+            lat = [e["latency_s"] for e in eps
+                   if e["latency_s"] is not None and not e["alarm_on_at_onset"]]
+            caught = sum(e["latency_s"] is not None for e in eps)
+            n_false = len(score["false_alarms"])
+            hours = float(score["monitored_h"])
             total_false += n_false
             total_h += hours
-            line += (f" | {caught}/{len(eps)}"  # type: ignore[arg-type]
+            line += (f" | {caught}/{len(eps)}"
                      + (f" {np.median(lat):.1f}/{max(lat):.1f}" if lat else "")
                      + f" | {n_false} ({n_false / hours if hours else 0:.1f}/h)")
         print(line)
-        report["records"][name] = entry  # type: ignore[index]
+        report["records"][name] = entry
     if total_h:
         print(f"false physiological alarms: {total_false} in {total_h:.2f} monitored h "
               f"= {total_false / total_h:.1f}/h")

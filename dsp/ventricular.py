@@ -67,6 +67,10 @@ class VentricularParams:
     min_ptp_mv: float = 0.15
     windows_to_raise: int = 2
     windows_to_clear: int = 4
+    #: QRS-based VT (for slow and short VT the spectral rule misses): this many consecutive
+    #: wide beats (`PanTompkinsParams.wide_ratio`) at a rate of at least ``vt_rate_bpm``
+    vt_run_beats: int = 5
+    vt_rate_bpm: float = 100.0
 
 
 @dataclass

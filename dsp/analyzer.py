@@ -285,7 +285,8 @@ class MultiStreamAnalyzer:
         run = group.wide_run[rows]
         span = group.wide_last[rows] - group.wide_first[rows]
         wide_vt = (
-            (run >= vp.vt_run_beats)
+            (vp.vt_run_beats > 0)  # 0: the QRS-based VT rule is off (spectral rule only)
+            & (run >= vp.vt_run_beats)
             & (span <= (run - 1) * fs * 60.0 / vp.vt_rate_bpm)
             & (now - group.wide_last[rows] <= 2.0 * fs)
         )

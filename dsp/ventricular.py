@@ -69,6 +69,7 @@ class VentricularParams:
     windows_to_clear: int = 4
     #: QRS-based VT (for slow and short VT the spectral rule misses): this many consecutive
     #: wide beats (`PanTompkinsParams.wide_ratio`) at a rate of at least ``vt_rate_bpm``
+    #: (defaults as common monitors ship them); 0 turns the QRS-based rule off
     vt_run_beats: int = 5
     vt_rate_bpm: float = 100.0
 

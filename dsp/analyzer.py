@@ -92,10 +92,6 @@ class _Group:
     answered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: whether a row's signal was not analysable at its last step (a technical condition)
     blind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    #: consecutive wide beats and the absolute R peaks of the run's first and last beats
-    wide_run: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    wide_first: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    wide_last: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class MultiStreamAnalyzer:
@@ -158,9 +154,6 @@ class MultiStreamAnalyzer:
         group.start = np.append(group.start, 0)
         group.answered = np.append(group.answered, False)
         group.blind = np.append(group.blind, False)
-        group.wide_run = np.append(group.wide_run, 0)
-        group.wide_first = np.append(group.wide_first, 0)
-        group.wide_last = np.append(group.wide_last, 0)
         stream = _Stream(stream_id, fs, group)
         group.streams.append(stream)
         self._streams[stream_id] = stream
@@ -182,9 +175,6 @@ class MultiStreamAnalyzer:
         group.start = np.delete(group.start, row)
         group.answered = np.delete(group.answered, row)
         group.blind = np.delete(group.blind, row)
-        group.wide_run = np.delete(group.wide_run, row)
-        group.wide_first = np.delete(group.wide_first, row)
-        group.wide_last = np.delete(group.wide_last, row)
         del group.members[row]
         del group.streams[row]
         del self._streams[stream_id]
@@ -275,20 +265,16 @@ class MultiStreamAnalyzer:
                 entry[0].append(Beat(index, index / fs))
                 if rr == rr:  # not NaN: the stream's first beat closes no interval
                     entry[1].append(rr)
-        if beat_pos.size:  # the QRS-based VT rule: runs of wide beats (rows with new beats)
-            pos = np.unique(beat_pos)
-            run, first, last = group.detectors.wide_runs(rows[pos])
-            group.wide_run[rows[pos]] = run
-            group.wide_first[rows[pos]] = first + start[pos]
-            group.wide_last[rows[pos]] = last + start[pos]
+        # the QRS-based VT rule: a run of wide beats (detector's own sample numbering)
         vp = self._ventricular_params
-        run = group.wide_run[rows]
-        span = group.wide_last[rows] - group.wide_first[rows]
+        wide = group.detectors.wide_runs(rows)
+        run = wide[:, 0]
+        wide_first = wide[:, 1] + start
         wide_vt = (
             (vp.vt_run_beats > 0)  # 0: the QRS-based VT rule is off (spectral rule only)
             & (run >= vp.vt_run_beats)
-            & (span <= (run - 1) * fs * 60.0 / vp.vt_rate_bpm)
-            & (now - group.wide_last[rows] <= 2.0 * fs)
+            & (wide[:, 2] - wide[:, 1] <= (run - 1) * fs * 60.0 / vp.vt_rate_bpm)
+            & (now - (wide[:, 2] + start) <= 2.0 * fs)
         )
         refreshed = rates.update(rows, now)
         blind = ~quality.analysable
@@ -310,7 +296,7 @@ class MultiStreamAnalyzer:
             ventricular_tachycardia=ventricular.tachycardia[rows] | wide_vt,
             ventricular_onset=np.where(
                 ventricular.fibrillation[rows] | ventricular.tachycardia[rows],
-                ventricular.onset_sample[rows] + start, group.wide_first[rows]),
+                ventricular.onset_sample[rows] + start, wide_first),
         )
         streams = group.streams
         fresh = refreshed.copy()

@@ -326,6 +326,8 @@ class PanTompkinsBank:
         self._seen = np.zeros(0, dtype=np.int64)
         #: absolute (full-rate) index of the newest candidate handed to the decision rules
         self._last_candidate = np.zeros(0, dtype=np.int64)
+        #: per row: wide-beat run length, R peaks of its first and last beats (see wide_runs)
+        self._wide = np.zeros((0, 3), dtype=np.int64)
         self._states: list[_DecisionState] = []
         self._all_ready = True
         #: the 5-15 Hz band-passed block of the last `process` call, (n_rows, n) millivolts
@@ -350,6 +352,7 @@ class PanTompkinsBank:
         self._mwi_hist.add_streams(1)
         self._seen = np.append(self._seen, 0)
         self._last_candidate = np.append(self._last_candidate, -(2**62))
+        self._wide = np.concatenate([self._wide, np.array([[0, -1, -1]], dtype=np.int64)])
         self._states.append(_DecisionState(self.params, self.fs, self._decision_floor))
         self._all_ready = False
         return len(self._states) - 1
@@ -363,6 +366,7 @@ class PanTompkinsBank:
         self._mwi_hist.remove_stream(row)
         self._seen = np.delete(self._seen, row)
         self._last_candidate = np.delete(self._last_candidate, row)
+        self._wide = np.delete(self._wide, row, axis=0)
         del self._states[row]
 
     def relearn(self, rows: np.ndarray) -> None:
@@ -375,19 +379,14 @@ class PanTompkinsBank:
         """
         for row in np.asarray(rows).tolist():
             self._states[row].relearn(int(self._seen[row]))
+            self._wide[row] = (0, -1, -1)
         if len(rows):
             self._all_ready = False
 
-    def wide_runs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: consecutive wide beats up to the last beat, and the R peaks of the run's
-        first and last beats (-1: none), as int64 arrays (for the VT rule)."""
-        states = self._states
-        picked = [states[r] for r in np.asarray(rows).tolist()]
-        return (
-            np.fromiter((s.wide_run for s in picked), np.int64, len(picked)),
-            np.fromiter((s.wide_run_start for s in picked), np.int64, len(picked)),
-            np.fromiter((s.wide_last for s in picked), np.int64, len(picked)),
-        )
+    def wide_runs(self, rows: np.ndarray) -> np.ndarray:
+        """Per row of ``rows``: (consecutive wide beats up to the last beat, R peak of the run's
+        first beat, R peak of its last beat; -1: none), shape (len(rows), 3), int64."""
+        return self._wide[rows]
 
     @property
     def decision_delay_samples(self) -> int:
@@ -469,6 +468,7 @@ class PanTompkinsBank:
             idx_list: list[int] = []
             states = self._states
             last_candidate = self._last_candidate
+            wide = self._wide
             for r, row, a, pk, sl, rr, ea in zip(
                 cand_pos.tolist(),
                 row_ids[cand_pos].tolist(),
@@ -486,6 +486,7 @@ class PanTompkinsBank:
                 if beats:
                     pos_list.extend([r] * len(beats))
                     idx_list.extend(beats)
+                    wide[row] = (state.wide_run, state.wide_run_start, state.wide_last)
             pos_out = np.asarray(pos_list, dtype=np.int64)
             idx_out = np.asarray(idx_list, dtype=np.int64)
         self._seen[row_ids] = seen_before + n
@@ -499,6 +500,8 @@ class PanTompkinsBank:
                     beats = state.on_evaluated(int(last_evaluated[r]))
                     extra_pos.extend([r] * len(beats))
                     extra_idx.extend(beats)
+                    if beats:
+                        self._wide[row] = (state.wide_run, state.wide_run_start, state.wide_last)
             if extra_pos:
                 pos_out = np.concatenate([pos_out, np.asarray(extra_pos, np.int64)])
                 idx_out = np.concatenate([idx_out, np.asarray(extra_idx, np.int64)])

@@ -24,6 +24,9 @@ A window is *ventricular* when TCSC >= 0.45, leakage < 0.5, dominant frequency >
 peak-to-peak >= 0.15 mV (a flatter line is asystole, not VF). The condition starts
 after two consecutive ventricular windows (1 s of agreement) and ends after four that are not.
 Every feature is amplitude-invariant, so x0.5 and x2 signals give the same decisions.
+VT slower than 150/min, or too short for 1 s of agreement, is left to the QRS-based rule the
+analyzer applies with ``vt_run_beats``/``vt_rate_bpm`` (a run of wide beats from
+`dsp.qrs.PanTompkinsBank.wide_runs`).
 Tried and not kept: the phase-space box count of the time-delay method (Amann A, Tratnig R,
 Unterkofler K. *Detecting ventricular fibrillation by time-delay methods.* IEEE Trans Biomed
 Eng 54(1):174-177 (2007)) changed no decision on these records once the other three were

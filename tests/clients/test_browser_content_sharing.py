@@ -19,8 +19,8 @@ async def test_a_shared_screen_reaches_the_expert_large_and_stops_cleanly(tmp_pa
 
     media_a = make_fake_media(tmp_path, "a", (220, 40, 40), 440.0)
     media_b = make_fake_media(tmp_path, "b", (40, 60, 220), 880.0)
-    async with running_app(media=True, ice_host_addresses=("127.0.0.1",)) as app, async_playwright() as pw:
-        async with closing(await launch(pw, media_a)) as ba, closing(await launch(pw, media_b)) as bb:
+    async with running_app(media=True, ice_host_addresses=("127.0.0.1",)) as app, async_playwright() as pw, \
+            closing(await launch(pw, media_a)) as ba, closing(await launch(pw, media_b)) as bb:
             base = f"{app.url}/consultation.html?token="
             pa, la = await open_page(ba, base + token("consult-img", "dr-a", "host", kind="consultation",
                                                       name="Dr Adams"), "host")

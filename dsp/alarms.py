@@ -1,15 +1,27 @@
-"""ECG alarms with IEC 60601-2-27-style priorities: physiological and technical.
+"""ECG alarms with IEC 60601-2-27 kinds and IEC 60601-1-8 priorities: physiological, technical.
 
-Physiological: asystole (no beat for ``asystole_s``, HIGH), extreme brady/tachycardia (HIGH),
-brady/tachycardia outside the patient's limits (MEDIUM). Technical: leads off / flat line
-(MEDIUM), ADC saturation (LOW), too noisy to analyse (LOW).
+Physiological: ventricular fibrillation/flutter and ventricular tachycardia (from
+`dsp.ventricular`, independent of QRS detection, HIGH), asystole (no beat for ``asystole_s``,
+HIGH), extreme brady/tachycardia (HIGH), brady/tachycardia outside the patient's limits
+(MEDIUM). Technical: leads off / flat line (MEDIUM), ADC saturation (LOW), ECG too noisy to
+analyse (MEDIUM: the monitor is blind to arrhythmias while it lasts).
 
-While a technical condition is present the rhythm cannot be trusted, so physiological alarms are
-frozen (neither raised nor cleared) until the signal is analysable again: a lead coming off does
-not silence an asystole alarm, and a noisy burst does not raise a false tachycardia.
-`AlarmMonitor` is a sans-I/O state machine for one stream: conditions in, raised/cleared alarms
-out. `AlarmBank` applies the same rules to many streams at once: the wanted set of alarms is a
-bit mask per stream computed with numpy, and Python only runs for streams whose set changes.
+Behaviour, so that the wall does not flap (`AlarmTiming`):
+* a condition must hold for ``raise_delay_s`` of its kind before the alarm is raised, and an
+  alarm is cleared only once its condition has been absent for ``clear_holdoff_s``;
+* escalation: a more severe alarm of the same family replaces the lesser one at once (extreme
+  tachycardia replaces tachycardia; VF replaces VT; VF/VT suppress asystole and rate alarms,
+  asystole suppresses rate alarms), never both at once;
+* while a technical condition is present the rhythm cannot be trusted, so physiological alarms
+  are frozen (neither raised nor cleared) until the signal is analysable again: a lead coming
+  off does not silence an asystole alarm, and a noise burst does not raise a false tachycardia.
+* latching (a HIGH alarm stays shown until acknowledged, IEC 60601-1-8 6.3.4) is the display's
+  job: the analyzer reports when the *condition* ends (``alarms_cleared``), the wall keeps a
+  latched HIGH alarm until a nurse acknowledges it (`Alarm.latching`).
+
+`AlarmBank` applies the rules to many streams at once: the conditions are a bit mask per stream
+computed with numpy, and Python only runs for streams whose alarms change. `AlarmMonitor` is the
+same for one stream (a one-row bank).
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ class AlarmKind(Enum):
     """What the alarm is about."""
 
     ASYSTOLE = "asystole"
+    VENTRICULAR_FIBRILLATION = "ventricular_fibrillation"
+    VENTRICULAR_TACHYCARDIA = "ventricular_tachycardia"
     EXTREME_BRADYCARDIA = "extreme_bradycardia"
     EXTREME_TACHYCARDIA = "extreme_tachycardia"
     BRADYCARDIA = "bradycardia"
@@ -46,17 +60,21 @@ class AlarmPriority(IntEnum):
 
 PRIORITY: dict[AlarmKind, AlarmPriority] = {
     AlarmKind.ASYSTOLE: AlarmPriority.HIGH,
+    AlarmKind.VENTRICULAR_FIBRILLATION: AlarmPriority.HIGH,
+    AlarmKind.VENTRICULAR_TACHYCARDIA: AlarmPriority.HIGH,
     AlarmKind.EXTREME_BRADYCARDIA: AlarmPriority.HIGH,
     AlarmKind.EXTREME_TACHYCARDIA: AlarmPriority.HIGH,
     AlarmKind.BRADYCARDIA: AlarmPriority.MEDIUM,
     AlarmKind.TACHYCARDIA: AlarmPriority.MEDIUM,
     AlarmKind.LEADS_OFF: AlarmPriority.MEDIUM,
     AlarmKind.SATURATION: AlarmPriority.LOW,
-    AlarmKind.NOISE: AlarmPriority.LOW,
+    AlarmKind.NOISE: AlarmPriority.MEDIUM,
 }
 _ALL_KINDS = tuple(AlarmKind)
 _PHYSIOLOGICAL = (
     AlarmKind.ASYSTOLE,
+    AlarmKind.VENTRICULAR_FIBRILLATION,
+    AlarmKind.VENTRICULAR_TACHYCARDIA,
     AlarmKind.EXTREME_BRADYCARDIA,
     AlarmKind.EXTREME_TACHYCARDIA,
     AlarmKind.BRADYCARDIA,
@@ -96,6 +114,42 @@ class AlarmLimits:
 
 
 @dataclass(frozen=True)
+class AlarmTiming:
+    """Raise delays and clear hold-offs per alarm kind, seconds (0 where not listed).
+
+    Rate alarms wait 2 s (a few fast beats are not a tachycardia) and hold 5 s after the rate
+    returns (no flapping around a limit); asystole and VF/VT are raised at once (their detectors
+    already require 4 s / 1 s of evidence) and VF/VT hold 2 s so one organised window inside
+    fibrillation does not end the alarm. Technical conditions clear at once so analysis resumes.
+    """
+
+    raise_delay_s: tuple[tuple[AlarmKind, float], ...] = (
+        (AlarmKind.BRADYCARDIA, 2.0),
+        (AlarmKind.TACHYCARDIA, 2.0),
+        (AlarmKind.EXTREME_BRADYCARDIA, 2.0),
+        (AlarmKind.EXTREME_TACHYCARDIA, 2.0),
+    )
+    clear_holdoff_s: tuple[tuple[AlarmKind, float], ...] = (
+        (AlarmKind.BRADYCARDIA, 5.0),
+        (AlarmKind.TACHYCARDIA, 5.0),
+        (AlarmKind.EXTREME_BRADYCARDIA, 5.0),
+        (AlarmKind.EXTREME_TACHYCARDIA, 5.0),
+        (AlarmKind.VENTRICULAR_FIBRILLATION, 2.0),
+        (AlarmKind.VENTRICULAR_TACHYCARDIA, 2.0),
+    )
+
+    def samples(self, sampling_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+        """(raise delay, clear hold-off) per kind in `AlarmKind` order, in samples (int64)."""
+        raise_s = dict(self.raise_delay_s)
+        hold_s = dict(self.clear_holdoff_s)
+        fs = float(sampling_rate_hz)
+        return (
+            np.array([round(raise_s.get(k, 0.0) * fs) for k in _ALL_KINDS], dtype=np.int64),
+            np.array([round(hold_s.get(k, 0.0) * fs) for k in _ALL_KINDS], dtype=np.int64),
+        )
+
+
+@dataclass(frozen=True)
 class Alarm:
     """An alarm condition; ``since_sample`` is the stream sample where the condition began."""
 
@@ -104,111 +158,48 @@ class Alarm:
     message: str
     since_sample: int
 
-
-@dataclass
-class AlarmMonitor:
-    """Alarm state of one stream. Call ``evaluate`` after each processed block."""
-
-    sampling_rate_hz: float
-    limits: AlarmLimits = field(default_factory=AlarmLimits)
-    active: dict[AlarmKind, Alarm] = field(default_factory=dict)
-    #: sample where the signal last became analysable; asystole is timed from no earlier
-    analysable_since: int | None = None
-
-    def evaluate(
-        self,
-        now_sample: int,
-        stream_start_sample: int,
-        last_beat_sample: int | None,
-        alarm_rate_bpm: float | None,
-        quality: QualityFlags,
-        decision_delay_samples: int = 0,
-    ) -> tuple[list[Alarm], list[Alarm]]:
-        """Update alarm states; return (raised, cleared) alarms, in priority order.
-
-        Args:
-            now_sample: newest sample of the stream (absolute index).
-            stream_start_sample: first sample of the stream (absolute index).
-            last_beat_sample: R peak of the newest beat, or None if none yet.
-            alarm_rate_bpm: fast rate from `HeartRateMeter`, or None.
-            quality: technical flags for the trailing window.
-            decision_delay_samples: how far behind ``now_sample`` beats are decided; asystole
-                is judged at ``now_sample - decision_delay_samples`` so a beat not yet decided
-                does not count as missing.
-        """
-        fs = self.sampling_rate_hz
-        want: dict[AlarmKind, tuple[str, int]] = {}
-        if quality.flat:
-            want[AlarmKind.LEADS_OFF] = (
-                f"ECG leads off / flat line ({quality.ptp_mv:.3f} mV peak-to-peak)", now_sample
-            )
-        if quality.saturated:
-            want[AlarmKind.SATURATION] = ("ECG signal saturated (ADC clipping)", now_sample)
-        if quality.noisy:
-            want[AlarmKind.NOISE] = (
-                f"ECG too noisy to analyse ({quality.noise_mv:.2f} mV noise)", now_sample
-            )
-        elif quality.artefact:
-            want[AlarmKind.NOISE] = ("ECG too noisy to analyse (artefact in the QRS band)", now_sample)
-        if not quality.analysable:
-            self.analysable_since = None
-        elif self.analysable_since is None:
-            self.analysable_since = now_sample
-        if quality.analysable:
-            judged = now_sample - decision_delay_samples
-            reference = stream_start_sample if last_beat_sample is None else last_beat_sample
-            since = now_sample if self.analysable_since is None else self.analysable_since
-            reference = max(reference, since - decision_delay_samples)
-            asystole_samples = int(round(self.limits.asystole_s * fs))
-            if judged - reference >= asystole_samples:
-                want[AlarmKind.ASYSTOLE] = (
-                    f"Asystole: no beat for {(judged - reference) / fs:.1f} s",
-                    reference + asystole_samples,
-                )
-            elif alarm_rate_bpm is not None:
-                lim = self.limits
-                rate = alarm_rate_bpm
-                if rate < lim.extreme_bradycardia_bpm:
-                    want[AlarmKind.EXTREME_BRADYCARDIA] = (
-                        f"Extreme bradycardia {rate:.0f} bpm < {lim.extreme_bradycardia_bpm:g}",
-                        now_sample,
-                    )
-                elif rate < lim.bradycardia_bpm:
-                    want[AlarmKind.BRADYCARDIA] = (
-                        f"Bradycardia {rate:.0f} bpm < {lim.bradycardia_bpm:g}", now_sample
-                    )
-                elif rate > lim.extreme_tachycardia_bpm:
-                    want[AlarmKind.EXTREME_TACHYCARDIA] = (
-                        f"Extreme tachycardia {rate:.0f} bpm > {lim.extreme_tachycardia_bpm:g}",
-                        now_sample,
-                    )
-                elif rate > lim.tachycardia_bpm:
-                    want[AlarmKind.TACHYCARDIA] = (
-                        f"Tachycardia {rate:.0f} bpm > {lim.tachycardia_bpm:g}", now_sample
-                    )
-        raised: list[Alarm] = []
-        cleared: list[Alarm] = []
-        if not want and not self.active:
-            return raised, cleared  # the common case, kept cheap for hundreds of streams
-        for kind in _ALL_KINDS:
-            frozen = kind in _PHYSIOLOGICAL and not quality.analysable
-            if kind in want and kind not in self.active:
-                message, since = want[kind]
-                alarm = Alarm(kind, PRIORITY[kind], message, since)
-                self.active[kind] = alarm
-                raised.append(alarm)
-            elif kind not in want and kind in self.active and not frozen:
-                cleared.append(self.active.pop(kind))
-        raised.sort(key=lambda a: -a.priority)
-        return raised, cleared
-
-    def active_alarms(self) -> list[Alarm]:
-        """Active alarms, most urgent first."""
-        return sorted(self.active.values(), key=lambda a: -a.priority)
+    @property
+    def latching(self) -> bool:
+        """Whether the display keeps it after its condition ends, until acknowledged (HIGH)."""
+        return self.priority is AlarmPriority.HIGH
 
 
 _BIT = {kind: 1 << i for i, kind in enumerate(_ALL_KINDS)}
 _PHYSIOLOGICAL_MASK = sum(_BIT[k] for k in _PHYSIOLOGICAL)
+_VENTRICULAR = _BIT[AlarmKind.VENTRICULAR_FIBRILLATION] | _BIT[AlarmKind.VENTRICULAR_TACHYCARDIA]
+_RATES = sum(_BIT[k] for k in (AlarmKind.EXTREME_BRADYCARDIA, AlarmKind.BRADYCARDIA,
+                                AlarmKind.EXTREME_TACHYCARDIA, AlarmKind.TACHYCARDIA))
+_SLOW = _BIT[AlarmKind.EXTREME_BRADYCARDIA] | _BIT[AlarmKind.BRADYCARDIA]
+_FAST = _BIT[AlarmKind.EXTREME_TACHYCARDIA] | _BIT[AlarmKind.TACHYCARDIA]
+_SHIFTS = np.arange(len(_ALL_KINDS), dtype=np.int64)
+
+
+def _unpack(mask: np.ndarray) -> np.ndarray:
+    """Bit masks (n,) -> bools (n, kinds)."""
+    return ((mask[:, None] >> _SHIFTS[None, :]) & 1).astype(bool)
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    """Bools (n, kinds) -> bit masks (n,)."""
+    return (bits.astype(np.int64) << _SHIFTS[None, :]).sum(axis=1)
+
+
+def _escalate(mask: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Keep one alarm per family, the most severe: VF > VT > asystole > rate alarms; within the
+    rates an extreme alarm replaces its lesser one."""
+    b = _BIT
+    vf, vt = b[AlarmKind.VENTRICULAR_FIBRILLATION], b[AlarmKind.VENTRICULAR_TACHYCARDIA]
+    mask = np.where(mask & vf, mask & ~vt, mask)
+    mask = np.where(mask & _VENTRICULAR, mask & ~(b[AlarmKind.ASYSTOLE] | _RATES), mask)
+    mask = np.where(mask & b[AlarmKind.ASYSTOLE], mask & ~_RATES, mask)
+    # a rate wanted now in the opposite direction ends a held one (a held, more severe alarm
+    # of the same direction stays until its hold-off passes: de-escalation does not flap)
+    mask = np.where(wanted & _SLOW, mask & ~(_FAST & ~wanted), mask)
+    mask = np.where(wanted & _FAST, mask & ~(_SLOW & ~wanted), mask)
+    for extreme, lesser in ((AlarmKind.EXTREME_TACHYCARDIA, AlarmKind.TACHYCARDIA),
+                            (AlarmKind.EXTREME_BRADYCARDIA, AlarmKind.BRADYCARDIA)):
+        mask = np.where(mask & b[extreme], mask & ~b[lesser], mask)
+    return mask
 
 
 class AlarmBank:
@@ -218,8 +209,13 @@ class AlarmBank:
     and builds `Alarm` objects only for rows whose alarms are raised or cleared.
     """
 
-    def __init__(self, sampling_rate_hz: float) -> None:
+    def __init__(self, sampling_rate_hz: float, timing: AlarmTiming | None = None) -> None:
         self.fs = float(sampling_rate_hz)
+        self.timing = timing or AlarmTiming()
+        self._raise_delay, self._holdoff = self.timing.samples(self.fs)
+        k = len(_ALL_KINDS)
+        self._want_since = np.zeros((0, k), dtype=np.int64)  # -1: not wanted now
+        self._last_want = np.zeros((0, k), dtype=np.int64)
         # columns: extreme brady, brady, tachy, extreme tachy (bpm), asystole (samples)
         self._limits = np.zeros((0, 5))
         self._mask = np.zeros(0, dtype=np.int64)
@@ -236,6 +232,9 @@ class AlarmBank:
         self._limits = np.concatenate([self._limits, row])
         self._mask = np.append(self._mask, 0)
         self._analysable_since = np.append(self._analysable_since, -1)
+        k = len(_ALL_KINDS)
+        self._want_since = np.concatenate([self._want_since, np.full((1, k), -1, np.int64)])
+        self._last_want = np.concatenate([self._last_want, np.full((1, k), -1, np.int64)])
         self._active.append({})
         self._sorted.append([])
         return len(self._active) - 1
@@ -245,6 +244,8 @@ class AlarmBank:
         self._limits = np.delete(self._limits, row, axis=0)
         self._mask = np.delete(self._mask, row)
         self._analysable_since = np.delete(self._analysable_since, row)
+        self._want_since = np.delete(self._want_since, row, axis=0)
+        self._last_want = np.delete(self._last_want, row, axis=0)
         del self._active[row]
         del self._sorted[row]
 
@@ -261,13 +262,19 @@ class AlarmBank:
         alarm_rate_bpm: np.ndarray,
         quality: QualityArrays,
         decision_delay_samples: int = 0,
+        fibrillation: np.ndarray | None = None,
+        ventricular_tachycardia: np.ndarray | None = None,
+        ventricular_onset: np.ndarray | None = None,
     ) -> dict[int, tuple[list[Alarm], list[Alarm]]]:
         """Update the alarms of ``rows``; return {position in rows: (raised, cleared)} for the
         rows whose alarms changed (raised most urgent first).
 
         Args (arrays aligned with ``rows``): newest sample, first sample and newest beat's R
         peak (-1: none) as absolute indices; alarm rate in bpm (NaN: unknown); the technical
-        flags. ``decision_delay_samples`` as in `AlarmMonitor.evaluate`.
+        flags; whether `dsp.ventricular` sees fibrillation / ventricular tachycardia and since
+        which sample (None: not analysed). ``decision_delay_samples``: how far behind the
+        newest sample beats are decided; asystole is judged that far back so a beat not yet
+        decided does not count as missing.
         """
         lim = self._limits[rows]
         analysable = quality.analysable
@@ -278,6 +285,9 @@ class AlarmBank:
         reference = np.where(last_beat_sample < 0, start_sample, last_beat_sample)
         reference = np.maximum(reference, since - decision_delay_samples)
         asystole = analysable & (judged - reference >= lim[:, 4])
+        no = np.zeros(rows.shape[0], dtype=bool)
+        vf = analysable & (no if fibrillation is None else fibrillation)
+        vt = analysable & (no if ventricular_tachycardia is None else ventricular_tachycardia)
         rate = alarm_rate_bpm
         known = analysable & ~asystole & ~np.isnan(rate)
         with np.errstate(invalid="ignore"):
@@ -294,11 +304,25 @@ class AlarmBank:
             + brady * _BIT[AlarmKind.BRADYCARDIA]
             + x_tachy * _BIT[AlarmKind.EXTREME_TACHYCARDIA]
             + tachy * _BIT[AlarmKind.TACHYCARDIA]
+            + vf * _BIT[AlarmKind.VENTRICULAR_FIBRILLATION]
+            + vt * _BIT[AlarmKind.VENTRICULAR_TACHYCARDIA]
         ).astype(np.int64)
         old = self._mask[rows]
+        # raise delay and clear hold-off, per kind
+        bits = _unpack(want)
+        now_col = now_sample[:, None]
+        ws = self._want_since[rows]
+        ws = np.where(bits, np.where(ws < 0, now_col, ws), -1)
+        lw = np.where(bits, now_col, self._last_want[rows])
+        self._want_since[rows] = ws
+        self._last_want[rows] = lw
+        old_bits = _unpack(old)
+        due = bits & (now_col - ws >= self._raise_delay[None, :])
+        held = old_bits & (bits | (now_col - lw < self._holdoff[None, :]))
+        new = _escalate(_pack(due | held), want)
         # physiological alarms are frozen (kept as they are) while the signal is not analysable
         new = np.where(
-            analysable, want, (want & ~_PHYSIOLOGICAL_MASK) | (old & _PHYSIOLOGICAL_MASK)
+            analysable, new, (new & ~_PHYSIOLOGICAL_MASK) | (old & _PHYSIOLOGICAL_MASK)
         )
         changed = np.flatnonzero(new != old)
         out: dict[int, tuple[list[Alarm], list[Alarm]]] = {}
@@ -315,7 +339,7 @@ class AlarmBank:
                 bit = _BIT[kind]
                 if new[pos] & bit and not old[pos] & bit:
                     message, begun = self._describe(kind, pos, now, quality, rate, lim, reference,
-                                                    judged)
+                                                    judged, ventricular_onset)
                     alarm = Alarm(kind, PRIORITY[kind], message, begun)
                     active[kind] = alarm
                     raised.append(alarm)
@@ -336,8 +360,14 @@ class AlarmBank:
         lim: np.ndarray,
         reference: np.ndarray,
         judged: np.ndarray,
+        ventricular_onset: np.ndarray | None = None,
     ) -> tuple[str, int]:
         """Message and start sample of a newly raised alarm."""
+        if kind in (AlarmKind.VENTRICULAR_FIBRILLATION, AlarmKind.VENTRICULAR_TACHYCARDIA):
+            onset = now if ventricular_onset is None else int(ventricular_onset[pos])
+            name = ("Ventricular fibrillation / flutter"
+                    if kind is AlarmKind.VENTRICULAR_FIBRILLATION else "Ventricular tachycardia")
+            return name, onset
         if kind is AlarmKind.LEADS_OFF:
             return f"ECG leads off / flat line ({quality.ptp_mv[pos]:.3f} mV peak-to-peak)", now
         if kind is AlarmKind.SATURATION:
@@ -360,3 +390,57 @@ class AlarmBank:
             AlarmKind.EXTREME_TACHYCARDIA: f"Extreme tachycardia {r:.0f} bpm > {lim[pos, 3]:g}",
         }[kind]
         return text, now
+
+
+@dataclass
+class AlarmMonitor:
+    """Alarm state of one stream (a one-row `AlarmBank`). Call ``evaluate`` after each block."""
+
+    sampling_rate_hz: float
+    limits: AlarmLimits = field(default_factory=AlarmLimits)
+    timing: AlarmTiming = field(default_factory=AlarmTiming)
+    _bank: AlarmBank = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._bank = AlarmBank(self.sampling_rate_hz, self.timing)
+        self._bank.add_stream(self.limits)
+
+    @property
+    def active(self) -> dict[AlarmKind, Alarm]:
+        """Active alarms by kind."""
+        return {a.kind: a for a in self._bank.active_alarms(0)}
+
+    def evaluate(
+        self,
+        now_sample: int,
+        stream_start_sample: int,
+        last_beat_sample: int | None,
+        alarm_rate_bpm: float | None,
+        quality: QualityFlags,
+        decision_delay_samples: int = 0,
+        fibrillation: bool = False,
+        ventricular_tachycardia: bool = False,
+        ventricular_onset_sample: int = 0,
+    ) -> tuple[list[Alarm], list[Alarm]]:
+        """Update alarm states; return (raised, cleared) alarms, raised most urgent first.
+
+        Arguments as `AlarmBank.evaluate`, for one stream (None: no beat / rate unknown).
+        """
+        q = QualityArrays(
+            np.array([quality.flat]), np.array([quality.saturated]),
+            np.array([quality.noisy or quality.artefact]), np.array([quality.artefact]),
+            np.array([quality.ptp_mv]), np.array([quality.noise_mv]),
+            np.array([quality.artefact_ratio]),
+        )
+        out = self._bank.evaluate(
+            np.array([0]), np.array([now_sample]), np.array([stream_start_sample]),
+            np.array([-1 if last_beat_sample is None else last_beat_sample]),
+            np.array([np.nan if alarm_rate_bpm is None else alarm_rate_bpm]), q,
+            decision_delay_samples, np.array([fibrillation]),
+            np.array([ventricular_tachycardia]), np.array([ventricular_onset_sample]),
+        )
+        return out.get(0, ([], []))
+
+    def active_alarms(self) -> list[Alarm]:
+        """Active alarms, most urgent first."""
+        return list(self._bank.active_alarms(0))

@@ -2,7 +2,8 @@
 
 The server feeds each stream's samples as they arrive (``feed`` only queues) and calls
 ``process()`` every ~100-250 ms from a worker thread. Streams of equal sampling rate share one
-`PanTompkinsBank` and one `SignalQualityBank`; the queued samples of streams with equal queued
+`PanTompkinsBank`, one `SignalQualityBank` and one `VentricularBank` (VF/VT, independent of the
+QRS detector); the queued samples of streams with equal queued
 length are stacked into one 2-D block, so filtering is one ``sosfilt`` call per group and the
 per-sample work is vectorised. Heart-rate refreshes and alarm rules run as array operations
 over all streams of a group; Python loops run per candidate peak, per beat and per stream with
@@ -11,15 +12,17 @@ something new, never per sample. Not thread-safe: call ``feed``/``process`` from
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsp.alarms import Alarm, AlarmBank, AlarmLimits
+from dsp.alarms import Alarm, AlarmBank, AlarmLimits, AlarmTiming
 from dsp.filters import check_sampling_rate
 from dsp.heart_rate import HeartRateBank
 from dsp.qrs import PanTompkinsBank, PanTompkinsParams
 from dsp.signal_quality import QualityLimits, SignalQualityBank
+from dsp.ventricular import VentricularBank, VentricularParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,9 @@ class _Stream:
         return self.quiet
 
 
+_stream_id = operator.attrgetter("stream_id")
+
+
 @dataclass
 class _Group:
     """Streams of one sampling rate: every per-stream state lives in arrays indexed by row."""
@@ -78,11 +84,14 @@ class _Group:
     quality: SignalQualityBank
     rates: HeartRateBank
     alarms: AlarmBank
+    ventricular: VentricularBank
     members: list[str] = field(default_factory=list)  # stream ids in row order
     streams: list[_Stream] = field(default_factory=list)  # same order
     start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: whether a row has had a result yet (its first result is always built)
     answered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: whether a row's signal was not analysable at its last step (a technical condition)
+    blind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 class MultiStreamAnalyzer:
@@ -99,9 +108,13 @@ class MultiStreamAnalyzer:
         self,
         qrs_params: PanTompkinsParams | None = None,
         quality_limits: QualityLimits | None = None,
+        ventricular_params: VentricularParams | None = None,
+        alarm_timing: AlarmTiming | None = None,
     ) -> None:
         self._qrs_params = qrs_params or PanTompkinsParams()
         self._quality_limits = quality_limits or QualityLimits()
+        self._ventricular_params = ventricular_params or VentricularParams()
+        self._alarm_timing = alarm_timing or AlarmTiming()
         self._streams: dict[str, _Stream] = {}
         self._groups: dict[float, _Group] = {}
 
@@ -128,16 +141,19 @@ class MultiStreamAnalyzer:
                 PanTompkinsBank(fs, self._qrs_params),
                 SignalQualityBank(fs, self._quality_limits),
                 HeartRateBank(fs),
-                AlarmBank(fs),
+                AlarmBank(fs, self._alarm_timing),
+                VentricularBank(fs, self._ventricular_params),
             )
             self._groups[fs] = group
         group.detectors.add_stream()
         group.quality.add_stream()
         group.rates.add_stream()
         group.alarms.add_stream(limits or AlarmLimits())
+        group.ventricular.add_stream()
         group.members.append(stream_id)
         group.start = np.append(group.start, 0)
         group.answered = np.append(group.answered, False)
+        group.blind = np.append(group.blind, False)
         stream = _Stream(stream_id, fs, group)
         group.streams.append(stream)
         self._streams[stream_id] = stream
@@ -155,8 +171,10 @@ class MultiStreamAnalyzer:
         group.quality.remove_stream(row)
         group.rates.remove_stream(row)
         group.alarms.remove_stream(row)
+        group.ventricular.remove_stream(row)
         group.start = np.delete(group.start, row)
         group.answered = np.delete(group.answered, row)
+        group.blind = np.delete(group.blind, row)
         del group.members[row]
         del group.streams[row]
         del self._streams[stream_id]
@@ -228,6 +246,8 @@ class MultiStreamAnalyzer:
         rows = np.arange(len(group.members)) if sel is None else sel
         beat_pos, beat_idx = group.detectors.process_flat(x, sel)
         quality = group.quality.process_arrays(x, sel, group.detectors.last_bandpassed)
+        ventricular = group.ventricular
+        ventricular.process(x, sel)
         start = group.start[rows]
         now = start + group.detectors.samples_seen[rows] - 1
         fs = group.fs
@@ -245,7 +265,25 @@ class MultiStreamAnalyzer:
                 entry[0].append(Beat(index, index / fs))
                 if rr == rr:  # not NaN: the stream's first beat closes no interval
                     entry[1].append(rr)
+        # the QRS-based VT rule: a run of wide beats (detector's own sample numbering)
+        vp = self._ventricular_params
+        wide = group.detectors.wide_runs(rows)
+        run = wide[:, 0]
+        wide_first = wide[:, 1] + start
+        wide_vt = (
+            (vp.vt_run_beats > 0)  # 0: the QRS-based VT rule is off (spectral rule only)
+            & (run >= vp.vt_run_beats)
+            & (wide[:, 2] - wide[:, 1] <= (run - 1) * fs * 60.0 / vp.vt_rate_bpm)
+            & (now - (wide[:, 2] + start) <= 2.0 * fs)
+        )
         refreshed = rates.update(rows, now)
+        blind = ~quality.analysable
+        if blind.any():  # no rate from beats found in noise or across it
+            refreshed[blind] |= rates.forget(rows[blind])
+        back = group.blind[rows] & ~blind
+        if back.any():  # the detector's levels adapted to the noise: learn them again
+            group.detectors.relearn(rows[back])
+        group.blind[rows] = blind
         changes = group.alarms.evaluate(
             rows,
             now,
@@ -254,6 +292,11 @@ class MultiStreamAnalyzer:
             rates.alarm_rate_bpm[rows],
             quality,
             decision_delay_samples=group.detectors.decision_delay_samples,
+            fibrillation=ventricular.fibrillation[rows],
+            ventricular_tachycardia=ventricular.tachycardia[rows] | wide_vt,
+            ventricular_onset=np.where(
+                ventricular.fibrillation[rows] | ventricular.tachycardia[rows],
+                ventricular.onset_sample[rows] + start, wide_first),
         )
         streams = group.streams
         fresh = refreshed.copy()
@@ -263,8 +306,10 @@ class MultiStreamAnalyzer:
         group.answered[rows] = True
         news_pos = np.flatnonzero(fresh)
         if news_pos.size < rows.size:  # the rest get their cached quiet result
-            quiet_rows = rows[~fresh].tolist()
-            results.update((streams[r].stream_id, streams[r].quiet_result()) for r in quiet_rows)
+            quiet = [streams[r] for r in rows[~fresh].tolist()]
+            # C-level iteration: this runs for most of a thousand streams at every step
+            results.update(zip(map(_stream_id, quiet), map(_Stream.quiet_result, quiet),
+                               strict=True))
         news_rows = rows[news_pos]
         hr_all = rates.heart_rate_bpm[news_rows].tolist()
         irr_all = rates.irregularity[news_rows].tolist()

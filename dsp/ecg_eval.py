@@ -58,6 +58,9 @@ def stream_detect(
         pos = min(pos + n, x.size)
         beats.extend(found)
         emitted.extend([pos] * len(found))
+    last = det.flush()  # the end of the record decides the last beat(s)
+    beats.extend(last)
+    emitted.extend([x.size] * len(last))
     return np.asarray(beats, dtype=np.int64), np.asarray(emitted, dtype=np.int64)
 
 

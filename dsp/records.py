@@ -144,3 +144,41 @@ def _scored(samples: np.ndarray, excluded: tuple[tuple[int, int], ...], start: i
     for a, b in excluded:
         keep &= (samples < a) | (samples >= b)
     return np.sort(samples[keep])
+
+
+def qrs_signal_power(record: EcgRecord, window_s: float = 0.1) -> float:
+    """Signal power as the MIT-BIH noise stress test defines it: (mean QRS peak-to-peak)^2 / 8.
+
+    Peak-to-peak is measured within +-``window_s`` of each reference beat (median over beats,
+    so a few artefacts do not count), as PhysioNet's ``nst`` does for its SNR calibration.
+    """
+    fs = record.sampling_rate_hz
+    half = int(round(window_s * fs))
+    x = record.signal_mv
+    beats = record.beats[(record.beats > half) & (record.beats < x.size - half)]
+    idx = beats[:, None] + np.arange(-half, half + 1)[None, :]
+    ptp = np.ptp(x[idx], axis=1)
+    return float(np.median(ptp)) ** 2 / 8.0
+
+
+def noise_stress_mixture(
+    record: EcgRecord, noise_mv: np.ndarray, snr_db: float, clean_s: float = 300.0,
+    segment_s: float = 120.0,
+) -> EcgRecord:
+    """``record`` with ``noise_mv`` added like nstdb: clean for ``clean_s``, then noise on in
+    alternating ``segment_s`` segments (on, off, on, ...), scaled to ``snr_db`` against
+    `qrs_signal_power` (noise power = its variance). Same beats as ``record``.
+
+    Raises:
+        ValueError: if the noise is shorter than the record.
+    """
+    x = record.signal_mv
+    if noise_mv.size < x.size:
+        raise ValueError(f"noise must have at least {x.size} samples, got {noise_mv.size}")
+    fs = record.sampling_rate_hz
+    noise = noise_mv[: x.size] - float(np.mean(noise_mv[: x.size]))
+    scale = np.sqrt(qrs_signal_power(record) / (float(np.var(noise)) * 10 ** (snr_db / 10)))
+    t = np.arange(x.size) / fs
+    on = (t >= clean_s) & (((t - clean_s) // segment_s) % 2 == 0)
+    mixed = x + np.where(on, scale * noise, 0.0)
+    return EcgRecord(record.name, fs, mixed, record.beats, record.excluded)

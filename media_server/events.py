@@ -87,6 +87,7 @@ class TrackPublished:
     track_id: str
     kind: Literal["audio", "video"]
     codec: str
+    source: str = "camera"  # microphone, camera, or screen (a second video source)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,12 @@ logger = logging.getLogger(__name__)
 
 Kind = Literal["audio", "video"]
 _KINDS: tuple[Kind, ...] = ("audio", "video")
+# What a publisher may send: its microphone, its camera, and a second video source (a shared
+# screen or a second, high-resolution camera: CT, ultrasound, a pathology microscope).
+Slot = Literal["audio", "video", "screen"]
+_SLOTS: tuple[Slot, ...] = ("audio", "video", "screen")
+_SLOT_KIND: dict[str, Kind] = {"audio": "audio", "video": "video", "screen": "video"}
+SOURCES: dict[str, str] = {"audio": "microphone", "video": "camera", "screen": "screen"}
 
 
 @dataclass
@@ -66,6 +72,7 @@ class _PublishSlot:
     kind: Kind
     transceiver: RTCRtpTransceiver
     producer: Producer | None = None
+    slot: Slot = "video"
 
     def on_frame(self, codec: Any, frame: Any) -> None:
         if self.producer is not None:
@@ -86,7 +93,7 @@ class _Peer:
     peer_id: str
     pc: RTCPeerConnection
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    slots: dict[Kind, _PublishSlot] = field(default_factory=dict)
+    slots: dict[Slot, _PublishSlot] = field(default_factory=dict)
     subscriptions: dict[str, _Subscription] = field(default_factory=dict)
     renegotiate_needed: bool = False
     video_paused: bool = False
@@ -175,29 +182,32 @@ class Sfu:
     # ---- publishing --------------------------------------------------------------------------
 
     async def request_publish(self, peer_id: str, kinds: frozenset[str]) -> None:
-        """Add a receive slot per kind in `kinds` ("audio", "video") not yet published and offer.
+        """Add a receive slot per entry of `kinds` ("audio", "video", "screen": a second video
+        source) not yet published, and offer. The screen slot's m-line carries `a=content:slides`
+        (RFC 4796) so the publisher knows where its shared screen goes.
 
         The track is announced by `TrackPublished` once the peer's answer accepts the slot.
         Raises MediaRequestError for an unknown peer or kind.
         """
         peer = self._peer(peer_id)
         for kind in kinds:
-            if kind not in _KINDS:
+            if kind not in _SLOTS:
                 raise MediaRequestError(
-                    MediaErrorReason.INVALID_STATE, f"kind must be audio or video, got {kind!r}"
+                    MediaErrorReason.INVALID_STATE, f"kind must be audio, video or screen, got {kind!r}"
                 )
         async with peer.lock:
             added = False
-            for kind in sorted(kinds):
-                k = cast(Kind, kind)
-                if k in peer.slots:
+            for name in sorted(kinds):
+                slot_name = cast(Slot, name)
+                if slot_name in peer.slots:
                     continue
+                k = _SLOT_KIND[slot_name]
                 transceiver = peer.pc.addTransceiver(k, direction="recvonly")
                 transceiver.setCodecPreferences(self._publish_capabilities(k))
-                slot = _PublishSlot(kind=k, transceiver=transceiver)
+                slot = _PublishSlot(kind=k, transceiver=transceiver, slot=slot_name)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
                 EarlyJitterBuffer.install(transceiver.receiver)
-                peer.slots[k] = slot
+                peer.slots[slot_name] = slot
                 added = True
             if added:
                 await self._negotiate(peer)
@@ -207,7 +217,7 @@ class Sfu:
         emitted. Idempotent."""
         peer = self._peer(peer_id)
         async with peer.lock:
-            slot = peer.slots.pop(cast(Kind, kind), None)
+            slot = peer.slots.pop(cast(Slot, kind), None)
             if slot is None:
                 return
             slot.transceiver.direction = "inactive"
@@ -382,7 +392,8 @@ class Sfu:
         offer = await pc.createOffer()
         with ice.host_addresses(self.config.ice_host_addresses):
             await pc.setLocalDescription(offer)
-        self._emit(OfferReady(peer.peer_id, pc.localDescription.sdp))
+        screen_mids = {s.transceiver.mid for s in peer.slots.values() if s.slot == "screen"}
+        self._emit(OfferReady(peer.peer_id, _mark_content(pc.localDescription.sdp, screen_mids)))
 
     def _check_answer(
         self, peer: _Peer, sdp: str
@@ -457,7 +468,7 @@ class Sfu:
     def _start_producers(self, peer: _Peer, answer_sdp: str) -> None:
         parsed = aiortc_sdp.SessionDescription.parse(answer_sdp)
         by_mid = {m.rtp.muxId: m for m in parsed.media}
-        for kind, slot in peer.slots.items():
+        for slot in peer.slots.values():
             if slot.producer is not None:
                 continue
             media = by_mid.get(slot.transceiver.mid or "")
@@ -465,11 +476,11 @@ class Sfu:
                 continue
             codec = next(c for c in media.rtp.codecs if c.name.lower() != "rtx")
             name = "opus" if codec.name.lower() == "opus" else codec.name.upper()
-            track_id = f"{peer.peer_id}/{kind}/{next(self._track_numbers)}"
+            track_id = f"{peer.peer_id}/{slot.slot}/{next(self._track_numbers)}"
             producer = Producer(
                 track_id=track_id,
                 peer_id=peer.peer_id,
-                kind=kind,
+                kind=slot.kind,
                 codec=name,
                 clock_rate=codec.clockRate,
                 receiver=slot.transceiver.receiver,
@@ -478,7 +489,7 @@ class Sfu:
             producer.codec_parameters = dict(codec.parameters)
             slot.producer = producer
             self._producers[track_id] = producer
-            self._emit(TrackPublished(peer.peer_id, track_id, kind, name))
+            self._emit(TrackPublished(peer.peer_id, track_id, slot.kind, name, SOURCES[slot.slot]))
 
     # ---- codecs ------------------------------------------------------------------------------
 
@@ -610,3 +621,15 @@ def _h264_compatible(candidate: dict[str, Any], negotiated: dict[str, Any]) -> b
 
 
 __all__ = ["Sfu"]
+
+
+def _mark_content(sdp: str, mids: set[str | None]) -> str:
+    """Add `a=content:slides` (RFC 4796) to the m-sections of `mids`: the screen slot."""
+    if not mids:
+        return sdp
+    sections = sdp.split("\r\nm=")
+    for i, section in enumerate(sections[1:], 1):
+        mid = next((line[6:] for line in section.split("\r\n") if line.startswith("a=mid:")), None)
+        if mid in mids and "a=content:" not in section:
+            sections[i] = section.replace(f"a=mid:{mid}", f"a=mid:{mid}\r\na=content:slides", 1)
+    return "\r\nm=".join(sections)

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "token": ("medstream.token", "issue a signed access token for a room"),
     "ecg-eval": ("dsp.ecg_eval", "score the live QRS detector against WFDB reference annotations"),
     "ecg12-eval": ("dsp.ecg12.eval", "measure and triage 12-lead records; agreement with their labels"),
+    "alarm-eval": ("dsp.alarm_eval", "stream WFDB records through the live analyzer: alarms, HR, beats"),
     "ecg-summary": ("dsp.summary", "offline summary of a recorded ECG (neurokit2: HRV, quality)"),
     "monitor-sim": ("clients.monitor_sim", "stream a WFDB record or synthetic ECG as a bedside monitor"),
     "publish": ("clients.publish", "publish a video file into a broadcast room"),

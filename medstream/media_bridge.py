@@ -171,8 +171,8 @@ class MediaBridge:
                 apply(hub.to_participant(pid, wire.ServerSdp("offer", sdp)))
             case me.CandidateReady(peer_id=pid, candidate=c, sdp_mid=mid, sdp_mline_index=idx):
                 apply(hub.to_participant(pid, wire.ServerCandidate(c, mid, idx)))
-            case me.TrackPublished(peer_id=pid, track_id=track_id, kind=kind, codec=codec):
-                apply(hub.track_published(pid, track_id, kind, codec))
+            case me.TrackPublished(peer_id=pid, track_id=track_id, kind=kind, codec=codec, source=source):
+                apply(hub.track_published(pid, track_id, kind, codec, source))
             case me.TrackEnded(peer_id=pid, track_id=track_id):
                 apply(hub.track_ended(pid, track_id))
             case me.PeerFailed(peer_id=pid):

@@ -173,18 +173,21 @@ class StopRecording:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Ask the server to offer receive slots for the client's audio and/or video."""
+    """Ask the server to offer receive slots for the client's audio and/or video, and/or a second
+    video source (`screen`: a shared screen or a second camera, up to 1920x1080, shown large).
+    The screen slot's m-line in the server's offer carries `a=content:slides`."""
 
     TYPE: ClassVar[str] = "publish"
     audio: bool = False
     video: bool = False
+    screen: bool = False
     id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
 class Unpublish:
     TYPE: ClassVar[str] = "unpublish"
-    kind: Kind
+    kind: Literal["audio", "video", "screen"]
     id: RequestId = None
 
 
@@ -285,6 +288,7 @@ class TrackInfo:
     kind: str
     codec: str
     muted: bool = False
+    source: str = "camera"  # microphone, camera, or screen (shared content)
 
 
 @dataclass(frozen=True, slots=True)

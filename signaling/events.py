@@ -45,6 +45,7 @@ class TrackPublished:
     participant_id: str
     kind: str  # audio | video
     codec: str
+    source: str = "camera"  # microphone, camera, screen
 
 
 @dataclass(frozen=True, slots=True)

@@ -368,9 +368,10 @@ class Hub:
 
     # ------------------------------------------------------------------ media-layer reports
 
-    def track_published(self, participant_id: str, track_id: str, kind: str, codec: str) -> list[Effect]:
+    def track_published(self, participant_id: str, track_id: str, kind: str, codec: str,
+                        source: str = "camera") -> list[Effect]:
         room = self.store.room_of(participant_id)
-        return self._finish(room.track_published(participant_id, track_id, kind, codec)) if room else []
+        return self._finish(room.track_published(participant_id, track_id, kind, codec, source)) if room else []
 
     def track_ended(self, participant_id: str, track_id: str) -> list[Effect]:
         room = self.store.room_of(participant_id)

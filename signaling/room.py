@@ -99,9 +99,15 @@ class Track:
     kind: str
     codec: str
     muted: bool = False
+    source: str = "camera"  # microphone, camera, screen
+
+    @property
+    def slot(self) -> str:
+        """What the publisher names it in publish/unpublish: audio, video or screen."""
+        return "screen" if self.source == "screen" else self.kind
 
     def info(self) -> wire.TrackInfo:
-        return wire.TrackInfo(self.track_id, self.participant_id, self.kind, self.codec, self.muted)
+        return wire.TrackInfo(self.track_id, self.participant_id, self.kind, self.codec, self.muted, self.source)
 
 
 class Room:
@@ -247,7 +253,7 @@ class Room:
         return ev.ParticipantJoined(self.room_id, p.participant_id, p.identity, p.name, p.role.value)
 
     def _track_event(self, t: Track) -> ev.TrackPublished:
-        return ev.TrackPublished(self.room_id, t.track_id, t.participant_id, t.kind, t.codec)
+        return ev.TrackPublished(self.room_id, t.track_id, t.participant_id, t.kind, t.codec, t.source)
 
     def _start_recorder(self, by: str) -> StartRecorder:
         return StartRecorder(
@@ -433,7 +439,7 @@ class Room:
             )
         effects = self._set_role(p, target, target.token_role, msg)
         for track in [t for t in self.tracks.values() if t.participant_id == target.participant_id]:
-            effects.insert(0, StopPublishing(target.participant_id, track.kind))
+            effects.insert(0, StopPublishing(target.participant_id, track.slot))
         return effects
 
     def _set_role(
@@ -557,16 +563,16 @@ class Room:
         ]
 
     def _publish(self, p: Participant, msg: wire.Publish) -> list[Effect]:
-        kinds = frozenset(k for k, on in (("audio", msg.audio), ("video", msg.video)) if on)
+        kinds = frozenset(k for k, on in (("audio", msg.audio), ("video", msg.video), ("screen", msg.screen)) if on)
         if not kinds:
-            raise WireError(Reason.BAD_MESSAGE, "publish: set audio and/or video to true", msg.id)
+            raise WireError(Reason.BAD_MESSAGE, "publish: set audio, video and/or screen to true", msg.id)
         for kind in sorted(kinds):
-            self._require(p, publish_action(kind), msg)
+            self._require(p, publish_action("video" if kind == "screen" else kind), msg)
         effects = [] if p.media_open else self._open_media(p)
         return [*effects, RequestPublish(p.participant_id, kinds), _ok(p, msg)]
 
     def _unpublish(self, p: Participant, msg: wire.Unpublish) -> list[Effect]:
-        if not any(t.participant_id == p.participant_id and t.kind == msg.kind for t in self.tracks.values()):
+        if not any(t.participant_id == p.participant_id and t.slot == msg.kind for t in self.tracks.values()):
             raise WireError(Reason.UNKNOWN_TRACK, f"you publish no {msg.kind} track", msg.id)
         return [StopPublishing(p.participant_id, msg.kind), _ok(p, msg)]
 
@@ -626,11 +632,12 @@ class Room:
         if p is not None:
             p.media_open = False
 
-    def track_published(self, participant_id: str, track_id: str, kind: str, codec: str) -> list[Effect]:
+    def track_published(self, participant_id: str, track_id: str, kind: str, codec: str,
+                        source: str = "camera") -> list[Effect]:
         """A publisher's track started: announce it and subscribe everyone who receives media."""
         if participant_id not in self.participants:
             return []
-        track = Track(track_id, participant_id, kind, codec)
+        track = Track(track_id, participant_id, kind, codec, source=source)
         self.tracks[track_id] = track
         effects: list[Effect] = [Send(self.connected_ids(), wire.TrackPublished(track.info())), self._track_event(track)]
         for pid, q in self.participants.items():

@@ -46,6 +46,20 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
             out = (await page.evaluate("async () => (await window.medstream.stats()).outbound"))
             assert all(o["bytesSent"] == 0 for o in out), out  # viewers only receive
 
+        # a question from the hall reaches the presenter, not the other viewers; the answer reaches all
+        asker, other = viewers[2][0], viewers[1][0]
+        await asker.locator("#chat .chat-input").fill("Is the ST elevation in V2 or V3?")
+        await asker.locator("#chat .chat-send").click()
+        await wait_for(host, "() => window.medstream.chat.some(m => m.to_moderators && m.name === 'Student 2')",
+                       what="presenter got the question")
+        assert "question" in await host.locator("#chat .chat-item.question").first.inner_text()
+        await host.locator("#chat .chat-input").fill("V2 and V3 both.")
+        await host.locator("#chat .chat-send").click()
+        for page in (asker, other):
+            await wait_for(page, "() => window.medstream.chat.some(m => m.text === 'V2 and V3 both.')",
+                           what="viewer got the answer")
+        assert [m["text"] for m in await other.evaluate("window.medstream.chat")] == ["V2 and V3 both."]
+
         speaker, _ = viewers[0]
         speaker_id = await speaker.evaluate("window.medstream.participant.participant_id")
         await speaker.get_by_role("button", name="Raise hand").click()

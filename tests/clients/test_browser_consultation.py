@@ -59,6 +59,19 @@ async def test_two_browsers_see_and_hear_each_other_and_survive_a_drop(tmp_path:
                            arg=[id_a, got_a["video"]["framesDecoded"]], what="B's decoded frames growing")
             assert got_a["video"]["packetsLost"] == 0 and got_b["video"]["packetsLost"] == 0
 
+            # chat: the host types a drug name in Chinese, the expert's page shows it with the sender
+            await pa.locator("#chat .chat-input").fill("阿托伐他汀 20 mg 每晚一次")
+            await pa.locator("#chat .chat-send").click()
+            await wait_for(pb, "() => window.medstream.chat.some(m => m.text === '阿托伐他汀 20 mg 每晚一次')",
+                           what="expert received the host's chat message")
+            item = pb.locator("#chat .chat-item").last
+            assert "阿托伐他汀 20 mg 每晚一次" in await item.inner_text() and "Dr Adams" in await item.inner_text()
+            assert await pa.locator("#chat .chat-input").input_value() == ""  # sent, box cleared
+            await pb.locator("#chat .chat-input").fill("收到")
+            await pb.locator("#chat .chat-input").press("Enter")
+            await wait_for(pa, "() => window.medstream.chat.some(m => m.text === '收到' && m.name === 'Dr Baker')",
+                           what="host received the expert's reply")
+
             # each sees the other's colour (not its own echo)
             colour_in_a = await wait_for(pa, "(pid) => window.medstream.videoColor(pid)", arg=id_b)
             colour_in_b = await wait_for(pb, "(pid) => window.medstream.videoColor(pid)", arg=id_a)

@@ -2,8 +2,11 @@
 
 bed-1 streams MIT-BIH record 100 (regular sinus rhythm); the heart rate the wall shows must be
 within 2 bpm of the rate computed from the cardiologists' annotations the way the monitor computes
-it (mean of the last 8 RR intervals, outliers > 30 % from their median dropped). bed-2 is
-synthetic ECG whose heart stops; bed-3 loses its network for a while and back-fills.
+it (EC13 meter: mean of the smallest even number of latest RR intervals spanning >= 3 s). bed-2 is
+synthetic ECG whose heart stops; bed-3 loses its network for a while and back-fills. bed-4 is
+cudb cu01: sinus rhythm, ventricular fibrillation, sinus again, then a burst of noise: the VF
+alarm latches after its condition ends until acknowledged, the noise technical alarm shows, and
+the bed keeps an alarm history.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import pytest
 import wfdb
 
 from clients.monitor_sim import (
+    ArraySource,
     MonitorSimConfig,
     MonitorSimulator,
     RecordSource,
     SyntheticSource,
     parse_events,
 )
+from protocol.waveforms import ChannelInfo
 from tests.clients.browser import closing, launch, open_page, page_errors, screenshot, wait_for
 from tests.conftest import timeout_s
 from tests.helpers import running_app, token
@@ -43,10 +48,24 @@ def reference_rates_bpm(record: Path, upto_sample: int, windows: int = 2) -> lis
     rates = []
     for end in range(last, last - windows, -1):
         rr_ms = np.diff(beats[max(0, end - 9):end]) * 1000.0 / fs
-        median = float(np.median(rr_ms))
-        kept = rr_ms[np.abs(rr_ms - median) <= 0.3 * median]
-        rates.append(60000.0 / float(kept.mean()))
+        n = 2
+        while n + 2 <= rr_ms.size and rr_ms[-n:].sum() < 3000.0:
+            n += 2
+        rates.append(60000.0 / float(rr_ms[-n:].mean()))
     return rates
+
+
+def vf_then_noise_source(ecg_data_dir: Path) -> ArraySource:
+    """cu01 (250 Hz): 10 s sinus, 8 s VF (onset 214.2 s), 24 s sinus, 8 s sinus + 0.5 mV rms
+    white noise, 30 s sinus; as 200 adu/mV integers."""
+    rec = wfdb.rdrecord(str(ecg_data_dir / "cudb" / "cu01"), channels=[0])
+    x = np.nan_to_num(rec.p_signal[:, 0])
+    fs = int(rec.fs)
+    part = lambda a, b: x[int(a * fs):int(b * fs)]  # noqa: E731
+    noisy = part(140, 148) + 0.5 * np.random.default_rng(7).standard_normal(8 * fs)
+    mv = np.concatenate([part(204, 222), part(100, 124), noisy, part(150, 180)])
+    adu = np.round(mv * 200.0).astype(np.int16)[None, :]
+    return ArraySource(adu, fs, (ChannelInfo("ECG", "mV", 200.0, 0),))
 
 
 async def test_wall_heart_rate_alarms_and_catch_up(ecg_data_dir: Path) -> None:
@@ -54,23 +73,24 @@ async def test_wall_heart_rate_alarms_and_catch_up(ecg_data_dir: Path) -> None:
 
     record = ecg_data_dir / "mitdb" / "100"
     async with running_app(waveforms=True, rooms=(("ward-3", "monitoring"),)) as app, async_playwright() as pw:
-        def sim(source: object, bed: str) -> MonitorSimulator:
+        def sim(source: object, bed: str, speed: float = SPEED) -> MonitorSimulator:
             return MonitorSimulator(source, MonitorSimConfig(  # type: ignore[arg-type]
                 url=app.ws_url, token=token("ward-3", f"monitor-{bed}", "monitor"), stream_id=bed,
-                speed=SPEED, reconnect_min_s=0.1, reconnect_max_s=0.5))
+                speed=speed, reconnect_min_s=0.1, reconnect_max_s=0.5))
 
         beds = {
             "bed-1": sim(RecordSource(record), "bed-1"),
             "bed-2": sim(SyntheticSource(72.0, parse_events("asystole@8+60"), seed=1), "bed-2"),
             "bed-3": sim(SyntheticSource(60.0, seed=2), "bed-3"),
+            "bed-4": sim(vf_then_noise_source(ecg_data_dir), "bed-4", speed=3.0),
         }
         tasks = [asyncio.create_task(s.run()) for s in beds.values()]
         try:
             async with closing(await launch(pw)) as browser:
                 url = f"{app.url}/wall.html?token=" + token("ward-3", "nurse-1", "viewer", name="Nurse station")
                 page, log = await open_page(browser, url, "wall", viewport=(1400, 900))
-                await wait_for(page, "() => Object.keys(window.medstream.streams).length === 3",
-                               what="three beds announced")
+                await wait_for(page, "() => Object.keys(window.medstream.streams).length === 4",
+                               what="four beds announced")
 
                 # bed-1: heart rate against the annotations
                 # state and screen read in one go: the rate refreshes every second
@@ -110,8 +130,43 @@ async def test_wall_heart_rate_alarms_and_catch_up(ecg_data_dir: Path) -> None:
                 acked = await page.evaluate("window.medstream.alarms")
                 assert acked["sounding"] is None
                 assert [a["acknowledged"] for a in acked["active"] if a["kind"] == "asystole"] == [True]
-                # the other beds stay quiet
-                assert not [a for a in acked["active"] if a["stream"] != "bed-2" and a["priority"] == "high"]
+                # the other beds stay quiet (bed-4 has VF by design)
+                assert not [a for a in acked["active"] if a["stream"] not in ("bed-2", "bed-4")
+                            and a["priority"] == "high"]
+
+                # bed-4: VF is a high alarm on the wall; it latches after the VF ends
+                vf = await wait_for(page, """() => window.medstream.alarms.active.find(
+                    a => a.stream === 'bed-4' && a.kind === 'ventricular_fibrillation' && !a.acknowledged)""",
+                                    timeout=30, what="VF alarm")
+                assert vf["priority"] == "high"
+                assert "VF / flutter" in await page.locator(
+                    '.alarm.high.unacked[data-stream="bed-4"][data-kind="ventricular_fibrillation"]').inner_text()
+                await wait_for(page, """() => window.medstream.latched.some(
+                    a => a.key === 'bed-4/ventricular_fibrillation')
+                    && !window.medstream.streams['bed-4'].alarms.some(a => a.kind === 'ventricular_fibrillation')""",
+                               timeout=30, what="VF condition over, alarm latched")
+                still = await page.evaluate("window.medstream.alarms.active.filter(a => a.stream === 'bed-4')")
+                assert [a["acknowledged"] for a in still if a["kind"] == "ventricular_fibrillation"] == [False]
+                assert "not acknowledged" in await page.locator(
+                    '#alarms .alarm[data-stream="bed-4"][data-kind="ventricular_fibrillation"]').inner_text()  # the bar says it is latched
+                # the noise burst: a technical alarm, shown with its wall text
+                noise = await wait_for(page, """() => window.medstream.alarms.active.find(
+                    a => a.stream === 'bed-4' && a.kind === 'noise')""", timeout=30, what="noise alarm")
+                assert noise["priority"] == "medium"
+                assert "ECG noise: cannot analyse" in await page.locator(
+                    '.alarm[data-stream="bed-4"][data-kind="noise"]').inner_text()
+                await screenshot(page, "wall_vf_latched_noise")
+                await page.get_by_role("button", name="Acknowledge / silence").click()
+                after = await page.evaluate("""() => ({latched: window.medstream.latched,
+                    active: window.medstream.alarms.active.filter(a => a.stream === 'bed-4'),
+                    history: window.medstream.alarmHistory('bed-4')})""")
+                assert after["latched"] == []
+                assert "ventricular_fibrillation" not in [a["kind"] for a in after["active"]]
+                kinds = [e["kind"] for e in after["history"]]
+                assert "ventricular_fibrillation" in kinds and "noise" in kinds
+                vf_entry = next(e for e in after["history"] if e["kind"] == "ventricular_fibrillation")
+                assert vf_entry["cleared"] is not None and vf_entry["priority"] == "high"
+                assert await page.locator('.bed[data-stream="bed-4"] .bed-history li').count() >= 2
                 assert page_errors(log) == []
         finally:
             for t in tasks:

@@ -19,16 +19,47 @@ def _detect_chunked(det: PanTompkinsDetector, x: np.ndarray, rng, max_chunk: int
     return beats
 
 
-@pytest.mark.parametrize("name,seed", [("105", 1), ("208", 2), ("203", 3)])
-def test_beats_identical_whatever_the_chunking(ecg_data_dir, name, seed):
-    x = cached_record(str(ecg_data_dir / "mitdb" / name)).signal_mv[:90 * 360]
-    whole = PanTompkinsDetector(360).process(x)
+@pytest.mark.parametrize("name,seed,start_s", [
+    ("mitdb/105", 1, 0), ("mitdb/208", 2, 0), ("mitdb/203", 3, 0),
+    ("nstdb/118e12", 4, 290),  # clean, then electrode-motion noise from 300 s
+])
+def test_beats_identical_whatever_the_chunking(ecg_data_dir, name, seed, start_s):
+    rec = cached_record(str(ecg_data_dir / name))
+    fs = rec.sampling_rate_hz
+    x = rec.signal_mv[int(start_s * fs) : int((start_s + 90) * fs)]
+    whole_det = PanTompkinsDetector(fs)
+    whole = whole_det.process(x) + whole_det.flush()
     rng = np.random.default_rng(seed)
-    small = _detect_chunked(PanTompkinsDetector(360), x, rng, 5)
-    large = _detect_chunked(PanTompkinsDetector(360), x, rng, 20000)
+    small_det, large_det = PanTompkinsDetector(fs), PanTompkinsDetector(fs)
+    small = _detect_chunked(small_det, x, rng, 5) + small_det.flush()
+    large = _detect_chunked(large_det, x, rng, 20000) + large_det.flush()
     assert len(whole) > 80
     assert small == whole
     assert large == whole
+
+
+def test_wide_complexes_of_vfdb_identical_whatever_the_chunking(ecg_data_dir):
+    import wfdb
+
+    rec = wfdb.rdrecord(str(ecg_data_dir / "vfdb" / "418"), channels=[0])
+    x = np.nan_to_num(rec.p_signal[380 * 250 : 470 * 250, 0])  # wide rhythm and flutter
+    whole = PanTompkinsDetector(250).process(x)
+    rng = np.random.default_rng(6)
+    assert len(whole) > 100
+    assert _detect_chunked(PanTompkinsDetector(250), x, rng, 7) == whole
+    assert _detect_chunked(PanTompkinsDetector(250), x, rng, 3000) == whole
+
+
+def test_flush_decides_the_last_beat(ecg_data_dir):
+    rec = cached_record(str(ecg_data_dir / "mitdb" / "100"))
+    end = int(rec.beats[rec.beats > 19 * 360][0] + 0.12 * 360)  # 120 ms after an R peak
+    x = rec.signal_mv[:end]
+    det = PanTompkinsDetector(360)
+    live = det.process(x)
+    last = det.flush()
+    want = rec.beats[rec.beats < end]
+    assert len(live) < len(want) and len(live) + len(last) == len(want)
+    assert det.flush() == []
 
 
 @pytest.mark.parametrize("name", ["100", "119", "230"])

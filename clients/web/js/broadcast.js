@@ -2,6 +2,7 @@
 // everyone else watches and may raise a hand; the host promotes and demotes. Who is on stage is
 // read from what they publish (the server decides who may), not from a copy of the role matrix.
 
+import { ChatPanel } from "./chat.js";
 import { Conference } from "./conference.js";
 import { el } from "./ui.js";
 import { t, tOr, onLanguageChange } from "./i18n.js";
@@ -29,12 +30,14 @@ const conf = new Conference({
   recordingEl: $("rec"),
   bannerEl: $("banner"),
   mediaBannerEl: $("mediabanner"),
+  contentEl: $("content"),
   ecgContainer: $("ecg"),
   onRoomChange: () => render(),
 });
 
 function render() {
   const r = conf.room;
+  if (conf.chat) conf.chat.render();
   const self = r.self;
   if (!self) return;
   $("room").textContent = t("room.line", { kind: tOr("kind", r.room.kind), room: r.room.id, name: self.name,
@@ -51,6 +54,8 @@ function render() {
   $("mic").textContent = conf.micOff ? t("btn.unmute") : t("btn.mute");
   $("cam").textContent = conf.cameraOff ? t("btn.cam_on") : t("btn.cam_off");
   $("audioonly").classList.toggle("on", conf.audioOnly);
+  $("share").textContent = conf.sharing ? t("btn.stop_sharing") : t("btn.share_screen");
+  $("share").classList.toggle("on", conf.sharing);
   for (const id of ["audioonly", "leave"]) $(id).disabled = conf.ended;
   $("hostctl").hidden = !(r.isModerator || r.may("record")) || conf.ended;
   $("record").hidden = !r.may("record");
@@ -74,6 +79,7 @@ $("hand").addEventListener("click", () => conf.raiseHand(!conf.room.self.hand_ra
 $("mic").addEventListener("click", () => { conf.toggleMic(); render(); });
 $("cam").addEventListener("click", () => { conf.toggleCamera(); render(); });
 $("audioonly").addEventListener("click", async () => { await conf.toggleAudioOnly(); render(); });
+$("share").addEventListener("click", async () => { await (conf.sharing ? conf.stopSharing() : conf.shareScreen()); render(); });
 $("leave").addEventListener("click", () => conf.leave());
 $("record").addEventListener("click", () => conf.setRecording(!conf.room.recording.active));
 $("end").addEventListener("click", () => { if (confirm(t("confirm.end_broadcast"))) conf.endRoom(); });
@@ -83,4 +89,6 @@ setInterval(render, 1000);
 window.medstream.raiseHand = (raised = true) => conf.raiseHand(raised);
 window.medstream.promote = (pid) => conf.sig.request({ type: "promote", participant_id: pid });
 window.medstream.demote = (pid) => conf.sig.request({ type: "demote", participant_id: pid });
+const chat = new ChatPanel(conf, $("chat"));
+conf.chat = chat;
 conf.start();

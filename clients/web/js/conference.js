@@ -138,7 +138,7 @@ export class Tile {
  */
 export class Conference {
   constructor({ page, layout, onRoomChange = () => {}, ecgContainer = null, stateEl = null,
-                recordingEl = null, bannerEl = null, mediaBannerEl = null }) {
+                recordingEl = null, bannerEl = null, mediaBannerEl = null, contentEl = null }) {
     initI18n();
     this.page = page;
     this.layout = layout;
@@ -148,6 +148,16 @@ export class Conference {
     this.bannerEl = bannerEl;
     this.mediaBannerEl = mediaBannerEl;
     this.ecgContainer = ecgContainer;
+    this.contentEl = contentEl;
+    if (contentEl) {
+      this.contentVideo = el("video", { autoplay: true, playsinline: true, muted: true });
+      this.contentVideo.muted = true;
+      this.contentLabel = el("div.content-label");
+      contentEl.replaceChildren(this.contentVideo, this.contentLabel);
+    }
+    this.content = null;
+    this.sharing = false;
+    this.screenStream = null;
     this.token = tokenFromUrl();
     this.tiles = new Map();
     this.localStream = null;
@@ -243,6 +253,8 @@ export class Conference {
     this._mediaBanner(null);
     this.publishing = false;
     this._stopLocal();
+    this._stopScreenLocal();
+    this._hideContent();
     for (const tile of this.tiles.values()) tile.clear();
     this.media.reset();
     for (const b of this.bedTiles.values()) b.end();
@@ -471,6 +483,7 @@ export class Conference {
 
   _remoteTrack(e) {
     if (this.ended) return;
+    if (this._isScreen(e.trackId)) { this._showContent(e); return; }
     const owner = this.room.ownerOf(e.trackId);
     const tile = owner && this.tiles.get(owner);
     if (tile) tile.setStream(e.kind, e.stream);
@@ -522,9 +535,78 @@ export class Conference {
       && !this.sig.formerParticipantIds.has(p.participant_id));
   }
 
+  _isScreen(trackId) {
+    const t = trackId && this.room.tracks.get(trackId);
+    return Boolean(t && t.source === "screen");
+  }
+
+  /** A shared screen (or second camera), shown large to everyone, above the tiles. */
+  _showContent(e) {
+    const box = this.contentEl;
+    if (!box) return;
+    const owner = this.room.participants.get(this.room.ownerOf(e.trackId));
+    this.content = { trackId: e.trackId, participantId: owner ? owner.participant_id : null };
+    this.contentVideo.srcObject = e.stream;
+    this.contentVideo.play().catch(() => {});
+    setText(this.contentLabel, "content.shared_by", { name: owner ? owner.name : "?" });
+    box.hidden = false;
+  }
+
+  _hideContent() {
+    if (!this.contentEl) return;
+    this.content = null;
+    if (this.contentVideo.srcObject) this.contentVideo.pause();
+    this.contentVideo.srcObject = null;
+    this.contentEl.hidden = true;
+  }
+
+  /** Share a screen, or a second camera when `deviceId` is given, as a second video track of up
+   *  to 1920x1080 (forwarded as is, recorded like any track). */
+  async shareScreen({ deviceId = null } = {}) {
+    if (this.ended || this.sharing) return;
+    const size = { width: { ideal: 1920, max: 1920 }, height: { ideal: 1080, max: 1080 } };
+    let stream;
+    try {
+      stream = deviceId
+        ? await navigator.mediaDevices.getUserMedia({ video: { deviceId: { exact: deviceId }, ...size } })
+        : await navigator.mediaDevices.getDisplayMedia({ video: { ...size, frameRate: { ideal: 15 } }, audio: false });
+    } catch (e) {
+      toast(t("err.share", { detail: cameraErrorText(e) }));
+      return;
+    }
+    const track = stream.getVideoTracks()[0];
+    this.screenStream = stream;
+    this.sharing = true;
+    track.addEventListener("ended", () => this.stopSharing());  // the browser's own "stop sharing"
+    try {
+      await this.media.setLocalTrack("screen", track);
+      await this.media.publish({ screen: true });
+    } catch (e) {
+      toast(t("err.share", { detail: e instanceof ServerError ? reasonText(e.reason) : String(e.message || e) }));
+      this._stopScreenLocal();
+    }
+    this._render();
+    this.onRoomChange("sharing");
+  }
+
+  async stopSharing() {
+    if (!this.sharing) return;
+    this._stopScreenLocal();
+    try { await this.media.unpublishScreen(); } catch (e) { /* already gone (room ended, demoted) */ }
+    this._render();
+    this.onRoomChange("sharing");
+  }
+
+  _stopScreenLocal() {
+    this.sharing = false;
+    if (this.screenStream) this.screenStream.getTracks().forEach((x) => x.stop());
+    this.screenStream = null;
+  }
+
   _render() {
     const self = this.room.self;
     if (!self) return;
+    if (this.content && !this.room.tracks.has(this.content.trackId)) this._hideContent();
     const seen = new Set();
     for (const p of this.everyone()) {
       seen.add(p.participant_id);
@@ -552,6 +634,7 @@ export class Conference {
     for (const e of this.media.remoteTracks()) {
       const owner = this.room.ownerOf(e.trackId);
       const tile = owner && this.tiles.get(owner);
+      if (this._isScreen(e.trackId)) { if (!this.content || this.content.trackId !== e.trackId) this._showContent(e); continue; }
       if (!tile) continue;
       if (e.kind === "video" && !tile.hasVideo && this.room.tracks.has(e.trackId)) tile.setStream("video", e.stream);
       if (e.kind === "audio" && !tile.audio.srcObject) tile.setStream("audio", e.stream);
@@ -620,6 +703,12 @@ export class Conference {
       get reconnects() { return conf.sig.reconnects; },
       get errors() { return conf.errors; },
       get ended() { return conf.ended; },
+      get sharing() { return conf.sharing; },
+      get content() {
+        const v = conf.contentVideo;
+        return conf.content ? { ...conf.content, width: v ? v.videoWidth : 0, height: v ? v.videoHeight : 0 } : null;
+      },
+      get chat() { return conf.chat ? conf.chat.messages.map((m) => ({ ...m })) : []; },
       get media() {
         const h = conf.health;
         return { state: h.state, restarts: h.restarts, message: h.message, history: h.history,

@@ -1,5 +1,6 @@
 // The consultation page: everyone publishing camera and microphone sees and hears everyone else.
 
+import { ChatPanel } from "./chat.js";
 import { Conference } from "./conference.js";
 import { el } from "./ui.js";
 import { t, tOr, onLanguageChange } from "./i18n.js";
@@ -13,12 +14,14 @@ const conf = new Conference({
   recordingEl: $("rec"),
   bannerEl: $("banner"),
   mediaBannerEl: $("mediabanner"),
+  contentEl: $("content"),
   ecgContainer: $("ecg"),
   onRoomChange: (what) => render(what),
 });
 
 function render(what) {
   const r = conf.room;
+  if (conf.chat) conf.chat.render();
   if (r.self) {
     $("room").textContent = t("room.line", { kind: tOr("kind", r.room.kind), room: r.room.id, name: r.self.name,
                                              role: tOr("role", r.self.role) });
@@ -33,6 +36,9 @@ function render(what) {
   $("cam").textContent = conf.cameraOff ? t("btn.cam_on") : t("btn.cam_off");
   $("cam").classList.toggle("on", conf.cameraOff);
   $("audioonly").classList.toggle("on", conf.audioOnly);
+  $("share").hidden = !conf.publishing || conf.ended || !r.may("publish_video");
+  $("share").textContent = conf.sharing ? t("btn.stop_sharing") : t("btn.share_screen");
+  $("share").classList.toggle("on", conf.sharing);
   for (const id of ["mic", "cam", "audioonly", "leave", "mics", "cams"]) $(id).disabled = conf.ended;
   if (what === "devices") fillDevices();
   const q = r.self && r.quality.get(r.self.participant_id);
@@ -56,10 +62,13 @@ $("cams").addEventListener("change", () => conf.chooseDevices($("mics").value, $
 $("mic").addEventListener("click", () => { conf.toggleMic(); render(); });
 $("cam").addEventListener("click", () => { conf.toggleCamera(); render(); });
 $("audioonly").addEventListener("click", async () => { await conf.toggleAudioOnly(); render(); });
+$("share").addEventListener("click", async () => { await (conf.sharing ? conf.stopSharing() : conf.shareScreen()); render(); });
 $("leave").addEventListener("click", () => conf.leave());
 $("record").addEventListener("click", () => conf.setRecording(!conf.room.recording.active));
 $("end").addEventListener("click", () => { if (confirm(t("confirm.end_consultation"))) conf.endRoom(); });
 onLanguageChange(() => render("devices"));
 setInterval(() => render(), 1000);
 
+const chat = new ChatPanel(conf, $("chat"));
+conf.chat = chat;
 conf.start();

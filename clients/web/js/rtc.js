@@ -3,7 +3,8 @@
 // `sendonly` ones carry another participant's track. We answer, trickle our candidates and keep
 // a map mid -> track so every received track is tied to the participant who publishes it.
 
-/** Per-m-line facts of an SDP: mid -> {kind, direction, trackId}. */
+/** Per-m-line facts of an SDP: mid -> {kind, direction, trackId, slot}. `slot` is what a
+ *  receive slot is for: audio, video (the camera) or screen (`a=content:slides`, RFC 4796). */
 export function parseSections(sdp) {
   const out = new Map();
   for (const section of sdp.split(/\r?\nm=/).slice(1)) {
@@ -11,7 +12,9 @@ export function parseSections(sdp) {
     const mid = (section.match(/\r?\na=mid:(\S+)/) || [])[1];
     const direction = (section.match(/\r?\na=(sendrecv|sendonly|recvonly|inactive)\b/) || [])[1] || "sendrecv";
     const msid = section.match(/\r?\na=msid:(\S+) (\S+)/);
-    if (mid !== undefined) out.set(mid, { kind, direction, trackId: msid ? msid[2] : null });
+    const content = (section.match(/\r?\na=content:(\S+)/) || [])[1];
+    const slot = content === "slides" ? "screen" : kind;
+    if (mid !== undefined) out.set(mid, { kind, direction, trackId: msid ? msid[2] : null, slot });
   }
   return out;
 }
@@ -35,8 +38,8 @@ export class MediaSession {
     this.onConnectionState = onConnectionState;
     this.pc = null;
     this.iceServers = [];
-    this.localTracks = { audio: null, video: null };
-    this.wanted = { audio: false, video: false };
+    this.localTracks = { audio: null, video: null, screen: null };
+    this.wanted = { audio: false, video: false, screen: false };
     this.byMid = new Map();
     this.chain = Promise.resolve();
     this.offers = 0;
@@ -89,25 +92,40 @@ export class MediaSession {
     this.byMid.clear();
   }
 
-  /** Use `track` for `kind`: replaces the track on an existing sender (device change). */
-  async setLocalTrack(kind, track) {
-    this.localTracks[kind] = track;
+  /** Use `track` for `slot` (audio, video, screen): replaces the track on an existing sender
+   *  (device change, a new shared screen). */
+  async setLocalTrack(slot, track) {
+    this.localTracks[slot] = track;
     if (!this.pc) return;
     for (const t of this.pc.getTransceivers()) {
       const info = this.byMid.get(t.mid);
-      if (info && info.publish && info.kind === kind) await t.sender.replaceTrack(track);
+      if (info && info.publish && info.slot === slot) await t.sender.replaceTrack(track);
     }
   }
 
   /** Ask the server for receive slots; tracks are attached when its offer arrives. */
-  async publish({ audio = false, video = false }) {
-    this.wanted = { audio: audio || this.wanted.audio, video: video || this.wanted.video };
-    return this.sig.request({ type: "publish", audio, video });
+  async publish({ audio = false, video = false, screen = false }) {
+    this.wanted = { audio: audio || this.wanted.audio, video: video || this.wanted.video,
+                    screen: screen || this.wanted.screen };
+    return this.sig.request({ type: "publish", audio, video, screen });
+  }
+
+  /** Stop sending the shared screen and give its slot back. */
+  async unpublishScreen() {
+    this.wanted.screen = false;
+    this.localTracks.screen = null;
+    if (this.pc) {
+      for (const t of this.pc.getTransceivers()) {
+        const info = this.byMid.get(t.mid);
+        if (info && info.publish && info.slot === "screen" && t.sender.track) await t.sender.replaceTrack(null);
+      }
+    }
+    return this.sig.request({ type: "unpublish", kind: "screen" });
   }
 
   /** Stop sending (locally) after the server stopped our tracks (demotion, unpublish). */
   stopPublishing() {
-    this.wanted = { audio: false, video: false };
+    this.wanted = { audio: false, video: false, screen: false };
     if (!this.pc) return;
     for (const t of this.pc.getTransceivers()) {
       const info = this.byMid.get(t.mid);
@@ -124,7 +142,7 @@ export class MediaSession {
     const sections = parseSections(sdp);
     for (const [mid, s] of sections) {
       const old = this.byMid.get(mid) || {};
-      this.byMid.set(mid, { ...old, kind: s.kind, direction: s.direction,
+      this.byMid.set(mid, { ...old, kind: s.kind, direction: s.direction, slot: s.slot,
                             trackId: s.trackId || old.trackId, publish: s.direction === "recvonly" });
     }
     await pc.setRemoteDescription({ sdp, type: "offer" });  // a WebRTC description, not a wire message
@@ -132,8 +150,8 @@ export class MediaSession {
       const s = sections.get(t.mid);
       if (!s) continue;
       if (s.direction === "recvonly") {  // a receive slot for what we publish
-        const track = this.localTracks[s.kind];
-        if (track && this.wanted[s.kind]) {
+        const track = this.localTracks[s.slot];
+        if (track && this.wanted[s.slot]) {
           t.direction = "sendonly";
           if (t.sender.track !== track) await t.sender.replaceTrack(track);
         } else {

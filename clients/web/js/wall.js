@@ -18,6 +18,46 @@ let ended = false;
 
 initI18n();
 
+// IEC 60601-1-8 latching: a high-priority alarm stays on the wall after its condition ends,
+// until a nurse acknowledges it. `latched`: `${stream}/${kind}` -> the alarm as last seen.
+const latched = new Map();
+const lastActive = new Map();  // stream id -> Map(kind -> alarm) of its previous analysis
+const history = new Map();  // stream id -> [{kind, priority, text, raised, cleared}], newest first
+const HISTORY_LENGTH = 20;
+
+function trackAlarms(streamId, active) {
+  const before = lastActive.get(streamId) || new Map();
+  const now = new Map(active.map((a) => [a.kind, a]));
+  const events = history.get(streamId) || [];
+  for (const [kind, a] of now) {
+    if (!before.has(kind)) events.unshift({ kind, priority: a.priority, text: alarmText(a), raised: Date.now(), cleared: null });
+    latched.delete(`${streamId}/${kind}`);
+  }
+  for (const [kind, a] of before) {
+    if (now.has(kind)) continue;
+    const open = events.find((e) => e.kind === kind && e.cleared === null);
+    if (open) open.cleared = Date.now();
+    const shown = alarms.active.get(`${streamId}/${kind}`);
+    if (a.priority === "high" && !(shown && shown.acknowledged)) latched.set(`${streamId}/${kind}`, { ...a, latched: true });
+  }
+  history.set(streamId, events.slice(0, HISTORY_LENGTH));
+  lastActive.set(streamId, now);
+  const held = [...latched.entries()].filter(([key]) => key.startsWith(`${streamId}/`)).map(([, a]) => a);
+  alarms.setStreamAlarms(streamId, [...active, ...held.map((a) => ({ ...a, latched: true }))]);
+}
+
+function renderHistory(streamId, tile) {
+  let box = tile.root.querySelector(".bed-history");
+  if (!box) {
+    box = el("details.bed-history", {}, el("summary", {}), el("ol"));
+    tile.root.append(box);
+  }
+  box.querySelector("summary").textContent = t("wall.alarm_history");
+  const fmt = (when) => formatTime(when);
+  box.querySelector("ol").replaceChildren(...(history.get(streamId) || []).map((e) => el(`li.${e.priority}`,
+    { dataset: { kind: e.kind } }, `${fmt(e.raised)}${e.cleared ? `\u2013${fmt(e.cleared)}` : ""} ${alarmText(e)}`)));
+}
+
 const store = new WaveformStore((stream, what, beats) => {
   if (ended) return;
   let tile = tiles.get(stream.id);
@@ -29,10 +69,12 @@ const store = new WaveformStore((stream, what, beats) => {
   }
   if (what === "analysis") {
     tile.view.addBeats(beats || []);
-    alarms.setStreamAlarms(stream.id, stream.alarms);
+    trackAlarms(stream.id, stream.alarms);
+    renderHistory(stream.id, tile);
     renderAlarms();
   } else if (what === "ended") {
-    alarms.setStreamAlarms(stream.id, []);
+    trackAlarms(stream.id, []);
+    renderHistory(stream.id, tile);
     renderAlarms();
   }
   if (what !== "chunk") tile.update();
@@ -67,7 +109,8 @@ function renderAlarms() {
   const list = ended ? [] : alarms.list();
   const box = $("alarms");
   box.replaceChildren(...(list.length ? list.map((a) => el(`span.alarm.${a.priority}${a.acknowledged ? "" : ".unacked"}`,
-    { dataset: { kind: a.kind, stream: a.stream }, title: a.message || "" }, `${a.stream}: ${alarmText(a)}`))
+    { dataset: { kind: a.kind, stream: a.stream }, title: a.message || "" },
+    `${a.stream}: ${alarmText(a)}${a.latched ? ` (${t("wall.latched")})` : ""}`))
     : [el("span.muted", {}, t("wall.no_alarms"))]));
   for (const [id, tile] of tiles) {
     const unacked = list.some((a) => a.stream === id && !a.acknowledged);
@@ -99,8 +142,19 @@ function renderState(s) {
   $("state").className = `pill state-${s}`;
 }
 
-// acknowledging is a click too: the tone may sound from then on
-$("ack").addEventListener("click", () => { alarms.acknowledge(); alarms.enableSound().catch(() => {}); renderAlarms(); renderSound(); });
+/** Acknowledge: silence, and let go of latched alarms whose condition has ended. A click too, so
+ *  the tone may sound from then on. */
+function acknowledge() {
+  alarms.acknowledge();
+  const streams = new Set([...latched.keys()].map((key) => key.slice(0, key.lastIndexOf("/"))));
+  latched.clear();
+  for (const id of streams) trackAlarms(id, [...(lastActive.get(id) || new Map()).values()]);
+  alarms.enableSound().catch(() => {});
+  renderAlarms();
+  renderSound();
+}
+
+$("ack").addEventListener("click", acknowledge);
 $("sound").addEventListener("click", async () => { await alarms.enableSound().catch(() => {}); renderSound(); });
 
 const token = tokenFromUrl();
@@ -154,7 +208,9 @@ window.medstream = {
   get alarms() { return alarms.snapshot(); },
   get ended() { return ended; },
   get soundLog() { return soundLog; },
-  acknowledge() { alarms.acknowledge(); renderAlarms(); renderSound(); },
+  acknowledge,
+  get latched() { return [...latched.entries()].map(([key, a]) => ({ key, kind: a.kind, priority: a.priority })); },
+  alarmHistory(streamId) { return (history.get(streamId) || []).map((e) => ({ ...e })); },
   heartRate(streamId) { const s = store.streams.get(streamId); return s ? s.heartRateBpm : null; },
   /** Ink on each bed's trace canvas: {stream: {columns: fraction of x with ink, redraws}}. */
   traceInk() {

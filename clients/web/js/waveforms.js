@@ -502,6 +502,7 @@ export class AlarmCenter {
       keep.add(key);
       const old = this.active.get(key);
       this.active.set(key, { stream: streamId, kind: a.kind, priority: a.priority, message: a.message,
+                             latched: Boolean(a.latched),  // condition over, kept until acknowledged
                              since: old ? old.since : Date.now(), acknowledged: old ? old.acknowledged : false });
     }
     for (const key of [...this.active.keys()]) {

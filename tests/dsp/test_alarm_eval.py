@@ -1,0 +1,57 @@
+"""`medstream alarm-eval` on real records: the JSON the issue specifies, scoring, options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dsp.alarm_eval import main, rhythm_episodes
+from medstream.cli import main as cli_main
+
+
+def test_alarm_eval_writes_alarms_hr_and_beats_per_record(ecg_data_dir, tmp_path, capsys):
+    out = tmp_path / "alarms.json"
+    assert main([str(ecg_data_dir / "cudb" / "cu01"), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["chunk_s"] == 0.1 and data["step_s"] == 0.2  # the server's defaults
+    rec = data["records"]["cu01"]
+    assert rec["fs"] == 250.0 and rec["duration_s"] == pytest.approx(127232 / 250)
+    assert len(rec["hr"]) == int(rec["duration_s"])
+    assert [t for t, _ in rec["hr"][:3]] == [1.0, 2.0, 3.0]
+    assert rec["hr"][100][1] == pytest.approx(57, abs=5)  # 203 beats in the 214 s before VF
+    assert 180 < len([b for b in rec["beats"] if b < 214 * 250]) < 240
+    vf = [a for a in rec["alarms"] if a["kind"] == "ventricular_fibrillation"]
+    assert vf and vf[0]["priority"] == "high" and 214.2 < vf[0]["raised_s"] < 218.2
+    assert set(vf[0]) >= {"kind", "priority", "raised_s", "cleared_s"}
+    (episode,) = rec["score"]["episodes"]
+    assert episode["label"] == "(VF" and episode["latency_s"] <= 4.0
+    assert "cu01" in capsys.readouterr().out
+
+
+def test_records_are_streamed_with_the_given_chunk_and_step(ecg_data_dir, tmp_path):
+    out = tmp_path / "a.json"
+    rec = str(ecg_data_dir / "cudb" / "cu01")
+    assert cli_main(["alarm-eval", rec, "--chunk-s", "0.04", "--step-s", "1.0",
+                     "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    r = data["records"]["cu01"]
+    assert data["step_s"] == 1.0 and data["chunk_s"] == 0.04
+    before_vf = [b for b in r["beats"] if b < 214 * 250]
+    assert abs(len(before_vf) - 203) <= 2  # cu01 has 203 annotated beats before the VF
+    assert r["alarms"][0]["kind"] == "ventricular_fibrillation"
+
+
+def test_flutter_marked_twice_is_one_episode(ecg_data_dir):
+    episodes = [e for e in rhythm_episodes(str(ecg_data_dir / "mitdb" / "207"), 360.0, 1805.6)
+                if e.label == "(VFL"]
+    starts = [round(e.start_s) for e in episodes]
+    assert len(starts) == len(set(starts)) and 41 in starts
+
+
+def test_bad_arguments_are_reported(ecg_data_dir, capsys):
+    with pytest.raises(SystemExit):
+        main([str(ecg_data_dir / "mitdb" / "nope")])
+    assert "expected" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(ecg_data_dir / "mitdb" / "100"), "--step-s", "0"])

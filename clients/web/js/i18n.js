@@ -159,6 +159,7 @@ export const STRINGS = {
     "reason.unknown_room": "找不到这个会话，可能尚未开始。请稍后再试，或向预约人确认链接。",
     "reason.room_full": "会话人数已满。请联系主持人。",
     "reason.room_ended": "这个会话已经结束。如需继续，请向预约人索取新的链接。",
+    "reason.removed": "主持人已将你移出本次会话，不能再次加入。如确需加入，请联系主持人重新允许。",
     "reason.forbidden": "你的角色不能执行这个操作。如有需要，请联系主持人。",
     "reason.unknown_participant": "该参与者已经不在会话中。",
     "reason.unknown_track": "该音视频已经不存在，可能对方已关闭。",
@@ -201,6 +202,8 @@ export const STRINGS = {
     "note.skipped": "网络慢，显示已跳到最新",
     "note.stream_ended": "信号已结束（{reason}）",
     "stream_ended.group_closed": "监护会话已结束",
+    "stream_ended.new_segment": "监护仪已重新启动，继续记录为新的一段",
+    "stream_ended.publisher_gone": "监护仪离线太久，数据流已关闭",
     "stream_ended.publisher_left": "监护仪已离线",
     "stream_ended.unknown": "监护仪停止发送",
 
@@ -372,6 +375,7 @@ export const STRINGS = {
     "reason.not_joined": "Not joined yet. Reload the page to join.",
     "reason.already_joined": "This connection has already joined. Reload the page.",
     "reason.invalid_token": "The access token in this link is not valid (perhaps it was copied incompletely). Ask whoever booked the session for a new link.",
+    "reason.removed": "The host removed you from this session; you cannot rejoin unless the host lets you back in.",
     "reason.token_expired": "This link has expired{when}. Ask whoever booked the session for a new link.",
     "reason.token_not_yet_valid": "This link is not valid yet{when}. Open it at the booked time; if that time has come, check this computer's clock.",
     "reason.unknown_room": "This session cannot be found; it may not have started yet. Try again later or check the link with whoever booked it.",
@@ -419,6 +423,8 @@ export const STRINGS = {
     "note.skipped": "display skipped ahead (slow link)",
     "note.stream_ended": "signal ended ({reason})",
     "stream_ended.group_closed": "the monitoring session ended",
+    "stream_ended.new_segment": "The monitor restarted: recording continues as a new segment",
+    "stream_ended.publisher_gone": "The monitor was offline too long: its stream was closed",
     "stream_ended.publisher_left": "the monitor went offline",
     "stream_ended.unknown": "the monitor stopped sending",
 

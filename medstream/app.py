@@ -19,11 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
+from medstream import __version__
 from medstream.api import AdminApi
 from medstream.config import ServerConfig
 from medstream.http import HttpServer
 from medstream.media_bridge import MediaBackend, MediaBridge
 from medstream.metrics import Sample, media_samples, render, signaling_samples, waveform_samples
+from medstream.openapi import DocumentedRoutes, Operation
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
 from signaling import effects as fx
@@ -61,9 +63,13 @@ class MedstreamApp:
             self.driver.handle(event_type, self._room_event)
         self.driver.handle(fx.StartRecorder, self._start_recorder)
         self.driver.handle(fx.StopRecorder, self._stop_recorder)
-        self.http.route("GET", "/healthz", self._healthz)
-        self.http.route("GET", "/metrics", self._metrics)
-        AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit).install(self.http.route)
+        self.route = DocumentedRoutes(self.http.route)  # every route, and what it is (openapi.json)
+        self.route("GET", "/healthz", self._healthz, Operation("liveness: the process answers", "ops", None))
+        self.route("GET", "/metrics", self._metrics, Operation("Prometheus metrics", "ops", None,
+                                                                response_type="text/plain"))
+        AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit,
+                 recordings_dir=config.recordings_dir if config.recorder else None,
+                 document=lambda: self.route.document(self.http_routes(), version=__version__)).install(self.route)
 
     @property
     def server(self) -> SignalingServer:
@@ -149,7 +155,7 @@ class MedstreamApp:
         )
         self.observers.append(self._recorder_observer)
         RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
-                       audit=self._audit).install(self.http.route)
+                       audit=self._audit).install(self.route)
 
     # ------------------------------------------------------------------ room events
 
@@ -191,6 +197,14 @@ class MedstreamApp:
                 pass
 
     # ------------------------------------------------------------------ HTTP
+
+    def http_routes(self) -> list[tuple[str, str]]:
+        """(method, path) of every route the HTTP server has now (HEAD included)."""
+        out = []
+        for r in self.http.app.router.routes():
+            info = r.resource.get_info() if r.resource is not None else {}
+            out.append((r.method, str(info.get("formatter") or info.get("path") or "")))
+        return out
 
     def _audit(self, record: fx.Audit) -> None:
         self.driver.apply([record])

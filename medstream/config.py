@@ -124,6 +124,14 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def admin_endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(node URL, API key) for the admin CLI: flag > environment > config file > default."""
+    file = _file_config(args)
+    url = args.url or os.environ.get("MEDSTREAM_URL") or file.get("url") or "http://127.0.0.1:8765"
+    key = args.api_key or os.environ.get("MEDSTREAM_API_KEY") or file.get("api_key")
+    return str(url), str(key) if key else None
+
+
 def configure_logging(level: str | None) -> None:
     logging.basicConfig(
         level=getattr(logging, (level or "INFO").upper(), logging.INFO),

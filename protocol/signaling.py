@@ -55,6 +55,7 @@ class Reason(str, enum.Enum):
     UNKNOWN_ROOM = "unknown_room"
     ROOM_FULL = "room_full"
     ROOM_ENDED = "room_ended"
+    ROOM_NOT_OPEN = "room_not_open"  # outside the room's booked window
     FORBIDDEN = "forbidden"
     UNKNOWN_PARTICIPANT = "unknown_participant"
     UNKNOWN_TRACK = "unknown_track"

@@ -240,6 +240,8 @@ class Hub:
                 effects += room.remove(pid, "timeout")
             if room.empty and not room.persistent and not room.ended:
                 effects += room.end("empty", None)
+            elif room.booking is not None and room.booking.over(now) and not room.ended:
+                effects += room.end("booking_over", None)
         return self._finish(effects)
 
     # ------------------------------------------------------------------ media-layer reports
@@ -312,7 +314,8 @@ class Hub:
             if grant.room_kind is None or grant.role is not Role.HOST:
                 raise WireError(Reason.UNKNOWN_ROOM, f"no room {grant.room!r} is open", msg.id)
             room = self.create_room(grant.room, grant.room_kind, now)
-            created: list[Effect] = [Audit("room_created", room.room_id, grant.identity, grant.role.value, {"kind": room.kind})]
+            created: list[Effect] = [Audit("room_created", room.room_id, grant.identity, grant.role.value, {"kind": room.kind}),
+                                     *room.started_events()]
             if room.kind in self.config.record_kinds:
                 created += room.record_by_policy()
         else:
@@ -325,6 +328,7 @@ class Hub:
             grant.role,
             media=msg.media,
             request_id=msg.id,
+            now=now,
         )
         self.store.bind(pid, room.room_id)
         conn.participant_id = pid
@@ -355,6 +359,11 @@ class Hub:
             *room.resume(p, request_id=msg.id),
         ]
 
+    def finish(self, effects: list[Effect]) -> list[Effect]:
+        """Turn room-level effects into connection-level ones and keep the indexes in step (for
+        callers outside the hub that act on rooms: signaling.admin)."""
+        return self._finish(effects)
+
     def _finish(self, effects: list[Effect]) -> list[Effect]:
         """Turn room-level effects into connection-level ones and keep the indexes in step."""
         out: list[Effect] = []
@@ -366,6 +375,10 @@ class Hub:
                     conn = self.connections[conn_id]
                     conn.participant_id = None
                     conn.closing = True
+                    # Sends to this participant earlier in the batch (room_ended) are resolved by
+                    # the driver after this unbinding: address them to the connection instead.
+                    out += [SendConn(conn_id, s.message) for s in out
+                            if isinstance(s, Send) and e.participant_id in s.to]
                     out.append(SendConn(conn_id, wire.Bye(e.reason, resume=False)))
                     out.append(CloseConn(conn_id, CLOSE_NORMAL, e.reason))
                 continue

@@ -16,6 +16,7 @@ from typing import Any
 from protocol import signaling as wire
 from protocol.signaling import ROOM_KINDS, Reason, RoomKind, WireError
 from signaling import events as ev
+from signaling.booking import Booking
 from signaling.effects import (
     Audit,
     ClosePeer,
@@ -124,6 +125,10 @@ class Room:
         self.recording_by: str | None = None
         self.recording = False
         self.ended = False
+        # set by the platform (signaling.admin): booked window, recording policy, its own labels
+        self.booking: Booking | None = None
+        self.recording_policy = "default"  # default | auto | manual | off (signaling.admin)
+        self.metadata: dict[str, str] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -170,10 +175,13 @@ class Room:
         *,
         media: bool,
         request_id: wire.RequestId,
+        now: float = 0.0,
     ) -> list[Effect]:
-        """Admit a new participant; raises WireError(ROOM_FULL/ROOM_ENDED)."""
+        """Admit a new participant; raises WireError(ROOM_FULL/ROOM_ENDED/ROOM_NOT_OPEN)."""
         if self.ended:
             raise WireError(Reason.ROOM_ENDED, f"room {self.room_id!r} has ended", request_id)
+        if self.booking is not None and not self.booking.admits(now):
+            raise WireError(Reason.ROOM_NOT_OPEN, self.booking.refusal(now), request_id)
         if len(self.participants) >= self.max_participants:
             raise WireError(
                 Reason.ROOM_FULL,
@@ -426,6 +434,8 @@ class Room:
 
     def _start_recording(self, p: Participant, msg: wire.StartRecording) -> list[Effect]:
         self._require(p, Action.RECORD, msg)
+        if self.recording_policy == "off":
+            raise WireError(Reason.FORBIDDEN, "this room was booked without recording", msg.id)
         if self.recording:
             raise WireError(Reason.RECORDING_ACTIVE, "this room is already being recorded", msg.id)
         self.recording = True
@@ -438,18 +448,35 @@ class Room:
             _ok(p, msg),
         ]
 
-    def record_by_policy(self) -> list[Effect]:
-        """Start recording because the room's kind is recorded by policy, not by a person."""
+    def record_by_policy(self, by: str = POLICY) -> list[Effect]:
+        """Start recording because the room's policy (or the platform, `by="api"`) says so, not a person."""
         if self.recording:
             return []
         self.recording = True
         self.recording_by = None
         return [
             Send(self.connected_ids(), wire.Recording(True, None)),
-            self._start_recorder(POLICY),
-            ev.RecordingStarted(self.room_id, POLICY),
-            Audit("recording_started", self.room_id, details={"by": POLICY}),
+            self._start_recorder(by),
+            ev.RecordingStarted(self.room_id, by),
+            Audit("recording_started", self.room_id, details={"by": by}),
         ]
+
+    def stop_recording_by(self, who: str) -> list[Effect]:
+        """Stop recording on the platform's request (`who`, e.g. "api"), not a participant's."""
+        if not self.recording:
+            return []
+        self.recording = False
+        self.recording_by = None
+        return [
+            StopRecorder(self.room_id, who),
+            ev.RecordingStopped(self.room_id, who),
+            Send(self.connected_ids(), wire.Recording(False, None)),
+            Audit("recording_stopped", self.room_id, details={"by": who}),
+        ]
+
+    def started_events(self) -> list[Effect]:
+        """The room exists now: tell observers (webhooks: room_started)."""
+        return [ev.RoomStarted(self.room_id, self.kind.value, dict(self.metadata))]
 
     def _stop_recording_request(self, p: Participant, msg: wire.StopRecording) -> list[Effect]:
         self._require(p, Action.RECORD, msg)

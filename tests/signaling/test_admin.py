@@ -42,7 +42,7 @@ def test_booked_window_admits_early_joins_refuses_outside_and_ends_the_room():
     hub = make_hub()
     admin = Admin(hub)
     opens, closes = T0 + 3600, T0 + 7200
-    room, effects = admin.create_room(spec(booked_from=opens, booked_until=closes, early_join_s=600,
+    _room, effects = admin.create_room(spec(booked_from=opens, booked_until=closes, early_join_s=600,
                                            metadata={"referral": "ZJ-2026-0412"}), T0)
     assert [e for e in effects if isinstance(e, ev.RoomStarted)] == [
         ev.RoomStarted("consult-1400", "consultation", {"referral": "ZJ-2026-0412"})]
@@ -84,7 +84,7 @@ def test_recording_policies_auto_off_and_api_start_stop():
     hub = make_hub()
     admin = Admin(hub)
     _, effects = admin.create_room(spec(room_id="auto-1", recording="auto"), T0)
-    assert [e for e in effects if isinstance(e, fx.StartRecorder)][0].by == "policy"
+    assert next(e for e in effects if isinstance(e, fx.StartRecorder)).by == "policy"
     admin.create_room(spec(room_id="off-1", recording="off"), T0)
     with pytest.raises(AdminError) as err:
         admin.start_recording("off-1")
@@ -114,7 +114,7 @@ def test_remove_and_mute_as_a_moderator_would():
     hub = make_hub()
     admin = Admin(hub)
     admin.create_room(spec(), T0)
-    host, e = join(hub, tok("consult-1400", "dr-wang", "host"))
+    _host, e = join(hub, tok("consult-1400", "dr-wang", "host"))
     host_pid = sent(e, type_="joined")[0]["participant"]["participant_id"]
     expert, e = join(hub, tok("consult-1400", "dr-li", "expert"))
     expert_pid = sent(e, type_="joined")[0]["participant"]["participant_id"]

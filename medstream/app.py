@@ -11,6 +11,7 @@ part it started and `stop()` closes those, in reverse.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from medstream.metrics import Sample, media_samples, render, signaling_samples, 
 from medstream.openapi import DocumentedRoutes, Operation
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
+from medstream.webhooks import WebhookConfig, Webhooks
 from signaling import effects as fx
 from signaling import events as ev
 from signaling.audit import AuditLog
@@ -56,8 +58,11 @@ class MedstreamApp:
         self.waveforms: Relay | None = relay
         self.waveform_bridge: WaveformBridge | None = None
         self.recorder: Any = None  # recorder.service.RecordingService (imported only when on)
+        self.webhooks: Webhooks | None = None
         self.sink_failures = 0
         self.observers: list[RoomObserver] = []
+        self._room_started_later: list[list[fx.Effect]] = []
+        self._alarm_sinks: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         for event_type in ev.ROOM_EVENTS:
             self.driver.handle(event_type, self._room_event)
@@ -93,8 +98,11 @@ class MedstreamApp:
 
     async def start(self) -> None:
         now = time.time()
+        if self.config.webhook_urls:
+            await self._start_webhooks()
         for room_id, kind in self.config.rooms:
-            self.hub.create_room(room_id, kind, now, persistent=True)
+            room = self.hub.create_room(room_id, kind, now, persistent=True)
+            self._room_started_later.append(room.started_events())
         if self.config.media:
             self._start_media()
         if self.config.waveforms:
@@ -105,6 +113,8 @@ class MedstreamApp:
         if self.waveform_bridge is not None:
             self.waveform_bridge.start()
         await self.http.start(self.config.host, self.config.port)
+        for started in self._room_started_later:
+            self.driver.apply(started)
         self.driver.apply(self.hub.start_policy_recordings())
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
 
@@ -119,6 +129,8 @@ class MedstreamApp:
             await self.waveform_bridge.close()
         await self.media_bridge.close()
         await self.driver.stop()
+        if self.webhooks is not None:  # last: the room_ended and recording_ready of the shutdown are queued
+            await self.webhooks.close()
 
     def _start_media(self) -> None:
         from media_server.config import IceServer, MediaConfig
@@ -151,11 +163,39 @@ class MedstreamApp:
         self.recorder = RecordingService(
             self.config.recordings_dir, media=self.media, waveforms=self.waveforms,
             on_failed=lambda room_id, reason: self.driver.apply(self.hub.recording_failed(room_id, reason)),
+            on_stopped=self._recording_ready,
             retention_days=self.config.recordings_retention_days,
         )
         self.observers.append(self._recorder_observer)
         RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
                        audit=self._audit).install(self.route)
+
+    async def _start_webhooks(self) -> None:
+        c = self.config
+        self.webhooks = Webhooks(WebhookConfig(  # raises ValueError without a secret
+            c.webhook_urls, c.webhook_secret or "", c.webhook_queue_dir,
+            backoff_initial_s=min(1.0, c.webhook_retry_max_s), backoff_max_s=c.webhook_retry_max_s))
+        await self.webhooks.start()
+        self.observers.append(self.webhooks.observe)
+        self.observers.append(self._alarm_observer)
+
+    def _alarm_observer(self, event: ev.RoomEvent) -> None:
+        """Each room's alarms go to the webhooks: a store sink per room, from its start."""
+        if self.webhooks is None or self.waveforms is None:
+            return
+        match event:
+            case ev.RoomStarted(room_id=room):
+                self._alarm_sinks[room] = sink = self.webhooks.alarm_sink(room)
+                self.waveforms.add_store_sink(room, sink)
+            case ev.RoomEnded(room_id=room):
+                if (sink := self._alarm_sinks.pop(room, None)) is not None:
+                    self.waveforms.remove_store_sink(room, sink)
+            case _:
+                pass
+
+    def _recording_ready(self, room_id: str, manifest: Any) -> None:
+        if self.webhooks is not None:
+            self.webhooks.recording_ready(room_id, dataclasses.asdict(manifest))
 
     # ------------------------------------------------------------------ room events
 

@@ -37,6 +37,10 @@ class ServerConfig:
     waveforms: bool = True
     recorder: bool = True
     api_key: str | None = None  # bearer key of the admin API (/api/v1); None: the API is off
+    webhook_urls: tuple[str, ...] = ()  # where room/recording/alarm events are POSTed (medstream.webhooks)
+    webhook_secret: str | None = None  # HMAC key of their signatures
+    webhook_queue_dir: Path = Path("var/webhooks")  # the on-disk queue (survives receiver outages and restarts)
+    webhook_retry_max_s: float = 60.0  # longest wait between two attempts (backoff doubles from 1 s)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,6 +85,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=ROOM_KINDS,
                         help="record every room of this kind from its creation (policy; repeatable)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--webhook", action="append", default=[], metavar="URL",
+                        help="POST signed room/recording/alarm events here (repeatable; secret: "
+                             "MEDSTREAM_WEBHOOK_SECRET or webhooks.secret in --config)")
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -96,6 +103,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         return file.get(file_key, default)
 
     limits = file.get("limits", {})
+    hooks = file.get("webhooks", {})
     ice_servers = tuple(
         IceServerInfo(urls=(url,)) for url in (args.ice_server or file.get("ice_servers", []))
     )
@@ -110,6 +118,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         room_id, _, kind = str(spec).partition(":")
         rooms.append((room_id, kind or "consultation"))
     audit = pick(args.audit_log, "MEDSTREAM_AUDIT_LOG", "audit_log", "var/audit.jsonl")
+    if (args.webhook or hooks.get("urls")) and not (env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret")):
+        raise SystemExit("medstream: webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
+                         "[webhooks] secret in --config")
     return ServerConfig(
         signaling=signaling,
         host=str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1")),
@@ -121,6 +132,10 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         ice_host_addresses=tuple(args.ice_host or file.get("ice_host_addresses", [])),
         media=not args.no_media and file.get("media", True),
         api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
+        webhook_urls=tuple(args.webhook or hooks.get("urls", [])),
+        webhook_secret=env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret") or None,
+        webhook_queue_dir=Path(hooks.get("queue_dir", "var/webhooks")),
+        webhook_retry_max_s=float(hooks.get("retry_max_s", 60.0)),
     )
 
 

@@ -30,11 +30,13 @@ from medstream.openapi import DocumentedRoutes, Operation
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
 from medstream.webhooks import WebhookConfig, Webhooks
+from medstream.whip import WhipEndpoint
 from signaling import effects as fx
 from signaling import events as ev
 from signaling.audit import AuditLog
 from signaling.hub import Hub
 from signaling.server import SignalingServer
+from signaling.sessions import HttpSessions
 
 log = logging.getLogger("medstream.app")
 
@@ -59,6 +61,7 @@ class MedstreamApp:
         self.waveform_bridge: WaveformBridge | None = None
         self.recorder: Any = None  # recorder.service.RecordingService (imported only when on)
         self.webhooks: Webhooks | None = None
+        self.whip: WhipEndpoint | None = None
         self.sink_failures = 0
         self.observers: list[RoomObserver] = []
         self._room_started_later: list[list[fx.Effect]] = []
@@ -144,6 +147,11 @@ class MedstreamApp:
         )
         self.media = sfu
         self.media_bridge.attach(sfu)
+        whip = WhipEndpoint(HttpSessions(self.hub), self.media_bridge, self.driver.apply)
+        whip.install(self.route)
+        self.observers.append(whip.observe)
+        self.media_bridge.on_peer_failed.append(whip.peer_failed)
+        self.whip = whip
 
     def _start_waveforms(self) -> None:
         if self.waveforms is None:

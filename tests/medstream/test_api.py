@@ -117,7 +117,7 @@ async def test_refusals_every_route_wants_the_key_and_bodies_are_checked() -> No
 
 
 async def test_openapi_document_matches_the_router_both_ways() -> None:
-    async with running_app(api_key=API_KEY, recorder=True) as app:
+    async with running_app(api_key=API_KEY, recorder=True, media=True) as app:  # every part that adds routes
         routes = {(m, p) for m, p in app.http_routes() if m != "HEAD"}
         assert app.route.undocumented(routes) == []
         _, doc = await api("GET", f"{app.url}/api/v1/openapi.json", headers=None)
@@ -126,7 +126,8 @@ async def test_openapi_document_matches_the_router_both_ways() -> None:
         in_doc = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
         assert in_doc == {(m, canonical(p)) for m, p in routes}
         for path in ("/api/v1/rooms", "/api/v1/rooms/{room_id}/participants/{participant_id}/mute",
-                     "/api/v1/tokens", "/recordings/{tail}", "/healthz", "/ws"):
+                     "/api/v1/tokens", "/recordings/{tail}", "/healthz", "/ws", "/whip/{room_id}",
+                     "/whep/{room_id}/{session}"):
             assert path in doc["paths"], path
         for ops in doc["paths"].values():
             for op in ops.values():

@@ -354,6 +354,38 @@ class ClientPeer:
             sdp = str(parsed)
         return sdp
 
+    async def offer(self, receive: frozenset[str] = frozenset()) -> str:
+        """Offer first, as a WHIP encoder (our sources, sendonly) or a WHEP player (`receive`:
+        recvonly m-lines of these kinds) does; returns the offer with all our candidates."""
+        from aiortc import RTCRtpSender
+
+        for kind, source in (("audio", self.audio_source), ("video", self.video_source)):
+            if source is None:
+                continue
+            transceiver = self.pc.addTransceiver(EncodedSourceTrack(kind, source), direction="sendonly")
+            if kind == "video" and self.video_source is not None:
+                wanted = f"video/{self.video_source.codec_name}".lower()
+                caps = RTCRtpSender.getCapabilities("video").codecs
+                transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in (wanted, "video/rtx")])
+            transceiver.sender._send_keyframe = source.request_keyframe
+            self._published.add(kind)
+        for kind in sorted(receive):
+            self.pc.addTransceiver(kind, direction="recvonly")
+        offer = await self.pc.createOffer()
+        with ice.host_addresses(self.host_addresses):
+            await self.pc.setLocalDescription(offer)
+        return str(self.pc.localDescription.sdp)
+
+    async def accept(self, answer_sdp: str) -> None:
+        """Apply the server's answer to our offer; tap every track it sends us."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        by_mid = {m.rtp.muxId: m for m in aiortc_sdp.SessionDescription.parse(answer_sdp).media}
+        for transceiver in self.pc.getTransceivers():
+            media = by_mid.get(transceiver.mid or "")
+            if media is not None and media.direction == "sendonly" and id(transceiver) not in self._tapped:
+                self._tap(transceiver, media)
+        self._install_loss()
+
     def _attach_source(self, transceiver: Any) -> None:
         kind = transceiver.kind
         source = self.video_source if kind == "video" else self.audio_source

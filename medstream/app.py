@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,12 +91,16 @@ class MedstreamApp:
         return self.http.port
 
     @property
+    def tls(self) -> bool:
+        return self.config.tls_cert is not None
+
+    @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.config.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://{self.config.host}:{self.port}/ws"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,7 +120,7 @@ class MedstreamApp:
         self.driver.start()
         if self.waveform_bridge is not None:
             self.waveform_bridge.start()
-        await self.http.start(self.config.host, self.config.port)
+        await self.http.start(self.config.host, self.config.port, self._ssl_context())
         for started in self._room_started_later:
             self.driver.apply(started)
         self.driver.apply(self.hub.start_policy_recordings())
@@ -134,6 +139,15 @@ class MedstreamApp:
         await self.driver.stop()
         if self.webhooks is not None:  # last: the room_ended and recording_ready of the shutdown are queued
             await self.webhooks.close()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for HTTPS and WSS on the signaling port (raises OSError/SSLError on a bad pair)."""
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
 
     def _start_media(self) -> None:
         from media_server.config import IceServer, MediaConfig

@@ -40,6 +40,8 @@ class ServerConfig:
     webhook_urls: tuple[str, ...] = ()  # where room/recording/alarm events are POSTed (medstream.webhooks)
     webhook_secret: str | None = None  # HMAC key of their signatures
     webhook_queue_dir: Path = Path("var/webhooks")  # the on-disk queue (survives receiver outages and restarts)
+    tls_cert: Path | None = None  # PEM certificate (chain) and key: HTTPS + WSS on the same port
+    tls_key: Path | None = None
     webhook_retry_max_s: float = 60.0  # longest wait between two attempts (backoff doubles from 1 s)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +87,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=ROOM_KINDS,
                         help="record every room of this kind from its creation (policy; repeatable)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS and WSS on --port")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
                         help="POST signed room/recording/alarm events here (repeatable; secret: "
                              "MEDSTREAM_WEBHOOK_SECRET or webhooks.secret in --config)")
@@ -118,6 +122,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         room_id, _, kind = str(spec).partition(":")
         rooms.append((room_id, kind or "consultation"))
     audit = pick(args.audit_log, "MEDSTREAM_AUDIT_LOG", "audit_log", "var/audit.jsonl")
+    if bool(getattr(args, "tls_cert", None) or file.get("tls_cert") or env.get("MEDSTREAM_TLS_CERT")) != bool(
+            getattr(args, "tls_key", None) or file.get("tls_key") or env.get("MEDSTREAM_TLS_KEY")):
+        raise SystemExit("medstream: TLS needs both a certificate and its key (--tls-cert and --tls-key)")
     if (args.webhook or hooks.get("urls")) and not (env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret")):
         raise SystemExit("medstream: webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
                          "[webhooks] secret in --config")
@@ -136,7 +143,13 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         webhook_secret=env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret") or None,
         webhook_queue_dir=Path(hooks.get("queue_dir", "var/webhooks")),
         webhook_retry_max_s=float(hooks.get("retry_max_s", 60.0)),
+        tls_cert=_path(pick(args.tls_cert, "MEDSTREAM_TLS_CERT", "tls_cert", None)),
+        tls_key=_path(pick(args.tls_key, "MEDSTREAM_TLS_KEY", "tls_key", None)),
     )
+
+
+def _path(value: Any) -> Path | None:
+    return Path(value) if value else None
 
 
 def admin_endpoint(args: argparse.Namespace) -> tuple[str, str | None]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from protocol.signaling import ROOM_KINDS, IceServerInfo
 from signaling.hub import SignalingConfig
+from signaling.turn import TurnRest
 
 log = logging.getLogger("medstream.config")
 
@@ -80,8 +81,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
                         help="host address offered in ICE candidates (repeatable; e.g. the public address behind NAT)")
-    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                        help="STUN/TURN URL handed to clients and used by the server (repeatable)")
+    parser.add_argument("--ice-server", action="append", default=[], metavar="URLS[;username=U;credential=C]",
+                        help="STUN/TURN server handed to clients and used by the server (repeatable), e.g. "
+                             "'turn:turn.example:3478,turn:turn.example:3478?transport=tcp;username=u;credential=p'")
+    parser.add_argument("--turn-url", action="append", default=[], metavar="URL",
+                        help="TURN server taking time-limited credentials from --turn-secret (repeatable), e.g. "
+                             "turn:turn.example:3478?transport=udp, turns:turn.example:443?transport=tcp")
+    parser.add_argument("--turn-secret", help="coturn's static-auth-secret (or MEDSTREAM_TURN_SECRET): each "
+                                              "participant gets its own TURN credentials in `joined`")
+    parser.add_argument("--turn-ttl", type=float, help="how long TURN credentials last, seconds (default 43200)")
     parser.add_argument("--no-media", action="store_true", help="signaling and waveforms only")
     parser.add_argument("--record", action="append", default=[], metavar="KIND",
                         choices=ROOM_KINDS,
@@ -108,13 +116,23 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
 
     limits = file.get("limits", {})
     hooks = file.get("webhooks", {})
-    ice_servers = tuple(
-        IceServerInfo(urls=(url,)) for url in (args.ice_server or file.get("ice_servers", []))
-    )
+    ice_servers = tuple(parse_ice_server(spec) for spec in (args.ice_server or file.get("ice_servers", [])))
+    turn_file = file.get("turn", {})
+    turn_urls = tuple(args.turn_url or turn_file.get("urls", []))
+    turn_secret = args.turn_secret or env.get("MEDSTREAM_TURN_SECRET") or turn_file.get("secret")
+    turn = None
+    if turn_urls or turn_secret:
+        if not (turn_urls and turn_secret):
+            raise SystemExit("medstream: TURN credentials need both --turn-url and --turn-secret")
+        try:
+            turn = TurnRest(turn_urls, str(turn_secret), float(args.turn_ttl or turn_file.get("ttl_s", 43200)))
+        except ValueError as exc:
+            raise SystemExit(f"medstream: {exc}") from None
     signaling = SignalingConfig(
         secret=resolve_secret(args, generate=True),
         ice_servers=ice_servers,
         record_kinds=tuple(args.record or file.get("record_kinds", [])),
+        turn=turn,
         **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and k != "secret"},
     )
     rooms = []
@@ -146,6 +164,21 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         tls_cert=_path(pick(args.tls_cert, "MEDSTREAM_TLS_CERT", "tls_cert", None)),
         tls_key=_path(pick(args.tls_key, "MEDSTREAM_TLS_KEY", "tls_key", None)),
     )
+
+
+def parse_ice_server(spec: Any) -> IceServerInfo:
+    """`URL[,URL...][;username=U;credential=C]` (flag), or a {urls, username, credential} table (file)."""
+    if isinstance(spec, dict):
+        urls = spec.get("urls", ())
+        return IceServerInfo(tuple([urls] if isinstance(urls, str) else urls), spec.get("username"), spec.get("credential"))
+    urls_part, *options = str(spec).split(";")
+    fields = dict(o.split("=", 1) for o in options if "=" in o)
+    unknown = set(fields) - {"username", "credential"}
+    bad = [u for u in urls_part.split(",") if not u.startswith(("stun:", "stuns:", "turn:", "turns:"))]
+    if unknown or bad or not urls_part:
+        raise SystemExit(f"medstream: --ice-server must be URLS[;username=U;credential=C] with stun:/turn: URLs, "
+                         f"got {spec!r}")
+    return IceServerInfo(tuple(urls_part.split(",")), fields.get("username"), fields.get("credential"))
 
 
 def _path(value: Any) -> Path | None:

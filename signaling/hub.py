@@ -31,6 +31,7 @@ from signaling.roles import Action, Role
 from signaling.room import Room, SessionTerms
 from signaling.state import InMemoryRoomStore, RoomStore
 from signaling.tokens import verify_token
+from signaling.turn import TurnRest
 
 log = logging.getLogger("medstream.signaling")
 
@@ -56,6 +57,7 @@ class SignalingConfig:
     token_leeway_s: float = 30.0
     ice_servers: tuple[wire.IceServerInfo, ...] = ()
     record_kinds: tuple[str, ...] = ()  # room kinds recorded from creation by policy (e.g. consultations)
+    turn: TurnRest | None = None  # TURN servers with per-participant REST credentials (signaling.turn)
 
 
 class TokenBucket:
@@ -123,7 +125,8 @@ class Hub:
             max_participants=self.config.max_participants_per_room,
             created_at=now,
             persistent=persistent,
-            terms=SessionTerms(self.config.resume_grace_s, self.config.heartbeat_s, self.config.ice_servers),
+            terms=SessionTerms(self.config.resume_grace_s, self.config.heartbeat_s, self.config.ice_servers,
+                               self.config.turn),
         )
         self.store.add(room)
         return room
@@ -309,7 +312,7 @@ class Hub:
             raise WireError(err.reason, err.message, msg.id) from None
         room = self.store.get(grant.room)
         if msg.resume is not None:
-            return self._resume(conn, msg, grant.identity, room)
+            return self._resume(conn, msg, grant.identity, room, now)
         if room is None:
             if grant.room_kind is None or grant.role is not Role.HOST:
                 raise WireError(Reason.UNKNOWN_ROOM, f"no room {grant.room!r} is open", msg.id)
@@ -336,7 +339,8 @@ class Hub:
         self.metrics.joins += 1
         return [*created, *effects]
 
-    def _resume(self, conn: Connection, msg: wire.Join, identity: str, room: Room | None) -> list[Effect]:
+    def _resume(self, conn: Connection, msg: wire.Join, identity: str, room: Room | None,
+                now: float = 0.0) -> list[Effect]:
         p = room.find_by_resume(identity, msg.resume or "") if room else None
         if room is None or p is None:
             raise WireError(
@@ -356,7 +360,7 @@ class Hub:
         self.metrics.resumes += 1
         return [
             *effects,
-            *room.resume(p, request_id=msg.id),
+            *room.resume(p, request_id=msg.id, now=now),
         ]
 
     def finish(self, effects: list[Effect]) -> list[Effect]:

@@ -41,6 +41,7 @@ from signaling.effects import (
     WaveformViewer,
 )
 from signaling.roles import Action, Role, allowed, publish_action
+from signaling.turn import TurnRest
 
 POLICY = "policy"  # who started a recording that the room's policy started
 
@@ -52,6 +53,13 @@ class SessionTerms:
     resume_grace_s: float = 20.0
     heartbeat_s: float = 10.0
     ice_servers: tuple[wire.IceServerInfo, ...] = ()
+    turn: TurnRest | None = None  # per-participant TURN credentials, added to ice_servers
+
+    def ice_servers_for(self, participant_id: str, now: float) -> tuple[wire.IceServerInfo, ...]:
+        """What this participant's `joined` lists: the static servers and its own TURN credentials."""
+        if self.turn is None:
+            return self.ice_servers
+        return (*self.ice_servers, self.turn.ice_server(participant_id, now))
 
 
 @dataclass
@@ -198,7 +206,7 @@ class Room:
         )
         self.participants[participant_id] = p
         effects: list[Effect] = [
-            self._joined(p, request_id, resumed=False),
+            self._joined(p, request_id, resumed=False, now=now),
             Send(self.presence_recipients(p), wire.ParticipantJoined(p.info())),
             Audit("join", self.room_id, identity, role.value, {"participant_id": participant_id}),
             self._joined_event(p),
@@ -214,13 +222,14 @@ class Room:
         p: Participant,
         *,
         request_id: wire.RequestId,
+        now: float = 0.0,
     ) -> list[Effect]:
         """Re-attach a participant that came back within its grace period: no ghost, same id."""
         p.connected = True
         p.disconnected_at = None
         p.resume_key = secrets.token_urlsafe(24)
         return [
-            self._joined(p, request_id, resumed=True),
+            self._joined(p, request_id, resumed=True, now=now),
             Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info())),
             Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),
         ]
@@ -238,7 +247,7 @@ class Room:
             tuple(self._track_event(t) for t in self.tracks.values()),
         )
 
-    def _joined(self, p: Participant, request_id: wire.RequestId, *, resumed: bool) -> Send:
+    def _joined(self, p: Participant, request_id: wire.RequestId, *, resumed: bool, now: float = 0.0) -> Send:
         sees_all = p.may(Action.MODERATE)
         others = tuple(
             o.info() for o in self.participants.values()
@@ -253,7 +262,7 @@ class Room:
                 tracks=tuple(t.info() for t in self.tracks.values()),
                 resume=p.resume_key,
                 resume_grace_s=self.terms.resume_grace_s,
-                ice_servers=self.terms.ice_servers,
+                ice_servers=self.terms.ice_servers_for(p.participant_id, now),
                 permissions=tuple(sorted(a.value for a in Action if p.may(a))),
                 heartbeat_s=self.terms.heartbeat_s,
                 resumed=resumed,

@@ -274,11 +274,16 @@ class ClientPeer:
         receive_codecs: frozenset[str] | None = None,
         drop_every_nth_rtp: int | None = None,
         host_addresses: tuple[str, ...] = ("127.0.0.1",),
+        ice_servers: list[dict[str, Any]] | None = None,
     ) -> None:
+        from aiortc import RTCIceServer
+
         self.name = name
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=[RTCIceServer(urls=list(s["urls"]), username=s.get("username"), credential=s.get("credential"))
+                        for s in ice_servers or []],  # `joined.ice_servers`; none: no server is contacted
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        ))
         self.video_source = (
             CounterVideoSource(video_codec, *video_size, fps=fps) if video_codec else None
         )
@@ -458,6 +463,14 @@ class ClientPeer:
 
         dtls._handle_rtp_data = lossy  # type: ignore[method-assign]
         self._loss_installed = True
+
+    def selected_candidate_types(self) -> tuple[str, str] | None:
+        """(local, remote) candidate types of the pair ICE nominated ("host", "relay", ...)."""
+        for transceiver in self.pc.getTransceivers():
+            connection = transceiver.receiver.transport.transport._connection
+            for pair in getattr(connection, "_nominated", {}).values():
+                return pair.local_candidate.type, pair.remote_candidate.type
+        return None
 
     def track(self, track_id: str) -> ReceivedTrack:
         """What arrived on `track_id`; raises KeyError naming the tracks we do have."""

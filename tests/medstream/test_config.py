@@ -1,0 +1,46 @@
+"""The node's configuration from flags and file: ICE servers with credentials, TURN secrets,
+webhooks and TLS that are refused when half-configured."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from medstream.config import add_server_arguments, parse_ice_server, server_config
+from protocol.signaling import IceServerInfo
+
+
+def config(*argv: str):
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    return server_config(parser.parse_args(["--secret", "x" * 32, *argv]))
+
+
+def test_ice_server_flag_takes_urls_and_credentials() -> None:
+    assert parse_ice_server("turn:t.example:3478,turn:t.example:3478?transport=tcp;username=u;credential=p") == \
+        IceServerInfo(("turn:t.example:3478", "turn:t.example:3478?transport=tcp"), "u", "p")
+    assert parse_ice_server({"urls": "stun:s.example:3478"}) == IceServerInfo(("stun:s.example:3478",))
+    for bad in ("http://x", "turn:x;password=p", ""):
+        with pytest.raises(SystemExit):
+            parse_ice_server(bad)
+
+
+def test_turn_tls_and_webhooks_half_configured_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MEDSTREAM_TURN_SECRET", "MEDSTREAM_WEBHOOK_SECRET", "MEDSTREAM_TLS_CERT", "MEDSTREAM_TLS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    c = config("--turn-url", "turn:t.example:3478", "--turn-secret", "s", "--turn-ttl", "600",
+               "--ice-server", "stun:s.example:3478")
+    assert c.signaling.turn is not None and c.signaling.turn.ttl_s == 600
+    assert c.signaling.ice_servers == (IceServerInfo(("stun:s.example:3478",)),)
+    with pytest.raises(SystemExit, match="turn-secret"):
+        config("--turn-url", "turn:t.example:3478")
+    with pytest.raises(SystemExit, match="both"):
+        config("--tls-cert", str(tmp_path / "c.pem"))
+    with pytest.raises(SystemExit, match="webhooks need a signing secret"):
+        config("--webhook", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("MEDSTREAM_WEBHOOK_SECRET", "w" * 32)
+    c = config("--webhook", "http://127.0.0.1:9/hook", "--tls-cert", "c.pem", "--tls-key", "k.pem")
+    assert c.webhook_urls == ("http://127.0.0.1:9/hook",) and c.webhook_secret == "w" * 32
+    assert c.tls_cert == Path("c.pem") and c.tls_key == Path("k.pem")

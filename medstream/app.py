@@ -26,8 +26,10 @@ from medstream.api import AdminApi
 from medstream.config import ServerConfig
 from medstream.http import HttpServer
 from medstream.media_bridge import MediaBackend, MediaBridge
-from medstream.metrics import Sample, media_samples, render, signaling_samples, waveform_samples
+from medstream.metrics import Sample, media_samples, signaling_samples, waveform_samples
 from medstream.openapi import DocumentedRoutes, Operation
+from medstream.ops import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from medstream.ops import DiskNeed, NodeMetrics, NodeState, Readiness
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
 from medstream.webhooks import WebhookConfig, Webhooks
@@ -76,6 +78,14 @@ class MedstreamApp:
         self.route("GET", "/healthz", self._healthz, Operation("liveness: the process answers", "ops", None))
         self.route("GET", "/metrics", self._metrics, Operation("Prometheus metrics", "ops", None,
                                                                 response_type="text/plain"))
+        self.route("GET", "/readyz", self._readyz, Operation(
+            "readiness: 503 while starting or draining, or when the recordings disk or webhook spool is unusable",
+            "ops", None, responses={200: "ready", 503: "not ready, with the reasons"}))
+        self.prometheus = NodeMetrics(self.metric_samples)
+        self.readiness = Readiness(self._disk_needs())
+        self.observers.append(self._timing_observer)
+        self._drained = asyncio.Event()
+        self._cut_drain = asyncio.Event()
         AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit,
                  recordings_dir=config.recordings_dir if config.recorder else None,
                  document=lambda: self.route.document(self.http_routes(), version=__version__)).install(self.route)
@@ -124,10 +134,41 @@ class MedstreamApp:
         for started in self._room_started_later:
             self.driver.apply(started)
         self.driver.apply(self.hub.start_policy_recordings())
+        self.readiness.state = NodeState.READY
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking new participants and tell everyone (reason server_draining), then wait up
+        to `timeout_s` for the rooms to empty (or `cut_drain`). `stop()` does the rest."""
+        self.readiness.state = NodeState.DRAINING
+        log.info("draining: %d participant(s) have %.0f s to finish", self.connected_count(), timeout_s)
+        self.driver.apply(self.hub.start_draining(timeout_s))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.connected_count() > 0 and not self._cut_drain.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("drain timeout: closing %d participant(s)", self.connected_count())
+                break
+            self._drained.clear()
+            waits = [asyncio.ensure_future(self._drained.wait()), asyncio.ensure_future(self._cut_drain.wait())]
+            # leaves wake us; a dropped socket is no room event, hence the half-second re-check
+            await asyncio.wait(waits, timeout=min(remaining, 0.5), return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+
+    def connected_count(self) -> int:
+        """Participants still connected (websocket or WHIP/WHEP); those in their resume grace
+        period are not waited for by a drain."""
+        return sum(len(room.connected_ids()) for room in self.hub.store.rooms())
+
+    def cut_drain(self) -> None:
+        """End a drain now (a second SIGTERM)."""
+        self._cut_drain.set()
 
     async def stop(self) -> None:
         """Finish recordings first (their manifests and hashes), then close sockets and media."""
+        self.readiness.state = NodeState.STOPPED
         if self.recorder is not None:
             await self.recorder.close()
             self.recorder = None
@@ -173,6 +214,8 @@ class MedstreamApp:
 
             self.waveforms = WaveformRelay(WaveformConfig(), on_sink_failure=self._sink_failed)
         self.waveform_bridge = WaveformBridge(self.driver, self.waveforms)
+        self.waveform_bridge.on_relay_latency = self.prometheus.relay_latency.observe
+        self.waveforms.observe_analysis_steps(self.prometheus.analysis_step.observe)
 
     def _sink_failed(self, group: str, sink: object, exc: BaseException) -> None:
         # The relay has already detached the sink and logged; a lossless path failing is loud.
@@ -275,8 +318,33 @@ class MedstreamApp:
         return web.json_response({"status": "ok"})
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=render(self.metric_samples()).encode(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=self.prometheus.render(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    async def _readyz(self, request: web.Request) -> web.StreamResponse:
+        ready, reasons = await self.readiness.check()
+        body = {"status": "ready"} if ready else {"status": "not_ready", "reasons": reasons}
+        return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+    def _disk_needs(self) -> list[DiskNeed]:
+        floor = self.config.min_free_disk_mb * 2**20
+        needs = []
+        if self.config.recorder:
+            needs.append(DiskNeed("the recordings disk", self.config.recordings_dir, floor))
+        if self.config.webhook_urls:
+            needs.append(DiskNeed("the webhook spool", self.config.webhook_queue_dir, min(floor, 64 * 2**20)))
+        return needs
+
+    def _timing_observer(self, event: ev.RoomEvent) -> None:
+        """Join latency (socket opened -> joined) for /metrics; wakes a drain when someone leaves."""
+        match event:
+            case ev.ParticipantJoined(participant_id=pid):
+                conn = self.hub.connections.get(self.hub.conn_of.get(pid, ""))
+                if conn is not None:
+                    self.prometheus.join_latency.observe(max(0.0, self.driver.clock() - conn.opened_at))
+            case ev.ParticipantLeft() | ev.RoomEnded():
+                self._drained.set()
+            case _:
+                pass
 
     def metric_samples(self) -> list[Sample]:
         """Every figure of this node for /metrics."""

@@ -41,6 +41,8 @@ class ServerConfig:
     webhook_urls: tuple[str, ...] = ()  # where room/recording/alarm events are POSTed (medstream.webhooks)
     webhook_secret: str | None = None  # HMAC key of their signatures
     webhook_queue_dir: Path = Path("var/webhooks")  # the on-disk queue (survives receiver outages and restarts)
+    drain_timeout_s: float = 60.0  # SIGTERM: how long participants may finish before they are closed
+    min_free_disk_mb: int = 1024  # /readyz: the recordings disk and webhook spool need this much free
     tls_cert: Path | None = None  # PEM certificate (chain) and key: HTTPS + WSS on the same port
     tls_key: Path | None = None
     webhook_retry_max_s: float = 60.0  # longest wait between two attempts (backoff doubles from 1 s)
@@ -95,6 +97,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=ROOM_KINDS,
                         help="record every room of this kind from its creation (policy; repeatable)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="text (default) or json: one JSON object per line, for journald/Loki/ELK")
+    parser.add_argument("--drain-timeout", type=float, help="on SIGTERM, seconds participants may finish (default 60)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS and WSS on --port")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
@@ -161,6 +166,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         webhook_secret=env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret") or None,
         webhook_queue_dir=Path(hooks.get("queue_dir", "var/webhooks")),
         webhook_retry_max_s=float(hooks.get("retry_max_s", 60.0)),
+        drain_timeout_s=float(pick(args.drain_timeout, "MEDSTREAM_DRAIN_TIMEOUT", "drain_timeout_s", 60.0)),
+        min_free_disk_mb=int(file.get("min_free_disk_mb", 1024)),
         tls_cert=_path(pick(args.tls_cert, "MEDSTREAM_TLS_CERT", "tls_cert", None)),
         tls_key=_path(pick(args.tls_key, "MEDSTREAM_TLS_KEY", "tls_key", None)),
     )
@@ -193,8 +200,14 @@ def admin_endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
     return str(url), str(key) if key else None
 
 
-def configure_logging(level: str | None) -> None:
-    logging.basicConfig(
-        level=getattr(logging, (level or "INFO").upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def configure_logging(level: str | None, log_format: str | None = None) -> None:
+    """Root logging: `log_format` "json" (or MEDSTREAM_LOG_FORMAT=json): one JSON object a line."""
+    handler = logging.StreamHandler()
+    if (log_format or os.environ.get("MEDSTREAM_LOG_FORMAT", "text")) == "json":
+        from medstream.ops import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, (level or "INFO").upper(), logging.INFO), handlers=[handler],
+                        force=True)

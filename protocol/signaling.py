@@ -66,6 +66,7 @@ class Reason(str, enum.Enum):
     RECORDING_INACTIVE = "recording_inactive"
     RECORDING_FAILED = "recording_failed"
     RESUME_FAILED = "resume_failed"
+    SERVER_DRAINING = "server_draining"  # the node is shutting down: join another (resumes still work)
     INTERNAL = "internal"
 
 

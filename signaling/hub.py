@@ -113,6 +113,7 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.conn_of: dict[str, str] = {}  # participant id -> connection id
         self.metrics = Metrics()
+        self.draining = False  # set by start_draining: new joins refused, resumes still admitted
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------ rooms
@@ -143,6 +144,15 @@ class Hub:
             if room.kind in self.config.record_kinds and not room.recording:
                 effects += room.record_by_policy()
         return self._finish(effects)
+
+    def start_draining(self, deadline_s: float) -> list[Effect]:
+        """The node is going down within `deadline_s`: refuse new joins from now on and tell
+        everyone connected (an `error` with reason server_draining, no request id), so clients
+        can finish and join another node; those who stay are closed with GOING_AWAY at the end."""
+        self.draining = True
+        everyone = tuple(pid for room in self.store.rooms() for pid in room.connected_ids())
+        return [Send(everyone, wire.Error(Reason.SERVER_DRAINING,
+                                          f"this server shuts down within {deadline_s:.0f} s: finish and reconnect"))]
 
     def participant_count(self) -> int:
         return sum(len(r.participants) for r in self.store.rooms())
@@ -313,6 +323,8 @@ class Hub:
         room = self.store.get(grant.room)
         if msg.resume is not None:
             return self._resume(conn, msg, grant.identity, room, now)
+        if self.draining:
+            raise WireError(Reason.SERVER_DRAINING, "this server is shutting down: join another", msg.id)
         if room is None:
             if grant.room_kind is None or grant.role is not Role.HOST:
                 raise WireError(Reason.UNKNOWN_ROOM, f"no room {grant.room!r} is open", msg.id)

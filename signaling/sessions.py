@@ -33,6 +33,8 @@ class HttpSessions:
         Returns (participant id, effects). Raises WireError: the token's own reasons, FORBIDDEN
         (another room, or the role may not publish/subscribe), UNKNOWN_ROOM, ROOM_FULL,
         ROOM_ENDED, ROOM_NOT_OPEN."""
+        if self.hub.draining:
+            raise WireError(Reason.SERVER_DRAINING, "this server is shutting down: publish or play from another")
         grant = verify_token(self.hub.config.secret, token, now, self.hub.config.token_leeway_s)
         if grant.room != room_id:
             raise WireError(Reason.FORBIDDEN, f"the token is for room {grant.room!r}, not {room_id!r}")

@@ -44,3 +44,21 @@ def test_turn_tls_and_webhooks_half_configured_are_refused(tmp_path: Path, monke
     c = config("--webhook", "http://127.0.0.1:9/hook", "--tls-cert", "c.pem", "--tls-key", "k.pem")
     assert c.webhook_urls == ("http://127.0.0.1:9/hook",) and c.webhook_secret == "w" * 32
     assert c.tls_cert == Path("c.pem") and c.tls_key == Path("k.pem")
+
+
+def test_the_example_config_in_deploy_is_what_the_node_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[2]
+    for line in (root / "deploy" / "medstream.env.example").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            monkeypatch.setenv(*line.split("=", 1))
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    c = server_config(parser.parse_args(["--config", str(root / "deploy" / "medstream.toml")]))
+    assert (c.host, c.port, c.drain_timeout_s, c.min_free_disk_mb) == ("0.0.0.0", 443, 120, 2048)
+    assert c.tls_cert == Path("/etc/medstream/tls/fullchain.pem") and c.api_key
+    assert c.signaling.turn is not None and len(c.signaling.turn.urls) == 3
+    assert c.signaling.ice_servers[0].urls == ("stun:turn.hospital.example:3478",)
+    assert c.webhook_urls and c.webhook_secret and c.rooms == (("ward-3", "monitoring"),)
+    assert c.signaling.max_participants_per_room == 500 and c.signaling.record_kinds == ("consultation",)
+    assert "ExecStart=/opt/medstream/venv/bin/medstream serve --config /etc/medstream/medstream.toml" in \
+        (root / "deploy" / "medstream.service").read_text()

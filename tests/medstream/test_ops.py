@@ -57,7 +57,8 @@ async def test_metrics_keep_their_names_and_add_process_metrics_and_histograms()
         while True:
             status, body = await get(f"{app.url}/metrics")
             text = body.decode()
-            if value(text, "medstream_waveform_analysis_step_seconds_count") > 0 or time.monotonic() > deadline:
+            if (value(text, "medstream_waveform_analysis_step_seconds_count") > 0
+                    and value(text, "medstream_waveform_relay_latency_seconds_count") >= 20) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
         assert status == 200

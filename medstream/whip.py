@@ -7,7 +7,9 @@ signaling, forwarded without transcoding like every other track.
   room with its token's identity and role (a broadcast's host: the presenter); its audio and video
   are announced to the room and forwarded to every subscriber. `DELETE` on the Location ends it.
 - `POST /whep/{room_id}` likewise, with a token of a role that may subscribe: the answer carries
-  the newest audio and video of the room's presenters (`HttpSessions.tracks_to_play`).
+  the newest audio and video of the room's presenters (`HttpSessions.tracks_to_play`). When
+  they end (the encoder stopped or reconnects), the WHEP session ends: the player's connection
+  closes and a player that retries gets the presenter's new tracks.
 - No trickle ICE: the answer has all our candidates, the offer should have the client's (what
   OBS and browsers do once gathering is complete); `PATCH` answers 405 (RFC 9725 section 4.3.1).
 
@@ -22,7 +24,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -58,6 +60,7 @@ class Session:
     room_id: str
     participant_id: str
     kind: str  # whip | whep
+    tracks: set[str] = field(default_factory=set)  # WHEP: what it plays
 
 
 class WhipEndpoint:
@@ -127,7 +130,7 @@ class WhipEndpoint:
             return _error(409, "nothing_published", f"nobody publishes in room {room_id!r} yet: try again later",
                           {"Retry-After": "5"})
         self.apply(effects)
-        session = Session(secrets.token_urlsafe(18), room_id, pid, kind)
+        session = Session(secrets.token_urlsafe(18), room_id, pid, kind, set(tracks))
         self.active[session.key] = session
         self._by_participant[pid] = session.key
         sfu = self.media.media
@@ -171,12 +174,21 @@ class WhipEndpoint:
             self.media.submit(pid, lambda: sfu.close_peer(pid))
 
     def observe(self, event: ev.RoomEvent) -> None:
-        """Room observer: a session's participant removed (admin API, moderator, room ended)."""
+        """Room observer: a session's participant removed (admin API, moderator, room ended);
+        a WHEP session whose tracks have all ended is ended too, so the player sees its
+        connection close and reconnects to whatever the presenter publishes next (a WHEP
+        session cannot be renegotiated by the server)."""
         match event:
             case ev.ParticipantLeft(participant_id=pid):
                 key = self._by_participant.pop(pid, None)
                 if key is not None and self.active.pop(key, None) is not None:
                     self._close_peer(pid)
+            case ev.TrackUnpublished(track_id=track_id):
+                for session in [s for s in self.active.values() if track_id in s.tracks]:
+                    session.tracks.discard(track_id)
+                    if not session.tracks:
+                        log.info("WHEP session %s: its presenter's tracks ended", session.key[:6])
+                        self._end(session, "left")
             case _:
                 pass
 

@@ -101,6 +101,26 @@ async def test_whep_plays_a_signaling_presenter_byte_for_byte() -> None:
             while app.media is None or len(app.media.peer_ids()) != peers_before - 1:
                 assert time.monotonic() < deadline, "the WHEP peer was not closed"
                 await asyncio.sleep(0.05)
+            # a second player; the presenter stops publishing: its WHEP session ends with the tracks
+            second = ClientPeer("projector-2")
+            try:
+                status, headers, answer = await post_sdp(
+                    f"{app.url}/whep/{ROOM}", await second.offer(receive=frozenset({"audio", "video"})),
+                    token(ROOM, "hall-4-projector", "viewer"))
+                assert status == 201, answer
+                await second.accept(answer)
+                await (await second.wait_track(by_kind["video"], timeout_s(10))).wait_frames(5, timeout_s(20))
+                assert app.whip is not None and len(app.whip.active) == 1
+                for kind in ("audio", "video"):
+                    assert (await presenter.ws.request("unpublish", kind=kind))["type"] == "ok"
+                deadline = time.monotonic() + timeout_s(10)
+                while app.whip.active:
+                    assert time.monotonic() < deadline, "the WHEP session outlived its tracks"
+                    await asyncio.sleep(0.05)
+                async with aiohttp.ClientSession() as s, s.delete(app.url + headers["Location"]) as r:
+                    assert r.status == 404  # ended already
+            finally:
+                await second.close()
         finally:
             await player.close()
             await presenter.close()

@@ -201,6 +201,16 @@ class Destination:
         return body
 
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._deliver()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # our bug: log it and go on, never stop delivering for good
+                log.exception("webhooks: delivery to %s failed unexpectedly; retrying in 1 s", self.url)
+                await asyncio.sleep(1.0)
+
+    async def _deliver(self) -> None:
         backoff = self.config.backoff_initial_s
         refused = 0
         while True:
@@ -212,20 +222,20 @@ class Destination:
                 continue
             seq = self._spooled[0]
             body = await self._body(seq)
-            outcome = "delivered" if body is None else await self._attempt(body)
+            outcome = "missing" if body is None else await self._attempt(body)
             if outcome != "delivered" and self._spooled and self._spooled[0] == seq and outcome == "refused":
                 refused += 1
                 if refused >= self.config.max_refused_attempts:
                     outcome = "give_up"
-            if outcome in ("delivered", "give_up"):
+            if outcome in ("delivered", "give_up", "missing"):
                 if self._spooled and self._spooled[0] == seq:  # not dropped meanwhile
                     self._spooled.popleft()
                     self._bodies.pop(seq, None)
                     await asyncio.to_thread((self.directory / f"{seq:012d}.json").unlink, True)
                 if outcome == "give_up":
                     self.stats.dropped += 1
-                    log.error("webhooks: %s refused event %d %d times: dropped", self.url, seq, refused)
-                else:
+                    log.error("webhooks: event %d for %s dropped (refused %d times, or unreadable)", seq, self.url, refused)
+                elif outcome == "delivered":
                     self.stats.delivered += 1
                 backoff, refused = self.config.backoff_initial_s, 0
                 continue
@@ -244,7 +254,11 @@ class Destination:
     async def _attempt(self, body: bytes) -> str:
         """POST once: "delivered", "retry" (receiver unreachable or failing) or "refused" (4xx)."""
         self.stats.attempts += 1
-        event = json.loads(body)
+        try:
+            event = json.loads(body)
+        except ValueError:  # a damaged spool file (e.g. a disk error): nobody could use it
+            log.error("webhooks: an unreadable event in the spool of %s: dropped", self.url)
+            return "give_up"
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(self.config.secret, body, int(self.clock())),

@@ -212,3 +212,39 @@ async def test_the_queue_is_bounded_drops_the_oldest_and_the_loop_never_waits(tm
     assert [e["n"] for e in receiver.unique()] == list(range(1500, 2000))  # the newest, in order
     print(f"loop stall while spooling 2000 events: max {max(stalls) * 1000:.1f} ms over {len(stalls)} ticks")
     assert max(stalls) < timeout_s(0.25)
+
+
+async def test_a_receiver_that_refuses_an_event_gets_a_few_tries_then_the_next_one(tmp_path: Path) -> None:
+    from medstream.webhooks import Destination, WebhookConfig
+
+    refused_first: list[str] = []
+    got: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        event = json.loads(await request.read())
+        if event["id"] == "bad":
+            refused_first.append(event["id"])
+            return web.Response(status=422)  # the receiver says the request itself is wrong
+        got.append(event["id"])
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}/hook"
+    try:
+        (tmp_path / "x").mkdir()
+        async with aiohttp.ClientSession() as session:
+            dest = Destination(url, WebhookConfig((url,), SECRET, tmp_path, backoff_initial_s=0.01,
+                                                  backoff_max_s=0.05, max_refused_attempts=3), session)
+            await dest.start()
+            for event_id in ("bad", "good"):
+                dest.enqueue(json.dumps({"id": event_id, "event": "room_ended"}).encode())
+            await until(lambda: got == ["good"], 10, "the next event after the refused one")
+            await dest.close()
+    finally:
+        await runner.cleanup()
+    assert refused_first == ["bad"] * 3 and dest.stats.dropped == 1 and dest.stats.delivered == 1

@@ -1,8 +1,10 @@
 """The SFU: one aiortc peer connection per participant, forwarding encoded media between them.
 
-The server is always the offerer. Publishing adds `recvonly` slots, subscribing adds `sendonly`
-m-lines carrying a `ForwardTrack`; every change renegotiates, one offer in flight per peer (a
-change during an offer re-offers after the answer). Frames are never decoded or encoded here:
+The server is the offerer for its own clients. Publishing adds `recvonly` slots, subscribing adds
+`sendonly` m-lines carrying a `ForwardTrack`; every change renegotiates, one offer in flight per
+peer (a change during an offer re-offers after the answer). Clients that bring their own offer
+(WHIP encoders, WHEP players) are answered once (`answer_publish`, `answer_subscribe`) and never
+offered to. Frames are never decoded or encoded here:
 see `forwarding.py`. What closes what is written down in `docs/lifecycle.md`.
 """
 
@@ -101,6 +103,7 @@ class _Peer:
     quality: PeerQuality | None = None
     quality_totals: QualityTotals | None = None
     quality_task: asyncio.Task[None] | None = None
+    answerer: bool = False  # negotiated by the client's offer (WHIP/WHEP): we never offer to it
 
 
 class Sfu:
@@ -314,6 +317,95 @@ class Sfu:
         """
         self._producer(track_id).set_muted(muted)
 
+    # ---- client offers (WHIP ingest, WHEP playback) --------------------------------------------
+
+    async def answer_publish(self, peer_id: str, offer_sdp: str) -> str:
+        """Answer a client's offer to publish (WHIP, RFC 9725): each audio/video m-line it sends
+        becomes a receive slot, announced by `TrackPublished` like a publish the server offered.
+
+        `peer_id` must be open and have negotiated nothing; it is never offered to later (its
+        client has no channel for offers), and the answer is returned whole, our candidates
+        included (no trickle). Raises MediaRequestError: INVALID_SDP (unparsable, not one
+        sending audio and/or one sending video m-line), UNSUPPORTED_CODEC (none we forward),
+        INVALID_STATE (the peer negotiated already).
+        """
+        peer = self._peer(peer_id)
+        offer = self._parse_offer(offer_sdp)
+        kinds = [m.kind for m in offer.media if m.kind in _KINDS]
+        if not kinds or len(kinds) != len(set(kinds)):
+            raise MediaRequestError(MediaErrorReason.INVALID_SDP,
+                                    f"offer must have one audio and/or one video m-line, got {kinds}")
+        for m in offer.media:
+            if m.kind in _KINDS and m.direction not in ("sendonly", "sendrecv"):
+                raise MediaRequestError(MediaErrorReason.INVALID_SDP,
+                                        f"a publisher's {m.kind} m-line must be sendonly, got {m.direction}")
+        async with peer.lock:
+            self._claim_for_answering(peer)
+            for kind in cast(list[Kind], kinds):
+                transceiver = peer.pc.addTransceiver(kind, direction="recvonly")
+                transceiver.setCodecPreferences(self._publish_capabilities(kind))
+                slot = _PublishSlot(kind=kind, transceiver=transceiver)
+                ReceiverTap.install(transceiver.receiver, slot.on_frame)
+                EarlyJitterBuffer.install(transceiver.receiver)
+                peer.slots[kind] = slot
+            answer = await self._answer(peer, offer_sdp)
+            self._start_producers(peer, answer, directions=("recvonly", "sendrecv"))
+            return answer
+
+    async def answer_subscribe(self, peer_id: str, offer_sdp: str, track_ids: Sequence[str]) -> str:
+        """Answer a client's offer to receive (WHEP): its audio and video m-lines carry the
+        tracks of `track_ids` of their kind (forwarded, never transcoded); an m-line with no
+        such track is answered inactive. Same rules as `answer_publish` otherwise.
+
+        Raises MediaRequestError: UNKNOWN_TRACK, INVALID_SDP, UNSUPPORTED_CODEC, INVALID_STATE.
+        """
+        peer = self._peer(peer_id)
+        offer = self._parse_offer(offer_sdp)
+        producers = [self._producer(t) for t in track_ids]
+        by_kind = {p.kind: p for p in producers}
+        async with peer.lock:
+            self._claim_for_answering(peer)
+            for m in offer.media:
+                producer = by_kind.pop(cast(Kind, m.kind), None) if m.kind in _KINDS else None
+                if producer is None or m.direction not in ("recvonly", "sendrecv"):
+                    continue
+                track = ForwardTrack(
+                    producer.kind, producer.track_id,
+                    self.config.video_queue_frames if producer.kind == "video" else self.config.audio_queue_frames,
+                    producer.request_keyframe,
+                )
+                transceiver = peer.pc.addTransceiver(track, direction="sendonly")
+                transceiver.setCodecPreferences(self._forward_capabilities(producer))
+                route_keyframe_requests(transceiver.sender, producer.request_keyframe)
+                producer.attach(track)
+                peer.subscriptions[producer.track_id] = _Subscription(producer, track, transceiver)
+            return await self._answer(peer, offer_sdp)
+
+    def _parse_offer(self, offer_sdp: str) -> Any:
+        try:
+            return aiortc_sdp.SessionDescription.parse(offer_sdp)
+        except Exception as exc:
+            raise MediaRequestError(MediaErrorReason.INVALID_SDP, f"cannot parse offer SDP: {exc}") from exc
+
+    def _claim_for_answering(self, peer: _Peer) -> None:
+        if peer.pc.getTransceivers() or peer.pc.signalingState != "stable":
+            raise MediaRequestError(MediaErrorReason.INVALID_STATE,
+                                    f"peer {peer.peer_id!r} has negotiated already; open a new one")
+        peer.answerer = True
+
+    async def _answer(self, peer: _Peer, offer_sdp: str) -> str:
+        pc = peer.pc
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:  # aiortc: ValueError, OperationError (no common codec), ...
+            reason = (MediaErrorReason.UNSUPPORTED_CODEC if "parameters" in str(exc)
+                      else MediaErrorReason.INVALID_SDP)
+            raise MediaRequestError(reason, f"offer rejected by the peer connection: {exc}") from exc
+        answer = await pc.createAnswer()
+        with ice.host_addresses(self.config.ice_host_addresses):
+            await pc.setLocalDescription(answer)
+        return str(pc.localDescription.sdp)
+
     # ---- negotiation -------------------------------------------------------------------------
 
     async def on_answer(self, peer_id: str, sdp: str) -> None:
@@ -383,6 +475,8 @@ class Sfu:
         if peer.closed or self._closed:
             return
         pc = peer.pc
+        if peer.answerer:  # a WHIP/WHEP client cannot take offers: removed m-lines just go quiet
+            return
         if pc.signalingState != "stable":
             peer.renegotiate_needed = True
             return
@@ -465,14 +559,17 @@ class Sfu:
                         )
                     )
 
-    def _start_producers(self, peer: _Peer, answer_sdp: str) -> None:
+    def _start_producers(self, peer: _Peer, answer_sdp: str,
+                         directions: tuple[str, ...] = ("sendonly", "sendrecv")) -> None:
+        """Slots whose m-line in `answer_sdp` has one of `directions` become producers (the
+        client's answer: it sends; our own answer to a WHIP offer: we receive)."""
         parsed = aiortc_sdp.SessionDescription.parse(answer_sdp)
         by_mid = {m.rtp.muxId: m for m in parsed.media}
         for slot in peer.slots.values():
             if slot.producer is not None:
                 continue
             media = by_mid.get(slot.transceiver.mid or "")
-            if media is None or media.direction not in ("sendonly", "sendrecv"):
+            if media is None or media.direction not in directions:
                 continue
             codec = next(c for c in media.rtp.codecs if c.name.lower() != "rtx")
             name = "opus" if codec.name.lower() == "opus" else codec.name.upper()

@@ -11,8 +11,10 @@ part it started and `stop()` closes those, in reverse.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,18 +22,25 @@ from typing import Any
 
 from aiohttp import web
 
+from medstream import __version__
 from medstream.api import AdminApi
 from medstream.config import ServerConfig
 from medstream.http import HttpServer
 from medstream.media_bridge import MediaBackend, MediaBridge
-from medstream.metrics import Sample, media_samples, render, signaling_samples, waveform_samples
+from medstream.metrics import Sample, media_samples, signaling_samples, waveform_samples
+from medstream.openapi import DocumentedRoutes, Operation
+from medstream.ops import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from medstream.ops import DiskNeed, NodeMetrics, NodeState, Readiness
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
+from medstream.webhooks import WebhookConfig, Webhooks
+from medstream.whip import WhipEndpoint
 from signaling import effects as fx
 from signaling import events as ev
 from signaling.audit import AuditLog
 from signaling.hub import Hub
 from signaling.server import SignalingServer
+from signaling.sessions import HttpSessions
 
 log = logging.getLogger("medstream.app")
 
@@ -56,16 +65,32 @@ class MedstreamApp:
         self.waveforms: Relay | None = relay
         self.waveform_bridge: WaveformBridge | None = None
         self.recorder: Any = None  # recorder.service.RecordingService (imported only when on)
+        self.webhooks: Webhooks | None = None
+        self.whip: WhipEndpoint | None = None
         self.sink_failures = 0
         self.observers: list[RoomObserver] = []
+        self._room_started_later: list[list[fx.Effect]] = []
+        self._alarm_sinks: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         for event_type in ev.ROOM_EVENTS:
             self.driver.handle(event_type, self._room_event)
         self.driver.handle(fx.StartRecorder, self._start_recorder)
         self.driver.handle(fx.StopRecorder, self._stop_recorder)
-        self.http.route("GET", "/healthz", self._healthz)
-        self.http.route("GET", "/metrics", self._metrics)
-        AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit).install(self.http.route)
+        self.route = DocumentedRoutes(self.http.route)  # every route, and what it is (openapi.json)
+        self.route("GET", "/healthz", self._healthz, Operation("liveness: the process answers", "ops", None))
+        self.route("GET", "/metrics", self._metrics, Operation("Prometheus metrics", "ops", None,
+                                                                response_type="text/plain"))
+        self.route("GET", "/readyz", self._readyz, Operation(
+            "readiness: 503 while starting or draining, or when the recordings disk or webhook spool is unusable",
+            "ops", None, responses={200: "ready", 503: "not ready, with the reasons"}))
+        self.prometheus = NodeMetrics(self.metric_samples)
+        self.readiness = Readiness(self._disk_needs())
+        self.observers.append(self._timing_observer)
+        self._drained = asyncio.Event()
+        self._cut_drain = asyncio.Event()
+        AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit,
+                 recordings_dir=config.recordings_dir if config.recorder else None,
+                 document=lambda: self.route.document(self.http_routes(), version=__version__)).install(self.route)
 
     @property
     def server(self) -> SignalingServer:
@@ -78,19 +103,26 @@ class MedstreamApp:
         return self.http.port
 
     @property
+    def tls(self) -> bool:
+        return self.config.tls_cert is not None
+
+    @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.config.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://{self.config.host}:{self.port}/ws"
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         now = time.time()
+        if self.config.webhook_urls:
+            await self._start_webhooks()
         for room_id, kind in self.config.rooms:
-            self.hub.create_room(room_id, kind, now, persistent=True)
+            room = self.hub.create_room(room_id, kind, now, persistent=True)
+            self._room_started_later.append(room.started_events())
         if self.config.media:
             self._start_media()
         if self.config.waveforms:
@@ -100,12 +132,45 @@ class MedstreamApp:
         self.driver.start()
         if self.waveform_bridge is not None:
             self.waveform_bridge.start()
-        await self.http.start(self.config.host, self.config.port)
+        await self.http.start(self.config.host, self.config.port, self._ssl_context())
+        for started in self._room_started_later:
+            self.driver.apply(started)
         self.driver.apply(self.hub.start_policy_recordings())
+        self.readiness.state = NodeState.READY
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking new participants and tell everyone (reason server_draining), then wait up
+        to `timeout_s` for the rooms to empty (or `cut_drain`). `stop()` does the rest."""
+        self.readiness.state = NodeState.DRAINING
+        log.info("draining: %d participant(s) have %.0f s to finish", self.connected_count(), timeout_s)
+        self.driver.apply(self.hub.start_draining(timeout_s))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.connected_count() > 0 and not self._cut_drain.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("drain timeout: closing %d participant(s)", self.connected_count())
+                break
+            self._drained.clear()
+            waits = [asyncio.ensure_future(self._drained.wait()), asyncio.ensure_future(self._cut_drain.wait())]
+            # leaves wake us; a dropped socket is no room event, hence the half-second re-check
+            await asyncio.wait(waits, timeout=min(remaining, 0.5), return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+
+    def connected_count(self) -> int:
+        """Participants still connected (websocket or WHIP/WHEP); those in their resume grace
+        period are not waited for by a drain."""
+        return sum(len(room.connected_ids()) for room in self.hub.store.rooms())
+
+    def cut_drain(self) -> None:
+        """End a drain now (a second SIGTERM)."""
+        self._cut_drain.set()
 
     async def stop(self) -> None:
         """Finish recordings first (their manifests and hashes), then close sockets and media."""
+        self.readiness.state = NodeState.STOPPED
         if self.recorder is not None:
             await self.recorder.close()
             self.recorder = None
@@ -115,6 +180,17 @@ class MedstreamApp:
             await self.waveform_bridge.close()
         await self.media_bridge.close()
         await self.driver.stop()
+        if self.webhooks is not None:  # last: the room_ended and recording_ready of the shutdown are queued
+            await self.webhooks.close()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """TLS for HTTPS and WSS on the signaling port (raises OSError/SSLError on a bad pair)."""
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
 
     def _start_media(self) -> None:
         from media_server.config import IceServer, MediaConfig
@@ -128,6 +204,11 @@ class MedstreamApp:
         )
         self.media = sfu
         self.media_bridge.attach(sfu)
+        whip = WhipEndpoint(HttpSessions(self.hub), self.media_bridge, self.driver.apply)
+        whip.install(self.route)
+        self.observers.append(whip.observe)
+        self.media_bridge.on_peer_failed.append(whip.peer_failed)
+        self.whip = whip
 
     def _start_waveforms(self) -> None:
         if self.waveforms is None:
@@ -136,6 +217,8 @@ class MedstreamApp:
             self.waveforms = WaveformRelay(WaveformConfig(stream_retention_s=self.config.waveform_retention_s),
                                            on_sink_failure=self._sink_failed)
         self.waveform_bridge = WaveformBridge(self.driver, self.waveforms)
+        self.waveform_bridge.on_relay_latency = self.prometheus.relay_latency.observe
+        self.waveforms.observe_analysis_steps(self.prometheus.analysis_step.observe)
 
     def _sink_failed(self, group: str, sink: object, exc: BaseException) -> None:
         # The relay has already detached the sink and logged; a lossless path failing is loud.
@@ -148,11 +231,39 @@ class MedstreamApp:
         self.recorder = RecordingService(
             self.config.recordings_dir, media=self.media, waveforms=self.waveforms,
             on_failed=lambda room_id, reason: self.driver.apply(self.hub.recording_failed(room_id, reason)),
+            on_stopped=self._recording_ready,
             retention_days=self.config.recordings_retention_days,
         )
         self.observers.append(self._recorder_observer)
         RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
-                       audit=self._audit).install(self.http.route)
+                       audit=self._audit).install(self.route)
+
+    async def _start_webhooks(self) -> None:
+        c = self.config
+        self.webhooks = Webhooks(WebhookConfig(  # raises ValueError without a secret
+            c.webhook_urls, c.webhook_secret or "", c.webhook_queue_dir,
+            backoff_initial_s=min(1.0, c.webhook_retry_max_s), backoff_max_s=c.webhook_retry_max_s))
+        await self.webhooks.start()
+        self.observers.append(self.webhooks.observe)
+        self.observers.append(self._alarm_observer)
+
+    def _alarm_observer(self, event: ev.RoomEvent) -> None:
+        """Each room's alarms go to the webhooks: a store sink per room, from its start."""
+        if self.webhooks is None or self.waveforms is None:
+            return
+        match event:
+            case ev.RoomStarted(room_id=room):
+                self._alarm_sinks[room] = sink = self.webhooks.alarm_sink(room)
+                self.waveforms.add_store_sink(room, sink)
+            case ev.RoomEnded(room_id=room):
+                if (sink := self._alarm_sinks.pop(room, None)) is not None:
+                    self.waveforms.remove_store_sink(room, sink)
+            case _:
+                pass
+
+    def _recording_ready(self, room_id: str, manifest: Any) -> None:
+        if self.webhooks is not None:
+            self.webhooks.recording_ready(room_id, dataclasses.asdict(manifest))
 
     # ------------------------------------------------------------------ room events
 
@@ -198,6 +309,14 @@ class MedstreamApp:
 
     # ------------------------------------------------------------------ HTTP
 
+    def http_routes(self) -> list[tuple[str, str]]:
+        """(method, path) of every route the HTTP server has now (HEAD included)."""
+        out = []
+        for r in self.http.app.router.routes():
+            info = r.resource.get_info() if r.resource is not None else {}
+            out.append((r.method, str(info.get("formatter") or info.get("path") or "")))
+        return out
+
     def _audit(self, record: fx.Audit) -> None:
         self.driver.apply([record])
 
@@ -211,8 +330,33 @@ class MedstreamApp:
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return web.Response(status=401, text="metrics need a bearer token\n",
                                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
-        return web.Response(body=render(self.metric_samples()).encode(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=self.prometheus.render(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    async def _readyz(self, request: web.Request) -> web.StreamResponse:
+        ready, reasons = await self.readiness.check()
+        body = {"status": "ready"} if ready else {"status": "not_ready", "reasons": reasons}
+        return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+    def _disk_needs(self) -> list[DiskNeed]:
+        floor = self.config.min_free_disk_mb * 2**20
+        needs = []
+        if self.config.recorder:
+            needs.append(DiskNeed("the recordings disk", self.config.recordings_dir, floor))
+        if self.config.webhook_urls:
+            needs.append(DiskNeed("the webhook spool", self.config.webhook_queue_dir, min(floor, 64 * 2**20)))
+        return needs
+
+    def _timing_observer(self, event: ev.RoomEvent) -> None:
+        """Join latency (socket opened -> joined) for /metrics; wakes a drain when someone leaves."""
+        match event:
+            case ev.ParticipantJoined(participant_id=pid):
+                conn = self.hub.connections.get(self.hub.conn_of.get(pid, ""))
+                if conn is not None:
+                    self.prometheus.join_latency.observe(max(0.0, self.driver.clock() - conn.opened_at))
+            case ev.ParticipantLeft() | ev.RoomEnded():
+                self._drained.set()
+            case _:
+                pass
 
     def metric_samples(self) -> list[Sample]:
         """Every figure of this node for /metrics."""

@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-# subcommand -> (module, help). Each module exposes `main(argv: list[str]) -> int`.
+# subcommand -> (module[:function], help). The function (default `main`) is `(argv: list[str]) -> int`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("medstream.serve", "run the signaling + media server"),
     "demo": ("medstream.demo", "run the server with simulated monitors and print links to open"),
@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("clients.publish", "publish a video file into a broadcast room"),
     "recordings": ("recorder.library", "list, inspect and prune recorded sessions"),
     "audit": ("signaling.audit", "verify the hash chain of an audit log (`audit verify FILE`)"),
+    "room": ("medstream.admin_cli:room_main", "create, list and end rooms through a node's admin API"),
+    "participant": ("medstream.admin_cli:participant_main", "list, remove and mute participants (admin API)"),
 }
 
 
@@ -52,8 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"medstream: unknown command {name!r}\n", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    entry: Callable[[list[str]], int] = module.main
+    module_name, _, function = SUBCOMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    entry: Callable[[list[str]], int] = getattr(module, function or "main")
     return int(entry(rest) or 0)
 
 

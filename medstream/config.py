@@ -19,6 +19,7 @@ from typing import Any
 from protocol.signaling import ROOM_KINDS, IceServerInfo
 from signaling.hub import SignalingConfig
 from signaling.tokens import MIN_SECRET_BYTES
+from signaling.turn import TurnRest
 
 log = logging.getLogger("medstream.config")
 
@@ -58,6 +59,14 @@ class ServerConfig:
     metrics_token: str | None = None  # bearer token /metrics requires; None: open (no identities in it)
     waveform_retention_s: float = 600.0  # a departed monitor's stream is kept this long for it
     audit_hash: str = "sha256"  # or "sm3"
+    webhook_urls: tuple[str, ...] = ()  # where room/recording/alarm events are POSTed (medstream.webhooks)
+    webhook_secret: str | None = None  # HMAC key of their signatures
+    webhook_queue_dir: Path = Path("var/webhooks")  # the on-disk queue (survives receiver outages and restarts)
+    drain_timeout_s: float = 60.0  # SIGTERM: how long participants may finish before they are closed
+    min_free_disk_mb: int = 1024  # /readyz: the recordings disk and webhook spool need this much free
+    tls_cert: Path | None = None  # PEM certificate (chain) and key: HTTPS + WSS on the same port
+    tls_key: Path | None = None
+    webhook_retry_max_s: float = 60.0  # longest wait between two attempts (backoff doubles from 1 s)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,8 +167,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
                         help="host address offered in ICE candidates (repeatable; e.g. the public address behind NAT)")
-    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                        help="STUN/TURN URL handed to clients and used by the server (repeatable)")
+    parser.add_argument("--ice-server", action="append", default=[], metavar="URLS[;username=U;credential=C]",
+                        help="STUN/TURN server handed to clients and used by the server (repeatable), e.g. "
+                             "'turn:turn.example:3478,turn:turn.example:3478?transport=tcp;username=u;credential=p'")
+    parser.add_argument("--turn-url", action="append", default=[], metavar="URL",
+                        help="TURN server taking time-limited credentials from --turn-secret (repeatable), e.g. "
+                             "turn:turn.example:3478?transport=udp, turns:turn.example:443?transport=tcp")
+    parser.add_argument("--turn-secret", help="coturn's static-auth-secret (or MEDSTREAM_TURN_SECRET): each "
+                                              "participant gets its own TURN credentials in `joined`")
+    parser.add_argument("--turn-ttl", type=float, help="how long TURN credentials last, seconds (default 43200)")
     parser.add_argument("--no-media", action="store_true", help="signaling and waveforms only")
     parser.add_argument("--record", action="append", default=[], metavar="KIND",
                         choices=ROOM_KINDS,
@@ -169,6 +185,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
     parser.add_argument("--dev", action="store_true",
                         help="development: without a secret, use a random one (tokens from other processes won't verify)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="text (default) or json: one JSON object per line, for journald/Loki/ELK")
+    parser.add_argument("--drain-timeout", type=float, help="on SIGTERM, seconds participants may finish (default 60)")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS and WSS on --port")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument("--webhook", action="append", default=[], metavar="URL",
+                        help="POST signed room/recording/alarm events here (repeatable; secret: "
+                             "MEDSTREAM_WEBHOOK_SECRET or webhooks.secret in --config)")
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -184,13 +208,24 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         return file.get(file_key, default)
 
     limits = file.get("limits", {})
-    ice_servers = tuple(
-        IceServerInfo(urls=(url,)) for url in (args.ice_server or file.get("ice_servers", []))
-    )
+    hooks = file.get("webhooks", {})
+    ice_servers = tuple(parse_ice_server(spec) for spec in (args.ice_server or file.get("ice_servers", [])))
+    turn_file = file.get("turn", {})
+    turn_urls = tuple(args.turn_url or turn_file.get("urls", []))
+    turn_secret = args.turn_secret or env.get("MEDSTREAM_TURN_SECRET") or turn_file.get("secret")
+    turn = None
+    if turn_urls or turn_secret:
+        if not (turn_urls and turn_secret):
+            raise ConfigError("TURN credentials need both --turn-url and --turn-secret")
+        try:
+            turn = TurnRest(turn_urls, str(turn_secret), float(args.turn_ttl or turn_file.get("ttl_s", 43200)))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     signaling = SignalingConfig(
         **resolve_keys(args, generate=bool(getattr(args, "dev", False))),
         ice_servers=ice_servers,
         record_kinds=tuple(args.record or file.get("record_kinds", [])),
+        turn=turn,
         **{k: v for k, v in limits.items() if k in SignalingConfig.__dataclass_fields__ and "secret" not in k
            and not k.endswith("_kid")},
     )
@@ -214,6 +249,12 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     if not ice_hosts and host in ("127.0.0.1", "localhost"):
         # serving this machine only: offer the loopback address (aioice never offers it by itself)
         ice_hosts = ("127.0.0.1",)
+    if bool(getattr(args, "tls_cert", None) or file.get("tls_cert") or env.get("MEDSTREAM_TLS_CERT")) != bool(
+            getattr(args, "tls_key", None) or file.get("tls_key") or env.get("MEDSTREAM_TLS_KEY")):
+        raise ConfigError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+    if (args.webhook or hooks.get("urls")) and not (env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret")):
+        raise ConfigError("webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
+                         "[webhooks] secret in --config")
     return ServerConfig(
         signaling=signaling,
         host=host,
@@ -230,6 +271,14 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         metrics_token=env.get("MEDSTREAM_METRICS_TOKEN") or file.get("metrics_token") or None,
         waveform_retention_s=float(file.get("waveform_retention_s", 600.0)),
         audit_hash=str(pick(None, "MEDSTREAM_AUDIT_HASH", "audit_hash", "sha256")),
+        webhook_urls=tuple(args.webhook or hooks.get("urls", [])),
+        webhook_secret=env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret") or None,
+        webhook_queue_dir=Path(hooks.get("queue_dir", "var/webhooks")),
+        webhook_retry_max_s=float(hooks.get("retry_max_s", 60.0)),
+        drain_timeout_s=float(pick(args.drain_timeout, "MEDSTREAM_DRAIN_TIMEOUT", "drain_timeout_s", 60.0)),
+        min_free_disk_mb=int(file.get("min_free_disk_mb", 1024)),
+        tls_cert=_path(pick(args.tls_cert, "MEDSTREAM_TLS_CERT", "tls_cert", None)),
+        tls_key=_path(pick(args.tls_key, "MEDSTREAM_TLS_KEY", "tls_key", None)),
     )
 
 
@@ -256,11 +305,44 @@ class RedactTokens(logging.Filter):
         return True
 
 
-def configure_logging(level: str | None) -> None:
-    logging.basicConfig(
-        level=getattr(logging, (level or "INFO").upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactTokens) for f in handler.filters):
-            handler.addFilter(RedactTokens())
+
+
+def parse_ice_server(spec: Any) -> IceServerInfo:
+    """`URL[,URL...][;username=U;credential=C]` (flag), or a {urls, username, credential} table (file)."""
+    if isinstance(spec, dict):
+        urls = spec.get("urls", ())
+        return IceServerInfo(tuple([urls] if isinstance(urls, str) else urls), spec.get("username"), spec.get("credential"))
+    urls_part, *options = str(spec).split(";")
+    fields = dict(o.split("=", 1) for o in options if "=" in o)
+    unknown = set(fields) - {"username", "credential"}
+    bad = [u for u in urls_part.split(",") if not u.startswith(("stun:", "stuns:", "turn:", "turns:"))]
+    if unknown or bad or not urls_part:
+        raise ConfigError(f"--ice-server must be URLS[;username=U;credential=C] with stun:/turn: URLs, "
+                         f"got {spec!r}")
+    return IceServerInfo(tuple(urls_part.split(",")), fields.get("username"), fields.get("credential"))
+
+
+def _path(value: Any) -> Path | None:
+    return Path(value) if value else None
+
+
+def admin_endpoint(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(node URL, API key) for the admin CLI: flag > environment > config file > default."""
+    file = _file_config(args)
+    url = args.url or os.environ.get("MEDSTREAM_URL") or file.get("url") or "http://127.0.0.1:8765"
+    key = args.api_key or os.environ.get("MEDSTREAM_API_KEY") or file.get("api_key")
+    return str(url), str(key) if key else None
+
+
+def configure_logging(level: str | None, log_format: str | None = None) -> None:
+    """Root logging: `log_format` "json" (or MEDSTREAM_LOG_FORMAT=json): one JSON object a line."""
+    handler = logging.StreamHandler()
+    if (log_format or os.environ.get("MEDSTREAM_LOG_FORMAT", "text")) == "json":
+        from medstream.ops import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactTokens())  # tokens are never logged, whatever the format
+    logging.basicConfig(level=getattr(logging, (level or "INFO").upper(), logging.INFO), handlers=[handler],
+                        force=True)

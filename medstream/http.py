@@ -19,6 +19,7 @@ import json
 import logging
 import mimetypes
 import resource
+import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -175,7 +176,8 @@ class HttpServer:
         """Add a route (aiohttp path syntax, e.g. `/recordings/{room}/{session}/{name}`)."""
         self.app.router.add_route(method, path, handler)
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on host:port; with `ssl_context`, HTTPS and WSS on that same port."""
         self.fd_cap = max(16, raise_nofile_limit() - FD_RESERVE)
         self.driver.limit_connections(self.fd_cap)
         if self.static_root is not None:
@@ -183,7 +185,7 @@ class HttpServer:
             self.app.router.add_get("/{path:.*}", self._static)  # last: pages and /static/*
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        site = web.TCPSite(self._runner, host, port, backlog=1024, ssl_context=ssl_context)
         await site.start()
         server = site._server  # the listening asyncio.Server: the only way to learn an ephemeral port
         sockets = getattr(server, "sockets", None) or ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from media_server import events as me
 from media_server.frames import FrameSink
@@ -21,6 +21,8 @@ from signaling.hub import Hub
 from signaling.server import SignalingServer
 
 log = logging.getLogger("medstream.media")
+
+T = TypeVar("T")
 
 # The media layer's reasons in the protocol's words: explicit, so a new media reason is a decision.
 MEDIA_REASONS: dict[me.MediaErrorReason, wire.Reason] = {
@@ -49,6 +51,8 @@ class MediaBackend(Protocol):
     async def set_video_paused(self, peer_id: str, paused: bool) -> None: ...
     def set_muted(self, track_id: str, muted: bool) -> None: ...
     async def on_answer(self, peer_id: str, sdp: str) -> None: ...
+    async def answer_publish(self, peer_id: str, offer_sdp: str) -> str: ...
+    async def answer_subscribe(self, peer_id: str, offer_sdp: str, track_ids: Sequence[str]) -> str: ...
     async def on_candidate(self, peer_id: str, candidate: str, sdp_mid: str | None,
                            sdp_mline_index: int | None) -> None: ...
     def add_frame_sink(self, track_id: str, sink: FrameSink) -> None: ...
@@ -100,6 +104,7 @@ class MediaBridge:
         self.driver = driver
         self.hub = hub
         self.media: MediaBackend | None = None
+        self.on_peer_failed: list[Callable[[str], None]] = []  # (participant id): WHIP/WHEP sessions end
         self._runner = SerialRunner()
         for effect_type in MEDIA_EFFECTS:
             driver.handle(effect_type, self._on_effect)
@@ -111,6 +116,27 @@ class MediaBridge:
         await self._runner.drain()
         if self.media is not None:
             await self.media.close()
+
+    async def call(self, pid: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Run one media command for `pid` in its order and return its result (WHIP/WHEP
+        answers); its exception is raised here."""
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        async def run() -> None:
+            result = await make()
+            if not done.done():
+                done.set_result(result)
+
+        def failed(exc: BaseException) -> None:
+            if not done.done():
+                done.set_exception(exc)
+
+        self._runner.submit(pid, run, failed)
+        return await done
+
+    def submit(self, pid: str, make: Callable[[], Awaitable[None]]) -> None:
+        """Queue a media command for `pid` whose failure is only logged (closing a session)."""
+        self._runner.submit(pid, make, lambda exc: log.warning("media command for %s failed: %r", pid, exc))
 
     # ------------------------------------------------------------------ hub -> SFU
 
@@ -177,6 +203,8 @@ class MediaBridge:
                 apply(hub.track_ended(pid, track_id))
             case me.PeerFailed(peer_id=pid):
                 hub.media_closed(pid)
+                for callback in self.on_peer_failed:
+                    callback(pid)
             case me.MediaError(peer_id=pid, reason=reason, message=message):
                 self._error(pid, MEDIA_REASONS[reason], message)
             case me.QualityReport(peer_id=pid, quality=q):

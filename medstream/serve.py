@@ -24,14 +24,27 @@ def run(coro_factory) -> None:  # type: ignore[no-untyped-def]
 
 
 async def serve_forever(app: MedstreamApp) -> None:
+    """Serve until SIGTERM/SIGINT, then drain (new joins refused, clients told, up to the drain
+    timeout for them to finish), finish recordings and stop. A second signal stops at once."""
     await app.start()
     stop = asyncio.Event()
+    signals = 0
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if signals > 1:
+            app.cut_drain()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     print(f"medstream serving on {app.url}  (websocket {app.ws_url}, health {app.url}/healthz)", flush=True)
     await stop.wait()
+    print(f"medstream draining (up to {app.config.drain_timeout_s:g} s; signal again to stop now)", flush=True)
+    await app.drain(app.config.drain_timeout_s)
     await app.stop()
 
 
@@ -39,7 +52,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="medstream serve", description="Run the medstream server.")
     add_server_arguments(parser)
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     try:
         config = server_config(args)
     except ConfigError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from signaling import effects as fx
@@ -34,6 +35,7 @@ class Relay(Protocol):
     def remove_store_sink(self, group: str, sink: StoreSink) -> None: ...
     def stats(self) -> WaveformStats: ...
     async def run_analysis(self, interval_s: float = 0.2) -> None: ...
+    def observe_analysis_steps(self, observe: Callable[[float], None]) -> None: ...
 
 
 class WaveformBridge:
@@ -44,6 +46,7 @@ class WaveformBridge:
         self.relay = relay
         self._viewer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._analysis: asyncio.Task[None] | None = None
+        self.on_relay_latency: Callable[[float], None] | None = None  # seconds a frame waited for its viewer
         driver.on_binary = self._publisher_frame
         driver.handle(fx.WaveformViewer, self._viewer)
         driver.handle(fx.WaveformPublisher, self._publisher)
@@ -106,5 +109,10 @@ class WaveformBridge:
                 continue  # reconnecting: the relay's overflow policy bounds what piles up
             await socket.drain()
             socket.send_bytes(frame)
+            observe = self.on_relay_latency
+            if observe is not None:
+                observe(outbox.last_age_s)
             while socket.buffered_bytes() < VIEWER_BURST_BUFFER_BYTES and (frame := outbox.get_nowait()) is not None:
                 socket.send_bytes(frame)
+                if observe is not None:
+                    observe(outbox.last_age_s)

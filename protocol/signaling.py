@@ -58,6 +58,7 @@ class Reason(str, enum.Enum):
     UNKNOWN_ROOM = "unknown_room"
     ROOM_FULL = "room_full"
     ROOM_ENDED = "room_ended"
+    ROOM_NOT_OPEN = "room_not_open"  # outside the room's booked window
     FORBIDDEN = "forbidden"
     UNKNOWN_PARTICIPANT = "unknown_participant"
     UNKNOWN_TRACK = "unknown_track"
@@ -69,6 +70,7 @@ class Reason(str, enum.Enum):
     RECORDING_FAILED = "recording_failed"
     RESUME_FAILED = "resume_failed"
     REMOVED = "removed"  # a moderator removed this identity from the room; only a moderator readmits
+    SERVER_DRAINING = "server_draining"  # the node is shutting down: join another (resumes still work)
     INTERNAL = "internal"
 
 

@@ -216,7 +216,8 @@ class RecordingService:
     """Records rooms on request (see module docstring).
 
     `root`: recordings folder; `media` / `waveforms`: where frames and samples come from (None
-    when that part is off); `on_failed(room_id, reason)`: a recording stopped on its own.
+    when that part is off); `on_failed(room_id, reason)`: a recording stopped on its own;
+    `on_stopped(room_id, manifest)`: a session's files are final (requested stop, room end, shutdown).
     Construct on the running loop.
     """
 
@@ -227,6 +228,7 @@ class RecordingService:
         media: FrameSource | None = None,
         waveforms: StoreSinkHost | None = None,
         on_failed: Callable[[str, str], None] | None = None,
+        on_stopped: Callable[[str, SessionManifest], None] | None = None,
         retention_days: float | None = None,
         config: RecordingServiceConfig | None = None,
         clock: Callable[[], float] = time.time,
@@ -235,6 +237,7 @@ class RecordingService:
         self.media = media
         self.waveforms = waveforms
         self.on_failed = on_failed
+        self.on_stopped = on_stopped  # (room id, final manifest) of every session that stopped
         self.config = config or RecordingServiceConfig(retention_days=retention_days)
         self.clock = clock
         self.rooms: dict[str, RoomRecording] = {}
@@ -353,6 +356,11 @@ class RecordingService:
         finally:
             self.rooms.pop(rr.room_id, None)
         log.info("recording of room %r stopped by %s: %s", rr.room_id, stopped_by, manifest.stop_reason)
+        if self.on_stopped is not None:
+            try:
+                self.on_stopped(rr.room_id, manifest)
+            except Exception:  # an observer's bug must not lose the manifest for the caller
+                log.exception("recorder: on_stopped failed for room %r", rr.room_id)
         return manifest
 
     def _detach(self, rr: RoomRecording) -> None:

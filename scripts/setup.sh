@@ -17,6 +17,7 @@ command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+  command -v turnserver >/dev/null 2>&1 || need+=(coturn)  # tests/medstream/test_turn.py: media through TURN only
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -13,6 +13,13 @@ from typing import Union
 
 
 @dataclass(frozen=True, slots=True)
+class RoomStarted:
+    room_id: str
+    kind: str
+    metadata: dict[str, str]  # the platform's labels (referral number...), empty for rooms made on join
+
+
+@dataclass(frozen=True, slots=True)
 class ParticipantJoined:
     room_id: str
     participant_id: str
@@ -89,7 +96,7 @@ class RoomEnded:
 
 
 RoomEvent = Union[
-    ParticipantJoined, ParticipantLeft, RoleChanged, TrackPublished, TrackUnpublished,
+    RoomStarted, ParticipantJoined, ParticipantLeft, RoleChanged, TrackPublished, TrackUnpublished,
     RecordingStarted, RecordingStopped, ChatSent, RoomEnded,
 ]
 ROOM_EVENTS: tuple[type, ...] = RoomEvent.__args__  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from signaling.roles import Action, Role
 from signaling.room import Participant, Room, SessionTerms
 from signaling.state import InMemoryRoomStore, RoomStore
 from signaling.tokens import Grant, KeyRing, verify_token
+from signaling.turn import TurnRest
 
 log = logging.getLogger("medstream.signaling")
 
@@ -68,6 +69,7 @@ class SignalingConfig:
     max_pending_per_address: int = 256  # a lecture hall behind one NAT joins at once
     ice_servers: tuple[wire.IceServerInfo, ...] = ()
     record_kinds: tuple[str, ...] = ()  # room kinds recorded from creation by policy (e.g. consultations)
+    turn: TurnRest | None = None  # TURN servers with per-participant REST credentials (signaling.turn)
 
 
 class TokenBucket:
@@ -137,6 +139,7 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.conn_of: dict[str, str] = {}  # participant id -> connection id
         self.metrics = Metrics()
+        self.draining = False  # set by start_draining: new joins refused, resumes still admitted
         self._ids = itertools.count(1)
         self.keys = KeyRing.of(config.secret, config.secret_kid) if config.previous_secret is None else KeyRing(
             KeyRing.of(config.secret, config.secret_kid).current,
@@ -160,7 +163,8 @@ class Hub:
             max_participants=self.config.max_participants_per_room,
             created_at=now,
             persistent=persistent,
-            terms=SessionTerms(self.config.resume_grace_s, self.config.heartbeat_s, self.config.ice_servers),
+            terms=SessionTerms(self.config.resume_grace_s, self.config.heartbeat_s, self.config.ice_servers,
+                               self.config.turn),
         )
         self.store.add(room)
         return room
@@ -178,6 +182,15 @@ class Hub:
             if room.kind in self.config.record_kinds and not room.recording:
                 effects += room.record_by_policy()
         return self._finish(effects)
+
+    def start_draining(self, deadline_s: float) -> list[Effect]:
+        """The node is going down within `deadline_s`: refuse new joins from now on and tell
+        everyone connected (an `error` with reason server_draining, no request id), so clients
+        can finish and join another node; those who stay are closed with GOING_AWAY at the end."""
+        self.draining = True
+        everyone = tuple(pid for room in self.store.rooms() for pid in room.connected_ids())
+        return [Send(everyone, wire.Error(Reason.SERVER_DRAINING,
+                                          f"this server shuts down within {deadline_s:.0f} s: finish and reconnect"))]
 
     def participant_count(self) -> int:
         return sum(len(r.participants) for r in self.store.rooms())
@@ -343,6 +356,8 @@ class Hub:
             effects += self._token_deadlines(room, now)
             if room.empty and not room.persistent and not room.ended:
                 effects += room.end("empty", None)
+            elif room.booking is not None and room.booking.over(now) and not room.ended:
+                effects += room.end("booking_over", None, keep_open=False)  # the booked slot is over
         if len(self._token_joins) > 1024:  # forget tokens whose bucket has refilled
             full = [k for k, b in self._token_joins.items()
                     if b.tokens + (now - b.updated) * b.rate_per_s >= b.burst]
@@ -492,12 +507,15 @@ class Hub:
                 f"{grant.identity!r} was removed from room {grant.room!r}; only a moderator can readmit",
             )
         if msg.resume is not None:
-            return self._resume(conn, msg, grant, room)
+            return self._resume(conn, msg, grant, room, now)
+        if self.draining:
+            raise WireError(Reason.SERVER_DRAINING, "this server is shutting down: join another", msg.id)
         if room is None:
             if grant.room_kind is None or grant.role is not Role.HOST:
                 raise WireError(Reason.UNKNOWN_ROOM, f"no room {grant.room!r} is open", msg.id)
             room = self.create_room(grant.room, grant.room_kind, now)
-            created: list[Effect] = [Audit("room_created", room.room_id, grant.identity, grant.role.value, {"kind": room.kind})]
+            created: list[Effect] = [Audit("room_created", room.room_id, grant.identity, grant.role.value, {"kind": room.kind}),
+                                     *room.started_events()]
             if room.kind in self.config.record_kinds:
                 created += room.record_by_policy()
         else:
@@ -522,6 +540,7 @@ class Hub:
             grant.role,
             media=msg.media,
             request_id=msg.id,
+            now=now,
         )
         self._set_token(room.participants[pid], grant)
         self.store.bind(pid, room.room_id)
@@ -530,7 +549,8 @@ class Hub:
         self.metrics.joins += 1
         return [*created, *effects]
 
-    def _resume(self, conn: Connection, msg: wire.Join, grant: Grant, room: Room | None) -> list[Effect]:
+    def _resume(self, conn: Connection, msg: wire.Join, grant: Grant, room: Room | None,
+                now: float = 0.0) -> list[Effect]:
         p = room.find_by_resume(grant.identity, msg.resume or "") if room else None
         if room is None or p is None:
             raise WireError(
@@ -551,8 +571,13 @@ class Hub:
         self.metrics.resumes += 1
         return [
             *effects,
-            *room.resume(p, request_id=msg.id),
+            *room.resume(p, request_id=msg.id, now=now),
         ]
+
+    def finish(self, effects: list[Effect]) -> list[Effect]:
+        """Turn room-level effects into connection-level ones and keep the indexes in step (for
+        callers outside the hub that act on rooms: signaling.admin)."""
+        return self._finish(effects)
 
     def _finish(self, effects: list[Effect]) -> list[Effect]:
         """Turn room-level effects into connection-level ones and keep the indexes in step.

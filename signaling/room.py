@@ -16,6 +16,7 @@ from typing import Any
 from protocol import signaling as wire
 from protocol.signaling import ROOM_KINDS, Reason, RoomKind, WireError
 from signaling import events as ev
+from signaling.booking import Booking
 from signaling.effects import (
     Audit,
     ClosePeer,
@@ -41,6 +42,7 @@ from signaling.effects import (
     WaveformViewer,
 )
 from signaling.roles import Action, Role, allowed, publish_action
+from signaling.turn import TurnRest
 
 POLICY = "policy"  # who started a recording that the room's policy started
 # reasons a participant is taken out while its socket may still be open: it gets `bye` and a close
@@ -54,6 +56,13 @@ class SessionTerms:
     resume_grace_s: float = 20.0
     heartbeat_s: float = 10.0
     ice_servers: tuple[wire.IceServerInfo, ...] = ()
+    turn: TurnRest | None = None  # per-participant TURN credentials, added to ice_servers
+
+    def ice_servers_for(self, participant_id: str, now: float) -> tuple[wire.IceServerInfo, ...]:
+        """What this participant's `joined` lists: the static servers and its own TURN credentials."""
+        if self.turn is None:
+            return self.ice_servers
+        return (*self.ice_servers, self.turn.ice_server(participant_id, now))
 
 
 @dataclass
@@ -138,6 +147,10 @@ class Room:
         self.ended = False
         self.barred: dict[str, str] = {}  # identity -> who removed it; barred for the room's life
         self._chat_count = 0
+        # set by the platform (signaling.admin): booked window, recording policy, its own labels
+        self.booking: Booking | None = None
+        self.recording_policy = "default"  # default | auto | manual | off (signaling.admin)
+        self.metadata: dict[str, str] = {}
 
     # ------------------------------------------------------------------ queries
 
@@ -192,8 +205,9 @@ class Room:
         *,
         media: bool,
         request_id: wire.RequestId,
+        now: float = 0.0,
     ) -> list[Effect]:
-        """Admit a new participant; raises WireError(ROOM_FULL/ROOM_ENDED)."""
+        """Admit a new participant; raises WireError(ROOM_FULL/ROOM_ENDED/ROOM_NOT_OPEN)."""
         if self.ended:
             raise WireError(Reason.ROOM_ENDED, f"room {self.room_id!r} has ended", request_id)
         if identity in self.barred:
@@ -202,6 +216,8 @@ class Room:
                 f"{identity!r} was removed from room {self.room_id!r}; only a moderator can readmit",
                 request_id,
             )
+        if self.booking is not None and not self.booking.admits(now):
+            raise WireError(Reason.ROOM_NOT_OPEN, self.booking.refusal(now), request_id)
         if len(self.participants) >= self.max_participants:
             raise WireError(
                 Reason.ROOM_FULL,
@@ -218,7 +234,7 @@ class Room:
         )
         self.participants[participant_id] = p
         effects: list[Effect] = [
-            self._joined(p, request_id, resumed=False),
+            self._joined(p, request_id, resumed=False, now=now),
             Send(self.presence_recipients(p), wire.ParticipantJoined(p.info())),
             Audit("join", self.room_id, identity, role.value, {"participant_id": participant_id}),
             self._joined_event(p),
@@ -236,6 +252,7 @@ class Room:
         p: Participant,
         *,
         request_id: wire.RequestId,
+        now: float = 0.0,
     ) -> list[Effect]:
         """Re-attach a participant that came back within its grace period: no ghost, same id."""
         p.connected = True
@@ -244,7 +261,7 @@ class Room:
         return [
             *([WaveformPublisher(self.room_id, p.participant_id, p.identity)]
               if p.may(Action.PUBLISH_WAVEFORMS) else []),
-            self._joined(p, request_id, resumed=True),
+            self._joined(p, request_id, resumed=True, now=now),
             Send(self.presence_recipients(p), wire.ParticipantUpdated(p.info())),
             Audit("resume", self.room_id, p.identity, p.role.value, {"participant_id": p.participant_id}),
         ]
@@ -262,7 +279,7 @@ class Room:
             tuple(self._track_event(t) for t in self.tracks.values()),
         )
 
-    def _joined(self, p: Participant, request_id: wire.RequestId, *, resumed: bool) -> Send:
+    def _joined(self, p: Participant, request_id: wire.RequestId, *, resumed: bool, now: float = 0.0) -> Send:
         sees_all = p.may(Action.MODERATE)
         others = tuple(
             o.info() for o in self.participants.values()
@@ -277,7 +294,7 @@ class Room:
                 tracks=tuple(t.info() for t in self.tracks.values()),
                 resume=p.resume_key,
                 resume_grace_s=self.terms.resume_grace_s,
-                ice_servers=self.terms.ice_servers,
+                ice_servers=self.terms.ice_servers_for(p.participant_id, now),
                 permissions=tuple(sorted(a.value for a in Action if p.may(a))),
                 heartbeat_s=self.terms.heartbeat_s,
                 resumed=resumed,
@@ -507,6 +524,8 @@ class Room:
 
     def _start_recording(self, p: Participant, msg: wire.StartRecording) -> list[Effect]:
         self._require(p, Action.RECORD, msg)
+        if self.recording_policy == "off":
+            raise WireError(Reason.FORBIDDEN, "this room was booked without recording", msg.id)
         if self.recording:
             raise WireError(Reason.RECORDING_ACTIVE, "this room is already being recorded", msg.id)
         self.recording = True
@@ -519,18 +538,35 @@ class Room:
             _ok(p, msg),
         ]
 
-    def record_by_policy(self) -> list[Effect]:
-        """Start recording because the room's kind is recorded by policy, not by a person."""
+    def record_by_policy(self, by: str = POLICY) -> list[Effect]:
+        """Start recording because the room's policy (or the platform, `by="api"`) says so, not a person."""
         if self.recording:
             return []
         self.recording = True
         self.recording_by = None
         return [
             Send(self.connected_ids(), wire.Recording(True, None)),
-            self._start_recorder(POLICY),
-            ev.RecordingStarted(self.room_id, POLICY),
-            Audit("recording_started", self.room_id, details={"by": POLICY}),
+            self._start_recorder(by),
+            ev.RecordingStarted(self.room_id, by),
+            Audit("recording_started", self.room_id, details={"by": by}),
         ]
+
+    def stop_recording_by(self, who: str) -> list[Effect]:
+        """Stop recording on the platform's request (`who`, e.g. "api"), not a participant's."""
+        if not self.recording:
+            return []
+        self.recording = False
+        self.recording_by = None
+        return [
+            StopRecorder(self.room_id, who),
+            ev.RecordingStopped(self.room_id, who),
+            Send(self.connected_ids(), wire.Recording(False, None)),
+            Audit("recording_stopped", self.room_id, details={"by": who}),
+        ]
+
+    def started_events(self) -> list[Effect]:
+        """The room exists now: tell observers (webhooks: room_started)."""
+        return [ev.RoomStarted(self.room_id, self.kind.value, dict(self.metadata))]
 
     def _stop_recording_request(self, p: Participant, msg: wire.StopRecording) -> list[Effect]:
         self._require(p, Action.RECORD, msg)

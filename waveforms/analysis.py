@@ -262,6 +262,7 @@ class AnalysisScheduler:
         self._lock = asyncio.Lock()
         self.steps = 0
         self.last_step_ms = 0.0
+        self.step_observers: list[Callable[[float], None]] = []  # each step's duration, seconds (metrics)
 
     @property
     def enabled(self) -> bool:
@@ -405,7 +406,10 @@ class AnalysisScheduler:
 
     def _note_step(self, t_start: float) -> None:
         self.steps += 1
-        self.last_step_ms = (time.perf_counter() - t_start) * 1000.0
+        elapsed_s = time.perf_counter() - t_start
+        self.last_step_ms = elapsed_s * 1000.0
+        for observe in self.step_observers:
+            observe(elapsed_s)
 
     async def run(self, interval_s: float = 0.2) -> None:
         """A step every `interval_s` seconds, the DSP in a worker thread, until cancelled.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class ViewerOutbox:
         self._chunk_ids: deque[int] = deque()
         self._merge: dict[tuple[_Kind, str], int] = {}  # unsent coalescable entry per stream
         self._ids = itertools.count()
+        self._put_at: dict[int, float] = {}  # entry -> when it was queued (monotonic s)
+        self.last_age_s = 0.0  # how long the frame `get_nowait` returned last had been queued
         self._closed = False
         self._wakeup: asyncio.Event | None = None
 
@@ -88,6 +91,7 @@ class ViewerOutbox:
     def _append(self, entry: _Entry | _ChunkEntry) -> int:
         key = next(self._ids)
         self._entries[key] = entry
+        self._put_at[key] = time.monotonic()
         if self._wakeup is not None:
             self._wakeup.set()
         return key
@@ -115,6 +119,7 @@ class ViewerOutbox:
             s.to_sample = max(s.to_sample, hi)
             s.chunks += 1
             del self._entries[key]
+            self._put_at.pop(key, None)
         else:  # the notice takes the dropped chunk's place, so it arrives in stream order
             self._entries[key] = _Entry(_Kind.SKIPPED, stream_id, None, None, lo, hi, 1)
             self._merge[merge_key] = key
@@ -163,6 +168,7 @@ class ViewerOutbox:
         if not self._entries:
             return None
         key, entry = self._entries.popitem(last=False)
+        self.last_age_s = time.monotonic() - self._put_at.pop(key, time.monotonic())
         if type(entry) is tuple:
             self._chunk_ids.popleft()
             return entry[1]
@@ -192,6 +198,7 @@ class ViewerOutbox:
         self._closed = True
         if discard:
             self._entries.clear()
+            self._put_at.clear()
             self._chunk_ids.clear()
             self._merge.clear()
         if self._wakeup is not None:

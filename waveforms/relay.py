@@ -451,6 +451,10 @@ class WaveformRelay:
             if self._on_sink_failure is not None:
                 self._on_sink_failure(group, sink, exc)
 
+    def observe_analysis_steps(self, observe: Callable[[float], None]) -> None:
+        """Call `observe(seconds)` after every analysis step (a metrics histogram)."""
+        self._analysis.step_observers.append(observe)
+
     def add_store_sink(self, group: str, sink: StoreSink) -> None:
         """Attach a lossless sink: it gets `on_stream` for open streams now, then every new sample.
 

@@ -274,11 +274,16 @@ class ClientPeer:
         receive_codecs: frozenset[str] | None = None,
         drop_every_nth_rtp: int | None = None,
         host_addresses: tuple[str, ...] = ("127.0.0.1",),
+        ice_servers: list[dict[str, Any]] | None = None,
     ) -> None:
+        from aiortc import RTCIceServer
+
         self.name = name
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=[RTCIceServer(urls=list(s["urls"]), username=s.get("username"), credential=s.get("credential"))
+                        for s in ice_servers or []],  # `joined.ice_servers`; none: no server is contacted
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        ))
         self.video_source = (
             CounterVideoSource(video_codec, *video_size, fps=fps) if video_codec else None
         )
@@ -354,6 +359,38 @@ class ClientPeer:
             sdp = str(parsed)
         return sdp
 
+    async def offer(self, receive: frozenset[str] = frozenset()) -> str:
+        """Offer first, as a WHIP encoder (our sources, sendonly) or a WHEP player (`receive`:
+        recvonly m-lines of these kinds) does; returns the offer with all our candidates."""
+        from aiortc import RTCRtpSender
+
+        for kind, source in (("audio", self.audio_source), ("video", self.video_source)):
+            if source is None:
+                continue
+            transceiver = self.pc.addTransceiver(EncodedSourceTrack(kind, source), direction="sendonly")
+            if kind == "video" and self.video_source is not None:
+                wanted = f"video/{self.video_source.codec_name}".lower()
+                caps = RTCRtpSender.getCapabilities("video").codecs
+                transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in (wanted, "video/rtx")])
+            transceiver.sender._send_keyframe = source.request_keyframe
+            self._published.add(kind)
+        for kind in sorted(receive):
+            self.pc.addTransceiver(kind, direction="recvonly")
+        offer = await self.pc.createOffer()
+        with ice.host_addresses(self.host_addresses):
+            await self.pc.setLocalDescription(offer)
+        return str(self.pc.localDescription.sdp)
+
+    async def accept(self, answer_sdp: str) -> None:
+        """Apply the server's answer to our offer; tap every track it sends us."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        by_mid = {m.rtp.muxId: m for m in aiortc_sdp.SessionDescription.parse(answer_sdp).media}
+        for transceiver in self.pc.getTransceivers():
+            media = by_mid.get(transceiver.mid or "")
+            if media is not None and media.direction == "sendonly" and id(transceiver) not in self._tapped:
+                self._tap(transceiver, media)
+        self._install_loss()
+
     def _attach_source(self, transceiver: Any) -> None:
         kind = transceiver.kind
         source = self.video_source if kind == "video" else self.audio_source
@@ -426,6 +463,14 @@ class ClientPeer:
 
         dtls._handle_rtp_data = lossy  # type: ignore[method-assign]
         self._loss_installed = True
+
+    def selected_candidate_types(self) -> tuple[str, str] | None:
+        """(local, remote) candidate types of the pair ICE nominated ("host", "relay", ...)."""
+        for transceiver in self.pc.getTransceivers():
+            connection = transceiver.receiver.transport.transport._connection
+            for pair in getattr(connection, "_nominated", {}).values():
+                return pair.local_candidate.type, pair.remote_candidate.type
+        return None
 
     def track(self, track_id: str) -> ReceivedTrack:
         """What arrived on `track_id`; raises KeyError naming the tracks we do have."""

@@ -21,6 +21,9 @@ from signaling import roles
 from tests.conftest import REPO_ROOT
 
 WEB = REPO_ROOT / "clients" / "web"
+# Tools for an IT admin checking a node (whip.html: WHIP/WHEP by hand), not pages doctors use;
+# they state in their own words what they are and are left out of the string-table checks.
+DEV_PAGES = frozenset({"whip.html"})
 I18N = WEB / "js" / "i18n.js"
 ENTRY = re.compile(r'^\s*"([a-z0-9_.]+)":\s*"((?:[^"\\]|\\.)*)",?\s*$')
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -57,7 +60,7 @@ def js_sources() -> dict[str, str]:
 
 
 def html_sources() -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(WEB.glob("*.html"))}
+    return {p.name: p.read_text() for p in sorted(WEB.glob("*.html")) if p.name not in DEV_PAGES}
 
 
 def used_keys(prefixes: set[str]) -> dict[str, set[str]]:
@@ -162,7 +165,7 @@ class _Text(html.parser.HTMLParser):
             self.texts.append(("/".join(self.stack), data.strip()))
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in WEB.glob("*.html")))
+@pytest.mark.parametrize("page", sorted(p.name for p in WEB.glob("*.html") if p.name not in DEV_PAGES))
 def test_pages_carry_no_text_outside_the_tables(page: str) -> None:
     parser = _Text()
     parser.feed((WEB / page).read_text())

@@ -139,6 +139,8 @@ export const STRINGS = {
 
     "ended.ended_by_host": "主持人已结束本次会话。",
     "ended.empty": "所有人都已离开，会话自动结束。",
+    "ended.booking_over": "预约时段已结束，会话自动结束。如需继续，请向预约人申请延长或新的预约。",
+    "ended.ended_by_api": "平台已结束本次会话。",
     "ended.unknown": "会话已结束。",
 
     "bye.removed": "主持人已将你移出本次会话。",
@@ -160,6 +162,8 @@ export const STRINGS = {
     "reason.room_full": "会话人数已满。请联系主持人。",
     "reason.room_ended": "这个会话已经结束。如需继续，请向预约人索取新的链接。",
     "reason.removed": "主持人已将你移出本次会话，不能再次加入。如确需加入，请联系主持人重新允许。",
+    "reason.room_not_open": "会诊尚未开始（或预约时段已过）。请在预约时间前 10 分钟内再打开链接。",
+    "reason.server_draining": "服务器正在维护重启，暂不接受新的加入。请稍后重新打开链接。",
     "reason.forbidden": "你的角色不能执行这个操作。如有需要，请联系主持人。",
     "reason.unknown_participant": "该参与者已经不在会话中。",
     "reason.unknown_track": "该音视频已经不存在，可能对方已关闭。",
@@ -360,6 +364,8 @@ export const STRINGS = {
 
     "ended.ended_by_host": "The host ended the session.",
     "ended.empty": "Everyone left, so the session ended.",
+    "ended.booking_over": "The booked slot is over, so the session ended. Ask whoever booked it to extend it or book a new one.",
+    "ended.ended_by_api": "The platform ended the session.",
     "ended.unknown": "The session has ended.",
 
     "bye.removed": "The host removed you from this session.",
@@ -376,6 +382,8 @@ export const STRINGS = {
     "reason.already_joined": "This connection has already joined. Reload the page.",
     "reason.invalid_token": "The access token in this link is not valid (perhaps it was copied incompletely). Ask whoever booked the session for a new link.",
     "reason.removed": "The host removed you from this session; you cannot rejoin unless the host lets you back in.",
+    "reason.room_not_open": "The consultation has not opened yet (or its booked slot is over). Open the link again within 10 minutes of the booked time.",
+    "reason.server_draining": "The server is restarting for maintenance and takes no new joins. Open the link again in a moment.",
     "reason.token_expired": "This link has expired{when}. Ask whoever booked the session for a new link.",
     "reason.token_not_yet_valid": "This link is not valid yet{when}. Open it at the booked time; if that time has come, check this computer's clock.",
     "reason.unknown_room": "This session cannot be found; it may not have started yet. Try again later or check the link with whoever booked it.",

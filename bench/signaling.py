@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,13 @@ SECRET = "bench-secret-0123456789-0123456789-abcdef"
 
 def start_server(port: int, core: int | None, tree: Path | None = None) -> subprocess.Popen[bytes]:
     """`medstream serve` (signaling only) from this checkout, or from `tree`."""
-    cmd = [sys.executable, "-m", "medstream.cli", "serve", "--port", str(port),
+    # one load generator from one address opens thousands of sockets: lift the per-address caps
+    # that protect a real node from a flood (a config file; a server that does not know a limit
+    # ignores it)
+    config = Path(tempfile.mkdtemp()) / "bench.toml"
+    config.write_text("[limits]\nmax_connections = 100000\nmax_connections_per_address = 100000\n"
+                      "max_pending = 100000\nmax_pending_per_address = 100000\n")
+    cmd = [sys.executable, "-m", "medstream.cli", "serve", "--port", str(port), "--config", str(config),
            "--no-media", "--audit-log", "", "--log-level", "WARNING"]
     if core is not None and _have_taskset():
         cmd = ["taskset", "-c", str(core), *cmd]

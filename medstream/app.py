@@ -67,6 +67,7 @@ class MedstreamApp:
         self.recorder: Any = None  # recorder.service.RecordingService (imported only when on)
         self.webhooks: Webhooks | None = None
         self.whip: WhipEndpoint | None = None
+        self.readings: Any = None  # medstream.readings_http.ReadingsHttp (imported only when on)
         self.sink_failures = 0
         self.observers: list[RoomObserver] = []
         self._room_started_later: list[list[fx.Effect]] = []
@@ -129,6 +130,8 @@ class MedstreamApp:
             self._start_waveforms()
         if self.config.recorder:
             self._start_recorder_service()
+        if self.config.readings_dir is not None:
+            self._start_readings(self.config.readings_dir)
         self.driver.start()
         if self.waveform_bridge is not None:
             self.waveform_bridge.start()
@@ -175,6 +178,8 @@ class MedstreamApp:
             await self.recorder.close()
             self.recorder = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.readings is not None:  # its live event streams end first, or the HTTP runner waits for them
+            await self.readings.close()
         await self.http.stop()
         if self.waveform_bridge is not None:
             await self.waveform_bridge.close()
@@ -237,6 +242,37 @@ class MedstreamApp:
         self.observers.append(self._recorder_observer)
         RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
                        audit=self._audit).install(self.route)
+
+    def _start_readings(self, root: Path) -> None:
+        """The 12-lead reading desk (docs/ecg12.md): HTTP routes, live events, device snapshots."""
+        from medstream.readings_http import ReadingsHttp
+        from readings.service import ReadingService
+        from readings.store import ReadingStore
+
+        def open_room(room_id: str, kind: str, closes_at: float) -> None:
+            from signaling.admin import Admin, RoomSpec
+            from signaling.booking import Booking
+
+            existing = self.hub.store.get(room_id)
+            if existing is not None and not existing.ended:
+                return
+            now = time.time()
+            _, effects = Admin(self.hub).create_room(
+                RoomSpec(room_id=room_id, kind=kind, booking=Booking(now, closes_at, 0.0)), now)
+            self.driver.apply(effects)
+
+        def send_to_device(participant_id: str, frame: bytes) -> None:
+            socket = self.driver.socket_of(participant_id)
+            if socket is not None:
+                socket.send_bytes(frame)
+
+        hooks = self.webhooks
+        self.readings = ReadingsHttp(
+            ReadingService(self.config.readings_centre, ReadingStore(root)), self.hub.keys, audit=self._audit,
+            webhook=hooks.publish if hooks is not None else None, open_room=open_room, send_to_device=send_to_device)
+        self.readings.install(self.route)
+        if self.waveforms is not None:
+            self.waveforms.on_snapshot = self.readings.take_snapshot
 
     async def _start_webhooks(self) -> None:
         c = self.config

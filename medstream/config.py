@@ -67,6 +67,8 @@ class ServerConfig:
     tls_cert: Path | None = None  # PEM certificate (chain) and key: HTTPS + WSS on the same port
     tls_key: Path | None = None
     webhook_retry_max_s: float = 60.0  # longest wait between two attempts (backoff doubles from 1 s)
+    readings_dir: Path | None = None  # remote 12-lead ECG reading (docs/ecg12.md): its store; None: off
+    readings_centre: str = "ecg-centre"  # the ECG centre whose readers use this node's reading desk
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,6 +165,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     add_secret_argument(parser)
     parser.add_argument("--audit-log", help="audit JSON-lines file (default var/audit.jsonl; '' or 'none' to disable)")
     parser.add_argument("--recordings-dir", type=Path, help="where recordings go (default var/recordings)")
+    parser.add_argument("--readings-dir", type=Path,
+                        help="12-lead ECG reading store (default var/readings; 'none' turns the reading desk off)")
+    parser.add_argument("--readings-centre", help="the ECG centre's organisation id (default ecg-centre)")
     parser.add_argument("--room", action="append", default=[], metavar="ID:KIND",
                         help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
@@ -255,6 +260,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     if (args.webhook or hooks.get("urls")) and not (env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret")):
         raise ConfigError("webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
                          "[webhooks] secret in --config")
+    readings_dir = pick(getattr(args, "readings_dir", None), "MEDSTREAM_READINGS_DIR", "readings_dir", "var/readings")
     return ServerConfig(
         signaling=signaling,
         host=host,
@@ -262,6 +268,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         audit_log=Path(audit) if audit and str(audit).lower() != "none" else None,
         recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
         recordings_retention_days=file.get("recordings_retention_days"),
+        readings_dir=None if str(readings_dir).lower() == "none" else Path(readings_dir),
+        readings_centre=str(pick(getattr(args, "readings_centre", None), "MEDSTREAM_READINGS_CENTRE",
+                                 "readings_centre", "ecg-centre")),
         rooms=tuple(rooms),
         ice_host_addresses=ice_hosts,
         media=not args.no_media and file.get("media", True),

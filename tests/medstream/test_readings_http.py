@@ -113,7 +113,7 @@ async def test_upload_triage_access_sign_and_webhook(tmp_path: Path, ecg_data_di
             assert len(ecg["samples_uv"][1]) == int(ecg["sampling_rate_hz"] * 10)
             assert set(ecg["median"]["fiducials_ms"]) >= {"qrs_on", "qrs_off", "t_end"}
             report = {"rhythm": "窦性心律", "findings": "下壁导联ST段抬高\nQRS电轴正常",
-                      "conclusion": "急性下壁心肌梗死可能，请立即处理"}
+                      "conclusion": "急性下壁心肌梗死可能 请立即处理"}
             async with http.post(f"{base}/{rid}/sign", json={"rhythm": "", "conclusion": "x"}, headers=reader) as r:
                 assert r.status == 400
             async with http.get(f"{base}/{rid}/report.pdf", headers=clinic) as r:

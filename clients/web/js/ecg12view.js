@@ -86,12 +86,14 @@ export class Ecg12View {
   }
 
   _grid(g) {
-    for (const [step, colour, width] of [[1, MINOR, 0.08], [5, MAJOR, 0.18]]) {
+    // one device pixel wide, on pixel centres: crisp lines exactly 1 mm (5 mm) apart
+    const px = 1 / (this.pxPerMm * this._scale());
+    for (const [step, colour] of [[1, MINOR], [5, MAJOR]]) {
       g.strokeStyle = colour;
-      g.lineWidth = width;
+      g.lineWidth = px;
       g.beginPath();
-      for (let x = 0; x <= WIDTH_MM + 1e-9; x += step) { g.moveTo(x, 0); g.lineTo(x, HEIGHT_MM); }
-      for (let y = 0; y <= HEIGHT_MM + 1e-9; y += step) { g.moveTo(0, y); g.lineTo(WIDTH_MM, y); }
+      for (let x = 0; x <= WIDTH_MM + 1e-9; x += step) { g.moveTo(x + px / 2, 0); g.lineTo(x + px / 2, HEIGHT_MM); }
+      for (let y = 0; y <= HEIGHT_MM + 1e-9; y += step) { g.moveTo(0, y + px / 2); g.lineTo(WIDTH_MM, y + px / 2); }
       g.stroke();
     }
   }

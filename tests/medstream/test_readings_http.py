@@ -217,3 +217,21 @@ def test_snapshot_wire_checks_name_the_field() -> None:
     big = Ecg12Snapshot("s5", "R1", "P1", tuple(f"L{i}" for i in range(12)), 1000.0, 1000.0,
                         np.ones((12, 10000), "<i2"))
     assert isinstance(decode_client_frame(encode(big)), Ecg12Snapshot)
+
+
+def test_every_error_the_reading_routes_send_has_words_in_both_languages() -> None:
+    import re
+
+    import medstream.readings_http as rh
+    from readings.workflow import Reason
+    from tests.clients.test_i18n import tables
+
+    source = Path(rh.__file__).read_text()
+    names = set(re.findall(r'HttpError\(\d+, "([a-z_]+)"', source))
+    names |= set(re.findall(r'"[A-Za-z]+Error": "([a-z_]+)"', source)) | {"invalid_ecg"}
+    names |= {r.value for r in Reason} | {"invalid_token", "token_expired", "token_not_yet_valid"}
+    assert {"unauthorized", "too_large", "not_measurable", "unsupported_file"} <= names, names
+    tabs = tables()
+    for lang in ("zh", "en"):
+        missing = sorted(n for n in names if f"rerror.{n}" not in tabs[lang])
+        assert not missing, f"{lang}: no words for reading errors {missing}"

@@ -235,3 +235,36 @@ def test_every_error_the_reading_routes_send_has_words_in_both_languages() -> No
     for lang in ("zh", "en"):
         missing = sorted(n for n in names if f"rerror.{n}" not in tabs[lang])
         assert not missing, f"{lang}: no words for reading errors {missing}"
+
+
+async def test_a_device_dicom_upload_and_the_supervisor(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    mortara = Path(get_testdata_file("waveform_ecg.dcm")).read_bytes()  # a real cart's export
+    async with running_app(readings_dir=tmp_path, readings_centre=CENTRE) as app, aiohttp.ClientSession() as http:
+        clinic = {"Authorization": "Bearer " + desk_token("clinic-a", "dr-wang", "host")}
+        async with http.post(f"{app.url}/readings?referral_id=ZY-DCM", data=mortara,
+                             headers={**clinic, "Content-Type": "application/dicom"}) as r:
+            assert r.status == 201, await r.text()
+            raw = (await r.json())["request"]
+        form = aiohttp.FormData()
+        form.add_field("referral_id", "ZY-DCM-2")
+        form.add_field("patient_id", "P-77")
+        form.add_field("file", mortara, filename="ecg.dcm", content_type="application/dicom")
+        async with http.post(f"{app.url}/readings", data=form, headers=clinic) as r:
+            assert r.status == 201, await r.text()
+            multipart = (await r.json())["request"]
+        assert raw["patient"]["patient_id"]  # taken from the file when the clinic gives none
+        assert multipart["patient"]["patient_id"] == "P-77"
+        assert 140 <= raw["measurements"]["pr_ms"] <= 170 and 60 <= raw["measurements"]["qrs_ms"] <= 90
+        reader = {"Authorization": "Bearer " + desk_token(CENTRE, "dr-li", "expert")}
+        boss = {"Authorization": "Bearer " + desk_token(CENTRE, "dr-qc", "supervisor")}
+        rid = raw["request_id"]
+        async with http.post(f"{app.url}/readings/{rid}/claim", headers=reader) as r:
+            assert r.status == 200
+        async with http.post(f"{app.url}/readings/{rid}/claim", headers=boss) as r:
+            assert r.status == 403  # supervisors see and release, they do not read
+        async with http.get(f"{app.url}/readings/queue", headers=boss) as r:
+            assert {e["request_id"] for e in (await r.json())["entries"]} == {rid, multipart["request_id"]}
+        async with http.post(f"{app.url}/readings/{rid}/release", headers=boss) as r:
+            assert r.status == 200 and (await r.json())["request"]["state"] == "queued"

@@ -4,8 +4,10 @@ The node's edge of `readings.service.ReadingService` (docs/ecg12.md): a township
 an ECG (WFDB as multipart, or DICOM) with its referral id, or its cart sends a snapshot over the
 waveform protocol; the ECG centre's readers see the queue (suspected STEMI first), claim, read
 the 12-lead view and sign a report, which reaches the clinic's page live and the platform by
-webhook. Each handler is three steps: authorise (token -> `Actor`), one service call (CPU work
-in one worker thread, desk state only on the loop), reply and dispatch the desk's events.
+webhook. Each handler is three steps: authorise (token -> `Actor`), one service call, reply and
+dispatch the desk's events. The service (desk, store with its fsyncs, DSP, PDF) runs in one
+worker thread, one call at a time: the node's event loop, which also carries consultations and
+monitors, never waits on the disk or the analysis.
 
 Tokens are the ordinary access tokens (signaling/tokens.py); the room claim names the
 organisation's reading desk and the role what its holder is there (the room rules):
@@ -158,7 +160,9 @@ class ReadingsHttp:
         # one worker: decoding, measuring and PDF rendering never run on the event loop, and
         # matplotlib figures are drawn one at a time
         self._cpu = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="readings")
-        service.on_audit = self._audit_records
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        service.on_audit = self._audit_from_worker
 
     # ------------------------------------------------------------------ wiring
 
@@ -198,10 +202,16 @@ class ReadingsHttp:
             with contextlib.suppress(asyncio.QueueFull):
                 listener.queue.put_nowait(None)
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._cpu.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        self._cpu.shutdown(wait=True, cancel_futures=True)  # a store write under way completes
 
     async def _in_worker(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn)
+        """Run `fn` in the readings worker: the desk and its store (fsyncs) live there, one call
+        at a time, so the node's event loop never waits on the disk or the DSP."""
+        if self._closed:
+            raise HttpError(503, "unavailable", "the reading desk is shutting down; try again in a moment")
+        self._loop = asyncio.get_running_loop()
+        return await self._loop.run_in_executor(self._cpu, fn)
 
     # ------------------------------------------------------------------ access
 
@@ -217,7 +227,7 @@ class ReadingsHttp:
         except WireError as exc:
             raise HttpError(401, exc.reason.value, exc.message) from None
 
-    def _caller(self, request: web.Request, *, consultation_ok: bool = False) -> Caller:
+    async def _caller(self, request: web.Request, *, consultation_ok: bool = False) -> Caller:
         grant = self._grant(request)
         role = DESK_ROLES.get(grant.role)
         if grant.room.startswith(DESK_PREFIX) and role is not None:
@@ -234,7 +244,7 @@ class ReadingsHttp:
             # is its host's, the centre's its expert's and supervisor's
             org = self.centre_id
             if role is Role.CLINIC:
-                org = self._clinic_of(request_id)
+                org = await self._in_worker(lambda: self._clinic_of(request_id))
             return Caller(Actor(grant.identity, role, org), grant, request_id)
         raise HttpError(403, "forbidden", f"a reading token has room {DESK_PREFIX}<organisation> and role host, "
                                           f"expert or supervisor; got room {grant.room!r}, role {grant.role.value!r}")
@@ -244,6 +254,14 @@ class ReadingsHttp:
             if r.request_id == request_id:
                 return r.clinic_id
         return ""
+
+    def _audit_from_worker(self, records: list[AuditRecord]) -> None:
+        # the desk runs in the worker thread; the node's audit log is fed on the loop
+        loop = self._loop
+        if loop is None:
+            self._audit_records(records)
+        else:
+            loop.call_soon_threadsafe(self._audit_records, records)
 
     def _audit_records(self, records: list[AuditRecord]) -> None:
         if self.audit is None:
@@ -256,14 +274,17 @@ class ReadingsHttp:
     async def _run(self, request: web.Request, fn: Callable[[Caller], Awaitable[web.StreamResponse]], *,
                    consultation_ok: bool = False) -> web.StreamResponse:
         try:
-            caller = self._caller(request, consultation_ok=consultation_ok)
+            caller = await self._caller(request, consultation_ok=consultation_ok)
             response = await fn(caller)
         except HttpError as exc:
             return exc.response()
         except WorkflowError as exc:
             return json_response(STATUS[exc.reason], {"error": exc.reason.value, "message": str(exc)})
+        except Exception as exc:  # our bug or the disk: one log line with the trace, a reply, the node stays up
+            log.exception("%s %s failed", request.method, request.path)
+            return json_response(500, {"error": "internal", "message": f"the server failed: {type(exc).__name__}"})
         finally:
-            self._dispatch()
+            await self._dispatch()
         return response
 
     # ------------------------------------------------------------------ routes
@@ -280,13 +301,14 @@ class ReadingsHttp:
             except ValueError as exc:  # IngestError, WfdbFormatError, DicomEcgError, Ecg12Error, MeasurementError
                 log.info("upload from %s refused: %s", c.actor.organization, str(exc)[:200])
                 return json_response(422, {"error": _ecg_error(exc), "message": str(exc)})
-            req = self.service.submit_prepared(c.actor, upload, assessment, referral, patient, self.clock())
+            req = await self._in_worker(lambda: self.service.submit_prepared(c.actor, upload, assessment, referral,
+                                                                              patient, self.clock()))
             return json_response(201, {"request": request_json(req, c.actor)})
         return await self._run(request, do)
 
     async def queue(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
-            entries = self.service.queue(c.actor, self.clock())
+            entries = await self._in_worker(lambda: self.service.queue(c.actor, self.clock()))
             return json_response(200, {"centre": self.centre_id, "entries": [
                 {**_summary(e.request), "waiting_s": round(e.waiting_s, 1)} for e in entries]})
         return await self._run(request, do)
@@ -295,47 +317,51 @@ class ReadingsHttp:
         async def do(c: Caller) -> web.StreamResponse:
             if c.actor.role is not Role.CLINIC:
                 raise HttpError(403, "forbidden", "only a clinic lists its own requests; the centre uses /readings/queue")
-            reqs = self.service.clinic_requests(c.actor, self.clock())
+            reqs = await self._in_worker(lambda: self.service.clinic_requests(c.actor, self.clock()))
             return json_response(200, {"clinic": c.actor.organization,
                                        "requests": [request_json(r, c.actor) for r in reqs]})
         return await self._run(request, do)
 
     async def view(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
-            req, _ = self.service.view(c.actor, request.match_info["request_id"], self.clock())
+            req, _ = await self._in_worker(lambda: self.service.view(c.actor, request.match_info["request_id"],
+                                                                     self.clock()))
             return json_response(200, {"request": request_json(req, c.actor)})
         return await self._run(request, do, consultation_ok=True)
 
     async def ecg(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
-            req, _ = self.service.view(c.actor, request.match_info["request_id"], self.clock())
+            req, _ = await self._in_worker(lambda: self.service.view(c.actor, request.match_info["request_id"],
+                                                                     self.clock()))
             body = await self._in_worker(lambda: ecg_view_json(self.service.load_ecg(req)))
             return json_response(200, {"request": request_json(req, c.actor), "ecg": body})
         return await self._run(request, do, consultation_ok=True)
 
     async def claim(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
-            req = self.service.claim(c.actor, request.match_info["request_id"], self.clock())
+            req = await self._in_worker(lambda: self.service.claim(c.actor, request.match_info["request_id"], self.clock()))
             return json_response(200, {"request": request_json(req, c.actor)})
         return await self._run(request, do)
 
     async def release(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
-            req = self.service.release(c.actor, request.match_info["request_id"], self.clock())
+            req = await self._in_worker(lambda: self.service.release(c.actor, request.match_info["request_id"], self.clock()))
             return json_response(200, {"request": request_json(req, c.actor)})
         return await self._run(request, do)
 
     async def draft(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
             report = await _read_report(request)
-            req = self.service.save_draft(c.actor, request.match_info["request_id"], report, self.clock())
+            req = await self._in_worker(lambda: self.service.save_draft(c.actor, request.match_info["request_id"], report,
+                                                                         self.clock()))
             return json_response(200, {"request": request_json(req, c.actor)})
         return await self._run(request, do)
 
     async def sign(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
             report = await _read_report(request)
-            req = self.service.sign_only(c.actor, request.match_info["request_id"], report, self.clock())
+            req = await self._in_worker(lambda: self.service.sign_only(c.actor, request.match_info["request_id"], report,
+                                                                        self.clock()))
             # ReportSigned waits in the desk until the PDF exists: the clinic's page and the
             # webhook never point at a report that cannot be downloaded yet
             await self._in_worker(lambda: self.service.render_report(req))
@@ -346,7 +372,7 @@ class ReadingsHttp:
     async def report_pdf(self, request: web.Request) -> web.StreamResponse:
         async def do(c: Caller) -> web.StreamResponse:
             rid = request.match_info["request_id"]
-            pdf = self.service.report_pdf(c.actor, rid, self.clock())
+            pdf = await self._in_worker(lambda: self.service.report_pdf(c.actor, rid, self.clock()))
             return web.Response(body=pdf, headers={
                 "Content-Type": "application/pdf", "Cache-Control": "no-store",
                 "Content-Disposition": f'inline; filename="{rid}.pdf"'})
@@ -357,11 +383,15 @@ class ReadingsHttp:
             if self.open_room is None:
                 raise HttpError(503, "unavailable", "live consultations are not enabled on this server")
             now = self.clock()
-            req, _ = self.service.view(c.actor, request.match_info["request_id"], now)
+            req, _ = await self._in_worker(lambda: self.service.view(c.actor, request.match_info["request_id"], now))
             room = consultation_room(req.request_id)
             if len(room) > 64:
                 raise HttpError(400, "invalid_input", f"request id too long for a room id: {req.request_id!r}")
-            self.open_room(room, "consultation", now + CONSULTATION_VALID_S)
+            try:
+                self.open_room(room, "consultation", now + CONSULTATION_VALID_S)
+            except Exception as exc:  # e.g. a room of that id is closing: the caller may try again
+                log.warning("consultation room %s not opened: %s", room, exc)
+                raise HttpError(503, "unavailable", f"the consultation room {room} cannot be opened now: {exc}") from None
             token = issue_token(self.keys, room=room, identity=c.grant.identity, name=c.grant.name,
                                 role=CONSULT_ROLES[c.actor.role], valid_from=now, valid_for_s=CONSULTATION_VALID_S)
             self._push({"type": "consultation", "request_id": req.request_id, "room": room,
@@ -374,7 +404,7 @@ class ReadingsHttp:
         """Server-sent events: `created`, `claimed`, `released`, `signed`, `consultation` for the
         requests this caller may see (a clinic: its own)."""
         try:
-            caller = self._caller(request)
+            caller = await self._caller(request)
         except HttpError as exc:
             return exc.response()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -406,9 +436,11 @@ class ReadingsHttp:
 
     # ------------------------------------------------------------------ events
 
-    def _dispatch(self) -> None:
-        """The desk's events to the live pages and the webhook."""
-        for event in self.service.events_to_send():
+    async def _dispatch(self) -> None:
+        """The desk's events to the live pages and the webhook (drained in the worker, which owns the desk)."""
+        if self._closed:
+            return
+        for event in await self._in_worker(self.service.events_to_send):
             kind = _EVENT_NAMES[type(event)]
             self._push({"type": kind}, event.request)
             if isinstance(event, ReportSigned) and self.webhook is not None:
@@ -447,7 +479,8 @@ class ReadingsHttp:
 
             upload, assessment = await self._in_worker(prepare)
             patient = Patient(snap.patient_id, snap.patient_name, snap.sex, snap.age_years)
-            req = self.service.submit_prepared(actor, upload, assessment, snap.referral_id, patient, self.clock())
+            req = await self._in_worker(lambda: self.service.submit_prepared(actor, upload, assessment, snap.referral_id,
+                                                                              patient, self.clock()))
             reply = SnapshotReceived(snap.snapshot_id, req.request_id, req.priority.name.lower())
         except (ValueError, WorkflowError) as exc:
             log.info("12-lead snapshot %s from %s refused: %s", snap.snapshot_id, identity, str(exc)[:200])
@@ -457,7 +490,7 @@ class ReadingsHttp:
             reply = WaveformError(WaveformErrorReason.INTERNAL, f"snapshot not stored: {type(exc).__name__}",
                                   snap.snapshot_id)
         finally:
-            self._dispatch()
+            await self._dispatch()
         if self.send_to_device is not None:
             self.send_to_device(publisher_id, encode(reply))
 

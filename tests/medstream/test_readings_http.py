@@ -229,6 +229,7 @@ def test_every_error_the_reading_routes_send_has_words_in_both_languages() -> No
     source = Path(rh.__file__).read_text()
     names = set(re.findall(r'HttpError\(\d+, "([a-z_]+)"', source))
     names |= set(re.findall(r'"[A-Za-z]+Error": "([a-z_]+)"', source)) | {"invalid_ecg"}
+    names |= set(re.findall(r'\{"error": "([a-z_]+)"', source))
     names |= {r.value for r in Reason} | {"invalid_token", "token_expired", "token_not_yet_valid"}
     assert {"unauthorized", "too_large", "not_measurable", "unsupported_file"} <= names, names
     tabs = tables()

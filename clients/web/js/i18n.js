@@ -362,6 +362,7 @@ export const STRINGS = {
     "rerror.not_measurable": "心电图无法测量（信号平直或心搏过少）。",
     "rerror.unsupported_file": "文件格式不受支持：请上传 WFDB（.hea + .dat）或 DICOM 心电文件。",
     "rerror.unavailable": "本服务器未开通此功能。",
+    "rerror.internal": "服务器内部错误，请稍后重试并告知技术支持。",
   },
 
   en: {
@@ -709,6 +710,7 @@ export const STRINGS = {
     "rerror.not_measurable": "The ECG cannot be measured (flat or too few beats).",
     "rerror.unsupported_file": "Unsupported file: send WFDB (.hea + .dat) or a DICOM ECG.",
     "rerror.unavailable": "This server does not offer that.",
+    "rerror.internal": "The server failed; try again later and tell technical support.",
   },
 };
 

@@ -180,6 +180,11 @@ async def test_clinic_upload_queue_calibrated_view_and_live_report(tmp_path: Pat
         assert "正常心电图" in text and "窦性心律" in text and "dr-li" in text, text
         assert "signed" in await clinic.evaluate("window.medstream.events"), "the report came by push"
         await screenshot(clinic, "ecg12-clinic")
+        # a township tablet or phone: nothing scrolls sideways (the 12-lead view scrolls in its own box)
+        wide = "() => document.documentElement.scrollWidth - window.innerWidth"
+        await clinic.set_viewport_size({"width": 390, "height": 844})
+        await reader.set_viewport_size({"width": 1024, "height": 768})
+        assert await clinic.evaluate(wide) <= 0 and await reader.evaluate(wide) <= 0
         assert not page_errors(log_c, log_r)
 
 

@@ -27,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import json
 import logging
+import re
 import time
+import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,8 +45,10 @@ from medstream.http import json_response
 from medstream.openapi import Operation
 from protocol.signaling import WireError
 from protocol.waveforms import Ecg12Snapshot, SnapshotReceived, WaveformError, WaveformErrorReason, encode
+from readings.dicom import encode_dicom
 from readings.ingest import Upload, assess
 from readings.service import ReadingService, ecg_view_json
+from readings.wfdb_format import encode_record
 from readings.workflow import (
     Actor,
     AuditRecord,
@@ -186,6 +191,10 @@ class ReadingsHttp:
         route("GET", "/readings/{request_id}", self.view, op("one request: measurements, flags with their rules, report"))
         route("GET", "/readings/{request_id}/ecg", self.ecg, op("the ECG for the 12-lead viewer (µV, display-filtered) "
                                                                 "and the median beat with fiducials"))
+        route("GET", "/readings/{request_id}/export/{format}", self.export, op(
+            "the ECG as stored, for a PACS or a workstation: wfdb.zip (.hea + .dat, 1 µV per unit) or ecg.dcm "
+            "(DICOM 12-lead ECG Waveform Storage)", {400: "unknown format, or too long for DICOM"},
+            response_type="application/octet-stream"))
         route("POST", "/readings/{request_id}/claim", self.claim, op("a reader claims a request", {409: "claimed by another"}))
         route("POST", "/readings/{request_id}/release", self.release, op("give a claim back to the queue"))
         route("PUT", "/readings/{request_id}/draft", self.draft, op("keep the claimer's unsigned report"))
@@ -335,6 +344,23 @@ class ReadingsHttp:
                                                                      self.clock()))
             body = await self._in_worker(lambda: ecg_view_json(self.service.load_ecg(req)))
             return json_response(200, {"request": request_json(req, c.actor), "ecg": body})
+        return await self._run(request, do, consultation_ok=True)
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        async def do(c: Caller) -> web.StreamResponse:
+            fmt = request.match_info["format"]
+            if fmt not in ("wfdb.zip", "ecg.dcm"):
+                raise HttpError(400, "invalid_input", f"export format must be wfdb.zip or ecg.dcm, got {fmt!r}")
+            req, _ = await self._in_worker(lambda: self.service.view(c.actor, request.match_info["request_id"],
+                                                                     self.clock()))
+            try:
+                body = await self._in_worker(lambda: _export(self.service.load_ecg(req), req, fmt))
+            except ValueError as exc:  # DicomEcgError: longer than the IOD's 16384 samples per lead
+                raise HttpError(400, "invalid_input", str(exc)) from None
+            ctype = "application/zip" if fmt == "wfdb.zip" else "application/dicom"
+            return web.Response(body=body, headers={
+                "Content-Type": ctype, "Cache-Control": "no-store",
+                "Content-Disposition": f'attachment; filename="{req.request_id}-{fmt}"'})
         return await self._run(request, do, consultation_ok=True)
 
     async def claim(self, request: web.Request) -> web.StreamResponse:
@@ -515,6 +541,20 @@ def _signed_webhook(r: ReadingRequest) -> dict[str, Any]:
             "report": {"rhythm": r.report.rhythm, "findings": list(r.report.findings),
                        "conclusion": r.report.conclusion, "language": r.report.language},
             "pdf_url": f"/readings/{r.request_id}/report.pdf"}
+
+
+def _export(ecg: Ecg12, req: ReadingRequest, fmt: str) -> bytes:
+    """The ECG of `req` as a WFDB zip (record named by the request) or a DICOM file."""
+    if fmt == "ecg.dcm":
+        p = req.patient
+        return encode_dicom(ecg, p.patient_id, p.name, p.sex if p.sex in ("M", "F") else "",
+                            None if p.age_years is None else int(p.age_years))
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", req.request_id)[:64]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for file_name, data in encode_record(ecg, name, (f"referral {req.referral_id}", f"clinic {req.clinic_id}")).items():
+            z.writestr(file_name, data)
+    return buf.getvalue()
 
 
 def _ecg_error(exc: ValueError) -> str:

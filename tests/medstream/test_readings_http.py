@@ -6,8 +6,10 @@ snapshot over the waveform protocol, refused with a clear error when it is not a
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from clients.ecg12_send import Ecg12SendError, send_snapshot, snapshot_from_record
 from protocol.waveforms import Ecg12Snapshot, WaveformErrorReason, decode_client_frame, encode
+from readings.ingest import parse_upload, read_wfdb_directory
 from tests.conftest import timeout_s
 from tests.helpers import running_app, token
 from tests.medstream.test_webhooks import SECRET as HOOK_SECRET
@@ -127,6 +130,20 @@ async def test_upload_triage_access_sign_and_webhook(tmp_path: Path, ecg_data_di
             assert seen["state"] == "signed" and seen["report"]["findings"] == ["下壁导联ST段抬高", "QRS电轴正常"]
             async with http.get(f"{base}/{rid}/report.pdf", headers=clinic) as r:
                 assert r.status == 200 and (await r.read()).startswith(b"%PDF")
+            # export as stored: WFDB (zip) and DICOM, each read back by our own ingest to the same ECG
+            async with http.get(f"{base}/{rid}/export/wfdb.zip", headers=reader) as r:
+                assert r.status == 200
+                with zipfile.ZipFile(io.BytesIO(await r.read())) as z:
+                    exported = parse_upload({n: z.read(n) for n in z.namelist()})
+            async with http.get(f"{base}/{rid}/export/ecg.dcm", headers=clinic) as r:
+                assert r.status == 200
+                as_dicom = parse_upload({"x.dcm": await r.read()})
+            original = read_wfdb_directory(cpsc, "A0021").ecg
+            for e in (exported.ecg, as_dicom.ecg):
+                assert np.abs(e.signals_mv[:, :5000] - original.signals_mv[:, :5000]).max() < 0.0011  # 1 µV units
+            assert as_dicom.patient_id == "P2"
+            async with http.get(f"{base}/{rid}/export/ecg.xml", headers=reader) as r:
+                assert r.status == 400
 
             deadline = time.monotonic() + timeout_s(10)
             while not any(e["type"] == "signed" for e in events) and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ cluster; the Segment has "unknown size" until the trailer, which players accept.
 from __future__ import annotations
 
 import fractions
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import av
 
 from media_server.frames import EncodedFrame
 from recorder.codecs import CodecSpec, codec_spec, h264_keyframe_size, vp8_keyframe_size
+from recorder.crypto import Encryption
 from recorder.timeline import RtpTimeline
 
 MATROSKA_TIME_BASE = fractions.Fraction(1, 1000)
@@ -54,6 +56,7 @@ class MediaTrackWriter:
         kind: str,
         session_start: float,
         cluster_time_limit_ms: int = 1000,
+        encryption: Encryption | None = None,
     ) -> None:
         self.spec: CodecSpec = codec_spec(codec)
         if kind not in ("audio", "video"):
@@ -74,25 +77,32 @@ class MediaTrackWriter:
         self._last_pts: int | None = None
         self._last_delta: int | None = None
         self._closed = False
+        self._encryption = encryption or Encryption()
+        self._file: Any = None
+        self._cluster_start_pts: int | None = None
+        self.clusters_closed = 0
 
     @property
     def opened(self) -> bool:
         """True once the file exists on disk."""
         return self._container is not None
 
-    def write(self, frame: EncodedFrame) -> None:
-        """Mux one frame; frames before the first video keyframe and stale frames are counted, not written."""
+    def write(self, frame: EncodedFrame) -> bool:
+        """Mux one frame; frames before the first video keyframe and stale frames are counted, not written.
+
+        Returns True when this frame started a new Matroska cluster (the muxer has just written
+        the previous one out): the moment for a per-cluster fsync."""
         if self._closed:
-            return
+            return False
         if self._container is None and not self._open_for(frame):
             self.stats.frames_before_keyframe += 1
-            return
+            return False
         assert self._timeline is not None and self._time_base is not None
         pts = self._timeline.place(frame.timestamp, frame.received_at)
         self.stats.timeline_resyncs = self._timeline.resyncs
         if pts is None:
             self.stats.frames_out_of_order += 1
-            return
+            return False
         if self._last_pts is not None:
             self._last_delta = pts - self._last_pts
         packet = av.Packet(frame.data)
@@ -103,6 +113,13 @@ class MediaTrackWriter:
         packet.duration = self._last_delta or self._nominal_frame_ticks(frame.clock_rate)
         packet.is_keyframe = frame.keyframe or self.kind == "audio"
         self._container.mux(packet)
+        # the muxer closes a cluster at its time limit, and at a video keyframe
+        limit = self._cluster_time_limit_ms * frame.clock_rate // 1000
+        new_cluster = self._cluster_start_pts is not None and (
+            pts - self._cluster_start_pts >= limit or (self.kind == "video" and frame.keyframe))
+        if new_cluster or self._cluster_start_pts is None:
+            self._cluster_start_pts = pts
+            self.clusters_closed += new_cluster
         if self._first_pts is None:
             self._first_pts = pts
             self.stats.start_offset_s = pts / frame.clock_rate
@@ -111,15 +128,34 @@ class MediaTrackWriter:
         self.stats.bytes_muxed += len(frame.data)
         last = self._last_delta or self._nominal_frame_ticks(frame.clock_rate)
         self.stats.duration_s = (pts - self._first_pts + last) / frame.clock_rate
+        return new_cluster
 
-    def close(self) -> None:
+    def sync(self, fsync: bool) -> None:
+        """Hand what is written to the OS (an encrypted file seals its open chunk), and with
+        `fsync` to the disk itself."""
+        if self._file is None or self._closed:
+            return
+        self._file.flush()
+        if fsync:
+            os.fsync(self._file.fileno())
+
+    def close(self, fsync: bool = False) -> None:
         """Write the trailer (cues, durations) and close the file. Idempotent."""
         if self._closed:
             return
         self._closed = True
         if self._container is not None:
             container, self._container = self._container, None
-            container.close()
+            try:
+                container.close()
+            finally:
+                f, self._file = self._file, None
+                try:
+                    f.flush()
+                    if fsync:
+                        os.fsync(f.fileno())
+                finally:
+                    f.close()
 
     def _nominal_frame_ticks(self, clock_rate: int) -> int:
         # Until two frames have been seen: 20 ms Opus packets, 30 fps video.
@@ -137,8 +173,9 @@ class MediaTrackWriter:
                 size = h264_keyframe_size(frame.data)
             if size is None:
                 return False
+        self._file = self._encryption.create(self.path)
         container = av.open(
-            str(self.path),
+            self._file,
             "w",
             format=self.spec.container_format,
             options={
@@ -158,6 +195,7 @@ class MediaTrackWriter:
             stream.time_base = MATROSKA_TIME_BASE
         except BaseException:
             container.close()
+            self._file.close()
             raise
         self._container = container
         self._stream = stream

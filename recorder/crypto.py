@@ -190,7 +190,7 @@ class EncryptedFile(io.RawIOBase):
         if mode == "x":
             if key is None:
                 raise ValueError("creating an encrypted file needs the session key")
-            self._f = open(self.path, "xb+")  # noqa: SIM115 - owned for the object's life
+            self._f: Any = open(self.path, "xb+")  # noqa: SIM115 - owned for the object's life
             self._key = key
             self._file_id = secrets.token_bytes(16)
             self._chunk = chunk_bytes
@@ -311,6 +311,27 @@ class EncryptedFile(io.RawIOBase):
             self._f.close()
             super().close()
 
+    def drop_damaged_tail(self) -> int:
+        """Cut off a last chunk that does not authenticate (a write cut by a power loss), so the
+        rest reads cleanly; returns the plaintext bytes dropped. Needs mode "r+"."""
+        if not self._writable:
+            raise io.UnsupportedOperation("drop_damaged_tail needs mode 'r+'")
+        file_size = os.fstat(self._f.fileno()).st_size
+        n_chunks = -(-max(0, file_size - HEADER_BYTES) // self._stride)
+        if n_chunks == 0:
+            return 0
+        last = n_chunks - 1
+        try:
+            self._index = -1
+            self._load(last)
+            return 0
+        except DecryptionError:
+            before = self._size
+            self._f.truncate(HEADER_BYTES + last * self._stride)
+            self._size = last * self._chunk
+            self._index, self._buf, self._dirty = -1, bytearray(), False
+            return before - self._size
+
     def read_range(self, start: int, length: int) -> bytes:
         """`length` plaintext bytes from `start` (fewer at the end)."""
         self.seek(start)
@@ -353,7 +374,7 @@ class Encryption:
     def create(self, path: Path) -> Any:
         """A new file at `path` (never overwriting), plain or encrypted, open for read and write."""
         if self.key is None:
-            return open(path, "xb+", buffering=0)  # noqa: SIM115 - unbuffered: flushed means written
+            return open(path, "xb+", buffering=0)
         return EncryptedFile(path, "x", key=self.key, chunk_bytes=self.chunk_bytes)
 
     def write_bytes(self, path: Path, data: bytes) -> None:
@@ -373,7 +394,7 @@ def open_for_reading(path: Path, master: MasterKey | None) -> Any:
         if master is None:
             raise DecryptionError(f"{path.name} is encrypted and no recordings key is configured")
         return EncryptedFile(path, "r", master=master)
-    return open(path, "rb")  # noqa: SIM115 - the caller owns it
+    return open(path, "rb")
 
 
 def plain_size(path: Path, master: MasterKey | None) -> int:

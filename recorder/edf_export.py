@@ -83,18 +83,22 @@ def export_edf(directory: Path, record: str, output: Path | None = None,
                 "sample_frequency": fs, "digital_min": dmin, "digital_max": dmax,
                 "physical_min": _physical(dmin, base, gain), "physical_max": _physical(dmax, base, gain),
                 "transducer": "", "prefilter": ""})
+        ann = read_annotations(directory, record, master)
+        n_ann = 0 if ann is None else len(ann.sample)
+        n_records = max(1, math.ceil(n / per_record))
+        # EDF+ keeps a fixed number of annotations per data record (one per annotation signal):
+        # enough for the densest second of beats and alarms, at most EDFlib's 64
+        if ann is not None and n_ann:
+            per = np.bincount((ann.sample // per_record).astype(np.int64)).max()
+            writer.set_number_of_annotation_signals(int(min(64, max(1, per + 1))))
         writer.setSignalHeaders(headers)
         writer.setDatarecordDuration(duration_s)
         if session_start_unix_s is not None:
             start = dt.datetime.fromtimestamp(session_start_unix_s + start_offset_s, dt.UTC).replace(tzinfo=None)
             writer.setStartdatetime(start)
-        n_records = max(1, math.ceil(n / per_record))
         padded = np.full((n_records * per_record, n_sig), dmin, dtype=np.int32)
         padded[:n] = samples
-        for r in range(n_records):
-            block = padded[r * per_record:(r + 1) * per_record]
-            writer.writeDigitalSamples(np.ascontiguousarray(block.T.reshape(-1)))
-        ann = read_annotations(directory, record, master)
+        writer.writeSamples([np.ascontiguousarray(padded[:, c]) for c in range(n_sig)], digital=True)
         if ann is not None:
             notes = ann.aux_note or [""] * len(ann.sample)
             for sample, symbol, note in zip(ann.sample.tolist(), ann.symbol, notes, strict=True):

@@ -48,8 +48,13 @@ def session_encryption(directory: Path, master: MasterKey | None) -> Encryption:
         if path.is_file() and crypto.is_encrypted(path):
             if master is None:
                 raise crypto.DecryptionError(f"{directory.name} is encrypted and no recordings key is configured")
-            with crypto.EncryptedFile(path, "r", master=master) as f:
-                return Encryption(f._key)
+            try:
+                with crypto.EncryptedFile(path, "r", master=master) as f:
+                    return Encryption(f._key)
+            except crypto.DecryptionError:
+                continue  # a torn header (power cut): another file of the session has the key
+    if read_manifest(directory).encryption is not None:
+        raise crypto.DecryptionError(f"no file of {directory.name} holds a readable session key")
     return Encryption()
 
 

@@ -103,9 +103,9 @@ def repair_session(directory: Path, master: MasterKey | None = None, now: float 
                 except Exception as exc:  # torn: set it aside, the samples stay
                     log.warning("repair: %s unreadable, set aside: %s", path, exc)
                     path.rename(path.with_name(f".{path.name}.damaged"))
-        except Exception as exc:
-            log.error("repair: %s could not be repaired: %s", path, exc)
-            f.details["damaged"] = str(exc)
+        except Exception as exc:  # nothing readable (a header torn by the power cut): set aside
+            log.error("repair: %s has nothing playable, set aside: %s", path, exc)
+            path.rename(path.with_name(f".{path.name}.damaged"))
     manifest.files = [f for f in manifest.files if (directory / f.name).exists()]
     for f in manifest.files:
         f.size_bytes = (directory / f.name).stat().st_size

@@ -680,6 +680,8 @@ class _Writer:
 
     def _checkpoint(self) -> None:
         fsync = self.recorder.config.fsync != "none"
+        for track in self.tracks.values():
+            track.writer.sync(fsync=False)  # an encrypted file seals its open chunk
         for stream in self.streams.values():
             stream.writer.checkpoint(fsync)
         if self.chat_file is not None:

@@ -45,7 +45,9 @@ from waveforms import StoreSink
 
 log = logging.getLogger(__name__)
 
-ROOM_ENDED_BY = "room_ended"  # stopped_by when the room ended without a moderator asking
+ROOM_ENDED_BY = "room_ended"
+KEYFRAME_RETRY_S = 1.0  # a recorded video track without a keyframe yet is asked again this often
+KEYFRAME_RETRIES = 30  # stopped_by when the room ended without a moderator asking
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,9 +496,25 @@ class RecordingService:
             sink.on_track_ended(t.track_id)
             return
         if t.kind == "video":
-            # the file starts at a keyframe; don't wait for the publisher's next one
+            # the file starts at a keyframe; don't wait for the publisher's next one, and ask
+            # again while none has come (a request or the keyframe itself can be lost)
             with contextlib.suppress(MediaRequestError):
                 self.media.request_keyframe(t.track_id)
+            self._keyframe_retry(room_id, t.track_id, sink, 1)
+
+    def _keyframe_retry(self, room_id: str, track_id: str, sink: TrackSink, attempt: int) -> None:
+        def again() -> None:
+            rr = self.rooms.get(room_id)
+            if sink.keyframe_seen or rr is None or rr.track_sinks.get(track_id) is not sink or self.media is None:
+                return
+            log.info("recorder: no keyframe yet on track %r of room %r: asking again", track_id, room_id)
+            try:
+                self.media.request_keyframe(track_id)
+            except MediaRequestError:
+                return
+            if attempt < KEYFRAME_RETRIES:
+                self._keyframe_retry(room_id, track_id, sink, attempt + 1)
+        asyncio.get_running_loop().call_later(KEYFRAME_RETRY_S, again)
 
     # ------------------------------------------------------------------ retention
 

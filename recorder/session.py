@@ -58,6 +58,7 @@ _FRAME_OVERHEAD_BYTES = 200  # queue bookkeeping per item, so tiny items still c
 State = Literal["idle", "recording", "stopping", "stopped"]
 FsyncPolicy = Literal["none", "second", "cluster"]
 FSYNC_POLICIES: tuple[str, ...] = ("none", "second", "cluster")
+ANCHOR_WINDOW_S = 10.0  # a record's place on the session clock: the best of its first chunks
 SYNC_INTERVAL_S = 1.0  # open files are handed to the OS (and fsynced with "second") this often
 
 
@@ -185,6 +186,7 @@ class TrackSink:
     def __init__(self, recorder: SessionRecorder, track_id: str) -> None:
         self._recorder = recorder
         self.track_id = track_id
+        self.keyframe_seen = False  # a video file can start only once one has passed
 
     def on_frame(self, frame: EncodedFrame) -> None:
         """Queue a frame of this track. Raises UnknownTrackError if it belongs to another track."""
@@ -192,6 +194,7 @@ class TrackSink:
             raise UnknownTrackError(
                 f"frame for track {frame.track_id!r} given to the sink of track {self.track_id!r}"
             )
+        self.keyframe_seen = self.keyframe_seen or frame.keyframe
         self._recorder.on_frame(frame)
 
     def on_track_ended(self, track_id: str) -> None:
@@ -639,11 +642,17 @@ class _Writer:
             self.streams[command.stream_id].writer.write_chunk(
                 command.first_sample_index, command.samples)
             stream = self.streams[command.stream_id]
-            if stream.start_offset_s is None:
-                # the chunk's first sample was measured a chunk's length before it arrived
-                fs = stream.writer.info.sampling_rate_hz
-                stream.start_offset_s = max(0.0, command.received_at - command.samples.shape[1] / fs
-                                            - self.manifest.session_start_unix_s)
+            # Where sample 0 of the record lies on the session clock: a chunk's last sample was
+            # measured at best as it arrived, so each chunk bounds it from above; the smallest
+            # bound over the first seconds is the least-delayed chunk's (the first one alone
+            # carries whatever delay the network or the monitor had at that moment).
+            w = stream.writer
+            fs = w.info.sampling_rate_hz
+            origin = w.stats.origin_sample_index or 0
+            end = command.first_sample_index + command.samples.shape[1] - origin
+            if end <= ANCHOR_WINDOW_S * fs or stream.start_offset_s is None:
+                bound = max(0.0, command.received_at - end / fs - self.manifest.session_start_unix_s)
+                stream.start_offset_s = bound if stream.start_offset_s is None else min(stream.start_offset_s, bound)
         elif isinstance(command, _Annotate):
             self.streams[command.stream_id].writer.add_annotation(
                 command.sample_index, command.symbol, command.aux_note)

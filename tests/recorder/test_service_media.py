@@ -95,9 +95,12 @@ async def test_recording_real_publishers_files_match_what_was_sent(tmp_path: Pat
     manifest = read_manifest(directory)
     assert manifest.stop_reason == "requested"
     assert {p.identity: p.role for p in manifest.participants} == {"dr-grey": "host", "dr-yang": "expert"}
-    by_track = {f.track_id: f for f in manifest.files}
-    assert set(by_track) == {host_tracks["video"], host_tracks["audio"], expert_tracks["video"]}
-    for entry in manifest.files:
+    tracks = [f for f in manifest.files if f.kind in ("video", "audio")]
+    by_track = {f.track_id: f for f in tracks}
+    assert set(by_track) == {host_tracks["video"], host_tracks["audio"], expert_tracks["video"]}, manifest.files
+    # and one file per participant (both streams of the host in one)
+    assert sorted(f.name.rsplit(".", 1)[1] for f in manifest.files if f.kind == "participant_media") == ["mkv", "webm"]
+    for entry in tracks:
         path = directory / entry.name
         payloads, pts = read_packets(path)
         assert ffprobe_frames(path) == len(payloads) == entry.frame_count, entry

@@ -66,6 +66,7 @@ async def test_session_files_line_up_and_manifest_is_complete(
     clock.now = t0 + 2.25  # the first chunk (2 s of samples) arrives as its last sample is taken
     samples = np.random.default_rng(1).integers(-500, 500, (2, 1500))
     wave.on_chunk(42_000, samples[:, :1000])
+    clock.now = t0 + 3.25
     wave.on_chunk(43_000, samples[:, 1000:])
     wave.on_beat(42_100, "N")
     wave.on_alarm(42_900, "HR high")

@@ -47,7 +47,7 @@ function nameOf(pid) {
 
 function roleOf(pid) {
   const p = (timeline?.participants || []).find((x) => x.participant_id === pid);
-  return p ? tOr(`role.${p.role}`, "role.unknown") : t("role.unknown");
+  return p ? tOr("role", p.role) : t("role.unknown");
 }
 
 async function load() {
@@ -107,11 +107,13 @@ function buildTiles() {
 function ready(p) {
   return new Promise((resolve) => {
     const done = () => {
-      // A WebM's media timeline may begin at its first timestamp (the session clock) or at 0:
-      // find out which, once, from where the element says its media begins.
-      const start = p.el.seekable.length ? p.el.seekable.start(0) : 0;
-      p.offset = Math.abs(start - p.entry.start_offset_s) < 0.5 && p.entry.start_offset_s > 0.5 ? 0 : p.entry.start_offset_s;
-      if (start < 0.05 && p.entry.start_offset_s >= 0.5) p.offset = p.entry.start_offset_s;
+      // A WebM's media timeline may keep the file's timestamps (the session clock: Chromium
+      // does) or begin at 0; the element's duration tells which, once: it ends at the file's
+      // last timestamp in the first case, after `duration_s` in the second.
+      const d = p.el.duration;
+      const kept = Math.abs(d - (p.entry.start_offset_s + p.entry.duration_s));
+      const shifted = Math.abs(d - p.entry.duration_s);
+      p.offset = Number.isFinite(d) && shifted < kept ? p.entry.start_offset_s : 0;
       resolve();
     };
     if (p.el.readyState >= 1) done();
@@ -159,7 +161,7 @@ function eventText(e) {
 function alarmLabel(label) {
   // recorded as "<kind> <priority>: <message>" or "cleared <kind>"
   const kind = (label || "").replace(/^cleared /, "").split(" ")[0];
-  return tOr(`alarm.${kind}`, "alarm.unknown");
+  return tOr("alarm", kind);
 }
 
 function buildTimeline() {

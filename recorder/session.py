@@ -187,6 +187,7 @@ class TrackSink:
         self._recorder = recorder
         self.track_id = track_id
         self.keyframe_seen = False  # a video file can start only once one has passed
+        self.frames_seen = 0
 
     def on_frame(self, frame: EncodedFrame) -> None:
         """Queue a frame of this track. Raises UnknownTrackError if it belongs to another track."""
@@ -195,6 +196,7 @@ class TrackSink:
                 f"frame for track {frame.track_id!r} given to the sink of track {self.track_id!r}"
             )
         self.keyframe_seen = self.keyframe_seen or frame.keyframe
+        self.frames_seen += 1
         self._recorder.on_frame(frame)
 
     def on_track_ended(self, track_id: str) -> None:

@@ -587,7 +587,8 @@ class _Writer:
     final_manifest: SessionManifest | None = None
     failed: bool = False
     chat_file: Any = None
-    fsyncs: int = 0
+    fsyncs: int = 0  # fsync rounds (for the benchmark) and the time they took on the writer thread
+    fsync_s: float = 0.0
 
     def run(self) -> None:
         rec = self.recorder
@@ -638,8 +639,10 @@ class _Writer:
             frame = command.frame
             media = self.tracks[frame.track_id].writer
             if media.write(frame) and rec.config.fsync == "cluster":
+                t = time.perf_counter()
                 media.sync(fsync=True)
                 self.fsyncs += 1
+                self.fsync_s += time.perf_counter() - t
         elif isinstance(command, _Chunk):
             self.streams[command.stream_id].writer.write_chunk(
                 command.first_sample_index, command.samples)
@@ -701,12 +704,14 @@ class _Writer:
 
     def _sync(self, fsync: bool) -> None:
         """Every open media file to the OS (an encrypted one seals its open chunk); fsync if asked."""
+        t = time.perf_counter()
         for track in self.tracks.values():
             track.writer.sync(fsync)
         if fsync:
             for stream in self.streams.values():
                 stream.writer.checkpoint(fsync=True)
             self.fsyncs += 1
+            self.fsync_s += time.perf_counter() - t
 
     def _write_manifest(self, with_hashes: bool = False) -> None:
         assert self.recorder.directory is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,9 @@ def export_edf(directory: Path, record: str, output: Path | None = None,
             per = np.bincount((ann.sample // per_record).astype(np.int64)).max()
             writer.set_number_of_annotation_signals(int(min(64, max(1, per + 1))))
         writer.setSignalHeaders(headers)
-        writer.setDatarecordDuration(duration_s)
+        with warnings.catch_warnings():  # "may alter sample frequencies": not with whole samples per record
+            warnings.simplefilter("ignore", UserWarning)
+            writer.setDatarecordDuration(duration_s)
         if session_start_unix_s is not None:
             start = dt.datetime.fromtimestamp(session_start_unix_s + start_offset_s, dt.UTC).replace(tzinfo=None)
             writer.setStartdatetime(start)

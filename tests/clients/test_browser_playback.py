@@ -187,7 +187,7 @@ async def test_a_recorded_consultation_plays_back_in_sync(tmp_path: Path, ecg_da
                 const a = document.querySelector('audio');
                 return m.every(x => !x.paused && x.current_time > 0) && a.webkitAudioDecodedByteCount > 0
                     && window.medstream.playback.now() > %f ? m : null;
-            }""" % (lo + 1.0), 20, what="video and audio playing")  # noqa: UP031
+            }""" % (lo + 1.0), 20, what="video and audio playing")
             times = [m["current_time"] + m["offset"] for m in playing]
             assert max(times) - min(times) < 0.3, playing
             green = await page.evaluate("""() => {
@@ -213,7 +213,7 @@ async def test_a_recorded_consultation_plays_back_in_sync(tmp_path: Path, ecg_da
 
             # a library token may watch; an expert of the room may not
             lib = issue_library_token(SECRET, identity="teacher-1", rooms=(ROOM,))
-            page2, log2 = await open_page(browser, f"{base}&token={lib}", "library")
+            page2, _ = await open_page(browser, f"{base}&token={lib}", "library")
             await wait_for(page2, "() => window.medstream.playback.ready", 30, what="library playback")
             page3, _ = await open_page(browser, f"{base}&token={token(ROOM, 'dr-yang', 'expert')}", "expert")
             assert await wait_for(page3, "() => window.medstream.playback.error", 10) == 403

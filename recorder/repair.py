@@ -27,12 +27,15 @@ from recorder.remux import _sha256, rewrite_media, session_encryption
 log = logging.getLogger(__name__)
 
 
-def needs_repair(directory: Path) -> bool:
-    """Whether the session in `directory` was never stopped (and never repaired)."""
+def needs_repair(directory: Path, started_before: float | None = None) -> bool:
+    """Whether the session in `directory` was never stopped (and never repaired); with
+    `started_before` (Unix s), only a session that started before then (an earlier run's)."""
     try:
         m = read_manifest(directory)
     except (OSError, ValueError):
         return False
+    if started_before is not None and m.session_start_unix_s >= started_before:
+        return False  # this run's own: possibly being recorded right now
     return m.stopped_at is None and m.repaired_at is None
 
 
@@ -121,8 +124,10 @@ def repair_session(directory: Path, master: MasterKey | None = None, now: float 
     return manifest
 
 
-def repair_all(root: Path, master: MasterKey | None = None, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Repair every crash-cut session under `root` (but those in `skip`); returns their ids."""
+def repair_all(root: Path, master: MasterKey | None = None, skip: frozenset[str] = frozenset(),
+               started_before: float | None = None) -> list[str]:
+    """Repair every crash-cut session under `root` (but those in `skip`, and with
+    `started_before` those started since); returns their ids."""
     done: list[str] = []
     if not Path(root).is_dir():
         return done
@@ -130,7 +135,8 @@ def repair_all(root: Path, master: MasterKey | None = None, skip: frozenset[str]
         if not room_dir.is_dir():
             continue
         for session_dir in sorted(room_dir.iterdir()):
-            if session_dir.name in skip or not session_dir.is_dir() or not needs_repair(session_dir):
+            if session_dir.name in skip or not session_dir.is_dir() \
+                    or not needs_repair(session_dir, started_before):
                 continue
             try:
                 repair_session(session_dir, master)

@@ -253,6 +253,7 @@ class RecordingService:
         self._prune_task: asyncio.Task[None] | None = None
         self._closed = False
         self.repaired_sessions: list[str] = []
+        self._started_at = clock() - 1.0  # sessions from before: an earlier run's
         self.finalized_sessions = 0
         self._repair_task: asyncio.Task[None] | None = None
         if self.config.repair_at_start:
@@ -371,7 +372,8 @@ class RecordingService:
         """Crash-cut sessions of an earlier run made playable, in a worker thread."""
         active = frozenset(rr.recorder.session_id for rr in self.rooms.values())
         try:
-            self.repaired_sessions = await asyncio.to_thread(repair.repair_all, self.root, self.master_key, active)
+            self.repaired_sessions = await asyncio.to_thread(
+                repair.repair_all, self.root, self.master_key, active, self._started_at)
         except Exception:
             log.exception("recorder: repairing %s failed", self.root)
 

@@ -31,6 +31,7 @@ from medstream.metrics import Sample, media_samples, signaling_samples, waveform
 from medstream.openapi import DocumentedRoutes, Operation
 from medstream.ops import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from medstream.ops import DiskNeed, NodeMetrics, NodeState, Readiness
+from medstream.playback_http import PlaybackHttp
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
 from medstream.webhooks import WebhookConfig, Webhooks
@@ -231,17 +232,24 @@ class MedstreamApp:
         log.error("waveform store sink %r of room %s failed: %r", sink, group, exc)
 
     def _start_recorder_service(self) -> None:
-        from recorder.service import RecordingService
+        from recorder.service import RecorderConfig, RecordingService, RecordingServiceConfig
 
+        c = self.config
         self.recorder = RecordingService(
-            self.config.recordings_dir, media=self.media, waveforms=self.waveforms,
+            c.recordings_dir, media=self.media, waveforms=self.waveforms,
             on_failed=lambda room_id, reason: self.driver.apply(self.hub.recording_failed(room_id, reason)),
             on_stopped=self._recording_ready,
-            retention_days=self.config.recordings_retention_days,
+            config=RecordingServiceConfig(
+                retention_days=c.recordings_retention_days, finalize=c.recordings_remux,
+                recorder=RecorderConfig(c.recordings_dir, fsync=c.recordings_fsync,  # type: ignore[arg-type]
+                                        master_key=c.recordings_key,
+                                        encryption_algorithm=c.recordings_encryption)),
         )
         self.observers.append(self._recorder_observer)
-        RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
-                       audit=self._audit).install(self.route)
+        recordings = RecordingsHttp(c.recordings_dir, c.signaling.secret, audit=self._audit,
+                                    master_key=c.recordings_key)
+        recordings.install(self.route)
+        PlaybackHttp(recordings).install(self.route)
 
     def _start_readings(self, root: Path) -> None:
         """The 12-lead reading desk (docs/ecg12.md): HTTP routes, live events, device snapshots."""
@@ -337,6 +345,8 @@ class MedstreamApp:
                 self.recorder.participant(room, ParticipantNote(pid, role, who, name))
             case ev.TrackPublished(room_id=room, track_id=tid, participant_id=pid, kind=kind, codec=codec):
                 self.recorder.track_published(room, TrackNote(tid, pid, kind, codec))
+            case ev.ParticipantLeft(room_id=room, participant_id=pid):
+                self.recorder.participant_left(room, pid)
             case ev.ChatSent(room_id=room, message_id=mid, participant_id=pid, name=name, text=text, time=t,
                              to_moderators=question):
                 self.recorder.chat(room, mid, pid, name, text, t, question)

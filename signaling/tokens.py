@@ -126,7 +126,51 @@ def verify_token(
     """Check signature, validity window and claims; raise WireError with the precise reason.
 
     Every claim is range-checked (`nbf`/`exp` finite and before year 10000, strings at most 128
-    characters): nothing in a token can raise anything but a `WireError`."""
+    characters): nothing in a token can raise anything but a `WireError`. An admin-grant token
+    (`issue_admin_token`) joins nothing."""
+    claims, kid, nbf, exp = _verified_claims(secret, token, now, leeway_s, ("sub", "room", "nbf", "exp"))
+    if "grant" in claims:
+        raise WireError(Reason.INVALID_TOKEN, "an admin-grant token cannot join a room")
+    if "role" not in claims:
+        raise WireError(Reason.INVALID_TOKEN, 'token is not valid: Token is missing the "role" claim')
+    for key in ("sub", "room", "role"):
+        value = claims[key]
+        if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
+            raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    sub, room_id, role_name = str(claims["sub"]), str(claims["room"]), str(claims["role"])
+    try:
+        role = Role(role_name)
+    except ValueError:
+        role = Role.SPEAKER  # not a token role: refused just below
+    if role not in TOKEN_ROLES:
+        raise WireError(Reason.INVALID_TOKEN, f"token role {role_name[:32]!r} is not a known role")
+    kind = claims.get("kind")
+    if kind is not None and (not isinstance(kind, str) or kind not in ROOM_KINDS):
+        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}")
+    jti = claims.get("jti")
+    if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_CHARS):
+        raise WireError(Reason.INVALID_TOKEN, f"token jti must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    token_id = jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    raw_name = claims.get("name")
+    name = raw_name if isinstance(raw_name, str) and raw_name else sub
+    return Grant(
+        room=room_id,
+        identity=sub,
+        name=name[:MAX_CLAIM_CHARS],
+        role=role,
+        not_before=nbf,
+        expires=exp,
+        room_kind=kind,
+        token_id=token_id,
+        kid=kid,
+    )
+
+
+
+
+def _verified_claims(secret: str | KeyRing, token: str, now: float, leeway_s: float,
+                     require: tuple[str, ...]) -> tuple[dict[str, object], str | None, float, float]:
+    """Signature, `require`d claims and validity window: (claims, kid, nbf, exp), or WireError."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise WireError(Reason.INVALID_TOKEN, f"token must be a string of at most {MAX_TOKEN_LENGTH} characters")
     ring = KeyRing.of(secret) if isinstance(secret, KeyRing) else None
@@ -151,7 +195,7 @@ def verify_token(
                 key,
                 algorithms=[ALGORITHM],
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                         "require": ["sub", "room", "role", "nbf", "exp"]},
+                         "require": list(require)},
             )
             break
         except jwt.InvalidSignatureError:
@@ -178,37 +222,65 @@ def verify_token(
         )
     if now > exp + leeway_s:
         raise WireError(Reason.TOKEN_EXPIRED, f"token expired at {_iso(exp)}, it is now {_iso(now)}")
-    for key in ("sub", "room", "role"):
+    return claims, kid, float(nbf), float(exp)
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class AdminGrant:
+    """What a verified admin-grant token allows: the admin API for `room` (None: every room)."""
+
+    identity: str
+    room: str | None
+    not_before: float
+    expires: float
+    token_id: str
+
+    def covers(self, room_id: str) -> bool:
+        """Whether the grant reaches this room."""
+        return self.room is None or self.room == room_id
+
+
+ALL_ROOMS = "*"
+
+
+def issue_admin_token(secret: str | KeyRing, *, identity: str, room: str | None = None,
+                      valid_from: float | None = None, valid_for_s: float = 3600.0) -> str:
+    """Sign an admin-grant token: the admin API for `room`, or every room when None. It has no
+    `role` claim and a `grant` claim, so `verify_token` never lets it join, and a join token is
+    never an admin grant. Raises ValueError for a bad room, identity or validity."""
+    for name, value in (("identity", identity), ("room", room if room is not None else ALL_ROOMS)):
+        if not value or len(value) > MAX_CLAIM_CHARS:
+            raise ValueError(f"{name} must be 1-{MAX_CLAIM_CHARS} characters, got {len(value)}")
+    if room == ALL_ROOMS:
+        raise ValueError(f"room {ALL_ROOMS!r} is reserved: pass None for every room")
+    if valid_for_s <= 0:
+        raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
+    start = time.time() if valid_from is None else valid_from
+    claims: dict[str, object] = {"sub": identity, "grant": "admin", "room": room or ALL_ROOMS,
+                                 "nbf": int(start), "exp": int(start + valid_for_s), "jti": uuid.uuid4().hex}
+    if isinstance(secret, KeyRing):
+        return jwt.encode(claims, secret.current.secret, algorithm=ALGORITHM, headers={"kid": secret.current.kid})
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_admin_token(secret: str | KeyRing, token: str, now: float,
+                       leeway_s: float = DEFAULT_LEEWAY_S) -> AdminGrant:
+    """Check an admin-grant token as `verify_token` checks a join token; raise WireError
+    (INVALID_TOKEN, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID) with the precise reason."""
+    claims, _, nbf, exp = _verified_claims(secret, token, now, leeway_s, ("sub", "grant", "room", "nbf", "exp"))
+    if claims.get("grant") != "admin" or "role" in claims:
+        raise WireError(Reason.INVALID_TOKEN, "token is not an admin grant")
+    for key in ("sub", "room"):
         value = claims[key]
         if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
             raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
-    sub, room_id, role_name = str(claims["sub"]), str(claims["room"]), str(claims["role"])
-    try:
-        role = Role(role_name)
-    except ValueError:
-        role = Role.SPEAKER  # not a token role: refused just below
-    if role not in TOKEN_ROLES:
-        raise WireError(Reason.INVALID_TOKEN, f"token role {role_name[:32]!r} is not a known role")
-    kind = claims.get("kind")
-    if kind is not None and (not isinstance(kind, str) or kind not in ROOM_KINDS):
-        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}")
     jti = claims.get("jti")
-    if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_CHARS):
-        raise WireError(Reason.INVALID_TOKEN, f"token jti must be a string of 1-{MAX_CLAIM_CHARS} characters")
-    token_id = jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-    raw_name = claims.get("name")
-    name = raw_name if isinstance(raw_name, str) and raw_name else sub
-    return Grant(
-        room=room_id,
-        identity=sub,
-        name=name[:MAX_CLAIM_CHARS],
-        role=role,
-        not_before=float(nbf),
-        expires=float(exp),
-        room_kind=kind,
-        token_id=token_id,
-        kid=kid,
-    )
+    token_id = jti if isinstance(jti, str) and 0 < len(jti) <= MAX_CLAIM_CHARS else \
+        "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    room = str(claims["room"])
+    return AdminGrant(str(claims["sub"]), None if room == ALL_ROOMS else room, nbf, exp, token_id)
 
 
 def _iso(ts: float) -> str:

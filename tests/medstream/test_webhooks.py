@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
-from clients.monitor_sim import MonitorSimConfig, MonitorSimulator, SyntheticSource, parse_events
+from clients.monitor_sim import ArraySource, MonitorSimConfig, MonitorSimulator, SyntheticSource, parse_events
 from medstream.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, sign, verify_signature
 from tests.conftest import timeout_s
 from tests.helpers import WsClient, running_app, token
@@ -152,16 +153,18 @@ async def test_a_receiver_down_for_a_while_and_a_node_restart_lose_nothing(tmp_p
 
 
 async def test_alarms_of_a_monitored_bed_reach_the_receiver(tmp_path: Path) -> None:
+    samples = _bed_samples()  # generated before the node starts: neurokit2 is not imported on its loop
     receiver = Receiver(free_port())
     await receiver.start()
     try:
         async with running_app(waveforms=True, rooms=(("ward-3", "monitoring"),), webhook_urls=(receiver.url,),
                                webhook_secret=SECRET, webhook_queue_dir=tmp_path) as node:
-            src = SyntheticSource(80.0, parse_events("tachy@4+14:200"), 250.0, seed=1)
+            src = ArraySource(samples, 250.0, SyntheticSource(80.0).channels)
             sim = MonitorSimulator(src, MonitorSimConfig(url=node.ws_url, token=token("ward-3", "bed-7", "monitor"),
                                                          stream_id="bed-7", chunk_ms=200.0, speed=8.0))
             run = asyncio.ensure_future(sim.run(duration_s=30.0))
             try:
+                await until(lambda: sim.stats.acked_seq > 0, 20, "the monitor streaming")  # deadlines from here
                 # a bed at 200 bpm for 14 s of its stream (8x real time): raised, then cleared at 80 bpm
                 await until(lambda: any(e["event"] == "alarm_cleared" and e["alarm"]["kind"] == "extreme_tachycardia"
                                         for e in receiver.got), 30, "the tachycardia alarm raised and cleared")
@@ -179,7 +182,7 @@ async def test_alarms_of_a_monitored_bed_reach_the_receiver(tmp_path: Path) -> N
     # the same alarms, to the sample, as the offline analyzer fed the same samples in 0.2-s blocks
     # (the node analyses on a grid of stream time, however the samples arrived)
     got = [(e["event"], e["alarm"]["kind"], e["alarm"]["since_sample"]) for e in alarms]
-    assert got[:_through_tachy_clear(got)] == _offline_alarms()[:_through_tachy_clear(got)]
+    assert got[:_through_tachy_clear(got)] == _offline_alarms(samples)[:_through_tachy_clear(got)]
 
 
 async def test_the_queue_is_bounded_drops_the_oldest_and_the_loop_never_waits(tmp_path: Path) -> None:
@@ -256,12 +259,16 @@ async def test_a_receiver_that_refuses_an_event_gets_a_few_tries_then_the_next_o
     assert refused_first == ["bad"] * 3 and dest.stats.dropped == 1 and dest.stats.delivered == 1
 
 
-def _offline_alarms() -> list[tuple[str, str, int]]:
-    """The alarm changes of the monitored bed's samples through `dsp` directly, 0.2-s blocks."""
+def _bed_samples() -> np.ndarray:
+    """30 s of a bed at 250 Hz: 80 bpm, 200 bpm from 4 s to 18 s, then 80 bpm (ADC, shape (1, n))."""
+    return SyntheticSource(80.0, parse_events("tachy@4+14:200"), 250.0, seed=1).read(int(30 * 250))
+
+
+def _offline_alarms(samples: np.ndarray) -> list[tuple[str, str, int]]:
+    """The alarm changes of the bed's samples through `dsp` directly, 0.2-s blocks."""
     from dsp.analyzer import MultiStreamAnalyzer
 
-    src = SyntheticSource(80.0, parse_events("tachy@4+14:200"), 250.0, seed=1)
-    mv = src.read(int(30 * 250))[0] / SyntheticSource.GAIN
+    mv = samples[0] / SyntheticSource.GAIN
     analyzer = MultiStreamAnalyzer()
     analyzer.add_stream("bed-7", 250.0)
     out: list[tuple[str, str, int]] = []

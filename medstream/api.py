@@ -30,6 +30,8 @@ from medstream.http import Handler, json_response
 from medstream.openapi import Operation
 from protocol.signaling import ROOM_KINDS, WireError
 from signaling.admin import (
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_CHARS,
     RECORDING_POLICIES,
     ROOM_ID_RE,
     Admin,
@@ -72,14 +74,19 @@ CREATE_SCHEMA: dict[str, Any] = {
         "room_id": {"type": "string", "pattern": ROOM_ID_RE.pattern},
         "kind": {"type": "string", "enum": list(ROOM_KINDS), "default": "consultation"},
         "booked_from": {"type": ["number", "string"], "description": "epoch seconds or ISO 8601 with offset"},
-        "booked_until": {"type": ["number", "string"], "description": "the room ends for everyone then"},
-        "early_join_s": {"type": "number", "default": 600, "description": "joins admitted this early"},
-        "max_participants": {"type": "integer", "minimum": 1},
+        "booked_until": {"type": ["number", "string"],
+                         "description": "the room ends for everyone then; must be after booked_from (else 400)"},
+        "early_join_s": {"type": "number", "minimum": 0, "maximum": 86400, "default": 600,
+                         "description": "joins admitted this early"},
+        "max_participants": {"type": "integer", "minimum": 1,
+                             "description": "at most the node's max_participants_per_room (else 400)"},
         "recording": {"type": "string", "enum": list(RECORDING_POLICIES), "default": "default",
                       "description": "default: the node's --record kinds; auto: from creation; manual: on request; off: never"},
-        "metadata": {"type": "object", "additionalProperties": {"type": "string"},
+        "metadata": {"type": "object", "maxProperties": MAX_METADATA_KEYS, "propertyNames": {"maxLength": 64},
+                     "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE_CHARS},
                      "description": "the platform's labels, e.g. the referral number; sent back in webhooks"},
     },
+    "dependentRequired": {"booked_from": ["booked_until"], "booked_until": ["booked_from"]},
 }
 PARTICIPANT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -90,11 +97,15 @@ PARTICIPANT_SCHEMA: dict[str, Any] = {
 TOKEN_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["room", "identity", "role"], "additionalProperties": False,
     "properties": {
-        "room": {"type": "string"}, "identity": {"type": "string"}, "name": {"type": "string"},
+        "room": {"type": "string", "minLength": 1, "maxLength": 128},
+        "identity": {"type": "string", "minLength": 1, "maxLength": 128},
+        "name": {"type": "string", "maxLength": 128},
         "role": {"type": "string", "enum": sorted(r.value for r in TOKEN_ROLES)},
         "kind": {"type": "string", "enum": list(ROOM_KINDS), "description": "host tokens: create the room on join"},
-        "valid_from": {"type": "number", "description": "epoch seconds; default: the booking's opening or now"},
-        "valid_for_s": {"type": "number", "description": "default: until the booking closes, or 3600"},
+        "valid_from": {"type": "number", "minimum": 0, "maximum": 253402300799,
+                       "description": "epoch seconds; default: the booking's opening or now"},
+        "valid_for_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TOKEN_VALIDITY_S,
+                        "description": "default: until the booking closes, or 3600"},
     },
 }
 AUTH_ERRORS = {401: "no or wrong API key or admin-grant token", 403: "the admin grant is for another room"}
@@ -340,6 +351,10 @@ class AdminApi:
         for name, value in (("room", room_id), ("identity", identity)):
             if not isinstance(value, str) or not 0 < len(value) <= 128:
                 return _error(400, "bad_request", f"{name} must be a string of 1-128 characters, got {value!r}")
+        for name in ("name", "kind"):
+            if name in body and not (isinstance(body[name], str) and len(body[name]) <= 128):
+                return _error(400, "bad_request", f"{name} must be a string of at most 128 characters, "
+                                                  f"got {str(body[name])[:40]!r}")
         if not access.covers(str(room_id)):
             return _forbidden(access)
         room = self.hub.store.get(str(room_id))

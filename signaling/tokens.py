@@ -102,6 +102,7 @@ def issue_token(
     if valid_for_s <= 0:
         raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
     start = time.time() if valid_from is None else valid_from
+    _check_window(start, valid_for_s)
     claims: dict[str, object] = {
         "sub": identity,
         "name": name or identity,
@@ -258,6 +259,7 @@ def issue_admin_token(secret: str | KeyRing, *, identity: str, room: str | None 
     if valid_for_s <= 0:
         raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
     start = time.time() if valid_from is None else valid_from
+    _check_window(start, valid_for_s)
     claims: dict[str, object] = {"sub": identity, "grant": "admin", "room": room or ALL_ROOMS,
                                  "nbf": int(start), "exp": int(start + valid_for_s), "jti": uuid.uuid4().hex}
     if isinstance(secret, KeyRing):
@@ -281,6 +283,12 @@ def verify_admin_token(secret: str | KeyRing, token: str, now: float,
         "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
     room = str(claims["room"])
     return AdminGrant(str(claims["sub"]), None if room == ALL_ROOMS else room, nbf, exp, token_id)
+
+
+def _check_window(start: float, valid_for_s: float) -> None:
+    """A token's nbf/exp must be what `verify_token` accepts: never sign one it would refuse."""
+    if not (math.isfinite(start) and 0 <= start and start + valid_for_s <= MAX_TIME_S):
+        raise ValueError(f"validity must lie within epoch 0 .. {MAX_TIME_S:.0f} s, got {start} + {valid_for_s} s")
 
 
 def _iso(ts: float) -> str:

@@ -175,6 +175,11 @@ async def test_openapi_document_matches_the_router_both_ways() -> None:
         assert app.route.undocumented(routes) == []
         _, doc = await api("GET", f"{app.url}/api/v1/openapi.json", headers=None)
         assert doc["openapi"].startswith("3.")
+        from openapi_spec_validator import validate
+        validate(doc)  # a valid OpenAPI 3.1 document (raises what is wrong)
+        # an API path's wrong method is the API's 405 with its own Allow, not the pages' GET
+        async with aiohttp.ClientSession() as s, s.options(f"{app.url}/api/v1/rooms/r1/recording") as r:
+            assert r.status == 405 and sorted(r.headers["Allow"].split(",")) == ["DELETE", "POST"]
         from medstream.openapi import canonical
         in_doc = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
         assert in_doc == {(m, canonical(p)) for m, p in routes}

@@ -287,7 +287,7 @@ def verify_admin_token(secret: str | KeyRing, token: str, now: float,
 
 def _check_window(start: float, valid_for_s: float) -> None:
     """A token's nbf/exp must be what `verify_token` accepts: never sign one it would refuse."""
-    if not (math.isfinite(start) and 0 <= start and start + valid_for_s <= MAX_TIME_S):
+    if not (math.isfinite(start) and start >= 0 and start + valid_for_s <= MAX_TIME_S):
         raise ValueError(f"validity must lie within epoch 0 .. {MAX_TIME_S:.0f} s, got {start} + {valid_for_s} s")
 
 

@@ -60,7 +60,7 @@ class ServerConfig:
     media: bool = True
     waveforms: bool = True
     recorder: bool = True
-    api_key: str | None = None  # bearer key of the admin API (/api/v1); None: the API is off
+    api_key: str | None = None  # bearer key of the admin API (/api/v1); None: admin-grant tokens only
     allowed_origins: tuple[str, ...] = ()  # websocket Origins allowed besides the server's own; "*": any
     metrics_token: str | None = None  # bearer token /metrics requires; None: open (no identities in it)
     waveform_retention_s: float = 600.0  # a departed monitor's stream is kept this long for it

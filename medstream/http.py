@@ -182,7 +182,8 @@ class HttpServer:
         self.driver.limit_connections(self.fd_cap)
         if self.static_root is not None:
             self.app.router.add_get("/", self._static)
-            self.app.router.add_get("/{path:.*}", self._static)  # last: pages and /static/*
+            # last: pages and /static/*; not the API's or WHIP's paths, so their 404/405 (and Allow) are theirs
+            self.app.router.add_get("/{path:(?!(?:api|whip|whep)/).*}", self._static)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024, ssl_context=ssl_context)

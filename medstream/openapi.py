@@ -102,6 +102,9 @@ class DocumentedRoutes:
                 "securitySchemes": {
                     "apiKey": {"type": "http", "scheme": "bearer",
                                "description": "the node's API key (api_key / MEDSTREAM_API_KEY)"},
+                    "adminToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                   "description": "an admin-grant token for one room or all "
+                                                  "(medstream token --grant admin [--room R])"},
                     "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                     "description": "a room access token (medstream token, POST /api/v1/tokens)"},
                 },
@@ -137,7 +140,9 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
         else:
             responses[str(status)] = {"description": desc}
     out["responses"] = responses
-    if op.auth is not None:
+    if op.auth == "apiKey":  # the admin API: the key or an admin-grant token
+        out["security"] = [{"apiKey": []}, {"adminToken": []}]
+    elif op.auth is not None:
         out["security"] = [{op.auth: []}]
     else:
         out["security"] = []

@@ -102,6 +102,7 @@ def issue_token(
     if valid_for_s <= 0:
         raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
     start = time.time() if valid_from is None else valid_from
+    _check_window(start, valid_for_s)
     claims: dict[str, object] = {
         "sub": identity,
         "name": name or identity,
@@ -126,8 +127,13 @@ def verify_token(
     """Check signature, validity window and claims; raise WireError with the precise reason.
 
     Every claim is range-checked (`nbf`/`exp` finite and before year 10000, strings at most 128
-    characters): nothing in a token can raise anything but a `WireError`."""
-    claims, kid = _decode_claims(secret, token, now, leeway_s, ("sub", "room", "role", "nbf", "exp"))
+    characters): nothing in a token can raise anything but a `WireError`. An admin-grant token
+    (`issue_admin_token`) joins nothing."""
+    claims, kid, nbf, exp = _verified_claims(secret, token, now, leeway_s, ("sub", "room", "nbf", "exp"))
+    if "grant" in claims:
+        raise WireError(Reason.INVALID_TOKEN, "an admin-grant token cannot join a room")
+    if "role" not in claims:
+        raise WireError(Reason.INVALID_TOKEN, 'token is not valid: Token is missing the "role" claim')
     for key in ("sub", "room", "role"):
         value = claims[key]
         if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
@@ -153,17 +159,19 @@ def verify_token(
         identity=sub,
         name=name[:MAX_CLAIM_CHARS],
         role=role,
-        not_before=float(claims["nbf"]),  # type: ignore[arg-type]  # checked in _decode_claims
-        expires=float(claims["exp"]),  # type: ignore[arg-type]
+        not_before=nbf,
+        expires=exp,
         room_kind=kind,
         token_id=token_id,
         kid=kid,
     )
 
 
-def _decode_claims(secret: str | KeyRing, token: str, now: float, leeway_s: float,
-                   require: tuple[str, ...]) -> tuple[dict[str, object], str | None]:
-    """Signature, `kid`, `nbf`/`exp` checks shared by room and library tokens; WireError otherwise."""
+
+
+def _verified_claims(secret: str | KeyRing, token: str, now: float, leeway_s: float,
+                     require: tuple[str, ...]) -> tuple[dict[str, object], str | None, float, float]:
+    """Signature, `require`d claims and validity window: (claims, kid, nbf, exp), or WireError."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise WireError(Reason.INVALID_TOKEN, f"token must be a string of at most {MAX_TOKEN_LENGTH} characters")
     ring = KeyRing.of(secret) if isinstance(secret, KeyRing) else None
@@ -215,7 +223,7 @@ def _decode_claims(secret: str | KeyRing, token: str, now: float, leeway_s: floa
         )
     if now > exp + leeway_s:
         raise WireError(Reason.TOKEN_EXPIRED, f"token expired at {_iso(exp)}, it is now {_iso(now)}")
-    return claims, kid
+    return claims, kid, float(nbf), float(exp)
 
 
 
@@ -261,7 +269,7 @@ def issue_library_token(secret: str | KeyRing, *, identity: str, rooms: tuple[st
 def verify_library_token(secret: str | KeyRing, token: str, now: float,
                          leeway_s: float = DEFAULT_LEEWAY_S) -> LibraryGrant:
     """Check a library token like `verify_token` does a room token; WireError with the reason."""
-    claims, _kid = _decode_claims(secret, token, now, leeway_s, ("sub", "scope", "rooms", "nbf", "exp"))
+    claims, _kid, _nbf, exp_f = _verified_claims(secret, token, now, leeway_s, ("sub", "scope", "rooms", "nbf", "exp"))
     if claims.get("scope") != LIBRARY_SCOPE:
         raise WireError(Reason.INVALID_TOKEN, f"token scope must be {LIBRARY_SCOPE!r}")
     sub, rooms = claims["sub"], claims["rooms"]
@@ -274,9 +282,71 @@ def verify_library_token(secret: str | KeyRing, token: str, now: float,
     token_id = jti if isinstance(jti, str) and jti else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
     raw_name = claims.get("name")
     name = raw_name if isinstance(raw_name, str) and raw_name else sub
-    exp = claims["exp"]
-    assert isinstance(exp, (int, float))
-    return LibraryGrant(sub, name[:MAX_CLAIM_CHARS], tuple(rooms), float(exp), token_id[:MAX_CLAIM_CHARS])
+    return LibraryGrant(sub, name[:MAX_CLAIM_CHARS], tuple(rooms), exp_f, token_id[:MAX_CLAIM_CHARS])
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class AdminGrant:
+    """What a verified admin-grant token allows: the admin API for `room` (None: every room)."""
+
+    identity: str
+    room: str | None
+    not_before: float
+    expires: float
+    token_id: str
+
+    def covers(self, room_id: str) -> bool:
+        """Whether the grant reaches this room."""
+        return self.room is None or self.room == room_id
+
+
+
+def issue_admin_token(secret: str | KeyRing, *, identity: str, room: str | None = None,
+                      valid_from: float | None = None, valid_for_s: float = 3600.0) -> str:
+    """Sign an admin-grant token: the admin API for `room`, or every room when None. It has no
+    `role` claim and a `grant` claim, so `verify_token` never lets it join, and a join token is
+    never an admin grant. Raises ValueError for a bad room, identity or validity."""
+    for name, value in (("identity", identity), ("room", room if room is not None else ALL_ROOMS)):
+        if not value or len(value) > MAX_CLAIM_CHARS:
+            raise ValueError(f"{name} must be 1-{MAX_CLAIM_CHARS} characters, got {len(value)}")
+    if room == ALL_ROOMS:
+        raise ValueError(f"room {ALL_ROOMS!r} is reserved: pass None for every room")
+    if valid_for_s <= 0:
+        raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
+    start = time.time() if valid_from is None else valid_from
+    _check_window(start, valid_for_s)
+    claims: dict[str, object] = {"sub": identity, "grant": "admin", "room": room or ALL_ROOMS,
+                                 "nbf": int(start), "exp": int(start + valid_for_s), "jti": uuid.uuid4().hex}
+    if isinstance(secret, KeyRing):
+        return jwt.encode(claims, secret.current.secret, algorithm=ALGORITHM, headers={"kid": secret.current.kid})
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_admin_token(secret: str | KeyRing, token: str, now: float,
+                       leeway_s: float = DEFAULT_LEEWAY_S) -> AdminGrant:
+    """Check an admin-grant token as `verify_token` checks a join token; raise WireError
+    (INVALID_TOKEN, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID) with the precise reason."""
+    claims, _, nbf, exp = _verified_claims(secret, token, now, leeway_s, ("sub", "grant", "room", "nbf", "exp"))
+    if claims.get("grant") != "admin" or "role" in claims:
+        raise WireError(Reason.INVALID_TOKEN, "token is not an admin grant")
+    for key in ("sub", "room"):
+        value = claims[key]
+        if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
+            raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    jti = claims.get("jti")
+    token_id = jti if isinstance(jti, str) and 0 < len(jti) <= MAX_CLAIM_CHARS else \
+        "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    room = str(claims["room"])
+    return AdminGrant(str(claims["sub"]), None if room == ALL_ROOMS else room, nbf, exp, token_id)
+
+
+def _check_window(start: float, valid_for_s: float) -> None:
+    """A token's nbf/exp must be what `verify_token` accepts: never sign one it would refuse."""
+    if not (math.isfinite(start) and start >= 0 and start + valid_for_s <= MAX_TIME_S):
+        raise ValueError(f"validity must lie within epoch 0 .. {MAX_TIME_S:.0f} s, got {start} + {valid_for_s} s")
+
 
 def _iso(ts: float) -> str:
     try:

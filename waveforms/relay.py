@@ -90,6 +90,7 @@ class WaveformConfig:
     max_open_gaps: unfilled holes per stream before further out-of-order chunks are refused.
     gap_timeout_s / max_hold_s: how long (wall time) / how much (stream time) analysis waits for a
       back-fill before it resets and continues after the hole.
+    analysis_block_s: the analysis grid, stream seconds per DSP step (`waveforms.analysis`).
     """
 
     max_streams_per_group: int = 64
@@ -100,6 +101,7 @@ class WaveformConfig:
     gap_timeout_s: float = 10.0
     max_hold_s: float = 120.0
     analysis: bool = True
+    analysis_block_s: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +173,7 @@ class WaveformRelay:
             analyzer = default_analyzer()
         self._analysis = AnalysisScheduler(
             analyzer, on_update=self._on_analysis, gap_timeout_s=self.config.gap_timeout_s,
-            max_hold_s=self.config.max_hold_s, clock=clock)
+            max_hold_s=self.config.max_hold_s, block_s=self.config.analysis_block_s, clock=clock)
         self._on_sink_failure = on_sink_failure
         self._clock = clock
         # 12-lead snapshots are not stream data: they go whole to the node's reading intake

@@ -5,7 +5,7 @@ chunks of ``--chunk-s`` (monitors send 100 ms) queued as they "arrive", one ``pr
 ``--step-s`` of signal time (the relay's analysis step, 0.2 s). All records run side by side in
 the same analyzer (streams of equal rate are batched, as on a monitoring wall). Times in the
 output are seconds from the record's start; an alarm's ``raised_s``/``cleared_s`` are the end of
-the analyzer's 0.2 s analysis step (in signal time) that raised/cleared it, ``since_s`` where
+the analyzer's 0.25 s analysis step (in signal time) that raised/cleared it, ``since_s`` where
 the condition began. The analyzer evaluates its alarms on that grid of signal time, so the
 alarms do not depend on ``--chunk-s`` or ``--step-s`` (tested); the wall shows them when the
 next ``process()`` after that step runs.

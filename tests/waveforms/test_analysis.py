@@ -251,3 +251,34 @@ def test_the_grid_restarts_after_a_declared_loss_and_the_samples_before_it_are_a
     fed = [(op.first_sample, len(op.adc)) for op in run.scheduler.take_ops() if hasattr(op, "adc")]
     assert fed == [(200, 72), (272, 72)] and run.st.pending_n == 56
     _clean(caplog)
+def _tachycardia_alarms(chunks_per_step: int) -> list[tuple[str, str, int]]:
+    """The webhook test's bed (80 bpm, 200 bpm from 4 s for 14 s, 250 Hz, 200 ms chunks)
+    through a scheduler stepping every `chunks_per_step` chunks: (raised/cleared, kind, since)."""
+    from clients.monitor_sim import SyntheticSource, parse_events
+
+    src = SyntheticSource(80.0, parse_events("tachy@4+14:200"), 250.0, seed=1)
+    announce = Announce("bed-7", src.channels, 250.0, ecg_channel=0)
+    updates: list[AnalysisUpdate] = []
+    scheduler = AnalysisScheduler(MultiStreamAnalyzer(), on_update=updates.append,
+                                  gap_timeout_s=10.0, max_hold_s=120.0, clock=FakeClock())
+    st = scheduler.open(announce, 0, None)
+    assert st is not None
+    for k in range(5 * 30):
+        scheduler.feed(st, 50 * k, src.read(50))
+        if (k + 1) % chunks_per_step == 0:
+            scheduler.analyze_once()
+    scheduler.analyze_once()
+    return [(what, a.kind, a.since_sample) for u in updates
+            for what, alarms in (("raised", u.analysis.alarms_raised),
+                                 ("cleared", u.analysis.alarms_cleared)) for a in alarms]
+
+
+def test_alarms_do_not_depend_on_how_late_the_steps_run() -> None:
+    # the server steps on the wall clock: at 8x speed a step holds 1.6 s of stream, and under
+    # load many more; the alarm rules used to count their 2 s raise delay in steps and could
+    # let the 14 s run pass unalarmed (the intermittent webhook test)
+    every_chunk = _tachycardia_alarms(1)
+    assert [(w, k) for w, k, _ in every_chunk] == [("raised", "extreme_tachycardia"),
+                                                  ("cleared", "extreme_tachycardia")]
+    for chunks_per_step in (8, 60):  # 8x real time; a 12 s backlog
+        assert _tachycardia_alarms(chunks_per_step) == every_chunk

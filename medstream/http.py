@@ -171,13 +171,19 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self._sockets: set[WsSocket] = set()
         self.port: int | None = None
+        self.own_port: int | None = None
+        # a cluster node's join router: (conn id, text) -> True if it answered the frame itself
+        self.before_join: Callable[[str, str], Awaitable[bool]] | None = None
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         """Add a route (aiohttp path syntax, e.g. `/recordings/{room}/{session}/{name}`)."""
         self.app.router.add_route(method, path, handler)
 
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Listen on host:port; with `ssl_context`, HTTPS and WSS on that same port."""
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, *,
+                    reuse_port: bool = False, own_port: int | None = None) -> None:
+        """Listen on host:port; with `ssl_context`, HTTPS and WSS on that same port.
+        `reuse_port`: several worker processes share `port` (SO_REUSEPORT); `own_port`: this
+        process alone also listens there (the address a cluster redirects to)."""
         self.fd_cap = max(16, raise_nofile_limit() - FD_RESERVE)
         self.driver.limit_connections(self.fd_cap)
         if self.static_root is not None:
@@ -185,11 +191,15 @@ class HttpServer:
             self.app.router.add_get("/{path:.*}", self._static)  # last: pages and /static/*
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=1024, ssl_context=ssl_context)
+        site = web.TCPSite(self._runner, host, port, backlog=1024, ssl_context=ssl_context,
+                           reuse_port=reuse_port or None)
         await site.start()
-        server = site._server  # the listening asyncio.Server: the only way to learn an ephemeral port
-        sockets = getattr(server, "sockets", None) or ()
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = _bound_port(site, port)
+        self.own_port = self.port
+        if own_port is not None:
+            own = web.TCPSite(self._runner, host, own_port, backlog=1024, ssl_context=ssl_context)
+            await own.start()
+            self.own_port = _bound_port(own, own_port)
 
     async def stop(self) -> None:
         """Close every websocket with GOING_AWAY (all at once), then the listener."""
@@ -220,6 +230,10 @@ class HttpServer:
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
+                    gate = self.before_join
+                    if gate is not None and self.driver.hub.participant_of(conn_id) is None \
+                            and await gate(conn_id, msg.data):
+                        continue
                     self.driver.text(conn_id, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     self.driver.binary(conn_id, msg.data)
@@ -242,6 +256,12 @@ class HttpServer:
         if path is None or not path.is_file():
             return not_found(request.path)
         return web.FileResponse(path, headers={"Content-Type": content_type(path), "Cache-Control": "no-cache"})
+
+
+def _bound_port(site: web.TCPSite, asked: int) -> int:
+    server = site._server  # the listening asyncio.Server: the only way to learn an ephemeral port
+    sockets = getattr(server, "sockets", None) or ()
+    return int(sockets[0].getsockname()[1]) if sockets else asked
 
 
 def safe_path(root: Path, rel: str) -> Path | None:

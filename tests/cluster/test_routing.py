@@ -1,0 +1,93 @@
+"""Issue 10: joins reach the room's node from any node; rooms placed by load; any node answers
+for any room; the cluster reveals nothing of other rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.cluster.conftest import Cluster, ctoken, join_via, media_join_via, until
+from signaling.tokens import issue_token
+from tests.conftest import timeout_s
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.webrtc
+async def test_two_participants_on_different_nodes_see_and_hear_each_other(cluster: Cluster) -> None:
+    a = cluster.node("a", media=True)
+    b = cluster.node("b", media=True)
+    cluster.wait_nodes(b, 2)
+    doctor, doctor_hops = await media_join_via(a.ws_url, ctoken("c1", "township-doc", "host", kind="consultation"),
+                                               name="doctor", video_codec="VP8", audio=True)
+    expert, expert_hops = await media_join_via(b.ws_url, ctoken("c1", "cardiologist", "expert"),
+                                               name="expert", video_codec="VP8", audio=True)
+    # they came in through different nodes; one of them was sent to the room's node
+    assert len(doctor_hops) + len(expert_hops) == 1, (doctor_hops, expert_hops)
+    try:
+        d_tracks = await doctor.publish(audio=True, video=True)
+        e_tracks = await expert.publish(audio=True, video=True)
+        for me, theirs in ((expert, d_tracks), (doctor, e_tracks)):
+            for t in theirs:
+                got = await me.peer.wait_track(t["track_id"], timeout_s(15))
+                await got.wait_frames(10, timeout_s(15))
+        room = await asyncio.to_thread(b.get, "/cluster/v1/rooms/c1")
+        assert {p["identity"]: p["role"] for p in room["participants"]} == {"township-doc": "host",
+                                                                            "cardiologist": "expert"}
+        assert len(room["tracks"]) == 4
+    finally:
+        await expert.close()
+        await doctor.close()
+
+
+async def test_rooms_placed_by_load_any_node_answers_and_nothing_leaks(cluster: Cluster) -> None:
+    a = cluster.node("a")
+    b = cluster.node("b")
+    cluster.wait_nodes(a, 2)
+    hosts = []
+    for i in range(6):  # every host comes in through node a
+        ws, reply, _ = await join_via(a.ws_url, ctoken(f"r{i}", f"host{i}", "host", kind="consultation"))
+        assert reply["type"] == "joined", reply
+        hosts.append(ws)
+    owners = {}
+    for i in range(6):
+        state = await until(lambda i=i: _get_or_none(b, f"/cluster/v1/rooms/r{i}"), 10, f"state of r{i}")
+        owners[f"r{i}"] = state["node_id"]
+        assert [p["identity"] for p in state["participants"]] == [f"host{i}"]
+    assert set(owners.values()) == {"a", "b"}, owners  # spread, not all on the node they came in through
+    # a participant coming in through either node lands in the same room
+    for via in (a, b):
+        ws, reply, _ = await join_via(via.ws_url, ctoken("r0", f"expert-{via.name}", "expert"))
+        assert reply["type"] == "joined" and reply["room"]["id"] == "r0"
+        hosts.append(ws)
+    # the cluster reveals nothing to a client without a valid token for the room
+    node_of_room = owners["r0"]
+    other = b if node_of_room == "a" else a
+    forged = issue_token("x" * 48, room="r0", identity="intruder", role="expert")
+    probe, refused, hops = await join_via(other.ws_url, forged)
+    assert refused["type"] == "error" and refused["reason"] == "invalid_token" and not hops
+    assert "127.0.0.1" not in json.dumps(refused)
+    await probe.close()
+    # a valid token for another room is routed for that room only: nobody of r0 is in sight
+    probe, joined, _ = await join_via(other.ws_url, ctoken("other-room", "someone", "host", kind="consultation"))
+    assert joined["room"]["id"] == "other-room" and joined["participants"] == []
+    await probe.close()
+    with pytest.raises(urllib.error.HTTPError) as err:  # the cluster API needs the admin key
+        await asyncio.to_thread(urllib.request.urlopen, other.url + "/cluster/v1/rooms/r0")
+    assert err.value.code == 401
+    for ws in hosts:
+        await ws.close()
+
+
+def _get_or_none(node, path):  # type: ignore[no-untyped-def]
+    try:
+        return node.get(path)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+

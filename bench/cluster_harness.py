@@ -87,7 +87,7 @@ class Node:
         return self.proc.pid
 
     def start(self, timeout_s: float = 30.0) -> None:
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop(), after the process)
         self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

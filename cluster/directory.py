@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-from cluster.records import NodeInfo, RoomState, SealError, seal_json, unseal_json
+from cluster.records import NodeInfo, RoomState, SealError, as_bytes, as_text, seal_json, unseal_json
 
 log = logging.getLogger("medstream.cluster")
 
@@ -64,7 +64,7 @@ class Directory:
 
     async def nodes(self) -> dict[str, NodeInfo]:
         """Every node with a live record (a record that fails its seal is skipped, loudly)."""
-        ids = sorted(m.decode() for m in await self.redis.smembers(f"{self.p}nodes"))
+        ids = sorted(as_text(m) for m in await self.redis.smembers(f"{self.p}nodes"))
         if not ids:
             return {}
         values = await self.redis.mget([f"{self.p}node:{i}" for i in ids])
@@ -75,7 +75,7 @@ class Directory:
                 gone.append(node_id)
                 continue
             try:
-                info = NodeInfo.from_json(unseal_json(self.secret, raw))
+                info = NodeInfo.from_json(unseal_json(self.secret, as_bytes(raw)))
             except (SealError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring the registry record of node %r: %s", node_id, exc)
                 continue
@@ -86,7 +86,7 @@ class Directory:
 
     async def owner(self, room_id: str) -> str | None:
         raw = await self.redis.get(f"{self.p}room:{room_id}:node")
-        return raw.decode() if raw is not None else None
+        return as_text(raw) if raw is not None else None
 
     async def claim(self, room_id: str, node_id: str, previous: str | None) -> bool:
         """Make `node_id` the room's host if the directory still says `previous` (None: unset)."""
@@ -124,10 +124,10 @@ class Directory:
         if raw is None:
             return None
         try:
-            return RoomState.from_json(unseal_json(self.secret, raw))
+            return RoomState.from_json(unseal_json(self.secret, as_bytes(raw)))
         except (SealError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the state of room %r: %s", room_id, exc)
             return None
 
     async def room_ids(self) -> list[str]:
-        return sorted(m.decode() for m in await self.redis.smembers(f"{self.p}rooms"))
+        return sorted(as_text(m) for m in await self.redis.smembers(f"{self.p}rooms"))

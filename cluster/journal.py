@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cluster.records import SealError, seal, unseal
+from cluster.records import SealError, as_bytes, as_text, seal, unseal
 
 log = logging.getLogger("medstream.cluster.journal")
 
@@ -137,12 +137,12 @@ class WaveformJournal:
                 return out
             for entry_id, fields in rows:
                 try:
-                    frame = unseal(self.secret, fields[b"f"])
+                    row = dict(fields or {})
+                    frame = unseal(self.secret, as_bytes(row[b"f"]))
+                    out.append(JournalEntry(as_text(row[b"p"]), as_text(row[b"i"]), frame))
                 except (SealError, KeyError):
                     log.warning("journal of room %s: entry %s not sealed by this cluster, skipped", room, entry_id)
-                    continue
-                out.append(JournalEntry(fields[b"p"].decode(), fields[b"i"].decode(), frame))
-            last = rows[-1][0].decode()
+            last = as_text(rows[-1][0])
 
     async def drop(self, room: str) -> None:
         """The room ended: its journal goes."""

@@ -37,6 +37,19 @@ def unseal(secret: bytes, sealed: bytes) -> bytes:
     return sealed[32:]
 
 
+def as_bytes(value: object) -> bytes:
+    """A Redis reply as bytes (the client runs with decode_responses off)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise SealError(f"expected bytes from Redis, got {type(value).__name__}")
+
+
+def as_text(value: object) -> str:
+    return as_bytes(value).decode()
+
+
 def seal_json(secret: bytes, value: dict[str, Any]) -> bytes:
     return seal(secret, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
 

@@ -99,7 +99,7 @@ async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_o
     a = cluster.node("a")
     b = cluster.node("b")
     cluster.wait_nodes(a, 2)
-    host, joined, _ = await join_via(a.ws_url, ctoken("c9", "doctor", "host", kind="consultation"))
+    host, _, _ = await join_via(a.ws_url, ctoken("c9", "doctor", "host", kind="consultation"))
     home_name = (await asyncio.to_thread(a.get, "/cluster/v1/rooms/c9"))["node_id"]
     home, other = (a, b) if home_name == "a" else (b, a)
     expert, _, _ = await join_via(other.ws_url, ctoken("c9", "expert", "expert"))

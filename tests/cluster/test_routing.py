@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.cluster.conftest import Cluster, ctoken, join_via, media_join_via, until
 from signaling.tokens import issue_token
+from tests.cluster.conftest import Cluster, ctoken, join_via, media_join_via, until
 from tests.conftest import timeout_s
 
 pytestmark = pytest.mark.slow

@@ -86,7 +86,7 @@ class Node:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 90.0) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop(), after the process)
         self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from cluster.directory import Directory
 from cluster.journal import WaveformJournal
-from cluster.placement import Local, Place, Redirect, Route, Unavailable, is_live, route_join
+from cluster.placement import Local, Place, Redirect, Route, Unavailable, route_join
 from cluster.records import MIN_CLUSTER_SECRET_BYTES, NodeInfo, NodeLoad, RoomState
 
 log = logging.getLogger("medstream.cluster")
@@ -36,9 +36,9 @@ class ClusterConfig:
     url: str
     secret: str
     heartbeat_s: float = 1.0
-    ttl_s: float = 3.0  # a node whose record is older is dead: its rooms are placed elsewhere
+    ttl_s: float = 4.0  # a node silent this long is dead (its record expires): its rooms go elsewhere
     prefix: str = "ms:"
-    state_flush_s: float = 0.1
+    state_flush_s: float = 1.0  # room state is written at most this often (a burst of joins: one write a room)
 
     def __post_init__(self) -> None:
         if len(self.secret.encode()) < MIN_CLUSTER_SECRET_BYTES:
@@ -211,8 +211,15 @@ class ClusterNode:
     # ------------------------------------------------------------------ routing
 
     def live_nodes(self) -> list[NodeInfo]:
-        now = self.clock()
-        return [n for n in self.nodes.values() if is_live(n, now, self.config.ttl_s)]
+        """The nodes of the last registry read (this one always among them)."""
+        return list(self._with_self(self.nodes).values())
+
+    def _with_self(self, nodes: dict[str, NodeInfo]) -> dict[str, NodeInfo]:
+        return {**nodes, self.node_id: self.info_cached()}
+
+    def info_cached(self) -> NodeInfo:
+        mine = self.nodes.get(self.node_id)
+        return NodeInfo(self.node_id, self.config.url, self.clock(), mine.load if mine else NodeLoad(), self.draining)
 
     async def route(self, room_id: str, *, hosted_here: bool, may_create: bool) -> Decision:
         """Where a verified join for `room_id` goes. Raises ClusterUnavailable when Redis cannot
@@ -224,14 +231,14 @@ class ClusterNode:
         try:
             for _ in range(3):  # a lost compare-and-set race: read again
                 owner = await self.directory.owner(room_id)
-                if owner is not None and owner != self.node_id and owner not in self.nodes:
-                    self.nodes = await self.directory.nodes()  # a node newer than our last heartbeat
+                nodes = self._with_self(self.nodes)
+                if owner is not None and owner not in nodes:
+                    # newer than our last heartbeat, or gone: a fresh read decides (its record expired)
+                    nodes = self._with_self(await self.directory.nodes())
                 state = None
-                if owner == self.node_id or owner is None or not is_live(
-                        self.nodes.get(owner, NodeInfo(owner, "", 0.0)), self.clock(), self.config.ttl_s):
+                if owner is None or owner not in nodes or owner == self.node_id:
                     state = await self.directory.state(room_id)
-                route: Route = route_join(self_id=self.node_id, hosted_here=False, owner=owner, nodes=self.nodes,
-                                          now=self.clock(), ttl_s=self.config.ttl_s,
+                route: Route = route_join(self_id=self.node_id, hosted_here=False, owner=owner, nodes=nodes,
                                           may_open=may_create or state is not None, placed=self._placed)
                 match route:
                     case Local():

@@ -21,11 +21,6 @@ CPU_WEIGHT = 300.0
 ROOM_WEIGHT = 2.0
 
 
-def is_live(node: NodeInfo, now: float, ttl_s: float) -> bool:
-    """Has `node` heartbeated within `ttl_s`?"""
-    return now - node.seen_at <= ttl_s
-
-
 def load_score(node: NodeInfo, placed_since_heartbeat: int = 0) -> float:
     """Lower is emptier. `placed_since_heartbeat`: rooms this node has put there since the
     target's last heartbeat, so a burst of new rooms spreads instead of herding onto one node."""
@@ -34,12 +29,12 @@ def load_score(node: NodeInfo, placed_since_heartbeat: int = 0) -> float:
             + CPU_WEIGHT * load.cpu + ROOM_WEIGHT * (load.rooms + placed_since_heartbeat))
 
 
-def choose_node(nodes: Iterable[NodeInfo], now: float, ttl_s: float,
-                placed: dict[str, int] | None = None) -> NodeInfo | None:
-    """The live, non-draining node with the lowest load score (ties: the lowest id); None if
-    there is none."""
+def choose_node(nodes: Iterable[NodeInfo], placed: dict[str, int] | None = None) -> NodeInfo | None:
+    """The non-draining node with the lowest load score (ties: the lowest id); None if there is
+    none. `nodes` are the live ones: those whose registry record has not expired in Redis (its
+    expiry, not a comparison of clocks of different machines, decides who is alive)."""
     placed = placed or {}
-    candidates = [n for n in nodes if is_live(n, now, ttl_s) and not n.draining]
+    candidates = [n for n in nodes if not n.draining]
     if not candidates:
         return None
     return min(candidates, key=lambda n: (load_score(n, placed.get(n.node_id, 0)), n.node_id))
@@ -78,19 +73,19 @@ Route = Local | Redirect | Place | Unavailable
 
 
 def route_join(*, self_id: str, hosted_here: bool, owner: str | None, nodes: dict[str, NodeInfo],
-               now: float, ttl_s: float, may_open: bool, placed: dict[str, int] | None = None) -> Route:
-    """Where a verified join for one room goes.
+               may_open: bool, placed: dict[str, int] | None = None) -> Route:
+    """Where a verified join for one room goes. `nodes`: the live nodes by id.
 
     hosted_here: the room is in this node's hub; owner: the node the directory names (or None);
     may_open: the join may create the room (a host whose token names the kind) or the room has
     state in Redis (it was open on a node that died)."""
     if hosted_here or owner == self_id:
         return Local()
-    if owner is not None and (n := nodes.get(owner)) is not None and is_live(n, now, ttl_s):
+    if owner is not None and (n := nodes.get(owner)) is not None:
         return Redirect(n.node_id, n.url)
     if not may_open:
         return Local()  # the hub answers unknown_room, as a single node would
-    target = choose_node(nodes.values(), now, ttl_s, placed)
+    target = choose_node(nodes.values(), placed)
     if target is None:
         return Unavailable()
     return Place(target, owner)

@@ -332,7 +332,7 @@ def _cluster_config(args: argparse.Namespace, file: dict[str, Any], host: str,
     try:
         cluster = ClusterConfig(
             redis_url=str(redis_url), node_id=str(node_id), url=str(advertise), secret=str(secret),
-            heartbeat_s=float(section.get("heartbeat_s", 1.0)), ttl_s=float(section.get("ttl_s", 3.0)),
+            heartbeat_s=float(section.get("heartbeat_s", 1.0)), ttl_s=float(section.get("ttl_s", 4.0)),
             prefix=str(section.get("prefix", "ms:")))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

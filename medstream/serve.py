@@ -87,10 +87,18 @@ def run_workers(n: int, argv: list[str]) -> int:
     import subprocess
     import time
 
+    def die_with_parent() -> None:  # a supervisor killed with SIGKILL takes its workers with it
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
     def spawn(i: int) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "medstream.cli", "serve", *argv, "--worker-index", str(i)])
+        return subprocess.Popen([sys.executable, "-m", "medstream.cli", "serve", *argv, "--worker-index", str(i)],
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
     workers = [spawn(i) for i in range(n)]
+    started = [time.monotonic()] * n
     stopping = False
 
     def forward(sig: int, _frame: object) -> None:
@@ -107,8 +115,12 @@ def run_workers(n: int, argv: list[str]) -> int:
         for i, w in enumerate(workers):
             code = w.poll()
             if code is not None and not stopping:
+                if time.monotonic() - started[i] < 10:  # dies at start: a config or port error, not a crash
+                    print(f"medstream: worker {i} exited at start ({code}); stopping", file=sys.stderr, flush=True)
+                    forward(signal.SIGTERM, None)
+                    continue
                 print(f"medstream: worker {i} exited ({code}); restarting it", file=sys.stderr, flush=True)
-                workers[i] = spawn(i)
+                workers[i], started[i] = spawn(i), time.monotonic()
         if stopping and all(w.poll() is not None for w in workers):
             return max((w.returncode or 0) for w in workers)
         time.sleep(0.2)

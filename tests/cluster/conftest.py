@@ -32,7 +32,7 @@ class Cluster:
     def node(self, name: str, **kw: Any) -> Node:
         node = Node(name, self.redis.url, self.workdir, **kw)
         self.nodes[name] = node
-        node.start(timeout_s(30))
+        node.start(timeout_s(90))
         return node
 
     def wait_nodes(self, via: Node, count: int, timeout: float = 15.0) -> None:

@@ -27,7 +27,7 @@ from protocol.signaling import Reason, WireError
 from signaling import effects as fx
 from signaling import events as ev
 from signaling.roles import Role
-from signaling.tokens import verify_token
+from signaling.tokens import unverified_room, verify_token
 
 if TYPE_CHECKING:
     from medstream.app import MedstreamApp
@@ -84,6 +84,10 @@ class ClusterBridge:
             msg = wire.decode_client_message(text)
             if not isinstance(msg, wire.Join):
                 return False
+            claimed = unverified_room(msg.token)
+            if claimed is None or self.hub.store.get(claimed) is not None:
+                return False  # hosted here (or unreadable): the hub verifies, as a single node does
+            # only a verified token learns anything of the cluster (even which node hosts a room)
             grant = verify_token(self.hub.keys, msg.token, time.time(), self.hub.config.token_leeway_s)
         except WireError:
             return False  # the hub refuses it with the reason, as a single node would

@@ -91,3 +91,22 @@ def _get_or_none(node, path):  # type: ignore[no-untyped-def]
             return None
         raise
 
+
+
+async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster: Cluster) -> None:
+    node = cluster.node("m", extra=("--workers", "2"))
+    await until(lambda: len(node.get("/cluster/v1/nodes")["nodes"]) == 2, 60, "both workers registered")
+    ids = sorted(n["node_id"] for n in node.get("/cluster/v1/nodes")["nodes"])
+    assert ids == ["m-w0", "m-w1"]
+    clients, hops = [], 0
+    for i in range(8):  # the kernel spreads connections over the workers; redirects bring them together
+        tok = ctoken("shared", f"p{i}", "host" if i == 0 else "expert", kind="consultation" if i == 0 else None)
+        ws, reply, h = await join_via(node.ws_url, tok)
+        assert reply["type"] == "joined", reply
+        clients.append(ws)
+        hops += len(h)
+    state = node.get("/cluster/v1/rooms/shared")
+    assert len(state["participants"]) == 8 and state["node_id"] in ids
+    assert hops > 0  # some came in through the other worker
+    for ws in clients:
+        await ws.close()

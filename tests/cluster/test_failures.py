@@ -45,7 +45,7 @@ async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(clu
     station = ctoken("ward-7", "central-station", "host", kind="monitoring")
     wall, joined, wall_hops = await join_via(b.ws_url, station)  # the wall comes in through node b
     assert joined["type"] == "joined"
-    home_name = (await asyncio.to_thread(b.get, "/cluster/v1/rooms/ward-7"))["node_id"]
+    home_name = (await until(lambda: _state_or_none(b, "ward-7"), 10, "the ward's state"))["node_id"]
     home, other = (a, b) if home_name == "a" else (b, a)
     # the monitor comes in through node a (what a load balancer or DNS gave it)
     sim = MonitorSimulator(RecordSource(ecg_data_dir / "mitdb" / "100"), MonitorSimConfig(
@@ -75,7 +75,8 @@ async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(clu
         assert await asyncio.to_thread(metric, other.url, "medstream_waveform_samples_in_total") == total
         assert await asyncio.to_thread(metric, other.url, "medstream_waveform_lost_samples_total") == 0
         assert not lost_gaps(wall)
-        state = await asyncio.to_thread(other.get, "/cluster/v1/rooms/ward-7")
+        state = await until(lambda: (s := _state_or_none(other, "ward-7")) and len(s["participants"]) == 2 and s,
+                            10, "the ward's state on its new node")
         assert state["node_id"] == other.name
         assert {p["identity"] for p in state["participants"]} == {"central-station", "monitor-bed-1"}
     finally:
@@ -100,7 +101,7 @@ async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_o
     b = cluster.node("b")
     cluster.wait_nodes(a, 2)
     host, _, _ = await join_via(a.ws_url, ctoken("c9", "doctor", "host", kind="consultation"))
-    home_name = (await asyncio.to_thread(a.get, "/cluster/v1/rooms/c9"))["node_id"]
+    home_name = (await until(lambda: _state_or_none(a, "c9"), 10, "c9's state"))["node_id"]
     home, other = (a, b) if home_name == "a" else (b, a)
     expert, _, _ = await join_via(other.ws_url, ctoken("c9", "expert", "expert"))
 
@@ -119,8 +120,9 @@ async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_o
     # the nodes re-register and re-assert their rooms and state: c9 is found again, from anywhere
     await until(lambda: _state_or_none(other, "c9"), 15, "c9 re-asserted in the directory")
     await until(lambda: other.get("/cluster/v1/nodes")["available"], 15, "the other node back in the cluster")
-    state = _state_or_none(other, "c9")
-    assert state is not None and state["node_id"] == home.name
+    state = await until(lambda: (s := _state_or_none(other, "c9")) and len(s["participants"]) == 3 and s, 10,
+                        "c9's state rewritten")
+    assert state["node_id"] == home.name
     assert {p["identity"] for p in state["participants"]} == {"doctor", "expert", "nurse"}
     late, reply, hops = await join_via(other.ws_url, ctoken("c9", "late", "expert"))
     assert reply["type"] == "joined" and reply["room"]["id"] == "c9" and hops, reply

@@ -35,7 +35,8 @@ async def test_two_participants_on_different_nodes_see_and_hear_each_other(clust
             for t in theirs:
                 got = await me.peer.wait_track(t["track_id"], timeout_s(15))
                 await got.wait_frames(10, timeout_s(15))
-        room = await asyncio.to_thread(b.get, "/cluster/v1/rooms/c1")
+        room = await until(lambda: (r := _get_or_none(b, "/cluster/v1/rooms/c1")) and len(r["tracks"]) == 4 and r,
+                           10, "the room's state with its tracks")
         assert {p["identity"]: p["role"] for p in room["participants"]} == {"township-doc": "host",
                                                                             "cardiologist": "expert"}
         assert len(room["tracks"]) == 4
@@ -95,9 +96,12 @@ def _get_or_none(node, path):  # type: ignore[no-untyped-def]
 
 async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster: Cluster) -> None:
     node = cluster.node("m", extra=("--workers", "2"))
-    await until(lambda: len(node.get("/cluster/v1/nodes")["nodes"]) == 2, 60, "both workers registered")
-    ids = sorted(n["node_id"] for n in node.get("/cluster/v1/nodes")["nodes"])
-    assert ids == ["m-w0", "m-w1"]
+    ids = ["m-w0", "m-w1"]
+
+    def both_seen() -> bool:  # asked twice: the shared port may answer from either worker
+        return all(sorted(n["node_id"] for n in node.get("/cluster/v1/nodes")["nodes"]) == ids for _ in range(4))
+
+    await until(both_seen, 60, "both workers registered and known to each other")
     clients, hops = [], 0
     for i in range(8):  # the kernel spreads connections over the workers; redirects bring them together
         tok = ctoken("shared", f"p{i}", "host" if i == 0 else "expert", kind="consultation" if i == 0 else None)
@@ -105,8 +109,9 @@ async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster:
         assert reply["type"] == "joined", reply
         clients.append(ws)
         hops += len(h)
-    state = node.get("/cluster/v1/rooms/shared")
-    assert len(state["participants"]) == 8 and state["node_id"] in ids
+    state = await until(lambda: (s := _get_or_none(node, "/cluster/v1/rooms/shared")) and len(s["participants"]) == 8
+                        and s, 10, "the shared room's state")
+    assert state["node_id"] in ids
     assert hops > 0  # some came in through the other worker
     for ws in clients:
         await ws.close()

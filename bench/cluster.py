@@ -173,6 +173,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "loadavg_at_start": os.getloadavg()}}
     redis_cpu0 = cpu_seconds(redis.proc.pid) if redis.proc else 0.0
     try:
+        alone = Node("alone", "", work, extra=extra, log_level="WARNING")  # no --redis: the default
+        alone.start()
+        result["joins_1_process_no_redis"] = [await bench_joins(alone, args.joins, args.concurrency, args.room_size)
+                                              for _ in range(args.rounds)]
+        alone.stop()
         one = Node("single", redis.url, work, extra=extra, log_level="WARNING")
         one.start()
         result["joins_1_process"] = [await bench_joins(one, args.joins, args.concurrency, args.room_size)
@@ -197,7 +202,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if redis.proc:
             result["redis_cpu_s"] = round(cpu_seconds(redis.proc.pid) - redis_cpu0, 3)
         redis.kill()
-    for key in ("joins_1_process", "joins_2_processes"):
+    for key in ("joins_1_process_no_redis", "joins_1_process", "joins_2_processes"):
         runs = result[key]
         result[key + "_median"] = {k: statistics.median(r[k] for r in runs)
                                    for k in ("joins_per_s", "server_bound_joins_per_s", "server_cpu_ms_per_join")}

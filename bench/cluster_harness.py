@@ -62,8 +62,9 @@ class Node:
         self.port = port or free_port()
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
-        cmd = [sys.executable, "-m", "medstream.cli", "serve", "--port", str(self.port), "--redis", redis_url,
-               "--node-id", name, "--audit-log", "", "--recordings-dir", str(workdir / f"rec-{name}"),
+        cluster = ["--redis", redis_url, "--node-id", name] if redis_url else []  # "": a single node, no Redis
+        cmd = [sys.executable, "-m", "medstream.cli", "serve", "--port", str(self.port), *cluster,
+               "--audit-log", "", "--recordings-dir", str(workdir / f"rec-{name}"),
                "--log-level", log_level, *extra]
         if not media:
             cmd.append("--no-media")
@@ -95,7 +96,10 @@ class Node:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.name} exited ({self.proc.returncode}): {self.log()[-2000:]}")
             try:
-                if self.get("/cluster/v1/nodes")["available"]:
+                if "--redis" not in self.cmd:
+                    if self.get("/healthz")["status"] == "ok":
+                        return
+                elif self.get("/cluster/v1/nodes")["available"]:
                     return
             except (OSError, urllib.error.URLError, ValueError):
                 pass

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cluster.node import ClusterConfig, ClusterNode, ClusterUnavailable
+from cluster.config import ClusterConfig
+from cluster.node import ClusterNode, ClusterUnavailable
 from cluster.placement import Redirect
 from cluster.records import MemberState, NodeLoad, RoomState, TrackState
 from medstream.openapi import Operation

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.node import ClusterConfig
+from cluster.config import ClusterConfig
 from protocol.signaling import ROOM_KINDS, IceServerInfo
 from signaling.hub import SignalingConfig
 from signaling.tokens import MIN_SECRET_BYTES

@@ -84,3 +84,11 @@ def test_cluster_flags(monkeypatch: pytest.MonkeyPatch) -> None:
                 "--worker-index", "1", "--advertise", "wss://n1.example:8765/ws", MEDSTREAM_CLUSTER_SECRET="c" * 40)
     assert w.cluster is not None and w.reuse_port and w.own_port == 8767
     assert (w.cluster.node_id, w.cluster.url) == ("n1-w1", "wss://n1.example:8767/ws")
+
+
+def test_a_single_node_does_not_import_redis() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, medstream.serve, medstream.app; assert 'redis' not in sys.modules, 'redis imported'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0

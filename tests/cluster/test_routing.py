@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.webrtc
-async def test_two_participants_on_different_nodes_see_and_hear_each_other(cluster: Cluster) -> None:
+async def test_participants_on_different_nodes_see_and_hear_each_other_and_survive_a_sigkill(cluster: Cluster) -> None:
     a = cluster.node("a", media=True)
     b = cluster.node("b", media=True)
     cluster.wait_nodes(b, 2)
@@ -40,9 +41,35 @@ async def test_two_participants_on_different_nodes_see_and_hear_each_other(clust
         assert {p["identity"]: p["role"] for p in room["participants"]} == {"township-doc": "host",
                                                                             "cardiologist": "expert"}
         assert len(room["tracks"]) == 4
+
+        # the room's node is SIGKILLed: both come back through the other node, media renegotiated
+        home, other = (a, b) if room["node_id"] == "a" else (b, a)
+        home.kill()
+        killed_at = time.monotonic()
+        for p in (doctor, expert):
+            await p.ws.close()
+            await p.peer.close()
+        doctor, _ = await until(lambda: _media_rejoin(other.ws_url, ctoken("c1", "township-doc", "host",
+                                                                           kind="consultation"), "doctor"),
+                                10, "the doctor back on a live node")
+        expert, _ = await until(lambda: _media_rejoin(other.ws_url, ctoken("c1", "cardiologist", "expert"), "expert"),
+                                10, "the expert back")
+        rejoined_s = time.monotonic() - killed_at
+        assert rejoined_s < timeout_s(10), f"took {rejoined_s:.1f} s to rejoin"
+        d_tracks = await doctor.publish(audio=True, video=True)
+        for t in d_tracks:
+            got = await expert.peer.wait_track(t["track_id"], timeout_s(15))
+            await got.wait_frames(5, timeout_s(15))
     finally:
         await expert.close()
         await doctor.close()
+
+
+async def _media_rejoin(url: str, tok: str, name: str):  # type: ignore[no-untyped-def]
+    try:
+        return await media_join_via(url, tok, name=name, video_codec="VP8", audio=True)
+    except (OSError, AssertionError):
+        return None
 
 
 async def test_rooms_placed_by_load_any_node_answers_and_nothing_leaks(cluster: Cluster) -> None:

@@ -150,8 +150,9 @@ class MedstreamApp:
                               reuse_port=self.config.reuse_port, own_port=self.config.own_port)
         if self.cluster is not None:
             await self.cluster.start(self.node_ws_url)
-        for started in self._room_started_later:
-            self.driver.apply(started)
+        for started in self._room_started_later:  # (a cluster leaves a room another node hosts to it)
+            self.driver.apply([e for e in started if not isinstance(e, ev.RoomStarted)
+                               or self.hub.store.get(e.room_id) is not None])
         self.driver.apply(self.hub.start_policy_recordings())
         self.readiness.state = NodeState.READY
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)

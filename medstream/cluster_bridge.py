@@ -46,6 +46,7 @@ class ClusterBridge:
         self.redirects = 0
         self.takeovers = 0
         app.http.before_join = self.gate  # until registered, only rooms hosted here are served
+        app.http.origin_of_peer = self.is_node_origin
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -57,11 +58,15 @@ class ClusterBridge:
             self.node.config = dataclasses.replace(self.node.config, url=own_url)
         await self.node.start()
         for room in list(self.hub.store.rooms()):
-            if not await self.node.directory.claim(room.room_id, self.node.node_id, None):
-                owner = await self.node.directory.owner(room.room_id)
-                if owner != self.node.node_id and owner in self.node.nodes:
-                    log.info("configured room %s is hosted by node %s: not opened here", room.room_id, owner)
-                    self.hub.store.discard(room.room_id)
+            owner = await self.node.directory.owner(room.room_id)
+            if owner == self.node.node_id:
+                continue
+            if owner is not None and owner in self.node.nodes:
+                log.info("configured room %s is hosted by node %s: not opened here", room.room_id, owner)
+                self.hub.store.discard(room.room_id)
+            elif not await self.node.directory.claim(room.room_id, self.node.node_id, owner):
+                log.info("configured room %s was claimed by another node meanwhile: not opened here", room.room_id)
+                self.hub.store.discard(room.room_id)
         self.app.observers.append(self._observe)
         for room in self.hub.store.rooms():
             self.node.room_changed(room.room_id)
@@ -73,6 +78,17 @@ class ClusterBridge:
 
     def draining(self) -> None:
         self.node.draining = True  # placement stops choosing this node at its next heartbeat
+
+    def is_node_origin(self, origin: str) -> bool:
+        """Is `origin` (a browser's) the web address of a live node of this cluster? A page
+        loaded from one node is redirected to another, whose Origin check must let it in."""
+        origin = origin.lower()
+        for n in self.node.live_nodes():
+            scheme, _, rest = n.url.partition("://")
+            web_origin = f"{'https' if scheme == 'wss' else 'http'}://{rest.split('/', 1)[0]}".lower()
+            if origin == web_origin:
+                return True
+        return False
 
     # ------------------------------------------------------------------ joins
 

@@ -172,6 +172,8 @@ class HttpServer:
         self._sockets: set[WsSocket] = set()
         self.port: int | None = None
         self.own_port: int | None = None
+        # a cluster: pages served by another node of it may open websockets here (their redirect)
+        self.origin_of_peer: Callable[[str], bool] | None = None
         # a cluster node's join router: (conn id, text) -> True if it answered the frame itself
         self.before_join: Callable[[str, str], Awaitable[bool]] | None = None
 
@@ -211,7 +213,9 @@ class HttpServer:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         # Refusals come before the upgrade: they cost one small HTTP reply and no state.
-        if not origin_allowed(request.headers.get("Origin"), request.host, request.secure, self.allowed_origins):
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.host, request.secure, self.allowed_origins) and not (
+                self.origin_of_peer is not None and origin is not None and self.origin_of_peer(origin)):
             return web.Response(status=403, text="websocket Origin not allowed\n")
         why = self.driver.admit(request.remote)
         if why is None and len(self._sockets) >= self.fd_cap:

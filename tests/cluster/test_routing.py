@@ -122,7 +122,7 @@ def _get_or_none(node, path):  # type: ignore[no-untyped-def]
 
 
 async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster: Cluster) -> None:
-    node = cluster.node("m", extra=("--workers", "2"))
+    node = cluster.node("m", extra=("--workers", "2", "--room", "ward-1:monitoring"))  # both workers configure it
     ids = ["m-w0", "m-w1"]
 
     def both_seen() -> bool:  # asked twice: the shared port may answer from either worker
@@ -140,5 +140,12 @@ async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster:
                         and s, 10, "the shared room's state")
     assert state["node_id"] in ids
     assert hops > 0  # some came in through the other worker
+    # the standing ward both workers were configured with is opened by one of them only
+    ward = [await join_via(node.ws_url, ctoken("ward-1", f"nurse{i}", "viewer")) for i in range(4)]
+    assert all(reply["type"] == "joined" for _, reply, _ in ward)
+    ward_state = await until(lambda: (s := _get_or_none(node, "/cluster/v1/rooms/ward-1")) and len(s["participants"]) == 4
+                             and s, 10, "the ward with its four nurses")
+    assert ward_state["persistent"] and ward_state["node_id"] in ids
+    clients += [ws for ws, _, _ in ward]
     for ws in clients:
         await ws.close()

@@ -6,8 +6,10 @@ node dies, the node that takes the room over replays the journal into its relay:
 sample ranges, segments and owners are what they were, the monitor's back-fill of what it still
 holds is trimmed to the samples not seen, and nothing is lost or stored twice.
 
-While Redis is unreachable, acks go out at once (the local relay and recorder have the samples)
-and the journal is paused, loudly: a failover in that window could not back-fill from it.
+While a write fails, acks are held and the batch retried (a slow Redis loses nothing); after
+`max_hold_s` of failures acks go out unjournaled (the local relay and recorder have the samples)
+and the journal is paused, loudly, until the node's heartbeat reaches Redis again: a failover in
+that window could not back-fill from it.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ class WaveformJournal:
     `max_entries`: per room, the stream is trimmed (approximately) beyond this many frames; at a
     monitor's 4 frames/s and 20 monitors a room, 200,000 frames are about 40 minutes."""
 
-    def __init__(self, redis: Redis, secret: bytes, prefix: str = "ms:", max_entries: int = 200_000) -> None:
+    def __init__(self, redis: Redis, secret: bytes, prefix: str = "ms:", max_entries: int = 200_000,
+                 max_hold_s: float = 3.0) -> None:
         self.redis = redis
+        self.max_hold_s = max_hold_s  # acks held this long while Redis fails, then sent unjournaled
         self.secret = secret
         self.p = prefix
         self.max_entries = max_entries
@@ -96,6 +100,7 @@ class WaveformJournal:
                 log.debug("ack after journaling not sent: %r", exc)
 
     async def _flush_loop(self) -> None:
+        failing_since: float | None = None
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -111,11 +116,21 @@ class WaveformJournal:
                                   maxlen=self.max_entries, approximate=True)
                     await pipe.execute()
                 self.appended += len(batch)
+                failing_since = None
             except (RedisError, OSError) as exc:
-                if not self.paused:
-                    log.error("waveform journal paused (Redis: %s): acks go out unjournaled; "
-                              "a failover now cannot back-fill these samples", exc)
+                # a slow or briefly unreachable Redis: hold the acks and retry (the monitors keep
+                # their samples); only after `max_hold_s` of failures do acks go out unjournaled
+                now = asyncio.get_running_loop().time()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since < self.max_hold_s:
+                    self._pending[:0] = batch
+                    await asyncio.sleep(0.2)
+                    self._wake.set()
+                    continue
+                log.error("waveform journal paused (Redis: %s): acks go out unjournaled; "
+                          "a failover now cannot back-fill these samples", exc)
                 self.paused = True
+                failing_since = None
             for item in batch:
                 self._reply(item)
 

@@ -35,10 +35,13 @@ class ClusterUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What to do with a join: serve here (after recreating `takeover` if given), or redirect."""
+    """What to do with a join: serve here or redirect. `take_over`: the directory gives the room
+    to this node but it is not here (its node died, or this node restarted): replay its waveform
+    journal and, with its `state`, recreate it before the hub sees the join."""
 
     route: Local | Redirect
-    takeover: RoomState | None = None
+    state: RoomState | None = None
+    take_over: bool = False
 
 
 Snapshot = Callable[[str], RoomState | None]
@@ -132,7 +135,7 @@ class ClusterNode:
                 log.warning("Redis is reachable again: cluster work resumes")
             self._dirty.update(self._hosted() if not self.available else reasserted)
             self._state_wake.set()
-            self.journal.resume()
+        self.journal.resume()  # Redis answers: journal again (idempotent)
         self.available = True
         self.heartbeats += 1
 
@@ -145,8 +148,7 @@ class ClusterNode:
                 if self.available:
                     log.error("Redis unreachable (%s): serving this node's rooms only, refusing "
                               "joins for rooms elsewhere until it is back", exc)
-                self.available = False
-                self.journal.paused = True
+                self.available = False  # (the journal decides for itself when to stop holding acks)
             except Exception:
                 log.exception("cluster heartbeat failed")
 
@@ -223,7 +225,8 @@ class ClusterNode:
                                           may_open=may_create or state is not None, placed=self._placed)
                 match route:
                     case Local():
-                        return Decision(Local(), state if owner == self.node_id else None)
+                        mine = owner == self.node_id
+                        return Decision(Local(), state if mine else None, take_over=mine)
                     case Redirect():
                         return Decision(route)
                     case Unavailable():
@@ -236,7 +239,7 @@ class ClusterNode:
                             log.warning("room %s: its node %s is gone, placed on %s", room_id, previous,
                                         target.node_id)
                         if target.node_id == self.node_id:
-                            return Decision(Local(takeover=previous is not None), state)
+                            return Decision(Local(takeover=previous is not None), state, take_over=True)
                         return Decision(Redirect(target.node_id, target.url))
             raise ClusterUnavailable("the room's placement keeps changing: try again")
         except (RedisError, OSError) as exc:

@@ -9,6 +9,7 @@ is recreated here and its waveform journal replayed into the relay). See docs/cl
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import logging
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from cluster.config import ClusterConfig
 from cluster.node import ClusterNode, ClusterUnavailable
@@ -45,6 +47,7 @@ class ClusterBridge:
         self.node = ClusterNode(config, load=self._load, hosted=self._hosted, snapshot=self.snapshot)
         self.redirects = 0
         self.takeovers = 0
+        self._takeovers: dict[str, asyncio.Future[None]] = {}  # rooms being taken over now
         app.http.before_join = self.gate  # until registered, only rooms hosted here are served
         app.http.origin_of_peer = self.is_node_origin
 
@@ -123,29 +126,54 @@ class ClusterBridge:
             self.redirects += 1
             self.app.driver.apply([fx.SendConn(conn_id, wire.Redirect(decision.route.url, room_id, msg.id))])
             return True
-        if decision.takeover is not None and self.hub.store.get(room_id) is None:
-            await self._take_over(decision.takeover)
+        if decision.take_over and (self.hub.store.get(room_id) is None or room_id in self._takeovers):
+            try:
+                await self._take_over(room_id, decision.state)
+            except (RedisError, OSError) as exc:
+                log.warning("room %s not taken over: %s", room_id, exc)
+                self.app.driver.apply([fx.SendConn(conn_id, wire.Error(
+                    Reason.CLUSTER_UNAVAILABLE, f"room {room_id!r} is moving to this server and the cluster cannot "
+                                                "be reached: try again shortly", msg.id))])
+                return True
         return False
 
-    async def _take_over(self, state: RoomState) -> None:
-        """Recreate a room whose node died, and replay its waveform journal into the relay."""
-        self.takeovers += 1
-        room = self.hub.create_room(state.room_id, state.kind, time.time(), persistent=state.persistent)
-        log.warning("room %s (%s) taken over from node %s: %d participant(s) there to come back",
-                    state.room_id, state.kind, state.node_id, len(state.participants))
+    async def _take_over(self, room_id: str, state: RoomState | None) -> None:
+        """A room the directory gives this node but that is not here: replay its waveform journal
+        into the relay first, then recreate it from its state (without state, e.g. a room its
+        dead node had not written yet, the host's join opens it). The room appears only once its
+        streams are what they were, so no monitor that comes back meanwhile is taken for a new
+        stream; joins arriving during the replay wait for it."""
+        pending = self._takeovers.get(room_id)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        done = self._takeovers[room_id] = asyncio.get_running_loop().create_future()
+        try:
+            await self._replay(room_id)
+            if state is not None and self.hub.store.get(state.room_id) is None:
+                self.takeovers += 1
+                room = self.hub.create_room(state.room_id, state.kind, time.time(), persistent=state.persistent)
+                log.warning("room %s (%s) taken over from node %s: %d participant(s) there to come back",
+                            state.room_id, state.kind, state.node_id, len(state.participants))
+                self.app.driver.apply(room.started_events())
+                self.node.room_changed(state.room_id)
+        finally:
+            del self._takeovers[room_id]
+            done.set_result(None)
+
+    async def _replay(self, room_id: str) -> None:
         relay = self.app.waveforms
         if relay is not None and self.app.waveform_bridge is not None:
-            entries = await self.node.journal.replay(state.room_id)
+            entries = await self.node.journal.replay(room_id)
             publishers = set()
             for e in entries:
-                relay.set_publisher_identity(state.room_id, e.publisher_id, e.identity)
-                relay.on_publisher_frame(state.room_id, e.publisher_id, e.frame)
+                relay.set_publisher_identity(room_id, e.publisher_id, e.identity)
+                relay.on_publisher_frame(room_id, e.publisher_id, e.frame)
                 publishers.add(e.publisher_id)
             for pid in publishers:  # their monitors come back under new participant ids
-                relay.publisher_disconnected(state.room_id, pid)
-            log.info("room %s: replayed %d journaled waveform frame(s)", state.room_id, len(entries))
-        self.app.driver.apply(room.started_events())
-        self.node.room_changed(state.room_id)
+                relay.publisher_disconnected(room_id, pid)
+            if entries:
+                log.info("room %s: replayed %d journaled waveform frame(s)", room_id, len(entries))
 
     # ------------------------------------------------------------------ state
 

@@ -54,7 +54,7 @@ async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(clu
         speed=4.0, reconnect_min_s=0.05, reconnect_max_s=0.5))
     run = asyncio.create_task(sim.run(duration_s=40.0))
     try:
-        await until(lambda: len(chunks_of(wall)) >= 10, 20, "the wall to see the monitor's chunks")
+        await until(lambda: len(chunks_of(wall)) >= 40, 20, "the wall to see the monitor's chunks")
         assert sim._node_url == home.ws_url, "the monitor was redirected to the ward's node"
         seen_before = {c.chunk.seq for c in chunks_of(wall)}
 

@@ -31,6 +31,7 @@ from medstream.metrics import Sample, media_samples, signaling_samples, waveform
 from medstream.openapi import DocumentedRoutes, Operation
 from medstream.ops import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from medstream.ops import DiskNeed, NodeMetrics, NodeState, Readiness
+from medstream.playback_http import PlaybackHttp
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
 from medstream.webhooks import WebhookConfig, Webhooks
@@ -70,6 +71,7 @@ class MedstreamApp:
         self.recorder: Any = None  # recorder.service.RecordingService (imported only when on)
         self.webhooks: Webhooks | None = None
         self.whip: WhipEndpoint | None = None
+        self.readings: Any = None  # medstream.readings_http.ReadingsHttp (imported only when on)
         self.sink_failures = 0
         self.observers: list[RoomObserver] = []
         self._room_started_later: list[list[fx.Effect]] = []
@@ -143,6 +145,8 @@ class MedstreamApp:
             self._start_waveforms()
         if self.config.recorder:
             self._start_recorder_service()
+        if self.config.readings_dir is not None:
+            self._start_readings(self.config.readings_dir)
         self.driver.start()
         if self.waveform_bridge is not None:
             self.waveform_bridge.start()
@@ -195,6 +199,8 @@ class MedstreamApp:
             await self.recorder.close()
             self.recorder = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.readings is not None:  # its live event streams end first, or the HTTP runner waits for them
+            await self.readings.close()
         await self.http.stop()
         if self.cluster is not None:
             await self.cluster.stop()
@@ -248,17 +254,55 @@ class MedstreamApp:
         log.error("waveform store sink %r of room %s failed: %r", sink, group, exc)
 
     def _start_recorder_service(self) -> None:
-        from recorder.service import RecordingService
+        from recorder.service import RecorderConfig, RecordingService, RecordingServiceConfig
 
+        c = self.config
         self.recorder = RecordingService(
-            self.config.recordings_dir, media=self.media, waveforms=self.waveforms,
+            c.recordings_dir, media=self.media, waveforms=self.waveforms,
             on_failed=lambda room_id, reason: self.driver.apply(self.hub.recording_failed(room_id, reason)),
             on_stopped=self._recording_ready,
-            retention_days=self.config.recordings_retention_days,
+            config=RecordingServiceConfig(
+                retention_days=c.recordings_retention_days, finalize=c.recordings_remux,
+                recorder=RecorderConfig(c.recordings_dir, fsync=c.recordings_fsync,  # type: ignore[arg-type]
+                                        master_key=c.recordings_key,
+                                        encryption_algorithm=c.recordings_encryption)),
         )
         self.observers.append(self._recorder_observer)
-        RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
-                       audit=self._audit).install(self.route)
+        recordings = RecordingsHttp(c.recordings_dir, c.signaling.secret, audit=self._audit,
+                                    master_key=c.recordings_key)
+        recordings.install(self.route)
+        PlaybackHttp(recordings).install(self.route)
+
+    def _start_readings(self, root: Path) -> None:
+        """The 12-lead reading desk (docs/ecg12.md): HTTP routes, live events, device snapshots."""
+        from medstream.readings_http import ReadingsHttp
+        from readings.service import ReadingService
+        from readings.store import ReadingStore
+
+        def open_room(room_id: str, kind: str, closes_at: float) -> None:
+            from signaling.admin import Admin, RoomSpec
+            from signaling.booking import Booking
+
+            existing = self.hub.store.get(room_id)
+            if existing is not None and not existing.ended:
+                return
+            now = time.time()
+            _, effects = Admin(self.hub).create_room(
+                RoomSpec(room_id=room_id, kind=kind, booking=Booking(now, closes_at, 0.0)), now)
+            self.driver.apply(effects)
+
+        def send_to_device(participant_id: str, frame: bytes) -> None:
+            socket = self.driver.socket_of(participant_id)
+            if socket is not None:
+                socket.send_bytes(frame)
+
+        hooks = self.webhooks
+        self.readings = ReadingsHttp(
+            ReadingService(self.config.readings_centre, ReadingStore(root)), self.hub.keys, audit=self._audit,
+            webhook=hooks.publish if hooks is not None else None, open_room=open_room, send_to_device=send_to_device)
+        self.readings.install(self.route)
+        if self.waveforms is not None:
+            self.waveforms.on_snapshot = self.readings.take_snapshot
 
     async def _start_webhooks(self) -> None:
         c = self.config
@@ -323,6 +367,8 @@ class MedstreamApp:
                 self.recorder.participant(room, ParticipantNote(pid, role, who, name))
             case ev.TrackPublished(room_id=room, track_id=tid, participant_id=pid, kind=kind, codec=codec):
                 self.recorder.track_published(room, TrackNote(tid, pid, kind, codec))
+            case ev.ParticipantLeft(room_id=room, participant_id=pid):
+                self.recorder.participant_left(room, pid)
             case ev.ChatSent(room_id=room, message_id=mid, participant_id=pid, name=name, text=text, time=t,
                              to_moderators=question):
                 self.recorder.chat(room, mid, pid, name, text, t, question)

@@ -13,12 +13,14 @@ import re
 import secrets
 import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cluster.config import ClusterConfig
 from protocol.signaling import ROOM_KINDS, IceServerInfo
+from recorder.crypto import ENV_KEY, MasterKey
 from signaling.hub import SignalingConfig
 from signaling.tokens import MIN_SECRET_BYTES
 from signaling.turn import TurnRest
@@ -51,6 +53,10 @@ class ServerConfig:
     audit_log: Path | None = Path("var/audit.jsonl")
     recordings_dir: Path = Path("var/recordings")
     recordings_retention_days: float | None = None
+    recordings_key: MasterKey | None = None  # set: recordings encrypted at rest (recorder.crypto)
+    recordings_encryption: str = "aes-256-gcm"  # or "sm4-gcm"
+    recordings_fsync: str = "none"  # "second" or "cluster": see recorder.session.RecorderConfig
+    recordings_remux: bool = True  # one file per participant (and EDF+) when a session stops
     rooms: tuple[tuple[str, str], ...] = ()  # (room id, kind) opened at start and kept open
     ice_host_addresses: tuple[str, ...] = ()
     media: bool = True
@@ -73,6 +79,8 @@ class ServerConfig:
     reuse_port: bool = False  # --workers: the worker processes share `port` (SO_REUSEPORT)
     own_port: int | None = None  # a worker's own port (what the cluster redirects to)
     workers: int = 1
+    readings_dir: Path | None = None  # remote 12-lead ECG reading (docs/ecg12.md): its store; None: off
+    readings_centre: str = "ecg-centre"  # the ECG centre whose readers use this node's reading desk
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,6 +177,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     add_secret_argument(parser)
     parser.add_argument("--audit-log", help="audit JSON-lines file (default var/audit.jsonl; '' or 'none' to disable)")
     parser.add_argument("--recordings-dir", type=Path, help="where recordings go (default var/recordings)")
+    parser.add_argument("--readings-dir", type=Path,
+                        help="12-lead ECG reading store (default var/readings; 'none' turns the reading desk off)")
+    parser.add_argument("--readings-centre", help="the ECG centre's organisation id (default ecg-centre)")
+    parser.add_argument("--recordings-encryption", choices=("aes-256-gcm", "sm4-gcm"),
+                        help="encrypt recordings at rest (key: --recordings-key-file or $MEDSTREAM_RECORDINGS_KEY)")
+    parser.add_argument("--recordings-key-file", type=Path, help="the recordings master key (32 bytes, hex or base64)")
+    parser.add_argument("--recordings-fsync", choices=("none", "second", "cluster"),
+                        help="how often recordings are fsynced (default none: survives a crash, not a power cut)")
     parser.add_argument("--room", action="append", default=[], metavar="ID:KIND",
                         help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
@@ -273,6 +289,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         raise ConfigError("webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
                          "[webhooks] secret in --config")
     cluster, workers, reuse_port, own_port = _cluster_config(args, file, host, port)
+    readings_dir = pick(getattr(args, "readings_dir", None), "MEDSTREAM_READINGS_DIR", "readings_dir", "var/readings")
     return ServerConfig(
         cluster=cluster, workers=workers, reuse_port=reuse_port, own_port=own_port,
         signaling=signaling,
@@ -281,6 +298,10 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         audit_log=Path(audit) if audit and str(audit).lower() != "none" else None,
         recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
         recordings_retention_days=file.get("recordings_retention_days"),
+        readings_dir=None if str(readings_dir).lower() == "none" else Path(readings_dir),
+        readings_centre=str(pick(getattr(args, "readings_centre", None), "MEDSTREAM_READINGS_CENTRE",
+                                 "readings_centre", "ecg-centre")),
+        **_recordings_security(args, env, file),
         rooms=tuple(rooms),
         ice_host_addresses=ice_hosts,
         media=not args.no_media and file.get("media", True),
@@ -337,6 +358,28 @@ def _cluster_config(args: argparse.Namespace, file: dict[str, Any], host: str,
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return cluster, workers, workers > 1, own_port
+
+
+def _recordings_security(args: argparse.Namespace, env: Mapping[str, str], file: Mapping[str, Any]) -> dict[str, Any]:
+    """Encryption at rest and fsync policy of recordings (key from a file or the environment)."""
+    algorithm = getattr(args, "recordings_encryption", None) or env.get("MEDSTREAM_RECORDINGS_ENCRYPTION") \
+        or file.get("recordings_encryption")
+    key_file = getattr(args, "recordings_key_file", None) or env.get("MEDSTREAM_RECORDINGS_KEY_FILE") \
+        or file.get("recordings_key_file")
+    fsync = getattr(args, "recordings_fsync", None) or env.get("MEDSTREAM_RECORDINGS_FSYNC") \
+        or file.get("recordings_fsync") or "none"
+    if fsync not in ("none", "second", "cluster"):
+        raise ConfigError(f"recordings fsync must be none, second or cluster, got {fsync!r}")
+    out: dict[str, Any] = {"recordings_fsync": fsync}
+    if algorithm or key_file or env.get(ENV_KEY):
+        try:
+            out["recordings_key"] = MasterKey.load(Path(key_file) if key_file else None, dict(env))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"recordings encryption: {exc}") from None
+        out["recordings_encryption"] = algorithm or "aes-256-gcm"
+        if out["recordings_encryption"] not in ("aes-256-gcm", "sm4-gcm"):
+            raise ConfigError(f"recordings encryption must be aes-256-gcm or sm4-gcm, got {algorithm!r}")
+    return out
 
 
 _SECRETS_IN_TEXT = re.compile(

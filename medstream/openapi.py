@@ -48,6 +48,11 @@ KNOWN: dict[tuple[str, str], Operation] = {
         query=(("token", "access token (or Authorization: Bearer)"),), response_type="application/octet-stream",
         responses={200: "the file", 206: "a range of it", 401: "no valid token", 403: "not this room or role",
                    404: "no such file"}),
+    ("GET", "/playback/{room}/{session}"): Operation(
+        "a recorded session for the playback page: media, waveform records with beats and alarms, events",
+        "recordings", "accessToken", query=(("token", "host/supervisor access token or library token"),),
+        responses={200: "the session timeline", 401: "no valid token", 403: "not this room or role",
+                   404: "no such session"}),
     ("GET", "/"): Operation("the browser app", "pages", None, response_type="text/html", responses={200: "page"}),
     ("GET", "/{path}"): Operation("browser pages and /static/ modules", "pages", None, response_type="text/html",
                                   responses={200: "file", 404: "not found"}),

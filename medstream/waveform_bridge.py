@@ -16,6 +16,7 @@ from typing import Protocol
 from signaling import effects as fx
 from signaling.server import SignalingServer, Socket
 from waveforms import StoreSink, ViewerOutbox, WaveformStats
+from waveforms.relay import SnapshotIntake
 
 log = logging.getLogger("medstream.waveforms")
 
@@ -24,6 +25,8 @@ VIEWER_BURST_BUFFER_BYTES = 256 * 1024  # waveform frames written per wake-up wh
 
 class Relay(Protocol):
     """What the node needs of `waveforms.relay.WaveformRelay`."""
+
+    on_snapshot: SnapshotIntake | None  # where 12-lead snapshots go (the reading desk)
 
     def on_publisher_frame(self, group: str, publisher_id: str, data: bytes) -> list[bytes]: ...
     def set_publisher_identity(self, group: str, publisher_id: str, identity: str) -> None: ...

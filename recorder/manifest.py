@@ -29,6 +29,8 @@ class ParticipantEntry:
     role: str
     identity: str = ""
     name: str = ""
+    joined_offset_s: float | None = None  # first seen in the recording (s since its start)
+    left_offset_s: float | None = None  # left the room (None: there until the end)
 
 
 @dataclass(slots=True)
@@ -69,6 +71,9 @@ class SessionManifest:
     participants: list[ParticipantEntry] = field(default_factory=list)
     files: list[FileEntry] = field(default_factory=list)
     version: int = MANIFEST_VERSION
+    # {"algorithm": "aes-256-gcm" | "sm4-gcm", "key_id": ...} when the files are encrypted at rest
+    encryption: dict[str, str] | None = None
+    repaired_at: str | None = None  # a crash-cut session made playable by `recorder.repair`
 
     def to_json(self) -> str:
         """Serialise to indented JSON text."""

@@ -33,7 +33,7 @@ fi
 PY=${PYTHON:-python3}
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
-if ! $PY -c "import medstream, aiortc, aiohttp, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt, pydicom, matplotlib, prometheus_client, redis" 2>/dev/null \
+if ! $PY -c "import medstream, aiortc, aiohttp, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt, pydicom, matplotlib, prometheus_client, pyedflib, cryptography, redis" 2>/dev/null \
    || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, playwright, ruff, mypy, importlinter, cryptography" 2>/dev/null; }; then
   echo "setup: installing Python dependencies"
   $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".${extra}"

@@ -146,6 +146,43 @@ def verify_token(
 
     Every claim is range-checked (`nbf`/`exp` finite and before year 10000, strings at most 128
     characters): nothing in a token can raise anything but a `WireError`."""
+    claims, kid = _decode_claims(secret, token, now, leeway_s, ("sub", "room", "role", "nbf", "exp"))
+    for key in ("sub", "room", "role"):
+        value = claims[key]
+        if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
+            raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    sub, room_id, role_name = str(claims["sub"]), str(claims["room"]), str(claims["role"])
+    try:
+        role = Role(role_name)
+    except ValueError:
+        role = Role.SPEAKER  # not a token role: refused just below
+    if role not in TOKEN_ROLES:
+        raise WireError(Reason.INVALID_TOKEN, f"token role {role_name[:32]!r} is not a known role")
+    kind = claims.get("kind")
+    if kind is not None and (not isinstance(kind, str) or kind not in ROOM_KINDS):
+        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}")
+    jti = claims.get("jti")
+    if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_CHARS):
+        raise WireError(Reason.INVALID_TOKEN, f"token jti must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    token_id = jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    raw_name = claims.get("name")
+    name = raw_name if isinstance(raw_name, str) and raw_name else sub
+    return Grant(
+        room=room_id,
+        identity=sub,
+        name=name[:MAX_CLAIM_CHARS],
+        role=role,
+        not_before=float(claims["nbf"]),  # type: ignore[arg-type]  # checked in _decode_claims
+        expires=float(claims["exp"]),  # type: ignore[arg-type]
+        room_kind=kind,
+        token_id=token_id,
+        kid=kid,
+    )
+
+
+def _decode_claims(secret: str | KeyRing, token: str, now: float, leeway_s: float,
+                   require: tuple[str, ...]) -> tuple[dict[str, object], str | None]:
+    """Signature, `kid`, `nbf`/`exp` checks shared by room and library tokens; WireError otherwise."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise WireError(Reason.INVALID_TOKEN, f"token must be a string of at most {MAX_TOKEN_LENGTH} characters")
     ring = KeyRing.of(secret) if isinstance(secret, KeyRing) else None
@@ -170,7 +207,7 @@ def verify_token(
                 key,
                 algorithms=[ALGORITHM],
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                         "require": ["sub", "room", "role", "nbf", "exp"]},
+                         "require": list(require)},
             )
             break
         except jwt.InvalidSignatureError:
@@ -197,38 +234,68 @@ def verify_token(
         )
     if now > exp + leeway_s:
         raise WireError(Reason.TOKEN_EXPIRED, f"token expired at {_iso(exp)}, it is now {_iso(now)}")
-    for key in ("sub", "room", "role"):
-        value = claims[key]
-        if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
-            raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
-    sub, room_id, role_name = str(claims["sub"]), str(claims["room"]), str(claims["role"])
-    try:
-        role = Role(role_name)
-    except ValueError:
-        role = Role.SPEAKER  # not a token role: refused just below
-    if role not in TOKEN_ROLES:
-        raise WireError(Reason.INVALID_TOKEN, f"token role {role_name[:32]!r} is not a known role")
-    kind = claims.get("kind")
-    if kind is not None and (not isinstance(kind, str) or kind not in ROOM_KINDS):
-        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}")
+    return claims, kid
+
+
+
+LIBRARY_SCOPE = "library"
+ALL_ROOMS = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryGrant:
+    """What a verified library token allows: watching the recordings of `rooms` ("*": all), nothing live.
+
+    A library token has no `room`/`role` claims, so it can never join a room."""
+
+    identity: str
+    name: str
+    rooms: tuple[str, ...]
+    expires: float
+    token_id: str = ""
+
+    def covers(self, room_id: str) -> bool:
+        """Whether the recordings of `room_id` may be watched with this grant."""
+        return ALL_ROOMS in self.rooms or room_id in self.rooms
+
+
+def issue_library_token(secret: str | KeyRing, *, identity: str, rooms: tuple[str, ...] = (ALL_ROOMS,),
+                        name: str | None = None, valid_for_s: float = 3600.0,
+                        valid_from: float | None = None) -> str:
+    """Sign a token that lets `identity` watch (play back, download) recordings of `rooms`."""
+    if not rooms or any(not isinstance(r, str) or not r or len(r) > MAX_CLAIM_CHARS for r in rooms):
+        raise ValueError(f"rooms must be 1 or more room ids (or '*'), got {rooms!r}")
+    if valid_for_s <= 0:
+        raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
+    start = time.time() if valid_from is None else valid_from
+    claims: dict[str, object] = {"sub": identity, "name": name or identity, "scope": LIBRARY_SCOPE,
+                                 "rooms": list(rooms), "nbf": int(start), "exp": int(start + valid_for_s),
+                                 "jti": uuid.uuid4().hex}
+    if isinstance(secret, KeyRing):
+        return jwt.encode(claims, secret.current.secret, algorithm=ALGORITHM,
+                          headers={"kid": secret.current.kid})
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_library_token(secret: str | KeyRing, token: str, now: float,
+                         leeway_s: float = DEFAULT_LEEWAY_S) -> LibraryGrant:
+    """Check a library token like `verify_token` does a room token; WireError with the reason."""
+    claims, _kid = _decode_claims(secret, token, now, leeway_s, ("sub", "scope", "rooms", "nbf", "exp"))
+    if claims.get("scope") != LIBRARY_SCOPE:
+        raise WireError(Reason.INVALID_TOKEN, f"token scope must be {LIBRARY_SCOPE!r}")
+    sub, rooms = claims["sub"], claims["rooms"]
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_CLAIM_CHARS:
+        raise WireError(Reason.INVALID_TOKEN, f"token claim 'sub' must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    if not isinstance(rooms, list) or not 1 <= len(rooms) <= 256 or any(
+            not isinstance(r, str) or not r or len(r) > MAX_CLAIM_CHARS for r in rooms):
+        raise WireError(Reason.INVALID_TOKEN, "token claim 'rooms' must be a list of 1-256 room ids")
     jti = claims.get("jti")
-    if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_CHARS):
-        raise WireError(Reason.INVALID_TOKEN, f"token jti must be a string of 1-{MAX_CLAIM_CHARS} characters")
-    token_id = jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    token_id = jti if isinstance(jti, str) and jti else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
     raw_name = claims.get("name")
     name = raw_name if isinstance(raw_name, str) and raw_name else sub
-    return Grant(
-        room=room_id,
-        identity=sub,
-        name=name[:MAX_CLAIM_CHARS],
-        role=role,
-        not_before=float(nbf),
-        expires=float(exp),
-        room_kind=kind,
-        token_id=token_id,
-        kid=kid,
-    )
-
+    exp = claims["exp"]
+    assert isinstance(exp, (int, float))
+    return LibraryGrant(sub, name[:MAX_CLAIM_CHARS], tuple(rooms), float(exp), token_id[:MAX_CLAIM_CHARS])
 
 def _iso(ts: float) -> str:
     try:

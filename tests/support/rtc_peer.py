@@ -203,6 +203,8 @@ class EncodedSourceTrack(MediaStreamTrack):
                 self._next_s = now
             if self._next_s > now:
                 await asyncio.sleep(self._next_s - now)
+            else:  # behind (a busy machine): catch up, but never starve the loop's other tasks
+                await asyncio.sleep(0)
             self._next_s += 1.0 / self.source.fps
             packet = self.source.next_packet()
             if packet is not None:

@@ -18,7 +18,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -42,6 +42,9 @@ from signaling.audit import AuditLog
 from signaling.hub import Hub
 from signaling.server import SignalingServer
 from signaling.sessions import HttpSessions
+
+if TYPE_CHECKING:
+    from medstream.cluster_bridge import ClusterBridge
 
 log = logging.getLogger("medstream.app")
 
@@ -93,6 +96,12 @@ class MedstreamApp:
         AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit,
                  recordings_dir=config.recordings_dir if config.recorder else None,
                  document=lambda: self.route.document(self.http_routes(), version=__version__)).install(self.route)
+        self.cluster: ClusterBridge | None = None
+        if config.cluster is not None:  # --redis: joins routed through the cluster (docs/cluster.md)
+            from medstream.cluster_bridge import ClusterBridge
+
+            self.cluster = ClusterBridge(self, config.cluster)
+            self.cluster.install(self.route)
 
     @property
     def server(self) -> SignalingServer:
@@ -116,6 +125,11 @@ class MedstreamApp:
     def ws_url(self) -> str:
         return f"{'wss' if self.tls else 'ws'}://{self.config.host}:{self.port}/ws"
 
+    @property
+    def node_ws_url(self) -> str:
+        """The websocket address of this process alone (a worker's own port)."""
+        return f"{'wss' if self.tls else 'ws'}://{self.config.host}:{self.http.own_port or self.port}/ws"
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -136,9 +150,13 @@ class MedstreamApp:
         self.driver.start()
         if self.waveform_bridge is not None:
             self.waveform_bridge.start()
-        await self.http.start(self.config.host, self.config.port, self._ssl_context())
-        for started in self._room_started_later:
-            self.driver.apply(started)
+        await self.http.start(self.config.host, self.config.port, self._ssl_context(),
+                              reuse_port=self.config.reuse_port, own_port=self.config.own_port)
+        if self.cluster is not None:
+            await self.cluster.start(self.node_ws_url)
+        for started in self._room_started_later:  # (a cluster leaves a room another node hosts to it)
+            self.driver.apply([e for e in started if not isinstance(e, ev.RoomStarted)
+                               or self.hub.store.get(e.room_id) is not None])
         self.driver.apply(self.hub.start_policy_recordings())
         self.readiness.state = NodeState.READY
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
@@ -147,6 +165,8 @@ class MedstreamApp:
         """Stop taking new participants and tell everyone (reason server_draining), then wait up
         to `timeout_s` for the rooms to empty (or `cut_drain`). `stop()` does the rest."""
         self.readiness.state = NodeState.DRAINING
+        if self.cluster is not None:
+            self.cluster.draining()
         log.info("draining: %d participant(s) have %.0f s to finish", self.connected_count(), timeout_s)
         self.driver.apply(self.hub.start_draining(timeout_s))
         loop = asyncio.get_running_loop()
@@ -182,6 +202,8 @@ class MedstreamApp:
         if self.readings is not None:  # its live event streams end first, or the HTTP runner waits for them
             await self.readings.close()
         await self.http.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.waveform_bridge is not None:
             await self.waveform_bridge.close()
         await self.media_bridge.close()

@@ -11,12 +11,14 @@ import logging
 import os
 import re
 import secrets
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.config import ClusterConfig
 from protocol.signaling import ROOM_KINDS, IceServerInfo
 from recorder.crypto import ENV_KEY, MasterKey
 from signaling.hub import SignalingConfig
@@ -73,6 +75,10 @@ class ServerConfig:
     tls_cert: Path | None = None  # PEM certificate (chain) and key: HTTPS + WSS on the same port
     tls_key: Path | None = None
     webhook_retry_max_s: float = 60.0  # longest wait between two attempts (backoff doubles from 1 s)
+    cluster: ClusterConfig | None = None  # --redis: a node of a cluster (docs/cluster.md); None: alone
+    reuse_port: bool = False  # --workers: the worker processes share `port` (SO_REUSEPORT)
+    own_port: int | None = None  # a worker's own port (what the cluster redirects to)
+    workers: int = 1
     readings_dir: Path | None = None  # remote 12-lead ECG reading (docs/ecg12.md): its store; None: off
     readings_centre: str = "ecg-centre"  # the ECG centre whose readers use this node's reading desk
     extra: dict[str, Any] = field(default_factory=dict)
@@ -206,6 +212,17 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-timeout", type=float, help="on SIGTERM, seconds participants may finish (default 60)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS and WSS on --port")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument("--redis", metavar="URL",
+                        help="join a cluster on this Redis (or MEDSTREAM_REDIS_URL), e.g. redis://10.0.0.9:6379/0; "
+                             "needs MEDSTREAM_CLUSTER_SECRET(_FILE); see docs/cluster.md")
+    parser.add_argument("--node-id", help="this node's name in the cluster (default: host name and port)")
+    parser.add_argument("--advertise", metavar="WS_URL",
+                        help="the websocket address that reaches this node alone, e.g. wss://node2.example:8765/ws "
+                             "(clients are redirected there; default ws://HOST:PORT/ws)")
+    parser.add_argument("--workers", type=int, help="worker processes sharing --port (SO_REUSEPORT; needs --redis)")
+    parser.add_argument("--node-port", type=port_number,
+                        help="with --workers: worker i also listens alone on NODE_PORT+i (default PORT+1)")
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
                         help="POST signed room/recording/alarm events here (repeatable; secret: "
                              "MEDSTREAM_WEBHOOK_SECRET or webhooks.secret in --config)")
@@ -271,8 +288,10 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     if (args.webhook or hooks.get("urls")) and not (env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret")):
         raise ConfigError("webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
                          "[webhooks] secret in --config")
+    cluster, workers, reuse_port, own_port = _cluster_config(args, file, host, port)
     readings_dir = pick(getattr(args, "readings_dir", None), "MEDSTREAM_READINGS_DIR", "readings_dir", "var/readings")
     return ServerConfig(
+        cluster=cluster, workers=workers, reuse_port=reuse_port, own_port=own_port,
         signaling=signaling,
         host=host,
         port=port,
@@ -301,6 +320,44 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         tls_cert=_path(pick(args.tls_cert, "MEDSTREAM_TLS_CERT", "tls_cert", None)),
         tls_key=_path(pick(args.tls_key, "MEDSTREAM_TLS_KEY", "tls_key", None)),
     )
+
+
+def _cluster_config(args: argparse.Namespace, file: dict[str, Any], host: str,
+                    port: int) -> tuple[ClusterConfig | None, int, bool, int | None]:
+    """(cluster, workers, reuse_port, own_port) from --redis/--node-id/--advertise/--workers."""
+    env = os.environ
+    section = file.get("cluster", {})
+    redis_url = getattr(args, "redis", None) or env.get("MEDSTREAM_REDIS_URL") or section.get("redis_url")
+    workers = int(getattr(args, "workers", None) or env.get("MEDSTREAM_WORKERS") or section.get("workers", 1))
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if not redis_url:
+        if workers > 1:
+            raise ConfigError("--workers needs --redis: the workers coordinate through it")
+        return None, 1, False, None
+    secret = _secret_from(args, file, "CLUSTER_SECRET", "cluster_secret") or section.get("secret")
+    if not secret:
+        raise ConfigError("--redis needs the cluster secret shared by every node: set MEDSTREAM_CLUSTER_SECRET "
+                          "or MEDSTREAM_CLUSTER_SECRET_FILE (e.g. `openssl rand -base64 48`)")
+    index = getattr(args, "worker_index", None)
+    node_port = getattr(args, "node_port", None) or section.get("node_port")
+    own_port = None
+    node_id = getattr(args, "node_id", None) or env.get("MEDSTREAM_NODE_ID") or section.get("node_id") \
+        or f"{socket.gethostname()}-{port}"
+    advertise = getattr(args, "advertise", None) or env.get("MEDSTREAM_ADVERTISE") or section.get("advertise") or ""
+    if workers > 1 and index is not None:
+        own_port = int(node_port or port + 1) + index
+        node_id = f"{node_id}-w{index}"
+        if advertise:  # the workers' own ports on the advertised host
+            advertise = re.sub(r":\d+(/|$)", f":{own_port}\\1", advertise, count=1)
+    try:
+        cluster = ClusterConfig(
+            redis_url=str(redis_url), node_id=str(node_id), url=str(advertise), secret=str(secret),
+            heartbeat_s=float(section.get("heartbeat_s", 1.0)), ttl_s=float(section.get("ttl_s", 4.0)),
+            prefix=str(section.get("prefix", "ms:")))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cluster, workers, workers > 1, own_port
 
 
 def _recordings_security(args: argparse.Namespace, env: Mapping[str, str], file: Mapping[str, Any]) -> dict[str, Any]:

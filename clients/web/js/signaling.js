@@ -114,6 +114,7 @@ export class Signaling {
     this.pending = new Map();
     this.nextId = 1;
     this.ws = null;
+    this.nodeUrl = null;  // the cluster node hosting our room, once redirected there
     this.pingTimer = null;
     this.lastPongAt = 0;
     this.stopped = false;
@@ -160,9 +161,11 @@ export class Signaling {
     return this._connect(null);
   }
 
-  _connect(resumeKey) {
+  _connect(resumeKey, hops = 0) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
+      // in a cluster the room's node may send us to its own address (`redirect`); a dropped
+      // connection starts over at the address we were given (another node takes the room over)
+      const ws = new WebSocket(this.nodeUrl || this.url);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       let settled = false;
@@ -171,6 +174,13 @@ export class Signaling {
         const join = { type: "join", v: 1, token: this.token, media: this.media, resume: resumeKey || undefined };
         this.request(join).then((joined) => {
           settled = true;
+          if (joined.type === "redirect" && hops < 3) {
+            ws.onclose = null;
+            ws.close();
+            this.nodeUrl = joined.url;
+            this._connect(resumeKey, hops + 1).then(resolve, reject);
+            return;
+          }
           const resumed = Boolean(joined.resumed);
           const rejoined = this.joined !== null && !resumed;
           this.joined = joined;
@@ -222,6 +232,7 @@ export class Signaling {
       return;
     }
     if (this.droppedAt === null) this.droppedAt = Date.now();
+    this.nodeUrl = null;
     this._setState("reconnecting");
     this._reconnect(0);
   }

@@ -208,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list sessions, newest first")
     ls.add_argument("--room", help="only this room")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    ls.add_argument("--ids", action="store_true", help="session ids only, one a line (for scripts)")
     show = sub.add_parser("show", help="print a session's manifest")
     show.add_argument("session_id")
     pr = sub.add_parser("prune", help="delete sessions older than a number of days")
@@ -277,6 +278,10 @@ def main(argv: list[str]) -> int:
         if args.json:
             for s in sessions:
                 print(json.dumps(s.to_dict()))
+            return 0
+        if args.ids:
+            for s in sessions:
+                print(s.session_id)
             return 0
         if not sessions:
             print(f"no sessions under {args.root}")

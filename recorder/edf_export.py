@@ -22,9 +22,8 @@ import pyedflib
 
 from recorder import crypto
 from recorder.crypto import MasterKey
-from recorder.manifest import FileEntry, read_manifest, write_manifest
+from recorder.manifest import FileEntry, file_sha256, read_manifest, write_manifest
 from recorder.playback import read_annotations, read_header
-from recorder.remux import _sha256
 from recorder.wfdb_file import ALARM_SYMBOL
 
 EDF_KIND = "edf"
@@ -134,7 +133,7 @@ def export_session(directory: Path, master: MasterKey | None = None) -> list[Pat
                 name=path.name, kind=EDF_KIND, track_id=f.track_id, participant_id=f.participant_id,
                 codec="bdf+" if path.suffix == ".bdf" else "edf+", start_offset_s=f.start_offset_s,
                 duration_s=f.duration_s, frame_count=f.frame_count, size_bytes=path.stat().st_size,
-                sha256=_sha256(path), details={"record": record}))
+                sha256=file_sha256(path), details={"record": record}))
     if made:
         write_manifest(directory, manifest)
     return made

@@ -7,6 +7,7 @@ mid-recording has `stopped_at: null` and no hashes, which marks it incomplete).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -108,3 +109,12 @@ def write_manifest(directory: Path, manifest: SessionManifest) -> None:
 def read_manifest(directory: Path) -> SessionManifest:
     """Load `<directory>/manifest.json`. Raises OSError if missing, ValueError if malformed."""
     return SessionManifest.from_json((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file as the manifest records it (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -24,7 +24,7 @@ import av
 
 from recorder import crypto
 from recorder.crypto import Encryption, MasterKey
-from recorder.manifest import FileEntry, read_manifest, write_manifest
+from recorder.manifest import FileEntry, file_sha256, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +156,11 @@ def remux_participants(directory: Path, master: MasterKey | None = None) -> list
             duration_s=max((f.start_offset_s or 0.0) + f.duration_s for f in files)
             - min((f.start_offset_s or 0.0) for f in files),
             frame_count=result.packets, size_bytes=out.stat().st_size,
-            sha256=_sha256(out), details={"sources": [f.name for f in files]}))
+            sha256=file_sha256(out), details={"sources": [f.name for f in files]}))
     if results:
         write_manifest(directory, manifest)
     return results
 
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def compose(directory: Path, output: Path, master: MasterKey | None = None) -> Path:

@@ -20,9 +20,9 @@ import numpy as np
 
 from recorder import crypto
 from recorder.crypto import Encryption, MasterKey
-from recorder.manifest import SessionManifest, read_manifest, write_manifest
+from recorder.manifest import SessionManifest, file_sha256, read_manifest, write_manifest
 from recorder.playback import read_annotations
-from recorder.remux import _sha256, rewrite_media, session_encryption
+from recorder.remux import rewrite_media, session_encryption
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def repair_session(directory: Path, master: MasterKey | None = None, now: float 
     manifest.files = [f for f in manifest.files if (directory / f.name).exists()]
     for f in manifest.files:
         f.size_bytes = (directory / f.name).stat().st_size
-        f.sha256 = _sha256(directory / f.name)
+        f.sha256 = file_sha256(directory / f.name)
     stamp = time.time() if now is None else now
     last_write = max([(directory / f.name).stat().st_mtime for f in manifest.files] or [stamp])
     manifest.stopped_at = dt.datetime.fromtimestamp(last_write, dt.UTC).isoformat(timespec="milliseconds")

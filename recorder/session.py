@@ -19,7 +19,6 @@ import dataclasses
 import datetime as dt
 import errno
 import functools
-import hashlib
 import json
 import logging
 import queue
@@ -40,7 +39,7 @@ from recorder.codecs import codec_spec
 from recorder.crypto import ALGORITHMS, Encryption, MasterKey, SessionKey
 from recorder.errors import RecorderStateError, UnknownTrackError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
-from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, write_manifest
+from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, file_sha256, write_manifest
 from recorder.media_file import MediaTrackWriter
 from recorder.wfdb_file import (
     ALARM_SYMBOL,
@@ -730,7 +729,7 @@ class _Writer:
                 participant_id=track.participant_id, codec=track.codec,
                 start_offset_s=w.stats.start_offset_s, duration_s=w.stats.duration_s,
                 frame_count=w.stats.frames_written, size_bytes=w.path.stat().st_size,
-                sha256=_sha256(w.path) if with_hashes else None,
+                sha256=file_sha256(w.path) if with_hashes else None,
                 details={"frames_before_keyframe": w.stats.frames_before_keyframe,
                          "frames_out_of_order": w.stats.frames_out_of_order,
                          "timeline_resyncs": w.stats.timeline_resyncs},
@@ -746,7 +745,7 @@ class _Writer:
                     start_offset_s=stream.start_offset_s, duration_s=ww.duration_s,
                     frame_count=st.annotations if kind == "annotations" else ww._file_end,
                     size_bytes=path.stat().st_size,
-                    sha256=_sha256(path) if with_hashes else None,
+                    sha256=file_sha256(path) if with_hashes else None,
                     details={"record": ww.record_name,
                              "sampling_rate_hz": ww.info.sampling_rate_hz,
                              "channels": list(ww.info.channel_names),
@@ -832,13 +831,6 @@ def _write_reserve(path: Path, size_bytes: int) -> None:
     with open(path, "wb") as f:
         f.write(bytes(size_bytes))
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _safe_name(text: str) -> str:

@@ -45,13 +45,7 @@ from .events import (
     TrackInfo,
     TrackPublished,
 )
-from .forwarding import (
-    EarlyJitterBuffer,
-    ForwardTrack,
-    Producer,
-    ReceiverTap,
-    route_keyframe_requests,
-)
+from .forwarding import EarlyJitterBuffer, ForwardTrack, Producer, ReceiverTap
 from .frames import FrameSink
 from .quality import QualityTotals, summarize
 
@@ -75,6 +69,7 @@ class _PublishSlot:
     transceiver: RTCRtpTransceiver
     producer: Producer | None = None
     slot: Slot = "video"
+    buffer: EarlyJitterBuffer | None = None
 
     def on_frame(self, codec: Any, frame: Any) -> None:
         if self.producer is not None:
@@ -150,8 +145,10 @@ class Sfu:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState == "failed" and not peer.closed:
-                self._spawn(self._fail_peer(peer_id, "connection failed (ICE/DTLS)"))
+            # "closed" that we did not ask for: aiortc shuts a connection down itself when its
+            # transports end (ICE consent expired, DTLS closed by the peer)
+            if pc.connectionState in ("failed", "closed") and not peer.closed:
+                self._spawn(self._fail_peer(peer_id, f"connection {pc.connectionState} (ICE/DTLS)"))
 
         if self.config.quality_interval_s > 0:
             peer.quality_task = asyncio.ensure_future(self._run_quality(peer))
@@ -209,7 +206,7 @@ class Sfu:
                 transceiver.setCodecPreferences(self._publish_capabilities(k))
                 slot = _PublishSlot(kind=k, transceiver=transceiver, slot=slot_name)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
-                EarlyJitterBuffer.install(transceiver.receiver)
+                slot.buffer = EarlyJitterBuffer.install(transceiver.receiver)
                 peer.slots[slot_name] = slot
                 added = True
             if added:
@@ -264,17 +261,10 @@ class Sfu:
                 producer = self._producers.get(track_id)
                 if track_id in peer.subscriptions or producer is None:
                     continue
-                track = ForwardTrack(
-                    producer.kind,
-                    track_id,
-                    self.config.video_queue_frames
-                    if producer.kind == "video"
-                    else self.config.audio_queue_frames,
-                    producer.request_keyframe,
-                )
+                track = ForwardTrack(producer.kind, track_id, producer.request_keyframe)
                 transceiver = peer.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
-                route_keyframe_requests(transceiver.sender, producer.request_keyframe)
+                track.install(transceiver.sender, producer)
                 if peer.video_paused and producer.kind == "video":
                     track.set_paused(True, "audio_only")
                 producer.attach(track)
@@ -346,7 +336,7 @@ class Sfu:
                 transceiver.setCodecPreferences(self._publish_capabilities(kind))
                 slot = _PublishSlot(kind=kind, transceiver=transceiver)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
-                EarlyJitterBuffer.install(transceiver.receiver)
+                slot.buffer = EarlyJitterBuffer.install(transceiver.receiver)
                 peer.slots[kind] = slot
             answer = await self._answer(peer, offer_sdp)
             self._start_producers(peer, answer, directions=("recvonly", "sendrecv"))
@@ -369,14 +359,10 @@ class Sfu:
                 producer = by_kind.pop(cast(Kind, m.kind), None) if m.kind in _KINDS else None
                 if producer is None or m.direction not in ("recvonly", "sendrecv"):
                     continue
-                track = ForwardTrack(
-                    producer.kind, producer.track_id,
-                    self.config.video_queue_frames if producer.kind == "video" else self.config.audio_queue_frames,
-                    producer.request_keyframe,
-                )
+                track = ForwardTrack(producer.kind, producer.track_id, producer.request_keyframe)
                 transceiver = peer.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
-                route_keyframe_requests(transceiver.sender, producer.request_keyframe)
+                track.install(transceiver.sender, producer)
                 producer.attach(track)
                 peer.subscriptions[producer.track_id] = _Subscription(producer, track, transceiver)
             return await self._answer(peer, offer_sdp)
@@ -585,6 +571,8 @@ class Sfu:
             )
             producer.codec_parameters = dict(codec.parameters)
             slot.producer = producer
+            if slot.buffer is not None:
+                slot.buffer.on_packet = producer.on_rtp
             self._producers[track_id] = producer
             self._emit(TrackPublished(peer.peer_id, track_id, slot.kind, name, SOURCES[slot.slot]))
 

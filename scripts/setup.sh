@@ -34,7 +34,7 @@ PY=${PYTHON:-python3}
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
 if ! $PY -c "import medstream, aiortc, aiohttp, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt, pydicom, matplotlib, prometheus_client, pyedflib, cryptography, redis" 2>/dev/null \
-   || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, playwright, ruff, mypy, importlinter, cryptography" 2>/dev/null; }; then
+   || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, pytest_timeout, playwright, ruff, mypy, importlinter, cryptography, openapi_spec_validator" 2>/dev/null; }; then
   echo "setup: installing Python dependencies"
   $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".${extra}"
 else

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import wfdb
+from typing import TYPE_CHECKING, Any
 
 from recorder import crypto
 from recorder.crypto import MasterKey
 from recorder.manifest import SessionManifest, read_manifest
 from recorder.wfdb_file import ALARM_SYMBOL
+
+if TYPE_CHECKING:  # wfdb (and pandas with it) is imported on first use: a node that never plays back stays lean
+    import wfdb
 
 MEDIA_KINDS = frozenset({"video", "audio"})
 PARTICIPANT_MEDIA_KIND = "participant_media"  # one remuxed file per participant (recorder.remux)
@@ -37,6 +38,8 @@ def read_annotations(directory: Path, record: str, master: MasterKey | None) -> 
         return None
     with _ram_dir() as tmp:
         (Path(tmp) / f"{record}.atr").write_bytes(crypto.read_bytes(atr, master))
+        import wfdb
+
         return wfdb.rdann(str(Path(tmp) / record), "atr")
 
 
@@ -44,6 +47,8 @@ def read_header(directory: Path, record: str, master: MasterKey | None) -> wfdb.
     """The record's `.hea` (decrypted if needed)."""
     with _ram_dir() as tmp:
         (Path(tmp) / f"{record}.hea").write_bytes(crypto.read_bytes(directory / f"{record}.hea", master))
+        import wfdb
+
         return wfdb.rdheader(str(Path(tmp) / record))
 
 

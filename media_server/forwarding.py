@@ -432,7 +432,7 @@ class ForwardTrack(MediaStreamTrack):
         try:
             while True:
                 await asyncio.sleep(0.5 + random.random())
-                ntp, rtp_ts = self._sync_stats()
+                ntp, rtp_ts = self.sync_stats()
                 packets: list[Any] = [RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
                     ntp_timestamp=ntp, rtp_timestamp=rtp_ts,
                     packet_count=self.packets_forwarded & 0xFFFFFFFF,
@@ -450,8 +450,11 @@ class ForwardTrack(MediaStreamTrack):
         finally:
             sender._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
 
-    def _sync_stats(self) -> tuple[int, int]:
-        """Our counters into aiortc's sender and DTLS stats (getStats, quality); SR times."""
+    def sync_stats(self) -> tuple[int, int]:
+        """Our counters into aiortc's sender and DTLS stats (getStats, quality); SR times.
+
+        Called at each Sender Report and before each quality sample: between reports aiortc's
+        counters would otherwise stand still, and a sample there read 0 kbit/s sent."""
         sender, dtls = self._sender, self._dtls
         now = time.time()
         ntp = int((now + NTP_EPOCH_OFFSET_S) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF

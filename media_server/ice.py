@@ -111,7 +111,7 @@ def install() -> None:
         aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
         aioice.ice.Connection.data_received = _data_received  # type: ignore[method-assign]
     if aioice.ice.StunProtocol.datagram_received is _ORIGINAL_DATAGRAM_RECEIVED:
-        aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign]
+        aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign,assignment]
     if getattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE", 0) < UDP_RECEIVE_BUFFER_BYTES:
         aioice.turn.UDP_SOCKET_BUFFER_SIZE = UDP_RECEIVE_BUFFER_BYTES  # type: ignore[attr-defined]
     current: Any = getattr(aioice.ice, "get_host_addresses", None)

@@ -11,8 +11,10 @@ Per frame: CPU time (this process, `time.thread_time`, so other load on the mach
 not count) from the frame's first packet to each subscriber's last datagram written, i.e.
 when the subscriber's copy of the frame has left the server on an otherwise idle core.
 
-Modes: `batched` (media_server.batching: one subscriber after the other, UDP GSO) and
-`per-packet` (each packet to every subscriber with one sendto each: the path before).
+Modes: `batched` (what the server does: media_server.batching, one subscriber after the
+other, UDP GSO, and media_server.srtp's protect), `batched-pylibsrtp` (the same with
+pylibsrtp's own `Session.protect`) and `per-packet` (the path before: each packet to every
+subscriber with one sendto each, `Session.protect`).
 Prints and writes JSON; never asserts.
 """
 
@@ -35,6 +37,7 @@ from pylibsrtp import Policy, Session
 from media_server.batching import SendBatcher
 from media_server.forwarding import ForwardTrack, Producer
 from media_server.rewrite import URI_ABS_SEND_TIME, URI_MID, HeaderWriter
+from media_server.srtp import protector
 
 KEYFRAME_PACKETS = 70  # ~80 KB keyframe of the 1 Mbit/s 640x360 clip (bench.sfu)
 DELTA_PACKETS = 4
@@ -101,9 +104,10 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         track._writer = HeaderWriter(1000 + i, 96, "0", {URI_MID: 1, URI_ABS_SEND_TIME: 2})
         srtp = Session(Policy(key=os.urandom(44), ssrc_type=Policy.SSRC_ANY_OUTBOUND,
                               srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_256_GCM))
-        track._protect, track._addr, track._transport = srtp.protect, addr, transport
+        protect = protector(srtp) if mode == "batched" else srtp.protect
+        track._protect, track._addr, track._transport = protect, addr, transport
 
-        if mode == "batched":
+        if mode.startswith("batched"):
             batcher = _TimedBatcher(transport, addr)
             batcher.index, batcher.done_at = i, done_at
             track._sendto = batcher.send
@@ -120,6 +124,7 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
     key_lat: list[list[float]] = []
     key_cpu: list[float] = []
     delta_cpu: list[float] = []
+    key_split: list[tuple[float, float]] = []  # CPU s in on_rtp (rewrite, SRTP), after (sends)
     for f in range(frames):
         key = f % 10 == 0
         packets = _frame(seq, ts, KEYFRAME_PACKETS if key else DELTA_PACKETS, key)
@@ -127,6 +132,7 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         t0 = time.thread_time()
         for p in packets:
             producer.on_rtp(p)
+        t_mid = time.thread_time()
         await asyncio.sleep(0)  # the loop runs the batched sends (if any)
         await asyncio.sleep(0)
         t1 = time.thread_time()
@@ -136,6 +142,7 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         (key_cpu if key else delta_cpu).append(per_packet)
         if key:
             key_lat.append(sorted(d - t0 for d in done_at))
+            key_split.append((t_mid - t0, t1 - t_mid))
         await asyncio.sleep(0.002)  # let the drain keep up
     for t in transports:
         t.close()
@@ -150,6 +157,8 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         "keyframe_packets": KEYFRAME_PACKETS,
         "cpu_us_per_packet_keyframe": round(1e6 * statistics.median(key_cpu), 2),
         "cpu_us_per_packet_delta": round(1e6 * statistics.median(delta_cpu), 2),
+        "keyframe_cpu_ms_in_forward": round(1000 * statistics.median(a for a, _ in key_split), 2),
+        "keyframe_cpu_ms_in_flush": round(1000 * statistics.median(b for _, b in key_split), 2),
         "keyframe_cpu_ms_first_subscriber": ms([f[0] for f in key_lat]),
         "keyframe_cpu_ms_p50_subscriber": round(1000 * lat[len(lat) // 2], 2),
         "keyframe_cpu_ms_p99_subscriber": round(1000 * lat[int(0.99 * (len(lat) - 1))], 2),
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__.split("\n")[0])
     p.add_argument("--subscribers", type=int, action="append")
     p.add_argument("--frames", type=int, default=110, help="frames per run (every 10th a keyframe)")
-    p.add_argument("--modes", default="per-packet,batched")
+    p.add_argument("--modes", default="per-packet,batched-pylibsrtp,batched")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {0})

@@ -51,6 +51,7 @@ from .batching import SendBatcher
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
+from .srtp import protector
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class ForwardTrack(MediaStreamTrack):
             self._sendto = lambda data, addr: _spawn(protocol.send_data(data, addr))
             self._transport = None
         self._addr = pair.remote_addr
-        self._protect = dtls._tx_srtp.protect
+        self._protect = protector(dtls._tx_srtp)
         return True
 
     def _unbind(self, *_: Any) -> None:

@@ -47,9 +47,11 @@ from aiortc.rtp import (
 )
 from aiortc.utils import random16, random32, uint16_add
 
+from .batching import SendBatcher
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
+from .srtp import protector
 
 logger = logging.getLogger(__name__)
 
@@ -310,16 +312,27 @@ class ForwardTrack(MediaStreamTrack):
         protocol = pair.protocol
         transport = getattr(protocol, "transport", None)
         if type(protocol) is StunProtocol and transport is not None:
-            self._sendto = transport.sendto
+            # one batcher per subscriber socket, shared by its audio and video (batching.py)
+            batcher = getattr(protocol, "_medstream_batcher", None)
+            if batcher is None or batcher.closed:
+                batcher = SendBatcher(transport, pair.remote_addr)
+                protocol._medstream_batcher = batcher  # type: ignore[attr-defined]
+            self._sendto = batcher.send
             self._transport = transport
         else:  # relayed through TURN: aioice's own (async) send path
             self._sendto = lambda data, addr: _spawn(protocol.send_data(data, addr))
             self._transport = None
         self._addr = pair.remote_addr
-        self._protect = dtls._tx_srtp.protect
+        self._protect = protector(dtls._tx_srtp)
         return True
 
     def _unbind(self, *_: Any) -> None:
+        dtls = self._dtls
+        if dtls is not None and dtls._state in (DtlsState.CLOSED, DtlsState.FAILED):
+            pair = dtls.transport._connection._nominated.get(1)
+            batcher = getattr(pair.protocol, "_medstream_batcher", None) if pair else None
+            if batcher is not None:
+                batcher.close()
         self._sendto = None
         self._transport = None
         self._protect = _unbound

@@ -37,13 +37,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import numpy as np
 
-from protocol.waveforms import AlarmInfo, Analysis, Announce
 from signaling import events as ev
+
+if TYPE_CHECKING:  # annotations only: a media-only node never imports numpy (issue 17)
+    import numpy as np
+
+    from protocol.waveforms import AlarmInfo, Analysis, Announce
 
 log = logging.getLogger("medstream.webhooks")
 

@@ -39,10 +39,17 @@ from recorder.codecs import codec_spec
 from recorder.crypto import ALGORITHMS, Encryption, MasterKey, SessionKey
 from recorder.errors import RecorderStateError, UnknownTrackError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
-from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, file_sha256, write_manifest
+from recorder.manifest import (
+    ALARM_SYMBOL,
+    ROOM_NAME_RE,
+    FileEntry,
+    ParticipantEntry,
+    SessionManifest,
+    file_sha256,
+    write_manifest,
+)
 from recorder.media_file import SENDER_CLOCK_AHEAD_S, SENDER_CLOCK_MAX_LAG_S, MediaTrackWriter
 from recorder.wfdb_file import (
-    ALARM_SYMBOL,
     WaveformStreamInfo,
     WfdbRecordWriter,
     beat_and_event_symbols,
@@ -51,7 +58,6 @@ from recorder.wfdb_file import (
 log = logging.getLogger(__name__)
 
 RESERVE_NAME = ".manifest-reserve"  # hidden: the library neither lists nor serves it
-ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FRAME_OVERHEAD_BYTES = 200  # queue bookkeeping per item, so tiny items still count
 
 State = Literal["idle", "recording", "stopping", "stopped"]

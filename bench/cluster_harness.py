@@ -88,9 +88,17 @@ class Node:
         return self.proc.pid
 
     def start(self, timeout_s: float = 90.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process (`wait_ready` waits for it: start several, then wait for all)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop(), after the process)
         self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

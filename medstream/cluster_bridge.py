@@ -50,6 +50,9 @@ class ClusterBridge:
         self._takeovers: dict[str, asyncio.Future[None]] = {}  # rooms being taken over now
         app.http.before_join = self.gate  # until registered, only rooms hosted here are served
         app.http.origin_of_peer = self.is_node_origin
+        from medstream.cascade import Cascade
+
+        self.cascade = Cascade(app, self.node)  # lectures spread over nodes (medstream/cascade.py)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,20 +218,21 @@ class ClusterBridge:
         route("GET", "/cluster/v1/rooms/{room_id}", self._room, Operation(
             "a room's node, participants, roles, tracks and recording, from any node", "cluster", "apiKey",
             responses={200: "the room", 404: "no such room in the cluster", 503: "Redis unreachable"}))
+        self.cascade.install(route)
 
-    def _authorised(self, request: web.Request) -> bool:
+    def authorised(self, request: web.Request) -> bool:
         key = self.app.config.api_key
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         return key is not None and hmac.compare_digest(given.encode(), key.encode())
 
     async def _nodes(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
+        if not self.authorised(request):
             return web.json_response({"error": "the cluster API needs the admin API key"}, status=401)
         return web.json_response({"self": self.node.node_id, "available": self.node.available,
                                   "nodes": [n.to_json() for n in self.node.live_nodes()]})
 
     async def _room(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
+        if not self.authorised(request):
             return web.json_response({"error": "the cluster API needs the admin API key"}, status=401)
         room_id = request.match_info["room_id"]
         local = self.snapshot(room_id)

@@ -35,6 +35,16 @@ class Cluster:
         node.start(timeout_s(90))
         return node
 
+    def start_nodes(self, names: tuple[str, ...], **kw: Any) -> list[Node]:
+        """Several nodes started at once (their start-ups overlap), ready when this returns."""
+        nodes = [Node(name, self.redis.url, self.workdir, **kw) for name in names]
+        for node in nodes:
+            self.nodes[node.name] = node
+            node.spawn()
+        for node in nodes:
+            node.wait_ready(timeout_s(90))
+        return nodes
+
     def wait_nodes(self, via: Node, count: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout_s(timeout)
         while len(via.get("/cluster/v1/nodes")["nodes"]) != count:

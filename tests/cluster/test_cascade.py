@@ -36,13 +36,20 @@ async def test_lecture_cascade_pulls_each_track_once_per_edge_promotes_across_no
                                    name="prof", video_codec="VP8", audio=True)
     people: list[MediaParticipant] = [prof]
     try:
-        tracks = [t["track_id"] for t in await prof.publish(audio=True, video=True)]
+        published = await prof.publish(audio=True, video=True)
+        tracks = [t["track_id"] for t in published]
+        video = next(t["track_id"] for t in published if t["kind"] == "video")
         origin = by_name[nodes[0].get("/cluster/v1/rooms/lecture")["node_id"]]
         viewers = {}
+        source = prof.peer.video_source
         for i in range(4):  # one viewer's media per node (share 1), then the room's edges fill
+            keyframes = source.keyframes_forced
             viewers[f"v{i}"] = v = await _viewer(nodes[i % 3].ws_url, f"v{i}")
             people.append(v)
             await _receives(v, tracks)
+            # video starts at a keyframe the presenter made on request: an edge viewer's request
+            # travelled up its edge's copy and the origin to the presenter (its encoder makes none else)
+            assert v.peer.track(video).frames[0].keyframe and source.keyframes_forced > keyframes
         status = origin.get("/cluster/v1/cascade")
         placed = status["placement"]  # participant -> edge carrying its media
         where = {name: placed.get(v.participant_id, origin.name) for name, v in viewers.items()}

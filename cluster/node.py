@@ -28,6 +28,8 @@ __all__ = ["ClusterConfig", "ClusterNode", "ClusterUnavailable", "Decision"]
 
 log = logging.getLogger("medstream.cluster")
 
+REASSERT_EVERY = 30  # heartbeats: a backstop re-assertion of every room (a key evicted alone)
+
 
 class ClusterUnavailable(Exception):
     """Redis cannot be reached: only rooms hosted here can be served."""
@@ -67,6 +69,9 @@ class ClusterNode:
         self.draining = False
         self.nodes: dict[str, NodeInfo] = {}
         self._placed: dict[str, int] = {}  # rooms this node placed per target since its last heartbeat
+        # room -> (owner, until): a burst of joins for a room elsewhere costs one Redis read per
+        # heartbeat, not one each; a stale entry (the room moved) costs its client one more redirect
+        self._owners: dict[str, tuple[str, float]] = {}
         self._dirty: set[str] = set()
         self._ended: set[str] = set()
         self._state_wake = asyncio.Event()
@@ -124,10 +129,12 @@ class ClusterNode:
         return NodeLoad(load.participants, load.rooms, load.forwarded_streams, self._cpu_share())
 
     async def _beat(self) -> None:
-        await self.directory.heartbeat(self.info(), self.config.ttl_s)
+        lost = await self.directory.heartbeat(self.info(), self.config.ttl_s)
         self.nodes = await self.directory.nodes()
         self._placed.clear()
-        reasserted = await self.directory.assert_rooms(self.node_id, self._hosted())
+        reasserted = []
+        if lost or not self.available or self.heartbeats % REASSERT_EVERY == 0:
+            reasserted = await self.directory.assert_rooms(self.node_id, self._hosted())
         if reasserted:
             log.warning("re-asserted %d room(s) the directory had lost: %s", len(reasserted), reasserted[:10])
         if not self.available or reasserted:
@@ -204,6 +211,11 @@ class ClusterNode:
         mine = self.nodes.get(self.node_id)
         return NodeInfo(self.node_id, self.config.url, self.clock(), mine.load if mine else NodeLoad(), self.draining)
 
+    def _remember(self, room_id: str, owner_id: str) -> None:
+        if len(self._owners) > 100_000:
+            self._owners.clear()
+        self._owners[room_id] = (owner_id, time.monotonic() + self.config.heartbeat_s)
+
     async def route(self, room_id: str, *, hosted_here: bool, may_create: bool) -> Decision:
         """Where a verified join for `room_id` goes. Raises ClusterUnavailable when Redis cannot
         be reached (unless the room is hosted here) or no live node can take the room."""
@@ -211,6 +223,13 @@ class ClusterNode:
             return Decision(Local())
         if not self.available:
             raise ClusterUnavailable("the cluster directory (Redis) is unreachable")
+        cached = self._owners.get(room_id)
+        if cached is not None:
+            owner_id, until = cached
+            info = self.nodes.get(owner_id)
+            if until > time.monotonic() and info is not None and owner_id != self.node_id:
+                return Decision(Redirect(owner_id, info.url))
+            del self._owners[room_id]
         try:
             for _ in range(3):  # a lost compare-and-set race: read again
                 owner = await self.directory.owner(room_id)
@@ -227,7 +246,8 @@ class ClusterNode:
                     case Local():
                         mine = owner == self.node_id
                         return Decision(Local(), state if mine else None, take_over=mine)
-                    case Redirect():
+                    case Redirect(node_id=owner_id):
+                        self._remember(room_id, owner_id)
                         return Decision(route)
                     case Unavailable():
                         raise ClusterUnavailable("no live node can take this room")
@@ -240,6 +260,7 @@ class ClusterNode:
                                         target.node_id)
                         if target.node_id == self.node_id:
                             return Decision(Local(takeover=previous is not None), state, take_over=True)
+                        self._remember(room_id, target.node_id)
                         return Decision(Redirect(target.node_id, target.url))
             raise ClusterUnavailable("the room's placement keeps changing: try again")
         except (RedisError, OSError) as exc:

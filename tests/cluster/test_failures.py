@@ -39,8 +39,7 @@ def lost_gaps(wall: WsClient) -> list[wf.Gap]:
 
 async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(cluster: Cluster,
                                                                                ecg_data_dir: Path) -> None:
-    a = cluster.node("a")
-    b = cluster.node("b")
+    a, b = cluster.start_nodes(("a", "b"))
     cluster.wait_nodes(a, 2)
     station = ctoken("ward-7", "central-station", "host", kind="monitoring")
     wall, joined, _ = await join_via(b.ws_url, station)  # the wall comes in through node b
@@ -98,8 +97,7 @@ async def _try_join(url: str, tok: str):  # type: ignore[no-untyped-def]
 
 
 async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_own(cluster: Cluster) -> None:
-    a = cluster.node("a")
-    b = cluster.node("b")
+    a, b = cluster.start_nodes(("a", "b"))
     cluster.wait_nodes(a, 2)
     host, _, _ = await join_via(a.ws_url, ctoken("c9", "doctor", "host", kind="consultation"))
     home_name = (await until(lambda: _state_or_none(a, "c9"), 10, "c9's state"))["node_id"]
@@ -112,7 +110,9 @@ async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_o
     await expert.wait_type("chat_message", text="still here?")
     nurse, reply, _ = await join_via(home.ws_url, ctoken("c9", "nurse", "expert"))
     assert reply["type"] == "joined"
-    # the other node cannot know where c9 lives: a clear refusal, not a wrong room
+    # the other node cannot know where c9 lives: a clear refusal, not a wrong room (once it has
+    # noticed; until then it may still redirect from the directory it read a heartbeat ago)
+    await until(lambda: not other.get("/cluster/v1/nodes")["available"], 10, "the other node to notice")
     probe, refused, _ = await join_via(other.ws_url, ctoken("c9", "late", "expert"))
     assert refused["type"] == "error" and refused["reason"] == "cluster_unavailable", refused
     await probe.close()

@@ -73,6 +73,7 @@ class ClusterNode:
         # heartbeat, not one each; a stale entry (the room moved) costs its client one more redirect
         self._owners: dict[str, tuple[str, float]] = {}
         self._dirty: set[str] = set()
+        self._fresh: set[str] = set()  # rooms opened here the directory may not have yet
         self._ended: set[str] = set()
         self._state_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,9 +133,11 @@ class ClusterNode:
         lost = await self.directory.heartbeat(self.info(), self.config.ttl_s)
         self.nodes = await self.directory.nodes()
         self._placed.clear()
-        reasserted = []
+        reasserted: list[str] = []
         if lost or not self.available or self.heartbeats % REASSERT_EVERY == 0:
+            fresh, self._fresh = self._fresh, set()
             reasserted = await self.directory.assert_rooms(self.node_id, self._hosted())
+            reasserted = [r for r in reasserted if r not in fresh]  # new rooms are no loss
         if reasserted:
             log.warning("re-asserted %d room(s) the directory had lost: %s", len(reasserted), reasserted[:10])
         if not self.available or reasserted:
@@ -161,6 +164,12 @@ class ClusterNode:
 
     # ------------------------------------------------------------------ room state
 
+    def room_started(self, room_id: str) -> None:
+        """A room opened here (by a join, the admin API, configuration): claimed with its first
+        state write if nobody claimed it already (SET NX: never taken from another node)."""
+        self._fresh.add(room_id)
+        self.room_changed(room_id)
+
     def room_changed(self, room_id: str) -> None:
         """The room's participants, roles, tracks or recording changed: write its state soon."""
         self._dirty.add(room_id)
@@ -184,6 +193,14 @@ class ClusterNode:
             await asyncio.sleep(self.config.state_flush_s)  # coalesce a burst of joins into one write
 
     async def _flush_states(self) -> None:
+        fresh, self._fresh = self._fresh, set()
+        if fresh:  # rooms opened here (admin API, configuration): in the directory before their state
+            hosted = set(self._hosted())
+            try:
+                await self.directory.assert_rooms(self.node_id, [r for r in fresh if r in hosted])
+            except BaseException:
+                self._fresh |= fresh
+                raise
         dirty, self._dirty = self._dirty, set()
         ended, self._ended = self._ended, set()
         states = [s for r in dirty if (s := self._snapshot(r)) is not None]

@@ -29,6 +29,7 @@ from protocol import signaling as wire
 from protocol.signaling import Reason, WireError
 from signaling import effects as fx
 from signaling import events as ev
+from signaling.booking import Booking
 from signaling.roles import Role
 from signaling.tokens import unverified_room, verify_token
 
@@ -156,9 +157,19 @@ class ClusterBridge:
             if state is not None and self.hub.store.get(state.room_id) is None:
                 self.takeovers += 1
                 room = self.hub.create_room(state.room_id, state.kind, time.time(), persistent=state.persistent)
+                if state.booking is not None:  # what the admin API set comes along
+                    room.booking = Booking(*state.booking)
+                room.recording_policy = state.recording_policy
+                room.metadata = dict(state.metadata)
+                if state.max_participants is not None:
+                    room.max_participants = state.max_participants
                 log.warning("room %s (%s) taken over from node %s: %d participant(s) there to come back",
                             state.room_id, state.kind, state.node_id, len(state.participants))
-                self.app.driver.apply(room.started_events())
+                effects = room.started_events()
+                if state.recording or state.recording_policy == "auto" or (
+                        state.recording_policy == "default" and room.kind in self.hub.config.record_kinds):
+                    effects += room.record_by_policy()  # it recorded on its dead node: it records on
+                self.app.driver.apply(self.hub.finish(effects))
                 self.node.room_changed(state.room_id)
         finally:
             del self._takeovers[room_id]
@@ -199,12 +210,17 @@ class ClusterBridge:
                   for p in room.participants.values()),
             tuple(TrackState(t.track_id, t.participant_id, t.kind, t.source) for t in room.tracks.values()),
             time.time(),
+            (room.booking.opens_at, room.booking.closes_at, room.booking.early_join_s) if room.booking else None,
+            room.recording_policy, tuple(sorted(room.metadata.items())),
+            room.max_participants if room.max_participants != self.hub.config.max_participants_per_room else None,
         )
 
     def _observe(self, event: ev.RoomEvent) -> None:
         match event:
             case ev.RoomEnded(room_id=room):
                 self.node.room_ended(room)
+            case ev.RoomStarted(room_id=room):
+                self.node.room_started(room)
             case ev.ChatSent():
                 pass
             case _:

@@ -41,11 +41,17 @@ async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(clu
                                                                                ecg_data_dir: Path) -> None:
     a, b = cluster.start_nodes(("a", "b"))
     cluster.wait_nodes(a, 2)
+    # the platform books the ward through node a's admin API: a hosts it, and what was booked
+    # (window, recording policy, metadata) goes with the ward when it is taken over
+    now = time.time()
+    booked = {"room_id": "ward-7", "kind": "monitoring", "booked_from": now - 60, "booked_until": now + 3600,
+              "recording": "off", "metadata": {"ward": "cardiology-7"}, "max_participants": 40}
+    a.post("/api/v1/rooms", booked)
     station = ctoken("ward-7", "central-station", "host", kind="monitoring")
-    wall, joined, _ = await join_via(b.ws_url, station)  # the wall comes in through node b
-    assert joined["type"] == "joined"
-    home_name = (await until(lambda: _state_or_none(b, "ward-7"), 10, "the ward's state"))["node_id"]
-    home, other = (a, b) if home_name == "a" else (b, a)
+    await until(lambda: (s := _state_or_none(b, "ward-7")) and s["node_id"] == "a", 10, "the booked ward in the directory")
+    wall, joined, hops = await join_via(b.ws_url, station)  # the wall comes in through node b
+    assert joined["type"] == "joined" and hops == [a.ws_url]
+    home, other = a, b
     # the monitor comes in through the node that does not host the ward (what a load balancer or
     # DNS gave it): it is redirected to the ward's node, and comes back there after the kill
     sim = MonitorSimulator(RecordSource(ecg_data_dir / "mitdb" / "100"), MonitorSimConfig(
@@ -78,6 +84,9 @@ async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(clu
         state = await until(lambda: (s := _state_or_none(other, "ward-7")) and len(s["participants"]) == 2 and s,
                             10, "the ward's state on its new node")
         assert state["node_id"] == other.name
+        ward = other.get("/api/v1/rooms/ward-7")
+        assert (ward["booked_from"], ward["booked_until"]) == (booked["booked_from"], booked["booked_until"])
+        assert (ward["recording_policy"], ward["metadata"], ward["max_participants"]) == ("off", booked["metadata"], 40)
         assert {p["identity"] for p in state["participants"]} == {"central-station", "monitor-bed-1"}
     finally:
         run.cancel()

@@ -5,10 +5,16 @@ SIGKILLed: its viewers are told and resume on a live node."""
 
 from __future__ import annotations
 
+import json
+import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 
+from bench.cluster_harness import CLUSTER_SECRET
+from cluster.credentials import mint
 from tests.cluster.conftest import Cluster, ctoken, media_join_via
 from tests.conftest import timeout_s
 from tests.helpers import MediaParticipant
@@ -61,6 +67,11 @@ async def test_lecture_cascade_pulls_each_track_once_per_edge_promotes_across_no
         for t in tracks:
             assert status["served"][t] == edges, status["served"]
             assert status["subscribers"][t] == 1 + len(edges), status["subscribers"]  # its own viewer + edges
+        # only a node of this cluster may pull a track or drive peers: a credential for another node is refused
+        for headers in ({}, {"Authorization": "Cluster " + mint(CLUSTER_SECRET.encode(), purpose="cascade",
+                                                                  from_node=busy, to_node=busy, now=time.time())}):
+            assert _post_status(origin.url + "/cluster/v1/cascade", {"track_id": tracks[0], "sdp": "v=0"},
+                                headers) == 401
         edge = by_name[busy].get("/cluster/v1/cascade")
         assert {t: edge["upstreams"][t] for t in tracks} == {t: origin.name for t in tracks}
         assert all(edge["subscribers"][t] == 2 for t in tracks), edge  # its two viewers, from one copy
@@ -113,3 +124,13 @@ def _counter_video() -> Any:
     from tests.support.rtc_peer import CounterVideoSource
 
     return CounterVideoSource("VP8")
+
+
+def _post_status(url: str, body: Any, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -104,13 +105,19 @@ class ClusterBridge:
         it (redirect, or cluster_unavailable), False to let the hub take it."""
         if '"join"' not in text:
             return False
+        try:  # a glance first: a join for a room hosted here goes to the hub, decoded once, there
+            glance = json.loads(text)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(glance, dict) or glance.get("type") != "join":
+            return False
+        claimed = unverified_room(glance.get("token"))
+        if claimed is None or self.hub.store.get(claimed) is not None:
+            return False  # hosted here (or unreadable): the hub verifies, as a single node does
         try:
             msg = wire.decode_client_message(text)
             if not isinstance(msg, wire.Join):
                 return False
-            claimed = unverified_room(msg.token)
-            if claimed is None or self.hub.store.get(claimed) is not None:
-                return False  # hosted here (or unreadable): the hub verifies, as a single node does
             # only a verified token learns anything of the cluster (even which node hosts a room)
             grant = verify_token(self.hub.keys, msg.token, time.time(), self.hub.config.token_leeway_s)
         except WireError:

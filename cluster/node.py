@@ -74,6 +74,9 @@ class ClusterNode:
         self._owners: dict[str, tuple[str, float]] = {}
         self._dirty: set[str] = set()
         self._fresh: set[str] = set()  # rooms opened here the directory may not have yet
+        # after Redis came back (or lost its data): until then, a room's owner without a record may
+        # only not have heartbeated yet, so nobody is declared dead (and its rooms taken) before
+        self._settled_at = 0.0
         self._ended: set[str] = set()
         self._state_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -140,6 +143,8 @@ class ClusterNode:
             reasserted = [r for r in reasserted if r not in fresh]  # new rooms are no loss
         if reasserted:
             log.warning("re-asserted %d room(s) the directory had lost: %s", len(reasserted), reasserted[:10])
+        if self.heartbeats and (lost or not self.available):
+            self._settled_at = time.monotonic() + self.config.ttl_s
         if not self.available or reasserted:
             if not self.available and self.heartbeats:
                 log.warning("Redis is reachable again: cluster work resumes")
@@ -254,6 +259,8 @@ class ClusterNode:
                 if owner is not None and owner not in nodes:
                     # newer than our last heartbeat, or gone: a fresh read decides (its record expired)
                     nodes = self._with_self(await self.directory.nodes())
+                    if owner not in nodes and time.monotonic() < self._settled_at:
+                        raise ClusterUnavailable("the cluster is settling after a Redis outage")
                 state = None
                 if owner is None or owner not in nodes or owner == self.node_id:
                     state = await self.directory.state(room_id)

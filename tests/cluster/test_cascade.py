@@ -29,8 +29,8 @@ async def _viewer(url: str, identity: str) -> MediaParticipant:
 
 async def _receives(me: MediaParticipant, track_ids: list[str], frames: int = 5) -> None:
     for t in track_ids:
-        got = await me.peer.wait_track(t, timeout_s(20))
-        await got.wait_frames(frames, timeout_s(20))
+        got = await me.peer.wait_track(t, timeout_s(30))
+        await got.wait_frames(frames, timeout_s(30))
 
 
 async def test_lecture_cascade_pulls_each_track_once_per_edge_promotes_across_nodes_and_survives_an_edge(

@@ -143,6 +143,10 @@ async def test_a_recorded_consultation_plays_back_in_sync(tmp_path: Path, ecg_da
             capture_output=True, text=True, check=True, timeout=timeout_s(20)).stdout)
         assert sorted(s["codec_name"] for s in probe["streams"]) == ["opus", "vp8"]
         assert any(f.kind == "edf" for f in manifest.files)
+        # placed by the publisher's RTCP Sender Reports and the monitor's clock, not by arrival
+        # (a loaded server delays arrivals: it once put the video 3.4 s after the ECG)
+        anchors = {f.kind: f.details.get("anchored_by") for f in manifest.files if f.kind in ("video", "waveform")}
+        assert anchors == {"video": "sender_report", "waveform": "device_clock"}, anchors
 
         host_tok = token(ROOM, "dr-grey", "host")
         base = f"{app.url}/playback.html?room={ROOM}&session={sid}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -106,7 +107,15 @@ async def bench_joins(node: Node, total: int, concurrency: int, room_size: int) 
 async def bench_redirect_latency(a: Node, b: Node, n: int) -> dict[str, Any]:
     """A join through the room's node vs through the other node (redirect, reconnect, join)."""
     host = await join(a.ws_url, issue_token(SECRET, room="lat", identity="host", role="host", room_kind="consultation"))
-    state = b.get("/cluster/v1/rooms/lat")
+    deadline = time.monotonic() + 30
+    while True:  # the room's state is written within a second of its opening
+        try:
+            state = b.get("/cluster/v1/rooms/lat")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
     home, other = (a, b) if state["node_id"] == a.name else (b, a)
     out: dict[str, list[float]] = {"direct": [], "redirected": []}
     for i in range(n):
@@ -164,6 +173,76 @@ async def bench_waveform_latency(monitor_via: Node, wall_via: Node, seconds: flo
             "ack_after_journal_ms_p50": pct(ack_ms, 0.5), "ack_after_journal_ms_p99": pct(ack_ms, 0.99)}
 
 
+def bench_cascade(work: Path, redis_url: str, viewers: int, seconds: float, share: int) -> dict[str, Any]:
+    """A lecture on node `origin` (one presenter: 640x360 VP8 ~1 Mbit/s + Opus, pre-encoded) and
+    `viewers` light subscribers (aiortc, no decoding: bench.sfu_clients) joining through the
+    origin; the origin carries `share` viewers' media, node `edge` the rest. CPU of each node
+    over `seconds` of steady media."""
+    import select
+    import subprocess
+    import sys
+
+    from bench.sfu import encode_clip
+
+    clip = work / "clip.webm"
+    if not clip.exists():
+        encode_clip(clip)
+    env = {"MEDSTREAM_CASCADE_SHARE": str(share)}
+    nodes = [Node(name, redis_url, work, media=True, env=env, log_level="WARNING",
+                  extra=("--ice-host", "127.0.0.1", *(("--room", "lecture:broadcast") if name == "origin" else ())))
+             for name in ("origin", "edge")]
+    for n in nodes:
+        n.spawn()
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for n in nodes:
+            n.wait_ready()
+        origin = nodes[0]
+        while len(origin.get("/cluster/v1/nodes")["nodes"]) < 2:
+            time.sleep(0.2)
+        tokens = [issue_token(SECRET, room="lecture", identity=f"viewer-{i}", role="viewer") for i in range(viewers)]
+        specs: list[dict[str, Any]] = [{"publisher_tokens": [issue_token(SECRET, room="lecture", identity="presenter", role="host")],
+                  "subscriber_tokens": []},
+                 {"publisher_tokens": [], "subscriber_tokens": tokens}]
+        for w, spec in enumerate(specs):
+            spec |= {"url": origin.ws_url, "clip": str(clip), "publishers_total": 1, "out": str(work / f"cascade-{w}.json")}
+            (work / f"cascade-spec-{w}.json").write_text(json.dumps(spec))
+            procs.append(subprocess.Popen([sys.executable, "-m", "bench.sfu_clients", "--spec",
+                                           str(work / f"cascade-spec-{w}.json")],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            assert procs[-1].stdout is not None
+            ready, _, _ = select.select([procs[-1].stdout], [], [], 120 + viewers)
+            line = procs[-1].stdout.readline() if ready else ""
+            if not line.startswith("READY"):
+                raise RuntimeError(f"cascade clients not ready: {line!r}")
+        time.sleep(2.0)
+        pids = [n.pid for n in nodes]
+        cpu0 = [cpu_seconds(p) for p in pids]
+        time.sleep(seconds)
+        cpu = [round((cpu_seconds(p) - c) / seconds, 3) for p, c in zip(pids, cpu0)]
+        status = origin.get("/cluster/v1/cascade")
+        on_edge = sum(1 for v in status["placement"].values() if v == "edge")
+        return {"viewers": viewers, "share": share, "viewers_on_origin": viewers - on_edge, "viewers_on_edge": on_edge,
+                "tracks_served_to_edge": sum(1 for e in status["served"].values() if "edge" in e),
+                "origin_cpu_per_s": cpu[0], "edge_cpu_per_s": cpu[1],
+                "edge_cpu_ms_per_viewer_per_s": round(1000 * cpu[1] / on_edge, 2) if on_edge else None,
+                "origin_cpu_ms_per_viewer_per_s": round(1000 * cpu[0] / viewers, 2)}
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                assert p.stdin is not None
+                with contextlib.suppress(OSError):
+                    p.stdin.write("STOP\n")
+                    p.stdin.flush()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for n in nodes:
+            n.stop()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = tempdir()
     (work / "limits.toml").write_text(LIMITS)
@@ -173,6 +252,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "loadavg_at_start": os.getloadavg()}}
     redis_cpu0 = cpu_seconds(redis.proc.pid) if redis.proc else 0.0
     try:
+        if args.only_cascade:
+            v = args.cascade_viewers
+            result["cascade_all_on_origin"] = bench_cascade(work, redis.url, v, args.cascade_s, v)
+            result["cascade_half_on_edge"] = bench_cascade(work, redis.url, v, args.cascade_s, v // 2)
+            return result
         alone = Node("alone", "", work, extra=extra, log_level="WARNING")  # no --redis: the default
         alone.start()
         result["joins_1_process_no_redis"] = [await bench_joins(alone, args.joins, args.concurrency, args.room_size)
@@ -198,12 +282,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["waveforms_monitor_to_wall"] = await bench_waveform_latency(a, b, args.waveform_s)
         a.stop()
         b.stop()
+        if args.cascade_viewers:
+            v = args.cascade_viewers
+            result["cascade_all_on_origin"] = await asyncio.to_thread(bench_cascade, work, redis.url, v,
+                                                                      args.cascade_s, v)
+            result["cascade_half_on_edge"] = await asyncio.to_thread(bench_cascade, work, redis.url, v,
+                                                                     args.cascade_s, v // 2)
     finally:
         if redis.proc:
             result["redis_cpu_s"] = round(cpu_seconds(redis.proc.pid) - redis_cpu0, 3)
         redis.kill()
     for key in ("joins_1_process_no_redis", "joins_1_process", "joins_2_processes"):
-        runs = result[key]
+        runs = result.get(key, [])
+        if not runs:
+            continue
         result[key + "_median"] = {k: statistics.median(r[k] for r in runs)
                                    for k in ("joins_per_s", "server_bound_joins_per_s", "server_cpu_ms_per_join")}
     result["machine"]["loadavg_at_end"] = os.getloadavg()
@@ -218,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--latency-joins", type=int, default=100)
     parser.add_argument("--waveform-s", type=float, default=10.0)
+    parser.add_argument("--cascade-viewers", type=int, default=20, help="lecture viewers (0: no cascade run)")
+    parser.add_argument("--cascade-s", type=float, default=10.0)
+    parser.add_argument("--only-cascade", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     try:

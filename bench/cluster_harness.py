@@ -88,9 +88,17 @@ class Node:
         return self.proc.pid
 
     def start(self, timeout_s: float = 90.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process (`wait_ready` waits for it: start several, then wait for all)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop(), after the process)
         self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,6 +116,12 @@ class Node:
 
     def get(self, path: str) -> Any:
         req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {API_KEY}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: Any) -> Any:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 

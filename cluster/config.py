@@ -20,10 +20,13 @@ class ClusterConfig:
     ttl_s: float = 4.0  # a node silent this long is dead (its record expires): its rooms go elsewhere
     prefix: str = "ms:"
     state_flush_s: float = 1.0  # room state is written at most this often (a burst of joins: one write a room)
+    cascade_share: int = 100  # a lecture's viewers whose media one node carries before others take the next
 
     def __post_init__(self) -> None:
         if len(self.secret.encode()) < MIN_CLUSTER_SECRET_BYTES:
             raise ValueError(f"the cluster secret must be at least {MIN_CLUSTER_SECRET_BYTES} bytes, "
                              f"got {len(self.secret.encode())}")
+        if self.cascade_share < 1:
+            raise ValueError(f"cascade_share must be at least 1, got {self.cascade_share}")
         if self.ttl_s <= self.heartbeat_s:
             raise ValueError(f"ttl_s must exceed heartbeat_s, got {self.ttl_s} <= {self.heartbeat_s}")

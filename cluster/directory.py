@@ -4,6 +4,7 @@
 Keys (prefix `ms:` by default):
   {p}nodes                 set of node ids ever registered (members without a live record are gone)
   {p}node:{id}             sealed NodeInfo, expires `ttl_s` after the last heartbeat
+  {p}node:{id}:marker      set once: missing again means Redis lost its data (re-assert the rooms)
   {p}room:{room}:node      id of the node hosting the room (claimed with compare-and-set)
   {p}room:{room}:state     sealed RoomState
   {p}rooms                 set of room ids with a directory entry
@@ -53,11 +54,16 @@ class Directory:
 
     # ------------------------------------------------------------------ nodes
 
-    async def heartbeat(self, node: NodeInfo, ttl_s: float) -> None:
+    async def heartbeat(self, node: NodeInfo, ttl_s: float) -> bool:
+        """Write the node's record; True if Redis had lost this node's marker (a restart without
+        persistence, a flush): then the node must re-assert its rooms. One marker read a beat,
+        where re-asserting every room every beat cost two commands a room a second."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(f"{self.p}node:{node.node_id}", seal_json(self.secret, node.to_json()), px=int(ttl_s * 1000))
             pipe.sadd(f"{self.p}nodes", node.node_id)
-            await pipe.execute()
+            pipe.set(f"{self.p}node:{node.node_id}:marker", "1", nx=True)
+            results = await pipe.execute()
+        return bool(results[2])
 
     async def forget_node(self, node_id: str) -> None:
         await self.redis.delete(f"{self.p}node:{node_id}")

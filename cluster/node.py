@@ -28,6 +28,8 @@ __all__ = ["ClusterConfig", "ClusterNode", "ClusterUnavailable", "Decision"]
 
 log = logging.getLogger("medstream.cluster")
 
+REASSERT_EVERY = 30  # heartbeats: a backstop re-assertion of every room (a key evicted alone)
+
 
 class ClusterUnavailable(Exception):
     """Redis cannot be reached: only rooms hosted here can be served."""
@@ -67,7 +69,14 @@ class ClusterNode:
         self.draining = False
         self.nodes: dict[str, NodeInfo] = {}
         self._placed: dict[str, int] = {}  # rooms this node placed per target since its last heartbeat
+        # room -> (owner, until): a burst of joins for a room elsewhere costs one Redis read per
+        # heartbeat, not one each; a stale entry (the room moved) costs its client one more redirect
+        self._owners: dict[str, tuple[str, float]] = {}
         self._dirty: set[str] = set()
+        self._fresh: set[str] = set()  # rooms opened here the directory may not have yet
+        # after Redis came back (or lost its data): until then, a room's owner without a record may
+        # only not have heartbeated yet, so nobody is declared dead (and its rooms taken) before
+        self._settled_at = 0.0
         self._ended: set[str] = set()
         self._state_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,12 +133,18 @@ class ClusterNode:
         return NodeLoad(load.participants, load.rooms, load.forwarded_streams, self._cpu_share())
 
     async def _beat(self) -> None:
-        await self.directory.heartbeat(self.info(), self.config.ttl_s)
+        lost = await self.directory.heartbeat(self.info(), self.config.ttl_s)
         self.nodes = await self.directory.nodes()
         self._placed.clear()
-        reasserted = await self.directory.assert_rooms(self.node_id, self._hosted())
+        reasserted: list[str] = []
+        if lost or not self.available or self.heartbeats % REASSERT_EVERY == 0:
+            fresh, self._fresh = self._fresh, set()
+            reasserted = await self.directory.assert_rooms(self.node_id, self._hosted())
+            reasserted = [r for r in reasserted if r not in fresh]  # new rooms are no loss
         if reasserted:
             log.warning("re-asserted %d room(s) the directory had lost: %s", len(reasserted), reasserted[:10])
+        if self.heartbeats and (lost or not self.available):
+            self._settled_at = time.monotonic() + self.config.ttl_s
         if not self.available or reasserted:
             if not self.available and self.heartbeats:
                 log.warning("Redis is reachable again: cluster work resumes")
@@ -154,6 +169,12 @@ class ClusterNode:
 
     # ------------------------------------------------------------------ room state
 
+    def room_started(self, room_id: str) -> None:
+        """A room opened here (by a join, the admin API, configuration): claimed with its first
+        state write if nobody claimed it already (SET NX: never taken from another node)."""
+        self._fresh.add(room_id)
+        self.room_changed(room_id)
+
     def room_changed(self, room_id: str) -> None:
         """The room's participants, roles, tracks or recording changed: write its state soon."""
         self._dirty.add(room_id)
@@ -177,6 +198,14 @@ class ClusterNode:
             await asyncio.sleep(self.config.state_flush_s)  # coalesce a burst of joins into one write
 
     async def _flush_states(self) -> None:
+        fresh, self._fresh = self._fresh, set()
+        if fresh:  # rooms opened here (admin API, configuration): in the directory before their state
+            hosted = set(self._hosted())
+            try:
+                await self.directory.assert_rooms(self.node_id, [r for r in fresh if r in hosted])
+            except BaseException:
+                self._fresh |= fresh
+                raise
         dirty, self._dirty = self._dirty, set()
         ended, self._ended = self._ended, set()
         states = [s for r in dirty if (s := self._snapshot(r)) is not None]
@@ -204,6 +233,11 @@ class ClusterNode:
         mine = self.nodes.get(self.node_id)
         return NodeInfo(self.node_id, self.config.url, self.clock(), mine.load if mine else NodeLoad(), self.draining)
 
+    def _remember(self, room_id: str, owner_id: str) -> None:
+        if len(self._owners) > 100_000:
+            self._owners.clear()
+        self._owners[room_id] = (owner_id, time.monotonic() + self.config.heartbeat_s)
+
     async def route(self, room_id: str, *, hosted_here: bool, may_create: bool) -> Decision:
         """Where a verified join for `room_id` goes. Raises ClusterUnavailable when Redis cannot
         be reached (unless the room is hosted here) or no live node can take the room."""
@@ -211,6 +245,13 @@ class ClusterNode:
             return Decision(Local())
         if not self.available:
             raise ClusterUnavailable("the cluster directory (Redis) is unreachable")
+        cached = self._owners.get(room_id)
+        if cached is not None:
+            owner_id, until = cached
+            info = self.nodes.get(owner_id)
+            if until > time.monotonic() and info is not None and owner_id != self.node_id:
+                return Decision(Redirect(owner_id, info.url))
+            del self._owners[room_id]
         try:
             for _ in range(3):  # a lost compare-and-set race: read again
                 owner = await self.directory.owner(room_id)
@@ -218,6 +259,8 @@ class ClusterNode:
                 if owner is not None and owner not in nodes:
                     # newer than our last heartbeat, or gone: a fresh read decides (its record expired)
                     nodes = self._with_self(await self.directory.nodes())
+                    if owner not in nodes and time.monotonic() < self._settled_at:
+                        raise ClusterUnavailable("the cluster is settling after a Redis outage")
                 state = None
                 if owner is None or owner not in nodes or owner == self.node_id:
                     state = await self.directory.state(room_id)
@@ -227,7 +270,8 @@ class ClusterNode:
                     case Local():
                         mine = owner == self.node_id
                         return Decision(Local(), state if mine else None, take_over=mine)
-                    case Redirect():
+                    case Redirect(node_id=owner_id):
+                        self._remember(room_id, owner_id)
                         return Decision(route)
                     case Unavailable():
                         raise ClusterUnavailable("no live node can take this room")
@@ -240,6 +284,7 @@ class ClusterNode:
                                         target.node_id)
                         if target.node_id == self.node_id:
                             return Decision(Local(takeover=previous is not None), state, take_over=True)
+                        self._remember(room_id, target.node_id)
                         return Decision(Redirect(target.node_id, target.url))
             raise ClusterUnavailable("the room's placement keeps changing: try again")
         except (RedisError, OSError) as exc:

@@ -126,6 +126,11 @@ class RoomState:
     participants: tuple[MemberState, ...] = ()
     tracks: tuple[TrackState, ...] = ()
     updated_at: float = 0.0
+    # what the admin API set, carried to the node that takes the room over
+    booking: tuple[float, float, float] | None = None  # (opens_at, closes_at, early_join_s)
+    recording_policy: str = "default"
+    metadata: tuple[tuple[str, str], ...] = ()
+    max_participants: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         # by hand: dataclasses.asdict deep-copies every field, which cost a third of a join burst
@@ -134,7 +139,10 @@ class RoomState:
                 "participants": [{"participant_id": m.participant_id, "identity": m.identity, "name": m.name,
                                   "role": m.role, "connected": m.connected} for m in self.participants],
                 "tracks": [{"track_id": t.track_id, "participant_id": t.participant_id, "kind": t.kind,
-                            "source": t.source} for t in self.tracks]}
+                            "source": t.source} for t in self.tracks],
+                "booking": list(self.booking) if self.booking is not None else None,
+                "recording_policy": self.recording_policy, "metadata": dict(self.metadata),
+                "max_participants": self.max_participants}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RoomState:
@@ -143,4 +151,8 @@ class RoomState:
             tuple(MemberState(**m) for m in d.get("participants", ())),
             tuple(TrackState(**t) for t in d.get("tracks", ())),
             float(d.get("updated_at", 0.0)),
+            tuple(float(x) for x in d["booking"]) if d.get("booking") else None,  # type: ignore[arg-type]
+            str(d.get("recording_policy", "default")),
+            tuple((str(k), str(v)) for k, v in dict(d.get("metadata") or {}).items()),
+            int(d["max_participants"]) if d.get("max_participants") is not None else None,
         )

@@ -70,6 +70,7 @@ class _PublishSlot:
     producer: Producer | None = None
     slot: Slot = "video"
     buffer: EarlyJitterBuffer | None = None
+    track_id: str | None = None  # an upstream's: the id the track has on the node it comes from
 
     def on_frame(self, codec: Any, frame: Any) -> None:
         if self.producer is not None:
@@ -367,6 +368,48 @@ class Sfu:
                 peer.subscriptions[producer.track_id] = _Subscription(producer, track, transceiver)
             return await self._answer(peer, offer_sdp)
 
+    # ---- upstreams (another SFU's track received once, forwarded here) -----------------------
+
+    async def open_upstream(self, peer_id: str, track_id: str, kind: str) -> str:
+        """Open `peer_id` to receive one track of another SFU (a cluster node's) and return the
+        offer to send it (candidates inline); `accept_upstream` applies its answer. The track is
+        then a producer here under the same `track_id`, forwarded to local subscribers like a
+        publisher's (never transcoded); their keyframe requests go upstream as RTCP PLI.
+        The peer is never renegotiated. Raises MediaRequestError(INVALID_STATE)."""
+        if kind not in _KINDS:
+            raise MediaRequestError(MediaErrorReason.INVALID_STATE, f"kind must be audio or video, got {kind!r}")
+        if track_id in self._producers:
+            raise MediaRequestError(MediaErrorReason.INVALID_STATE, f"track {track_id!r} is here already")
+        await self.open_peer(peer_id)
+        peer = self._peers[peer_id]
+        async with peer.lock:
+            k = cast(Kind, kind)
+            transceiver = peer.pc.addTransceiver(k, direction="recvonly")
+            transceiver.setCodecPreferences(self._publish_capabilities(k))
+            slot = _PublishSlot(kind=k, transceiver=transceiver, slot=k, track_id=track_id)
+            ReceiverTap.install(transceiver.receiver, slot.on_frame)
+            slot.buffer = EarlyJitterBuffer.install(transceiver.receiver)
+            peer.slots[k] = slot
+            peer.answerer = True  # one fixed m-line: never offered to again
+            offer = await peer.pc.createOffer()
+            with ice.host_addresses(self.config.ice_host_addresses):
+                await peer.pc.setLocalDescription(offer)
+            return str(peer.pc.localDescription.sdp)
+
+    async def accept_upstream(self, peer_id: str, answer_sdp: str) -> None:
+        """Apply the answer to `open_upstream`'s offer: the track becomes a producer here
+        (`TrackPublished` for `peer_id`). Raises MediaRequestError(INVALID_SDP, UNKNOWN_PEER)."""
+        peer = self._peer(peer_id)
+        async with peer.lock:
+            answer, rejected = self._check_answer(peer, answer_sdp)
+            if rejected:
+                raise MediaRequestError(MediaErrorReason.UNSUPPORTED_CODEC, f"upstream rejected {rejected}")
+            try:
+                await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            except Exception as exc:
+                raise MediaRequestError(MediaErrorReason.INVALID_SDP, f"upstream answer rejected: {exc}") from exc
+            self._start_producers(peer, answer_sdp)
+
     def _parse_offer(self, offer_sdp: str) -> Any:
         try:
             return aiortc_sdp.SessionDescription.parse(offer_sdp)
@@ -559,7 +602,7 @@ class Sfu:
                 continue
             codec = next(c for c in media.rtp.codecs if c.name.lower() != "rtx")
             name = "opus" if codec.name.lower() == "opus" else codec.name.upper()
-            track_id = f"{peer.peer_id}/{slot.slot}/{next(self._track_numbers)}"
+            track_id = slot.track_id or f"{peer.peer_id}/{slot.slot}/{next(self._track_numbers)}"
             producer = Producer(
                 track_id=track_id,
                 peer_id=peer.peer_id,

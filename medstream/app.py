@@ -226,12 +226,13 @@ class MedstreamApp:
 
         ice_servers = tuple(IceServer(urls=s.urls, username=s.username, credential=s.credential)
                             for s in self.config.signaling.ice_servers)
-        sfu: MediaBackend = Sfu(
+        cascade = self.cluster.cascade if self.cluster is not None else None  # lectures over nodes
+        sfu = Sfu(
             MediaConfig(ice_host_addresses=self.config.ice_host_addresses, ice_servers=ice_servers),
-            self.media_bridge.on_media_event,
+            cascade.on_sfu_event if cascade is not None else self.media_bridge.on_media_event,
         )
         self.media = sfu
-        self.media_bridge.attach(sfu)
+        self.media_bridge.attach(cascade.backend(sfu) if cascade is not None else sfu)
         whip = WhipEndpoint(HttpSessions(self.hub), self.media_bridge, self.driver.apply)
         whip.install(self.route)
         self.observers.append(whip.observe)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from protocol import signaling as wire
 from protocol.signaling import Reason, WireError
 from signaling import effects as fx
 from signaling import events as ev
+from signaling.booking import Booking
 from signaling.roles import Role
 from signaling.tokens import unverified_room, verify_token
 
@@ -50,6 +52,9 @@ class ClusterBridge:
         self._takeovers: dict[str, asyncio.Future[None]] = {}  # rooms being taken over now
         app.http.before_join = self.gate  # until registered, only rooms hosted here are served
         app.http.origin_of_peer = self.is_node_origin
+        from medstream.cascade import Cascade
+
+        self.cascade = Cascade(app, self.node)  # lectures spread over nodes (medstream/cascade.py)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,13 +105,19 @@ class ClusterBridge:
         it (redirect, or cluster_unavailable), False to let the hub take it."""
         if '"join"' not in text:
             return False
+        try:  # a glance first: a join for a room hosted here goes to the hub, decoded once, there
+            glance = json.loads(text)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(glance, dict) or glance.get("type") != "join":
+            return False
+        claimed = unverified_room(glance.get("token"))
+        if claimed is None or self.hub.store.get(claimed) is not None:
+            return False  # hosted here (or unreadable): the hub verifies, as a single node does
         try:
             msg = wire.decode_client_message(text)
             if not isinstance(msg, wire.Join):
                 return False
-            claimed = unverified_room(msg.token)
-            if claimed is None or self.hub.store.get(claimed) is not None:
-                return False  # hosted here (or unreadable): the hub verifies, as a single node does
             # only a verified token learns anything of the cluster (even which node hosts a room)
             grant = verify_token(self.hub.keys, msg.token, time.time(), self.hub.config.token_leeway_s)
         except WireError:
@@ -153,9 +164,19 @@ class ClusterBridge:
             if state is not None and self.hub.store.get(state.room_id) is None:
                 self.takeovers += 1
                 room = self.hub.create_room(state.room_id, state.kind, time.time(), persistent=state.persistent)
+                if state.booking is not None:  # what the admin API set comes along
+                    room.booking = Booking(*state.booking)
+                room.recording_policy = state.recording_policy
+                room.metadata = dict(state.metadata)
+                if state.max_participants is not None:
+                    room.max_participants = state.max_participants
                 log.warning("room %s (%s) taken over from node %s: %d participant(s) there to come back",
                             state.room_id, state.kind, state.node_id, len(state.participants))
-                self.app.driver.apply(room.started_events())
+                effects = room.started_events()
+                if state.recording or state.recording_policy == "auto" or (
+                        state.recording_policy == "default" and room.kind in self.hub.config.record_kinds):
+                    effects += room.record_by_policy()  # it recorded on its dead node: it records on
+                self.app.driver.apply(self.hub.finish(effects))
                 self.node.room_changed(state.room_id)
         finally:
             del self._takeovers[room_id]
@@ -196,12 +217,17 @@ class ClusterBridge:
                   for p in room.participants.values()),
             tuple(TrackState(t.track_id, t.participant_id, t.kind, t.source) for t in room.tracks.values()),
             time.time(),
+            (room.booking.opens_at, room.booking.closes_at, room.booking.early_join_s) if room.booking else None,
+            room.recording_policy, tuple(sorted(room.metadata.items())),
+            room.max_participants if room.max_participants != self.hub.config.max_participants_per_room else None,
         )
 
     def _observe(self, event: ev.RoomEvent) -> None:
         match event:
             case ev.RoomEnded(room_id=room):
                 self.node.room_ended(room)
+            case ev.RoomStarted(room_id=room):
+                self.node.room_started(room)
             case ev.ChatSent():
                 pass
             case _:
@@ -215,20 +241,21 @@ class ClusterBridge:
         route("GET", "/cluster/v1/rooms/{room_id}", self._room, Operation(
             "a room's node, participants, roles, tracks and recording, from any node", "cluster", "apiKey",
             responses={200: "the room", 404: "no such room in the cluster", 503: "Redis unreachable"}))
+        self.cascade.install(route)
 
-    def _authorised(self, request: web.Request) -> bool:
+    def authorised(self, request: web.Request) -> bool:
         key = self.app.config.api_key
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         return key is not None and hmac.compare_digest(given.encode(), key.encode())
 
     async def _nodes(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
+        if not self.authorised(request):
             return web.json_response({"error": "the cluster API needs the admin API key"}, status=401)
         return web.json_response({"self": self.node.node_id, "available": self.node.available,
                                   "nodes": [n.to_json() for n in self.node.live_nodes()]})
 
     async def _room(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorised(request):
+        if not self.authorised(request):
             return web.json_response({"error": "the cluster API needs the admin API key"}, status=401)
         room_id = request.match_info["room_id"]
         local = self.snapshot(room_id)

@@ -354,7 +354,8 @@ def _cluster_config(args: argparse.Namespace, file: dict[str, Any], host: str,
         cluster = ClusterConfig(
             redis_url=str(redis_url), node_id=str(node_id), url=str(advertise), secret=str(secret),
             heartbeat_s=float(section.get("heartbeat_s", 1.0)), ttl_s=float(section.get("ttl_s", 4.0)),
-            prefix=str(section.get("prefix", "ms:")))
+            prefix=str(section.get("prefix", "ms:")),
+            cascade_share=int(env.get("MEDSTREAM_CASCADE_SHARE") or section.get("cascade_share", 100)))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return cluster, workers, workers > 1, own_port

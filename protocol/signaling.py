@@ -72,6 +72,7 @@ class Reason(str, enum.Enum):
     REMOVED = "removed"  # a moderator removed this identity from the room; only a moderator readmits
     SERVER_DRAINING = "server_draining"  # the node is shutting down: join another (resumes still work)
     CLUSTER_UNAVAILABLE = "cluster_unavailable"  # the room is on another node and the cluster cannot be reached
+    MEDIA_LOST = "media_lost"  # the node carrying this participant's media went away: restart media
     INTERNAL = "internal"
 
 

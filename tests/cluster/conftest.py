@@ -35,6 +35,16 @@ class Cluster:
         node.start(timeout_s(90))
         return node
 
+    def start_nodes(self, names: tuple[str, ...], **kw: Any) -> list[Node]:
+        """Several nodes started at once (their start-ups overlap), ready when this returns."""
+        nodes = [Node(name, self.redis.url, self.workdir, **kw) for name in names]
+        for node in nodes:
+            self.nodes[node.name] = node
+            node.spawn()
+        for node in nodes:
+            node.wait_ready(timeout_s(90))
+        return nodes
+
     def wait_nodes(self, via: Node, count: int, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout_s(timeout)
         while len(via.get("/cluster/v1/nodes")["nodes"]) != count:
@@ -43,8 +53,10 @@ class Cluster:
             time.sleep(0.1)
 
     def close(self) -> None:
-        for node in self.nodes.values():
-            node.stop(timeout_s(10))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:  # their drains overlap
+            list(pool.map(lambda n: n.stop(timeout_s(10)), self.nodes.values()))
         self.redis.kill()
 
     def logs(self) -> str:
@@ -56,6 +68,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     c.redis.start()
     try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Redis and nodes a and b for the tests that kill nothing (each uses rooms of its own):
+    started once, in parallel."""
+    c = Cluster(tmp_path_factory.mktemp("shared-cluster"))
+    c.redis.start()
+    try:
+        a, _ = c.start_nodes(("a", "b"))
+        c.wait_nodes(a, 2)
         yield c
     finally:
         c.close()

@@ -15,12 +15,10 @@ from tests.cluster.conftest import Cluster, ctoken, join_via, until
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-async def test_a_wall_page_from_one_node_shows_a_ward_on_another(cluster: Cluster, ecg_data_dir: Path) -> None:
+async def test_a_wall_page_from_one_node_shows_a_ward_on_another(shared_cluster: Cluster, ecg_data_dir: Path) -> None:
     from playwright.async_api import async_playwright
 
-    a = cluster.node("a")
-    b = cluster.node("b")
-    cluster.wait_nodes(a, 2)
+    a, b = shared_cluster.nodes["a"], shared_cluster.nodes["b"]
     host, joined, _ = await join_via(a.ws_url, ctoken("ward-9", "charge-nurse", "host", kind="monitoring"))
     assert joined["type"] == "joined"
     state = await until(lambda: _state(a, "ward-9"), 10, "the ward's state")

@@ -92,3 +92,23 @@ def test_a_single_node_does_not_import_redis() -> None:
 
     code = "import sys, medstream.serve, medstream.app; assert 'redis' not in sys.modules, 'redis imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_node_credentials_name_their_node_and_purpose_and_expire() -> None:
+    from cluster.credentials import CredentialError, mint, verify
+
+    secret = b"k" * 32
+    cred = mint(secret, purpose="cascade", from_node="a", to_node="b", now=1000.0)
+    assert verify(secret, cred, purpose="cascade", to_node="b", now=1010.0) == "a"
+    refused = {
+        "another cluster's secret": (b"x" * 32, cred, "cascade", "b", 1000.0),
+        "for another node": (secret, cred, "cascade", "c", 1000.0),
+        "for another purpose": (secret, cred, "media", "b", 1000.0),
+        "too old": (secret, cred, "cascade", "b", 1000.0 + 121),
+        "tampered": (secret, cred.replace("|a|", "|z|").replace("a|b", "z|b", 1), "cascade", "b", 1000.0),
+        "garbage": (secret, "nope", "cascade", "b", 1000.0),
+    }
+    for what, (key, c, purpose, to, now) in refused.items():
+        with pytest.raises(CredentialError):
+            verify(key, c, purpose=purpose, to_node=to, now=now)
+        assert what

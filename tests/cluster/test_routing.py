@@ -20,8 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.webrtc
 async def test_participants_on_different_nodes_see_and_hear_each_other_and_survive_a_sigkill(cluster: Cluster) -> None:
-    a = cluster.node("a", media=True)
-    b = cluster.node("b", media=True)
+    a, b = cluster.start_nodes(("a", "b"), media=True)
     cluster.wait_nodes(b, 2)
     doctor, doctor_hops = await media_join_via(a.ws_url, ctoken("c1", "township-doc", "host", kind="consultation"),
                                                name="doctor", video_codec="VP8", audio=True)
@@ -72,10 +71,8 @@ async def _media_rejoin(url: str, tok: str, name: str):  # type: ignore[no-untyp
         return None
 
 
-async def test_rooms_placed_by_load_any_node_answers_and_nothing_leaks(cluster: Cluster) -> None:
-    a = cluster.node("a")
-    b = cluster.node("b")
-    cluster.wait_nodes(a, 2)
+async def test_rooms_placed_by_load_any_node_answers_and_nothing_leaks(shared_cluster: Cluster) -> None:
+    a, b = shared_cluster.nodes["a"], shared_cluster.nodes["b"]
     hosts = []
     for i in range(6):  # every host comes in through node a
         ws, reply, _ = await join_via(a.ws_url, ctoken(f"r{i}", f"host{i}", "host", kind="consultation"))

@@ -184,6 +184,11 @@ export class Conference {
     this.sig.onJoined = (j, how) => this._joined(j, how);
     this.sig.on("error", (m) => {
       if (m.id === null || m.id === undefined) { this.errors.push(m); toast(reasonText(m.reason)); }
+      // a lecture's media carried by another cluster node that went away: a fresh session places it anew
+      if (m.reason === "media_lost" && !this.health.restarting) {
+        this.health.restarting = true;
+        this.sig.restart().finally(() => { this.health.restarting = false; });
+      }
     });
     this.sig.on("bye", (m) => {
       if (m.reason === "removed") this._banner("banner.removed");

@@ -1,0 +1,169 @@
+"""One bandwidth estimate per subscriber, from what its receiver reports (sans-I/O).
+
+Inputs, as aiortc 1.16 and Chromium negotiate them with us (`goog-remb` with the abs-send-time
+header extension; aiortc offers no transport-wide congestion control, so Chromium falls back to
+receive-side estimation and sends REMB):
+
+- REMB (draft-alvestrand-rmcat-remb): the receiver's delay-based estimate of what the path
+  carries. It is only measured while video flows: when every video track is paused for the
+  subscriber, REMB stops or keeps its old value, so a stale REMB slowly climbs (a probe), or a
+  link that recovered would never be found again.
+- Receiver reports (RFC 3550 6.4.2): fraction lost and the round-trip time. Loss above
+  `loss_high` cuts the estimate (1 - loss/2), loss below `loss_low` lets it grow (the loss-based
+  half of GCC, draft-ietf-rmcat-gcc-02 section 6); audio keeps these coming when video is off.
+
+The estimate is min(delay-based, loss-based), clamped to [min_bps, max_bps]. Times are
+monotonic seconds handed in by the driver; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BweConfig:
+    """Tuning of `BandwidthEstimator` (bit/s, seconds, fractions 0-1)."""
+
+    start_bps: int = 300_000  # before the first REMB: what GCC starts a call with
+    min_bps: int = 20_000
+    max_bps: int = 20_000_000
+    remb_stale_s: float = 2.0  # no REMB for this long: nothing measures the path
+    probe_growth_per_s: float = 0.25  # how fast a stale estimate climbs
+    loss_low: float = 0.02
+    loss_high: float = 0.10
+    loss_growth: float = 1.05  # per receiver report below loss_low
+
+
+@dataclass(frozen=True)
+class BandwidthEstimate:
+    """What one subscriber's path carries, as exported to quality reports and /metrics.
+
+    `source`: "start" (no feedback yet), "remb" (a fresh REMB bounds it), "probe" (REMB is stale
+    and the estimate climbs), "loss" (receiver-report loss bounds it).
+    """
+
+    bitrate_bps: int
+    remb_bps: int | None
+    loss_fraction: float
+    rtt_ms: float | None
+    source: str
+
+
+class BandwidthEstimator:
+    """Combines REMB and receiver reports of one subscriber into one estimate."""
+
+    def __init__(self, config: BweConfig | None = None) -> None:
+        self.config = config or BweConfig()
+        self._remb_bps: int | None = None
+        self._remb_at_s: float | None = None
+        self._loss_bps: float = float(self.config.max_bps)
+        self._loss_fraction = 0.0
+        self._rtt_s: float | None = None
+        self.remb_count = 0
+        self.report_count = 0
+
+    def on_remb(self, bitrate_bps: int, now_s: float) -> None:
+        """A REMB from the subscriber (bit/s at `now_s`)."""
+        self._remb_bps = max(0, int(bitrate_bps))
+        self._remb_at_s = now_s
+        self.remb_count += 1
+        # a measured path resets the loss-based bound from above: it only ever cuts
+        self._loss_bps = max(self._loss_bps, float(self._remb_bps))
+
+    def on_receiver_report(self, fraction_lost: float, rtt_s: float | None, now_s: float) -> None:
+        """One receiver report interval: `fraction_lost` 0-1, `rtt_s` if measured."""
+        c = self.config
+        self.report_count += 1
+        self._loss_fraction = min(1.0, max(0.0, fraction_lost))
+        if rtt_s is not None and rtt_s >= 0:
+            self._rtt_s = rtt_s
+        current = self._delay_bps(now_s)
+        if self._loss_fraction > c.loss_high:
+            self._loss_bps = min(self._loss_bps, current) * (1 - self._loss_fraction / 2)
+        elif self._loss_fraction < c.loss_low:
+            self._loss_bps = min(float(c.max_bps), self._loss_bps * c.loss_growth)
+        self._loss_bps = max(float(c.min_bps), self._loss_bps)
+
+    def _delay_bps(self, now_s: float) -> float:
+        c = self.config
+        if self._remb_bps is None or self._remb_at_s is None:
+            return float(c.start_bps)
+        age = now_s - self._remb_at_s
+        if age <= c.remb_stale_s:
+            return float(self._remb_bps)
+        return min(float(c.max_bps), self._remb_bps * (1 + c.probe_growth_per_s) ** (age - c.remb_stale_s))
+
+    def estimate(self, now_s: float) -> BandwidthEstimate:
+        """The current estimate at `now_s`."""
+        c = self.config
+        delay = self._delay_bps(now_s)
+        if self._loss_bps < delay:
+            value, source = self._loss_bps, "loss"
+        elif self._remb_bps is None:
+            value, source = delay, "start"
+        elif self._remb_at_s is not None and now_s - self._remb_at_s > c.remb_stale_s:
+            value, source = delay, "probe"
+        else:
+            value, source = delay, "remb"
+        bps = int(min(c.max_bps, max(c.min_bps, value)))
+        rtt_ms = None if self._rtt_s is None else 1000.0 * self._rtt_s
+        return BandwidthEstimate(bps, self._remb_bps, self._loss_fraction, rtt_ms, source)
+
+    def hold_below(self, bitrate_bps: float, now_s: float) -> None:
+        """A probe failed: restart the stale climb from `bitrate_bps` at `now_s`."""
+        if self._remb_bps is not None:
+            self._remb_bps = min(self._remb_bps, int(bitrate_bps))
+            self._remb_at_s = now_s
+
+
+# Bytes a forwarded RTP packet costs on the wire beyond its payload: IPv4 20 + UDP 8 + RTP 12 +
+# header extensions ~8 + SRTP auth tag 10.
+PACKET_OVERHEAD_BYTES = 58
+MAX_RTP_PAYLOAD_BYTES = 1200
+
+
+@dataclass
+class LayerRateMeter:
+    """Bitrate per temporal layer of one published track, over a sliding window (sans-I/O).
+
+    `add` once per frame (its payload bytes, its layer); `cumulative_bps` gives, for each
+    layer L seen, what forwarding layers 0..L costs in bit/s, packet overhead included.
+    """
+
+    window_s: float = 2.0
+    _frames: collections.deque[tuple[float, int, int]] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self._frames = collections.deque()
+
+    def add(self, payload_bytes: int, layer: int, now_s: float) -> None:
+        """One frame of `payload_bytes` in temporal layer `layer`, received at `now_s`."""
+        packets = max(1, -(-payload_bytes // MAX_RTP_PAYLOAD_BYTES))
+        self._frames.append((now_s, layer, payload_bytes + packets * PACKET_OVERHEAD_BYTES))
+        horizon = now_s - self.window_s
+        while self._frames and self._frames[0][0] < horizon:
+            self._frames.popleft()
+
+    def cumulative_bps(self, now_s: float) -> tuple[float, ...]:
+        """(layers 0, 0-1, 0-2, ...) in bit/s; () before any frame in the window."""
+        horizon = now_s - self.window_s
+        while self._frames and self._frames[0][0] < horizon:
+            self._frames.popleft()
+        if not self._frames:
+            return ()
+        top = max(f[1] for f in self._frames)
+        per_layer = [0] * (top + 1)
+        for _, layer, size in self._frames:
+            per_layer[layer] += size
+        span = max(self.window_s / 4, now_s - self._frames[0][0]) if len(self._frames) > 1 else self.window_s
+        out: list[float] = []
+        total = 0
+        for size in per_layer:
+            total += size
+            out.append(8.0 * total / span)
+        return tuple(out)
+
+
+__all__ = ["BandwidthEstimate", "BandwidthEstimator", "BweConfig", "LayerRateMeter"]

@@ -1,0 +1,52 @@
+"""The per-subscriber bandwidth estimate: REMB bounds it, loss cuts it, a stale REMB climbs."""
+
+from __future__ import annotations
+
+from media_server.bwe import BandwidthEstimator, BweConfig, LayerRateMeter
+
+
+def test_start_then_remb_then_stale_climb() -> None:
+    bwe = BandwidthEstimator(BweConfig(start_bps=300_000, remb_stale_s=2.0, probe_growth_per_s=0.25))
+    assert bwe.estimate(0.0).source == "start" and bwe.estimate(0.0).bitrate_bps == 300_000
+    bwe.on_remb(150_000, 1.0)
+    e = bwe.estimate(2.5)
+    assert (e.bitrate_bps, e.source, e.remb_bps) == (150_000, "remb", 150_000)
+    # no video flows, so no REMB: after 2 s the estimate climbs, 25 %/s
+    assert bwe.estimate(3.0).bitrate_bps == 150_000
+    e = bwe.estimate(7.0)
+    assert e.source == "probe" and 150_000 * 2.4 < e.bitrate_bps < 150_000 * 2.5
+
+
+def test_loss_cuts_and_low_loss_lets_it_grow_back() -> None:
+    bwe = BandwidthEstimator()
+    bwe.on_remb(1_000_000, 0.0)
+    bwe.on_receiver_report(0.30, 0.080, 0.5)  # 30 % lost: x 0.85
+    e = bwe.estimate(0.5)
+    assert (e.bitrate_bps, e.source, e.rtt_ms) == (850_000, "loss", 80.0)
+    bwe.on_receiver_report(0.05, None, 1.0)  # between 2 and 10 %: hold
+    assert bwe.estimate(1.0).bitrate_bps == 850_000
+    for i in range(5):
+        bwe.on_receiver_report(0.0, None, 1.5 + i * 0.1)
+    assert bwe.estimate(2.0).bitrate_bps == 1_000_000  # grown back to the REMB, no further
+    assert bwe.estimate(2.0).source == "remb"
+
+
+def test_estimate_is_clamped() -> None:
+    bwe = BandwidthEstimator(BweConfig(min_bps=20_000))
+    bwe.on_remb(0, 0.0)
+    assert bwe.estimate(0.1).bitrate_bps == 20_000
+
+
+def test_layer_rate_meter_is_cumulative_with_packet_overhead() -> None:
+    meter = LayerRateMeter(window_s=2.0)
+    assert meter.cumulative_bps(0.0) == ()
+    t = 0.0
+    for i in range(60):  # 2 s at 30 fps, L1T3 pattern 0 2 1 2, 1000-byte frames
+        meter.add(1000, (0, 2, 1, 2)[i % 4], t)
+        t += 1 / 30
+    rates = meter.cumulative_bps(t)
+    assert len(rates) == 3
+    per_frame_bits = 8 * (1000 + 58)
+    assert abs(rates[2] - 30 * per_frame_bits) / (30 * per_frame_bits) < 0.05
+    assert abs(rates[1] / rates[2] - 0.5) < 0.05 and abs(rates[0] / rates[2] - 0.25) < 0.05
+    assert meter.cumulative_bps(t + 5) == ()  # the window moved on

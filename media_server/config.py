@@ -40,6 +40,8 @@ class MediaConfig:
       oldest frame.
     - `quality_interval_s`: period of `QualityReport` events per peer; 0 disables the reports
       (`Sfu.quality()` then stays None).
+    - `adaptation_interval_s`: how often each subscriber's tracks are fitted to its bandwidth
+      estimate (`adaptation.py`); 0 disables adaptation (everything is forwarded).
     """
 
     ice_host_addresses: tuple[str, ...] = ()
@@ -50,6 +52,7 @@ class MediaConfig:
     video_queue_frames: int = 30
     audio_queue_frames: int = 50
     quality_interval_s: float = 2.0
+    adaptation_interval_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.keyframe_request_min_interval_s < 0:
@@ -62,6 +65,8 @@ class MediaConfig:
                 "queue bounds must be >= 1 frame, got "
                 f"video={self.video_queue_frames} audio={self.audio_queue_frames}"
             )
+        if self.adaptation_interval_s < 0:
+            raise ValueError(f"adaptation_interval_s must be >= 0, got {self.adaptation_interval_s}")
         if self.quality_interval_s < 0:
             raise ValueError(f"quality_interval_s must be >= 0, got {self.quality_interval_s}")
         known_video = {"VP8", "H264"}

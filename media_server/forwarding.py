@@ -31,8 +31,10 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.utils import uint16_add
 
+from .bwe import LayerRateMeter
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
+from .vp8 import Vp8DescriptorError, parse_descriptor
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,17 @@ class EarlyJitterBuffer(JitterBuffer):
     medstream+early): video relay latency p50 35 -> 1.2 ms at 2x4, 55 -> 13 ms at 1x100.
     """
 
+    read_vp8_layers = False  # set once the slot's codec is known to be VP8
+    _layers: dict[int, tuple[int, bool]] | None = None
+
+    def temporal_layer(self, timestamp: int) -> tuple[int, bool]:
+        """(temporal layer, layer sync) of the VP8 frame with RTP `timestamp`; (0, False) if unknown."""
+        layers = self._layers
+        return (0, False) if layers is None else layers.pop(timestamp, (0, False))
+
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        if self.read_vp8_layers:
+            self._note_layer(packet)
         pli, frame = super().add(packet)
         if frame is not None or self._origin is None:
             return pli, frame
@@ -80,9 +92,21 @@ class EarlyJitterBuffer(JitterBuffer):
         self.remove(count)
         return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
 
+    def _note_layer(self, packet: Any) -> None:
+        try:
+            d = parse_descriptor(packet.payload)
+        except Vp8DescriptorError:
+            return
+        if d.begins_frame and d.tid is not None:
+            if self._layers is None:
+                self._layers = {}
+            elif len(self._layers) > 64:  # frames never completed: forget the oldest
+                self._layers.pop(next(iter(self._layers)))
+            self._layers[packet.timestamp] = (d.tid, d.layer_sync)
+
     @classmethod
-    def install(cls, receiver: RTCRtpReceiver) -> None:
-        """Replace `receiver`'s jitter buffer (same capacity) before media arrives."""
+    def install(cls, receiver: RTCRtpReceiver) -> EarlyJitterBuffer:
+        """Replace `receiver`'s jitter buffer (same capacity) before media arrives; returns it."""
         current = getattr(receiver, _JITTER_BUFFER_ATTR, None)
         if not isinstance(current, JitterBuffer):
             raise RuntimeError(
@@ -90,9 +114,10 @@ class EarlyJitterBuffer(JitterBuffer):
                 f"JitterBuffer (aiortc 1.16), got {type(current).__name__}"
             )
         if isinstance(current, cls):
-            return
+            return current
         replacement = cls(capacity=current.capacity, is_video=current._is_video)
         setattr(receiver, _JITTER_BUFFER_ATTR, replacement)
+        return replacement
 
 
 class ReceiverTap:
@@ -149,7 +174,10 @@ class ForwardTrack(MediaStreamTrack):
     Bounded: a full video queue is emptied and the track waits for the next keyframe (asking
     for one through `on_keyframe_needed`); a full audio queue drops its oldest frame. A video
     track also starts out waiting for a keyframe, and asks for one when its sender first reads.
-    `paused` (audio-only mode, server mute) drops frames; resuming waits for a keyframe again.
+    `paused` (audio-only mode, server mute, a weak link) drops frames; resuming waits for a
+    keyframe again. `set_max_temporal_layer` drops upper temporal layers (VP8 L1T3: 30 -> 15 ->
+    7.5 fps): going down takes effect at once, going up at the next frame of the layer above that
+    only depends on the base layer (layer sync) or at a keyframe.
     """
 
     def __init__(
@@ -171,8 +199,23 @@ class ForwardTrack(MediaStreamTrack):
         self._pause_reasons: set[str] = set()
         self.frames_forwarded = 0
         self.frames_dropped = 0
+        self.frames_skipped = 0  # upper temporal layers left out
+        self._layer_limit = 1 << 8  # all layers
+        self._layer_wanted = self._layer_limit
 
-    def push(self, packet: av.Packet, keyframe: bool) -> bool:
+    def set_max_temporal_layer(self, layer: int | None) -> None:
+        """Forward temporal layers 0..`layer` only (None: all)."""
+        wanted = (1 << 8) if layer is None else max(0, layer)
+        self._layer_wanted = wanted
+        if wanted < self._layer_limit:
+            self._layer_limit = wanted
+
+    @property
+    def max_temporal_layer(self) -> int | None:
+        """The highest temporal layer forwarded now (None: all)."""
+        return None if self._layer_limit >= 1 << 8 else self._layer_limit
+
+    def push(self, packet: av.Packet, keyframe: bool, layer: int = 0, layer_sync: bool = False) -> bool:
         """Queue one encoded frame (never blocks, never grows past the bound).
 
         Returns True if the frame was dropped because this track waits for a keyframe (the
@@ -180,6 +223,14 @@ class ForwardTrack(MediaStreamTrack):
         """
         if self.readyState != "live" or self.paused:
             return False
+        if layer > self._layer_limit:
+            if keyframe or (layer_sync and layer == self._layer_limit + 1 and layer <= self._layer_wanted):
+                self._layer_limit = self._layer_wanted if keyframe else layer
+            else:
+                self.frames_skipped += 1
+                return False
+        elif keyframe and self._layer_wanted > self._layer_limit:
+            self._layer_limit = self._layer_wanted
         if self.waiting_for_keyframe:
             if not keyframe:
                 self.frames_dropped += 1
@@ -204,12 +255,17 @@ class ForwardTrack(MediaStreamTrack):
         return False
 
     @property
+    def pause_reasons(self) -> frozenset[str]:
+        """Why the track is paused now (empty: it forwards)."""
+        return frozenset(self._pause_reasons)
+
+    @property
     def paused(self) -> bool:
         """True while any reason to stop forwarding holds (server mute, audio-only mode)."""
         return bool(self._pause_reasons)
 
     def set_paused(self, paused: bool, reason: str) -> None:
-        """Stop (True) or resume (False) forwarding for `reason` ("muted", "audio_only").
+        """Stop (True) or resume (False) forwarding for `reason` ("muted", "audio_only", "weak_link").
 
         Forwarding resumes when no reason is left; video then resumes at a keyframe.
         """
@@ -283,6 +339,11 @@ class Producer:
         self.frames_received = 0
         self.keyframe_requests_sent = 0
         self.codec_parameters: dict[str, Any] = {}
+        # adaptation: what each temporal layer costs, how the frames' layers are read, who
+        # goes first, and the REMB cap sent upstream (set by the Sfu)
+        self.layer_rates = LayerRateMeter()
+        self.layer_of: Callable[[int], tuple[int, bool]] | None = None
+        self.priority = 1
         self._time_base = Fraction(1, clock_rate)
         self._limiter = KeyframeRequestLimiter(keyframe_request_min_interval_s)
         self._deferred: asyncio.TimerHandle | None = None
@@ -294,6 +355,8 @@ class Producer:
         data: bytes = frame.data
         keyframe = self.kind == "audio" or is_keyframe(self.codec, data)
         self.frames_received += 1
+        layer, sync = (0, True) if keyframe or self.layer_of is None else self.layer_of(frame.timestamp)
+        self.layer_rates.add(len(data), layer, time.monotonic())
         if self.sinks:
             encoded = EncodedFrame(
                 track_id=self.track_id,
@@ -314,7 +377,7 @@ class Producer:
         packet.time_base = self._time_base
         starving = False
         for consumer in self.consumers:
-            starving |= consumer.push(packet, keyframe)
+            starving |= consumer.push(packet, keyframe, layer, sync)
         if starving:
             # someone still waits for a keyframe (its request may predate our first packet or
             # have been lost): ask again; the limiter keeps this to one per interval

@@ -23,7 +23,7 @@ def test_loss_cuts_and_low_loss_lets_it_grow_back() -> None:
     bwe.on_receiver_report(0.30, 0.080, 0.5)  # 30 % lost: x 0.85
     e = bwe.estimate(0.5)
     assert (e.bitrate_bps, e.source, e.rtt_ms) == (850_000, "loss", 80.0)
-    bwe.on_receiver_report(0.05, None, 1.0)  # between 2 and 10 %: hold
+    bwe.on_receiver_report(0.12, None, 1.0)  # between 2 and 15 %: hold (NACK repairs it)
     assert bwe.estimate(1.0).bitrate_bps == 850_000
     for i in range(5):
         bwe.on_receiver_report(0.0, None, 1.5 + i * 0.1)

@@ -1,0 +1,126 @@
+"""The aiortc seam of bandwidth adaptation: RTCP in, estimates out, REMB to publishers capped.
+
+Pinned to aiortc 1.16 (checked by tests/media_server/test_congestion.py):
+
+- Every RTCP packet a subscriber sends reaches `RTCRtpSender._handle_rtcp_packet` of each of our
+  senders it concerns (receiver reports by SSRC, REMB by the SSRCs in its FCI). `SubscriberLink`
+  wraps that method on the subscriber's senders and feeds one `BandwidthEstimator` per
+  subscriber; the packet is then handled by aiortc as before (NACK, PLI, RTT).
+- The RTT aiortc measures from receiver reports is kept in `_RTCRtpSender__rtt` (seconds).
+- A publisher's `RTCRtpReceiver` sends REMB from its own delay-based estimate through
+  `_send_rtcp`; `cap_upstream_remb` wraps that method so the value can be lowered to what the
+  best-placed subscriber can use (never raised above what the uplink carries).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
+
+from .bwe import BandwidthEstimate, BandwidthEstimator, BweConfig
+
+logger = logging.getLogger(__name__)
+
+_SENDER_RTT_ATTR = "_RTCRtpSender__rtt"
+
+
+class SubscriberLink:
+    """One subscriber's path as its RTCP describes it: REMB and receiver reports -> estimate."""
+
+    def __init__(self, clock: Callable[[], float], config: BweConfig | None = None) -> None:
+        self.bwe = BandwidthEstimator(config)
+        self._clock = clock
+        self._last: Any = None
+        self._ssrcs: set[int] = set()
+
+    def watch(self, sender: RTCRtpSender) -> None:
+        """Feed this link from every RTCP packet `sender` receives (before aiortc handles it)."""
+        if not callable(getattr(RTCRtpSender, "_handle_rtcp_packet", None)):
+            raise RuntimeError("aiortc RTCRtpSender internals changed: expected _handle_rtcp_packet (aiortc 1.16)")
+        self._ssrcs.add(sender._ssrc)
+        original = sender._handle_rtcp_packet
+
+        async def handle(packet: Any) -> None:
+            await original(packet)
+            try:
+                self._on_rtcp(packet, sender)
+            except Exception:  # a malformed report must not break NACK/PLI handling
+                logger.exception("RTCP feedback could not be read")
+
+        sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+    def _on_rtcp(self, packet: Any, sender: RTCRtpSender) -> None:
+        if packet is self._last:  # one packet is delivered to each sender it names
+            return
+        self._last = packet
+        now = self._clock()
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, _ = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            self.bwe.on_remb(bitrate, now)
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            ours = [r for r in packet.reports if r.ssrc in self._ssrcs]
+            if not ours:
+                return
+            rtt = getattr(sender, _SENDER_RTT_ATTR, None)
+            self.bwe.on_receiver_report(max(r.fraction_lost for r in ours) / 256.0, rtt, now)
+
+    def estimate(self) -> BandwidthEstimate:
+        """The subscriber's estimate now."""
+        return self.bwe.estimate(self._clock())
+
+
+class UpstreamRemb:
+    """Caps the REMB a publisher's receiver sends: `cap_bps` None sends aiortc's own estimate."""
+
+    def __init__(self, floor_bps: int = 100_000) -> None:
+        self.cap_bps: float | None = None
+        self.floor_bps = floor_bps
+        self.last_sent_bps: int | None = None
+        self.capped = 0
+
+    def install(self, receiver: RTCRtpReceiver) -> None:
+        """Wrap `receiver`'s RTCP output (aiortc 1.16 `_send_rtcp`)."""
+        if not callable(getattr(RTCRtpReceiver, "_send_rtcp", None)):
+            raise RuntimeError("aiortc RTCRtpReceiver internals changed: expected _send_rtcp (aiortc 1.16)")
+        original = receiver._send_rtcp
+
+        async def send(packet: Any) -> None:
+            await original(self.rewrite(packet))
+
+        receiver._send_rtcp = send  # type: ignore[method-assign]
+
+    def rewrite(self, packet: Any) -> Any:
+        """The packet to send instead of `packet` (a REMB above the cap is lowered)."""
+        if not (isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP):
+            return packet
+        try:
+            bitrate, ssrcs = unpack_remb_fci(packet.fci)
+        except ValueError:
+            return packet
+        cap = self.cap_bps
+        if cap is not None:
+            limit = int(max(self.floor_bps, cap))
+            if bitrate > limit:
+                bitrate = limit
+                self.capped += 1
+                packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=packet.ssrc, media_ssrc=0,
+                                        fci=pack_remb_fci(bitrate, ssrcs))
+        self.last_sent_bps = bitrate
+        return packet
+
+
+__all__ = ["SubscriberLink", "UpstreamRemb"]

@@ -691,6 +691,18 @@ class Sfu:
         peer = self._peers.get(peer_id)
         return None if peer is None else peer.policy.decision(track_id)
 
+    def adaptation_counts(self) -> dict[str, int]:
+        """Forwarded video tracks by adaptation state, and REMBs capped upstream (for /metrics)."""
+        counts = {s.value: 0 for s in VideoState}
+        counts["remb_capped"] = 0
+        for peer in self._peers.values():
+            for track_id, sub in peer.subscriptions.items():
+                if sub.producer.kind == "video":
+                    counts[peer.adapted.get(track_id, VideoState.FULL).value] += 1
+            for slot in peer.slots.values():
+                counts["remb_capped"] += slot.upstream.capped
+        return counts
+
     def upstream_remb(self, track_id: str) -> UpstreamRemb | None:
         """The REMB cap sent to the publisher of `track_id` (None if unknown)."""
         for peer in self._peers.values():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from media_server.adaptation import PAUSED, AdaptationConfig, AdaptationPolicy, TrackDemand, VideoState
 
 AUDIO = TrackDemand("a1", "audio", (50_000.0,))
@@ -98,7 +100,7 @@ def test_a_failed_probe_waits_longer_next_time() -> None:
             if d.resume:
                 ups.append(t)
         p.update(100_000, [AUDIO, CAM1], t + 0.1)
-    gaps = [b - a for a, b in zip(ups, ups[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(ups)]
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0]
     assert max(gaps) <= 4.6
 

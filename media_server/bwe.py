@@ -5,9 +5,10 @@ header extension; aiortc offers no transport-wide congestion control, so Chromiu
 receive-side estimation and sends REMB):
 
 - REMB (draft-alvestrand-rmcat-remb): the receiver's delay-based estimate of what the path
-  carries. It is only measured while video flows: when every video track is paused for the
-  subscriber, REMB stops or keeps its old value, so a stale REMB slowly climbs (a probe), or a
-  link that recovered would never be found again.
+  carries. It follows what the receiver gets (aiortc: 1.5x the incoming rate, +8 %/s): while
+  video is reduced or paused it says little about the path, so the bound it sets climbs once
+  no loss has been reported for `remb_stale_s` (a probe), or a link that recovered would never
+  be found again (we send no padding to probe with).
 - Receiver reports (RFC 3550 6.4.2): fraction lost and the round-trip time. Loss above
   `loss_high` cuts the estimate (1 - loss/2), loss below `loss_low` lets it grow (the loss-based
   half of GCC, draft-ietf-rmcat-gcc-02 section 6); audio keeps these coming when video is off.
@@ -15,7 +16,12 @@ receive-side estimation and sends REMB):
   repairs it, while a congested queue shows itself first as delay (REMB) and then as loss far
   above that.
 
-The estimate is min(delay-based, loss-based), clamped to [min_bps, max_bps]. Times are
+The estimate is min(delay-based, loss-based), clamped to [min_bps, max_bps], with one rule of
+our own: the delay-based bound (REMB) only applies while the subscriber has also reported loss
+(>= `loss_low`) within `loss_memory_s`. Delay alone is what a busy CPU looks like to a receiver's
+estimator (aiortc's reports 50-60 kbit/s for a loss-free loopback path on a loaded 2-core machine,
+RTT 400 ms): cutting video on it would pause healthy viewers. A narrow link drops packets as soon
+as its queue is full, and that confirms the REMB. Times are
 monotonic seconds handed in by the driver; nothing here reads a clock.
 """
 
@@ -37,6 +43,7 @@ class BweConfig:
     loss_low: float = 0.02
     loss_high: float = 0.15  # random loss NACK repairs (5-14 %) is not congestion
     loss_growth: float = 1.05  # per receiver report below loss_low
+    loss_memory_s: float = 10.0  # REMB binds for this long after loss was last reported
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,8 @@ class BandwidthEstimate:
     """What one subscriber's path carries, as exported to quality reports and /metrics.
 
     `source`: "start" (no feedback yet), "remb" (a fresh REMB bounds it), "probe" (REMB is stale
-    and the estimate climbs), "loss" (receiver-report loss bounds it).
+    and the estimate climbs), "loss" (receiver-report loss bounds it), "unconfirmed" (REMB is low
+    but nothing was lost lately: no bound).
     """
 
     bitrate_bps: int
@@ -55,14 +63,22 @@ class BandwidthEstimate:
 
 
 class BandwidthEstimator:
-    """Combines REMB and receiver reports of one subscriber into one estimate."""
+    """Combines REMB and receiver reports of one subscriber into one estimate.
+
+    The delay-based bound is anchored at the REMB seen when loss was last reported and, once
+    `remb_stale_s` passes without loss, climbs by `probe_growth_per_s`: a receiver's REMB follows
+    what it receives (about 1.5x), so while we forward little a fresh REMB is low without the
+    path being narrow; only REMBs close to a loss report may lower the bound.
+    """
 
     def __init__(self, config: BweConfig | None = None) -> None:
         self.config = config or BweConfig()
         self._remb_bps: int | None = None
-        self._remb_at_s: float | None = None
+        self._anchor_bps: float | None = None
+        self._anchor_s = 0.0
         self._loss_bps: float = float(self.config.max_bps)
         self._loss_fraction = 0.0
+        self._loss_seen_s: float | None = None
         self._rtt_s: float | None = None
         self.remb_count = 0
         self.report_count = 0
@@ -70,10 +86,11 @@ class BandwidthEstimator:
     def on_remb(self, bitrate_bps: int, now_s: float) -> None:
         """A REMB from the subscriber (bit/s at `now_s`)."""
         self._remb_bps = max(0, int(bitrate_bps))
-        self._remb_at_s = now_s
         self.remb_count += 1
-        # a measured path resets the loss-based bound from above: it only ever cuts
-        self._loss_bps = max(self._loss_bps, float(self._remb_bps))
+        self._loss_bps = max(self._loss_bps, float(self._remb_bps))  # loss-based only ever cuts
+        near_loss = self._loss_seen_s is not None and now_s - self._loss_seen_s <= self.config.remb_stale_s
+        if near_loss and self._remb_bps < self._delay_bps(now_s):
+            self._anchor_bps, self._anchor_s = float(self._remb_bps), now_s
 
     def on_receiver_report(self, fraction_lost: float, rtt_s: float | None, now_s: float) -> None:
         """One receiver report interval: `fraction_lost` 0-1, `rtt_s` if measured."""
@@ -82,6 +99,12 @@ class BandwidthEstimator:
         self._loss_fraction = min(1.0, max(0.0, fraction_lost))
         if rtt_s is not None and rtt_s >= 0:
             self._rtt_s = rtt_s
+        if self._loss_fraction >= c.loss_low:
+            current = self._delay_bps(now_s) if self._confirmed(now_s) else float(c.max_bps)
+            if self._remb_bps is not None:
+                current = min(current, float(self._remb_bps))
+            self._loss_seen_s = now_s
+            self._anchor_bps, self._anchor_s = current, now_s
         current = self._delay_bps(now_s)
         if self._loss_fraction > c.loss_high:
             self._loss_bps = min(self._loss_bps, current) * (1 - self._loss_fraction / 2)
@@ -89,14 +112,17 @@ class BandwidthEstimator:
             self._loss_bps = min(float(c.max_bps), self._loss_bps * c.loss_growth)
         self._loss_bps = max(float(c.min_bps), self._loss_bps)
 
+    def _confirmed(self, now_s: float) -> bool:
+        return self._loss_seen_s is not None and now_s - self._loss_seen_s <= self.config.loss_memory_s
+
     def _delay_bps(self, now_s: float) -> float:
         c = self.config
-        if self._remb_bps is None or self._remb_at_s is None:
+        if self._remb_bps is None:
             return float(c.start_bps)
-        age = now_s - self._remb_at_s
-        if age <= c.remb_stale_s:
-            return float(self._remb_bps)
-        return min(float(c.max_bps), self._remb_bps * (1 + c.probe_growth_per_s) ** (age - c.remb_stale_s))
+        if not self._confirmed(now_s) or self._anchor_bps is None:
+            return float(c.max_bps)  # delay without loss: not a narrow link (see the module doc)
+        climb = max(0.0, now_s - self._anchor_s - c.remb_stale_s)
+        return min(float(c.max_bps), self._anchor_bps * (1 + c.probe_growth_per_s) ** climb)
 
     def estimate(self, now_s: float) -> BandwidthEstimate:
         """The current estimate at `now_s`."""
@@ -106,19 +132,15 @@ class BandwidthEstimator:
             value, source = self._loss_bps, "loss"
         elif self._remb_bps is None:
             value, source = delay, "start"
-        elif self._remb_at_s is not None and now_s - self._remb_at_s > c.remb_stale_s:
+        elif not self._confirmed(now_s):
+            value, source = delay, "unconfirmed"
+        elif now_s - self._anchor_s > c.remb_stale_s:
             value, source = delay, "probe"
         else:
             value, source = delay, "remb"
         bps = int(min(c.max_bps, max(c.min_bps, value)))
         rtt_ms = None if self._rtt_s is None else 1000.0 * self._rtt_s
         return BandwidthEstimate(bps, self._remb_bps, self._loss_fraction, rtt_ms, source)
-
-    def hold_below(self, bitrate_bps: float, now_s: float) -> None:
-        """A probe failed: restart the stale climb from `bitrate_bps` at `now_s`."""
-        if self._remb_bps is not None:
-            self._remb_bps = min(self._remb_bps, int(bitrate_bps))
-            self._remb_at_s = now_s
 
 
 # Bytes a forwarded RTP packet costs on the wire beyond its payload: IPv4 20 + UDP 8 + RTP 12 +
@@ -136,15 +158,25 @@ class LayerRateMeter:
     """
 
     window_s: float = 2.0
-    _frames: collections.deque[tuple[float, int, int]] = None  # type: ignore[assignment]
+    _frames: collections.deque[tuple[float, int, int, int, bool]] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self._frames = collections.deque()
 
-    def add(self, payload_bytes: int, layer: int, now_s: float) -> None:
-        """One frame of `payload_bytes` in temporal layer `layer`, received at `now_s`."""
+    def add(self, payload_bytes: int, layer: int, now_s: float, keyframe: bool = False) -> None:
+        """One frame of `payload_bytes` in temporal layer `layer`, received at `now_s`.
+
+        A keyframe counts as twice the mean delta frame of the window: the one a resume asks
+        for must not make the base layer look too expensive to resume (measured: it did, and
+        the track flapped between paused and reduced).
+        """
+        if keyframe:
+            deltas = [f[3] for f in self._frames if not f[4]]
+            if deltas:
+                payload_bytes = min(payload_bytes, 2 * sum(deltas) // len(deltas))
         packets = max(1, -(-payload_bytes // MAX_RTP_PAYLOAD_BYTES))
-        self._frames.append((now_s, layer, payload_bytes + packets * PACKET_OVERHEAD_BYTES))
+        self._frames.append((now_s, layer, payload_bytes + packets * PACKET_OVERHEAD_BYTES, payload_bytes,
+                             keyframe))
         horizon = now_s - self.window_s
         while self._frames and self._frames[0][0] < horizon:
             self._frames.popleft()
@@ -158,7 +190,7 @@ class LayerRateMeter:
             return ()
         top = max(f[1] for f in self._frames)
         per_layer = [0] * (top + 1)
-        for _, layer, size in self._frames:
+        for _, layer, size, _, _ in self._frames:
             per_layer[layer] += size
         span = max(self.window_s / 4, now_s - self._frames[0][0]) if len(self._frames) > 1 else self.window_s
         out: list[float] = []

@@ -64,14 +64,19 @@ class EarlyJitterBuffer(JitterBuffer):
     read_vp8_layers = False  # set once the slot's codec is known to be VP8
     _layers: dict[int, tuple[int, bool]] | None = None
 
-    def temporal_layer(self, timestamp: int) -> tuple[int, bool]:
-        """(temporal layer, layer sync) of the VP8 frame with RTP `timestamp`; (0, False) if unknown."""
-        layers = self._layers
-        return (0, False) if layers is None else layers.pop(timestamp, (0, False))
-
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-        if self.read_vp8_layers:
-            self._note_layer(packet)
+        """aiortc's `add`, frames passed on early; a VP8 frame carries `temporal_layer`
+        ((layer, layer sync) from its first packet's descriptor), read before aiortc rebases
+        the frame's timestamp."""
+        if not self.read_vp8_layers:
+            return self._add(packet)
+        self._note_layer(packet)
+        pli, frame = self._add(packet)
+        if frame is not None and self._layers:
+            frame.temporal_layer = self._layers.pop(frame.timestamp, (0, False))  # type: ignore[attr-defined]
+        return pli, frame
+
+    def _add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         pli, frame = super().add(packet)
         if frame is not None or self._origin is None:
             return pli, frame
@@ -339,10 +344,9 @@ class Producer:
         self.frames_received = 0
         self.keyframe_requests_sent = 0
         self.codec_parameters: dict[str, Any] = {}
-        # adaptation: what each temporal layer costs, how the frames' layers are read, who
-        # goes first, and the REMB cap sent upstream (set by the Sfu)
+        # adaptation: what each temporal layer costs (frames carry their layer, see
+        # EarlyJitterBuffer.add) and who goes first when a link is short
         self.layer_rates = LayerRateMeter()
-        self.layer_of: Callable[[int], tuple[int, bool]] | None = None
         self.priority = 1
         self._time_base = Fraction(1, clock_rate)
         self._limiter = KeyframeRequestLimiter(keyframe_request_min_interval_s)
@@ -355,8 +359,8 @@ class Producer:
         data: bytes = frame.data
         keyframe = self.kind == "audio" or is_keyframe(self.codec, data)
         self.frames_received += 1
-        layer, sync = (0, True) if keyframe or self.layer_of is None else self.layer_of(frame.timestamp)
-        self.layer_rates.add(len(data), layer, time.monotonic())
+        layer, sync = (0, True) if keyframe else getattr(frame, "temporal_layer", (0, False))
+        self.layer_rates.add(len(data), layer, time.monotonic(), keyframe and self.kind == "video")
         if self.sinks:
             encoded = EncodedFrame(
                 track_id=self.track_id,

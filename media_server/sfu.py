@@ -606,7 +606,6 @@ class Sfu:
                 producer.priority = 2  # shared content goes first when a link is short
             if name == "VP8" and slot.jitter is not None:
                 slot.jitter.read_vp8_layers = True
-                producer.layer_of = slot.jitter.temporal_layer
             slot.producer = producer
             self._producers[track_id] = producer
             self._emit(TrackPublished(peer.peer_id, track_id, slot.kind, name, SOURCES[slot.slot]))

@@ -6,10 +6,18 @@ Not a fake: it is a complete aiortc peer over real UDP sockets. What it adds for
   frame counter as 16 black/white columns, and keeps what its encoder produced (`sent`), so a
   test can compare the publisher's encoder output with what a subscriber received, byte for
   byte. A PLI from the server makes its next frame a keyframe.
+- `temporal_layers=True` makes the VP8 source an L1T3 publisher, as a browser with
+  `scalabilityMode: "L1T3"` is: libvpx through PyAV with per-frame reference flags (FFmpeg's
+  `vp8-flags` frame metadata, error-resilient mode), and a packetiser (`LayeredVp8Packer`) that
+  writes each frame's TID, layer sync bit and TL0PICIDX in the payload descriptor. aiortc's own
+  VP8 encoder cannot do either.
 - `ToneAudioSource` encodes a sine tone with Opus, 20 ms per packet.
 - `ClientPeer` answers each offer: `recvonly` m-lines (publish slots) get its sources, every
   received track is tapped *before* decoding (`ReceivedTrack.frames`: the depayloaded encoded
   frames) and, if asked, decoded to read the counters back.
+- A narrow link as its receiver reports it: while `remb_bps` is set, every REMB the client's
+  receivers send says that (aiortc's own estimate otherwise), as a browser behind such a link
+  would; the transport stays real.
 - Loss: `drop_every_nth_rtp` drops every Nth media RTP packet (not retransmissions) arriving at
   the client, after SRTP, so NACK/RTX and PLI paths are exercised deterministically.
 - Codec rejection: `receive_codecs` makes the client reject (port 0, like a browser) m-lines
@@ -21,6 +29,7 @@ Pacing uses the event loop clock; tests wait on frame counts, not on sleeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import hashlib
 import math
@@ -85,20 +94,38 @@ def read_counter(frame: av.VideoFrame) -> int:
 
 @dataclass
 class SentFrame:
-    """One frame as the publisher's encoder produced it."""
+    """One frame as the publisher's encoder produced it (`layer`: its temporal layer)."""
 
     counter: int
     data: bytes
     keyframe: bool
+    layer: int = 0
+
+
+# VP8 encoder flags (libvpx vp8cx.h) for the L1T3 pattern browsers use: layer 0 every 4th frame
+# refers to and updates LAST; layer 1 (2nd of 4) refers to LAST, updates GOLDEN; layer 2 (odd
+# frames) refers to LAST (and GOLDEN on the 4th), updates nothing. Frames above layer 0 do not
+# update the entropy context either, so any upper layer may be left out.
+_NO_REF_LAST, _NO_REF_GF, _NO_REF_ARF = 1 << 16, 1 << 17, 1 << 21
+_NO_UPD_LAST, _NO_UPD_GF, _NO_UPD_ARF, _NO_UPD_ENTROPY = 1 << 18, 1 << 22, 1 << 23, 1 << 20
+L1T3_PATTERN: tuple[tuple[int, bool, int], ...] = (  # (layer, layer sync, flags)
+    (0, True, _NO_REF_GF | _NO_REF_ARF | _NO_UPD_GF | _NO_UPD_ARF),
+    (2, True, _NO_REF_GF | _NO_REF_ARF | _NO_UPD_LAST | _NO_UPD_GF | _NO_UPD_ARF | _NO_UPD_ENTROPY),
+    (1, True, _NO_REF_GF | _NO_REF_ARF | _NO_UPD_LAST | _NO_UPD_ARF | _NO_UPD_ENTROPY),
+    (2, False, _NO_REF_ARF | _NO_UPD_LAST | _NO_UPD_GF | _NO_UPD_ARF | _NO_UPD_ENTROPY),
+)
 
 
 class CounterVideoSource:
     """Encodes counter frames with VP8 (libvpx) or H.264 (libx264); keeps every output frame."""
 
     def __init__(self, codec: Literal["VP8", "H264"], width: int = 160, height: int = 96,
-                 fps: int = 10, bitrate_bps: int = 150_000) -> None:
+                 fps: int = 10, bitrate_bps: int = 150_000, temporal_layers: bool = False) -> None:
         self.codec_name = codec
         self.width, self.height, self.fps = width, height, fps
+        self.temporal_layers = temporal_layers and codec == "VP8"
+        self.layer_of_pts: dict[int, tuple[int, bool]] = {}
+        self._position = 0  # in the L1T3 pattern; a keyframe restarts it
         self.sent: list[SentFrame] = []
         self.keyframes_forced = 0
         self._counter = 0
@@ -107,6 +134,11 @@ class CounterVideoSource:
             ctx = av.CodecContext.create("libvpx", "w")
             ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                            "static-thresh": "1"}
+            if self.temporal_layers:
+                ctx.options = {**ctx.options, "error-resilient": "default", "auto-alt-ref": "0",
+                               "ts-parameters": "ts_number_layers=3:ts_target_bitrate="
+                               f"{bitrate_bps // 4000},{bitrate_bps // 2000},{bitrate_bps // 1000}:"
+                               "ts_rate_decimator=4,2,1:ts_periodicity=4:ts_layer_id=0,2,1,2"}
         else:
             ctx = av.CodecContext.create("libx264", "w")
             ctx.options = {"tune": "zerolatency", "preset": "ultrafast", "level": "31"}
@@ -136,14 +168,55 @@ class CounterVideoSource:
             frame.pict_type = av.video.frame.PictureType.I
             self._force_keyframe = False
             self.keyframes_forced += 1
+            self._position = 0
+        layer, sync = 0, False
+        if self.temporal_layers:
+            layer, sync, flags = L1T3_PATTERN[self._position % 4]
+            self._position += 1
+            frame.metadata["vp8-flags"] = str(flags)
         data = b"".join(bytes(p) for p in self._ctx.encode(frame))
         if not data:
             return None
-        self.sent.append(SentFrame(counter, data, is_keyframe(self.codec_name, data)))
+        self.sent.append(SentFrame(counter, data, is_keyframe(self.codec_name, data), layer))
         packet = av.Packet(data)
         packet.pts = counter * VIDEO_CLOCK_HZ // self.fps
+        if self.temporal_layers:
+            self.layer_of_pts[packet.pts] = (layer, sync)
+            if len(self.layer_of_pts) > 256:
+                self.layer_of_pts.pop(next(iter(self.layer_of_pts)))
         packet.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
         return packet
+
+
+class LayeredVp8Packer:
+    """What aiortc's Vp8Encoder.pack does, plus the temporal layer in every payload descriptor
+    (TID, Y, TL0PICIDX: RFC 7741), read from the source's `layer_of_pts`."""
+
+    def __init__(self, source: CounterVideoSource) -> None:
+        from aiortc.codecs.vpx import VpxPayloadDescriptor
+
+        self._descriptor = VpxPayloadDescriptor
+        self._source = source
+        self.picture_id = 0
+        self.tl0_pic_idx = 0
+
+    def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
+        layer, sync = self._source.layer_of_pts.pop(int(packet.pts or 0), (0, False))
+        if layer == 0:
+            self.tl0_pic_idx = (self.tl0_pic_idx + 1) % 256
+        buffer = bytes(packet)
+        descr = self._descriptor(partition_start=1, partition_id=0, picture_id=self.picture_id,
+                                 tl0picidx=self.tl0_pic_idx, tid=(layer, int(sync)))
+        payloads = []
+        pos = 0
+        while pos < len(buffer):
+            head = bytes(descr)
+            size = min(len(buffer) - pos, 1300 - len(head))
+            payloads.append(head + buffer[pos:pos + size])
+            descr.partition_start = 0
+            pos += size
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        return payloads, int(packet.pts or 0)
 
 
 class ToneAudioSource:
@@ -203,6 +276,10 @@ class EncodedSourceTrack(MediaStreamTrack):
                 self._next_s = now
             if self._next_s > now:
                 await asyncio.sleep(self._next_s - now)
+            else:
+                if now - self._next_s > 0.25:  # a loaded machine: skip frames as a camera would,
+                    self._next_s = now  # never encode a backlog back to back
+                await asyncio.sleep(0)  # and never starve the loop
             self._next_s += 1.0 / self.source.fps
             packet = self.source.next_packet()
             if packet is not None:
@@ -270,6 +347,8 @@ class ClientPeer:
         audio: bool = False,
         video_size: tuple[int, int] = (160, 96),
         fps: int = 10,
+        video_bitrate_bps: int = 150_000,
+        temporal_layers: bool = False,
         decode: bool = False,
         receive_codecs: frozenset[str] | None = None,
         drop_every_nth_rtp: int | None = None,
@@ -285,7 +364,8 @@ class ClientPeer:
             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
         ))
         self.video_source = (
-            CounterVideoSource(video_codec, *video_size, fps=fps) if video_codec else None
+            CounterVideoSource(video_codec, *video_size, fps=fps, bitrate_bps=video_bitrate_bps,
+                               temporal_layers=temporal_layers) if video_codec else None
         )
         self.audio_source = ToneAudioSource() if audio else None
         self.decode = decode
@@ -299,6 +379,9 @@ class ClientPeer:
         self.received: dict[str, ReceivedTrack] = {}
         self.rejected_mids: set[str] = set()
         self.answers = 0
+        self.remb_received: list[int] = []
+        self.remb_bps: int | None = None
+        self.remb_sent: list[int] = []
         self._tapped: set[int] = set()
         self._published: set[str] = set()
         self._loss_installed = False
@@ -402,9 +485,44 @@ class ClientPeer:
         transceiver.direction = "sendonly"
         # the pack path ignores aiortc's keyframe flag: route PLI/FIR to our encoder
         transceiver.sender._send_keyframe = source.request_keyframe
+        if isinstance(source, CounterVideoSource) and source.temporal_layers:
+            transceiver.sender._RTCRtpSender__encoder = LayeredVp8Packer(source)
+        self._watch_remb(transceiver.sender)
+
+    def _shape_remb(self, receiver: Any) -> None:
+        from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unpack_remb_fci
+
+        original = receiver._send_rtcp
+
+        async def send(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                if self.remb_bps is not None:
+                    bitrate = self.remb_bps
+                    packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=packet.ssrc, media_ssrc=0,
+                                            fci=pack_remb_fci(bitrate, ssrcs))
+                self.remb_sent.append(bitrate)
+            await original(packet)
+
+        receiver._send_rtcp = send
+
+    def _watch_remb(self, sender: Any) -> None:
+        """Keep every REMB the server sends us (what it asks this publisher for, bit/s)."""
+        from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
+
+        original = sender._handle_rtcp_packet
+
+        async def handle(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                with contextlib.suppress(ValueError):
+                    self.remb_received.append(unpack_remb_fci(packet.fci)[0])
+            await original(packet)
+
+        sender._handle_rtcp_packet = handle
 
     def _tap(self, transceiver: Any, media: Any) -> None:
         self._tapped.add(id(transceiver))
+        self._shape_remb(transceiver.receiver)
         track_id = transceiver.receiver.track.id if transceiver.receiver.track else media.rtp.muxId
         codec = next((c.name for c in media.rtp.codecs if c.name.lower() != "rtx"), None)
         received = ReceivedTrack(track_id=track_id, kind=transceiver.kind, codec=codec)

@@ -154,14 +154,15 @@ def max_gap(times: list[float]) -> float:
 
 
 async def sent_during(sources: list[Any], seconds: float) -> tuple[float, float, list[int]]:
-    """Wait until every source has produced `seconds` worth of frames; (start, end, frames of
-    each: fewer than nominal when a loaded machine made a source skip)."""
+    """A measurement window of `seconds`: (start, end, frames each source produced in it).
+
+    What arrives is compared with what was sent in the same window, so a loaded machine that
+    makes a source skip frames does not count as loss.
+    """
     before = [len(s.sent) for s in sources]
     start = time.monotonic()
-    need = [int(seconds * s.fps) for s in sources]
-    end = await wait_until(lambda: all(len(s.sent) - b >= n for s, b, n in zip(sources, before, need, strict=True)),
-                           timeout_s(seconds * 4), "the experts' sources keep producing")
-    return start, end, [len(s.sent) - b for s, b in zip(sources, before, strict=True)]
+    await asyncio.sleep(seconds)
+    return start, time.monotonic(), [len(s.sent) - b for s, b in zip(sources, before, strict=True)]
 
 
 async def test_narrow_link_keeps_the_audio_and_adapts_the_video_by_itself() -> None:

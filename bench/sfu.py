@@ -44,6 +44,7 @@ ROOM = "hall"
 SERVER_CORE = 0
 CLIENT_CORE = 1
 RELAYS = ("medstream", "transcoding")  # also "medstream+rcvbuf" (bench/sfu_experiments.py)
+JANUS_ROOT: Path | None = None  # set by bench.janus: relay "janus" (its private config, shim)
 
 
 # --------------------------------------------------------------------------- the clip
@@ -160,7 +161,14 @@ def udp_drops_by_pid() -> dict[int, int]:
     return drops
 
 
-def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str], str]:
+def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str], str, float]:
+    """Start `relay` pinned to the server core: (process, URL, idle RSS in MiB)."""
+    if relay == "janus":
+        from bench.janus import start_janus
+
+        if JANUS_ROOT is None:
+            raise RuntimeError("relay janus needs bench.janus.prepare_janus() first")
+        return start_janus(JANUS_ROOT, SERVER_CORE)
     if relay.startswith("medstream"):
         patches = relay.split("+")[1:]  # "medstream+rcvbuf": see bench/sfu_experiments.py
         cmd = [sys.executable, "-m", "bench.sfu", "--serve"] + [f"--experiment={p}" for p in patches]
@@ -173,7 +181,8 @@ def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str]
     if not line.startswith("PORT "):
         proc.kill()
         raise RuntimeError(f"{relay} server did not start: expected 'PORT n', got {line!r}")
-    return proc, f"ws://127.0.0.1:{int(line.split()[1])}/ws"
+    time.sleep(0.5)
+    return proc, f"ws://127.0.0.1:{int(line.split()[1])}/ws", rss_mb(proc.pid)
 
 
 # --------------------------------------------------------------------------- one load point
@@ -184,7 +193,7 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     """Run one relay at P x S; returns its figures (see module docstring)."""
     from signaling.tokens import issue_token
 
-    server, url = _start_server(relay, 2 * publishers)
+    server, url, idle_rss = _start_server(relay, 2 * publishers)
     procs: list[subprocess.Popen[str]] = []
     outs: list[Path] = []
     try:
@@ -201,6 +210,11 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
                     "publisher_tokens": pub_tokens if w == 0 else [],
                     "subscriber_tokens": [] if w == 0 else sub_tokens[w - 1 :: n_sub_workers],
                     "out": str(out)}
+            if relay == "janus":  # same clients, Janus's VideoRoom API (bench/janus_clients.py)
+                spec |= {"server": "janus",
+                         "publisher_names": [f"presenter-{i}" for i in range(publishers)] if w == 0 else [],
+                         "subscribers": 0 if w == 0 else len(sub_tokens[w - 1 :: n_sub_workers]),
+                         "feeds_file": str(outs[0].with_suffix(".feeds.json")) if outs else ""}
             spec_path = workdir / f"spec-{w}.json"
             spec_path.write_text(json.dumps(spec))
             outs.append(out)
@@ -261,6 +275,8 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     records = [json.loads(o.read_text()) for o in outs]
     figures = _figures(relay, publishers, subscribers, t0, t1, cpu1 - cpu0, ccpu1 - ccpu0, rss,
                        records, setup_s, load)
+    figures["server_rss_idle_mb"] = idle_rss
+    figures["rss_per_subscriber_kib"] = round((rss - idle_rss) * 1024 / subscribers, 1)
     # kernel drops on loopback: a receive buffer overflowed (server or client socket)
     figures["udp_rcvbuf_errors"] = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]
     figures["udp_sndbuf_errors"] = udp1["SndbufErrors"] - udp0["SndbufErrors"]
@@ -288,7 +304,7 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
             for pub, k, key, pts, t in r["sent"]:
                 if k != kind:
                     continue
-                sends.setdefault((pub, key if relay.startswith("medstream") else pts), []).append(t)
+                sends.setdefault((pub, key if relay != "transcoding" else pts), []).append(t)
                 if t0 <= t < t1:
                     sent_in_window[kind] += 1
         for lst in sends.values():
@@ -298,7 +314,7 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
             for pub, k, key, ts, t in r["frames"]:
                 if k != kind:
                     continue
-                times = sends.get((pub, key if relay.startswith("medstream") else ts))
+                times = sends.get((pub, key if relay != "transcoding" else ts))
                 i = bisect.bisect_right(times, t) - 1 if times else -1
                 if times is None or i < 0 or t - times[i] > 2.0:
                     unmatched += kind == "video"
@@ -312,7 +328,7 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
     audio_pkts = sum(int(r["audio_packets"].get(str(s), 0)) for r in records for s in seconds)
     expected = sent_in_window["video"] * subscribers
     expected_audio = sent_in_window["audio"] * subscribers
-    keeps_bytes = relay.startswith("medstream")  # transcoded Opus is re-timed: counts only
+    keeps_bytes = relay != "transcoding"  # transcoded Opus is re-timed: counts only
     streams = publishers * subscribers
     forwarded = video_pkts + audio_pkts
     publisher_ids = {row[0] for r in records for row in r["sent"]}
@@ -341,6 +357,7 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
         "video_frames_expected": expected,
         "video_frames_received": matched["video"],
         "loss_pct": round(100 * (1 - matched["video"] / expected), 2) if expected else None,
+        "fps_per_stream": round(matched["video"] / (streams * wall), 2) if streams else None,
         # forwarding: frames matched; transcoding: packets received in the window vs sent
         "audio_loss_pct": (round(100 * (1 - (matched["audio"] if keeps_bytes else audio_pkts)
                                      / expected_audio), 2) if expected_audio else None),

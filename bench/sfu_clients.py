@@ -287,12 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", type=Path, required=True)
     args = p.parse_args(argv)
     spec = json.loads(args.spec.read_text())
+    if spec.get("server") == "janus":
+        from bench.janus_clients import run_worker
+
+        runner = run_worker(spec)
+    else:
+        runner = _run(spec)
     try:
         import uvloop
 
-        uvloop.run(_run(spec))
+        uvloop.run(runner)
     except ImportError:
-        asyncio.run(_run(spec))
+        asyncio.run(runner)
     return 0
 
 

@@ -162,6 +162,10 @@ class LayerRateMeter:
 
     def __post_init__(self) -> None:
         self._frames = collections.deque()
+        self._ts: int | None = None
+        self._bytes = 0
+        self._layer = 0
+        self._key = False
 
     def add(self, payload_bytes: int, layer: int, now_s: float, keyframe: bool = False) -> None:
         """One frame of `payload_bytes` in temporal layer `layer`, received at `now_s`.
@@ -180,6 +184,15 @@ class LayerRateMeter:
         horizon = now_s - self.window_s
         while self._frames and self._frames[0][0] < horizon:
             self._frames.popleft()
+
+    def add_packet(self, payload_bytes: int, timestamp: int, layer: int, keyframe: bool, now_s: float) -> None:
+        """One RTP packet of a frame (the RTP path): packets of one timestamp are summed into
+        one frame, added when the next frame starts."""
+        if timestamp != self._ts:
+            if self._ts is not None:
+                self.add(self._bytes, self._layer, now_s, self._key)
+            self._ts, self._bytes, self._layer, self._key = timestamp, 0, layer, keyframe
+        self._bytes += payload_bytes  # `add` counts the packets' overhead from the frame size
 
     def cumulative_bps(self, now_s: float) -> tuple[float, ...]:
         """(layers 0, 0-1, 0-2, ...) in bit/s; () before any frame in the window."""

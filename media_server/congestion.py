@@ -2,10 +2,10 @@
 
 Pinned to aiortc 1.16 (checked by tests/media_server/test_congestion.py):
 
-- Every RTCP packet a subscriber sends reaches `RTCRtpSender._handle_rtcp_packet` of each of our
-  senders it concerns (receiver reports by SSRC, REMB by the SSRCs in its FCI). `SubscriberLink`
-  wraps that method on the subscriber's senders and feeds one `BandwidthEstimator` per
-  subscriber; the packet is then handled by aiortc as before (NACK, PLI, RTT).
+- Every RTCP packet a subscriber sends about one of our streams reaches that stream's
+  `ForwardTrack.rtcp_listeners` (receiver reports by SSRC, REMB by the SSRCs in its FCI), after
+  the forwarder handled it (NACK, PLI, RTT). `SubscriberLink` listens on each of the
+  subscriber's tracks and feeds one `BandwidthEstimator` per subscriber.
 - The RTT aiortc measures from receiver reports is kept in `_RTCRtpSender__rtt` (seconds).
 - A publisher's `RTCRtpReceiver` sends REMB from its own delay-based estimate through
   `_send_rtcp`; `cap_upstream_remb` wraps that method so the value can be lowered to what the
@@ -44,21 +44,11 @@ class SubscriberLink:
         self._last: Any = None
         self._ssrcs: set[int] = set()
 
-    def watch(self, sender: RTCRtpSender) -> None:
-        """Feed this link from every RTCP packet `sender` receives (before aiortc handles it)."""
-        if not callable(getattr(RTCRtpSender, "_handle_rtcp_packet", None)):
-            raise RuntimeError("aiortc RTCRtpSender internals changed: expected _handle_rtcp_packet (aiortc 1.16)")
+    def watch(self, track: Any, sender: RTCRtpSender) -> None:
+        """Feed this link from the RTCP the subscriber sends about `track` (a ForwardTrack whose
+        `sender` negotiated the m-line)."""
         self._ssrcs.add(sender._ssrc)
-        original = sender._handle_rtcp_packet
-
-        async def handle(packet: Any) -> None:
-            await original(packet)
-            try:
-                self._on_rtcp(packet, sender)
-            except Exception:  # a malformed report must not break NACK/PLI handling
-                logger.exception("RTCP feedback could not be read")
-
-        sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+        track.rtcp_listeners.append(lambda packet: self._on_rtcp(packet, sender))
 
     def _on_rtcp(self, packet: Any, sender: RTCRtpSender) -> None:
         if packet is self._last:  # one packet is delivered to each sender it names

@@ -1,39 +1,56 @@
-"""The forwarding path: tap a publisher's receiver for encoded frames, fan them out to subscribers.
+"""The forwarding path: RTP packets of a publisher rewritten and sent to each subscriber.
 
 Pinned to aiortc 1.16 internals (see `tests/media_server/test_forwarding.py`, which checks them):
 
-- `RTCRtpReceiver` hands every frame its jitter buffer completes to a decoder thread through the
-  private queue `_RTCRtpReceiver__decoder_queue` (put on the event loop, get on the thread). A
-  `ReceiverTap` takes that queue's place before `receive()` starts: frames go to our callback on
-  the loop and are never decoded; the thread, which waits on the tap, only sees the stop
-  sentinel and exits with the receiver.
-- `RTCRtpSender._next_encoded_frame` packs an `av.Packet` coming out of its track with
-  `encoder.pack()` instead of encoding it. `ForwardTrack` yields such packets, so each
-  subscriber's sender packetises (and keeps its NACK retransmission history) without encoding.
-- `RTCRtpSender._send_keyframe` is what a subscriber's PLI/FIR triggers; we replace it per
-  sender so that the request goes upstream to the publisher, rate limited.
+- The publisher's `RTCRtpReceiver` passes every media packet (after SRTP, RTX unwrapping and
+  NACK generation) to its jitter buffer; `EarlyJitterBuffer` takes that buffer's place and
+  hands each packet to `Producer.on_rtp` before assembling frames.
+- `Producer.on_rtp` calls `ForwardTrack.forward` for each subscriber: the header is rewritten
+  (SSRC, payload type, sequence number, timestamp, extensions: `rewrite.py`), the packet
+  SRTP-protected with the subscriber's session and written to its UDP socket, synchronously.
+  Payloads are never depacketised or re-packetised for subscribers.
+- Each subscriber's `RTCRtpSender` still negotiates its m-line, but `ForwardTrack.install`
+  replaces its encoder loop with an idle task and takes over its RTCP: NACKs are answered from
+  the producer's packet history, PLI/FIR are routed to the publisher (rate limited), sender
+  reports carry the forwarder's counters.
+- Frames completed by the jitter buffer still go to the decoder queue, which `ReceiverTap`
+  replaces: they reach the frame sinks (the recorder) and are never decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import queue
+import random
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any, Literal
 
-import av
+from aioice.ice import StunProtocol
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.utils import uint16_add
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpByePacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+)
+from aiortc.utils import random16, random32, uint16_add
 
 from .bwe import LayerRateMeter
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
+from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
 from .vp8 import Vp8DescriptorError, parse_descriptor
 
 logger = logging.getLogger(__name__)
@@ -43,6 +60,7 @@ _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _RTX_SSRC_ATTR = "_RTCRtpReceiver__rtx_ssrc"
 
 FrameCallback = Callable[[Any, Any], None]  # (aiortc codec parameters, JitterFrame)
+PacketCallback = Callable[[RtpPacket], None]
 
 
 class EarlyJitterBuffer(JitterBuffer):
@@ -61,22 +79,15 @@ class EarlyJitterBuffer(JitterBuffer):
     medstream+early): video relay latency p50 35 -> 1.2 ms at 2x4, 55 -> 13 ms at 1x100.
     """
 
-    read_vp8_layers = False  # set once the slot's codec is known to be VP8
-    _layers: dict[int, tuple[int, bool]] | None = None
+    on_packet: PacketCallback | None = None
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-        """aiortc's `add`, frames passed on early; a VP8 frame carries `temporal_layer`
-        ((layer, layer sync) from its first packet's descriptor), read before aiortc rebases
-        the frame's timestamp."""
-        if not self.read_vp8_layers:
-            return self._add(packet)
-        self._note_layer(packet)
-        pli, frame = self._add(packet)
-        if frame is not None and self._layers:
-            frame.temporal_layer = self._layers.pop(frame.timestamp, (0, False))  # type: ignore[attr-defined]
-        return pli, frame
-
-    def _add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        on_packet = self.on_packet
+        if on_packet is not None:
+            try:
+                on_packet(packet)
+            except Exception:  # a forwarding bug must not kill the publisher's receive path
+                logger.exception("packet callback failed")
         pli, frame = super().add(packet)
         if frame is not None or self._origin is None:
             return pli, frame
@@ -96,18 +107,6 @@ class EarlyJitterBuffer(JitterBuffer):
             parts.append(p._data)  # type: ignore[attr-defined]  # set by aiortc's depayloader
         self.remove(count)
         return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
-
-    def _note_layer(self, packet: Any) -> None:
-        try:
-            d = parse_descriptor(packet.payload)
-        except Vp8DescriptorError:
-            return
-        if d.begins_frame and d.tid is not None:
-            if self._layers is None:
-                self._layers = {}
-            elif len(self._layers) > 64:  # frames never completed: forget the oldest
-                self._layers.pop(next(iter(self._layers)))
-            self._layers[packet.timestamp] = (d.tid, d.layer_sync)
 
     @classmethod
     def install(cls, receiver: RTCRtpReceiver) -> EarlyJitterBuffer:
@@ -174,90 +173,169 @@ def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
 
 
 class ForwardTrack(MediaStreamTrack):
-    """What one subscriber's sender reads: already-encoded frames of one producer, as `av.Packet`.
+    """One subscriber's forwarding of one producer: each RTP packet rewritten and sent at once.
 
-    Bounded: a full video queue is emptied and the track waits for the next keyframe (asking
-    for one through `on_keyframe_needed`); a full audio queue drops its oldest frame. A video
-    track also starts out waiting for a keyframe, and asks for one when its sender first reads.
-    `paused` (audio-only mode, server mute, a weak link) drops frames; resuming waits for a
-    keyframe again. `set_max_temporal_layer` drops upper temporal layers (VP8 L1T3: 30 -> 15 ->
-    7.5 fps): going down takes effect at once, going up at the next frame of the layer above that
-    only depends on the base layer (layer sync) or at a keyframe.
+    The producer calls `forward()` for every packet it receives (on the event loop, inside the
+    publisher's receive path): the header is rewritten for this subscriber (`rewrite.py`), the
+    packet is SRTP-protected with the subscriber's keys and handed to its UDP socket. No queue,
+    no task, no re-packetising: payloads stay byte-identical. The aiortc sender of the
+    subscriber's m-line stays for negotiation and RTCP (its encoder loop is replaced by an idle
+    task); `install()` takes over its RTCP: NACKs are answered from the producer's packet
+    history (RTX when negotiated), PLI/FIR go upstream, sender reports carry our counters.
+
+    Seams for adaptation (per subscriber): `set_paused(paused, reason)`; `packet_filter`, a
+    predicate evaluated per packet (False: the packet is left out and the sequence closes over
+    it, so the subscriber does not NACK it); `rtcp_listeners`, called with every RTCP packet the
+    subscriber sends about this stream (receiver reports, REMB, NACK, PLI).
+
+    Video starts at a keyframe and waits for one again after a pause or when the subscriber's
+    socket backs up (`send_buffer_limit_bytes` queued in user space: video is shed, audio kept).
     """
 
     def __init__(
         self,
         kind: Literal["audio", "video"],
         track_id: str,
-        capacity_frames: int,
         on_keyframe_needed: Callable[[], None],
+        send_buffer_limit_bytes: int = 256 * 1024,
     ) -> None:
         super().__init__()
         self.kind = kind
         self._id = track_id
-        self._capacity = capacity_frames
-        self._queue: collections.deque[av.Packet] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._on_keyframe_needed = on_keyframe_needed
-        self._started = False
+        self._send_buffer_limit = send_buffer_limit_bytes
         self.waiting_for_keyframe = kind == "video"
         self._pause_reasons: set[str] = set()
+        self.packet_filter: Callable[[RtpPacket], bool] | None = None
+        self.rtcp_listeners: list[Callable[[Any], None]] = []
+        self.packets_forwarded = 0
+        self.packets_dropped = 0
         self.frames_forwarded = 0
         self.frames_dropped = 0
-        self.frames_skipped = 0  # upper temporal layers left out
-        self._layer_limit = 1 << 8  # all layers
-        self._layer_wanted = self._layer_limit
+        self.retransmissions = 0
+        self.keyframe_requests = 0
+        self.bytes_sent = 0
+        self.last_timestamp = 0
+        self._rewriter = SequenceRewriter(random16() % 32768)
+        self._ts_offset = random32()
+        self._sent: list[int] = [-1] * _SENT_SIZE  # out seq & mask -> (out seq << 16) | in seq
+        self._source: Producer | None = None
+        self._sender: RTCRtpSender | None = None
+        self._writer: HeaderWriter | None = None
+        self._dtls: Any = None
+        self._rtx_payload_type: int | None = None
+        self._rtx_ssrc = 0
+        self._rtx_seq = random16() % 32768
+        self._cname: str | None = None
+        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._protect: Callable[[bytes], bytes] = _unbound
+        self._addr: Any = None
+        self._transport: Any = None
+        self._ended: asyncio.Future[None] | None = None
+        self._synced = (0, 0)
 
-    def set_max_temporal_layer(self, layer: int | None) -> None:
-        """Forward temporal layers 0..`layer` only (None: all)."""
-        wanted = (1 << 8) if layer is None else max(0, layer)
-        self._layer_wanted = wanted
-        if wanted < self._layer_limit:
-            self._layer_limit = wanted
+    # ---- the per-packet path -------------------------------------------------------------
 
-    @property
-    def max_temporal_layer(self) -> int | None:
-        """The highest temporal layer forwarded now (None: all)."""
-        return None if self._layer_limit >= 1 << 8 else self._layer_limit
+    def forward(self, p: RtpPacket, start: bool, abs3: bytes, level: tuple[bool, int] | None) -> bool:
+        """Send producer packet `p` to this subscriber (never blocks).
 
-    def push(self, packet: av.Packet, keyframe: bool, layer: int = 0, layer_sync: bool = False) -> bool:
-        """Queue one encoded frame (never blocks, never grows past the bound).
-
-        Returns True if the frame was dropped because this track waits for a keyframe (the
-        producer then asks the publisher for one, rate limited).
+        `start`: `p` begins a keyframe; `abs3`: abs-send-time bytes for now; `level`: the
+        publisher's audio level extension. Returns True if this subscriber waits for a keyframe
+        (the producer then asks the publisher for one, rate limited).
         """
-        if self.readyState != "live" or self.paused:
-            return False
-        if layer > self._layer_limit:
-            if keyframe or (layer_sync and layer == self._layer_limit + 1 and layer <= self._layer_wanted):
-                self._layer_limit = self._layer_wanted if keyframe else layer
-            else:
-                self.frames_skipped += 1
+        send = self._sendto
+        if send is None:
+            if not self._bind():
                 return False
-        elif keyframe and self._layer_wanted > self._layer_limit:
-            self._layer_limit = self._layer_wanted
+            send = self._sendto
+            assert send is not None
+        if self._pause_reasons:
+            return False
+        rewriter = self._rewriter
         if self.waiting_for_keyframe:
-            if not keyframe:
-                self.frames_dropped += 1
+            if not start:
+                self.packets_dropped += 1
                 return True
             self.waiting_for_keyframe = False
-        if len(self._queue) >= self._capacity:
-            if self.kind == "video":
-                self.frames_dropped += len(self._queue)
-                self._queue.clear()
-                if not keyframe:
-                    self.frames_dropped += 1
-                    self.waiting_for_keyframe = True
-                    self._on_keyframe_needed()
-                    return False
-            else:
-                self._queue.popleft()
+            rewriter.start(p.sequence_number)
+        gate = self.packet_filter
+        if gate is not None and not gate(p):
+            rewriter.drop(p.sequence_number)
+            self.packets_dropped += 1
+            return False
+        out = rewriter.map(p.sequence_number)
+        if out is None:
+            return False
+        ts = (p.timestamp + self._ts_offset) & 0xFFFFFFFF
+        writer = self._writer
+        assert writer is not None
+        data = writer.header(out, ts, p.marker, abs3, level) + p.payload
+        self._sent[out & _SENT_MASK] = (out << 16) | p.sequence_number
+        send(self._protect(data), self._addr)
+        self.packets_forwarded += 1
+        self.bytes_sent += len(data)
+        self.last_timestamp = ts
+        if p.marker:
+            self.frames_forwarded += 1
+            transport = self._transport
+            if (self.kind == "video" and transport is not None
+                    and transport.get_write_buffer_size() > self._send_buffer_limit):
+                # the subscriber's socket backs up: shed video (not audio) until a keyframe
+                self.waiting_for_keyframe = True
                 self.frames_dropped += 1
-        self._queue.append(packet)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+                self._on_keyframe_needed()
         return False
+
+    def _bind(self) -> bool:
+        """Take the subscriber's SRTP session and socket once its DTLS transport is connected."""
+        dtls = self._dtls
+        if dtls is None or self._writer is None or self.readyState != "live":
+            return False
+        if dtls._state != DtlsState.CONNECTED or dtls._tx_srtp is None:
+            return False
+        connection = dtls.transport._connection
+        pair = connection._nominated.get(1)
+        if pair is None:
+            return False
+        protocol = pair.protocol
+        transport = getattr(protocol, "transport", None)
+        if type(protocol) is StunProtocol and transport is not None:
+            self._sendto = transport.sendto
+            self._transport = transport
+        else:  # relayed through TURN: aioice's own (async) send path
+            self._sendto = lambda data, addr: _spawn(protocol.send_data(data, addr))
+            self._transport = None
+        self._addr = pair.remote_addr
+        self._protect = dtls._tx_srtp.protect
+        return True
+
+    def _unbind(self, *_: Any) -> None:
+        self._sendto = None
+        self._transport = None
+        self._protect = _unbound
+
+    def _retransmit(self, out_seq: int) -> None:
+        entry = self._sent[out_seq & _SENT_MASK]
+        source, writer, send = self._source, self._writer, self._sendto
+        if entry < 0 or (entry >> 16) != out_seq or source is None or writer is None or send is None:
+            return
+        p = source.history[(entry & 0xFFFF) & _HISTORY_MASK]
+        if p is None or p.sequence_number != (entry & 0xFFFF):
+            return
+        ts = (p.timestamp + self._ts_offset) & 0xFFFFFFFF
+        abs3 = abs_send_time(time.time())
+        if self._rtx_payload_type is not None:
+            data = writer.header(self._rtx_seq, ts, p.marker, abs3, None,
+                                 payload_type=self._rtx_payload_type, ssrc=self._rtx_ssrc)
+            data += out_seq.to_bytes(2, "big") + p.payload
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+        else:
+            data = writer.header(out_seq, ts, p.marker, abs3, p.extensions.audio_level) + p.payload
+        send(self._protect(data), self._addr)
+        self.retransmissions += 1
+        self.bytes_sent += len(data)
+
+    # ---- pausing -----------------------------------------------------------------------
 
     @property
     def pause_reasons(self) -> frozenset[str]:
@@ -270,56 +348,184 @@ class ForwardTrack(MediaStreamTrack):
         return bool(self._pause_reasons)
 
     def set_paused(self, paused: bool, reason: str) -> None:
-        """Stop (True) or resume (False) forwarding for `reason` ("muted", "audio_only", "weak_link").
+        """Stop (True) or resume (False) forwarding for `reason` ("muted", "audio_only", ...).
 
-        Forwarding resumes when no reason is left; video then resumes at a keyframe.
+        Forwarding resumes when no reason is left; video then resumes at a keyframe (asked for
+        at once), audio at the next packet; the subscriber's sequence continues without a gap.
         """
         was_paused = self.paused
         if paused:
             self._pause_reasons.add(reason)
         else:
             self._pause_reasons.discard(reason)
-        if was_paused == self.paused:
+        if was_paused == self.paused or self.paused:
             return
-        if self.paused:
-            self._queue.clear()
-        elif self.kind == "video":
-            self.waiting_for_keyframe = True
-            if self._started:
-                self._on_keyframe_needed()
+        self.waiting_for_keyframe = True  # audio: its next packet is a start
+        if self.kind == "video" and self._sendto is not None:
+            self._on_keyframe_needed()
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
-        """Next encoded frame; raises MediaStreamError once the track is stopped."""
-        if not self._started:
-            self._started = True
-            if self.waiting_for_keyframe and not self.paused:
-                self._on_keyframe_needed()
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._waiter = asyncio.get_running_loop().create_future()
+    # ---- the aiortc sender it replaces -------------------------------------------------
+
+    def install(self, sender: RTCRtpSender, source: Producer) -> None:
+        """Take over `sender` (this subscriber's m-line) before negotiation starts it.
+
+        Raises RuntimeError if aiortc's sender no longer has the expected internals.
+        """
+        for name in _SENDER_INTERNALS:
+            if not hasattr(sender, name):
+                raise RuntimeError(
+                    f"aiortc RTCRtpSender internals changed: expected {name} (aiortc 1.16)")
+        self._sender = sender
+        self._source = source
+        original_send = sender.send
+        self._aiortc_rtcp = sender._handle_rtcp_packet
+
+        async def send(parameters: Any) -> None:
+            self._configure(sender, parameters)
+            await original_send(parameters)
+
+        sender.send = send  # type: ignore[method-assign]
+        sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
+        sender._run_rtcp = self._run_rtcp  # type: ignore[method-assign]
+        sender._handle_rtcp_packet = self._handle_rtcp  # type: ignore[method-assign]
+        sender._send_keyframe = self._on_keyframe_needed  # type: ignore[method-assign]
+
+    def _configure(self, sender: RTCRtpSender, parameters: Any) -> None:
+        codec = parameters.codecs[0]
+        for c in parameters.codecs:
+            if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == codec.payloadType:
+                self._rtx_payload_type = c.payloadType
+                break
+        ext_ids = {e.uri: e.id for e in parameters.headerExtensions}
+        self._writer = HeaderWriter(sender._ssrc, codec.payloadType, parameters.muxId, ext_ids)
+        self._rtx_ssrc = sender._rtx_ssrc
+        self._cname = parameters.rtcp.cname
+        self._dtls = sender.transport
+        self._dtls.on("statechange", self._unbind)
+
+    async def _run_rtp(self, codec: Any) -> None:
+        sender = self._sender
+        assert sender is not None
+        sender._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
+        self._ended = asyncio.get_running_loop().create_future()
+        try:
+            if self.readyState == "live":
+                await self._ended
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._unbind()
+            sender._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+
+    async def _run_rtcp(self) -> None:
+        sender = self._sender
+        assert sender is not None
+        sender._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
+        ssrc = sender._ssrc
+        try:
+            while True:
+                await asyncio.sleep(0.5 + random.random())
+                ntp, rtp_ts = self._sync_stats()
+                packets: list[Any] = [RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
+                    ntp_timestamp=ntp, rtp_timestamp=rtp_ts,
+                    packet_count=self.packets_forwarded & 0xFFFFFFFF,
+                    octet_count=self.bytes_sent & 0xFFFFFFFF))]
+                sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
+                sender._RTCRtpSender__lsr_time = time.time()  # type: ignore[attr-defined]
+                if self._cname is not None:
+                    packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(
+                        ssrc=ssrc, items=[(1, self._cname.encode("utf8"))])]))
+                await sender._send_rtcp(packets)
+        except asyncio.CancelledError:
+            pass
+        try:
+            await sender._send_rtcp([RtcpByePacket(sources=[ssrc])])
+        finally:
+            sender._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
+
+    def _sync_stats(self) -> tuple[int, int]:
+        """Our counters into aiortc's sender and DTLS stats (getStats, quality); SR times."""
+        sender, dtls = self._sender, self._dtls
+        now = time.time()
+        ntp = int((now + NTP_EPOCH_OFFSET_S) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
+        source = self._source
+        rtp_ts = self.last_timestamp
+        if source is not None and source.last_arrival_s and not self._pause_reasons:
+            rtp_ts = (source.last_timestamp + self._ts_offset
+                      + int((now - source.last_arrival_s) * source.clock_rate)) & 0xFFFFFFFF
+        if sender is not None:
+            sender._RTCRtpSender__packet_count = self.packets_forwarded  # type: ignore[attr-defined]
+            sender._RTCRtpSender__octet_count = self.bytes_sent  # type: ignore[attr-defined]
+            sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
+            sender._RTCRtpSender__rtp_timestamp = rtp_ts  # type: ignore[attr-defined]
+        if dtls is not None:
+            sent = self.packets_forwarded + self.retransmissions
+            d_bytes, d_packets = self.bytes_sent - self._synced[0], sent - self._synced[1]
+            self._synced = (self.bytes_sent, sent)
+            dtls._RTCDtlsTransport__tx_bytes += d_bytes
+            dtls._RTCDtlsTransport__tx_packets += d_packets
+        return ntp, rtp_ts
+
+    async def _handle_rtcp(self, packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            for seq in packet.lost:
+                self._retransmit(seq)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_FIR, RTCP_PSFB_PLI):
+            self.keyframe_requests += 1
+            self._on_keyframe_needed()
+        else:  # receiver reports (RTT, loss into getStats), REMB: aiortc's own handling
+            await self._aiortc_rtcp(packet)
+        for listener in self.rtcp_listeners:
             try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        self.frames_forwarded += 1
-        return self._queue.popleft()
+                listener(packet)
+            except Exception:
+                logger.exception("RTCP listener failed")
+
+    async def recv(self) -> Any:  # never called: the sender's encoder loop is replaced
+        """Wait until stopped, then raise MediaStreamError (packets go out through `forward`)."""
+        while self.readyState == "live":
+            await asyncio.sleep(3600)
+        raise MediaStreamError
 
     def stop(self) -> None:
         super().stop()
-        self._queue.clear()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._unbind()
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+
+_SENDER_INTERNALS = ("_run_rtp", "_run_rtcp", "_handle_rtcp_packet", "_send_rtcp", "_ssrc",
+                     "_rtx_ssrc", "_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited",
+                     "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited",
+                     "_RTCRtpSender__packet_count", "_send_keyframe")
+_SENT_SIZE = 1024
+_SENT_MASK = _SENT_SIZE - 1
+_HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)
+_HISTORY_MASK = _HISTORY_SIZE - 1
+
+
+def _unbound(data: bytes) -> bytes:
+    raise ConnectionError("not connected")
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 class Producer:
-    """One published track: receives encoded frames (via a `ReceiverTap`), fans them out.
+    """One published track: forwards each RTP packet to its consumers, frames to its sinks.
 
-    Fan-out calls `ForwardTrack.push` (bounded, non-blocking) for each consumer and
-    `FrameSink.on_frame` for each sink, so a slow subscriber never delays the others.
-    Keyframe requests from consumers go to the publisher as RTCP PLI, at most one per
-    `keyframe_request_min_interval_s` (later ones coalesce into one at the interval's end).
+    Packets arrive from the publisher's receiver (via `EarlyJitterBuffer.on_packet`, after
+    SRTP, RTX unwrapping and NACK generation) and go to every `ForwardTrack.forward` at once;
+    the work done once per packet (keyframe detection, abs-send-time, history) is done here.
+    Whole frames, still assembled by the jitter buffer, go to `FrameSink.on_frame` (the
+    recorder). Keyframe requests from consumers go to the publisher as RTCP PLI, at most one
+    per `keyframe_request_min_interval_s` (later ones coalesce into one at the interval's end).
     """
 
     def __init__(
@@ -340,52 +546,80 @@ class Producer:
         self.receiver = receiver
         self.muted = False
         self.consumers: set[ForwardTrack] = set()
+        self._fanout: tuple[ForwardTrack, ...] = ()
         self.sinks: list[FrameSink] = []
         self.frames_received = 0
+        self.packets_received = 0
         self.keyframe_requests_sent = 0
         self.codec_parameters: dict[str, Any] = {}
-        # adaptation: what each temporal layer costs (frames carry their layer, see
-        # EarlyJitterBuffer.add) and who goes first when a link is short
+        self.history: list[RtpPacket | None] = [None] * _HISTORY_SIZE
+        self.last_timestamp = 0
+        self.last_arrival_s = 0.0
+        # adaptation (media_server/adaptation.py): what each temporal layer costs, read from
+        # the VP8 payload descriptors, and who goes first when a subscriber's link is short
         self.layer_rates = LayerRateMeter()
+        self.read_vp8_layers = False
         self.priority = 1
-        self._time_base = Fraction(1, clock_rate)
         self._limiter = KeyframeRequestLimiter(keyframe_request_min_interval_s)
         self._deferred: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._layer = 0
+        self._key = False
+
+    def on_rtp(self, p: RtpPacket) -> None:
+        """Forward one RTP packet of the publisher to every consumer (event loop, never blocks)."""
+        self.packets_received += 1
+        self.history[p.sequence_number & _HISTORY_MASK] = p
+        new_timestamp = p.timestamp != self.last_timestamp
+        now = time.time()
+        self.last_timestamp = p.timestamp
+        self.last_arrival_s = now
+        if new_timestamp and self.read_vp8_layers:
+            try:
+                d = parse_descriptor(p.payload)
+                self._layer, self._key = d.temporal_layer, d.keyframe
+            except Vp8DescriptorError:
+                self._layer, self._key = 0, False
+        self.layer_rates.add_packet(len(p.payload), p.timestamp, self._layer, self._key, time.monotonic())
+        if self.muted or not self._fanout:
+            return
+        payload = p.payload
+        if not payload:
+            for consumer in self._fanout:  # padding: no number of its own for anyone
+                consumer._rewriter.drop(p.sequence_number)
+            return
+        start = self.kind == "audio" or starts_keyframe(self.codec, payload, p._data, new_timestamp)  # type: ignore[attr-defined]
+        abs3 = abs_send_time(now)
+        level = p.extensions.audio_level
+        starving = False
+        for consumer in self._fanout:
+            if consumer.forward(p, start, abs3, level):
+                starving = True
+        if starving and p.marker:
+            # someone still waits for a keyframe (its request may predate our first packet or
+            # have been lost): ask again at each frame end; the limiter keeps this to one per interval
+            self.request_keyframe()
 
     def on_encoded(self, codec: Any, frame: Any) -> None:
-        """Take one complete encoded frame (aiortc JitterFrame) from the publisher's receiver."""
+        """Take one complete encoded frame (aiortc JitterFrame) for the frame sinks (recorder)."""
+        self.frames_received += 1
+        if not self.sinks:
+            return
         data: bytes = frame.data
         keyframe = self.kind == "audio" or is_keyframe(self.codec, data)
-        self.frames_received += 1
-        layer, sync = (0, True) if keyframe else getattr(frame, "temporal_layer", (0, False))
-        self.layer_rates.add(len(data), layer, time.monotonic(), keyframe and self.kind == "video")
-        if self.sinks:
-            encoded = EncodedFrame(
-                track_id=self.track_id,
-                kind=self.kind,
-                codec=self.codec,
-                data=data,
-                timestamp=frame.timestamp,
-                clock_rate=self.clock_rate,
-                keyframe=keyframe,
-                received_at=time.time(),
-            )
-            for sink in list(self.sinks):
-                sink.on_frame(encoded)
-        if self.muted or not self.consumers:
-            return
-        packet = av.Packet(data)
-        packet.pts = frame.timestamp
-        packet.time_base = self._time_base
-        starving = False
-        for consumer in self.consumers:
-            starving |= consumer.push(packet, keyframe, layer, sync)
-        if starving:
-            # someone still waits for a keyframe (its request may predate our first packet or
-            # have been lost): ask again; the limiter keeps this to one per interval
-            self.request_keyframe()
+        encoded = EncodedFrame(
+            track_id=self.track_id,
+            kind=self.kind,
+            codec=self.codec,
+            data=data,
+            timestamp=frame.timestamp,
+            clock_rate=self.clock_rate,
+            keyframe=keyframe,
+            received_at=time.time(),
+        )
+        for sink in list(self.sinks):
+            sink.on_frame(encoded)
 
     def set_muted(self, muted: bool) -> None:
         """Stop (True) or resume (False) forwarding to every consumer; video resumes at a keyframe."""
@@ -393,7 +627,7 @@ class Producer:
             return
         self.muted = muted
         for consumer in self.consumers:
-            consumer.set_paused(muted, "muted")  # clears queues; resume waits for a keyframe
+            consumer.set_paused(muted, "muted")
         if not muted and self.kind == "video":
             self.request_keyframe()
 
@@ -402,10 +636,12 @@ class Producer:
         if self.muted:
             consumer.set_paused(True, "muted")
         self.consumers.add(consumer)
+        self._fanout = tuple(self.consumers)
 
     def detach(self, consumer: ForwardTrack) -> None:
         """Stop fanning out to `consumer` (idempotent)."""
         self.consumers.discard(consumer)
+        self._fanout = tuple(self.consumers)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, subject to the per-publisher rate limit."""
@@ -448,15 +684,8 @@ class Producer:
         for consumer in list(self.consumers):
             consumer.stop()
         self.consumers.clear()
+        self._fanout = ()
+        self.history = [None] * _HISTORY_SIZE
         for sink in list(self.sinks):
             sink.on_track_ended(self.track_id)
         self.sinks.clear()
-
-
-def route_keyframe_requests(sender: RTCRtpSender, request: Callable[[], None]) -> None:
-    """Make `sender`'s incoming PLI/FIR call `request` instead of flagging an encoder it lacks."""
-    if not callable(getattr(RTCRtpSender, "_send_keyframe", None)):
-        raise RuntimeError(
-            "aiortc RTCRtpSender internals changed: expected a _send_keyframe method (aiortc 1.16)"
-        )
-    sender._send_keyframe = request  # type: ignore[method-assign]

@@ -51,15 +51,10 @@ from .events import (
     TrackInfo,
     TrackPublished,
 )
-from .forwarding import (
-    EarlyJitterBuffer,
-    ForwardTrack,
-    Producer,
-    ReceiverTap,
-    route_keyframe_requests,
-)
+from .forwarding import EarlyJitterBuffer, ForwardTrack, Producer, ReceiverTap
 from .frames import FrameSink
 from .quality import QualityTotals, summarize
+from .vp8 import TemporalLayerFilter
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +76,7 @@ class _PublishSlot:
     transceiver: RTCRtpTransceiver
     producer: Producer | None = None
     slot: Slot = "video"
-    jitter: EarlyJitterBuffer | None = None
+    buffer: EarlyJitterBuffer | None = None
     upstream: UpstreamRemb = field(default_factory=UpstreamRemb)
 
     def on_frame(self, codec: Any, frame: Any) -> None:
@@ -223,7 +218,7 @@ class Sfu:
                 transceiver.setCodecPreferences(self._publish_capabilities(k))
                 slot = _PublishSlot(kind=k, transceiver=transceiver, slot=slot_name)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
-                slot.jitter = EarlyJitterBuffer.install(transceiver.receiver)
+                slot.buffer = EarlyJitterBuffer.install(transceiver.receiver)
                 slot.upstream.install(transceiver.receiver)
                 peer.slots[slot_name] = slot
                 added = True
@@ -279,18 +274,13 @@ class Sfu:
                 producer = self._producers.get(track_id)
                 if track_id in peer.subscriptions or producer is None:
                     continue
-                track = ForwardTrack(
-                    producer.kind,
-                    track_id,
-                    self.config.video_queue_frames
-                    if producer.kind == "video"
-                    else self.config.audio_queue_frames,
-                    producer.request_keyframe,
-                )
+                track = ForwardTrack(producer.kind, track_id, producer.request_keyframe)
                 transceiver = peer.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
-                route_keyframe_requests(transceiver.sender, producer.request_keyframe)
-                peer.link.watch(transceiver.sender)
+                track.install(transceiver.sender, producer)
+                peer.link.watch(track, transceiver.sender)
+                if producer.kind == "video" and producer.codec == "VP8":
+                    track.packet_filter = TemporalLayerFilter()
                 if peer.video_paused and producer.kind == "video":
                     track.set_paused(True, "audio_only")
                 producer.attach(track)
@@ -362,7 +352,7 @@ class Sfu:
                 transceiver.setCodecPreferences(self._publish_capabilities(kind))
                 slot = _PublishSlot(kind=kind, transceiver=transceiver)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
-                slot.jitter = EarlyJitterBuffer.install(transceiver.receiver)
+                slot.buffer = EarlyJitterBuffer.install(transceiver.receiver)
                 slot.upstream.install(transceiver.receiver)
                 peer.slots[kind] = slot
             answer = await self._answer(peer, offer_sdp)
@@ -386,15 +376,13 @@ class Sfu:
                 producer = by_kind.pop(cast(Kind, m.kind), None) if m.kind in _KINDS else None
                 if producer is None or m.direction not in ("recvonly", "sendrecv"):
                     continue
-                track = ForwardTrack(
-                    producer.kind, producer.track_id,
-                    self.config.video_queue_frames if producer.kind == "video" else self.config.audio_queue_frames,
-                    producer.request_keyframe,
-                )
+                track = ForwardTrack(producer.kind, producer.track_id, producer.request_keyframe)
                 transceiver = peer.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
-                route_keyframe_requests(transceiver.sender, producer.request_keyframe)
-                peer.link.watch(transceiver.sender)
+                track.install(transceiver.sender, producer)
+                peer.link.watch(track, transceiver.sender)
+                if producer.kind == "video" and producer.codec == "VP8":
+                    track.packet_filter = TemporalLayerFilter()
                 producer.attach(track)
                 peer.subscriptions[producer.track_id] = _Subscription(producer, track, transceiver)
             return await self._answer(peer, offer_sdp)
@@ -604,9 +592,11 @@ class Sfu:
             producer.codec_parameters = dict(codec.parameters)
             if slot.slot == "screen":
                 producer.priority = 2  # shared content goes first when a link is short
-            if name == "VP8" and slot.jitter is not None:
-                slot.jitter.read_vp8_layers = True
+            if name == "VP8":
+                producer.read_vp8_layers = True
             slot.producer = producer
+            if slot.buffer is not None:
+                slot.buffer.on_packet = producer.on_rtp
             self._producers[track_id] = producer
             self._emit(TrackPublished(peer.peer_id, track_id, slot.kind, name, SOURCES[slot.slot]))
 
@@ -784,7 +774,9 @@ class Sfu:
         sub = peer.subscriptions.get(d.track_id)
         if sub is None:
             return
-        sub.track.set_max_temporal_layer(None if d.max_layer >= d.layers - 1 else max(0, d.max_layer))
+        gate = sub.track.packet_filter
+        if isinstance(gate, TemporalLayerFilter):
+            gate.set_max_layer(None if d.max_layer >= d.layers - 1 else max(0, d.max_layer))
         sub.track.set_paused(d.max_layer == PAUSED, "weak_link")
         if peer.adapted.get(d.track_id, VideoState.FULL) is not d.state:
             peer.adapted[d.track_id] = d.state

@@ -136,3 +136,65 @@ def temporal_layer(payload: bytes) -> int:
 
 
 __all__ = ["Vp8Descriptor", "Vp8DescriptorError", "parse_descriptor", "temporal_layer"]
+
+
+_ALL_LAYERS = 1 << 8
+
+
+class TemporalLayerFilter:
+    """One subscriber's cut of a VP8 stream's temporal layers: a per-packet gate (sans-I/O).
+
+    Called with every RTP packet of the producer (an object with `payload` and `timestamp`);
+    returns False for packets to leave out, and the forwarder closes the sequence over them.
+    The decision is made once per frame, at its first packet seen. Going down takes effect at
+    the next frame; going up waits for a frame of the next layer with the layer sync bit (Y: it
+    depends on layer 0 only) or a keyframe, one layer at a time, so the subscriber's decoder never
+    gets a frame whose reference it did not get. PictureID and TL0PICIDX pass unchanged: their
+    gaps are what a receiver of a layer-dropping SFU expects (RFC 7741 section 4.5.2).
+    """
+
+    def __init__(self) -> None:
+        self._limit = _ALL_LAYERS
+        self._wanted = _ALL_LAYERS
+        self._frame_ts: int | None = None
+        self._frame_pass = True
+        self.frames_skipped = 0
+
+    def set_max_layer(self, layer: int | None) -> None:
+        """Forward temporal layers 0..`layer` only (None: all)."""
+        self._wanted = _ALL_LAYERS if layer is None else max(0, layer)
+        if self._wanted < self._limit:
+            self._limit = self._wanted
+
+    @property
+    def max_layer(self) -> int | None:
+        """The highest temporal layer forwarded now (None: all)."""
+        return None if self._limit >= _ALL_LAYERS else self._limit
+
+    def __call__(self, packet: object) -> bool:
+        timestamp: int = packet.timestamp  # type: ignore[attr-defined]
+        if timestamp == self._frame_ts:
+            return self._frame_pass
+        self._frame_ts = timestamp
+        try:
+            d = parse_descriptor(packet.payload)  # type: ignore[attr-defined]
+        except Vp8DescriptorError:
+            self._frame_pass = True
+            return True
+        layer = d.temporal_layer
+        if d.keyframe:
+            self._limit = self._wanted
+            ok = True
+        elif layer <= self._limit:
+            ok = True
+        elif d.layer_sync and layer == self._limit + 1 and layer <= self._wanted:
+            self._limit = layer
+            ok = True
+        else:
+            ok = False
+            self.frames_skipped += 1
+        self._frame_pass = ok
+        return ok
+
+
+__all__ += ["TemporalLayerFilter"]

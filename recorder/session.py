@@ -41,9 +41,9 @@ from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, writ
 from recorder.media_file import MediaTrackWriter
 from recorder.wfdb_file import (
     ALARM_SYMBOL,
-    BEAT_AND_EVENT_SYMBOLS,
     WaveformStreamInfo,
     WfdbRecordWriter,
+    beat_and_event_symbols,
 )
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class WaveformSink:
 
     def on_beat(self, sample_index: int, symbol: str = "N") -> None:
         """Record a detected beat with its WFDB symbol ("N", "V"...). Raises ValueError if unknown."""
-        if symbol not in BEAT_AND_EVENT_SYMBOLS:
+        if symbol not in beat_and_event_symbols():
             raise ValueError(f"symbol must be a WFDB annotation symbol, got {symbol!r}")
         self._recorder._enqueue(_Annotate(self.stream_id, sample_index, symbol, ""), 0)
 

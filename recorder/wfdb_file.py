@@ -11,19 +11,26 @@ Runs on the recorder's writer thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import wfdb
-from wfdb.io.annotation import ann_label_table
 
 from waveforms.ranges import IntervalSet
 
 ALARM_SYMBOL = '"'
-BEAT_AND_EVENT_SYMBOLS = frozenset(ann_label_table["symbol"].tolist())
+
+
+@functools.cache
+def beat_and_event_symbols() -> frozenset[str]:
+    """WFDB's annotation symbols. wfdb (and pandas with it) is imported on first use only: a
+    node that forwards media never loads it (idle RSS, issue 17)."""
+    from wfdb.io.annotation import ann_label_table
+
+    return frozenset(ann_label_table["symbol"].tolist())
 _UNITS_RE = re.compile(r"^[^\s()/]+$")
 
 
@@ -254,6 +261,8 @@ class WfdbRecordWriter:
     def _write_annotations(self) -> None:
         ordered = sorted(self._annotations, key=lambda a: a.sample)
         tmp_name = f"{self.record_name}_tmp"
+        import wfdb
+
         wfdb.wrann(
             tmp_name, "atr",
             sample=np.array([a.sample for a in ordered], dtype=np.int64),

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from media_server.events import TrackAdapted
+from media_server.vp8 import TemporalLayerFilter
 from tests.conftest import timeout_s
 from tests.support.rtc_peer import ClientPeer, SfuHarness
 
@@ -83,18 +84,20 @@ async def test_weak_subscriber_alone_loses_layers_then_video_and_gets_them_back(
     carol_track = harness.sfu.forward_track("carol", track)
     bob_track = harness.sfu.forward_track("bob", track)
     assert carol_track is not None and bob_track is not None
-    await wait_until(lambda: carol_track.max_temporal_layer is not None, timeout_s(10), "carol's upper layers cut")
-    skipped0, errors0 = carol_track.frames_skipped, carol.received[track].decode_errors
-    bob_skipped0 = bob_track.frames_skipped
+    carol_gate, bob_gate = carol_track.packet_filter, bob_track.packet_filter
+    assert isinstance(carol_gate, TemporalLayerFilter) and isinstance(bob_gate, TemporalLayerFilter)
+    await wait_until(lambda: carol_gate.max_layer is not None, timeout_s(10), "carol's upper layers cut")
+    skipped0, errors0 = carol_gate.frames_skipped, carol.received[track].decode_errors
+    bob_skipped0 = bob_gate.frames_skipped
     carol0, bob0 = len(cv.frames), len(bv.frames)
     await wait_until(lambda: len(bv.frames) >= bob0 + 40, timeout_s(20), "bob gets 40 more frames")
-    assert carol_track.frames_skipped > skipped0
+    assert carol_gate.frames_skipped > skipped0
     assert len(cv.frames) - carol0 <= 0.7 * 40, "carol was not given fewer frames"  # half or a quarter
     assert carol.received[track].decode_errors == errors0, "what carol got does not decode"
     # bob, on a good link, gets every frame the whole time
     seen = positions(alice, [f.data for f in bv.frames[bob0:]])
     assert seen == list(range(seen[0], seen[0] + len(seen))), "bob lost frames to carol's link"
-    assert bob_track.frames_skipped == bob_skipped0 and not bob_track.paused
+    assert bob_gate.frames_skipped == bob_skipped0 and not bob_track.paused
     # ... and the publisher is not asked for less while bob can take more
     upstream = harness.sfu.upstream_remb(track)
     assert upstream is not None and upstream.cap_bps is not None and upstream.cap_bps > rates[2]

@@ -1,18 +1,23 @@
-"""The aiortc 1.16 seams the forwarder relies on, and the per-subscriber queue policy."""
+"""The aiortc 1.16 seams the forwarder relies on, and per-subscriber RTP rewriting."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import queue
 
 import aiortc
-import av
 import pytest
 from aiortc import RTCRtpReceiver, RTCRtpSender
-from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
 
-from media_server.forwarding import ForwardTrack, ReceiverTap, route_keyframe_requests
+from media_server.forwarding import ForwardTrack, Producer, ReceiverTap
+from media_server.rewrite import (
+    URI_ABS_SEND_TIME,
+    URI_MID,
+    HeaderWriter,
+    SequenceRewriter,
+    starts_keyframe,
+)
 
 
 def test_aiortc_version_is_the_pinned_one() -> None:
@@ -24,13 +29,6 @@ def test_receiver_hands_frames_to_the_decoder_queue() -> None:
     assert "self.__decoder_queue.put((codec, encoded_frame))" in source
     assert "self.__decoder_queue.put(None)" in source
     assert "self.__decoder_queue," in source  # passed to the decoder thread in receive()
-
-
-def test_sender_packs_packets_and_flags_keyframes() -> None:
-    source = inspect.getsource(RTCRtpSender._next_encoded_frame)
-    assert "self.__encoder.pack(data)" in source
-    assert "self._send_keyframe()" in inspect.getsource(RTCRtpSender._handle_rtcp_packet)
-    assert "_retransmit" in inspect.getsource(RTCRtpSender._handle_rtcp_packet)
 
 
 class _Receiver:
@@ -64,90 +62,115 @@ def test_tap_refuses_unknown_receiver_internals() -> None:
         ReceiverTap.install(receiver, lambda c, f: None)  # type: ignore[arg-type]
 
 
-def test_keyframe_requests_are_rerouted_per_sender() -> None:
-    class Sender:
-        pass
-
-    calls: list[int] = []
-    sender = Sender()
-    route_keyframe_requests(sender, lambda: calls.append(1))  # type: ignore[arg-type]
-    sender._send_keyframe()  # type: ignore[attr-defined]
-    assert calls == [1]
+def test_sender_internals_the_forwarder_takes_over() -> None:
+    source = inspect.getsource(RTCRtpSender.send)
+    assert "self._run_rtp(" in source and "self._run_rtcp()" in source
+    assert "self.__rtp_exited.wait()" in inspect.getsource(RTCRtpSender.stop)
+    assert "self.__jitter_buffer.add(packet)" in inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
 
 
-def packet(n: int) -> av.Packet:
-    p = av.Packet(bytes([n]))
-    p.pts = n
+def rtp(seq: int, ts: int = 3000, marker: int = 0, payload: bytes = b"\x10\x00abc") -> RtpPacket:
+    p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=marker, payload=payload)
+    p._data = payload[1:]  # type: ignore[attr-defined]  # what aiortc's VP8 depayloader leaves
     return p
 
 
-async def test_video_waits_for_keyframe_then_forwards_in_order() -> None:
+class _Wire:
+    """The transport seam: what a ForwardTrack hands to its socket, SRTP left out."""
+
+    def __init__(self, track: ForwardTrack, ext_ids: dict[str, int] | None = None) -> None:
+        self.sent: list[RtpPacket] = []
+        self.ids = ext_ids or {URI_MID: 1, URI_ABS_SEND_TIME: 2}
+        track._writer = HeaderWriter(0x1234, 100, "3", self.ids)
+        track._sendto = lambda data, addr: self.sent.append(self._parse(data))
+        track._protect = lambda data: data
+
+    def _parse(self, data: bytes) -> RtpPacket:
+        from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+        from aiortc.rtp import HeaderExtensionsMap
+
+        m = HeaderExtensionsMap()
+        m.configure(RTCRtpParameters(headerExtensions=[
+            RTCRtpHeaderExtensionParameters(id=i, uri=u) for u, i in self.ids.items()]))
+        return RtpPacket.parse(data, m)
+
+
+def test_forwarded_packets_are_rewritten_with_payload_unchanged() -> None:
     requests: list[int] = []
-    track = ForwardTrack("video", "t", 4, lambda: requests.append(1))
-    track.push(packet(1), keyframe=False)
-    track.push(packet(2), keyframe=True)
-    track.push(packet(3), keyframe=False)
-    assert track.frames_dropped == 1
-    first = await track.recv()  # first read asks for a keyframe? no: one is already queued
-    assert bytes(first) == b"\x02" and bytes(await track.recv()) == b"\x03"
-    assert requests == []
+    track = ForwardTrack("video", "t", lambda: requests.append(1))
+    wire = _Wire(track)
+    keyframe = rtp(500, payload=b"\x10\x00keyframe")
+    assert track.forward(rtp(499, payload=b"\x10\x01delta"), False, b"\x01\x02\x03", None) is True
+    assert wire.sent == []  # waiting for a keyframe: asks for one
+    for p, start in ((keyframe, True), (rtp(501, marker=1), False), (rtp(502, ts=6000), False)):
+        track.forward(p, start, b"\x01\x02\x03", None)
+    first, second, third = wire.sent
+    assert first.payload == b"\x10\x00keyframe" and first.ssrc == 0x1234 and first.payload_type == 100
+    assert [second.sequence_number, third.sequence_number] == [
+        (first.sequence_number + 1) & 0xFFFF, (first.sequence_number + 2) & 0xFFFF]
+    assert third.timestamp - first.timestamp == 3000 and second.marker == 1
+    assert first.extensions.mid == "3" and first.extensions.abs_send_time == 0x010203
 
 
-async def test_first_read_without_keyframe_asks_for_one() -> None:
+def test_packets_a_gate_drops_leave_no_gap_and_late_packets_keep_their_number() -> None:
+    track = ForwardTrack("video", "t", lambda: None)
+    wire = _Wire(track)
+    track.packet_filter = lambda p: p.sequence_number != 11
+    for seq in (10, 11, 13, 12, 14):  # 12 arrives late (a publisher retransmission)
+        track.forward(rtp(seq), seq == 10, b"\x00\x00\x00", None)
+    numbers = [p.sequence_number - wire.sent[0].sequence_number for p in wire.sent]
+    assert numbers == [0, 2, 1, 3]  # 10, 13, 12, 14: 11 left out without a hole
+
+
+def test_resume_after_pause_waits_for_a_keyframe_and_continues_the_sequence() -> None:
     requests: list[int] = []
-    track = ForwardTrack("video", "t", 4, lambda: requests.append(1))
-    reader = asyncio.ensure_future(track.recv())
-    await asyncio.sleep(0)
-    assert requests == [1]
-    track.push(packet(7), keyframe=True)
-    assert bytes(await reader) == b"\x07"
-
-
-async def test_full_video_queue_skips_to_next_keyframe() -> None:
-    requests: list[int] = []
-    track = ForwardTrack("video", "t", 3, lambda: requests.append(1))
-    track.push(packet(0), keyframe=True)
-    for n in range(1, 3):
-        track.push(packet(n), keyframe=False)
-    track.push(packet(3), keyframe=False)  # overflow: queue emptied, wait for keyframe
-    assert requests == [1] and track.waiting_for_keyframe
-    track.push(packet(4), keyframe=False)
-    track.push(packet(5), keyframe=True)
-    assert bytes(await track.recv()) == b"\x05"
-    assert track.frames_dropped == 5
-
-
-async def test_full_audio_queue_drops_oldest() -> None:
-    track = ForwardTrack("audio", "t", 2, lambda: None)
-    for n in range(4):
-        track.push(packet(n), keyframe=True)
-    assert [bytes(await track.recv()) for _ in range(2)] == [b"\x02", b"\x03"]
-
-
-async def test_pause_reasons_are_independent_and_resume_waits_for_keyframe() -> None:
-    requests: list[int] = []
-    track = ForwardTrack("video", "t", 4, lambda: requests.append(1))
-    track.push(packet(0), keyframe=True)
-    await track.recv()
+    track = ForwardTrack("video", "t", lambda: requests.append(1))
+    wire = _Wire(track)
+    track.forward(rtp(1), True, b"\x00\x00\x00", None)
     track.set_paused(True, "muted")
     track.set_paused(True, "audio_only")
     track.set_paused(False, "muted")
-    assert track.paused
-    track.push(packet(1), keyframe=True)
+    track.forward(rtp(2), True, b"\x00\x00\x00", None)
+    assert track.paused and len(wire.sent) == 1
     track.set_paused(False, "audio_only")
-    assert not track.paused and requests == [1]
-    track.push(packet(2), keyframe=False)
-    track.push(packet(3), keyframe=True)
-    assert bytes(await track.recv()) == b"\x03"
+    assert requests == [1]
+    track.forward(rtp(900), False, b"\x00\x00\x00", None)
+    track.forward(rtp(901), True, b"\x00\x00\x00", None)
+    assert len(wire.sent) == 2
+    assert wire.sent[1].sequence_number == (wire.sent[0].sequence_number + 1) & 0xFFFF
 
 
-async def test_stop_ends_a_waiting_reader() -> None:
-    track = ForwardTrack("audio", "t", 2, lambda: None)
-    reader = asyncio.ensure_future(track.recv())
-    await asyncio.sleep(0)
-    track.stop()
-    with pytest.raises(MediaStreamError):
-        await reader
+def test_nack_is_answered_from_the_producers_history_as_rtx() -> None:
+    producer = Producer("t", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+    track = ForwardTrack("video", "t", lambda: None)
+    wire = _Wire(track)
+    track._source = producer
+    track._rtx_payload_type, track._rtx_ssrc = 101, 0x5678
+    producer.attach(track)
+    for seq in (7, 8):
+        producer.on_rtp(rtp(seq, payload=b"\x10\x00" + bytes([seq])))
+    lost = wire.sent[1].sequence_number
+    track._retransmit(lost)
+    rtx = wire.sent[2]
+    assert rtx.payload_type == 101 and rtx.ssrc == 0x5678
+    assert rtx.payload == lost.to_bytes(2, "big") + b"\x10\x00\x08"
+
+
+def test_sequence_rewriter_wraps_around() -> None:
+    r = SequenceRewriter(0xFFFE)
+    r.start(0xFFF0)
+    assert [r.map(s) for s in (0xFFF0, 0xFFF1, 0xFFF2)] == [0xFFFE, 0xFFFF, 0]
+    r.drop(0xFFF3)
+    assert r.map(0xFFF4) == 1 and r.map(0xFFF3) is None and r.map(0xFFF4) is None
+
+
+def test_keyframe_starts_are_found_per_packet() -> None:
+    assert starts_keyframe("VP8", b"\x10\x00", b"\x00", True)
+    assert not starts_keyframe("VP8", b"\x10\x00", b"\x01", True)  # P bit: an interframe
+    assert not starts_keyframe("VP8", b"\x00\x00", b"\x00", True)  # not a partition start
+    sps = b"\x00\x00\x00\x01\x67\x42"
+    assert starts_keyframe("H264", b"", sps, True) and not starts_keyframe("H264", b"", sps, False)
+    assert starts_keyframe("opus", b"x", b"x", False)
 
 
 def test_early_jitter_buffer_passes_frames_on_when_complete():

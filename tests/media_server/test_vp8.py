@@ -49,3 +49,31 @@ def test_truncated_descriptors_are_refused(payload: bytes) -> None:
     with pytest.raises(Vp8DescriptorError):
         parse_descriptor(payload)
     assert temporal_layer(payload) == 0  # the fast path never raises
+
+
+class _Packet:
+    def __init__(self, timestamp: int, tid: int, sync: bool, key: bool = False, start: bool = True) -> None:
+        self.timestamp = timestamp
+        descr = bytes(VpxPayloadDescriptor(partition_start=int(start), partition_id=0, picture_id=timestamp,
+                                           tl0picidx=0, tid=(tid, int(sync))))
+        self.payload = descr + (b"\x00" if key else b"\x01") + b"\x00" * 10
+
+
+def test_temporal_layer_filter_drops_upper_layers_and_climbs_at_sync_frames() -> None:
+    from media_server.vp8 import TemporalLayerFilter
+
+    pattern = [(0, True), (2, True), (1, True), (2, False)] * 4  # L1T3 as browsers send it
+    gate = TemporalLayerFilter()
+    assert all(gate(_Packet(i, *pattern[i])) for i in range(4))  # everything by default
+    gate.set_max_layer(0)
+    passed = [i for i in range(4, 16) if gate(_Packet(i, *pattern[i]))]
+    assert passed == [4, 8, 12] and gate.frames_skipped == 9
+    # a frame's later packets follow its first
+    assert not gate(_Packet(13, 2, True, start=False))
+    gate.set_max_layer(2)  # up one layer at a time, each at a frame with the sync bit
+    passed = [i for i in range(16, 32) if gate(_Packet(i, *pattern[i % 16]))]
+    assert passed[:3] == [16, 17, 18] or passed[:2] == [16, 18]
+    assert passed[-4:] == [28, 29, 30, 31]
+    gate.set_max_layer(0)
+    gate.set_max_layer(2)
+    assert gate(_Packet(40, 0, False, key=True)) and gate.max_layer == 2  # a keyframe: all wanted at once

@@ -38,9 +38,14 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -
 
 
 def positions(publisher: ClientPeer, frames: list[bytes]) -> list[int]:
+    """Where each received frame is in what the publisher sent. A frame cut by a pause that
+    began in its middle matches nothing (the forwarder closes the sequence over its tail and an
+    aiortc receiver hands it on without its marker packet): at most one per pause."""
     assert publisher.video_source is not None
     index = {f.data: i for i, f in enumerate(publisher.video_source.sent)}
-    return [index[d] for d in frames]
+    found = [index.get(d) for d in frames]
+    assert found.count(None) <= 2, f"{found.count(None)} frames differ from everything sent"
+    return [i for i in found if i is not None]
 
 
 async def test_weak_subscriber_alone_loses_layers_then_video_and_gets_them_back(harness: SfuHarness) -> None:

@@ -10,7 +10,7 @@ def test_start_then_remb_then_stale_climb() -> None:
     assert bwe.estimate(0.0).source == "start" and bwe.estimate(0.0).bitrate_bps == 300_000
     bwe.on_remb(150_000, 1.0)
     assert bwe.estimate(1.0).source == "unconfirmed"  # a low REMB without loss binds nothing
-    bwe.on_receiver_report(0.05, None, 1.0)
+    bwe.on_receiver_report(0.11, None, 1.0)
     e = bwe.estimate(2.5)
     assert (e.bitrate_bps, e.source, e.remb_bps) == (150_000, "remb", 150_000)
     # no more loss: 2 s later the bound climbs 25 %/s, even while low REMBs keep coming
@@ -20,10 +20,10 @@ def test_start_then_remb_then_stale_climb() -> None:
     e = bwe.estimate(7.0)
     assert e.source == "probe" and 150_000 * 2.4 < e.bitrate_bps < 150_000 * 2.5
     # a REMB right after a loss report lowers it again
-    bwe.on_receiver_report(0.04, None, 8.0)
+    bwe.on_receiver_report(0.12, None, 8.0)
     bwe.on_remb(90_000, 8.5)
     assert bwe.estimate(8.5).bitrate_bps == 60_000  # the REMB at the loss report
-    bwe.on_receiver_report(0.03, None, 9.0)
+    bwe.on_receiver_report(0.12, None, 9.0)
     bwe.on_remb(50_000, 9.5)
     assert bwe.estimate(9.5).bitrate_bps == 50_000
 
@@ -33,7 +33,9 @@ def test_delay_without_loss_is_not_a_narrow_link() -> None:
     bwe.on_remb(50_000, 0.0)  # aiortc's estimator on a busy CPU
     bwe.on_receiver_report(0.0, 0.4, 0.5)
     assert bwe.estimate(1.0).bitrate_bps > 1_000_000
-    bwe.on_receiver_report(0.04, 0.4, 1.5)  # loss confirms it
+    bwe.on_receiver_report(0.05, 0.4, 1.2)  # random loss does not confirm it
+    assert bwe.estimate(1.3).bitrate_bps > 1_000_000
+    bwe.on_receiver_report(0.12, 0.4, 1.5)  # an overflowing queue does
     assert bwe.estimate(1.6).bitrate_bps == 50_000
     assert bwe.estimate(11.0).source == "probe"  # 9.5 s since the loss: climbing
     assert bwe.estimate(12.0).source == "unconfirmed"  # 10.5 s without loss
@@ -56,7 +58,7 @@ def test_loss_cuts_and_low_loss_lets_it_grow_back() -> None:
 def test_estimate_is_clamped() -> None:
     bwe = BandwidthEstimator(BweConfig(min_bps=20_000))
     bwe.on_remb(0, 0.0)
-    bwe.on_receiver_report(0.05, None, 0.0)
+    bwe.on_receiver_report(0.12, None, 0.0)
     assert bwe.estimate(0.1).bitrate_bps == 20_000
 
 

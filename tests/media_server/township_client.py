@@ -22,7 +22,7 @@ from tests.support.rtc_peer import ClientPeer
 
 async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any]:
     ws = await WsClient.connect(url)
-    peer = ClientPeer("township", host_addresses=(address,))
+    peer = ClientPeer("township", host_addresses=(address,), audio_every_packet=True)
     me = MediaParticipant(ws, peer)
     adapted: list[dict[str, Any]] = []
     answer_offers = ws.on_message

@@ -50,7 +50,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from media_server import ice
 from media_server.config import MediaConfig
 from media_server.events import MediaEvent, OfferReady, TrackPublished
-from media_server.forwarding import ReceiverTap
+from media_server.forwarding import EarlyJitterBuffer, ReceiverTap
 from media_server.keyframes import is_keyframe
 
 VIDEO_CLOCK_HZ = 90000
@@ -354,6 +354,7 @@ class ClientPeer:
         drop_every_nth_rtp: int | None = None,
         host_addresses: tuple[str, ...] = ("127.0.0.1",),
         ice_servers: list[dict[str, Any]] | None = None,
+        audio_every_packet: bool = False,
     ) -> None:
         from aiortc import RTCIceServer
 
@@ -376,6 +377,9 @@ class ClientPeer:
         self.rtp_dropped = 0
         self.rtx_received = 0
         self.host_addresses = host_addresses
+        # count every Opus packet that arrives, as a browser's NetEq plays each one (aiortc's
+        # audio jitter buffer gives up whole runs of packets after a single loss)
+        self.audio_every_packet = audio_every_packet
         self.received: dict[str, ReceivedTrack] = {}
         self.rejected_mids: set[str] = set()
         self.answers = 0
@@ -538,6 +542,8 @@ class ClientPeer:
             self._changed.set()
 
         ReceiverTap.install(transceiver.receiver, on_frame)
+        if self.audio_every_packet and transceiver.kind == "audio":
+            EarlyJitterBuffer.install(transceiver.receiver)
 
     def _decode(self, received: ReceivedTrack, codec: str, data: bytes) -> None:
         if received._decoder is None:

@@ -3,7 +3,7 @@ fewer temporal layers, then no video, then everything back (from a keyframe), wh
 subscriber gets every frame and the publisher is asked for less only once nobody can use more.
 
 The narrow link is what the weak subscriber's receiver says in its REMB (`ClientPeer.remb_bps`,
-as a browser behind such a link says it) with some loss (every 25th packet dropped on arrival:
+as a browser behind such a link says it) with some loss (every 8th packet dropped on arrival:
 a REMB binds only when loss confirms it); the packets themselves travel real sockets. Real
 shaped links are in test_weak_network.py.
 """
@@ -52,8 +52,9 @@ async def test_weak_subscriber_alone_loses_layers_then_video_and_gets_them_back(
     alice = await harness.join(ClientPeer("alice", video_codec="VP8", fps=15, video_size=(320, 192),
                                           video_bitrate_bps=400_000, temporal_layers=True))
     bob = await harness.join(ClientPeer("bob"))
-    # a narrow link loses packets as well as delaying them: 1 in 25 (NACK repairs them)
-    carol = await harness.join(ClientPeer("carol", decode=True, drop_every_nth_rtp=25))
+    # a narrow link loses packets as well as delaying them: 1 in 8 (NACK repairs them; 12.5 %
+    # confirms the REMB, bwe.confirm_loss, without the loss-based cut above 15 %)
+    carol = await harness.join(ClientPeer("carol", decode=True, drop_every_nth_rtp=8))
     track = (await harness.publish("alice", VIDEO, timeout_s(10)))["video"]
     for name in ("bob", "carol"):
         await harness.sfu.subscribe(name, [track])
@@ -96,7 +97,7 @@ async def test_weak_subscriber_alone_loses_layers_then_video_and_gets_them_back(
     bob_skipped0 = bob_gate.frames_skipped
     carol0, bob0 = len(cv.frames), len(bv.frames)
     await wait_until(lambda: len(bv.frames) >= bob0 + 40, timeout_s(20), "bob gets 40 more frames")
-    assert carol_gate.frames_skipped > skipped0
+    assert carol_gate.frames_skipped > skipped0 or carol_track.paused  # fewer layers, or none for a while
     assert len(cv.frames) - carol0 <= 0.7 * 40, "carol was not given fewer frames"  # half or a quarter
     assert carol.received[track].decode_errors == errors0, "what carol got does not decode"
     # bob, on a good link, gets every frame the whole time
@@ -130,7 +131,7 @@ async def test_weak_subscriber_alone_loses_layers_then_video_and_gets_them_back(
     await wait_until(lambda: bool(resumed()), timeout_s(15),
                      f"carol's video resumes {harness.sfu.bandwidth('carol')} {harness.sfu.adaptation('carol', track)}")
     resumed_s = asyncio.get_running_loop().time() - recovered
-    # the relay resumes at a keyframe; carol's own loss (1 in 25) may complete a delta frame
+    # the relay resumes at a keyframe; carol's own loss (1 in 8) may complete a delta frame
     # before the retransmission completes that keyframe, so look at the first few
     await wait_until(lambda: len(resumed()) >= 3, timeout_s(10), "carol gets a few frames")
     assert any(cv.frames[i].keyframe for i in resumed()[:3]), "resuming must start at a keyframe"
@@ -142,7 +143,7 @@ async def test_a_publisher_is_asked_for_less_only_when_no_subscriber_can_use_mor
     alice = await harness.join(ClientPeer("alice", video_codec="VP8", fps=15, video_size=(320, 192),
                                           video_bitrate_bps=400_000, temporal_layers=True))
     bob = await harness.join(ClientPeer("bob"))
-    carol = await harness.join(ClientPeer("carol", drop_every_nth_rtp=25))
+    carol = await harness.join(ClientPeer("carol", drop_every_nth_rtp=8))
     carol.remb_bps = 120_000
     track = (await harness.publish("alice", VIDEO, timeout_s(10)))["video"]
     await harness.sfu.subscribe("carol", [track])

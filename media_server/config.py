@@ -35,9 +35,8 @@ class MediaConfig:
     - `keyframe_request_min_interval_s`: at most one keyframe request per publisher per interval;
       requests inside it are coalesced into one sent at its end.
     - `video_codecs` / `audio_codecs`: mime subtypes a publisher may send, in preference order.
-    - `video_queue_frames` / `audio_queue_frames`: per-subscriber queue bound; a full video queue
-      is emptied and the subscriber waits for the next keyframe, a full audio queue drops its
-      oldest frame.
+    - `video_queue_frames` / `audio_queue_frames`: unused since packets are forwarded as they
+      arrive, without a queue per subscriber (issue 17); kept so existing configurations load.
     - `quality_interval_s`: period of `QualityReport` events per peer; 0 disables the reports
       (`Sfu.quality()` then stays None).
     - `adaptation_interval_s`: how often each subscriber's tracks are fitted to its bandwidth

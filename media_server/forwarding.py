@@ -271,7 +271,11 @@ class ForwardTrack(MediaStreamTrack):
         assert writer is not None
         data = writer.header(out, ts, p.marker, abs3, level) + p.payload
         self._sent[out & _SENT_MASK] = (out << 16) | p.sequence_number
-        send(self._protect(data), self._addr)
+        try:
+            send(self._protect(data), self._addr)
+        except Exception:  # the subscriber's transport closed under us: stop sending to it
+            self._unbind()
+            return False
         self.packets_forwarded += 1
         self.bytes_sent += len(data)
         self.last_timestamp = ts
@@ -391,6 +395,8 @@ class ForwardTrack(MediaStreamTrack):
         sender._send_keyframe = self._on_keyframe_needed  # type: ignore[method-assign]
 
     def _configure(self, sender: RTCRtpSender, parameters: Any) -> None:
+        if self._writer is not None:  # aiortc calls send() again on every renegotiation
+            return
         codec = parameters.codecs[0]
         for c in parameters.codecs:
             if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == codec.payloadType:

@@ -157,8 +157,10 @@ class Sfu:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState == "failed" and not peer.closed:
-                self._spawn(self._fail_peer(peer_id, "connection failed (ICE/DTLS)"))
+            # "closed" that we did not ask for: aiortc shuts a connection down itself when its
+            # transports end (ICE consent expired, DTLS closed by the peer)
+            if pc.connectionState in ("failed", "closed") and not peer.closed:
+                self._spawn(self._fail_peer(peer_id, f"connection {pc.connectionState} (ICE/DTLS)"))
 
         if self.config.quality_interval_s > 0:
             peer.quality_task = asyncio.ensure_future(self._run_quality(peer))

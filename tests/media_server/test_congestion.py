@@ -122,6 +122,7 @@ async def test_weak_subscriber_alone_loses_layers_then_video_and_gets_them_back(
     # at a keyframe, and climbs back to every layer
     full = adapted("full")
     carol.remb_bps = None
+    carol.drop_every_nth_rtp = None
     recovered = asyncio.get_running_loop().time()
     before = max(positions(alice, [f.data for f in cv.frames]))
 

@@ -562,7 +562,6 @@ class ClientPeer:
             return
         dtls = transceivers[0].receiver.transport
         original = dtls._handle_rtp_data
-        nth = self.drop_every_nth_rtp
         rtx_types: set[int] = set()
 
         async def lossy(data: bytes, arrival_time_ms: int) -> None:
@@ -580,7 +579,8 @@ class ClientPeer:
                 ssrc = int.from_bytes(data[8:12], "big")
                 count = self._media_packets.get(ssrc, 0) + 1
                 self._media_packets[ssrc] = count
-                if count % nth == 0:
+                nth = self.drop_every_nth_rtp  # may be changed (None: the loss stops)
+                if nth and count % nth == 0:
                     self.rtp_dropped += 1
                     return
             await original(data, arrival_time_ms)

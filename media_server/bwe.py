@@ -39,8 +39,8 @@ class BweConfig:
     start_bps: int = 1_500_000  # before the first REMB: no guess pauses anything (REMB comes in ~1 s)
     min_bps: int = 20_000
     max_bps: int = 20_000_000
-    remb_stale_s: float = 2.0  # no REMB for this long: nothing measures the path
-    probe_growth_per_s: float = 0.4  # how fast the bound climbs when no loss is reported
+    remb_stale_s: float = 1.0  # no loss for this long: the bound starts to climb
+    probe_growth_per_s: float = 0.6  # how fast the bound climbs when no loss is reported
     loss_low: float = 0.02
     loss_high: float = 0.15  # random loss NACK repairs (5-14 %) is not congestion
     loss_growth: float = 1.05  # per receiver report below loss_low

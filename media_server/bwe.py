@@ -43,7 +43,7 @@ class BweConfig:
     probe_growth_per_s: float = 0.6  # how fast the bound climbs when no loss is reported
     loss_low: float = 0.02
     loss_high: float = 0.15  # random loss NACK repairs (5-14 %) is not congestion
-    loss_growth: float = 1.05  # per receiver report below loss_low
+    loss_growth: float = 1.5  # per receiver report below loss_low (about 1 per s): back within seconds
     loss_memory_s: float = 10.0  # REMB binds for this long after loss was last reported
     confirm_loss: float = 0.10  # the loss that confirms a REMB: a queue overflowing, not noise
 

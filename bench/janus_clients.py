@@ -21,7 +21,7 @@ import websockets
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
-from bench.sfu_clients import LightSubscriber, Records, _Stream, frame_key
+from bench.sfu_clients import LightSubscriber, Records, _Stream, frame_key, stop_on_request
 
 ROOM_ID = 1234
 _transactions = itertools.count(1)
@@ -195,8 +195,6 @@ class JanusSubscriber(LightSubscriber):
 
 async def run_worker(spec: dict[str, Any]) -> None:
     """The Janus form of `bench.sfu_clients._run` (same READY/STOP/DONE protocol on stdio)."""
-    import sys
-
     from bench.sfu_clients import zero_timestamp_origin
     from bench.sfu_experiments import large_receive_buffers
     from clients.publish import PacketTrack, PlaybackClock, iter_packets, plan_streams
@@ -254,12 +252,4 @@ async def run_worker(spec: dict[str, Any]) -> None:
                 break
             await asyncio.sleep(0.1)
         print("READY", flush=True)
-    line = await loop.run_in_executor(None, sys.stdin.readline)
-    if not line.startswith("STOP"):
-        records.errors.append(f"unexpected control line {line!r}")
-    stop.set()
-    stop_future.set_result(None)
-    done = await asyncio.gather(*tasks, return_exceptions=True)
-    records.errors += [repr(e) for e in done if isinstance(e, BaseException)]
-    Path(spec["out"]).write_text(json.dumps(records.to_json()))
-    print("DONE", flush=True)
+    await stop_on_request(records, stop, stop_future, tasks, Path(spec["out"]))

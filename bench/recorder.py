@@ -9,6 +9,11 @@ time, or as fast as possible with --fast, with timestamps as if real time) plus 
 phases so each gets its own figure. CPU is process CPU time (all threads, including feeding) per
 stream-second of recording, in % of one core. Prints figures and writes JSON; never asserts.
 
+The safety phase (`--safety`) records the same video (plus one waveform) with each fsync policy
+and with AES-256-GCM and SM4-GCM encryption, as fast as the recorder goes, and measures the AEAD
+cost per MB and the offline remux / EDF+ steps in CPU time (wall time on a busy machine says
+little; rerun on a quiet one). fsync cost is mostly wall time waiting on the disk, shown too.
+
 The HTTP phase (`--http-sessions`) runs a real node and downloads through it: listing K
 sessions, Range reads of 64 KiB, 1 MiB and 8 MiB, and the whole file of `--http-file-mb` MB, each
 with its wall time and the worst event-loop lag seen meanwhile (files are streamed by aiohttp's
@@ -25,12 +30,14 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 from media_server.frames import EncodedFrame
-from recorder import RecorderConfig, SessionRecorder, WaveformStreamInfo
+from recorder import RecorderConfig, SessionRecorder, WaveformStreamInfo, crypto, edf_export, remux
+from recorder.crypto import MasterKey
 
 FPS = 30
 
@@ -73,9 +80,9 @@ def _dir_bytes(directory: Path) -> int:
 
 
 async def run_phase(root: Path, n_video: int, n_wave: int, seconds: float, fast: bool,
-                    clip: list[tuple[bytes, bool]]) -> dict[str, float | str]:
-    """Record one phase; returns CPU, throughput and backlog figures."""
-    rec = SessionRecorder(RecorderConfig(root), room="bench")
+                    clip: list[tuple[bytes, bool]], **config: Any) -> dict[str, float | str]:
+    """Record one phase (RecorderConfig fields in `config`); returns CPU, throughput and backlog figures."""
+    rec = SessionRecorder(RecorderConfig(root, **config), room="bench")
     directory = rec.start("bench")
     t0 = time.time()
     video = [rec.add_track(f"v{i}", f"p{i}", "video", "VP8") for i in range(n_video)]
@@ -127,7 +134,59 @@ async def run_phase(root: Path, n_video: int, n_wave: int, seconds: float, fast:
         "loop_lag_max_ms": 1000 * max(lags, default=0.0),
         "loop_lag_p99_ms": 1000 * float(np.percentile(lags, 99)) if lags else 0.0,
         "stop_reason": manifest.stop_reason or "",
+        "fsyncs": rec._writer.fsyncs if rec._writer is not None else 0,
+        "fsync_wall_ms": 1000 * rec._writer.fsync_s if rec._writer is not None else 0.0,
+        "directory": str(directory),
     }
+
+
+def _cpu(fn: Any) -> tuple[float, Any]:
+    c0 = time.process_time()
+    out = fn()
+    return time.process_time() - c0, out
+
+
+async def safety_phase(root: Path, n_video: int, seconds: float, clip: list[tuple[bytes, bool]]) -> dict[str, object]:
+    """What keeping recordings safe costs: fsync policies and encryption on the recording path
+    (CPU per stream-second, as fast as the recorder goes), raw AEAD cost per MB, and the offline
+    steps: remux to one file per participant and EDF+ export (CPU s per recorded minute)."""
+    master = MasterKey(bytes(range(32)))
+    variants: dict[str, dict[str, Any]] = {
+        "plain_fsync_none": {}, "plain_fsync_second": {"fsync": "second"},
+        "plain_fsync_cluster": {"fsync": "cluster"},
+        "aes_256_gcm": {"master_key": master}, "sm4_gcm": {"master_key": master, "encryption_algorithm": "sm4-gcm"},
+    }
+    out: dict[str, object] = {}
+    for name, config in variants.items():
+        r = await run_phase(root / name, n_video, 1, seconds, False, clip, **config)  # real time: fsync "second" is by the clock
+        out[name] = {k: r[k] for k in ("cpu_percent_per_stream", "cpu_s", "wall_s", "fsyncs", "fsync_wall_ms",
+                                       "disk_bytes")}
+        if name == "plain_fsync_none":
+            directory = Path(str(r["directory"]))
+            remux_cpu, _ = _cpu(lambda d=directory: remux.remux_participants(d))
+            edf_cpu, _ = _cpu(lambda d=directory: edf_export.export_session(d))
+            minutes = seconds / 60.0
+            out["remux_cpu_s_per_stream_minute"] = remux_cpu / (n_video * minutes)
+            out["edf_cpu_s_per_record_minute"] = edf_cpu / minutes
+    data = np.random.default_rng(2).bytes(16 * 1024 * 1024)
+    for alg in ("aes-256-gcm", "sm4-gcm"):
+        key = crypto.SessionKey.new(master, alg)
+        path = root / f"raw-{alg}"
+
+        def write(p: Path = path, k: crypto.SessionKey = key) -> None:
+            with crypto.EncryptedFile(p, "x", key=k) as f:
+                for i in range(0, len(data), 4096):
+                    f.write(data[i:i + 4096])
+
+        def read(p: Path = path) -> bytes:
+            with crypto.EncryptedFile(p, "r", master=master) as f:
+                return bytes(f.read())
+        w_cpu, _ = _cpu(write)
+        r_cpu, back = _cpu(read)
+        assert back == data
+        out[f"{alg}_write_cpu_ms_per_mb"] = 1000 * w_cpu / 16
+        out[f"{alg}_read_cpu_ms_per_mb"] = 1000 * r_cpu / 16
+    return out
 
 
 async def amain(args: argparse.Namespace) -> dict[str, object]:
@@ -146,6 +205,8 @@ async def amain(args: argparse.Namespace) -> dict[str, object]:
         if args.waveforms:
             results["waveforms"] = await run_phase(Path(tmp), 0, args.waveforms, args.seconds,
                                                    args.fast, clip)
+        if args.safety:
+            results["safety"] = await safety_phase(Path(tmp) / "safety", max(1, args.video), args.seconds, clip)
         if args.http_sessions:
             results["http"] = await http_phase(Path(tmp) / "http", args.http_sessions, args.http_file_mb)
     results["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -233,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-sessions", type=int, default=0,
                    help="also measure the HTTP service: list this many sessions, Range reads")
     p.add_argument("--http-file-mb", type=float, default=64.0, help="size of the file read in ranges")
+    p.add_argument("--safety", action="store_true",
+                   help="also measure fsync policies, encryption (AES-256-GCM, SM4-GCM), remux and EDF+ export")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = p.parse_args(argv)
     results = asyncio.run(amain(args))
@@ -245,6 +308,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['max_pending_bytes'] / 1e3:.0f} kB, loop lag max {r['loop_lag_max_ms']:.1f} ms"
                   + (f", {r['media_mbit_s_per_video_stream']:.2f} Mbit/s per stream"
                      if phase == "video" else ""))
+    s = results.get("safety")
+    if isinstance(s, dict):
+        for name in ("plain_fsync_none", "plain_fsync_second", "plain_fsync_cluster", "aes_256_gcm", "sm4_gcm"):
+            r = s[name]
+            print(f"   safety: {name:<20} CPU {r['cpu_percent_per_stream']:.2f} % of a core per stream "
+                  f"({r['fsyncs']} fsync rounds taking {r['fsync_wall_ms']:.0f} ms of the writer thread)")
+        print(f"   safety: AES-256-GCM write {s['aes-256-gcm_write_cpu_ms_per_mb']:.1f} / read "
+              f"{s['aes-256-gcm_read_cpu_ms_per_mb']:.1f} ms CPU per MB; SM4-GCM write "
+              f"{s['sm4-gcm_write_cpu_ms_per_mb']:.1f} / read {s['sm4-gcm_read_cpu_ms_per_mb']:.1f} ms CPU per MB")
+        print(f"   safety: remux {s['remux_cpu_s_per_stream_minute']:.3f} CPU s per stream-minute, "
+              f"EDF+ {s['edf_cpu_s_per_record_minute']:.3f} CPU s per record-minute")
     h = results.get("http")
     if isinstance(h, dict):
         print(f"     http: list {h['sessions']} sessions {h['list_ms']:.1f} ms; Range read "

@@ -269,15 +269,20 @@ async def _run(spec: dict[str, Any]) -> None:
         await asyncio.sleep(0.1)
     if subscribers:
         print("READY", flush=True)
-    loop = asyncio.get_running_loop()
-    line = await loop.run_in_executor(None, sys.stdin.readline)
+    await stop_on_request(records, stop, stop_future, tasks, Path(spec["out"]))
+
+
+async def stop_on_request(records: Records, stop: asyncio.Event, stop_future: asyncio.Future[None],
+                          tasks: list[asyncio.Future[Any]], out: Path) -> None:
+    """Wait for the driver's STOP line on stdin, end every client, write the records, say DONE."""
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     if not line.startswith("STOP"):
         records.errors.append(f"unexpected control line {line!r}")
     stop.set()
     stop_future.set_result(None)
     done = await asyncio.gather(*tasks, return_exceptions=True)
     records.errors += [repr(e) for e in done if isinstance(e, BaseException)]
-    Path(spec["out"]).write_text(json.dumps(records.to_json()))
+    out.write_text(json.dumps(records.to_json()))
     print("DONE", flush=True)
 
 

@@ -52,6 +52,10 @@ FATAL_JOIN_REASONS = {"invalid_token", "token_expired", "token_not_yet_valid", "
                       "unknown_room", "forbidden", "room_ended", "unsupported_version"}
 
 
+class _Redirected(Exception):
+    """The server does not host our room (a cluster): connect to its node at once."""
+
+
 class MonitorSimError(Exception):
     """The simulator cannot continue (bad token, refused join, unreadable record)."""
 
@@ -363,6 +367,7 @@ class MonitorSimulator:
         self.vitals = VitalSigns(self._rng)
         self._numerics_at_s: float | None = None  # stream time of the last numerics
         self._next_numerics_s = 0.0
+        self._node_url: str | None = None  # a cluster's node hosting our room (after a `redirect`)
         self._resume_key: str | None = None  # from the last `joined`
         self._resume_grace_s = 0.0
         self._disconnected_at: float | None = None  # clock() when the last connection ended
@@ -451,7 +456,11 @@ class MonitorSimulator:
                     backoff = self.config.reconnect_min_s
                     if done:
                         return self.stats
+                    self._node_url = None  # lost: start over at the configured address
+                except _Redirected:
+                    continue
                 except (TimeoutError, OSError, websockets.WebSocketException) as exc:
+                    self._node_url = None
                     log.info("monitor %s: connection lost (%s); retrying in %.1f s",
                              self.config.stream_id, exc, backoff)
                     await asyncio.sleep(backoff)
@@ -482,6 +491,10 @@ class MonitorSimulator:
             if isinstance(raw, bytes):
                 continue
             msg = wire.decode_server_message(raw)
+            if isinstance(msg, wire.Redirect):
+                self._node_url = msg.url
+                self.stats.connections -= 1  # not a connection of ours: the room is elsewhere
+                raise _Redirected(msg.url)
             if isinstance(msg, wire.Joined):
                 self._resume_key = msg.resume
                 self._resume_grace_s = msg.resume_grace_s
@@ -500,7 +513,7 @@ class MonitorSimulator:
 
     async def _connection(self, gen: asyncio.Task[None]) -> bool:
         """One connection's life; True when the run is complete."""
-        async with websockets.connect(self.config.url, max_size=None, compression=None,
+        async with websockets.connect(self._node_url or self.config.url, max_size=None, compression=None,
                                       open_timeout=self.config.ack_timeout_s) as ws:
             self._ws = ws
             if self._offline:

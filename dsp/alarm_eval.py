@@ -4,8 +4,11 @@ Every record is one stream of one `MultiStreamAnalyzer`, fed exactly as the serv
 chunks of ``--chunk-s`` (monitors send 100 ms) queued as they "arrive", one ``process()`` every
 ``--step-s`` of signal time (the relay's analysis step, 0.2 s). All records run side by side in
 the same analyzer (streams of equal rate are batched, as on a monitoring wall). Times in the
-output are seconds from the record's start; an alarm's ``raised_s``/``cleared_s`` are when the
-analyzer reported it (what the wall would show), ``since_s`` where the condition began.
+output are seconds from the record's start; an alarm's ``raised_s``/``cleared_s`` are the end of
+the analyzer's 0.25 s analysis step (in signal time) that raised/cleared it, ``since_s`` where
+the condition began. The analyzer evaluates its alarms on that grid of signal time, so the
+alarms do not depend on ``--chunk-s`` or ``--step-s`` (tested); the wall shows them when the
+next ``process()`` after that step runs.
 
 When the record has a ``.atr`` annotation file, its rhythm annotations are used to score the
 alarms (`score_alarms`): latency of a VF/VT alarm after each annotated VF/VFL/VT episode, and
@@ -96,20 +99,22 @@ def run_records(
         results = an.process()
         for name, res in results.items():
             run = runs[name]
-            now_s = pos[name] / run.fs
             run.beats.extend(b.sample_index for b in res.beats)
-            for a in res.alarms_raised:
-                entry: dict[str, Any] = {
-                    "kind": a.kind.value, "priority": a.priority.name.lower(),
-                    "raised_s": round(now_s, 3), "cleared_s": None,
-                    "since_s": round(a.since_sample / run.fs, 3), "message": a.message,
-                }
-                run.alarms.append(entry)
-                open_alarms[(name, a.kind.value)] = entry
-            for a in res.alarms_cleared:
-                done = open_alarms.pop((name, a.kind.value), None)
-                if done is not None:
-                    done["cleared_s"] = round(now_s, 3)
+            for event in res.alarm_events:  # in order, at the analysis step that decided them
+                a = event.alarm
+                at_s = round((event.sample_index + 1) / run.fs, 3)
+                if event.raised:
+                    entry: dict[str, Any] = {
+                        "kind": a.kind.value, "priority": a.priority.name.lower(),
+                        "raised_s": at_s, "cleared_s": None,
+                        "since_s": round(a.since_sample / run.fs, 3), "message": a.message,
+                    }
+                    run.alarms.append(entry)
+                    open_alarms[(name, a.kind.value)] = entry
+                else:
+                    done = open_alarms.pop((name, a.kind.value), None)
+                    if done is not None:
+                        done["cleared_s"] = at_s
             hr_now[name] = res.heart_rate_bpm
         for name, run in runs.items():
             while len(run.hr) + 1 <= min(t, run.duration_s) + 1e-9:

@@ -33,13 +33,25 @@ class Beat:
     time_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """An alarm raised (``raised``) or cleared at the end of the analysis step that ends on
+    stream sample ``sample_index`` (so ``(sample_index + 1) / fs`` s of signal were analysed)."""
+
+    sample_index: int
+    raised: bool
+    alarm: Alarm
+
+
 @dataclass(slots=True)
 class StreamResult:
     """What one ``process()`` call found for one stream.
 
     ``beats``/``rr_ms`` are new since the previous call; ``heart_rate_bpm`` and
     ``irregularity`` are the current (once-per-second) values, None while unknown;
-    ``active_alarms`` is the full current set, most urgent first.
+    ``active_alarms`` is the full current set, most urgent first; ``alarm_events`` are the
+    raises and clears of ``alarms_raised``/``alarms_cleared`` in the order they happened, with
+    the sample at which each was decided.
     """
 
     stream_id: str
@@ -50,6 +62,21 @@ class StreamResult:
     alarms_raised: list[Alarm] = field(default_factory=list)
     alarms_cleared: list[Alarm] = field(default_factory=list)
     active_alarms: list[Alarm] = field(default_factory=list)
+    alarm_events: list[AlarmEvent] = field(default_factory=list)
+
+
+def _merged(a: StreamResult, b: StreamResult) -> StreamResult:
+    """Two consecutive steps' results of one stream as one (``b`` is the later)."""
+    if not (b.beats or b.rr_ms or b.alarm_events):
+        if not (a.beats or a.rr_ms or a.alarm_events):
+            return b
+        return StreamResult(b.stream_id, a.beats, b.heart_rate_bpm, a.rr_ms, b.irregularity,
+                            a.alarms_raised, a.alarms_cleared, b.active_alarms, a.alarm_events)
+    return StreamResult(
+        b.stream_id, a.beats + b.beats, b.heart_rate_bpm, a.rr_ms + b.rr_ms, b.irregularity,
+        a.alarms_raised + b.alarms_raised, a.alarms_cleared + b.alarms_cleared, b.active_alarms,
+        a.alarm_events + b.alarm_events,
+    )
 
 
 @dataclass
@@ -85,6 +112,8 @@ class _Group:
     rates: HeartRateBank
     alarms: AlarmBank
     ventricular: VentricularBank
+    #: samples per analysis step (alarms and rates are evaluated at the end of each)
+    step_samples: int
     members: list[str] = field(default_factory=list)  # stream ids in row order
     streams: list[_Stream] = field(default_factory=list)  # same order
     start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -110,7 +139,16 @@ class MultiStreamAnalyzer:
         quality_limits: QualityLimits | None = None,
         ventricular_params: VentricularParams | None = None,
         alarm_timing: AlarmTiming | None = None,
+        step_s: float = 0.25,
     ) -> None:
+        """``step_s``: the analysis step in stream time (alarms and rates are evaluated at the
+        end of each). 0.25 s: half the VF/VT window step, far finer than any alarm delay, and
+        the DSP's cost is mostly per step, so fewer steps are cheaper (the server calls
+        ``process`` every 0.2 s of wall time; a call finds 0, 1 or more whole steps).
+        Raises ValueError if not 0.01-5 s."""
+        if not 0.01 <= step_s <= 5.0:
+            raise ValueError(f"step_s must be 0.01-5 s, got {step_s}")
+        self.step_s = float(step_s)
         self._qrs_params = qrs_params or PanTompkinsParams()
         self._quality_limits = quality_limits or QualityLimits()
         self._ventricular_params = ventricular_params or VentricularParams()
@@ -143,6 +181,7 @@ class MultiStreamAnalyzer:
                 HeartRateBank(fs),
                 AlarmBank(fs, self._alarm_timing),
                 VentricularBank(fs, self._ventricular_params),
+                max(1, int(round(self.step_s * fs))),
             )
             self._groups[fs] = group
         group.detectors.add_stream()
@@ -215,25 +254,61 @@ class MultiStreamAnalyzer:
         stream.queue.append(x)
 
     def process(self) -> dict[str, StreamResult]:
-        """Analyse everything queued, in one batched step per (sampling rate, queued length)."""
+        """Analyse the whole analysis steps queued, batched per sampling rate.
+
+        Streams are analysed in steps of ``step_s`` of their own sample time (``step_s * fs``
+        samples counted from the stream's first sample); samples past the last whole step
+        stay queued for the next call. Alarms and rates are evaluated at the end of each step,
+        so what is raised or cleared, and at which sample, does not depend on how the samples
+        were chunked or how often ``process`` runs (a late call catches up step by step). A
+        stream with queued samples but no whole step gets its current (quiet) result.
+        """
         results: dict[str, StreamResult] = {}
         for group in self._groups.values():
-            by_length: dict[int, list[int]] = {}
-            blocks: dict[int, np.ndarray] = {}
+            size = group.step_samples
+            first: dict[int, np.ndarray] = {}  # row -> its first whole step (1-D)
+            more: dict[int, np.ndarray] = {}  # row -> its further whole steps (k - 1, size)
             for row, stream in enumerate(group.streams):
                 queue = stream.queue
                 if not queue:
                     continue
                 block = queue[0] if len(queue) == 1 else np.concatenate(queue)
                 queue.clear()
-                by_length.setdefault(block.size, []).append(row)
-                blocks[row] = block
-            for rows in by_length.values():
-                # one C-level concatenate: np.stack would wrap every row in Python
-                x = np.concatenate([blocks[r] for r in rows]).reshape(len(rows), -1)
-                whole = len(rows) == len(group.members)  # fast path: no gather/scatter
-                self._process_block(group, x, None if whole else np.asarray(rows), results)
+                n = block.size
+                if n == size:  # the usual case: exactly one step arrived
+                    first[row] = block
+                    continue
+                k = n // size
+                if k * size < n:
+                    queue.append(block[k * size :])
+                if k == 0:
+                    results[stream.stream_id] = stream.quiet_result()
+                    continue
+                first[row] = block[:size]
+                if k > 1:
+                    more[row] = block[size : k * size].reshape(k - 1, size)
+            if not first:
+                continue
+            self._step(group, list(first), list(first.values()), results, merge=False)
+            for r in range(max((p.shape[0] for p in more.values()), default=0)):
+                rows = [row for row, p in more.items() if p.shape[0] > r]
+                self._step(group, rows, [more[row][r] for row in rows], results, merge=True)
         return results
+
+    def _step(self, group: _Group, rows: list[int], steps: list[np.ndarray],
+              results: dict[str, StreamResult], merge: bool) -> None:
+        """One batched analysis step of ``rows`` (one whole step each, in ``steps``)."""
+        size = group.step_samples
+        # one C-level concatenate: np.stack would wrap every row in Python
+        x = np.concatenate(steps).reshape(len(rows), size)
+        whole = len(rows) == len(group.members)  # fast path: no gather/scatter
+        if not merge:
+            self._process_block(group, x, None if whole else np.asarray(rows), results)
+            return
+        step_results: dict[str, StreamResult] = {}
+        self._process_block(group, x, None if whole else np.asarray(rows), step_results)
+        for sid, res in step_results.items():
+            results[sid] = _merged(results[sid], res)
 
     def _process_block(
         self,
@@ -334,6 +409,9 @@ class MultiStreamAnalyzer:
                 raised if raised else [],
                 cleared if cleared else [],
                 active,
+                [AlarmEvent(int(now[pos]), False, c) for c in cleared]
+                + [AlarmEvent(int(now[pos]), True, r) for r in raised] if raised or cleared
+                else [],
             )
             fields = (hr_v, irr_v, active)
             if fields != stream.quiet_fields:  # a beat alone leaves the quiet result valid

@@ -272,7 +272,10 @@ class SignalQualityBank:
         with np.errstate(divide="ignore", invalid="ignore"):
             artefact_ratio = np.where(band_peak > 0, band_floor / band_peak, 0.0)
         ok = ~flat & ~saturated & any_valid
-        broadband = ok & (noise > lim.noise_mv)
+        # the lower quartile is the baseline's noise only once the segments outnumber the QRS
+        # complexes' by far: judged from half a window (1 s) on, not on a stream's first
+        # 0.1-0.2 s, which may be all QRS (a false "noise" at the start of every stream)
+        broadband = ok & (noise > lim.noise_mv) & (2 * n_valid >= self.n_segments)
         # judged on full windows only: the first seconds may not hold a QRS yet
         was = self._artefact[row_ids]
         if lim.artefact_ratio is None:

@@ -9,7 +9,8 @@
     medstream participant mute consult-1400 p0123456789ab --kind audio
 
 Each command is one HTTP request to the node (`--url`, MEDSTREAM_URL; `--api-key`,
-MEDSTREAM_API_KEY). Exit status: 0 done, 1 the API refused (its message on stderr), 2 bad usage
+MEDSTREAM_API_KEY: the node's API key or an admin-grant token from `medstream token --grant
+admin`). Exit status: 0 done, 1 the API refused (its message on stderr), 2 bad usage
 or the node unreachable.
 """
 
@@ -52,7 +53,8 @@ def call(url: str, api_key: str, method: str, path: str, body: Any = None, timeo
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="the node, e.g. https://medstream.example:8765 (or MEDSTREAM_URL)")
-    parser.add_argument("--api-key", help="the node's API key (or MEDSTREAM_API_KEY)")
+    parser.add_argument("--api-key", help="the node's API key or an admin-grant token (medstream token --grant "
+                                          "admin; or MEDSTREAM_API_KEY)")
     parser.add_argument("--json", action="store_true", help="print the API's JSON reply")
 
 

@@ -18,7 +18,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -31,6 +31,7 @@ from medstream.metrics import Sample, media_samples, signaling_samples, waveform
 from medstream.openapi import DocumentedRoutes, Operation
 from medstream.ops import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from medstream.ops import DiskNeed, NodeMetrics, NodeState, Readiness
+from medstream.playback_http import PlaybackHttp
 from medstream.recordings_http import RecordingsHttp
 from medstream.waveform_bridge import Relay, WaveformBridge
 from medstream.webhooks import WebhookConfig, Webhooks
@@ -41,6 +42,9 @@ from signaling.audit import AuditLog
 from signaling.hub import Hub
 from signaling.server import SignalingServer
 from signaling.sessions import HttpSessions
+
+if TYPE_CHECKING:
+    from medstream.cluster_bridge import ClusterBridge
 
 log = logging.getLogger("medstream.app")
 
@@ -67,6 +71,7 @@ class MedstreamApp:
         self.recorder: Any = None  # recorder.service.RecordingService (imported only when on)
         self.webhooks: Webhooks | None = None
         self.whip: WhipEndpoint | None = None
+        self.readings: Any = None  # medstream.readings_http.ReadingsHttp (imported only when on)
         self.sink_failures = 0
         self.observers: list[RoomObserver] = []
         self._room_started_later: list[list[fx.Effect]] = []
@@ -91,6 +96,12 @@ class MedstreamApp:
         AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit,
                  recordings_dir=config.recordings_dir if config.recorder else None,
                  document=lambda: self.route.document(self.http_routes(), version=__version__)).install(self.route)
+        self.cluster: ClusterBridge | None = None
+        if config.cluster is not None:  # --redis: joins routed through the cluster (docs/cluster.md)
+            from medstream.cluster_bridge import ClusterBridge
+
+            self.cluster = ClusterBridge(self, config.cluster)
+            self.cluster.install(self.route)
 
     @property
     def server(self) -> SignalingServer:
@@ -114,6 +125,11 @@ class MedstreamApp:
     def ws_url(self) -> str:
         return f"{'wss' if self.tls else 'ws'}://{self.config.host}:{self.port}/ws"
 
+    @property
+    def node_ws_url(self) -> str:
+        """The websocket address of this process alone (a worker's own port)."""
+        return f"{'wss' if self.tls else 'ws'}://{self.config.host}:{self.http.own_port or self.port}/ws"
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -129,12 +145,18 @@ class MedstreamApp:
             self._start_waveforms()
         if self.config.recorder:
             self._start_recorder_service()
+        if self.config.readings_dir is not None:
+            self._start_readings(self.config.readings_dir)
         self.driver.start()
         if self.waveform_bridge is not None:
             self.waveform_bridge.start()
-        await self.http.start(self.config.host, self.config.port, self._ssl_context())
-        for started in self._room_started_later:
-            self.driver.apply(started)
+        await self.http.start(self.config.host, self.config.port, self._ssl_context(),
+                              reuse_port=self.config.reuse_port, own_port=self.config.own_port)
+        if self.cluster is not None:
+            await self.cluster.start(self.node_ws_url)
+        for started in self._room_started_later:  # (a cluster leaves a room another node hosts to it)
+            self.driver.apply([e for e in started if not isinstance(e, ev.RoomStarted)
+                               or self.hub.store.get(e.room_id) is not None])
         self.driver.apply(self.hub.start_policy_recordings())
         self.readiness.state = NodeState.READY
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
@@ -143,6 +165,8 @@ class MedstreamApp:
         """Stop taking new participants and tell everyone (reason server_draining), then wait up
         to `timeout_s` for the rooms to empty (or `cut_drain`). `stop()` does the rest."""
         self.readiness.state = NodeState.DRAINING
+        if self.cluster is not None:
+            self.cluster.draining()
         log.info("draining: %d participant(s) have %.0f s to finish", self.connected_count(), timeout_s)
         self.driver.apply(self.hub.start_draining(timeout_s))
         loop = asyncio.get_running_loop()
@@ -175,7 +199,11 @@ class MedstreamApp:
             await self.recorder.close()
             self.recorder = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.readings is not None:  # its live event streams end first, or the HTTP runner waits for them
+            await self.readings.close()
         await self.http.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.waveform_bridge is not None:
             await self.waveform_bridge.close()
         await self.media_bridge.close()
@@ -226,17 +254,55 @@ class MedstreamApp:
         log.error("waveform store sink %r of room %s failed: %r", sink, group, exc)
 
     def _start_recorder_service(self) -> None:
-        from recorder.service import RecordingService
+        from recorder.service import RecorderConfig, RecordingService, RecordingServiceConfig
 
+        c = self.config
         self.recorder = RecordingService(
-            self.config.recordings_dir, media=self.media, waveforms=self.waveforms,
+            c.recordings_dir, media=self.media, waveforms=self.waveforms,
             on_failed=lambda room_id, reason: self.driver.apply(self.hub.recording_failed(room_id, reason)),
             on_stopped=self._recording_ready,
-            retention_days=self.config.recordings_retention_days,
+            config=RecordingServiceConfig(
+                retention_days=c.recordings_retention_days, finalize=c.recordings_remux,
+                recorder=RecorderConfig(c.recordings_dir, fsync=c.recordings_fsync,  # type: ignore[arg-type]
+                                        master_key=c.recordings_key,
+                                        encryption_algorithm=c.recordings_encryption)),
         )
         self.observers.append(self._recorder_observer)
-        RecordingsHttp(self.config.recordings_dir, self.config.signaling.secret,
-                       audit=self._audit).install(self.route)
+        recordings = RecordingsHttp(c.recordings_dir, c.signaling.secret, audit=self._audit,
+                                    master_key=c.recordings_key)
+        recordings.install(self.route)
+        PlaybackHttp(recordings).install(self.route)
+
+    def _start_readings(self, root: Path) -> None:
+        """The 12-lead reading desk (docs/ecg12.md): HTTP routes, live events, device snapshots."""
+        from medstream.readings_http import ReadingsHttp
+        from readings.service import ReadingService
+        from readings.store import ReadingStore
+
+        def open_room(room_id: str, kind: str, closes_at: float) -> None:
+            from signaling.admin import Admin, RoomSpec
+            from signaling.booking import Booking
+
+            existing = self.hub.store.get(room_id)
+            if existing is not None and not existing.ended:
+                return
+            now = time.time()
+            _, effects = Admin(self.hub).create_room(
+                RoomSpec(room_id=room_id, kind=kind, booking=Booking(now, closes_at, 0.0)), now)
+            self.driver.apply(effects)
+
+        def send_to_device(participant_id: str, frame: bytes) -> None:
+            socket = self.driver.socket_of(participant_id)
+            if socket is not None:
+                socket.send_bytes(frame)
+
+        hooks = self.webhooks
+        self.readings = ReadingsHttp(
+            ReadingService(self.config.readings_centre, ReadingStore(root)), self.hub.keys, audit=self._audit,
+            webhook=hooks.publish if hooks is not None else None, open_room=open_room, send_to_device=send_to_device)
+        self.readings.install(self.route)
+        if self.waveforms is not None:
+            self.waveforms.on_snapshot = self.readings.take_snapshot
 
     async def _start_webhooks(self) -> None:
         c = self.config
@@ -301,6 +367,8 @@ class MedstreamApp:
                 self.recorder.participant(room, ParticipantNote(pid, role, who, name))
             case ev.TrackPublished(room_id=room, track_id=tid, participant_id=pid, kind=kind, codec=codec):
                 self.recorder.track_published(room, TrackNote(tid, pid, kind, codec))
+            case ev.ParticipantLeft(room_id=room, participant_id=pid):
+                self.recorder.participant_left(room, pid)
             case ev.ChatSent(room_id=room, message_id=mid, participant_id=pid, name=name, text=text, time=t,
                              to_moderators=question):
                 self.recorder.chat(room, mid, pid, name, text, t, question)

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "alarm-eval": ("dsp.alarm_eval", "stream WFDB records through the live analyzer: alarms, HR, beats"),
     "ecg-summary": ("dsp.summary", "offline summary of a recorded ECG (neurokit2: HRV, quality)"),
     "monitor-sim": ("clients.monitor_sim", "stream a WFDB record or synthetic ECG as a bedside monitor"),
+    "ecg12-send": ("clients.ecg12_send", "send a 12-lead ECG (WFDB record) as a cart's snapshot for reading"),
     "publish": ("clients.publish", "publish a video file into a broadcast room"),
     "recordings": ("recorder.library", "list, inspect and prune recorded sessions"),
     "audit": ("signaling.audit", "verify the hash chain of an audit log (`audit verify FILE`)"),

@@ -11,12 +11,16 @@ import logging
 import os
 import re
 import secrets
+import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.config import ClusterConfig
 from protocol.signaling import ROOM_KINDS, IceServerInfo
+from recorder.crypto import ENV_KEY, MasterKey
 from signaling.hub import SignalingConfig
 from signaling.tokens import MIN_SECRET_BYTES
 from signaling.turn import TurnRest
@@ -49,12 +53,16 @@ class ServerConfig:
     audit_log: Path | None = Path("var/audit.jsonl")
     recordings_dir: Path = Path("var/recordings")
     recordings_retention_days: float | None = None
+    recordings_key: MasterKey | None = None  # set: recordings encrypted at rest (recorder.crypto)
+    recordings_encryption: str = "aes-256-gcm"  # or "sm4-gcm"
+    recordings_fsync: str = "none"  # "second" or "cluster": see recorder.session.RecorderConfig
+    recordings_remux: bool = True  # one file per participant (and EDF+) when a session stops
     rooms: tuple[tuple[str, str], ...] = ()  # (room id, kind) opened at start and kept open
     ice_host_addresses: tuple[str, ...] = ()
     media: bool = True
     waveforms: bool = True
     recorder: bool = True
-    api_key: str | None = None  # bearer key of the admin API (/api/v1); None: the API is off
+    api_key: str | None = None  # bearer key of the admin API (/api/v1); None: admin-grant tokens only
     allowed_origins: tuple[str, ...] = ()  # websocket Origins allowed besides the server's own; "*": any
     metrics_token: str | None = None  # bearer token /metrics requires; None: open (no identities in it)
     waveform_retention_s: float = 600.0  # a departed monitor's stream is kept this long for it
@@ -67,6 +75,12 @@ class ServerConfig:
     tls_cert: Path | None = None  # PEM certificate (chain) and key: HTTPS + WSS on the same port
     tls_key: Path | None = None
     webhook_retry_max_s: float = 60.0  # longest wait between two attempts (backoff doubles from 1 s)
+    cluster: ClusterConfig | None = None  # --redis: a node of a cluster (docs/cluster.md); None: alone
+    reuse_port: bool = False  # --workers: the worker processes share `port` (SO_REUSEPORT)
+    own_port: int | None = None  # a worker's own port (what the cluster redirects to)
+    workers: int = 1
+    readings_dir: Path | None = None  # remote 12-lead ECG reading (docs/ecg12.md): its store; None: off
+    readings_centre: str = "ecg-centre"  # the ECG centre whose readers use this node's reading desk
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,6 +177,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     add_secret_argument(parser)
     parser.add_argument("--audit-log", help="audit JSON-lines file (default var/audit.jsonl; '' or 'none' to disable)")
     parser.add_argument("--recordings-dir", type=Path, help="where recordings go (default var/recordings)")
+    parser.add_argument("--readings-dir", type=Path,
+                        help="12-lead ECG reading store (default var/readings; 'none' turns the reading desk off)")
+    parser.add_argument("--readings-centre", help="the ECG centre's organisation id (default ecg-centre)")
+    parser.add_argument("--recordings-encryption", choices=("aes-256-gcm", "sm4-gcm"),
+                        help="encrypt recordings at rest (key: --recordings-key-file or $MEDSTREAM_RECORDINGS_KEY)")
+    parser.add_argument("--recordings-key-file", type=Path, help="the recordings master key (32 bytes, hex or base64)")
+    parser.add_argument("--recordings-fsync", choices=("none", "second", "cluster"),
+                        help="how often recordings are fsynced (default none: survives a crash, not a power cut)")
     parser.add_argument("--room", action="append", default=[], metavar="ID:KIND",
                         help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
@@ -190,6 +212,17 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-timeout", type=float, help="on SIGTERM, seconds participants may finish (default 60)")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve HTTPS and WSS on --port")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument("--redis", metavar="URL",
+                        help="join a cluster on this Redis (or MEDSTREAM_REDIS_URL), e.g. redis://10.0.0.9:6379/0; "
+                             "needs MEDSTREAM_CLUSTER_SECRET(_FILE); see docs/cluster.md")
+    parser.add_argument("--node-id", help="this node's name in the cluster (default: host name and port)")
+    parser.add_argument("--advertise", metavar="WS_URL",
+                        help="the websocket address that reaches this node alone, e.g. wss://node2.example:8765/ws "
+                             "(clients are redirected there; default ws://HOST:PORT/ws)")
+    parser.add_argument("--workers", type=int, help="worker processes sharing --port (SO_REUSEPORT; needs --redis)")
+    parser.add_argument("--node-port", type=port_number,
+                        help="with --workers: worker i also listens alone on NODE_PORT+i (default PORT+1)")
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
                         help="POST signed room/recording/alarm events here (repeatable; secret: "
                              "MEDSTREAM_WEBHOOK_SECRET or webhooks.secret in --config)")
@@ -255,13 +288,20 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     if (args.webhook or hooks.get("urls")) and not (env.get("MEDSTREAM_WEBHOOK_SECRET") or hooks.get("secret")):
         raise ConfigError("webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
                          "[webhooks] secret in --config")
+    cluster, workers, reuse_port, own_port = _cluster_config(args, file, host, port)
+    readings_dir = pick(getattr(args, "readings_dir", None), "MEDSTREAM_READINGS_DIR", "readings_dir", "var/readings")
     return ServerConfig(
+        cluster=cluster, workers=workers, reuse_port=reuse_port, own_port=own_port,
         signaling=signaling,
         host=host,
         port=port,
         audit_log=Path(audit) if audit and str(audit).lower() != "none" else None,
         recordings_dir=Path(pick(args.recordings_dir, "MEDSTREAM_RECORDINGS_DIR", "recordings_dir", "var/recordings")),
         recordings_retention_days=file.get("recordings_retention_days"),
+        readings_dir=None if str(readings_dir).lower() == "none" else Path(readings_dir),
+        readings_centre=str(pick(getattr(args, "readings_centre", None), "MEDSTREAM_READINGS_CENTRE",
+                                 "readings_centre", "ecg-centre")),
+        **_recordings_security(args, env, file),
         rooms=tuple(rooms),
         ice_host_addresses=ice_hosts,
         media=not args.no_media and file.get("media", True),
@@ -280,6 +320,66 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         tls_cert=_path(pick(args.tls_cert, "MEDSTREAM_TLS_CERT", "tls_cert", None)),
         tls_key=_path(pick(args.tls_key, "MEDSTREAM_TLS_KEY", "tls_key", None)),
     )
+
+
+def _cluster_config(args: argparse.Namespace, file: dict[str, Any], host: str,
+                    port: int) -> tuple[ClusterConfig | None, int, bool, int | None]:
+    """(cluster, workers, reuse_port, own_port) from --redis/--node-id/--advertise/--workers."""
+    env = os.environ
+    section = file.get("cluster", {})
+    redis_url = getattr(args, "redis", None) or env.get("MEDSTREAM_REDIS_URL") or section.get("redis_url")
+    workers = int(getattr(args, "workers", None) or env.get("MEDSTREAM_WORKERS") or section.get("workers", 1))
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if not redis_url:
+        if workers > 1:
+            raise ConfigError("--workers needs --redis: the workers coordinate through it")
+        return None, 1, False, None
+    secret = _secret_from(args, file, "CLUSTER_SECRET", "cluster_secret") or section.get("secret")
+    if not secret:
+        raise ConfigError("--redis needs the cluster secret shared by every node: set MEDSTREAM_CLUSTER_SECRET "
+                          "or MEDSTREAM_CLUSTER_SECRET_FILE (e.g. `openssl rand -base64 48`)")
+    index = getattr(args, "worker_index", None)
+    node_port = getattr(args, "node_port", None) or section.get("node_port")
+    own_port = None
+    node_id = getattr(args, "node_id", None) or env.get("MEDSTREAM_NODE_ID") or section.get("node_id") \
+        or f"{socket.gethostname()}-{port}"
+    advertise = getattr(args, "advertise", None) or env.get("MEDSTREAM_ADVERTISE") or section.get("advertise") or ""
+    if workers > 1 and index is not None:
+        own_port = int(node_port or port + 1) + index
+        node_id = f"{node_id}-w{index}"
+        if advertise:  # the workers' own ports on the advertised host
+            advertise = re.sub(r":\d+(/|$)", f":{own_port}\\1", advertise, count=1)
+    try:
+        cluster = ClusterConfig(
+            redis_url=str(redis_url), node_id=str(node_id), url=str(advertise), secret=str(secret),
+            heartbeat_s=float(section.get("heartbeat_s", 1.0)), ttl_s=float(section.get("ttl_s", 4.0)),
+            prefix=str(section.get("prefix", "ms:")))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cluster, workers, workers > 1, own_port
+
+
+def _recordings_security(args: argparse.Namespace, env: Mapping[str, str], file: Mapping[str, Any]) -> dict[str, Any]:
+    """Encryption at rest and fsync policy of recordings (key from a file or the environment)."""
+    algorithm = getattr(args, "recordings_encryption", None) or env.get("MEDSTREAM_RECORDINGS_ENCRYPTION") \
+        or file.get("recordings_encryption")
+    key_file = getattr(args, "recordings_key_file", None) or env.get("MEDSTREAM_RECORDINGS_KEY_FILE") \
+        or file.get("recordings_key_file")
+    fsync = getattr(args, "recordings_fsync", None) or env.get("MEDSTREAM_RECORDINGS_FSYNC") \
+        or file.get("recordings_fsync") or "none"
+    if fsync not in ("none", "second", "cluster"):
+        raise ConfigError(f"recordings fsync must be none, second or cluster, got {fsync!r}")
+    out: dict[str, Any] = {"recordings_fsync": fsync}
+    if algorithm or key_file or env.get(ENV_KEY):
+        try:
+            out["recordings_key"] = MasterKey.load(Path(key_file) if key_file else None, dict(env))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"recordings encryption: {exc}") from None
+        out["recordings_encryption"] = algorithm or "aes-256-gcm"
+        if out["recordings_encryption"] not in ("aes-256-gcm", "sm4-gcm"):
+            raise ConfigError(f"recordings encryption must be aes-256-gcm or sm4-gcm, got {algorithm!r}")
+    return out
 
 
 _SECRETS_IN_TEXT = re.compile(

@@ -171,25 +171,38 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self._sockets: set[WsSocket] = set()
         self.port: int | None = None
+        self.own_port: int | None = None
+        # a cluster: pages served by another node of it may open websockets here (their redirect)
+        self.origin_of_peer: Callable[[str], bool] | None = None
+        # a cluster node's join router: (conn id, text) -> True if it answered the frame itself
+        self.before_join: Callable[[str, str], Awaitable[bool]] | None = None
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         """Add a route (aiohttp path syntax, e.g. `/recordings/{room}/{session}/{name}`)."""
         self.app.router.add_route(method, path, handler)
 
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        """Listen on host:port; with `ssl_context`, HTTPS and WSS on that same port."""
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, *,
+                    reuse_port: bool = False, own_port: int | None = None) -> None:
+        """Listen on host:port; with `ssl_context`, HTTPS and WSS on that same port.
+        `reuse_port`: several worker processes share `port` (SO_REUSEPORT); `own_port`: this
+        process alone also listens there (the address a cluster redirects to)."""
         self.fd_cap = max(16, raise_nofile_limit() - FD_RESERVE)
         self.driver.limit_connections(self.fd_cap)
         if self.static_root is not None:
             self.app.router.add_get("/", self._static)
-            self.app.router.add_get("/{path:.*}", self._static)  # last: pages and /static/*
+            # last: pages and /static/*; not the API's or WHIP's paths, so their 404/405 (and Allow) are theirs
+            self.app.router.add_get("/{path:(?!(?:api|whip|whep)/).*}", self._static)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=1024, ssl_context=ssl_context)
+        site = web.TCPSite(self._runner, host, port, backlog=1024, ssl_context=ssl_context,
+                           reuse_port=reuse_port or None)
         await site.start()
-        server = site._server  # the listening asyncio.Server: the only way to learn an ephemeral port
-        sockets = getattr(server, "sockets", None) or ()
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = _bound_port(site, port)
+        self.own_port = self.port
+        if own_port is not None:
+            own = web.TCPSite(self._runner, host, own_port, backlog=1024, ssl_context=ssl_context)
+            await own.start()
+            self.own_port = _bound_port(own, own_port)
 
     async def stop(self) -> None:
         """Close every websocket with GOING_AWAY (all at once), then the listener."""
@@ -201,7 +214,9 @@ class HttpServer:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         # Refusals come before the upgrade: they cost one small HTTP reply and no state.
-        if not origin_allowed(request.headers.get("Origin"), request.host, request.secure, self.allowed_origins):
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.host, request.secure, self.allowed_origins) and not (
+                self.origin_of_peer is not None and origin is not None and self.origin_of_peer(origin)):
             return web.Response(status=403, text="websocket Origin not allowed\n")
         why = self.driver.admit(request.remote)
         if why is None and len(self._sockets) >= self.fd_cap:
@@ -220,6 +235,10 @@ class HttpServer:
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
+                    gate = self.before_join
+                    if gate is not None and self.driver.hub.participant_of(conn_id) is None \
+                            and await gate(conn_id, msg.data):
+                        continue
                     self.driver.text(conn_id, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     self.driver.binary(conn_id, msg.data)
@@ -242,6 +261,12 @@ class HttpServer:
         if path is None or not path.is_file():
             return not_found(request.path)
         return web.FileResponse(path, headers={"Content-Type": content_type(path), "Cache-Control": "no-cache"})
+
+
+def _bound_port(site: web.TCPSite, asked: int) -> int:
+    server = site._server  # the listening asyncio.Server: the only way to learn an ephemeral port
+    sockets = getattr(server, "sockets", None) or ()
+    return int(sockets[0].getsockname()[1]) if sockets else asked
 
 
 def safe_path(root: Path, rel: str) -> Path | None:

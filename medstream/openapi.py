@@ -48,6 +48,11 @@ KNOWN: dict[tuple[str, str], Operation] = {
         query=(("token", "access token (or Authorization: Bearer)"),), response_type="application/octet-stream",
         responses={200: "the file", 206: "a range of it", 401: "no valid token", 403: "not this room or role",
                    404: "no such file"}),
+    ("GET", "/playback/{room}/{session}"): Operation(
+        "a recorded session for the playback page: media, waveform records with beats and alarms, events",
+        "recordings", "accessToken", query=(("token", "host/supervisor access token or library token"),),
+        responses={200: "the session timeline", 401: "no valid token", 403: "not this room or role",
+                   404: "no such session"}),
     ("GET", "/"): Operation("the browser app", "pages", None, response_type="text/html", responses={200: "page"}),
     ("GET", "/{path}"): Operation("browser pages and /static/ modules", "pages", None, response_type="text/html",
                                   responses={200: "file", 404: "not found"}),
@@ -97,6 +102,9 @@ class DocumentedRoutes:
                 "securitySchemes": {
                     "apiKey": {"type": "http", "scheme": "bearer",
                                "description": "the node's API key (api_key / MEDSTREAM_API_KEY)"},
+                    "adminToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                   "description": "an admin-grant token for one room or all "
+                                                  "(medstream token --grant admin [--room R])"},
                     "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                     "description": "a room access token (medstream token, POST /api/v1/tokens)"},
                 },
@@ -132,7 +140,9 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
         else:
             responses[str(status)] = {"description": desc}
     out["responses"] = responses
-    if op.auth is not None:
+    if op.auth == "apiKey":  # the admin API: the key or an admin-grant token
+        out["security"] = [{"apiKey": []}, {"adminToken": []}]
+    elif op.auth is not None:
         out["security"] = [{op.auth: []}]
     else:
         out["security"] = []

@@ -58,6 +58,8 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"medstream serve: {exc}", file=sys.stderr)
         return 2
+    if config.workers > 1 and args.worker_index is None:
+        return run_workers(config.workers, argv)
     app = MedstreamApp(config)
     try:
         run(lambda: serve_forever(app))
@@ -76,3 +78,49 @@ def listen_error(exc: OSError, host: str, port: int) -> str:
     if exc.errno == errno.EACCES:
         return f"no permission to listen on port {port} (ports below 1024 need root): pick another --port"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def run_workers(n: int, argv: list[str]) -> int:
+    """`--workers N`: N processes of this command sharing the port (SO_REUSEPORT, the kernel
+    spreads new connections), each its own cluster node on its own port too. A signal is passed
+    on to every worker; a worker that dies is restarted (its rooms are taken over meanwhile)."""
+    import subprocess
+    import time
+
+    def die_with_parent() -> None:  # a supervisor killed with SIGKILL takes its workers with it
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "medstream.cli", "serve", *argv, "--worker-index", str(i)],
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
+
+    workers = [spawn(i) for i in range(n)]
+    started = [time.monotonic()] * n
+    stopping = False
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    print(f"medstream: {n} workers started", flush=True)
+    while True:
+        for i, w in enumerate(workers):
+            code = w.poll()
+            if code is not None and not stopping:
+                if time.monotonic() - started[i] < 10:  # dies at start: a config or port error, not a crash
+                    print(f"medstream: worker {i} exited at start ({code}); stopping", file=sys.stderr, flush=True)
+                    forward(signal.SIGTERM, None)
+                    continue
+                print(f"medstream: worker {i} exited ({code}); restarting it", file=sys.stderr, flush=True)
+                workers[i], started[i] = spawn(i), time.monotonic()
+        if stopping and all(w.poll() is not None for w in workers):
+            return max((w.returncode or 0) for w in workers)
+        time.sleep(0.2)

@@ -16,6 +16,7 @@ from typing import Protocol
 from signaling import effects as fx
 from signaling.server import SignalingServer, Socket
 from waveforms import StoreSink, ViewerOutbox, WaveformStats
+from waveforms.relay import SnapshotIntake
 
 log = logging.getLogger("medstream.waveforms")
 
@@ -24,6 +25,8 @@ VIEWER_BURST_BUFFER_BYTES = 256 * 1024  # waveform frames written per wake-up wh
 
 class Relay(Protocol):
     """What the node needs of `waveforms.relay.WaveformRelay`."""
+
+    on_snapshot: SnapshotIntake | None  # where 12-lead snapshots go (the reading desk)
 
     def on_publisher_frame(self, group: str, publisher_id: str, data: bytes) -> list[bytes]: ...
     def set_publisher_identity(self, group: str, publisher_id: str, identity: str) -> None: ...
@@ -47,6 +50,10 @@ class WaveformBridge:
         self._viewer_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._analysis: asyncio.Task[None] | None = None
         self.on_relay_latency: Callable[[float], None] | None = None  # seconds a frame waited for its viewer
+        # a cluster's waveform journal: (room, publisher, identity, frame, replies, send) journals the
+        # frame and sends the replies (acks) once it is stored (cluster.journal)
+        self.journal: Callable[[str, str, str, bytes, list[bytes], Callable[[bytes], None]], None] | None = None
+        self._identities: dict[tuple[str, str], str] = {}
         driver.on_binary = self._publisher_frame
         driver.handle(fx.WaveformViewer, self._viewer)
         driver.handle(fx.WaveformPublisher, self._publisher)
@@ -68,15 +75,24 @@ class WaveformBridge:
 
     def _publisher(self, e: fx.WaveformPublisher) -> None:
         self.relay.set_publisher_identity(e.room_id, e.participant_id, e.identity)
+        self._identities[(e.room_id, e.participant_id)] = e.identity
 
     def _publisher_gone(self, e: fx.WaveformPublisherGone) -> None:
         self.relay.publisher_disconnected(e.room_id, e.participant_id)
+        self._identities.pop((e.room_id, e.participant_id), None)
 
     def _group_closed(self, e: fx.WaveformGroupClosed) -> None:
         self.relay.close_group(e.room_id)
+        for key in [k for k in self._identities if k[0] == e.room_id]:
+            del self._identities[key]
 
     def _publisher_frame(self, room_id: str, publisher_id: str, frame: bytes, socket: Socket) -> None:
-        for reply in self.relay.on_publisher_frame(room_id, publisher_id, frame):
+        replies = self.relay.on_publisher_frame(room_id, publisher_id, frame)
+        if self.journal is not None:
+            identity = self._identities.get((room_id, publisher_id), publisher_id)
+            self.journal(room_id, publisher_id, identity, frame, replies, socket.send_bytes)
+            return
+        for reply in replies:
             socket.send_bytes(reply)
 
     def _viewer(self, e: fx.WaveformViewer) -> None:

@@ -1,5 +1,6 @@
 """Webhooks: the hospital system hears what happened (room started/ended, participant joined/left,
-recording started/ready with its manifest, alarm raised/cleared), signed, at least once.
+recording started/ready with its manifest, alarm raised/cleared, a 12-lead ECG report signed:
+`ecg_report_signed`, published by medstream.readings_http), signed, at least once.
 
 Delivery (per destination URL, in order, one request in flight):
 - An event is queued in memory at once (the observer never waits), then written to the

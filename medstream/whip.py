@@ -10,8 +10,15 @@ signaling, forwarded without transcoding like every other track.
   the newest audio and video of the room's presenters (`HttpSessions.tracks_to_play`). When
   they end (the encoder stopped or reconnects), the WHEP session ends: the player's connection
   closes and a player that retries gets the presenter's new tracks.
-- No trickle ICE: the answer has all our candidates, the offer should have the client's (what
-  OBS and browsers do once gathering is complete); `PATCH` answers 405 (RFC 9725 section 4.3.1).
+- No trickle ICE and no ICE restart: the answer has all our candidates, the offer should have the
+  client's (what OBS and browsers do once gathering is complete); `PATCH` on a session answers
+  405 with `Allow: DELETE` (aiohttp's router; RFC 9725 section 4.3.1), so no ETag/If-Match.
+- ICE servers (RFC 9725 section 4.4): the 201 carries one `Link: <url>; rel="ice-server"` per
+  configured STUN/TURN URL, with `username`, `credential` and `credential-type="password"` where
+  there are credentials: the node's `--ice-server` entries and, with TURN REST configured, a
+  time-limited credential for this session's participant (what a join reply carries), so an
+  encoder behind a hospital firewall can relay through coturn on 443. RFC 9725 lets the server
+  send them only in the 201 (not through OPTIONS), which is what clients read them from.
 
 The handlers are thin: `signaling.sessions.HttpSessions` admits and removes the participant (its
 rules, returned as effects), the SFU answers the offer (`answer_publish`, `answer_subscribe`) in
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from media_server.events import MediaErrorReason, MediaRequestError
 from medstream.http import json_response
@@ -148,8 +156,27 @@ class WhipEndpoint:
             return _error(STATUS.get(reason, 500), reason.value, str(exc))
         location = f"/{kind}/{room_id}/{session.key}"
         log.info("%s session %s: participant %s in room %s", kind.upper(), session.key[:6], pid, room_id)
-        return web.Response(status=201, body=answer.encode(), headers={
-            "Content-Type": SDP, "Location": location, "Cache-Control": "no-store"})
+        headers = CIMultiDict({"Content-Type": SDP, "Location": location, "Cache-Control": "no-store"})
+        for link in self.ice_links(pid):
+            headers.add("Link", link)
+        return web.Response(status=201, body=answer.encode(), headers=headers)
+
+    def ice_links(self, pid: str) -> list[str]:
+        """`Link` header values for the ICE servers a session's client may use (RFC 9725 4.4),
+        with TURN REST credentials made for participant `pid`."""
+        config = self.sessions.hub.config
+        servers = list(config.ice_servers)
+        if config.turn is not None:
+            servers.append(config.turn.ice_server(pid, self.clock()))
+        links = []
+        for server in servers:
+            for url in server.urls:
+                link = f'<{url}>; rel="ice-server"'
+                if server.username is not None and server.credential is not None:
+                    link += (f'; username="{_quoted(server.username)}"; credential="{_quoted(server.credential)}"'
+                             '; credential-type="password"')
+                links.append(link)
+        return links
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
         session = self.active.get(request.match_info["session"])
@@ -197,6 +224,11 @@ class WhipEndpoint:
         key = self._by_participant.get(pid)
         if key is not None and (session := self.active.get(key)) is not None:
             self._end(session, "timeout")
+
+
+def _quoted(text: str) -> str:
+    """An RFC 8288 quoted-string's content."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -71,6 +71,7 @@ class Reason(str, enum.Enum):
     RESUME_FAILED = "resume_failed"
     REMOVED = "removed"  # a moderator removed this identity from the room; only a moderator readmits
     SERVER_DRAINING = "server_draining"  # the node is shutting down: join another (resumes still work)
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"  # the room is on another node and the cluster cannot be reached
     INTERNAL = "internal"
 
 
@@ -429,6 +430,17 @@ class RoomEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    """Reply to a `join` on a node that does not host the room (a cluster): connect to `url`
+    (the hosting node's own websocket address) and send the same `join` there."""
+
+    TYPE: ClassVar[str] = "redirect"
+    url: str
+    room: str
+    id: RequestId = None
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     TYPE: ClassVar[str] = "error"
     reason: Reason
@@ -482,7 +494,7 @@ class TokenRefreshed:
 ServerMessage = Union[
     Joined, ParticipantJoined, ParticipantLeft, ParticipantUpdated, TrackPublished, TrackUpdated,
     TrackUnpublished, ServerSdp, ServerCandidate, Recording, Quality, Pong, Ok, RoomEnded, Error,
-    Bye, ChatMessage, TokenExpiring, TokenRefreshed, VideoAdapted,
+    Bye, ChatMessage, TokenExpiring, TokenRefreshed, VideoAdapted, Redirect,
 ]
 
 SERVER_MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(ServerMessage)}

@@ -1,8 +1,8 @@
 """Waveform messages on the wire: msgpack binary websocket frames, version 1.
 
 The only module that touches msgpack. Every frame is one msgpack map with a ``"type"`` key. A
-monitor sends `Announce`, `Chunk` and `Numerics` (`ClientWaveformMessage`); the server sends `Ack`
-and `WaveformError` back to it, and `StreamAnnounce`, `ViewerChunk`, `Numerics`, `Analysis`, `Gap`,
+monitor sends `Announce`, `Chunk` and `Numerics`, an ECG cart `Ecg12Snapshot` (all in
+`ClientWaveformMessage`); the server sends `Ack`, `SnapshotReceived` and `WaveformError` back to it, and `StreamAnnounce`, `ViewerChunk`, `Numerics`, `Analysis`, `Gap`,
 `Skipped` and `StreamEnded` to viewers (all in `ServerWaveformMessage`). The field-by-field
 description lives in ``docs/protocol-waveforms.md``.
 
@@ -34,6 +34,11 @@ MAX_NUMERICS: Final = 32
 MAX_SEQ: Final = 2**53  # sample counter; 2**53 samples at 1 kHz is ~285,000 years
 MIN_RATE_LIMIT_BPM: Final = 15.0
 MAX_RATE_LIMIT_BPM: Final = 350.0
+# 12-lead resting ECG snapshots (a device's 10 s recording for the ECG centre, docs/ecg12.md)
+SNAPSHOT_LEAD_COUNTS: Final = (8, 12)  # 8: I, II, V1-V6 (the limb leads derived), 12: all
+SNAPSHOT_MIN_RATE_HZ: Final = 250.0
+SNAPSHOT_MIN_S: Final = 8.0
+SNAPSHOT_MAX_S: Final = 12.0  # 10 s is the standard; 12 s x 12 leads x 1000 Hz x int16 > MAX_FRAME_BYTES
 DTYPES: Final[Mapping[str, np.dtype[Any]]] = {"<i2": np.dtype("<i2"), "<i4": np.dtype("<i4")}
 
 _STREAM_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -52,6 +57,7 @@ class WaveformErrorReason(StrEnum):
     SEQUENCE_ERROR = "sequence_error"  # seq too far ahead, or too many unfilled gaps
     TOO_MANY_STREAMS = "too_many_streams"
     FORBIDDEN = "forbidden"  # this connection may not publish waveforms (used by the server)
+    INVALID_ECG = "invalid_ecg"  # a 12-lead snapshot that is well formed but not a usable ECG
     INTERNAL = "internal"
 
 
@@ -144,7 +150,36 @@ class Numerics:
     values: Mapping[str, float]
 
 
-ClientWaveformMessage = Announce | Chunk | Numerics
+@dataclass(frozen=True, slots=True, eq=False)
+class Ecg12Snapshot:
+    """Device -> server: one resting 12-lead ECG (10 s at 250-1000 Hz) for remote reading.
+
+    `samples` int16/int32 (n_leads, n), lead-major, in the order of `leads` (standard names, 8 or
+    12 of them); physical value in mV = adu / `gain_adu_per_mv` (no baseline: an ECG is AC).
+    `snapshot_id` is the device's own id for it (the reply names it; a re-send after a lost
+    reply is recognised by its content). The referral/encounter id and patient come from the
+    clinic's order the cart was given.
+    """
+
+    snapshot_id: str
+    referral_id: str
+    patient_id: str
+    leads: tuple[str, ...]
+    sampling_rate_hz: float
+    gain_adu_per_mv: float
+    samples: np.ndarray
+    patient_name: str = ""
+    sex: str = "U"  # "M", "F" or "U"
+    age_years: float | None = None
+    acquired_at: float | None = None  # the device's epoch time of the first sample
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return float(self.samples.shape[1]) / self.sampling_rate_hz
+
+
+ClientWaveformMessage = Announce | Chunk | Numerics | Ecg12Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +278,18 @@ class StreamEnded:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotReceived:
+    """Server -> device: the snapshot is stored and queued for reading as `request_id`."""
+
+    snapshot_id: str
+    request_id: str
+    priority: str  # the triage priority it was queued with ("stat", "urgent", "flagged", "routine")
+
+
 ServerWaveformMessage = (
     Ack
+    | SnapshotReceived
     | WaveformError
     | StreamAnnounce
     | ViewerChunk
@@ -313,6 +358,31 @@ def _chunk_map(c: Chunk) -> dict[str, Any]:
     }
 
 
+def _int_block(samples: np.ndarray, what: str) -> tuple[str, bytes]:
+    dtype_name = _LITTLE_ENDIAN.get(samples.dtype)
+    if dtype_name is not None and samples.ndim == 2 and samples.flags.c_contiguous:
+        return dtype_name, samples.tobytes()
+    if samples.dtype.kind != "i" or samples.dtype.itemsize not in (2, 4) or samples.ndim != 2:
+        raise TypeError(f"{what} samples must be int16/int32 (n, m), got {samples.dtype} shape {samples.shape}")
+    le = samples.dtype.newbyteorder("<")
+    return le.str, np.ascontiguousarray(samples, dtype=le).tobytes()
+
+
+def _snapshot_map(m: Ecg12Snapshot) -> dict[str, Any]:
+    dtype_name, data = _int_block(m.samples, "snapshot")
+    out: dict[str, Any] = {
+        "type": "ecg12_snapshot", "v": VERSION, "snapshot": m.snapshot_id, "referral": m.referral_id,
+        "patient": {"id": m.patient_id, "name": m.patient_name, "sex": m.sex},
+        "leads": list(m.leads), "sampling_rate_hz": float(m.sampling_rate_hz),
+        "gain_adu_per_mv": float(m.gain_adu_per_mv), "dtype": dtype_name, "data": data,
+    }
+    if m.age_years is not None:
+        out["patient"]["age_years"] = float(m.age_years)
+    if m.acquired_at is not None:
+        out["acquired_at"] = float(m.acquired_at)
+    return out
+
+
 def _alarm_map(a: AlarmInfo) -> dict[str, Any]:
     return {"kind": a.kind, "priority": a.priority, "message": a.message,
             "since_sample": int(a.since_sample)}
@@ -339,6 +409,9 @@ _MAPPERS: Final[Mapping[type, Callable[[Any], dict[str, Any]]]] = {
     Numerics: lambda m: {"type": "numerics", "stream": m.stream_id, "time": float(m.time),
                          "values": {k: float(v) for k, v in m.values.items()}},
     Ack: lambda m: {"type": "ack", "stream": m.stream_id, "next_seq": int(m.next_seq)},
+    Ecg12Snapshot: _snapshot_map,
+    SnapshotReceived: lambda m: {"type": "ecg12_received", "snapshot": m.snapshot_id, "request": m.request_id,
+                                 "priority": m.priority},
     WaveformError: lambda m: {"type": "error", "reason": m.reason.value, "message": m.message,
                               "stream": m.stream_id},
     StreamAnnounce: lambda m: {**_announce_map(m.announce), "publisher": m.publisher_id},
@@ -498,6 +571,66 @@ def _decode_numerics(m: Mapping[str, Any]) -> Numerics:
     return Numerics(stream_id, t, values)
 
 
+_REFERRAL = re.compile(r"^[^\x00-\x1f]{1,64}$")
+_NAME = re.compile(r"^[^\x00-\x1f]{0,64}$")
+
+
+def _decode_snapshot(m: Mapping[str, Any]) -> Ecg12Snapshot:
+    w = "ecg12_snapshot"
+    v = _get(m, "v", w)
+    if v != VERSION:
+        raise WaveformWireError(WaveformErrorReason.UNSUPPORTED_VERSION, f"{w}.v must be {VERSION}, got {v!r}")
+    snapshot_id = _str(m, "snapshot", w, _STREAM_ID)
+    try:
+        referral = _str(m, "referral", w, _REFERRAL)
+        patient = _get(m, "patient", w)
+        if not isinstance(patient, dict):
+            raise _bad(f"{w}.patient must be a map, got {type(patient).__name__}")
+        patient_id = _str(patient, "id", f"{w}.patient", _REFERRAL)
+        name = patient.get("name", "")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise _bad(f"{w}.patient.name must be a string of at most 64 characters, got {str(name)[:80]!r}")
+        sex = patient.get("sex", "U")
+        if sex not in ("M", "F", "U"):
+            raise _bad(f"{w}.patient.sex must be one of M, F, U, got {str(sex)[:8]!r}")
+        age = patient.get("age_years")
+        if age is not None:
+            age = _float(age, f"{w}.patient.age_years", 0.0, 130.0, "years")
+        leads = _get(m, "leads", w)
+        if not isinstance(leads, list) or len(leads) not in SNAPSHOT_LEAD_COUNTS:
+            got = len(leads) if isinstance(leads, list) else type(leads).__name__
+            raise _bad(f"{w}.leads must list {' or '.join(map(str, SNAPSHOT_LEAD_COUNTS))} lead names, got {got}")
+        for i, name_i in enumerate(leads):
+            if not isinstance(name_i, str) or not _LABEL.match(name_i):
+                raise _bad(f"{w}.leads[{i}] must be a lead name such as II or V1, got {str(name_i)[:40]!r}")
+        if len(set(leads)) != len(leads):
+            raise _bad(f"{w}.leads must not repeat a lead, got {leads}")
+        fs = _float(_get(m, "sampling_rate_hz", w), f"{w}.sampling_rate_hz", SNAPSHOT_MIN_RATE_HZ,
+                    MAX_SAMPLING_RATE_HZ, "Hz")
+        gain = _float(_get(m, "gain_adu_per_mv", w), f"{w}.gain_adu_per_mv", 1.0, 1e7, "adu/mV")
+        dtype_name = _get(m, "dtype", w)
+        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+            raise _bad(f"{w}.dtype must be one of {sorted(DTYPES)}, got {str(dtype_name)[:40]!r}")
+        dtype = DTYPES[dtype_name]
+        data = _get(m, "data", w)
+        if not isinstance(data, bytes):
+            raise _bad(f"{w}.data must be bin, got {type(data).__name__}")
+        row = len(leads) * dtype.itemsize
+        if len(data) == 0 or len(data) % row:
+            raise _bad(f"{w}.data must be a non-empty multiple of len(leads)*itemsize = {row} bytes, got {len(data)}")
+        n = len(data) // row
+        if not SNAPSHOT_MIN_S <= n / fs <= SNAPSHOT_MAX_S:
+            raise _bad(f"{w} must be {SNAPSHOT_MIN_S:g}-{SNAPSHOT_MAX_S:g} s long (10 s is standard), "
+                       f"got {n / fs:.2f} s ({n} samples at {fs:g} Hz)")
+        acquired = m.get("acquired_at")
+        if acquired is not None:
+            acquired = _float(acquired, f"{w}.acquired_at", 0.0, 1e11, "s")
+    except WaveformWireError as exc:
+        raise WaveformWireError(exc.reason, exc.message, snapshot_id) from None
+    samples = np.frombuffer(data, dtype=dtype).reshape(len(leads), n)
+    return Ecg12Snapshot(snapshot_id, referral, patient_id, tuple(leads), fs, gain, samples, name, sex, age, acquired)
+
+
 def _unpack(data: bytes) -> dict[str, Any]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _bad(f"waveform frames are binary, got {type(data).__name__}")
@@ -517,6 +650,7 @@ _CLIENT_DECODERS: dict[str, Callable[[Mapping[str, Any]], ClientWaveformMessage]
     "announce": _decode_announce,
     "chunk": _decode_chunk,
     "numerics": _decode_numerics,
+    "ecg12_snapshot": _decode_snapshot,
 }
 
 
@@ -561,6 +695,8 @@ def decode_server_frame(data: bytes) -> ServerWaveformMessage:
         match kind:
             case "ack":
                 return Ack(m["stream"], int(m["next_seq"]))
+            case "ecg12_received":
+                return SnapshotReceived(m["snapshot"], m["request"], m["priority"])
             case "error":
                 return WaveformError(WaveformErrorReason(m["reason"]), m["message"], m.get("stream"))
             case "announce":
@@ -650,8 +786,8 @@ def physical(samples: np.ndarray, channel: ChannelInfo) -> np.ndarray:
 
 __all__ = [
     "MAX_CHANNELS", "MAX_FRAME_BYTES", "MAX_SAMPLES_PER_CHUNK", "VERSION", "Ack", "AlarmInfo",
-    "Analysis", "Announce", "ChannelInfo", "Chunk", "ClientWaveformMessage", "Gap", "Numerics",
-    "PrecodedChunk", "RateLimits", "ServerWaveformMessage", "Skipped", "StreamAnnounce",
+    "Analysis", "Announce", "ChannelInfo", "Chunk", "ClientWaveformMessage", "Ecg12Snapshot", "Gap", "Numerics",
+    "PrecodedChunk", "RateLimits", "ServerWaveformMessage", "Skipped", "SnapshotReceived", "StreamAnnounce",
     "StreamEnded", "ViewerChunk", "WaveformError", "WaveformErrorReason", "WaveformWireError",
     "chunk_timing", "decode_client_frame", "decode_server_frame", "encode", "physical",
     "precode_chunk",

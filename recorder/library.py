@@ -6,6 +6,9 @@ Plain functions over the recordings root for the HTTP layer (`list_sessions`, `r
     medstream recordings [--root DIR] list [--room R] [--json]
     medstream recordings [--root DIR] show SESSION_ID
     medstream recordings [--root DIR] prune --older-than DAYS [--dry-run]
+    medstream recordings [--root DIR] [--key-file F] remux SESSION_ID [--compose OUT.webm]
+    medstream recordings [--root DIR] [--key-file F] edf SESSION_ID
+    medstream recordings [--root DIR] [--key-file F] repair [SESSION_ID]
 
 A session is addressed by its directory name (`<UTC timestamp>-<short id>`), unique across rooms.
 """
@@ -205,12 +208,56 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list sessions, newest first")
     ls.add_argument("--room", help="only this room")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    ls.add_argument("--ids", action="store_true", help="session ids only, one a line (for scripts)")
     show = sub.add_parser("show", help="print a session's manifest")
     show.add_argument("session_id")
     pr = sub.add_parser("prune", help="delete sessions older than a number of days")
     pr.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     pr.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    p.add_argument("--key-file", type=Path,
+                   help="recordings master key of encrypted sessions (default: $MEDSTREAM_RECORDINGS_KEY)")
+    rx = sub.add_parser("remux", help="one file per participant, no transcoding (WebM or Matroska)")
+    rx.add_argument("session_id")
+    rx.add_argument("--compose", type=Path, metavar="OUT",
+                    help="also one transcoded file of everyone side by side, audio mixed (needs ffmpeg)")
+    ed = sub.add_parser("edf", help="EDF+ (BDF+ for 32-bit) of every waveform record, with annotations")
+    ed.add_argument("session_id")
+    rp = sub.add_parser("repair", help="make crash-cut sessions playable (all, or one)")
+    rp.add_argument("session_id", nargs="?")
     return p
+
+
+def _files_command(args: argparse.Namespace) -> int:
+    """remux / edf / repair (imported here: the listing needs none of their libraries)."""
+    import os
+
+    from recorder import edf_export, remux, repair
+    from recorder.crypto import ENV_KEY, DecryptionError, MasterKey
+
+    master = None
+    if args.key_file is not None or os.environ.get(ENV_KEY):
+        master = MasterKey.load(args.key_file)
+    try:
+        if args.command == "repair" and args.session_id is None:
+            done = repair.repair_all(args.root, master)
+            print(f"repaired {len(done)} session(s){': ' + ', '.join(done) if done else ''}")
+            return 0
+        directory = find_session(args.root, args.session_id)
+        if args.command == "remux":
+            for r in remux.remux_participants(directory, master):
+                print(f"{directory / r.name}: {r.packets} packets" + (" (an input ended early)" if r.damaged_inputs else ""))
+            if args.compose is not None:
+                print(remux.compose(directory, args.compose, master))
+        elif args.command == "edf":
+            for path in edf_export.export_session(directory, master):
+                print(path)
+        else:
+            m = repair.repair_session(directory, master)
+            print(f"{directory}: {m.stop_reason}, repaired at {m.repaired_at}")
+    except (SessionNotFoundError, ValueError, OSError, DecryptionError) as e:
+        print(f"medstream recordings: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -224,11 +271,17 @@ def main(argv: list[str]) -> int:
             return 0
         print(f"medstream recordings: {where}", file=sys.stderr)
         return 1 if args.command == "show" else 2
+    if args.command in ("remux", "edf", "repair"):
+        return _files_command(args)
     if args.command == "list":
         sessions = list_sessions(args.root, room=args.room)
         if args.json:
             for s in sessions:
                 print(json.dumps(s.to_dict()))
+            return 0
+        if args.ids:
+            for s in sessions:
+                print(s.session_id)
             return 0
         if not sessions:
             print(f"no sessions under {args.root}")

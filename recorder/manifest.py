@@ -7,6 +7,7 @@ mid-recording has `stopped_at: null` and no hashes, which marks it incomplete).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,8 @@ class ParticipantEntry:
     role: str
     identity: str = ""
     name: str = ""
+    joined_offset_s: float | None = None  # first seen in the recording (s since its start)
+    left_offset_s: float | None = None  # left the room (None: there until the end)
 
 
 @dataclass(slots=True)
@@ -69,6 +72,9 @@ class SessionManifest:
     participants: list[ParticipantEntry] = field(default_factory=list)
     files: list[FileEntry] = field(default_factory=list)
     version: int = MANIFEST_VERSION
+    # {"algorithm": "aes-256-gcm" | "sm4-gcm", "key_id": ...} when the files are encrypted at rest
+    encryption: dict[str, str] | None = None
+    repaired_at: str | None = None  # a crash-cut session made playable by `recorder.repair`
 
     def to_json(self) -> str:
         """Serialise to indented JSON text."""
@@ -103,3 +109,12 @@ def write_manifest(directory: Path, manifest: SessionManifest) -> None:
 def read_manifest(directory: Path) -> SessionManifest:
     """Load `<directory>/manifest.json`. Raises OSError if missing, ValueError if malformed."""
     return SessionManifest.from_json((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file as the manifest records it (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -13,17 +13,20 @@ cluster; the Segment has "unknown size" until the trailer, which players accept.
 from __future__ import annotations
 
 import fractions
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 
 from media_server.frames import EncodedFrame
 from recorder.codecs import CodecSpec, codec_spec, h264_keyframe_size, vp8_keyframe_size
-from recorder.timeline import RtpTimeline
+from recorder.crypto import Encryption
+from recorder.timeline import RtpTimeline, rtp_delta
 
 MATROSKA_TIME_BASE = fractions.Fraction(1, 1000)
+ANCHOR_WINDOW_S = 1.0  # a track's first frames are held this long to anchor it on the session clock
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class MediaTrackWriter:
         kind: str,
         session_start: float,
         cluster_time_limit_ms: int = 1000,
+        encryption: Encryption | None = None,
     ) -> None:
         self.spec: CodecSpec = codec_spec(codec)
         if kind not in ("audio", "video"):
@@ -74,25 +78,55 @@ class MediaTrackWriter:
         self._last_pts: int | None = None
         self._last_delta: int | None = None
         self._closed = False
+        self._encryption = encryption or Encryption()
+        self._file: Any = None
+        self._cluster_start_pts: int | None = None
+        self.clusters_closed = 0
+        self._held: list[EncodedFrame] = []  # the first frames, until the anchor is known
+        self.anchor_window_s = ANCHOR_WINDOW_S
 
     @property
     def opened(self) -> bool:
         """True once the file exists on disk."""
         return self._container is not None
 
-    def write(self, frame: EncodedFrame) -> None:
-        """Mux one frame; frames before the first video keyframe and stale frames are counted, not written."""
+    def write(self, frame: EncodedFrame) -> bool:
+        """Mux one frame; frames before the first video keyframe and stale frames are counted, not written.
+
+        Returns True when this frame started a new Matroska cluster (the muxer has just written
+        the previous one out): the moment for a per-cluster fsync."""
         if self._closed:
-            return
-        if self._container is None and not self._open_for(frame):
-            self.stats.frames_before_keyframe += 1
-            return
+            return False
+        if self._container is None:
+            if not self._held and self._start_size(frame) is None:
+                self.stats.frames_before_keyframe += 1
+                return False
+            self._held.append(frame)
+            if frame.received_at - self._held[0].received_at < self.anchor_window_s:
+                return False
+            return self._release()
+        return self._mux(frame, frame.received_at)
+
+    def _release(self) -> bool:
+        """Open the file and mux the held frames, anchored on the least-delayed of them: a frame's
+        arrival minus its RTP distance from the first is when the first would have arrived had it
+        been as quick, and delays are never negative, so the smallest is the best estimate."""
+        held, self._held = self._held, []
+        first = held[0]
+        anchor = min(f.received_at - rtp_delta(f.timestamp, first.timestamp) / f.clock_rate for f in held)
+        self._open_for(first)
+        new_cluster = False
+        for f in held:
+            new_cluster |= self._mux(f, anchor if f is first else f.received_at)
+        return new_cluster
+
+    def _mux(self, frame: EncodedFrame, received_at: float) -> bool:
         assert self._timeline is not None and self._time_base is not None
-        pts = self._timeline.place(frame.timestamp, frame.received_at)
+        pts = self._timeline.place(frame.timestamp, received_at)
         self.stats.timeline_resyncs = self._timeline.resyncs
         if pts is None:
             self.stats.frames_out_of_order += 1
-            return
+            return False
         if self._last_pts is not None:
             self._last_delta = pts - self._last_pts
         packet = av.Packet(frame.data)
@@ -103,6 +137,13 @@ class MediaTrackWriter:
         packet.duration = self._last_delta or self._nominal_frame_ticks(frame.clock_rate)
         packet.is_keyframe = frame.keyframe or self.kind == "audio"
         self._container.mux(packet)
+        # the muxer closes a cluster at its time limit, and at a video keyframe
+        limit = self._cluster_time_limit_ms * frame.clock_rate // 1000
+        new_cluster = self._cluster_start_pts is not None and (
+            pts - self._cluster_start_pts >= limit or (self.kind == "video" and frame.keyframe))
+        if new_cluster or self._cluster_start_pts is None:
+            self._cluster_start_pts = pts
+            self.clusters_closed += new_cluster
         if self._first_pts is None:
             self._first_pts = pts
             self.stats.start_offset_s = pts / frame.clock_rate
@@ -111,34 +152,59 @@ class MediaTrackWriter:
         self.stats.bytes_muxed += len(frame.data)
         last = self._last_delta or self._nominal_frame_ticks(frame.clock_rate)
         self.stats.duration_s = (pts - self._first_pts + last) / frame.clock_rate
+        return new_cluster
 
-    def close(self) -> None:
+    def sync(self, fsync: bool) -> None:
+        """Hand what is written to the OS (an encrypted file seals its open chunk), and with
+        `fsync` to the disk itself."""
+        if self._file is None or self._closed:
+            return
+        self._file.flush()
+        if fsync:
+            os.fsync(self._file.fileno())
+
+    def close(self, fsync: bool = False) -> None:
         """Write the trailer (cues, durations) and close the file. Idempotent."""
         if self._closed:
             return
+        if self._held:
+            self._release()
         self._closed = True
         if self._container is not None:
             container, self._container = self._container, None
-            container.close()
+            try:
+                container.close()
+            finally:
+                f, self._file = self._file, None
+                try:
+                    f.flush()
+                    if fsync:
+                        os.fsync(f.fileno())
+                finally:
+                    f.close()
 
     def _nominal_frame_ticks(self, clock_rate: int) -> int:
         # Until two frames have been seen: 20 ms Opus packets, 30 fps video.
         return clock_rate // 50 if self.kind == "audio" else clock_rate // 30
 
+    def _start_size(self, frame: EncodedFrame) -> tuple[int, int] | tuple[()] | None:
+        """The picture size if `frame` can start the file (a video keyframe), () for audio,
+        None if it cannot."""
+        if self.kind != "video":
+            return ()
+        if not frame.keyframe:
+            return None
+        if self.spec.ffmpeg_name == "vp8":
+            return vp8_keyframe_size(frame.data)
+        return h264_keyframe_size(frame.data)
+
     def _open_for(self, frame: EncodedFrame) -> bool:
-        """Create the file if `frame` can start it; False if it must be dropped (no keyframe yet)."""
-        size: tuple[int, int] | None = None
-        if self.kind == "video":
-            if not frame.keyframe:
-                return False
-            if self.spec.ffmpeg_name == "vp8":
-                size = vp8_keyframe_size(frame.data)
-            else:
-                size = h264_keyframe_size(frame.data)
-            if size is None:
-                return False
+        """Create the file, started by `frame` (checked by `_start_size`)."""
+        started = self._start_size(frame)
+        size = cast("tuple[int, int]", started) if started else None
+        self._file = self._encryption.create(self.path)
         container = av.open(
-            str(self.path),
+            self._file,
             "w",
             format=self.spec.container_format,
             options={
@@ -158,6 +224,7 @@ class MediaTrackWriter:
             stream.time_base = MATROSKA_TIME_BASE
         except BaseException:
             container.close()
+            self._file.close()
             raise
         self._container = container
         self._stream = stream

@@ -34,17 +34,20 @@ import numpy as np
 from media_server.events import MediaRequestError
 from media_server.frames import FrameSink
 from protocol.waveforms import Analysis, Announce
-from recorder import library
+from recorder import edf_export, library, remux, repair
+from recorder.crypto import MasterKey
 from recorder.errors import RecorderError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
-from recorder.manifest import SessionManifest
+from recorder.manifest import SessionManifest, read_manifest
 from recorder.session import ROOM_NAME_RE, RecorderConfig, SessionRecorder, TrackSink, WaveformSink
 from recorder.wfdb_file import WaveformStreamInfo
 from waveforms import StoreSink
 
 log = logging.getLogger(__name__)
 
-ROOM_ENDED_BY = "room_ended"  # stopped_by when the room ended without a moderator asking
+ROOM_ENDED_BY = "room_ended"
+KEYFRAME_RETRY_S = 1.0  # a recorded video track without a keyframe yet is asked again this often
+KEYFRAME_RETRIES = 30  # stopped_by when the room ended without a moderator asking
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class RecordingServiceConfig:
     retention_days: float | None = None
     prune_interval_s: float = 86400.0
     recorder: RecorderConfig | None = None  # None: RecorderConfig(root) with defaults
+    finalize: bool = True  # after a stop: one file per participant and EDF+ (in a worker thread)
+    repair_at_start: bool = True  # crash-cut sessions found at start are made playable
 
     def __post_init__(self) -> None:
         if self.retention_days is not None and not self.retention_days >= 0:
@@ -247,6 +252,12 @@ class RecordingService:
         self._background: set[asyncio.Task[None]] = set()
         self._prune_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.repaired_sessions: list[str] = []
+        self._started_at = clock() - 1.0  # sessions from before: an earlier run's
+        self.finalized_sessions = 0
+        self._repair_task: asyncio.Task[None] | None = None
+        if self.config.repair_at_start:
+            self._repair_task = asyncio.get_running_loop().create_task(self._repair())
         if self.config.retention_days is not None:
             self._prune_task = asyncio.get_running_loop().create_task(self._prune_loop())
 
@@ -338,6 +349,9 @@ class RecordingService:
         """Stop every recording (stopped_by "server_shutdown") and the prune timer. Idempotent."""
         self._closed = True
         self._pending.clear()
+        if self._repair_task is not None:
+            with contextlib.suppress(Exception):
+                await self._repair_task
         if self._prune_task is not None:
             self._prune_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -349,10 +363,45 @@ class RecordingService:
             with contextlib.suppress(Exception):
                 await task
 
+    @property
+    def master_key(self) -> MasterKey | None:
+        """The recordings master key (None: recordings are not encrypted)."""
+        return self.config.recorder.master_key if self.config.recorder is not None else None
+
+    async def _repair(self) -> None:
+        """Crash-cut sessions of an earlier run made playable, in a worker thread."""
+        active = frozenset(rr.recorder.session_id for rr in self.rooms.values())
+        try:
+            self.repaired_sessions = await asyncio.to_thread(
+                repair.repair_all, self.root, self.master_key, active, self._started_at)
+        except Exception:
+            log.exception("recorder: repairing %s failed", self.root)
+
+    async def repaired(self) -> list[str]:
+        """Wait for the start-up repair; the ids of the sessions it repaired."""
+        if self._repair_task is not None:
+            await asyncio.shield(self._repair_task)
+        return self.repaired_sessions
+
+    async def _finalize(self, directory: Path) -> None:
+        """One file per participant and EDF+ of every record: offline, in a worker thread."""
+        def work() -> None:
+            remux.remux_participants(directory, self.master_key)
+            edf_export.export_session(directory, self.master_key)
+        try:
+            await asyncio.to_thread(work)
+            self.finalized_sessions += 1
+        except Exception:
+            log.exception("recorder: finalizing %s failed (the track files are intact)", directory)
+
     async def _stop(self, rr: RoomRecording, stopped_by: str) -> SessionManifest | None:
         self._detach(rr)
         try:
             manifest = await rr.recorder.stop(stopped_by)
+            if self.config.finalize and rr.recorder.directory is not None:
+                await self._finalize(rr.recorder.directory)
+                with contextlib.suppress(OSError, ValueError):
+                    manifest = read_manifest(rr.recorder.directory)
         finally:
             self.rooms.pop(rr.room_id, None)
         log.info("recording of room %r stopped by %s: %s", rr.room_id, stopped_by, manifest.stop_reason)
@@ -410,6 +459,14 @@ class RecordingService:
             rr.participants[p.participant_id] = entry
             rr.recorder.add_participant(p.participant_id, p.role, p.identity, p.name)
 
+    def participant_left(self, room_id: str, participant_id: str) -> None:
+        """Someone left a recorded room: the timeline shows when."""
+        rr = self.rooms.get(room_id)
+        if rr is None or rr.recorder.state != "recording" or participant_id not in rr.participants:
+            return
+        with contextlib.suppress(RecorderError):
+            rr.recorder.participant_left(participant_id)
+
     def chat(self, room_id: str, message_id: str, participant_id: str, name: str, text: str,
              time_unix_s: float, to_moderators: bool) -> None:
         """A chat message in a room: kept only while that room is being recorded."""
@@ -441,9 +498,25 @@ class RecordingService:
             sink.on_track_ended(t.track_id)
             return
         if t.kind == "video":
-            # the file starts at a keyframe; don't wait for the publisher's next one
+            # the file starts at a keyframe; don't wait for the publisher's next one, and ask
+            # again while none has come (a request or the keyframe itself can be lost)
             with contextlib.suppress(MediaRequestError):
                 self.media.request_keyframe(t.track_id)
+            self._keyframe_retry(room_id, t.track_id, sink, 1)
+
+    def _keyframe_retry(self, room_id: str, track_id: str, sink: TrackSink, attempt: int) -> None:
+        def again() -> None:
+            rr = self.rooms.get(room_id)
+            if sink.keyframe_seen or rr is None or rr.track_sinks.get(track_id) is not sink or self.media is None:
+                return
+            log.info("recorder: no keyframe yet on track %r of room %r: asking again", track_id, room_id)
+            try:
+                self.media.request_keyframe(track_id)
+            except MediaRequestError:
+                return
+            if attempt < KEYFRAME_RETRIES:
+                self._keyframe_retry(room_id, track_id, sink, attempt + 1)
+        asyncio.get_running_loop().call_later(KEYFRAME_RETRY_S, again)
 
     # ------------------------------------------------------------------ retention
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
-import hashlib
+import functools
 import json
 import logging
 import queue
@@ -28,16 +29,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
 
 from media_server.frames import EncodedFrame
 from recorder.codecs import codec_spec
+from recorder.crypto import ALGORITHMS, Encryption, MasterKey, SessionKey
 from recorder.errors import RecorderStateError, UnknownTrackError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
-from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, write_manifest
+from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, file_sha256, write_manifest
 from recorder.media_file import MediaTrackWriter
 from recorder.wfdb_file import (
     ALARM_SYMBOL,
@@ -53,6 +55,10 @@ ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FRAME_OVERHEAD_BYTES = 200  # queue bookkeeping per item, so tiny items still count
 
 State = Literal["idle", "recording", "stopping", "stopped"]
+FsyncPolicy = Literal["none", "second", "cluster"]
+FSYNC_POLICIES: tuple[str, ...] = ("none", "second", "cluster")
+ANCHOR_WINDOW_S = 10.0  # a record's place on the session clock: the best of its first chunks
+SYNC_INTERVAL_S = 1.0  # open files are handed to the OS (and fsynced with "second") this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,11 @@ class RecorderConfig:
     longest Matroska cluster (bounds what a crash loses on media). Backlog limits in bytes.
     `manifest_reserve_bytes`: size of a spare file kept in the session directory and deleted just
     before the final manifest is written, so a full disk still gets a manifest with the stop reason
-    (0 disables it).
+    (0 disables it). `fsync`: "none" (the OS decides: survives a process kill, not a power cut),
+    "second" (every open file fsynced every second), "cluster" (a media file at each closed
+    Matroska cluster, waveforms at each checkpoint). `master_key`: encrypt every file of a
+    session (but the manifest, the index) with a fresh data key wrapped by it, with
+    `encryption_algorithm` "aes-256-gcm" or "sm4-gcm".
     """
 
     root: Path
@@ -73,8 +83,16 @@ class RecorderConfig:
     high_water_bytes: int = 32 * 1024 * 1024
     hard_limit_bytes: int = 256 * 1024 * 1024
     manifest_reserve_bytes: int = 128 * 1024
+    fsync: FsyncPolicy = "none"
+    master_key: MasterKey | None = None
+    encryption_algorithm: str = "aes-256-gcm"
 
     def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {self.fsync!r}")
+        if self.encryption_algorithm not in ALGORITHMS:
+            raise ValueError(f"encryption_algorithm must be one of {sorted(ALGORITHMS)}, "
+                             f"got {self.encryption_algorithm!r}")
         if not self.checkpoint_interval_s > 0:
             raise ValueError(f"checkpoint_interval_s must be > 0, got {self.checkpoint_interval_s}")
         if self.manifest_reserve_bytes < 0:
@@ -167,6 +185,8 @@ class TrackSink:
     def __init__(self, recorder: SessionRecorder, track_id: str) -> None:
         self._recorder = recorder
         self.track_id = track_id
+        self.keyframe_seen = False  # a video file can start only once one has passed
+        self.frames_seen = 0
 
     def on_frame(self, frame: EncodedFrame) -> None:
         """Queue a frame of this track. Raises UnknownTrackError if it belongs to another track."""
@@ -174,6 +194,8 @@ class TrackSink:
             raise UnknownTrackError(
                 f"frame for track {frame.track_id!r} given to the sink of track {self.track_id!r}"
             )
+        self.keyframe_seen = self.keyframe_seen or frame.keyframe
+        self.frames_seen += 1
         self._recorder.on_frame(frame)
 
     def on_track_ended(self, track_id: str) -> None:
@@ -266,6 +288,8 @@ class SessionRecorder:
         self._thread: threading.Thread | None = None
         self._writer: _Writer | None = None
         self.frames_ignored = 0  # frames that arrived after the recording stopped
+        self._session_start = 0.0
+        self.encryption = Encryption()
 
     @property
     def state(self) -> State:
@@ -290,6 +314,9 @@ class SessionRecorder:
             self._loop = None
         self._loop_thread = threading.current_thread()
         session_start = self._clock()
+        self._session_start = session_start
+        if self.config.master_key is not None:
+            self.encryption = Encryption(SessionKey.new(self.config.master_key, self.config.encryption_algorithm))
         room_dir = Path(self.config.root) / self.room
         room_dir.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.fromtimestamp(session_start, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -309,6 +336,8 @@ class SessionRecorder:
             started_at=_iso(session_start),
             started_by=started_by,
             session_start_unix_s=session_start,
+            encryption=None if self.encryption.key is None else {
+                "algorithm": self.config.encryption_algorithm, "key_id": self.encryption.key.key_id},
         )
         write_manifest(self.directory, manifest)
         _write_reserve(self.directory / RESERVE_NAME, self.config.manifest_reserve_bytes)
@@ -325,7 +354,20 @@ class SessionRecorder:
                         name: str = "") -> None:
         """Note a participant, their role and identity in the manifest (again to change them)."""
         self._require_recording("add_participant")
-        self._participants[participant_id] = ParticipantEntry(participant_id, role, identity, name)
+        known = self._participants.get(participant_id)
+        joined = known.joined_offset_s if known is not None and known.joined_offset_s is not None \
+            else round(max(0.0, self._clock() - self._session_start), 3)
+        self._participants[participant_id] = ParticipantEntry(participant_id, role, identity, name, joined)
+        self._enqueue(_ManifestChanged(dict(self._participants)), 0)
+
+    def participant_left(self, participant_id: str) -> None:
+        """Note when a participant left (the playback timeline shows it)."""
+        self._require_recording("participant_left")
+        known = self._participants.get(participant_id)
+        if known is None:
+            return
+        self._participants[participant_id] = dataclasses.replace(
+            known, left_offset_s=round(max(0.0, self._clock() - self._session_start), 3))
         self._enqueue(_ManifestChanged(dict(self._participants)), 0)
 
     def add_chat(self, message_id: str, participant_id: str, name: str, text: str, time_unix_s: float,
@@ -543,15 +585,20 @@ class _Writer:
     participants: dict[str, ParticipantEntry] = field(default_factory=dict)
     final_manifest: SessionManifest | None = None
     failed: bool = False
+    chat_file: Any = None
+    fsyncs: int = 0  # fsync rounds (for the benchmark) and the time they took on the writer thread
+    fsync_s: float = 0.0
 
     def run(self) -> None:
         rec = self.recorder
         interval = rec.config.checkpoint_interval_s
         next_checkpoint = time.monotonic() + interval
+        next_sync = time.monotonic() + SYNC_INTERVAL_S
         stop: _Stop | None = None
         while stop is None:
             try:
-                command = rec._queue.get(timeout=max(0.0, next_checkpoint - time.monotonic()))
+                wake = min(next_checkpoint, next_sync)
+                command = rec._queue.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
                 command = None
             if command is not None:
@@ -570,6 +617,12 @@ class _Writer:
                 finally:
                     if not isinstance(command, (_Stop, _Checkpoint)):
                         rec._done_item(nbytes)
+            if stop is None and time.monotonic() >= next_sync:
+                try:
+                    self._sync(rec.config.fsync == "second")
+                except Exception as e:
+                    stop = _stop_for(e)
+                next_sync = time.monotonic() + SYNC_INTERVAL_S
             if stop is None and time.monotonic() >= next_checkpoint:
                 try:
                     self._checkpoint()
@@ -583,39 +636,54 @@ class _Writer:
         assert rec.directory is not None
         if isinstance(command, _Frame):
             frame = command.frame
-            self.tracks[frame.track_id].writer.write(frame)
+            media = self.tracks[frame.track_id].writer
+            if media.write(frame) and rec.config.fsync == "cluster":
+                t = time.perf_counter()
+                media.sync(fsync=True)
+                self.fsyncs += 1
+                self.fsync_s += time.perf_counter() - t
         elif isinstance(command, _Chunk):
             self.streams[command.stream_id].writer.write_chunk(
                 command.first_sample_index, command.samples)
             stream = self.streams[command.stream_id]
-            if stream.start_offset_s is None:
-                stream.start_offset_s = max(
-                    0.0, command.received_at - self.manifest.session_start_unix_s)
+            # Where sample 0 of the record lies on the session clock: a chunk's last sample was
+            # measured at best as it arrived, so each chunk bounds it from above; the smallest
+            # bound over the first seconds is the least-delayed chunk's (the first one alone
+            # carries whatever delay the network or the monitor had at that moment).
+            w = stream.writer
+            fs = w.info.sampling_rate_hz
+            origin = w.stats.origin_sample_index or 0
+            end = command.first_sample_index + command.samples.shape[1] - origin
+            if end <= ANCHOR_WINDOW_S * fs or stream.start_offset_s is None:
+                bound = max(0.0, command.received_at - end / fs - self.manifest.session_start_unix_s)
+                stream.start_offset_s = bound if stream.start_offset_s is None else min(stream.start_offset_s, bound)
         elif isinstance(command, _Annotate):
             self.streams[command.stream_id].writer.add_annotation(
                 command.sample_index, command.symbol, command.aux_note)
         elif isinstance(command, _AddTrack):
             writer = MediaTrackWriter(
                 rec.directory / command.stem, command.codec, command.kind,
-                self.manifest.session_start_unix_s, rec.config.cluster_time_limit_ms)
+                self.manifest.session_start_unix_s, rec.config.cluster_time_limit_ms, rec.encryption)
             self.tracks[command.track_id] = _MediaTrack(command.participant_id, command.codec, writer)
             self._write_manifest()
         elif isinstance(command, _AddStream):
             writer_w = WfdbRecordWriter(
                 rec.directory, command.record_name, command.info,
                 comments=(f"stream_id {command.stream_id}", f"participant {command.participant_id}",
-                          f"session {self.manifest.session_id}"))
+                          f"session {self.manifest.session_id}"), encryption=rec.encryption)
             self.streams[command.stream_id] = _Stream(command.participant_id, writer_w)
             self._write_manifest()
         elif isinstance(command, _EndTrack):
+            fsync = rec.config.fsync != "none"
             if command.track_id in self.tracks:
-                self.tracks[command.track_id].writer.close()
+                self.tracks[command.track_id].writer.close(fsync)
             elif command.track_id in self.streams:
-                self.streams[command.track_id].writer.close()
+                self.streams[command.track_id].writer.close(fsync)
             self._write_manifest()
         elif isinstance(command, _Chat):
-            with open(rec.directory / CHAT_NAME, "a", encoding="utf-8") as f:
-                f.write(command.line + "\n")
+            if self.chat_file is None:
+                self.chat_file = rec.encryption.create(rec.directory / CHAT_NAME)
+            self.chat_file.write((command.line + "\n").encode())
         elif isinstance(command, _ManifestChanged):
             self.participants = command.participants
             self._write_manifest()
@@ -624,9 +692,25 @@ class _Writer:
             command.done.set()
 
     def _checkpoint(self) -> None:
+        fsync = self.recorder.config.fsync != "none"
+        for track in self.tracks.values():
+            track.writer.sync(fsync=False)  # an encrypted file seals its open chunk
         for stream in self.streams.values():
-            stream.writer.checkpoint()
+            stream.writer.checkpoint(fsync)
+        if self.chat_file is not None:
+            self.chat_file.flush()
         self._write_manifest()
+
+    def _sync(self, fsync: bool) -> None:
+        """Every open media file to the OS (an encrypted one seals its open chunk); fsync if asked."""
+        t = time.perf_counter()
+        for track in self.tracks.values():
+            track.writer.sync(fsync)
+        if fsync:
+            for stream in self.streams.values():
+                stream.writer.checkpoint(fsync=True)
+            self.fsyncs += 1
+            self.fsync_s += time.perf_counter() - t
 
     def _write_manifest(self, with_hashes: bool = False) -> None:
         assert self.recorder.directory is not None
@@ -645,7 +729,7 @@ class _Writer:
                 participant_id=track.participant_id, codec=track.codec,
                 start_offset_s=w.stats.start_offset_s, duration_s=w.stats.duration_s,
                 frame_count=w.stats.frames_written, size_bytes=w.path.stat().st_size,
-                sha256=_sha256(w.path) if with_hashes else None,
+                sha256=file_sha256(w.path) if with_hashes else None,
                 details={"frames_before_keyframe": w.stats.frames_before_keyframe,
                          "frames_out_of_order": w.stats.frames_out_of_order,
                          "timeline_resyncs": w.stats.timeline_resyncs},
@@ -661,7 +745,7 @@ class _Writer:
                     start_offset_s=stream.start_offset_s, duration_s=ww.duration_s,
                     frame_count=st.annotations if kind == "annotations" else ww._file_end,
                     size_bytes=path.stat().st_size,
-                    sha256=_sha256(path) if with_hashes else None,
+                    sha256=file_sha256(path) if with_hashes else None,
                     details={"record": ww.record_name,
                              "sampling_rate_hz": ww.info.sampling_rate_hz,
                              "channels": list(ww.info.channel_names),
@@ -676,8 +760,12 @@ class _Writer:
         rec = self.recorder
         reason, detail = stop.reason, stop.detail
         # Close everything we can even after an error: each file is independent.
-        for closer in [t.writer.close for t in self.tracks.values()] + \
-                      [s.writer.close for s in self.streams.values()]:
+        fsync = rec.config.fsync != "none"
+        closers: list[Callable[[], None]] = [functools.partial(t.writer.close, fsync) for t in self.tracks.values()]
+        closers += [functools.partial(s.writer.close, fsync) for s in self.streams.values()]
+        if self.chat_file is not None:
+            closers.append(self.chat_file.close)
+        for closer in closers:
             try:
                 closer()
             except Exception as e:
@@ -743,13 +831,6 @@ def _write_reserve(path: Path, size_bytes: int) -> None:
     with open(path, "wb") as f:
         f.write(bytes(size_bytes))
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _safe_name(text: str) -> str:

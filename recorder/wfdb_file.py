@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from recorder.crypto import Encryption
 from waveforms.ranges import IntervalSet
 
 ALARM_SYMBOL = '"'
@@ -134,7 +136,7 @@ class WfdbRecordWriter:
     """
 
     def __init__(self, directory: Path, record_name: str, info: WaveformStreamInfo,
-                 comments: tuple[str, ...] = ()) -> None:
+                 comments: tuple[str, ...] = (), encryption: Encryption | None = None) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", record_name):
             raise ValueError(f"record_name must be letters, digits and '_', got {record_name!r}")
         self.directory = directory
@@ -152,7 +154,8 @@ class WfdbRecordWriter:
         self._initial_values = [0] * info.n_channels
         self._annotations: list[_Annotation] = []
         self._annotations_dirty = False
-        self._dat = open(self.dat_path, "xb")  # never overwrite a record  # noqa: SIM115 - open for the record\'s life
+        self._encryption = encryption or Encryption()
+        self._dat = self._encryption.create(self.dat_path)  # never overwrites a record
         self._closed = False
         self.write_header()
 
@@ -215,21 +218,24 @@ class WfdbRecordWriter:
         self._annotations_dirty = True
         self.stats.annotations = len(self._annotations)
 
-    def checkpoint(self) -> None:
-        """Make what is written so far readable after a crash: flush samples, rewrite header and annotations."""
+    def checkpoint(self, fsync: bool = False) -> None:
+        """Make what is written so far readable after a crash: flush samples, rewrite header and
+        annotations; with `fsync` the samples reach the disk itself."""
         if self._closed:
             return
         self._dat.flush()
+        if fsync:
+            os.fsync(self._dat.fileno())
         self.write_header()
         if self._annotations_dirty:
             self._write_annotations()
 
-    def close(self) -> None:
+    def close(self, fsync: bool = False) -> None:
         """Final checkpoint and close the .dat. Idempotent."""
         if self._closed:
             return
         try:
-            self.checkpoint()
+            self.checkpoint(fsync)
         finally:
             self._closed = True
             self._dat.close()
@@ -252,7 +258,7 @@ class WfdbRecordWriter:
         if self.stats.origin_sample_index is not None:
             lines.append(f"# origin_sample_index {self.stats.origin_sample_index}")
         lines.extend(f"# {comment}" for comment in self.comments)
-        _atomic_write_text(self.hea_path, "\n".join(lines) + "\n")
+        self._encryption.write_bytes(self.hea_path, ("\n".join(lines) + "\n").encode())
 
     def _write_at(self, sample: int, values: np.ndarray) -> None:
         self._dat.seek(sample * self._frame_bytes)
@@ -263,20 +269,37 @@ class WfdbRecordWriter:
         tmp_name = f"{self.record_name}_tmp"
         import wfdb
 
-        wfdb.wrann(
-            tmp_name, "atr",
-            sample=np.array([a.sample for a in ordered], dtype=np.int64),
-            symbol=[a.symbol for a in ordered],
-            aux_note=[a.aux_note for a in ordered],
-            fs=self.info.sampling_rate_hz,
-            write_dir=str(self.directory),
-        )
-        os.replace(self.directory / f"{tmp_name}.atr", self.atr_path)
+        # wfdb writes only to a directory: a plain recording uses its own, an encrypted one a
+        # directory in RAM (/dev/shm), so no plaintext annotation ever lands on the recordings disk
+        encrypted = self._encryption.key is not None
+        shm = Path("/dev/shm")
+        with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) if encrypted \
+                else _Here(self.directory) as write_dir:
+            wfdb.wrann(
+                tmp_name, "atr",
+                sample=np.array([a.sample for a in ordered], dtype=np.int64),
+                symbol=[a.symbol for a in ordered],
+                aux_note=[a.aux_note for a in ordered],
+                fs=self.info.sampling_rate_hz,
+                write_dir=str(write_dir),
+            )
+            written = Path(write_dir) / f"{tmp_name}.atr"
+            if encrypted:
+                self._encryption.write_bytes(self.atr_path, written.read_bytes())
+            else:
+                os.replace(written, self.atr_path)
         self._annotations_dirty = False
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+class _Here:
+    """A context manager giving an existing directory (the plain case of the temp directory)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __enter__(self) -> str:
+        return str(self.directory)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+

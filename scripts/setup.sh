@@ -18,6 +18,7 @@ if [ "$want_test" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
   command -v turnserver >/dev/null 2>&1 || need+=(coturn)  # tests/medstream/test_turn.py: media through TURN only
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # tests/cluster/: a real Redis per test
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -32,8 +33,8 @@ fi
 PY=${PYTHON:-python3}
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
-if ! $PY -c "import medstream, aiortc, aiohttp, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt, pydicom, matplotlib, prometheus_client" 2>/dev/null \
-   || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, playwright, ruff, mypy, importlinter, cryptography" 2>/dev/null; }; then
+if ! $PY -c "import medstream, aiortc, aiohttp, av, websockets, numpy, scipy, neurokit2, wfdb, msgpack, jwt, pydicom, matplotlib, prometheus_client, pyedflib, cryptography, redis" 2>/dev/null \
+   || { [ "$want_test" = 1 ] && ! $PY -c "import pytest, pytest_asyncio, pytest_timeout, playwright, ruff, mypy, importlinter, cryptography, openapi_spec_validator" 2>/dev/null; }; then
   echo "setup: installing Python dependencies"
   $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".${extra}"
 else

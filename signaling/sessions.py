@@ -35,7 +35,7 @@ class HttpSessions:
         ROOM_ENDED, ROOM_NOT_OPEN."""
         if self.hub.draining:
             raise WireError(Reason.SERVER_DRAINING, "this server is shutting down: publish or play from another")
-        grant = verify_token(self.hub.config.secret, token, now, self.hub.config.token_leeway_s)
+        grant = verify_token(self.hub.keys, token, now, self.hub.config.token_leeway_s)  # the previous key too
         if grant.room != room_id:
             raise WireError(Reason.FORBIDDEN, f"the token is for room {grant.room!r}, not {room_id!r}")
         for kind in sorted(publish):

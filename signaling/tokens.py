@@ -8,7 +8,10 @@ current and the previous key (`KeyRing`), so secrets rotate without cutting anyo
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import math
 import time
 import uuid
@@ -102,6 +105,7 @@ def issue_token(
     if valid_for_s <= 0:
         raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
     start = time.time() if valid_from is None else valid_from
+    _check_window(start, valid_for_s)
     claims: dict[str, object] = {
         "sub": identity,
         "name": name or identity,
@@ -120,13 +124,73 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM, headers=headers)
 
 
+def unverified_room(token: object) -> str | None:
+    """The `room` claim of a token, NOT checked: for routing a join to the node that will verify
+    it (a cluster), never to authorise anything. None if it cannot be read."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        return None
+    room = claims.get("room") if isinstance(claims, dict) else None
+    return room if isinstance(room, str) else None
+
+
 def verify_token(
     secret: str | KeyRing, token: str, now: float, leeway_s: float = DEFAULT_LEEWAY_S
 ) -> Grant:
     """Check signature, validity window and claims; raise WireError with the precise reason.
 
     Every claim is range-checked (`nbf`/`exp` finite and before year 10000, strings at most 128
-    characters): nothing in a token can raise anything but a `WireError`."""
+    characters): nothing in a token can raise anything but a `WireError`. An admin-grant token
+    (`issue_admin_token`) joins nothing."""
+    claims, kid, nbf, exp = _verified_claims(secret, token, now, leeway_s, ("sub", "room", "nbf", "exp"))
+    if "grant" in claims:
+        raise WireError(Reason.INVALID_TOKEN, "an admin-grant token cannot join a room")
+    if "role" not in claims:
+        raise WireError(Reason.INVALID_TOKEN, 'token is not valid: Token is missing the "role" claim')
+    for key in ("sub", "room", "role"):
+        value = claims[key]
+        if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
+            raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    sub, room_id, role_name = str(claims["sub"]), str(claims["room"]), str(claims["role"])
+    try:
+        role = Role(role_name)
+    except ValueError:
+        role = Role.SPEAKER  # not a token role: refused just below
+    if role not in TOKEN_ROLES:
+        raise WireError(Reason.INVALID_TOKEN, f"token role {role_name[:32]!r} is not a known role")
+    kind = claims.get("kind")
+    if kind is not None and (not isinstance(kind, str) or kind not in ROOM_KINDS):
+        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}")
+    jti = claims.get("jti")
+    if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_CHARS):
+        raise WireError(Reason.INVALID_TOKEN, f"token jti must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    token_id = jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    raw_name = claims.get("name")
+    name = raw_name if isinstance(raw_name, str) and raw_name else sub
+    return Grant(
+        room=room_id,
+        identity=sub,
+        name=name[:MAX_CLAIM_CHARS],
+        role=role,
+        not_before=nbf,
+        expires=exp,
+        room_kind=kind,
+        token_id=token_id,
+        kid=kid,
+    )
+
+
+
+
+def _verified_claims(secret: str | KeyRing, token: str, now: float, leeway_s: float,
+                     require: tuple[str, ...]) -> tuple[dict[str, object], str | None, float, float]:
+    """Signature, `require`d claims and validity window: (claims, kid, nbf, exp), or WireError."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise WireError(Reason.INVALID_TOKEN, f"token must be a string of at most {MAX_TOKEN_LENGTH} characters")
     ring = KeyRing.of(secret) if isinstance(secret, KeyRing) else None
@@ -151,7 +215,7 @@ def verify_token(
                 key,
                 algorithms=[ALGORITHM],
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                         "require": ["sub", "room", "role", "nbf", "exp"]},
+                         "require": list(require)},
             )
             break
         except jwt.InvalidSignatureError:
@@ -178,37 +242,129 @@ def verify_token(
         )
     if now > exp + leeway_s:
         raise WireError(Reason.TOKEN_EXPIRED, f"token expired at {_iso(exp)}, it is now {_iso(now)}")
-    for key in ("sub", "room", "role"):
+    return claims, kid, float(nbf), float(exp)
+
+
+
+LIBRARY_SCOPE = "library"
+ALL_ROOMS = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryGrant:
+    """What a verified library token allows: watching the recordings of `rooms` ("*": all), nothing live.
+
+    A library token has no `room`/`role` claims, so it can never join a room."""
+
+    identity: str
+    name: str
+    rooms: tuple[str, ...]
+    expires: float
+    token_id: str = ""
+
+    def covers(self, room_id: str) -> bool:
+        """Whether the recordings of `room_id` may be watched with this grant."""
+        return ALL_ROOMS in self.rooms or room_id in self.rooms
+
+
+def issue_library_token(secret: str | KeyRing, *, identity: str, rooms: tuple[str, ...] = (ALL_ROOMS,),
+                        name: str | None = None, valid_for_s: float = 3600.0,
+                        valid_from: float | None = None) -> str:
+    """Sign a token that lets `identity` watch (play back, download) recordings of `rooms`."""
+    if not rooms or any(not isinstance(r, str) or not r or len(r) > MAX_CLAIM_CHARS for r in rooms):
+        raise ValueError(f"rooms must be 1 or more room ids (or '*'), got {rooms!r}")
+    if valid_for_s <= 0:
+        raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
+    start = time.time() if valid_from is None else valid_from
+    claims: dict[str, object] = {"sub": identity, "name": name or identity, "scope": LIBRARY_SCOPE,
+                                 "rooms": list(rooms), "nbf": int(start), "exp": int(start + valid_for_s),
+                                 "jti": uuid.uuid4().hex}
+    if isinstance(secret, KeyRing):
+        return jwt.encode(claims, secret.current.secret, algorithm=ALGORITHM,
+                          headers={"kid": secret.current.kid})
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_library_token(secret: str | KeyRing, token: str, now: float,
+                         leeway_s: float = DEFAULT_LEEWAY_S) -> LibraryGrant:
+    """Check a library token like `verify_token` does a room token; WireError with the reason."""
+    claims, _kid, _nbf, exp_f = _verified_claims(secret, token, now, leeway_s, ("sub", "scope", "rooms", "nbf", "exp"))
+    if claims.get("scope") != LIBRARY_SCOPE:
+        raise WireError(Reason.INVALID_TOKEN, f"token scope must be {LIBRARY_SCOPE!r}")
+    sub, rooms = claims["sub"], claims["rooms"]
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_CLAIM_CHARS:
+        raise WireError(Reason.INVALID_TOKEN, f"token claim 'sub' must be a string of 1-{MAX_CLAIM_CHARS} characters")
+    if not isinstance(rooms, list) or not 1 <= len(rooms) <= 256 or any(
+            not isinstance(r, str) or not r or len(r) > MAX_CLAIM_CHARS for r in rooms):
+        raise WireError(Reason.INVALID_TOKEN, "token claim 'rooms' must be a list of 1-256 room ids")
+    jti = claims.get("jti")
+    token_id = jti if isinstance(jti, str) and jti else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    raw_name = claims.get("name")
+    name = raw_name if isinstance(raw_name, str) and raw_name else sub
+    return LibraryGrant(sub, name[:MAX_CLAIM_CHARS], tuple(rooms), exp_f, token_id[:MAX_CLAIM_CHARS])
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class AdminGrant:
+    """What a verified admin-grant token allows: the admin API for `room` (None: every room)."""
+
+    identity: str
+    room: str | None
+    not_before: float
+    expires: float
+    token_id: str
+
+    def covers(self, room_id: str) -> bool:
+        """Whether the grant reaches this room."""
+        return self.room is None or self.room == room_id
+
+
+
+def issue_admin_token(secret: str | KeyRing, *, identity: str, room: str | None = None,
+                      valid_from: float | None = None, valid_for_s: float = 3600.0) -> str:
+    """Sign an admin-grant token: the admin API for `room`, or every room when None. It has no
+    `role` claim and a `grant` claim, so `verify_token` never lets it join, and a join token is
+    never an admin grant. Raises ValueError for a bad room, identity or validity."""
+    for name, value in (("identity", identity), ("room", room if room is not None else ALL_ROOMS)):
+        if not value or len(value) > MAX_CLAIM_CHARS:
+            raise ValueError(f"{name} must be 1-{MAX_CLAIM_CHARS} characters, got {len(value)}")
+    if room == ALL_ROOMS:
+        raise ValueError(f"room {ALL_ROOMS!r} is reserved: pass None for every room")
+    if valid_for_s <= 0:
+        raise ValueError(f"valid_for_s must be > 0, got {valid_for_s}")
+    start = time.time() if valid_from is None else valid_from
+    _check_window(start, valid_for_s)
+    claims: dict[str, object] = {"sub": identity, "grant": "admin", "room": room or ALL_ROOMS,
+                                 "nbf": int(start), "exp": int(start + valid_for_s), "jti": uuid.uuid4().hex}
+    if isinstance(secret, KeyRing):
+        return jwt.encode(claims, secret.current.secret, algorithm=ALGORITHM, headers={"kid": secret.current.kid})
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_admin_token(secret: str | KeyRing, token: str, now: float,
+                       leeway_s: float = DEFAULT_LEEWAY_S) -> AdminGrant:
+    """Check an admin-grant token as `verify_token` checks a join token; raise WireError
+    (INVALID_TOKEN, TOKEN_EXPIRED, TOKEN_NOT_YET_VALID) with the precise reason."""
+    claims, _, nbf, exp = _verified_claims(secret, token, now, leeway_s, ("sub", "grant", "room", "nbf", "exp"))
+    if claims.get("grant") != "admin" or "role" in claims:
+        raise WireError(Reason.INVALID_TOKEN, "token is not an admin grant")
+    for key in ("sub", "room"):
         value = claims[key]
         if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS:
             raise WireError(Reason.INVALID_TOKEN, f"token claim {key!r} must be a string of 1-{MAX_CLAIM_CHARS} characters")
-    sub, room_id, role_name = str(claims["sub"]), str(claims["room"]), str(claims["role"])
-    try:
-        role = Role(role_name)
-    except ValueError:
-        role = Role.SPEAKER  # not a token role: refused just below
-    if role not in TOKEN_ROLES:
-        raise WireError(Reason.INVALID_TOKEN, f"token role {role_name[:32]!r} is not a known role")
-    kind = claims.get("kind")
-    if kind is not None and (not isinstance(kind, str) or kind not in ROOM_KINDS):
-        raise WireError(Reason.INVALID_TOKEN, f"token room kind must be one of {ROOM_KINDS}")
     jti = claims.get("jti")
-    if jti is not None and (not isinstance(jti, str) or not jti or len(jti) > MAX_CLAIM_CHARS):
-        raise WireError(Reason.INVALID_TOKEN, f"token jti must be a string of 1-{MAX_CLAIM_CHARS} characters")
-    token_id = jti if isinstance(jti, str) else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-    raw_name = claims.get("name")
-    name = raw_name if isinstance(raw_name, str) and raw_name else sub
-    return Grant(
-        room=room_id,
-        identity=sub,
-        name=name[:MAX_CLAIM_CHARS],
-        role=role,
-        not_before=float(nbf),
-        expires=float(exp),
-        room_kind=kind,
-        token_id=token_id,
-        kid=kid,
-    )
+    token_id = jti if isinstance(jti, str) and 0 < len(jti) <= MAX_CLAIM_CHARS else \
+        "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    room = str(claims["room"])
+    return AdminGrant(str(claims["sub"]), None if room == ALL_ROOMS else room, nbf, exp, token_id)
+
+
+def _check_window(start: float, valid_for_s: float) -> None:
+    """A token's nbf/exp must be what `verify_token` accepts: never sign one it would refuse."""
+    if not (math.isfinite(start) and start >= 0 and start + valid_for_s <= MAX_TIME_S):
+        raise ValueError(f"validity must lie within epoch 0 .. {MAX_TIME_S:.0f} s, got {start} + {valid_for_s} s")
 
 
 def _iso(ts: float) -> str:

@@ -6,6 +6,16 @@ analysis step hands the queued ops to a worker thread, the only place the analyz
 (`apply_and_process`), then translates the analyzer's results into wire `Analysis` messages on
 the loop (`publish`) and hands each to the relay (`on_update`), which fans them out.
 
+The analyzer runs on a grid of *stream* time, not wall time: each stream is fed in blocks of
+`block_s` of its own samples (counted from where its analysis began) and `process()` runs once per
+block, however many blocks arrived since the last step. The DSP judges its alarm rules (raise
+delays, clear hold-offs) at the end of each `process()` call, so a step that found 30 s of a
+stream at once (a monitor back-filling after an outage, a node stalled by load) used to judge a
+14-s tachycardia once and miss it; on the grid, a burst gives the same beats and alarms as live
+streaming, and the same as `dsp.alarm_eval` with `--step-s` = `block_s`. The cost: a partial
+block waits for the rest of its samples (at most `block_s` of extra latency for beats and
+alarms; the waveform itself is relayed at once).
+
 Analysis sees contiguous samples only: out-of-order samples are held until the hole before them
 is back-filled; after `gap_timeout_s` (wall time, from when the hole opened), or when the held
 data exceeds `max_hold_s` (stream time), or when the monitor declares the hole lost (`skip_to`),
@@ -204,10 +214,12 @@ def _last_float(v: float | Sequence[float] | np.ndarray | None) -> float | None:
 class StreamAnalysis:
     """The analysis state of one stream, owned by the scheduler (the relay keeps a reference).
 
-    `next_sample`: the next stream sample the analyzer expects; `held`: ADC rows of the ECG
-    channel that arrived beyond a hole, by first sample; `gap_opened_at`: clock time the oldest
-    open hole appeared (None: no hole); `last`: the latest published values without beats or
-    alarm changes (what a viewer joining now is sent).
+    `next_sample`: the next stream sample the scheduler expects (everything before it is fed or
+    pending); `pending`: contiguous ADC rows of the ECG channel short of a whole block, ending at
+    `next_sample`; `block_n`: samples per analysis block; `held`: ADC rows that arrived beyond a
+    hole, by first sample; `gap_opened_at`: clock time the oldest open hole appeared (None: no
+    hole); `last`: the latest published values without beats or alarm changes (what a viewer
+    joining now is sent).
     """
 
     key: str
@@ -217,6 +229,9 @@ class StreamAnalysis:
     channel: ChannelInfo
     limits: AlarmLimits | None
     next_sample: int
+    block_n: int = 1
+    pending: list[np.ndarray] = field(default_factory=list)
+    pending_n: int = 0
     held: dict[int, np.ndarray] = field(default_factory=dict)
     held_samples: int = 0
     gap_opened_at: float | None = None
@@ -239,7 +254,9 @@ class AnalysisScheduler:
     `analyzer`: None disables analysis (every method is then a cheap no-op and `open` returns
     None). `clock`: monotonic seconds (tests pass a fake). `gap_timeout_s` / `max_hold_s`: how
     long (wall time) / how much (stream time) a stream's analysis waits for a back-fill before it
-    resets and continues after the hole. Everything but `apply_and_process` runs on the loop.
+    resets and continues after the hole. `block_s`: the analysis grid, seconds of stream time per
+    `process()` call (see the module docstring). Everything but `apply_and_process` runs on the
+    loop. Raises ValueError if `block_s` <= 0.
     """
 
     def __init__(
@@ -249,9 +266,13 @@ class AnalysisScheduler:
         on_update: Callable[[AnalysisUpdate], None],
         gap_timeout_s: float,
         max_hold_s: float,
+        block_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not block_s > 0:
+            raise ValueError(f"block_s must be > 0 s, got {block_s}")
         self._analyzer = analyzer
+        self.block_s = block_s
         self._on_update = on_update
         self.gap_timeout_s = gap_timeout_s
         self.max_hold_s = max_hold_s
@@ -285,7 +306,8 @@ class AnalysisScheduler:
             return None
         key = f"w{next(self._keys)}"
         st = StreamAnalysis(key, announce.stream_id, announce.sampling_rate_hz, idx,
-                            announce.channels[idx], limits, first_sample)
+                            announce.channels[idx], limits, first_sample,
+                            block_n=max(1, round(self.block_s * announce.sampling_rate_hz)))
         self._streams[key] = st
         self._ops.append(_AddStream(key, st.sampling_rate_hz, limits))
         return st
@@ -306,8 +328,7 @@ class AnalysisScheduler:
         if first < st.next_sample:
             mv, first = mv[st.next_sample - first:], st.next_sample
         if first == st.next_sample:
-            self._ops.append(_Feed(st.key, mv, st.channel, first))
-            st.next_sample = end
+            self._take(st, mv)
             self._drain_held(st)
         else:
             st.held[first] = mv
@@ -322,9 +343,31 @@ class AnalysisScheduler:
             st.held_samples -= len(mv)
             end = first + len(mv)
             if end > st.next_sample:
-                self._ops.append(_Feed(st.key, mv[st.next_sample - first:], st.channel,
-                                       st.next_sample))
-                st.next_sample = end
+                self._take(st, mv[st.next_sample - first:])
+
+    def _take(self, st: StreamAnalysis, mv: np.ndarray) -> None:
+        """Samples that continue the stream at `next_sample`: whole blocks are fed, the rest
+        waits in `pending` for the next samples."""
+        st.next_sample += len(mv)
+        st.pending.append(mv)
+        st.pending_n += len(mv)
+        n = st.block_n
+        if st.pending_n < n:
+            return
+        buf = st.pending[0] if len(st.pending) == 1 else np.concatenate(st.pending)
+        first = st.next_sample - st.pending_n
+        whole = st.pending_n - st.pending_n % n
+        for lo in range(0, whole, n):
+            self._ops.append(_Feed(st.key, buf[lo:lo + n], st.channel, first + lo))
+        st.pending = [buf[whole:]] if whole < len(buf) else []
+        st.pending_n = len(buf) - whole
+
+    def _flush(self, st: StreamAnalysis) -> None:
+        """Feed a partial block now (before a reset: what came before the hole is analysed)."""
+        if st.pending_n:
+            buf = st.pending[0] if len(st.pending) == 1 else np.concatenate(st.pending)
+            self._ops.append(_Feed(st.key, buf, st.channel, st.next_sample - st.pending_n))
+            st.pending, st.pending_n = [], 0
 
     def note_gap(self, st: StreamAnalysis, open_: bool) -> None:
         """Whether the stream has an unfilled hole now: the gap timeout runs from its opening."""
@@ -335,7 +378,8 @@ class AnalysisScheduler:
 
     def skip_to(self, st: StreamAnalysis, to: int) -> None:
         """Give up on samples before `to`: reset the analyzer's state for the stream after a
-        hole and feed what is held beyond it."""
+        hole and feed what is held beyond it (the grid starts again at `to`)."""
+        self._flush(st)
         self._ops.append(_RemoveStream(st.key))
         self._ops.append(_AddStream(st.key, st.sampling_rate_hz, st.limits))
         for first in [f for f in st.held if f + len(st.held[f]) <= to]:
@@ -361,19 +405,40 @@ class AnalysisScheduler:
         ops, self._ops = self._ops, []
         return ops
 
-    def apply_and_process(self, ops: list[_Op]) -> Mapping[str, StreamResultLike]:
-        """Runs in a worker thread: the only place the analyzer is touched."""
-        assert self._analyzer is not None
+    def apply_and_process(self, ops: list[_Op]) -> list[Mapping[str, StreamResultLike]]:
+        """Runs in a worker thread: the only place the analyzer is touched. One `process()` per
+        round of blocks (a stream's second block starts the next round), so every block is
+        judged on its own; the results of each round, in order (one round in a step that kept
+        up with its streams)."""
+        analyzer = self._analyzer
+        assert analyzer is not None
+        rounds: list[Mapping[str, StreamResultLike]] = []
+        fed: set[str] = set()  # streams with a block in the current round
+
+        def process() -> None:
+            rounds.append(analyzer.process())
+            fed.clear()
+
         for op in ops:
+            if not isinstance(op, _AddStream) and op.key in fed:
+                process()  # its next block, or a reset after its last one
             try:
-                op.apply(self._analyzer)
+                op.apply(analyzer)
             except ValueError:  # our bug (the relay feeds contiguously); keep the others going
                 log.exception("waveform analysis: %s failed", type(op).__name__)
-        return self._analyzer.process()
+            if isinstance(op, _Feed):
+                fed.add(op.key)
+        process()
+        return rounds
 
-    def publish(self, results: Mapping[str, StreamResultLike]) -> None:
-        """Results of a step as wire messages to `on_update`, on the loop; a stream whose values
-        did not change and that has no news is left out."""
+    def publish(self, rounds: Sequence[Mapping[str, StreamResultLike]]) -> None:
+        """A step's results, round by round, as wire messages to `on_update`, on the loop (an
+        alarm raised and cleared in one step keeps its order); a stream whose values did not
+        change and that has no news is left out."""
+        for results in rounds:
+            self._publish_round(results)
+
+    def _publish_round(self, results: Mapping[str, StreamResultLike]) -> None:
         for key, r in results.items():
             st = self._streams.get(key)
             if st is None:

@@ -51,6 +51,7 @@ from protocol.waveforms import (
     Ack,
     Announce,
     Chunk,
+    Ecg12Snapshot,
     Gap,
     Numerics,
     StreamAnnounce,
@@ -73,6 +74,9 @@ from waveforms.outbox import ViewerOutbox
 from waveforms.ranges import IntervalSet
 from waveforms.sinks import StoreSink
 
+SnapshotIntake = Callable[[str, str, str, Ecg12Snapshot], None]
+"""(group, publisher id, device identity, snapshot): takes a device's 12-lead snapshot."""
+
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +90,7 @@ class WaveformConfig:
     max_open_gaps: unfilled holes per stream before further out-of-order chunks are refused.
     gap_timeout_s / max_hold_s: how long (wall time) / how much (stream time) analysis waits for a
       back-fill before it resets and continues after the hole.
+    analysis_block_s: the analysis grid, stream seconds per DSP step (`waveforms.analysis`).
     """
 
     max_streams_per_group: int = 64
@@ -96,6 +101,7 @@ class WaveformConfig:
     gap_timeout_s: float = 10.0
     max_hold_s: float = 120.0
     analysis: bool = True
+    analysis_block_s: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +173,11 @@ class WaveformRelay:
             analyzer = default_analyzer()
         self._analysis = AnalysisScheduler(
             analyzer, on_update=self._on_analysis, gap_timeout_s=self.config.gap_timeout_s,
-            max_hold_s=self.config.max_hold_s, clock=clock)
+            max_hold_s=self.config.max_hold_s, block_s=self.config.analysis_block_s, clock=clock)
         self._on_sink_failure = on_sink_failure
         self._clock = clock
+        # 12-lead snapshots are not stream data: they go whole to the node's reading intake
+        self.on_snapshot: SnapshotIntake | None = None
         self._identities: dict[tuple[str, str], str] = {}  # (group, publisher id) -> device identity
         self._groups: dict[str, _Group] = {}
         self._by_key: dict[str, _Stream] = {}  # analysed streams by their analysis key
@@ -205,6 +213,12 @@ class WaveformRelay:
                     replies = self._on_chunk(g, publisher_id, msg)
                 case Numerics():
                     replies = self._on_numerics(g, publisher_id, msg)
+                case Ecg12Snapshot():
+                    if self.on_snapshot is None:
+                        raise WaveformWireError(WaveformErrorReason.BAD_MESSAGE,
+                                                "12-lead snapshots are not taken on this server", msg.snapshot_id)
+                    self.on_snapshot(group, publisher_id, self._owner(group, publisher_id), msg)
+                    replies = []  # the intake replies when the snapshot is stored (or refused)
                 case _:
                     raise WaveformWireError(WaveformErrorReason.BAD_MESSAGE, "not a monitor message")
         except WaveformWireError as exc:

@@ -69,10 +69,11 @@ def test_single_stream_monitor_gives_vf_precedence_over_asystole():
     assert [a.kind for a in raised] == [AlarmKind.VENTRICULAR_FIBRILLATION]
     assert raised[0].since_sample == 2000
     assert [a.kind for a in mon.active_alarms()] == [AlarmKind.VENTRICULAR_FIBRILLATION]
-    # VF over: held for its 2 s hold-off (asystole still suppressed), then asystole (no beat
-    # for 12.5 s) takes its place in the same step
+    # VF over: held for its 6 s hold-off (a salvo is one alarm; asystole still suppressed),
+    # then asystole (no beat for 16.5 s) takes its place in the same step
     assert mon.evaluate(11 * 250, 0, None, None, clean) == ([], [])
-    raised, cleared = mon.evaluate(int(12.5 * 250), 0, None, None, clean)
+    assert mon.evaluate(int(15.5 * 250), 0, None, None, clean) == ([], [])
+    raised, cleared = mon.evaluate(int(16.5 * 250), 0, None, None, clean)
     assert [a.kind for a in raised] == [AlarmKind.ASYSTOLE]
     assert [a.kind for a in cleared] == [AlarmKind.VENTRICULAR_FIBRILLATION]
 

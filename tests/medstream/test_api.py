@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 
 import aiohttp
 
+from signaling.tokens import issue_admin_token
 from tests.conftest import timeout_s
-from tests.helpers import WsClient, running_app
+from tests.helpers import SECRET, WsClient, running_app, token
 
 API_KEY = "api-key-for-tests-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -92,17 +94,32 @@ async def test_booked_room_round_trip_participants_recording_tokens(tmp_path: Pa
         await expert.close()
 
 
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
 async def test_refusals_every_route_wants_the_key_and_bodies_are_checked() -> None:
+    now = time.time()
+    refused = [None, bearer("wrong-key"), {"Authorization": API_KEY}, bearer(API_KEY[:-1]),
+               bearer(token("r1", "dr-li", "host")),  # a join token is no admin grant
+               bearer(issue_admin_token(SECRET, identity="ops", valid_from=now - 7200, valid_for_s=3600)),  # expired
+               bearer(issue_admin_token(SECRET, identity="ops", valid_from=now + 3600)),  # not yet valid
+               bearer(issue_admin_token("another-secret-0123456789-0123456789-abc", identity="ops"))]  # forged
+    other_room = bearer(issue_admin_token(SECRET, identity="ward-2-desk", room="r2"))
     async with running_app(api_key=API_KEY) as app:
         status, doc = await api("GET", f"{app.url}/api/v1/openapi.json", headers=None)
         assert status == 200
         guarded = [(m.upper(), p) for p, ops in doc["paths"].items() for m, op in ops.items()
-                   if op["security"] == [{"apiKey": []}]]
+                   if op["security"] == [{"apiKey": []}, {"adminToken": []}]]
         assert len(guarded) >= 11
         for method, path in guarded:
             url = app.url + path.replace("{room_id}", "r1").replace("{participant_id}", "p1")
-            for headers in (None, {"Authorization": "Bearer wrong-key"}, {"Authorization": API_KEY}):
-                assert (await api(method, url, {}, headers=headers))[0] == 401, (method, path, headers)
+            for headers in refused:
+                got, reply = await api(method, url, {}, headers=headers)
+                assert got == 401 and reply["error"] == "unauthorized", (method, path, headers, reply)
+            if "{room_id}" in path:  # a grant for room r2 reaches nothing of r1
+                got, reply = await api(method, url, {}, headers=other_room)
+                assert got == 403 and "r2" in reply["message"], (method, path, reply)
         v1 = f"{app.url}/api/v1"
         for body, status in [({"room_id": "r1", "max_participants": "four"}, 400),
                              ({"room_id": "r1", "booked_from": 1, "booked_until": 2}, 400),
@@ -112,8 +129,44 @@ async def test_refusals_every_route_wants_the_key_and_bodies_are_checked() -> No
             assert got == status and reply["error"] == "bad_request" and reply["message"], body
         assert (await api("POST", f"{v1}/tokens", {"room": "r1", "identity": "x", "role": "host",
                                                   "valid_for_s": 30 * 86400}))[0] == 400
-    async with running_app() as app:  # no key configured: the API is not there
-        assert (await api("GET", f"{app.url}/api/v1/rooms"))[0] == 404
+    async with running_app() as app:  # no key configured: admin-grant tokens only
+        assert (await api("GET", f"{app.url}/api/v1/rooms", headers=None))[0] == 401
+        assert (await api("GET", f"{app.url}/api/v1/rooms"))[0] == 401
+        all_rooms = bearer(issue_admin_token(SECRET, identity="ops"))
+        assert (await api("GET", f"{app.url}/api/v1/rooms", headers=all_rooms))[0] == 200
+
+
+async def test_an_admin_grant_for_one_room_reaches_that_room_only_and_joins_nothing() -> None:
+    async with running_app(api_key=API_KEY) as app:
+        v1 = f"{app.url}/api/v1"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "medstream.cli", "token", "--grant", "admin", "--room", "consult-1400",
+            "--identity", "booking-desk", "--valid-for", "2h", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, "MEDSTREAM_SECRET": SECRET})
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s(30))
+        assert proc.returncode == 0, err
+        desk = bearer(out.decode().strip())
+        assert (await api("POST", f"{v1}/rooms", {"room_id": "consult-1400"}, headers=desk))[0] == 201
+        assert (await api("POST", f"{v1}/rooms", {"room_id": "consult-1500"}, headers=desk))[0] == 403
+        assert (await api("POST", f"{v1}/rooms", {"room_id": "consult-1500"}))[0] == 201  # the key: any room
+        assert [r["room_id"] for r in (await api("GET", f"{v1}/rooms", headers=desk))[1]["rooms"]] == ["consult-1400"]
+        status, minted = await api("POST", f"{v1}/tokens", {"room": "consult-1400", "identity": "dr-li",
+                                                           "role": "expert"}, headers=desk)
+        assert status == 201
+        assert (await api("POST", f"{v1}/tokens", {"room": "consult-1500", "identity": "dr-li", "role": "expert"},
+                          headers=desk))[0] == 403
+        assert (await api("GET", f"{v1}/recordings?room=consult-1500", headers=desk))[0] == 403
+        expert = await WsClient.connect(app.ws_url)
+        assert (await expert.join(minted["token"]))["type"] == "joined"
+        status, people = await api("GET", f"{v1}/rooms/consult-1400/participants", headers=desk)
+        assert status == 200 and [p["identity"] for p in people["participants"]] == ["dr-li"]
+        assert (await api("DELETE", f"{v1}/rooms/consult-1500", headers=desk))[0] == 403
+        assert (await api("DELETE", f"{v1}/rooms/consult-1400", headers=desk))[0] == 200
+        await expert.close()
+        intruder = await WsClient.connect(app.ws_url)  # the grant is no way into a room
+        reply = await intruder.join(desk["Authorization"][7:])
+        assert reply["type"] == "error" and reply["reason"] == "invalid_token" and "admin-grant" in reply["message"]
+        await intruder.close()
 
 
 async def test_openapi_document_matches_the_router_both_ways() -> None:
@@ -122,6 +175,11 @@ async def test_openapi_document_matches_the_router_both_ways() -> None:
         assert app.route.undocumented(routes) == []
         _, doc = await api("GET", f"{app.url}/api/v1/openapi.json", headers=None)
         assert doc["openapi"].startswith("3.")
+        from openapi_spec_validator import validate
+        validate(doc)  # a valid OpenAPI 3.1 document (raises what is wrong)
+        # an API path's wrong method is the API's 405 with its own Allow, not the pages' GET
+        async with aiohttp.ClientSession() as s, s.options(f"{app.url}/api/v1/rooms/r1/recording") as r:
+            assert r.status == 405 and sorted(r.headers["Allow"].split(",")) == ["DELETE", "POST"]
         from medstream.openapi import canonical
         in_doc = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
         assert in_doc == {(m, canonical(p)) for m, p in routes}

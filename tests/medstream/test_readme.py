@@ -49,6 +49,7 @@ def test_readme_session_runs_as_printed(tmp_path: Path, ecg_data_dir: Path) -> N
     # what each step leaves behind
     assert re.search(r"^eyJ[\w-]+\.[\w-]+\.[\w-]+$", out.stdout, re.M), "the booked token was printed"
     assert "monitor-sim: sent" in out.stdout
+    assert re.search(r"ecg12-send: queued as \S+ \(priority stat\)", out.stdout), "the STEMI snapshot was queued first"
     report = json.loads((work / "ecg.json").read_text())
     assert set(report["records"]) == {"100", "208"}
     assert "medstream serving on http://127.0.0.1:8765" in out.stdout

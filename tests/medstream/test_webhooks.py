@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 
+from clients.monitor_sim import ArraySource, MonitorSimConfig, MonitorSimulator, SyntheticSource, parse_events
 from medstream.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, sign, verify_signature
 from tests.conftest import timeout_s
 from tests.helpers import WsClient, running_app, token
@@ -150,6 +152,39 @@ async def test_a_receiver_down_for_a_while_and_a_node_restart_lose_nothing(tmp_p
     assert not list((tmp_path / "hooks").glob("*/*.json"))  # delivered: the spool is empty
 
 
+async def test_alarms_of_a_monitored_bed_reach_the_receiver(tmp_path: Path) -> None:
+    samples = _bed_samples()  # generated before the node starts: neurokit2 is not imported on its loop
+    receiver = Receiver(free_port())
+    await receiver.start()
+    try:
+        async with running_app(waveforms=True, rooms=(("ward-3", "monitoring"),), webhook_urls=(receiver.url,),
+                               webhook_secret=SECRET, webhook_queue_dir=tmp_path) as node:
+            src = ArraySource(samples, 250.0, SyntheticSource(80.0).channels)
+            sim = MonitorSimulator(src, MonitorSimConfig(url=node.ws_url, token=token("ward-3", "bed-7", "monitor"),
+                                                         stream_id="bed-7", chunk_ms=200.0, speed=8.0))
+            run = asyncio.ensure_future(sim.run(duration_s=30.0))
+            try:
+                await until(lambda: sim.stats.acked_seq > 0, 20, "the monitor streaming")  # deadlines from here
+                # a bed at 200 bpm for 14 s of its stream (8x real time): raised, then cleared at 80 bpm
+                await until(lambda: any(e["event"] == "alarm_cleared" and e["alarm"]["kind"] == "extreme_tachycardia"
+                                        for e in receiver.got), 30, "the tachycardia alarm raised and cleared")
+            finally:
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+    finally:
+        await receiver.stop()
+    alarms = [e for e in receiver.unique() if e["event"].startswith("alarm_")]
+    raised = [e for e in alarms if e["event"] == "alarm_raised" and e["alarm"]["kind"] == "extreme_tachycardia"]
+    assert raised and raised[0]["stream_id"] == "bed-7" and raised[0]["room_id"] == "ward-3"
+    assert raised[0]["alarm"]["priority"] and raised[0]["publisher_id"]
+    cleared = [e for e in alarms if e["event"] == "alarm_cleared" and e["alarm"]["kind"] == "extreme_tachycardia"]
+    assert cleared and cleared[0]["alarm"]["since_sample"] == raised[0]["alarm"]["since_sample"]
+    # the same alarms, to the sample, as the offline analyzer fed the same samples in 0.2-s blocks
+    # (the node analyses on a grid of stream time, however the samples arrived)
+    got = [(e["event"], e["alarm"]["kind"], e["alarm"]["since_sample"]) for e in alarms]
+    assert got[:_through_tachy_clear(got)] == _offline_alarms(samples)[:_through_tachy_clear(got)]
+
+
 async def test_the_queue_is_bounded_drops_the_oldest_and_the_loop_never_waits(tmp_path: Path) -> None:
     from medstream.webhooks import Destination, WebhookConfig
 
@@ -215,8 +250,35 @@ async def test_a_receiver_that_refuses_an_event_gets_a_few_tries_then_the_next_o
             await dest.start()
             for event_id in ("bad", "good"):
                 dest.enqueue(json.dumps({"id": event_id, "event": "room_ended"}).encode())
-            await until(lambda: got == ["good"], 10, "the next event after the refused one")
+            # delivered counts once the response is back, after the handler ran
+            await until(lambda: got == ["good"] and dest.stats.delivered == 1, 10,
+                        "the next event after the refused one")
             await dest.close()
     finally:
         await runner.cleanup()
     assert refused_first == ["bad"] * 3 and dest.stats.dropped == 1 and dest.stats.delivered == 1
+
+
+def _bed_samples() -> np.ndarray:
+    """30 s of a bed at 250 Hz: 80 bpm, 200 bpm from 4 s to 18 s, then 80 bpm (ADC, shape (1, n))."""
+    return SyntheticSource(80.0, parse_events("tachy@4+14:200"), 250.0, seed=1).read(int(30 * 250))
+
+
+def _offline_alarms(samples: np.ndarray) -> list[tuple[str, str, int]]:
+    """The alarm changes of the bed's samples through `dsp` directly, 0.2-s blocks."""
+    from dsp.analyzer import MultiStreamAnalyzer
+
+    mv = samples[0] / SyntheticSource.GAIN
+    analyzer = MultiStreamAnalyzer()
+    analyzer.add_stream("bed-7", 250.0)
+    out: list[tuple[str, str, int]] = []
+    for lo in range(0, mv.size, 50):
+        analyzer.feed("bed-7", mv[lo:lo + 50], lo)
+        r = analyzer.process()["bed-7"]
+        out += [("alarm_raised", a.kind.value, a.since_sample) for a in r.alarms_raised]
+        out += [("alarm_cleared", a.kind.value, a.since_sample) for a in r.alarms_cleared]
+    return out
+
+
+def _through_tachy_clear(alarms: list[tuple[str, str, int]]) -> int:
+    return alarms.index(next(a for a in alarms if a[:2] == ("alarm_cleared", "extreme_tachycardia"))) + 1

@@ -10,7 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
+from signaling.turn import TurnRest, credential
 from tests.conftest import timeout_s
 from tests.helpers import MediaParticipant, running_app, token
 from tests.support.rtc_peer import ClientPeer, frame_digest
@@ -22,16 +24,20 @@ MEDIA = dict(media=True, ice_host_addresses=("127.0.0.1",), rooms=((ROOM, "broad
 
 
 async def post_sdp(url: str, sdp: str, tok: str | None, content_type: str = "application/sdp",
-                   method: str = "POST") -> tuple[int, dict[str, str], str]:
+                   method: str = "POST") -> tuple[int, CIMultiDict[str], str]:
     headers = {"Content-Type": content_type}
     if tok is not None:
         headers["Authorization"] = f"Bearer {tok}"
     async with aiohttp.ClientSession() as s, s.request(method, url, data=sdp.encode(), headers=headers) as r:
-        return r.status, dict(r.headers), await r.text()
+        return r.status, r.headers.copy(), await r.text()
 
 
 def digests(frames: list[Any]) -> list[str]:
     return [frame_digest(f.data) for f in frames]
+
+
+TURN = TurnRest(("turn:127.0.0.1:3478?transport=udp", "turns:127.0.0.1:443?transport=tcp"),
+                "turn-shared-secret-for-tests-0123456789")
 
 
 async def test_whip_publish_reaches_a_viewer_byte_for_byte_and_delete_ends_it() -> None:
@@ -43,6 +49,7 @@ async def test_whip_publish_reaches_a_viewer_byte_for_byte_and_delete_ends_it() 
                                                      token(ROOM, "dr-zhou", "host", name="周教授"))
             assert status == 201, answer
             assert headers["Content-Type"] == "application/sdp" and headers["Location"].startswith(f"/whip/{ROOM}/")
+            assert "Link" not in headers  # no ICE servers configured
             await obs.accept(answer)
             joined = await viewer.ws.wait_type("participant_joined", timeout=10)
             assert joined["participant"]["name"] == "周教授 (WHIP)" and joined["participant"]["role"] == "host"
@@ -127,7 +134,7 @@ async def test_whep_plays_a_signaling_presenter_byte_for_byte() -> None:
 
 
 async def test_whip_and_whep_refusals() -> None:
-    async with running_app(**MEDIA, api_key="k" * 32) as app:
+    async with running_app(**MEDIA, api_key="k" * 32, turn=TURN) as app:
         offer_peer = ClientPeer("obs", video_codec="VP8")
         try:
             offer = await offer_peer.offer()
@@ -147,5 +154,20 @@ async def test_whip_and_whep_refusals() -> None:
             room = app.hub.store.get(ROOM)
             assert room is not None and not room.participants
             assert app.media is not None and app.media.peer_ids() == []
+            # accepted: RFC 9725 4.4, the TURN servers with this session's time-limited credentials
+            status, headers, _ = await post_sdp(whip, offer, host)
+            assert status == 201
+            links = headers.getall("Link")
+            assert [link.split(">")[0][1:] for link in links] == list(TURN.urls)
+            params = dict(p.strip().split("=", 1) for p in links[1].split(";")[1:])
+            username, secret = params["username"].strip('"'), params["credential"].strip('"')
+            assert params["rel"] == '"ice-server"' and params["credential-type"] == '"password"'
+            assert secret == credential(TURN.secret, username)  # what coturn's use-auth-secret checks
+            assert int(username.split(":")[0]) > time.time() + 3600
+            async with aiohttp.ClientSession() as s:
+                async with s.patch(app.url + headers["Location"], data=b"a=end-of-candidates") as r:
+                    assert r.status == 405 and "DELETE" in r.headers["Allow"]  # no trickle, no ICE restart
+                async with s.delete(app.url + headers["Location"]) as r:
+                    assert r.status == 200
         finally:
             await offer_peer.close()

@@ -300,3 +300,55 @@ async def test_a_restarted_monitor_is_recorded_as_a_second_segment_and_nothing_i
             assert dat.details["origin_sample_index"] == 0
             assert np.array_equal(record.d_signal.T, source.samples[:, :n])  # each run whole, from 0
         await host.close()
+
+
+async def test_encrypted_recordings_are_unreadable_on_disk_and_identical_when_downloaded(
+        tmp_path: Path, ecg_data_dir: Path) -> None:
+    from recorder import crypto
+    from signaling.tokens import issue_library_token
+    from tests.helpers import SECRET
+
+    master = crypto.MasterKey(bytes(range(1, 33)))
+    audit = tmp_path / "audit.jsonl"
+    async with running_app(waveforms=True, recorder=True, recordings_dir=tmp_path / "rec", audit_log=audit,
+                           recordings_key=master, recordings_encryption="sm4-gcm") as app:
+        host = await joined(app, "dr-grey", "host")
+        source = RecordSource(ecg_data_dir / "mitdb" / "100")
+        sim = monitor(app, source, speed=10.0)
+        assert (await host.request("start_recording"))["type"] == "ok"
+        await asyncio.wait_for(sim.run(duration_s=30.0), timeout_s(20))
+        assert (await host.request("stop_recording"))["type"] == "ok"
+        await wait_until(lambda: ROOM not in app.recorder.rooms and app.recorder.finalized_sessions == 1,
+                         20, "the recording to be final")
+        [directory] = session_dirs(tmp_path / "rec")
+        manifest = read_manifest(directory)
+        assert manifest.encryption == {"algorithm": "sm4-gcm", "key_id": "k1"}
+        dat = next(f for f in manifest.files if f.kind == "waveform")
+        on_disk = (directory / dat.name).read_bytes()
+        plain = source.samples[:, dat.details["origin_sample_index"]:sim.next_seq].T.astype("<i2").tobytes()
+        assert on_disk.startswith(crypto.MAGIC) and plain[:256] not in on_disk
+        base = f"{app.url}/recordings/{ROOM}/{directory.name}"
+        for tok in (token(ROOM, "dr-grey", "host"), issue_library_token(SECRET, identity="teacher-1", rooms=(ROOM,))):
+            status, headers, body = await http_get(f"{base}/{dat.name}?token={tok}")
+            assert status == 200 and body == plain and int(headers["Content-Length"]) == len(plain)
+            # a range of any size, across chunk borders, decrypts only what it needs
+            status, headers, body = await http_get(f"{base}/{dat.name}?token={tok}", {"Range": "bytes=16000-40000"})
+            assert status == 206 and body == plain[16000:40001]
+            assert headers["Content-Range"] == f"bytes 16000-40000/{len(plain)}"
+            status, headers, _ = await http_get(f"{base}/{dat.name}?token={tok}", {"Range": f"bytes={len(plain)}-"})
+            assert status == 416
+        # the EDF+ made at the end is encrypted too, and downloads as a readable EDF+
+        edf = next(f for f in manifest.files if f.kind == "edf")
+        status, _, body = await http_get(f"{base}/{edf.name}?token={token(ROOM, 'dr-grey', 'host')}")
+        assert status == 200 and body[:8] == b"0       " and (directory / edf.name).read_bytes().startswith(crypto.MAGIC)
+        # a library token for another room sees nothing of this one
+        other = issue_library_token(SECRET, identity="teacher-2", rooms=("ward-9",))
+        status, _, _ = await http_get(f"{base}/{dat.name}?token={other}")
+        assert status == 403
+        status, _, body = await http_get(f"{app.url}/recordings?token={other}")
+        assert status == 200 and json.loads(body)["sessions"] == []
+        await host.close()
+    downloads = [json.loads(line) for line in audit.read_text().splitlines()
+                 if json.loads(line).get("event") == "recording_downloaded"]
+    assert {(d["identity"], d["role"]) for d in downloads} == {("dr-grey", "host"), ("teacher-1", "library")}
+    assert all(d["details"]["file"] and d["details"]["session"] == directory.name for d in downloads)

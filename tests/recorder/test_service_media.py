@@ -95,9 +95,12 @@ async def test_recording_real_publishers_files_match_what_was_sent(tmp_path: Pat
     manifest = read_manifest(directory)
     assert manifest.stop_reason == "requested"
     assert {p.identity: p.role for p in manifest.participants} == {"dr-grey": "host", "dr-yang": "expert"}
-    by_track = {f.track_id: f for f in manifest.files}
-    assert set(by_track) == {host_tracks["video"], host_tracks["audio"], expert_tracks["video"]}
-    for entry in manifest.files:
+    tracks = [f for f in manifest.files if f.kind in ("video", "audio")]
+    by_track = {f.track_id: f for f in tracks}
+    assert set(by_track) == {host_tracks["video"], host_tracks["audio"], expert_tracks["video"]}, manifest.files
+    # and one file per participant (both streams of the host in one)
+    assert sorted(f.name.rsplit(".", 1)[1] for f in manifest.files if f.kind == "participant_media") == ["mkv", "webm"]
+    for entry in tracks:
         path = directory / entry.name
         payloads, pts = read_packets(path)
         assert ffprobe_frames(path) == len(payloads) == entry.frame_count, entry
@@ -168,3 +171,12 @@ async def test_server_killed_mid_recording_leaves_readable_files(tmp_path: Path)
     payloads, pts = read_packets(path)
     assert ffprobe_frames(path) == len(payloads)
     assert len(payloads) >= FPS and pts[-1] - pts[0] >= 1.5, (len(payloads), pts[-1] - pts[0])
+    # The next start repairs it: a complete file with its seek index, the manifest final.
+    assert b"\x1c\x53\xbb\x6b" not in path.read_bytes()  # no Cues in a crash-cut file
+    async with running_app(recorder=True, recordings_dir=recordings) as app:
+        assert await app.recorder.repaired() == [directory.name]
+    repaired = read_manifest(directory)
+    assert repaired.stop_reason == "interrupted" and repaired.repaired_at and repaired.stopped_at
+    assert b"\x1c\x53\xbb\x6b" in path.read_bytes()
+    again, _ = read_packets(path)
+    assert again == payloads and all(f.sha256 for f in repaired.files)

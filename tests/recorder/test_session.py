@@ -63,9 +63,10 @@ async def test_session_files_line_up_and_manifest_is_complete(
                     + frames(opus_clip, "a1", start_at=t0 + 1.0, rtp_start=(1 << 32) - 5000),
                     key=lambda f: f.received_at):
         (video if f.kind == "video" else audio).on_frame(f)
-    clock.now = t0 + 0.25
+    clock.now = t0 + 2.25  # the first chunk (2 s of samples) arrives as its last sample is taken
     samples = np.random.default_rng(1).integers(-500, 500, (2, 1500))
     wave.on_chunk(42_000, samples[:, :1000])
+    clock.now = t0 + 3.25
     wave.on_chunk(43_000, samples[:, 1000:])
     wave.on_beat(42_100, "N")
     wave.on_alarm(42_900, "HR high")

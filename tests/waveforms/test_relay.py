@@ -457,3 +457,21 @@ def test_departed_streams_close_after_the_retention_period(adc: np.ndarray) -> N
     assert full == Ack("bed-2", 0)
     assert StreamEnded("bed-1", "publisher_gone") in _drain(viewer)
     assert relay.stats().streams_expired == 1
+
+
+def test_a_12_lead_snapshot_goes_whole_to_the_intake_or_is_refused_by_name() -> None:
+    from protocol.waveforms import Ecg12Snapshot
+
+    relay, _ = _relay()
+    leads = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    snap = Ecg12Snapshot("s-1", "R-1", "P-1", leads, 500.0, 1000.0, np.ones((8, 5000), "<i2"))
+    refused = _send(relay, snap)  # no intake on this relay: a clear refusal, not silence
+    assert len(refused) == 1 and isinstance(refused[0], WaveformError)
+    assert refused[0].stream_id == "s-1" and "not taken" in refused[0].message
+    got: list[tuple[str, str, str, Ecg12Snapshot]] = []
+    relay.on_snapshot = lambda group, pid, identity, s: got.append((group, pid, identity, s))
+    relay.set_publisher_identity(GROUP, "mon-1", "cart-7")
+    assert _send(relay, snap) == []  # the intake answers once the ECG is stored
+    assert [(g, p, i, s.snapshot_id) for g, p, i, s in got] == [(GROUP, "mon-1", "cart-7", "s-1")]
+    assert np.array_equal(got[0][3].samples, snap.samples)
+    assert relay.stats().streams == 0  # a snapshot is no stream: nothing announced, nothing to view

@@ -4,6 +4,8 @@ import { ChatPanel } from "./chat.js";
 import { Conference } from "./conference.js";
 import { el } from "./ui.js";
 import { t, tOr, onLanguageChange } from "./i18n.js";
+import { tokenFromUrl } from "./signaling.js";
+import { showConsultationEcg } from "./ecg12consult.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -72,3 +74,6 @@ setInterval(() => render(), 1000);
 const chat = new ChatPanel(conf, $("chat"));
 conf.chat = chat;
 conf.start();
+// a consultation opened from a 12-lead reading request shows that ECG to both sides
+const ecgRequest = new URLSearchParams(window.location.search).get("ecg");
+if (ecgRequest) window.medstream.ecg12 = showConsultationEcg($("ecg12"), ecgRequest, tokenFromUrl());

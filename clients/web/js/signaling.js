@@ -2,6 +2,9 @@
 // signaling and msgpack binary frames for waveforms. Joins with the token from the page's URL,
 // keeps the connection alive with pings and comes back by itself after a network drop: first
 // with the `resume` key (same participant, within the grace period), else by joining afresh.
+// Before the token runs out (the server's `token_expiring`), it fetches a newer one where the page
+// link names a refresh address (`#token=...&refresh=https://booking.example/...`) and hands it to
+// the server (`refresh_token`, docs/protocol.md "Expiry and token refresh").
 
 /** The token carried by the page link, or null. Links carry it in the fragment (`#token=...`),
  * which browsers never send to a server or proxy; `?token=` (older links) is still read. Once read
@@ -12,8 +15,11 @@ export function tokenFromUrl(loc = window.location, hist = window.history, store
   const query = new URLSearchParams(loc.search);
   const key = "medstream.token:" + loc.pathname;
   const token = hash.get("token") || query.get("token");
+  const refresh = hash.get("refresh");
+  try { if (refresh) store.setItem("medstream.refresh:" + loc.pathname, refresh); } catch (e) { /* no storage */ }
   if (token && hist && hist.replaceState) {
     hash.delete("token");
+    hash.delete("refresh");
     query.delete("token");
     const q = query.toString(), h = hash.toString();
     hist.replaceState(hist.state, "", loc.pathname + (q ? "?" + q : "") + (h ? "#" + h : ""));
@@ -25,6 +31,32 @@ export function tokenFromUrl(loc = window.location, hist = window.history, store
     return token;
   }
 }
+
+/** The refresh address the page link named (`#refresh=`, kept for this tab), or null. */
+export function refreshUrlFromUrl(loc = window.location, store = window.sessionStorage) {
+  const given = new URLSearchParams(loc.hash.replace(/^#/, "")).get("refresh");
+  try { return given || store.getItem("medstream.refresh:" + loc.pathname); } catch (e) { return given; }
+}
+
+/** A refresher for `url`: POST with the current token as bearer; the reply is `{"token": ...}`
+ * (JSON) or the token as text. The booking system, which signs tokens, answers it. */
+export function refresherFor(url) {
+  return async (current) => {
+    const r = await fetch(url, { method: "POST", headers: { Authorization: `Bearer ${current}` } });
+    if (!r.ok) throw new Error(`token refresh: ${r.status}`);
+    const text = (await r.text()).trim();
+    const token = text.startsWith("{") ? JSON.parse(text).token : text;
+    if (typeof token !== "string" || !token) throw new Error("token refresh: no token in the reply");
+    return token;
+  };
+}
+
+/** Keep `token` for this tab (what a reload rejoins with), as `tokenFromUrl` does. */
+function storeToken(token, loc = window.location, store = window.sessionStorage) {
+  try { store.setItem("medstream.token:" + loc.pathname, token); } catch (e) { /* no storage */ }
+}
+
+const REFRESH_RETRY_MS = 10000;
 
 /** ws(s)://host/ws for the page's own origin. */
 export function defaultSocketUrl(loc = window.location) {
@@ -51,11 +83,21 @@ const NO_RECONNECT_CLOSE_REASONS = ["replaced by a resumed connection"];
  * `onJoined(joined, {resumed, rejoined})` runs after the first join and after every reconnect:
  * `rejoined` means the old participant was gone and this is a new one (media must restart).
  * `onState(state)` reports "connecting", "joined", "reconnecting", "closed" or "ended".
+ * `refresh(currentToken)` resolves with a newer token (default: from the link's refresh
+ * address, none without one); it runs on `token_expiring` and again every 10 s until the server
+ * accepts one or the token has run out. `tokenExpiresAt` is the session's end as last told.
  */
 export class Signaling {
   constructor({ token, url = defaultSocketUrl(), media = false, onJoined = () => {},
-                onState = () => {}, onBinary = () => {}, onClosed = () => {} }) {
+                onState = () => {}, onBinary = () => {}, onClosed = () => {}, refresh = undefined }) {
     this.token = token;
+    if (refresh === undefined) {
+      const url = typeof window !== "undefined" ? refreshUrlFromUrl() : null;
+      refresh = url ? refresherFor(url) : null;
+    }
+    this.refresh = refresh;
+    this.tokenExpiresAt = null;
+    this.refreshError = null;
     this.url = url;
     this.media = media;
     this.onJoined = onJoined;
@@ -72,10 +114,33 @@ export class Signaling {
     this.pending = new Map();
     this.nextId = 1;
     this.ws = null;
+    this.nodeUrl = null;  // the cluster node hosting our room, once redirected there
     this.pingTimer = null;
     this.lastPongAt = 0;
     this.stopped = false;
     this.formerParticipantIds = new Set();  // our own earlier participants (after restart())
+    this.on("token_expiring", (m) => { this.tokenExpiresAt = m.expires_at; this._refreshToken(); });
+  }
+
+  /** Fetch a newer token and hand it to the server; retried until accepted or too late. */
+  async _refreshToken() {
+    if (!this.refresh || this._refreshing || this.stopped) return;
+    this._refreshing = true;
+    try {
+      const token = await this.refresh(this.token);
+      const reply = await this.request({ type: "refresh_token", token });
+      this.token = token;  // the one to reconnect and resume with
+      storeToken(token);
+      this.tokenExpiresAt = reply.expires_at;
+      this.refreshError = null;
+    } catch (err) {
+      this.refreshError = String(err && err.message || err);
+      console.warn("token refresh failed", this.refreshError);
+      const left = this.tokenExpiresAt === null ? 0 : this.tokenExpiresAt * 1000 - Date.now();
+      if (left > REFRESH_RETRY_MS) setTimeout(() => this._refreshToken(), REFRESH_RETRY_MS);
+    } finally {
+      this._refreshing = false;
+    }
   }
 
   /** Register `fn(message)` for server messages of `type`. */
@@ -96,9 +161,11 @@ export class Signaling {
     return this._connect(null);
   }
 
-  _connect(resumeKey) {
+  _connect(resumeKey, hops = 0) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(this.url);
+      // in a cluster the room's node may send us to its own address (`redirect`); a dropped
+      // connection starts over at the address we were given (another node takes the room over)
+      const ws = new WebSocket(this.nodeUrl || this.url);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       let settled = false;
@@ -107,6 +174,13 @@ export class Signaling {
         const join = { type: "join", v: 1, token: this.token, media: this.media, resume: resumeKey || undefined };
         this.request(join).then((joined) => {
           settled = true;
+          if (joined.type === "redirect" && hops < 3) {
+            ws.onclose = null;
+            ws.close();
+            this.nodeUrl = joined.url;
+            this._connect(resumeKey, hops + 1).then(resolve, reject);
+            return;
+          }
           const resumed = Boolean(joined.resumed);
           const rejoined = this.joined !== null && !resumed;
           this.joined = joined;
@@ -158,6 +232,7 @@ export class Signaling {
       return;
     }
     if (this.droppedAt === null) this.droppedAt = Date.now();
+    this.nodeUrl = null;
     this._setState("reconnecting");
     this._reconnect(0);
   }

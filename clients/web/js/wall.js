@@ -207,6 +207,8 @@ window.medstream = {
   get streams() { return store.snapshot(); },
   get alarms() { return alarms.snapshot(); },
   get ended() { return ended; },
+  get tokenExpiresAt() { return sig.tokenExpiresAt; },
+  get refreshError() { return sig.refreshError; },
   get soundLog() { return soundLog; },
   acknowledge,
   get latched() { return [...latched.entries()].map(([key, a]) => ({ key, kind: a.kind, priority: a.priority })); },

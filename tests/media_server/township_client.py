@@ -65,7 +65,8 @@ async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any
     watch()
     result = {
         "tracks": {tid: {"kind": t.kind, "arrivals": arrivals.get(tid, []), "keyframes": keyframes.get(tid, []),
-                         "timestamps": [f.timestamp for f in t.frames[:len(arrivals.get(tid, []))]]}
+                         "timestamps": [f.timestamp for f in t.frames[:len(arrivals.get(tid, []))]],
+                         "rtp": t.rtp}
                    for tid, t in peer.received.items()},
         "adapted": adapted,
         "remb_sent": peer.remb_sent[-20:],

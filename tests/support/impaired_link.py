@@ -10,8 +10,11 @@ packet from one to the other through an asyncio pipeline per direction:
 
 Settings come as lines on stdin, applied at once: `down rate=200000 queue=6000 loss=0.05
 delay=0.15 jitter=0.02` (`down`: towards the clinic, `up`: from it, `both`); `rate=0` means
-unlimited. Counters are printed as one JSON line on `stats`. Nothing leaves the two
-namespaces: the packets only ever go from one TUN to the other.
+unlimited. Counters are printed as one JSON line on `stats`; `log` prints, per direction and
+SSRC, the fate of every RTP packet (SRTP leaves the header in clear): [sequence number, the
+monotonic time it entered the link, "d" delivered | "q" dropped by the full queue | "r" dropped
+at random], so a test can tell what the link did from what the endpoints did. Nothing leaves the
+two namespaces: the packets only ever go from one TUN to the other.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import random
 import struct
 import sys
 from dataclasses import asdict, dataclass
+from typing import Any
 
 _TUNSETIFF = 0x400454CA
 _IFF_TUN = 0x0001
@@ -68,6 +72,17 @@ class Counters:
     packets_out: int = 0
     queue_drops: int = 0
     random_drops: int = 0
+    kernel_drops: int = 0  # packets the kernel dropped before the link read them (TUN tx queue full)
+
+
+def rtp_key(packet: bytes) -> tuple[int, int] | None:
+    """(SSRC, sequence number) of an IPv4/UDP packet carrying RTP (not RTCP, STUN, DTLS)."""
+    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != 17:
+        return None
+    rtp = (packet[0] & 0x0F) * 4 + 8
+    if len(packet) < rtp + 12 or packet[rtp] >> 6 != 2 or 192 <= packet[rtp + 1] <= 223:
+        return None
+    return (int.from_bytes(packet[rtp + 8:rtp + 12], "big"), int.from_bytes(packet[rtp + 2:rtp + 4], "big"))
 
 
 class Direction:
@@ -79,7 +94,8 @@ class Direction:
         self._loop = loop
         self._out = out_fd
         self._random = random.Random(seed)
-        self._queue: collections.deque[bytes] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, list[Any] | None]] = collections.deque()
+        self.log: dict[int, list[list[Any]]] = {}
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._last_due = 0.0
@@ -88,13 +104,20 @@ class Direction:
 
     def receive(self, packet: bytes) -> None:
         self.counters.packets_in += 1
+        key = rtp_key(packet)
+        record: list[Any] | None = None
+        if key is not None:
+            record = [key[1], round(self._loop.time(), 4), "d"]
+            self.log.setdefault(key[0], []).append(record)
         if self.shape.rate <= 0:
-            self._after_rate(packet)
+            self._after_rate(packet, record)
             return
         if self._queued_bytes + len(packet) > self.shape.queue:
             self.counters.queue_drops += 1
+            if record is not None:
+                record[2] = "q"
             return
-        self._queue.append(packet)
+        self._queue.append((packet, record))
         self._queued_bytes += len(packet)
         self._wake.set()
 
@@ -104,7 +127,7 @@ class Direction:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            packet = self._queue[0]
+            packet, record = self._queue[0]
             rate = self.shape.rate
             if rate > 0:  # the packet leaves when the link has serialised it (a virtual clock, so
                 # a late wake-up under CPU load does not slow the link down)
@@ -114,27 +137,41 @@ class Direction:
                     await asyncio.sleep(self._link_free - now)
             self._queue.popleft()
             self._queued_bytes -= len(packet)
-            self._after_rate(packet)
+            self._after_rate(packet, record)
 
-    def _after_rate(self, packet: bytes) -> None:
+    def _after_rate(self, packet: bytes, record: list[Any] | None) -> None:
         s = self.shape
         if s.loss > 0 and self._random.random() < s.loss:
             self.counters.random_drops += 1
+            if record is not None:
+                record[2] = "r"
             return
         if s.delay <= 0 and s.jitter <= 0:
-            self._send(packet)
+            self._send(packet, record)
             return
         now = self._loop.time()
         due = max(now + s.delay + self._random.uniform(-s.jitter, s.jitter), self._last_due)
         self._last_due = due
-        self._loop.call_at(due, self._send, packet)
+        self._loop.call_at(due, self._send, packet, record)
 
-    def _send(self, packet: bytes) -> None:
+    def _send(self, packet: bytes, record: list[Any] | None) -> None:
         try:
             os.write(self._out, packet)
             self.counters.packets_out += 1
         except OSError:  # the device is down or gone: the link drops it
             self.counters.queue_drops += 1
+            if record is not None:
+                record[2] = "e"
+
+
+def _tx_dropped(ifname: str) -> int:
+    """Packets the kernel could not queue on our TUN (the link process was not reading fast enough)."""
+    with open("/proc/self/net/dev") as f:  # this process's namespace (/sys may be another's)
+        for line in f:
+            name, _, fields = line.partition(":")
+            if name.strip() == ifname:
+                return int(fields.split()[11])  # transmit: bytes packets errs drop
+    return -1
 
 
 def apply(line: str, down: Direction, up: Direction) -> None:
@@ -178,7 +215,10 @@ async def run(netns: str, host_if: str, clinic_if: str) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     while line := (await stdin.readline()).decode():
         if line.strip() == "stats":
+            down.counters.kernel_drops = _tx_dropped(host_if)
             print(json.dumps({"down": asdict(down.counters), "up": asdict(up.counters)}), flush=True)
+        elif line.strip() == "log":
+            print(json.dumps({"down": down.log, "up": up.log}), flush=True)
         else:
             apply(line, down, up)
             print("ok", flush=True)

@@ -33,6 +33,7 @@ import contextlib
 import fractions
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -132,6 +133,10 @@ class CounterVideoSource:
         self._force_keyframe = True
         if codec == "VP8":
             ctx = av.CodecContext.create("libvpx", "w")
+            # one thread: with FFmpeg's automatic thread count libvpx spent 14-52 ms of CPU per
+            # 192x144 frame on this 2-core machine (0.7 ms with one), starving the event loop
+            # that also sends the audio and runs the relay in a test
+            ctx.thread_count = 1
             ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                            "static-thresh": "1"}
             if self.temporal_layers:
@@ -305,6 +310,7 @@ class ReceivedTrack:
     frames: list[ReceivedFrame] = field(default_factory=list)
     counters: list[int] = field(default_factory=list)
     decode_errors: int = 0
+    rtp: list[tuple[int, int, float]] = field(default_factory=list)  # (ssrc, seq, arrival): audio_every_packet
     _decoder: Any = None
     _event: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -543,7 +549,10 @@ class ClientPeer:
 
         ReceiverTap.install(transceiver.receiver, on_frame)
         if self.audio_every_packet and transceiver.kind == "audio":
-            EarlyJitterBuffer.install(transceiver.receiver)
+            buffer = EarlyJitterBuffer.install(transceiver.receiver)
+            # every packet the receiver got from the network, before its jitter buffer (what an
+            # impaired link delivered is compared with this, packet by packet)
+            buffer.on_packet = lambda p: received.rtp.append((p.ssrc, p.sequence_number, time.monotonic()))
 
     def _decode(self, received: ReceivedTrack, codec: str, data: bytes) -> None:
         if received._decoder is None:

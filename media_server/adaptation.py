@@ -10,7 +10,8 @@ temporal layer (30 -> 15 -> 7.5 fps with L1T3), or paused. The order of sacrific
    everywhere before the least important track is paused.
 3. Hysteresis: a track goes down as soon as the budget no longer carries it, but goes up only
    when the budget carries the next level with `up_margin` to spare, one step per
-   `step_interval_s`. A track that goes down within `probe_fail_s` of going up (the probe
+   `step_interval_s`, one track per update (each step up probes the link: two at once, two
+   resume keyframes on a 200 kbit/s line, overflowed its queue and took audio with them). A track that goes down within `probe_fail_s` of going up (the probe
    failed) waits twice as long before trying again, up to `max_hold_s`.
 4. A track that comes back from paused must start at a keyframe: the decision says `resume`.
 
@@ -150,6 +151,7 @@ class AdaptationPolicy:
         down_levels, usable = _allocate(budget, videos)
         up_levels, _ = _allocate(budget / c.up_margin, videos)
         changed: list[TrackDecision] = []
+        stepped_up = False  # one track goes up per update: one probe of the link at a time
         for t in videos:
             layers = max(1, len(t.layer_bps))
             st = self._tracks.get(t.track_id)
@@ -170,10 +172,11 @@ class AdaptationPolicy:
                 elif now_s - st.down_at_s > c.probe_fail_s:
                     st.hold_s = c.hold_s
                 st.down_at_s = now_s
-            elif (up_levels[t.track_id] > new and now_s - st.changed_at_s >= c.step_interval_s
+            elif (not stepped_up and up_levels[t.track_id] > new and now_s - st.changed_at_s >= c.step_interval_s
                   and now_s - st.down_at_s >= max(c.hold_s, st.hold_s)):
                 new += 1
                 st.went_up_at_s = now_s
+                stepped_up = True
             if new != old or layers != old_layers:
                 st.level = new
                 if new != old:

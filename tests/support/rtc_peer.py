@@ -46,7 +46,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc import sdp as aiortc_sdp
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.utils import uint16_add
 
 from media_server import ice
 from media_server.config import MediaConfig
@@ -337,6 +339,42 @@ class ReceivedTrack:
         await asyncio.wait_for(wait(), timeout_s)
 
 
+class KeyframeJumpJitterBuffer(EarlyJitterBuffer):
+    """A receiver's VP8 jitter buffer that behaves like a browser's after loss: a complete
+    keyframe is passed on at once and everything older is given up.
+
+    aiortc's buffer releases frames only in sequence order, so one packet that is never
+    repaired (lost with its retransmission, or gone from the sender's history while a weak
+    link had the video paused) holds back every later frame, the keyframe that would repair it
+    too, until 128 more packets arrived: tens of seconds at a paused track's rate. Chromium
+    decodes the keyframe as soon as it is complete. A clinic standing in for a browser must
+    too, or it measures aiortc, not the relay.
+    """
+
+    def add(self, packet: Any) -> tuple[bool, Any]:
+        pli, frame = super().add(packet)
+        if frame is not None or not packet.marker or self._origin is None:
+            return pli, frame
+        seq = packet.sequence_number
+        count = uint16_add(seq, -self._origin) + 1
+        if count > self._capacity:
+            return pli, None
+        for back in range(count):  # find this frame's first packet, all present
+            p = self._packets[uint16_add(seq, -back) % self._capacity]
+            if p is None or p.timestamp != packet.timestamp:
+                return pli, None
+            if (p.payload[0] & 0x17) == 0x10:  # VP8 descriptor: S=1, partition 0
+                break
+        else:
+            return pli, None
+        first = self._packets[uint16_add(seq, -back) % self._capacity]
+        if not first._data or first._data[0] & 0x01:  # frame tag P=1: not a keyframe
+            return pli, None
+        parts = [self._packets[uint16_add(seq, -i) % self._capacity]._data for i in range(back, -1, -1)]
+        self.remove(count)
+        return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
+
+
 class ClientPeer:
     """An aiortc participant that only answers: publishes its sources, records what it receives.
 
@@ -383,8 +421,9 @@ class ClientPeer:
         self.rtp_dropped = 0
         self.rtx_received = 0
         self.host_addresses = host_addresses
-        # count every Opus packet that arrives, as a browser's NetEq plays each one (aiortc's
-        # audio jitter buffer gives up whole runs of packets after a single loss)
+        # receive like a browser: count every Opus packet that arrives, as NetEq plays each one
+        # (aiortc's audio jitter buffer gives up whole runs of packets after a single loss), and
+        # pass a complete VP8 keyframe on at once (KeyframeJumpJitterBuffer)
         self.audio_every_packet = audio_every_packet
         self.received: dict[str, ReceivedTrack] = {}
         self.rejected_mids: set[str] = set()
@@ -553,6 +592,8 @@ class ClientPeer:
             # every packet the receiver got from the network, before its jitter buffer (what an
             # impaired link delivered is compared with this, packet by packet)
             buffer.on_packet = lambda p: received.rtp.append((p.ssrc, p.sequence_number, time.monotonic()))
+        elif self.audio_every_packet and codec == "VP8":  # like a browser (see KeyframeJumpJitterBuffer)
+            KeyframeJumpJitterBuffer.install(transceiver.receiver)
 
     def _decode(self, received: ReceivedTrack, codec: str, data: bytes) -> None:
         if received._decoder is None:

@@ -10,8 +10,10 @@ temporal layer (30 -> 15 -> 7.5 fps with L1T3), or paused. The order of sacrific
    everywhere before the least important track is paused.
 3. Hysteresis: a track goes down as soon as the budget no longer carries it, but goes up only
    when the budget carries the next level with `up_margin` to spare, one step per
-   `step_interval_s`, one track per update (each step up probes the link: two at once, two
-   resume keyframes on a 200 kbit/s line, overflowed its queue and took audio with them). A track that goes down within `probe_fail_s` of going up (the probe
+   `step_interval_s`, and one track at a time per subscriber, `probe_spacing_s` apart (each
+   step up probes the link; its result, loss in the receiver reports, takes about a second to
+   come back: two probes at once, two resume keyframes on a 200 kbit/s line, overflowed its
+   queue and took audio with them). A track that goes down within `probe_fail_s` of going up (the probe
    failed) waits twice as long before trying again, up to `max_hold_s`.
 4. A track that comes back from paused must start at a keyframe: the decision says `resume`.
 
@@ -44,6 +46,7 @@ class AdaptationConfig:
     headroom: float = 0.10  # of the estimate kept free (RTCP, retransmissions, estimate error)
     up_margin: float = 1.15  # the next level must fit this many times over before going up
     step_interval_s: float = 1.0  # at most one step up per track per interval
+    probe_spacing_s: float = 1.5  # at most one step up per subscriber per interval
     hold_s: float = 1.0  # after going down, wait this long before going up
     probe_fail_s: float = 4.0  # going down this soon after going up doubles the hold
     max_hold_s: float = 4.0  # the longest hold: a recovered link is used within ~5 s
@@ -136,6 +139,7 @@ class AdaptationPolicy:
 
     config: AdaptationConfig = field(default_factory=AdaptationConfig)
     _tracks: dict[str, _TrackState] = field(default_factory=dict)
+    _last_up_s: float = -1e9
 
     def update(self, estimate_bps: float, tracks: Sequence[TrackDemand], now_s: float) -> list[TrackDecision]:
         """Decide for every video track in `tracks`; returns the decisions that changed.
@@ -151,7 +155,7 @@ class AdaptationPolicy:
         down_levels, usable = _allocate(budget, videos)
         up_levels, _ = _allocate(budget / c.up_margin, videos)
         changed: list[TrackDecision] = []
-        stepped_up = False  # one track goes up per update: one probe of the link at a time
+        stepped_up = now_s - self._last_up_s < c.probe_spacing_s  # one probe of the link at a time
         for t in videos:
             layers = max(1, len(t.layer_bps))
             st = self._tracks.get(t.track_id)
@@ -177,6 +181,7 @@ class AdaptationPolicy:
                 new += 1
                 st.went_up_at_s = now_s
                 stepped_up = True
+                self._last_up_s = now_s
             if new != old or layers != old_layers:
                 st.level = new
                 if new != old:

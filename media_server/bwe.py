@@ -82,6 +82,7 @@ class BandwidthEstimator:
         self._loss_fraction = 0.0
         self._loss_seen_s: float | None = None
         self._rtt_s: float | None = None
+        self._carried_bps = 0.0
         self.remb_count = 0
         self.report_count = 0
 
@@ -91,20 +92,32 @@ class BandwidthEstimator:
         self.remb_count += 1
         self._loss_bps = max(self._loss_bps, float(self._remb_bps))  # loss-based only ever cuts
         near_loss = self._loss_seen_s is not None and now_s - self._loss_seen_s <= self.config.remb_stale_s
-        if near_loss and self._remb_bps < self._delay_bps(now_s):
-            self._anchor_bps, self._anchor_s = float(self._remb_bps), now_s
+        bound = max(float(self._remb_bps), self._carried_bps)
+        if near_loss and bound < self._delay_bps(now_s):
+            self._anchor_bps, self._anchor_s = bound, now_s
 
-    def on_receiver_report(self, fraction_lost: float, rtt_s: float | None, now_s: float) -> None:
-        """One receiver report interval: `fraction_lost` 0-1, `rtt_s` if measured."""
+    def on_receiver_report(self, fraction_lost: float, rtt_s: float | None, now_s: float,
+                           audio_bps: float | None = None) -> None:
+        """One receiver report interval: `fraction_lost` 0-1, `rtt_s` if measured, `audio_bps`
+        the audio we sent the subscriber lately.
+
+        That audio is a floor under a cut: aiortc's REMB counts the incoming video only, so
+        with the video paused it says 11 kbit/s on a path that carries 110 of audio (measured:
+        the bound fell to the minimum and the video took 7 s to come back after the link did).
+        What got through of everything is no floor: a byte queue drops the large video packets
+        first, so the packet loss understates what was lost (measured: no cut at all).
+        """
         c = self.config
         self.report_count += 1
         self._loss_fraction = min(1.0, max(0.0, fraction_lost))
         if rtt_s is not None and rtt_s >= 0:
             self._rtt_s = rtt_s
+        if audio_bps is not None:
+            self._carried_bps = max(0.0, audio_bps)
         if self._loss_fraction >= c.confirm_loss:
             current = self._delay_bps(now_s) if self._confirmed(now_s) else float(c.max_bps)
             if self._remb_bps is not None:
-                current = min(current, float(self._remb_bps))
+                current = min(current, max(float(self._remb_bps), self._carried_bps))
             self._loss_seen_s = now_s
             self._anchor_bps, self._anchor_s = current, now_s
         current = self._delay_bps(now_s)
@@ -143,6 +156,40 @@ class BandwidthEstimator:
         bps = int(min(c.max_bps, max(c.min_bps, value)))
         rtt_ms = None if self._rtt_s is None else 1000.0 * self._rtt_s
         return BandwidthEstimate(bps, self._remb_bps, self._loss_fraction, rtt_ms, source)
+
+
+class LossWindow:
+    """The loss of a subscriber's whole path: packets lost over packets expected, summed over
+    all its streams' receiver report blocks of the last `window_s` (sans-I/O).
+
+    A report block's own fraction is no evidence for a sparse stream: a paused video track's
+    first report after it resumes counts the packets lost before the pause against the two or
+    three received since (measured: 60 % "loss" on a recovered link re-paused the video). Summed
+    with the audio's 50 packets a second, that is a few per cent, as it should be.
+    """
+
+    def __init__(self, window_s: float = 0.5, min_expected: int = 20) -> None:
+        self.window_s = window_s
+        self.min_expected = min_expected
+        self._last: dict[int, tuple[int, int]] = {}  # ssrc -> (extended highest seq, cumulative lost)
+        self._blocks: collections.deque[tuple[float, int, int]] = collections.deque()
+
+    def add(self, ssrc: int, highest_sequence: int, packets_lost: int, now_s: float) -> float | None:
+        """One report block; returns the path's loss fraction now, or None while the window
+        holds fewer than `min_expected` packets."""
+        last = self._last.get(ssrc)
+        self._last[ssrc] = (highest_sequence, packets_lost)
+        if last is not None:
+            expected = highest_sequence - last[0]
+            if 0 < expected < 1 << 15:  # a reset or reordered report says nothing
+                lost = min(expected, max(0, packets_lost - last[1]))
+                self._blocks.append((now_s, expected, lost))
+        while self._blocks and self._blocks[0][0] < now_s - self.window_s:
+            self._blocks.popleft()
+        expected_sum = sum(b[1] for b in self._blocks)
+        if expected_sum < self.min_expected:
+            return None
+        return sum(b[2] for b in self._blocks) / expected_sum
 
 
 # Bytes a forwarded RTP packet costs on the wire beyond its payload: IPv4 20 + UDP 8 + RTP 12 +
@@ -216,4 +263,4 @@ class LayerRateMeter:
         return tuple(out)
 
 
-__all__ = ["BandwidthEstimate", "BandwidthEstimator", "BweConfig", "LayerRateMeter"]
+__all__ = ["BandwidthEstimate", "BandwidthEstimator", "BweConfig", "LayerRateMeter", "LossWindow"]

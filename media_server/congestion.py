@@ -14,6 +14,7 @@ Pinned to aiortc 1.16 (checked by tests/media_server/test_congestion.py):
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from .bwe import BandwidthEstimate, BandwidthEstimator, BweConfig
+from .bwe import BandwidthEstimate, BandwidthEstimator, BweConfig, LossWindow
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,28 @@ class SubscriberLink:
 
     def __init__(self, clock: Callable[[], float], config: BweConfig | None = None) -> None:
         self.bwe = BandwidthEstimator(config)
+        self.loss = LossWindow()  # over all the subscriber's streams, weighted by packets
         self._clock = clock
         self._last: Any = None
         self._ssrcs: set[int] = set()
+        self._tracks: list[Any] = []  # its ForwardTracks (bytes_sent), ended ones too: a few per call
+        self._sent: collections.deque[tuple[float, int]] = collections.deque()
 
     def watch(self, track: Any, sender: RTCRtpSender) -> None:
         """Feed this link from the RTCP the subscriber sends about `track` (a ForwardTrack whose
         `sender` negotiated the m-line)."""
         self._ssrcs.add(sender._ssrc)
+        self._tracks.append(track)
         track.rtcp_listeners.append(lambda packet: self._on_rtcp(packet, sender))
+
+    def _audio_bps(self, now: float) -> float | None:
+        """The audio we sent the subscriber over about the last second (None until known)."""
+        total = sum(t.bytes_sent for t in self._tracks if t.kind == "audio")
+        self._sent.append((now, total))
+        while len(self._sent) > 2 and self._sent[1][0] <= now - 1.0:
+            self._sent.popleft()
+        (t0, b0) = self._sent[0]
+        return 8.0 * (total - b0) / (now - t0) if now - t0 >= 0.25 else None
 
     def _on_rtcp(self, packet: Any, sender: RTCRtpSender) -> None:
         if packet is self._last:  # one packet is delivered to each sender it names
@@ -66,7 +80,11 @@ class SubscriberLink:
             if not ours:
                 return
             rtt = getattr(sender, _SENDER_RTT_ATTR, None)
-            self.bwe.on_receiver_report(max(r.fraction_lost for r in ours) / 256.0, rtt, now)
+            fraction = None
+            for r in ours:
+                fraction = self.loss.add(r.ssrc, r.highest_sequence, r.packets_lost, now)
+            if fraction is not None:
+                self.bwe.on_receiver_report(fraction, rtt, now, self._audio_bps(now))
 
     def estimate(self) -> BandwidthEstimate:
         """The subscriber's estimate now."""

@@ -31,7 +31,6 @@ from tests.helpers import MediaParticipant, running_app, token
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.slow]
 
-TRACE: list[Any] = []
 HOST_ADDR, CLINIC_ADDR = "10.231.1.1", "10.231.1.2"
 
 
@@ -230,24 +229,28 @@ def max_gap(times: list[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
-async def sent_during(sources: list[Any], seconds: float) -> tuple[float, float, list[int]]:
-    """A measurement window of `seconds`: (start, end, frames each source produced in it).
-
-    What arrives is compared with what was sent in the same window, so a loaded machine that
-    makes a source skip frames does not count as loss.
-    """
+async def audio_window(sources: list[Any], packets: int, what: str) -> tuple[float, float]:
+    """A measurement window that lasts until every source has sent `packets` more audio
+    packets (however long a loaded machine takes; deadline scaled): (start, end)."""
     before = [len(s.sent) for s in sources]
     start = time.monotonic()
-    await asyncio.sleep(seconds)
-    return start, time.monotonic(), [len(s.sent) - b for s, b in zip(sources, before, strict=True)]
+    await wait_until(lambda: all(len(s.sent) - b >= packets for s, b in zip(sources, before, strict=True)),
+                     timeout_s(packets / 50 * 4), what)
+    return start, time.monotonic()
+
+
+def first_after(times: list[float], t: float) -> float | None:
+    return next((x for x in times if x >= t), None)
 
 
 async def test_narrow_link_keeps_the_audio_and_adapts_the_video_by_itself() -> None:
     """200 kbit/s towards the clinic with two experts' audio and video, no manual action.
 
     Before adaptation, 4-60 % of the audio frames arrived (video starved it until the user chose
-    audio-only). Now the relay fits the video to the clinic's link and the audio comes whole;
-    when the link recovers the video comes back within seconds.
+    audio-only). The link is a shared FIFO, as a router's is: what the relay must do is keep
+    video (and its repairs) below what the link carries, so the audio it sends gets through.
+    That is measured packet by packet at the link (`AudioFates`), apart from what the endpoints
+    do; when the link recovers the video must come back to the clinic within 5 s.
     """
     async with township() as town, running_app(media=True, host=HOST_ADDR, ice_host_addresses=(HOST_ADDR,)) as app:
         team = await experts(app, 2, video_size=(192, 144), fps=15, video_bitrate_bps=200_000,
@@ -259,43 +262,42 @@ async def test_narrow_link_keeps_the_audio_and_adapts_the_video_by_itself() -> N
         await town.shape("down rate=200000 queue=5000")
         try:
             videos = await asyncio.wait_for(_wait_tracks(app, "video", 2, team), timeout_s(20))
-            TRACE.clear()
-            bwe = app.media._peers[videos[0][0]].link.bwe
-            o1, o2 = bwe.on_remb, bwe.on_receiver_report
-            bwe.on_remb = lambda b, now: (TRACE.append(("remb", round(now, 2), b)), o1(b, now))
-            bwe.on_receiver_report = lambda f, r, now: (TRACE.append(("rr", round(now, 2), round(f, 3), bwe.estimate(now).bitrate_bps)), o2(f, r, now))
             await wait_until(lambda: any(t.paused or _reduced(t) for _, _, t in videos),
                              timeout_s(15), "the relay reduces or pauses video for the clinic")
-            audio_sources = [e.peer.audio_source for e in team]
-            await asyncio.sleep(1.0)  # the queue before the narrow link drains (150 ms at most)
-            a_start, a_end, sent = await sent_during(audio_sources, 8.0)
-            audio_sent = sum(sent)
+            sources = [e.peer.audio_source for e in team]
+            await audio_window(sources, 25, "the queue before the narrow link drains")
+            a_start, a_end = await audio_window(sources, 300, "300 audio packets from each expert")
             await town.shape("down rate=0")
             recovered_at = time.monotonic()
-            full_at = await wait_until(lambda: not any(t.paused for _, _, t in videos),
-                                       timeout_s(8), "the clinic's video resumed: "
-                                       + repr([(app.media.bandwidth(p), app.media.adaptation(p, t)) for p, t, _ in videos]))
-            await sent_during(audio_sources, 3.0)  # its keyframe on its way (one request per s)
+            await wait_until(lambda: not any(t.paused for _, _, t in videos), timeout_s(8),
+                             "the clinic's video resumed: "
+                             + repr([(app.media.bandwidth(p), app.media.adaptation(p, t)) for p, t, _ in videos]))
+            forwarded = [t.frames_forwarded for _, _, t in videos]
+            await wait_until(lambda: all(t.frames_forwarded >= f + 5 for (_, _, t), f in zip(videos, forwarded, strict=True)),
+                             timeout_s(10), "frames forwarded to the clinic after the resume")
             link_log = (await town.query("log"))["down"]
-            print("STATS", await town.query("stats"))
-            print("RTX", [(t.retransmissions, t.packets_forwarded, t._rtx_ssrc) for _, _, t in videos])
         finally:
             result = await clinic.stop()
             for e in team:
                 await e.close()
     audio = [t for t in result["tracks"].values() if t["kind"] == "audio"]
-    shares = [received_share(t, a_start, a_end, 960) for t in audio]
-    print("FATES", shares, [audio_fates(link_log, t, a_start, a_end) for t in audio])
-    json.dump({"trace": TRACE, "log": link_log, "result": result, "a": [a_start, a_end], "rec": recovered_at, "full": full_at}, open("/tmp/narrow_dump.json", "w"))
-    # the goal is 98 %; measured 93-96 % with the test process starved at load 10-13 (README)
-    assert all(s >= 0.9 for s in shares), (shares, audio_sent)  # before adaptation: 4-60 %
-    # no long silence (what a stalled receiving process adds on a loaded machine is in it too)
-    assert all(max_gap(in_window(t["arrivals"], a_start, a_end)) < timeout_s(1.5) for t in audio)
+    fates = [audio_fates(link_log, t, a_start, a_end) for t in audio]
+    json.dump({"log": link_log, "result": result, "a": [a_start, a_end], "rec": recovered_at, "full": 0}, open("/tmp/narrow_dump.json", "w"))  # DEBUG
+    # the relay kept the link's queue from overflowing: >= 98 % of its audio got through
+    # (before: 4-60 %; with retransmissions unbounded: 95 %)
+    assert all(f.entered >= 250 and f.through_link >= 0.98 for f in fates), fates
+    # and nothing was lost on either side of the link (the clinic's receiver, the relay)
+    assert all(f.received_of_delivered >= 0.99 and f.before_link <= 0.01 * f.entered for f in fates), fates
+    shares = [received_share(t, a_start, a_end, 960) for t in audio]  # end to end, by RTP time
+    assert all(s >= 0.97 for s in shares), (shares, fates)
     assert any(a["state"] in ("paused", "reduced") for a in result["adapted"]), result["adapted"]
-    # the goal is 5 s; measured 5.1 s on a quiet machine (README)
-    assert full_at - recovered_at < timeout_s(6.5), full_at - recovered_at
     video = [t for t in result["tracks"].values() if t["kind"] == "video"]
-    assert all(in_window(t["arrivals"], full_at, full_at + 60) for t in video), "video did not come back"
+    back = [first_after(t["arrivals"], recovered_at) for t in video]
+    assert all(b is not None for b in back), "video did not come back to the clinic"
+    resume_s = max(b - recovered_at for b in back if b is not None)
+    print(f"weak link 200k: audio through the link {[round(f.through_link, 4) for f in fates]}, "
+          f"end to end {[round(x, 4) for x in shares]}, video back {resume_s:.2f} s after the link")
+    assert resume_s < timeout_s(5.0), resume_s  # the goal: within 5 s of the link recovering
 
 
 async def _wait_tracks(app: Any, kind: str, n: int, team: list[MediaParticipant]) -> list[tuple[str, str, Any]]:
@@ -305,7 +307,13 @@ async def _wait_tracks(app: Any, kind: str, n: int, team: list[MediaParticipant]
 
 
 async def test_lossy_delayed_link_keeps_audio_and_video_recovers_by_nack_and_pli() -> None:
-    """5 % loss and 150 ms one way (+-10 ms jitter) in both directions, no rate limit."""
+    """5 % loss and 150 ms one way (+-10 ms jitter) in both directions, no rate limit.
+
+    Opus has no retransmission here, so about 5 % of the audio is lost on the link and no relay
+    can undo it (the clinic's decoder conceals it): what is asserted is that the link's random
+    loss is all there is (every packet it delivered reached the clinic, the relay sent all of
+    them) and that video is repaired by NACK/RTX with no freeze over a second.
+    """
     async with township() as town, running_app(media=True, host=HOST_ADDR, ice_host_addresses=(HOST_ADDR,)) as app:
         await town.shape("both loss=0.05 delay=0.15 jitter=0.01")
         team = await experts(app, 1, video_size=(192, 144), fps=15, video_bitrate_bps=200_000)
@@ -313,20 +321,23 @@ async def test_lossy_delayed_link_keeps_audio_and_video_recovers_by_nack_and_pli
         try:
             videos = await asyncio.wait_for(_wait_tracks(app, "video", 1, team), timeout_s(20))
             await wait_until(lambda: videos[0][2].frames_forwarded > 10, timeout_s(30), "video flows")
-            start, end, (audio_sent, video_sent) = await sent_during(
-                [team[0].peer.audio_source, team[0].peer.video_source], 8.0)
+            start, end = await audio_window([team[0].peer.audio_source], 400, "400 audio packets")
             link_log = (await town.query("log"))["down"]
-            print("STATS", await town.query("stats"))
         finally:
             result = await clinic.stop()
             for e in team:
                 await e.close()
     audio = next(t for t in result["tracks"].values() if t["kind"] == "audio")
     video = next(t for t in result["tracks"].values() if t["kind"] == "video")
+    fates = audio_fates(link_log, audio, start, end)
+    assert fates.entered >= 350 and fates.before_link == 0 and fates.queue == 0, fates
+    assert 0.01 <= fates.random / fates.entered <= 0.10, fates  # the emulated 5 %
+    assert fates.received_of_delivered >= 0.99, fates  # (before: 47-94 % heard, see README)
     heard = received_share(audio, start, end, 960)
-    print("FATES", heard, audio_fates(link_log, audio, start, end))
-    assert heard >= 0.9, (heard, audio_sent)  # 5 % lost, Opus conceals it
+    assert heard >= 0.9, (heard, fates)  # end to end: the link's 5 %, nothing more
     assert max_gap(in_window(audio["arrivals"], start, end)) < timeout_s(0.3)
     seen = received_share(video, start, end, 90000 // 15)
-    assert seen >= 0.8, (seen, video_sent)  # NACK/RTX fills the holes
-    assert max_gap(in_window(video["arrivals"], start, end)) < timeout_s(1.0)  # no freeze over a second
+    assert seen >= 0.8, seen  # NACK/RTX fills the holes
+    freeze = max_gap(in_window(video["arrivals"], start, end))
+    print(f"weak link loss: audio {heard:.4f} end to end, {fates}; video {seen:.3f}, longest freeze {freeze:.2f} s")
+    assert freeze < timeout_s(1.0)  # no freeze over a second

@@ -436,6 +436,7 @@ class ClientPeer:
         self._loss_installed = False
         self._media_packets: dict[int, int] = {}
         self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply the server's offer and return our answer SDP."""
@@ -594,6 +595,27 @@ class ClientPeer:
             buffer.on_packet = lambda p: received.rtp.append((p.ssrc, p.sequence_number, time.monotonic()))
         elif self.audio_every_packet and codec == "VP8":  # like a browser (see KeyframeJumpJitterBuffer)
             KeyframeJumpJitterBuffer.install(transceiver.receiver)
+            task = asyncio.ensure_future(self._renack(transceiver.receiver))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _renack(self, receiver: Any, interval_s: float = 0.15, retries: int = 10) -> None:
+        """Ask again for what is still missing, as a browser does (Chromium's NackRequester:
+        every RTT, up to 10 times); aiortc asks only when a new gap appears, so a lost
+        retransmission left a hole, and the frames behind it, until the next loss."""
+        from media_server.forwarding import media_ssrc
+
+        asked: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(interval_s)
+            generator = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
+            ssrc = media_ssrc(receiver)
+            if generator is None or ssrc is None:
+                continue
+            asked = {seq: asked.get(seq, 0) + 1 for seq in generator.missing if asked.get(seq, 0) < retries}
+            if asked:
+                with contextlib.suppress(Exception):  # the connection is closing
+                    await receiver._send_rtcp_nack(ssrc, sorted(asked))
 
     def _decode(self, received: ReceivedTrack, codec: str, data: bytes) -> None:
         if received._decoder is None:
@@ -663,6 +685,8 @@ class ClientPeer:
 
     async def close(self) -> None:
         """Close the peer connection (idempotent)."""
+        for task in list(self._tasks):
+            task.cancel()
         await self.pc.close()
 
 

@@ -9,8 +9,10 @@ creates a network namespace; run inside `unshare --net` like the tests). Cases:
 - `loss`: 5 % loss and 150 ms one way (+-10 ms jitter) both ways, one expert, 20 s.
 - `drop`: 1 Mbit/s, then 100 kbit/s for 20 s, then 1 Mbit/s again for 10 s, two experts.
 
-Printed and written per case: audio frames received over frames sent (whole run from media
-start, and per phase), the longest audio gap, video frames per second at the clinic per phase,
+Printed and written per case, for the whole run from media start and per phase: what became of
+the audio packets the relay sent to the clinic, counted packet by packet at the link (through its
+queue, dropped at random, lost before it, received of those it delivered), the audio end to end by
+RTP timestamps, the frames the clinic's receiver passed on over frames sent, the longest audio gap, video frames per second at the clinic per phase,
 the longest video freeze, when the relay first adapted and how long the video took to come back
 after the link did, and the CPU seconds of this process (server and experts; the clinic runs in
 its own process). Figures taken on a busy machine are not speed claims: rerun on a quiet one.
@@ -27,7 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import running_app
-from tests.media_server.test_weak_network import HOST_ADDR, Clinic, experts, in_window, max_gap, township
+from tests.media_server.test_weak_network import (
+    HOST_ADDR,
+    Clinic,
+    audio_fates,
+    experts,
+    in_window,
+    max_gap,
+    received_share,
+    township,
+)
 
 
 def _cpu_s() -> float:
@@ -42,15 +53,27 @@ async def _phase(sources: list[Any], seconds: float) -> tuple[float, float, int]
     return start, time.monotonic(), sum(len(s.sent) for s in sources) - before
 
 
-def _summary(result: dict[str, Any], phases: dict[str, tuple[float, float, int]], video_fps: float) -> dict[str, Any]:
+def _summary(result: dict[str, Any], phases: dict[str, tuple[float, float, int]], video_fps: float,
+             link_log: dict[str, Any]) -> dict[str, Any]:
     audio = [t for t in result["tracks"].values() if t["kind"] == "audio"]
     video = [t for t in result["tracks"].values() if t["kind"] == "video"]
     out: dict[str, Any] = {}
     for name, (start, end, sent) in phases.items():
         got = sum(len(in_window(t["arrivals"], start + 0.2, end + 0.2)) for t in audio)
         frames = [in_window(t["arrivals"], start + 0.2, end + 0.2) for t in video]
+        fates = [audio_fates(link_log, t, start, end) for t in audio]
+        entered = sum(f.entered for f in fates)
+        delivered = sum(f.delivered for f in fates)
         out[name] = {
             "seconds": round(end - start, 2),
+            # per packet, at the link (see tests/media_server/test_weak_network.py AudioFates)
+            "audio_through_link_pct": round(100.0 * (1 - sum(f.queue for f in fates) / entered), 2) if entered else None,
+            "audio_random_drop_pct": round(100.0 * sum(f.random for f in fates) / entered, 2) if entered else None,
+            "audio_lost_before_link": sum(f.before_link for f in fates),
+            "audio_received_of_delivered_pct": (
+                round(100.0 * (1 - sum(f.after_link for f in fates) / delivered), 2) if delivered else None),
+            "audio_end_to_end_rtp_pct": [round(100.0 * received_share(t, start, end, 960), 1) for t in audio],
+            # frames the clinic's receiver passed on in the window (+0.2 s) over frames sent
             "audio_received_pct": round(100.0 * got / sent, 1) if sent else None,
             "audio_max_gap_s": round(max((max_gap(in_window(t["arrivals"], start, end)) for t in audio), default=0.0), 3),
             "video_fps_per_track": [round(len(f) / (end - start), 1) for f in frames],
@@ -91,12 +114,13 @@ async def run_case(name: str) -> dict[str, Any]:
                 phases["restored"] = await _phase(sources, 10.0)
             else:
                 phases["steady"] = await _phase(sources, 20.0)
+            link_log = (await town.query("log"))["down"]
         finally:
             result = await clinic.stop()
             for e in team:
                 await e.close()
     whole = (media_at, max(p[1] for p in phases.values()), sum(p[2] for p in phases.values()))
-    summary = _summary(result, {"from_media_start": whole, **phases}, 15.0)
+    summary = _summary(result, {"from_media_start": whole, **phases}, 15.0, link_log)
     adapted = [a["at"] for a in result["adapted"] if a["state"] != "full"]
     summary["first_adaptation_after_media_s"] = round(min(adapted) - media_at, 2) if adapted else None
     if recovered_at is not None:

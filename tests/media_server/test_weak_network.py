@@ -265,8 +265,8 @@ async def test_narrow_link_keeps_the_audio_and_adapts_the_video_by_itself() -> N
             try:
                 await wait_until(lambda: any(t.paused or _reduced(t) for _, _, t in videos),
                                  timeout_s(15), "the relay reduces or pauses video for the clinic")
-            except AssertionError as e:  # say whether the link was congested at all
-                raise AssertionError(f"{e}; link {await town.query('stats')}, estimate "
+            except AssertionError as err:  # say whether the link was congested at all
+                raise AssertionError(f"{err}; link {await town.query('stats')}, estimate "
                                      f"{app.media.bandwidth(videos[0][0])}") from None
             sources = [e.peer.audio_source for e in team]
             await audio_window(sources, 25, "the queue before the narrow link drains")

@@ -359,18 +359,19 @@ class KeyframeJumpJitterBuffer(EarlyJitterBuffer):
         count = uint16_add(seq, -self._origin) + 1
         if count > self._capacity:
             return pli, None
+        packets: list[Any] = self._packets
         for back in range(count):  # find this frame's first packet, all present
-            p = self._packets[uint16_add(seq, -back) % self._capacity]
+            p = packets[uint16_add(seq, -back) % self._capacity]
             if p is None or p.timestamp != packet.timestamp:
                 return pli, None
             if (p.payload[0] & 0x17) == 0x10:  # VP8 descriptor: S=1, partition 0
                 break
         else:
             return pli, None
-        first = self._packets[uint16_add(seq, -back) % self._capacity]
+        first = packets[uint16_add(seq, -back) % self._capacity]
         if not first._data or first._data[0] & 0x01:  # frame tag P=1: not a keyframe
             return pli, None
-        parts = [self._packets[uint16_add(seq, -i) % self._capacity]._data for i in range(back, -1, -1)]
+        parts = [packets[uint16_add(seq, -i) % self._capacity]._data for i in range(back, -1, -1)]
         self.remove(count)
         return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
 

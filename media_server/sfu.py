@@ -257,6 +257,8 @@ class Sfu:
                 affected.append(other)
         producer.close()
         self._emit(TrackEnded(producer.peer_id, producer.track_id))
+        if self._closed:  # shutting down: every peer is about to close, offer nothing (16 peers
+            return        # took 173 s to tear down renegotiating each other, 120 offers, on 2 busy cores)
         await asyncio.gather(*(self._renegotiate_locked(p) for p in affected))
 
     # ---- subscribing -------------------------------------------------------------------------

@@ -786,10 +786,11 @@ class SfuHarness:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self.sfu.close()
-        for client in list(self.clients.values()):
-            await client.close()
+        # the clients first, all at once: closed one by one after the Sfu, the others kept
+        # publishing and receiving 200+ streams the whole time (16 parties: 105-173 s of teardown)
+        await asyncio.gather(*(client.close() for client in self.clients.values()), return_exceptions=True)
         self.clients.clear()
+        await self.sfu.close()
 
 
 def nal_units(data: bytes) -> tuple[bytes, ...]:

@@ -158,40 +158,6 @@ class BandwidthEstimator:
         return BandwidthEstimate(bps, self._remb_bps, self._loss_fraction, rtt_ms, source)
 
 
-class LossWindow:
-    """The loss of a subscriber's whole path: packets lost over packets expected, summed over
-    all its streams' receiver report blocks of the last `window_s` (sans-I/O).
-
-    A report block's own fraction is no evidence for a sparse stream: a paused video track's
-    first report after it resumes counts the packets lost before the pause against the two or
-    three received since (measured: 60 % "loss" on a recovered link re-paused the video). Summed
-    with the audio's 50 packets a second, that is a few per cent, as it should be.
-    """
-
-    def __init__(self, window_s: float = 0.5, min_expected: int = 20) -> None:
-        self.window_s = window_s
-        self.min_expected = min_expected
-        self._last: dict[int, tuple[int, int]] = {}  # ssrc -> (extended highest seq, cumulative lost)
-        self._blocks: collections.deque[tuple[float, int, int]] = collections.deque()
-
-    def add(self, ssrc: int, highest_sequence: int, packets_lost: int, now_s: float) -> float | None:
-        """One report block; returns the path's loss fraction now, or None while the window
-        holds fewer than `min_expected` packets."""
-        last = self._last.get(ssrc)
-        self._last[ssrc] = (highest_sequence, packets_lost)
-        if last is not None:
-            expected = highest_sequence - last[0]
-            if 0 < expected < 1 << 15:  # a reset or reordered report says nothing
-                lost = min(expected, max(0, packets_lost - last[1]))
-                self._blocks.append((now_s, expected, lost))
-        while self._blocks and self._blocks[0][0] < now_s - self.window_s:
-            self._blocks.popleft()
-        expected_sum = sum(b[1] for b in self._blocks)
-        if expected_sum < self.min_expected:
-            return None
-        return sum(b[2] for b in self._blocks) / expected_sum
-
-
 # Bytes a forwarded RTP packet costs on the wire beyond its payload: IPv4 20 + UDP 8 + RTP 12 +
 # header extensions ~8 + SRTP auth tag 10.
 PACKET_OVERHEAD_BYTES = 58
@@ -263,4 +229,4 @@ class LayerRateMeter:
         return tuple(out)
 
 
-__all__ = ["BandwidthEstimate", "BandwidthEstimator", "BweConfig", "LayerRateMeter", "LossWindow"]
+__all__ = ["BandwidthEstimate", "BandwidthEstimator", "BweConfig", "LayerRateMeter"]

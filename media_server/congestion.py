@@ -29,7 +29,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from .bwe import BandwidthEstimate, BandwidthEstimator, BweConfig, LossWindow
+from .bwe import BandwidthEstimate, BandwidthEstimator, BweConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +41,20 @@ class SubscriberLink:
 
     def __init__(self, clock: Callable[[], float], config: BweConfig | None = None) -> None:
         self.bwe = BandwidthEstimator(config)
-        self.loss = LossWindow()  # over all the subscriber's streams, weighted by packets
         self._clock = clock
         self._last: Any = None
         self._ssrcs: set[int] = set()
         self._tracks: list[Any] = []  # its ForwardTracks (bytes_sent), ended ones too: a few per call
         self._sent: collections.deque[tuple[float, int]] = collections.deque()
+        self._track_of: dict[int, Any] = {}  # our SSRC -> its ForwardTrack
+        self._resumes: dict[int, int] = {}  # its `resumes` at its last report
 
     def watch(self, track: Any, sender: RTCRtpSender) -> None:
         """Feed this link from the RTCP the subscriber sends about `track` (a ForwardTrack whose
         `sender` negotiated the m-line)."""
         self._ssrcs.add(sender._ssrc)
         self._tracks.append(track)
+        self._track_of[sender._ssrc] = track
         track.rtcp_listeners.append(lambda packet: self._on_rtcp(packet, sender))
 
     def _audio_bps(self, now: float) -> float | None:
@@ -80,11 +82,19 @@ class SubscriberLink:
             if not ours:
                 return
             rtt = getattr(sender, _SENDER_RTT_ATTR, None)
-            fraction = None
+            fresh = []
             for r in ours:
-                fraction = self.loss.add(r.ssrc, r.highest_sequence, r.packets_lost, now)
-            if fraction is not None:
-                self.bwe.on_receiver_report(fraction, rtt, now, self._audio_bps(now))
+                resumes = getattr(self._track_of.get(r.ssrc), "resumes", 0)
+                if self._resumes.get(r.ssrc, 0) != resumes:
+                    # the first report after a pause mixes losses from before it (never
+                    # repaired: nothing is resent for a paused track) with the few packets
+                    # since (measured: 60 % "loss" on a recovered link re-paused the video)
+                    self._resumes[r.ssrc] = resumes
+                else:
+                    fresh.append(r)
+            if fresh:
+                self.bwe.on_receiver_report(max(r.fraction_lost for r in fresh) / 256.0, rtt, now,
+                                            self._audio_bps(now))
 
     def estimate(self) -> BandwidthEstimate:
         """The subscriber's estimate now."""

@@ -222,6 +222,7 @@ class ForwardTrack(MediaStreamTrack):
         self._sent_at: list[float] = [0.0] * _SENT_SIZE  # when it was last sent (or resent)
         self.retransmit_budget: RetransmitBudget | None = None  # the subscriber's, shared by its tracks
         self.retransmissions_refused = 0
+        self.resumes = 0  # times forwarding resumed after a pause (congestion.SubscriberLink)
         self._source: Producer | None = None
         self._sender: RTCRtpSender | None = None
         self._writer: HeaderWriter | None = None
@@ -379,6 +380,7 @@ class ForwardTrack(MediaStreamTrack):
             self._pause_reasons.discard(reason)
         if was_paused == self.paused or self.paused:
             return
+        self.resumes += 1  # its receiver's next report mixes losses from before the pause in
         self.waiting_for_keyframe = True  # audio: its next packet is a start
         if self.kind == "video" and self._sendto is not None:
             self._on_keyframe_needed()
@@ -537,9 +539,13 @@ class RetransmitBudget:
     so repairs of loss cannot become the congestion that causes more of it.
     """
 
-    def __init__(self, rate_bps: float | None = None, burst_s: float = 0.25) -> None:
+    def __init__(self, rate_bps: float | None = None, burst_s: float = 0.25, min_depth_bytes: int = 4000) -> None:
         self.rate_bps = rate_bps
         self.burst_s = burst_s
+        # a bucket shallower than one packet refuses every retransmission (measured: at a
+        # paused subscriber's 20 kbit/s estimate, 500 bytes deep, the resume keyframe's lost
+        # packets were never resent and the video never came back)
+        self.min_depth_bytes = min_depth_bytes
         self._tokens = 0.0
         self._at: float | None = None
 
@@ -548,7 +554,7 @@ class RetransmitBudget:
         rate = self.rate_bps
         if rate is None:
             return True
-        depth = rate / 8 * self.burst_s
+        depth = max(rate / 8 * self.burst_s, self.min_depth_bytes)  # never less than a few packets
         if self._at is None:
             self._tokens = depth
         else:

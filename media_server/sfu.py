@@ -51,15 +51,13 @@ from .events import (
     TrackInfo,
     TrackPublished,
 )
-from .forwarding import EarlyJitterBuffer, ForwardTrack, Producer, ReceiverTap, RetransmitBudget
+from .forwarding import EarlyJitterBuffer, ForwardTrack, Producer, ReceiverTap
 from .frames import FrameSink
 from .quality import QualityTotals, summarize
 from .vp8 import TemporalLayerFilter
 
 logger = logging.getLogger(__name__)
 
-RETRANSMIT_SHARE = 0.15  # of a short link's estimate, for retransmissions (the policy keeps 10 % free)
-RETRANSMIT_FLOOR_BPS = 16_000
 
 Kind = Literal["audio", "video"]
 _KINDS: tuple[Kind, ...] = ("audio", "video")
@@ -113,7 +111,6 @@ class _Peer:
     link: SubscriberLink = field(default_factory=lambda: SubscriberLink(time.monotonic))
     policy: AdaptationPolicy = field(default_factory=AdaptationPolicy)
     adapted: dict[str, VideoState] = field(default_factory=dict)  # what the page was told
-    retransmit_budget: RetransmitBudget = field(default_factory=RetransmitBudget)
 
 
 class Sfu:
@@ -287,7 +284,6 @@ class Sfu:
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
                 track.install(transceiver.sender, producer)
                 peer.link.watch(track, transceiver.sender)
-                track.retransmit_budget = peer.retransmit_budget
                 if producer.kind == "video" and producer.codec == "VP8":
                     track.packet_filter = TemporalLayerFilter()
                 if peer.video_paused and producer.kind == "video":
@@ -390,7 +386,6 @@ class Sfu:
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
                 track.install(transceiver.sender, producer)
                 peer.link.watch(track, transceiver.sender)
-                track.retransmit_budget = peer.retransmit_budget
                 if producer.kind == "video" and producer.codec == "VP8":
                     track.packet_filter = TemporalLayerFilter()
                 producer.attach(track)
@@ -769,10 +764,6 @@ class Sfu:
                 demands.append(TrackDemand(track_id, sub.producer.kind,
                                            sub.producer.layer_rates.cumulative_bps(now_s), sub.producer.priority))
             estimate = peer.link.estimate()
-            # repairs share the link with the media: bounded once the link is known to be short
-            peer.retransmit_budget.rate_bps = (
-                None if estimate.source in ("start", "unconfirmed")
-                else max(RETRANSMIT_FLOOR_BPS, RETRANSMIT_SHARE * estimate.bitrate_bps))
             for d in peer.policy.update(estimate.bitrate_bps, demands, now_s):
                 self._apply(peer, d)
             for demand in demands:

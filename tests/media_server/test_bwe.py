@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from media_server.bwe import BandwidthEstimator, BweConfig, LayerRateMeter, LossWindow
+from media_server.bwe import BandwidthEstimator, BweConfig, LayerRateMeter
 
 
 def test_start_then_remb_then_stale_climb() -> None:
@@ -78,13 +78,3 @@ def test_layer_rate_meter_is_cumulative_with_packet_overhead() -> None:
     assert meter.cumulative_bps(t)[2] < rates[2] * 1.1
     assert meter.cumulative_bps(t + 5) == ()  # the window moved on
 
-
-def test_path_loss_is_weighted_by_packets_over_all_streams() -> None:
-    """A resumed video's first report counts losses from before its pause against 2-3 packets
-    (60 % measured); with the audio's packets in the same second it is a few per cent."""
-    w = LossWindow(window_s=1.0, min_expected=20)
-    assert w.add(1, 1000, 0, 0.0) is None and w.add(2, 500, 0, 0.0) is None  # first blocks: a base
-    assert w.add(2, 505, 3, 0.1) is None  # 3 of 5 lost, but 5 packets are no evidence
-    assert w.add(1, 1050, 0, 0.5) == 3 / 55  # the audio's 50 in the same second
-    assert w.add(1, 1100, 10, 1.6) == 10 / 50  # the old blocks left the window
-    assert w.add(1, 1100, 10, 1.7) == 10 / 50  # nothing new expected: nothing new counted

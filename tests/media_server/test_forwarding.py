@@ -176,12 +176,13 @@ def test_a_packet_asked_for_again_and_again_is_resent_once_per_rtt_within_the_bu
     assert len(wire.sent) == 12
     track._retransmit(first + 1, sent_at + 1.5)  # older than a real-time receiver can use
     assert len(wire.sent) == 12
-    track.retransmit_budget = RetransmitBudget(rate_bps=40_000, burst_s=0.25)  # 1250 bytes deep
+    track.retransmit_budget = RetransmitBudget(rate_bps=40_000, burst_s=0.25, min_depth_bytes=0)  # 1250 bytes deep
     for i in range(2, 6):
         track._retransmit(first + i, sent_at + 0.3)
     assert len(wire.sent) == 14  # two of ~560 bytes fit the bucket, the others wait
     track._retransmit(first + 4, sent_at + 0.45)  # 150 ms later: 750 bytes more
     assert len(wire.sent) == 15
+    assert RetransmitBudget(rate_bps=16_000).take(1260, 0.0)  # never shallower than a few packets
 
 
 def test_sequence_rewriter_wraps_around() -> None:

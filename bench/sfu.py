@@ -35,8 +35,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.proc import cpu_seconds, rss_mb
 
 SECRET = "bench-secret-sfu-0123456789abcdefghijklmnop"
@@ -57,6 +55,7 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
     Returns what was written (frames, measured video bitrate). Keyframe every 2 s.
     """
     import av
+    import numpy as np
 
     width, height = size
     rng = np.random.default_rng(3)
@@ -290,6 +289,8 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
 def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float, server_cpu_s: float,
              client_cpu_s: float, rss: float, records: list[dict[str, Any]], setup_s: float,
              load: tuple[float, float, float]) -> dict[str, Any]:
+    import numpy as np
+
     wall = t1 - t0
     lat_ms: dict[str, np.ndarray] = {}
     matched: dict[str, int] = {}
@@ -374,6 +375,10 @@ def _figures(relay: str, publishers: int, subscribers: int, t0: float, t1: float
         "client_cpu_pct": round(100 * client_cpu_s / wall, 1),
         "loadavg_1_5_15": [round(x, 2) for x in load],
         "client_errors": [e for r in records for e in r["errors"]][:5],
+        # peer connections (publishers and subscribers) not "connected" when the window ended
+        "connections_lost": sum(n for r in records for state, n in r.get("connection_states", {}).items()
+                                if state != "connected"),
+        "connections_at_end": sum(n for r in records for n in r.get("connection_states", {}).values()),
     }
 
 

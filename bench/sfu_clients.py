@@ -81,6 +81,8 @@ class Records:
     # the server's `quality` reports: (participant, loss_pct, wall time); for a publisher this
     # is the loss on its link into the server
     quality: list[tuple[str, float, float]] = field(default_factory=list)
+    # peer connection states when the driver said STOP (anything but "connected" was lost)
+    connection_states: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class Records:
             "audio_packets": dict(self.audio_packets),
             "errors": self.errors[:20],
             "quality": self.quality,
+            "connection_states": dict(self.connection_states),
         }
 
 
@@ -269,15 +272,22 @@ async def _run(spec: dict[str, Any]) -> None:
         await asyncio.sleep(0.1)
     if subscribers:
         print("READY", flush=True)
-    await stop_on_request(records, stop, stop_future, tasks, Path(spec["out"]))
+    await stop_on_request(records, stop, stop_future, tasks, Path(spec["out"]),
+                          peers=lambda: [s.pc for s in subscribers] + [p.pc for p in publishers])
 
 
 async def stop_on_request(records: Records, stop: asyncio.Event, stop_future: asyncio.Future[None],
-                          tasks: list[asyncio.Future[Any]], out: Path) -> None:
-    """Wait for the driver's STOP line on stdin, end every client, write the records, say DONE."""
+                          tasks: list[asyncio.Future[Any]], out: Path,
+                          peers: Any = None) -> None:
+    """Wait for the driver's STOP line on stdin, end every client, write the records, say DONE.
+
+    `peers()`: this worker's peer connections, whose states at STOP are recorded.
+    """
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     if not line.startswith("STOP"):
         records.errors.append(f"unexpected control line {line!r}")
+    for pc in peers() if peers is not None else []:
+        records.connection_states[pc.connectionState if pc is not None else "none"] += 1
     stop.set()
     stop_future.set_result(None)
     done = await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,6 +8,8 @@ broadcasts (`signaling.hub.Hub.quality`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def large_receive_buffers(size_bytes: int = 4 << 20) -> None:
     """Give every ICE (UDP) socket in this process a `size_bytes` receive buffer.
@@ -26,4 +28,54 @@ def large_receive_buffers(size_bytes: int = 4 << 20) -> None:
     aioice.turn.UDP_SOCKET_BUFFER_SIZE = size_bytes  # type: ignore[attr-defined]
 
 
-PATCHES = {"rcvbuf": large_receive_buffers}
+PATCHES: dict[str, Callable[[], None]] = {"rcvbuf": large_receive_buffers}
+
+
+def latency_probe() -> None:
+    """Time each video frame inside the server (where does relay latency accrue?).
+
+    Wraps `Producer.on_rtp`: for every video packet, the publisher's send time (its
+    abs-send-time extension, same wall clock on one machine), when the server starts handling
+    the packet and when its fan-out to every subscriber returns. Per frame (RTP timestamp):
+    packets, in-delay of its last packet (publisher send -> server handles it: the server's
+    receive queue and loop) and out-delay (publisher send of the frame's first packet -> the
+    fan-out of its last packet returns). Written as JSON lines to $MEDSTREAM_PROBE_OUT.
+    """
+    import json
+    import os
+    import time
+
+    from media_server import forwarding
+    from media_server.rewrite import NTP_EPOCH_OFFSET_S
+
+    out_path = os.environ["MEDSTREAM_PROBE_OUT"]
+    original = forwarding.Producer.on_rtp
+    frames: dict[int, list[float]] = {}
+
+    def sent_at(v: int, now: float) -> float:
+        now_abs = int((now + NTP_EPOCH_OFFSET_S) * 262144) & 0xFFFFFF
+        return now - ((now_abs - v) & 0xFFFFFF) / 262144
+
+    def on_rtp(self: forwarding.Producer, p: object) -> None:
+        t_in = time.time()
+        original(self, p)  # type: ignore[arg-type]
+        if self.kind != "video":
+            return
+        t_out = time.time()
+        ext = p.extensions.abs_send_time  # type: ignore[attr-defined]
+        sent = sent_at(ext, t_in) if ext is not None else t_in
+        rec = frames.get(p.timestamp)  # type: ignore[attr-defined]
+        if rec is None:
+            rec = frames[p.timestamp] = [sent, 0, 0.0, 0.0, len(self._fanout)]  # type: ignore[attr-defined]
+        rec[1] += 1
+        rec[2], rec[3] = t_in - sent, t_out - rec[0]
+        if p.marker:  # type: ignore[attr-defined]
+            del frames[p.timestamp]  # type: ignore[attr-defined]
+            with open(out_path, "a") as f:
+                f.write(json.dumps({"t": t_out, "packets": rec[1], "in_s": rec[2],
+                                    "out_s": rec[3], "fanout": rec[4]}) + "\n")
+
+    forwarding.Producer.on_rtp = on_rtp  # type: ignore[method-assign]
+
+
+PATCHES["probe"] = latency_probe

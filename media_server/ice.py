@@ -38,6 +38,7 @@ CONSENT_RETRANSMISSIONS = 2
 UDP_RECEIVE_BUFFER_BYTES = 4 << 20
 _ORIGINAL_CONSENT = aioice.ice.Connection.query_consent
 _ORIGINAL_DATA_RECEIVED = aioice.ice.Connection.data_received
+_ORIGINAL_DATAGRAM_RECEIVED = aioice.ice.StunProtocol.datagram_received
 
 _HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
     "medstream_ice_host_addresses", default=None
@@ -55,6 +56,23 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 def _data_received(self: Any, data: bytes, component: int) -> None:
     self._medstream_rx = getattr(self, "_medstream_rx", 0) + 1
     _ORIGINAL_DATA_RECEIVED(self, data, component)
+
+
+def _datagram_received(self: Any, data: bytes, addr: Any) -> None:
+    """aioice's StunProtocol.datagram_received with RFC 7983 demultiplexing in front.
+
+    aioice tries `stun.parse_message` on every datagram and treats a ValueError as "media":
+    for SRTP/SRTCP (first byte 128-191) and DTLS (20-63), which are nearly every datagram of a
+    call, that is an exception raised and caught per packet, and aioice's parser checks
+    neither the first two bits nor the magic cookie, so an SRTP packet whose sequence number
+    happens to equal its length - 20 can be taken for a STUN message and lost. Those ranges go
+    straight to the connection; everything else (STUN 0-3, TURN channels) takes aioice's path.
+    """
+    first = data[0] if data else 0
+    if 128 <= first < 192 or 20 <= first < 64:
+        self.receiver.data_received(data, self.local_candidate.component)
+        return
+    _ORIGINAL_DATAGRAM_RECEIVED(self, data, addr)
 
 
 async def _query_consent(self: Any) -> None:
@@ -86,12 +104,14 @@ async def _query_consent(self: Any) -> None:
 def install() -> None:
     """Install the wrappers (idempotent). Raises RuntimeError if aioice no longer has the hooks.
 
-    Host addresses (above), lenient consent freshness and larger UDP receive buffers: process
-    wide, for every aioice connection of the process.
+    Host addresses (above), lenient consent freshness, RFC 7983 demultiplexing before STUN
+    parsing and larger UDP receive buffers: process wide, for every aioice connection.
     """
     if aioice.ice.Connection.query_consent is _ORIGINAL_CONSENT:
         aioice.ice.Connection.query_consent = _query_consent  # type: ignore[method-assign]
         aioice.ice.Connection.data_received = _data_received  # type: ignore[method-assign]
+    if aioice.ice.StunProtocol.datagram_received is _ORIGINAL_DATAGRAM_RECEIVED:
+        aioice.ice.StunProtocol.datagram_received = _datagram_received  # type: ignore[method-assign,assignment]
     if getattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE", 0) < UDP_RECEIVE_BUFFER_BYTES:
         aioice.turn.UDP_SOCKET_BUFFER_SIZE = UDP_RECEIVE_BUFFER_BYTES  # type: ignore[attr-defined]
     current: Any = getattr(aioice.ice, "get_host_addresses", None)

@@ -33,7 +33,6 @@ from medstream.ops import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from medstream.ops import DiskNeed, NodeMetrics, NodeState, Readiness
 from medstream.playback_http import PlaybackHttp
 from medstream.recordings_http import RecordingsHttp
-from medstream.waveform_bridge import Relay, WaveformBridge
 from medstream.webhooks import WebhookConfig, Webhooks
 from medstream.whip import WhipEndpoint
 from signaling import effects as fx
@@ -45,6 +44,7 @@ from signaling.sessions import HttpSessions
 
 if TYPE_CHECKING:
     from medstream.cluster_bridge import ClusterBridge
+    from medstream.waveform_bridge import Relay, WaveformBridge  # numpy: imported when used
 
 log = logging.getLogger("medstream.app")
 
@@ -239,6 +239,8 @@ class MedstreamApp:
         self.whip = whip
 
     def _start_waveforms(self) -> None:
+        from medstream.waveform_bridge import WaveformBridge
+
         if self.waveforms is None:
             from waveforms import WaveformConfig, WaveformRelay
 

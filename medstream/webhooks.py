@@ -37,13 +37,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import numpy as np
 
-from protocol.waveforms import AlarmInfo, Analysis, Announce
 from signaling import events as ev
+
+if TYPE_CHECKING:  # annotations only: a media-only node never imports numpy (issue 17)
+    import numpy as np
+
+    from protocol.waveforms import AlarmInfo, Analysis, Announce
 
 log = logging.getLogger("medstream.webhooks")
 
@@ -372,7 +375,7 @@ class AlarmSink:
     def on_stream(self, publisher_id: str, announce: Announce) -> None:
         self._publisher[announce.stream_id] = publisher_id
 
-    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
+    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray, t0: float) -> None:
         pass
 
     def on_stream_ended(self, stream_id: str) -> None:

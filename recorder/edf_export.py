@@ -22,9 +22,8 @@ import pyedflib
 
 from recorder import crypto
 from recorder.crypto import MasterKey
-from recorder.manifest import FileEntry, file_sha256, read_manifest, write_manifest
+from recorder.manifest import ALARM_SYMBOL, FileEntry, file_sha256, read_manifest, write_manifest
 from recorder.playback import read_annotations, read_header
-from recorder.wfdb_file import ALARM_SYMBOL
 
 EDF_KIND = "edf"
 

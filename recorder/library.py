@@ -30,8 +30,7 @@ from recorder.errors import (
     SessionNotFoundError,
     UnsafePathError,
 )
-from recorder.manifest import MANIFEST_NAME, SessionManifest, read_manifest
-from recorder.session import ROOM_NAME_RE
+from recorder.manifest import MANIFEST_NAME, ROOM_NAME_RE, SessionManifest, read_manifest
 
 DEFAULT_ROOT = Path("var/recordings")  # the server's default `recordings_dir` too
 SESSION_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")

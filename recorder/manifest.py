@@ -10,12 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+# a room's directory name (session.py, library.py); here so the library needs no numpy
+ROOM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# the annotation symbol of an alarm in a recorded WFDB record (wfdb_file.py, playback.py)
+ALARM_SYMBOL = '"'
 
 
 @dataclass(slots=True)

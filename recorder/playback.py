@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from recorder import crypto
 from recorder.crypto import MasterKey
-from recorder.manifest import SessionManifest, read_manifest
-from recorder.wfdb_file import ALARM_SYMBOL
+from recorder.manifest import ALARM_SYMBOL, SessionManifest, read_manifest
 
 if TYPE_CHECKING:  # wfdb (and pandas with it) is imported on first use: a node that never plays back stays lean
     import wfdb

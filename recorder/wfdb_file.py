@@ -23,8 +23,6 @@ import numpy as np
 from recorder.crypto import Encryption
 from waveforms.ranges import IntervalSet
 
-ALARM_SYMBOL = '"'
-
 
 @functools.cache
 def beat_and_event_symbols() -> frozenset[str]:

@@ -61,3 +61,50 @@ def test_loopback_only_server_ignores_lan_and_mdns_candidates():
     # a server with a real address keeps every candidate (the client may be anywhere)
     assert serves_candidate("192.168.1.20", ("203.0.113.7",))
     assert serves_candidate("10.0.0.5", ())
+
+
+def _stun_protocol() -> tuple[aioice.ice.Connection, aioice.ice.StunProtocol]:
+    from aioice.candidate import Candidate
+
+    connection = aioice.ice.Connection(ice_controlling=True)
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = Candidate(foundation="1", component=1, transport="udp", priority=1,
+                                         host="127.0.0.1", port=9, type="host")
+    return connection, protocol
+
+
+async def test_rtp_datagrams_are_never_parsed_as_stun() -> None:
+    """aioice parsed every datagram as STUN and lost an SRTP packet whose sequence number equals
+    its length - 20 (PCMA, payload type 8: a CREATE-PERMISSION "request" to its parser)."""
+    ice.install()
+    connection, protocol = _stun_protocol()
+    rtp = bytes([0x80, 0x08]) + (200 - 20).to_bytes(2, "big") + bytes(196)
+    dtls = bytes([22, 0xFE, 0xFD]) + bytes(60)
+    protocol.datagram_received(rtp, ("127.0.0.1", 5000))
+    protocol.datagram_received(dtls, ("127.0.0.1", 5000))
+    assert [connection._queue.get_nowait() for _ in range(2)] == [(rtp, 1), (dtls, 1)]
+
+
+async def test_stun_datagrams_still_take_aioices_path() -> None:
+    from aioice import stun
+
+    ice.install()
+    connection, protocol = _stun_protocol()
+    response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE)
+    seen: list[object] = []
+
+    class _Transaction:
+        def response_received(self, message: object, addr: object) -> None:
+            seen.append(message)
+
+    protocol.transactions[response.transaction_id] = _Transaction()  # type: ignore[assignment]
+    protocol.datagram_received(bytes(response), ("127.0.0.1", 5000))
+    assert len(seen) == 1 and connection._queue.empty()
+
+
+def test_aioice_datagram_path_the_demux_replaces() -> None:
+    import inspect
+
+    source = inspect.getsource(ice._ORIGINAL_DATAGRAM_RECEIVED)
+    assert "stun.parse_message(data)" in source
+    assert "self.receiver.data_received(data, self.local_candidate.component)" in source

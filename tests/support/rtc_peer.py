@@ -130,6 +130,7 @@ class CounterVideoSource:
         self.layer_of_pts: dict[int, tuple[int, bool]] = {}
         self._position = 0  # in the L1T3 pattern; a keyframe restarts it
         self.sent: list[SentFrame] = []
+        self.sent_at: list[float] = []  # time.time() as each of `sent` was made
         self.keyframes_forced = 0
         self._counter = 0
         self._force_keyframe = True
@@ -185,6 +186,7 @@ class CounterVideoSource:
         if not data:
             return None
         self.sent.append(SentFrame(counter, data, is_keyframe(self.codec_name, data), layer))
+        self.sent_at.append(time.time())
         packet = av.Packet(data)
         packet.pts = counter * VIDEO_CLOCK_HZ // self.fps
         if self.temporal_layers:
@@ -231,6 +233,7 @@ class ToneAudioSource:
 
     def __init__(self, frequency_hz: float = 440.0) -> None:
         self.sent: list[bytes] = []
+        self.sent_at: list[float] = []  # time.time() as each of `sent` was made
         self._ctx = av.CodecContext.create("libopus", "w")
         self._ctx.sample_rate = AUDIO_CLOCK_HZ
         self._ctx.layout = "stereo"
@@ -258,6 +261,7 @@ class ToneAudioSource:
             return None
         data = b"".join(bytes(p) for p in packets)
         self.sent.append(data)
+        self.sent_at.append(time.time())
         packet = av.Packet(data)
         packet.pts = packets[0].pts if packets[0].pts is not None else self._samples
         packet.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)

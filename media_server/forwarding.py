@@ -229,7 +229,8 @@ class ForwardTrack(MediaStreamTrack):
         self._rewriter = SequenceRewriter(random16() % 32768)
         self._ts_offset = random32()
         self._sent: list[int] = [-1] * _SENT_SIZE  # out seq & mask -> (out seq << 16) | in seq
-        self._sent_at: list[float] = [0.0] * _SENT_SIZE  # when it was last sent (or resent)
+        self._sent_at: list[float] = [0.0] * _SENT_SIZE  # when it was first sent
+        self._resent_at: list[float] = [-1e9] * _SENT_SIZE  # when it was last resent
         self.retransmit_budget: RetransmitBudget | None = None  # the subscriber's, shared by its tracks
         self.retransmissions_refused = 0
         self.resumes = 0  # times forwarding resumed after a pause (congestion.SubscriberLink)
@@ -286,6 +287,7 @@ class ForwardTrack(MediaStreamTrack):
         data = writer.header(out, ts, p.marker, abs3, level) + p.payload
         self._sent[out & _SENT_MASK] = (out << 16) | p.sequence_number
         self._sent_at[out & _SENT_MASK] = time.monotonic()
+        self._resent_at[out & _SENT_MASK] = -1e9
         try:
             send(self._protect(data), self._addr)
         except Exception:  # the subscriber's transport closed under us: stop sending to it
@@ -353,16 +355,17 @@ class ForwardTrack(MediaStreamTrack):
         p = source.history[(entry & 0xFFFF) & _HISTORY_MASK]
         if p is None or p.sequence_number != (entry & 0xFFFF):
             return
-        age = now - self._sent_at[out_seq & _SENT_MASK]
+        i = out_seq & _SENT_MASK
         rtt = getattr(self._sender, "_RTCRtpSender__rtt", None) or RETRANSMIT_MIN_INTERVAL_S
-        if age < max(RETRANSMIT_MIN_INTERVAL_S, rtt) or age > RETRANSMIT_MAX_AGE_S or self._pause_reasons:
+        resent_lately = now - self._resent_at[i] < max(RETRANSMIT_MIN_INTERVAL_S, rtt)
+        if resent_lately or now - self._sent_at[i] > RETRANSMIT_MAX_AGE_S or self._pause_reasons:
             self.retransmissions_refused += 1
             return
         budget = self.retransmit_budget
         if budget is not None and not budget.take(len(p.payload) + 60, now):
             self.retransmissions_refused += 1
             return
-        self._sent_at[out_seq & _SENT_MASK] = now
+        self._resent_at[i] = now
         ts = (p.timestamp + self._ts_offset) & 0xFFFFFFFF
         abs3 = abs_send_time(time.time())
         if self._rtx_payload_type is not None:

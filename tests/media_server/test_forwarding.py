@@ -169,10 +169,10 @@ def test_a_packet_asked_for_again_and_again_is_resent_once_per_rtt_within_the_bu
         producer.on_rtp(rtp(seq, payload=b"\x10\x00" + bytes(500)))
     sent_at = time.monotonic()
     first = wire.sent[0].sequence_number
-    track._retransmit(first, sent_at + 0.2)
-    track._retransmit(first, sent_at + 0.25)  # again within the interval: refused
+    track._retransmit(first, sent_at + 0.01)  # asked for at once: resent at once
+    track._retransmit(first, sent_at + 0.05)  # again within the interval: refused
     assert len(wire.sent) == 11 and track.retransmissions_refused == 1
-    track._retransmit(first, sent_at + 0.4)
+    track._retransmit(first, sent_at + 0.2)
     assert len(wire.sent) == 12
     track._retransmit(first + 1, sent_at + 1.5)  # older than a real-time receiver can use
     assert len(wire.sent) == 12

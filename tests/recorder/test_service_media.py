@@ -143,12 +143,13 @@ async def test_recording_real_publishers_files_match_what_was_sent(tmp_path: Pat
     a_first = contiguous_run(audio_payloads, asrc.sent)
     # Each track is placed where its first frame was made (by the publisher's Sender Reports; the
     # video file begins at the keyframe the recorder asked for, placed at 0 if it was made just
-    # before the start; sound made before the start is left out): within 100 ms.
+    # before the start; sound made before the start is left out): within 150 ms, the sender's
+    # own lag in sending on a busy machine included.
     start = manifest.session_start_unix_s
 
     def placed_as_made(entry: Any, made_at: float, kind: str) -> None:
         expected = max(0.0, made_at - start) if kind == "video" else made_at - start
-        assert abs(entry.start_offset_s - expected) <= 0.1, (entry, made_at - start)
+        assert abs(entry.start_offset_s - expected) <= 0.15, (entry, made_at - start)
     placed_as_made(hv, vsrc.sent_at[first], "video")
     placed_as_made(ha, asrc.sent_at[a_first], "audio")
     # Expert H.264 (.mkv) joined late: its offset on the session clock is when its first frame was made.

@@ -39,6 +39,8 @@ class MediaConfig:
       arrive, without a queue per subscriber (issue 17); kept so existing configurations load.
     - `quality_interval_s`: period of `QualityReport` events per peer; 0 disables the reports
       (`Sfu.quality()` then stays None).
+    - `adaptation_interval_s`: how often each subscriber's tracks are fitted to its bandwidth
+      estimate (`adaptation.py`); 0 disables adaptation (everything is forwarded).
     """
 
     ice_host_addresses: tuple[str, ...] = ()
@@ -49,6 +51,7 @@ class MediaConfig:
     video_queue_frames: int = 30
     audio_queue_frames: int = 50
     quality_interval_s: float = 2.0
+    adaptation_interval_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.keyframe_request_min_interval_s < 0:
@@ -61,6 +64,8 @@ class MediaConfig:
                 "queue bounds must be >= 1 frame, got "
                 f"video={self.video_queue_frames} audio={self.audio_queue_frames}"
             )
+        if self.adaptation_interval_s < 0:
+            raise ValueError(f"adaptation_interval_s must be >= 0, got {self.adaptation_interval_s}")
         if self.quality_interval_s < 0:
             raise ValueError(f"quality_interval_s must be >= 0, got {self.quality_interval_s}")
         known_video = {"VP8", "H264"}

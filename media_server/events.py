@@ -38,7 +38,8 @@ class PeerQuality:
     `bitrate_kbps` is media sent plus received on the peer's transport (kbit/s); `loss_pct`
     is packets lost over packets expected in both directions (0-100); `rtt_ms` is the mean
     round-trip time our senders measured (None before the first receiver report); `jitter_ms`
-    the worst inter-arrival jitter reported in either direction.
+    the worst inter-arrival jitter reported in either direction; `estimate_kbps` what the
+    peer's downlink carries by our estimate (REMB and receiver reports, `bwe.py`).
     """
 
     bitrate_kbps: float
@@ -47,6 +48,7 @@ class PeerQuality:
     loss_pct: float
     rtt_ms: float | None
     jitter_ms: float
+    estimate_kbps: float | None = None  # the downlink bandwidth estimate (subscribers only)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,20 @@ class QualityReport:
     quality: PeerQuality
 
 
+@dataclass(frozen=True)
+class TrackAdapted:
+    """What `peer_id` receives of video `track_id` changed because of its link, not by choice.
+
+    `state`: "full", "reduced" (fewer frames per second: `fps_fraction` of the publisher's) or
+    "paused" (video stopped for this subscriber alone; audio continues).
+    """
+
+    peer_id: str
+    track_id: str
+    state: str
+    fps_fraction: float
+
+
 MediaEvent = Union[
     OfferReady,
     CandidateReady,
@@ -135,4 +151,5 @@ MediaEvent = Union[
     PeerFailed,
     MediaError,
     QualityReport,
+    TrackAdapted,
 ]

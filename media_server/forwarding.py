@@ -48,10 +48,12 @@ from aiortc.rtp import (
 from aiortc.utils import random16, random32, uint16_add
 
 from .batching import SendBatcher
+from .bwe import LayerRateMeter
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
 from .srtp import protector
+from .vp8 import Vp8DescriptorError, parse_descriptor
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +229,11 @@ class ForwardTrack(MediaStreamTrack):
         self._rewriter = SequenceRewriter(random16() % 32768)
         self._ts_offset = random32()
         self._sent: list[int] = [-1] * _SENT_SIZE  # out seq & mask -> (out seq << 16) | in seq
+        self._sent_at: list[float] = [0.0] * _SENT_SIZE  # when it was first sent
+        self._resent_at: list[float] = [-1e9] * _SENT_SIZE  # when it was last resent
+        self.retransmit_budget: RetransmitBudget | None = None  # the subscriber's, shared by its tracks
+        self.retransmissions_refused = 0
+        self.resumes = 0  # times forwarding resumed after a pause (congestion.SubscriberLink)
         self._source: Producer | None = None
         self._sender: RTCRtpSender | None = None
         self._writer: HeaderWriter | None = None
@@ -279,6 +286,8 @@ class ForwardTrack(MediaStreamTrack):
         assert writer is not None
         data = writer.header(out, ts, p.marker, abs3, level) + p.payload
         self._sent[out & _SENT_MASK] = (out << 16) | p.sequence_number
+        self._sent_at[out & _SENT_MASK] = time.monotonic()
+        self._resent_at[out & _SENT_MASK] = -1e9
         try:
             send(self._protect(data), self._addr)
         except Exception:  # the subscriber's transport closed under us: stop sending to it
@@ -337,7 +346,8 @@ class ForwardTrack(MediaStreamTrack):
         self._transport = None
         self._protect = _unbound
 
-    def _retransmit(self, out_seq: int) -> None:
+    def _retransmit(self, out_seq: int, now: float) -> None:
+        """Resend `out_seq` if it is still worth it (see `_handle_rtcp`)."""
         entry = self._sent[out_seq & _SENT_MASK]
         source, writer, send = self._source, self._writer, self._sendto
         if entry < 0 or (entry >> 16) != out_seq or source is None or writer is None or send is None:
@@ -345,6 +355,17 @@ class ForwardTrack(MediaStreamTrack):
         p = source.history[(entry & 0xFFFF) & _HISTORY_MASK]
         if p is None or p.sequence_number != (entry & 0xFFFF):
             return
+        i = out_seq & _SENT_MASK
+        rtt = getattr(self._sender, "_RTCRtpSender__rtt", None) or RETRANSMIT_MIN_INTERVAL_S
+        resent_lately = now - self._resent_at[i] < max(RETRANSMIT_MIN_INTERVAL_S, rtt)
+        if resent_lately or now - self._sent_at[i] > RETRANSMIT_MAX_AGE_S or self._pause_reasons:
+            self.retransmissions_refused += 1
+            return
+        budget = self.retransmit_budget
+        if budget is not None and not budget.take(len(p.payload) + 60, now):
+            self.retransmissions_refused += 1
+            return
+        self._resent_at[i] = now
         ts = (p.timestamp + self._ts_offset) & 0xFFFFFFFF
         abs3 = abs_send_time(time.time())
         if self._rtx_payload_type is not None:
@@ -359,6 +380,11 @@ class ForwardTrack(MediaStreamTrack):
         self.bytes_sent += len(data)
 
     # ---- pausing -----------------------------------------------------------------------
+
+    @property
+    def pause_reasons(self) -> frozenset[str]:
+        """Why the track is paused now (empty: it forwards)."""
+        return frozenset(self._pause_reasons)
 
     @property
     def paused(self) -> bool:
@@ -378,6 +404,7 @@ class ForwardTrack(MediaStreamTrack):
             self._pause_reasons.discard(reason)
         if was_paused == self.paused or self.paused:
             return
+        self.resumes += 1  # its receiver's next report mixes losses from before the pause in
         self.waiting_for_keyframe = True  # audio: its next packet is a start
         if self.kind == "video" and self._sendto is not None:
             self._on_keyframe_needed()
@@ -491,8 +518,15 @@ class ForwardTrack(MediaStreamTrack):
 
     async def _handle_rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            # A receiver NACKs everything still missing at each new gap (aiortc does), so one
+            # packet is asked for again and again: resent at most once per RTT, never when older
+            # than RETRANSMIT_MAX_AGE_S (the receiver has moved on) or while the track is
+            # paused, and within the subscriber's retransmission budget. Measured on a 200
+            # kbit/s link: unbounded, retransmissions were 3-4x the forwarded packets and filled
+            # the link's queue, audio included.
+            now = time.monotonic()
             for seq in packet.lost:
-                self._retransmit(seq)
+                self._retransmit(seq, now)
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_FIR, RTCP_PSFB_PLI):
             self.keyframe_requests += 1
             self._on_keyframe_needed()
@@ -521,6 +555,44 @@ _SENDER_INTERNALS = ("_run_rtp", "_run_rtcp", "_handle_rtcp_packet", "_send_rtcp
                      "_rtx_ssrc", "_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited",
                      "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited",
                      "_RTCRtpSender__packet_count", "_send_keyframe")
+RETRANSMIT_MIN_INTERVAL_S = 0.1  # one packet resent at most once per this (or the RTT, if longer)
+RETRANSMIT_MAX_AGE_S = 1.0  # older than this: not worth resending to a real-time receiver
+
+
+class RetransmitBudget:
+    """A token bucket for one subscriber's retransmissions (bytes at `rate_bps`, `burst_s` deep).
+
+    `rate_bps` None: unlimited. The adaptation sets it from the subscriber's bandwidth estimate,
+    so repairs of loss cannot become the congestion that causes more of it.
+    """
+
+    def __init__(self, rate_bps: float | None = None, burst_s: float = 0.25, min_depth_bytes: int = 4000) -> None:
+        self.rate_bps = rate_bps
+        self.burst_s = burst_s
+        # a bucket shallower than one packet refuses every retransmission (measured: at a
+        # paused subscriber's 20 kbit/s estimate, 500 bytes deep, the resume keyframe's lost
+        # packets were never resent and the video never came back)
+        self.min_depth_bytes = min_depth_bytes
+        self._tokens = 0.0
+        self._at: float | None = None
+
+    def take(self, nbytes: int, now: float) -> bool:
+        """True (and spend it) if `nbytes` may be resent at `now`."""
+        rate = self.rate_bps
+        if rate is None:
+            return True
+        depth = max(rate / 8 * self.burst_s, self.min_depth_bytes)  # never less than a few packets
+        if self._at is None:
+            self._tokens = depth
+        else:
+            self._tokens = min(depth, self._tokens + (now - self._at) * rate / 8)
+        self._at = now
+        if self._tokens < nbytes:
+            return False
+        self._tokens -= nbytes
+        return True
+
+
 _SENT_SIZE = 1024
 _SENT_MASK = _SENT_SIZE - 1
 _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)
@@ -587,10 +659,17 @@ class Producer:
         self.history: list[RtpPacket | None] = [None] * _HISTORY_SIZE
         self.last_timestamp = 0
         self.last_arrival_s = 0.0
+        # adaptation (media_server/adaptation.py): what each temporal layer costs, read from
+        # the VP8 payload descriptors, and who goes first when a subscriber's link is short
+        self.layer_rates = LayerRateMeter()
+        self.read_vp8_layers = False
+        self.priority = 1
         self._limiter = KeyframeRequestLimiter(keyframe_request_min_interval_s)
         self._deferred: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._layer = 0
+        self._key = False
         # (publisher's unix time, RTP timestamp) from its Sender Reports: lip sync for the recorder
         self.sender_clock: tuple[float, int] | None = None
         self._reports: list[tuple[float, int]] = []
@@ -617,6 +696,13 @@ class Producer:
         now = time.time()
         self.last_timestamp = p.timestamp
         self.last_arrival_s = now
+        if new_timestamp and self.read_vp8_layers:
+            try:
+                d = parse_descriptor(p.payload)
+                self._layer, self._key = d.temporal_layer, d.keyframe
+            except Vp8DescriptorError:
+                self._layer, self._key = 0, False
+        self.layer_rates.add_packet(len(p.payload), p.timestamp, self._layer, self._key, time.monotonic())
         if self.muted or not self._fanout:
             return
         payload = p.payload

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -31,7 +33,10 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
 from . import ice
+from .adaptation import PAUSED, AdaptationPolicy, TrackDecision, TrackDemand, VideoState
+from .bwe import BandwidthEstimate
 from .config import MediaConfig
+from .congestion import SubscriberLink, UpstreamRemb
 from .events import (
     MediaError,
     MediaErrorReason,
@@ -41,6 +46,7 @@ from .events import (
     PeerFailed,
     PeerQuality,
     QualityReport,
+    TrackAdapted,
     TrackEnded,
     TrackInfo,
     TrackPublished,
@@ -48,8 +54,10 @@ from .events import (
 from .forwarding import EarlyJitterBuffer, ForwardTrack, Producer, ReceiverTap
 from .frames import FrameSink
 from .quality import QualityTotals, summarize
+from .vp8 import TemporalLayerFilter
 
 logger = logging.getLogger(__name__)
+
 
 Kind = Literal["audio", "video"]
 _KINDS: tuple[Kind, ...] = ("audio", "video")
@@ -71,6 +79,7 @@ class _PublishSlot:
     slot: Slot = "video"
     buffer: EarlyJitterBuffer | None = None
     track_id: str | None = None  # an upstream's: the id the track has on the node it comes from
+    upstream: UpstreamRemb = field(default_factory=UpstreamRemb)
 
     def on_frame(self, codec: Any, frame: Any) -> None:
         if self.producer is not None:
@@ -100,6 +109,9 @@ class _Peer:
     quality_totals: QualityTotals | None = None
     quality_task: asyncio.Task[None] | None = None
     answerer: bool = False  # negotiated by the client's offer (WHIP/WHEP): we never offer to it
+    link: SubscriberLink = field(default_factory=lambda: SubscriberLink(time.monotonic))
+    policy: AdaptationPolicy = field(default_factory=AdaptationPolicy)
+    adapted: dict[str, VideoState] = field(default_factory=dict)  # what the page was told
 
 
 class Sfu:
@@ -118,6 +130,7 @@ class Sfu:
         self._track_numbers = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._adapt_task: asyncio.Task[None] | None = None
         ice.install()
 
     # ---- peers -------------------------------------------------------------------------------
@@ -153,6 +166,8 @@ class Sfu:
 
         if self.config.quality_interval_s > 0:
             peer.quality_task = asyncio.ensure_future(self._run_quality(peer))
+        if self.config.adaptation_interval_s > 0 and self._adapt_task is None:
+            self._adapt_task = asyncio.ensure_future(self._run_adaptation())
 
     async def close_peer(self, peer_id: str) -> None:
         """Release everything of `peer_id`: its tracks (subscribers are renegotiated), its
@@ -208,6 +223,7 @@ class Sfu:
                 slot = _PublishSlot(kind=k, transceiver=transceiver, slot=slot_name)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
                 slot.buffer = EarlyJitterBuffer.install(transceiver.receiver)
+                slot.upstream.install(transceiver.receiver)
                 peer.slots[slot_name] = slot
                 added = True
             if added:
@@ -239,6 +255,8 @@ class Sfu:
                 affected.append(other)
         producer.close()
         self._emit(TrackEnded(producer.peer_id, producer.track_id))
+        if self._closed:  # shutting down: every peer is about to close, offer nothing (16 peers
+            return        # took 173 s to tear down renegotiating each other, 120 offers, on 2 busy cores)
         await asyncio.gather(*(self._renegotiate_locked(p) for p in affected))
 
     # ---- subscribing -------------------------------------------------------------------------
@@ -266,6 +284,9 @@ class Sfu:
                 transceiver = peer.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
                 track.install(transceiver.sender, producer)
+                peer.link.watch(track, transceiver.sender)
+                if producer.kind == "video" and producer.codec == "VP8":
+                    track.packet_filter = TemporalLayerFilter()
                 if peer.video_paused and producer.kind == "video":
                     track.set_paused(True, "audio_only")
                 producer.attach(track)
@@ -338,6 +359,7 @@ class Sfu:
                 slot = _PublishSlot(kind=kind, transceiver=transceiver)
                 ReceiverTap.install(transceiver.receiver, slot.on_frame)
                 slot.buffer = EarlyJitterBuffer.install(transceiver.receiver)
+                slot.upstream.install(transceiver.receiver)
                 peer.slots[kind] = slot
             answer = await self._answer(peer, offer_sdp)
             self._start_producers(peer, answer, directions=("recvonly", "sendrecv"))
@@ -364,6 +386,9 @@ class Sfu:
                 transceiver = peer.pc.addTransceiver(track, direction="sendonly")
                 transceiver.setCodecPreferences(self._forward_capabilities(producer))
                 track.install(transceiver.sender, producer)
+                peer.link.watch(track, transceiver.sender)
+                if producer.kind == "video" and producer.codec == "VP8":
+                    track.packet_filter = TemporalLayerFilter()
                 producer.attach(track)
                 peer.subscriptions[producer.track_id] = _Subscription(producer, track, transceiver)
             return await self._answer(peer, offer_sdp)
@@ -613,6 +638,10 @@ class Sfu:
                 keyframe_request_min_interval_s=self.config.keyframe_request_min_interval_s,
             )
             producer.codec_parameters = dict(codec.parameters)
+            if slot.slot == "screen":
+                producer.priority = 2  # shared content goes first when a link is short
+            if name == "VP8":
+                producer.read_vp8_layers = True
             slot.producer = producer
             if slot.buffer is not None:
                 slot.buffer.on_packet = producer.on_rtp
@@ -684,6 +713,41 @@ class Sfu:
         sub = None if peer is None else peer.subscriptions.get(track_id)
         return None if sub is None else sub.track
 
+    def set_priority(self, track_id: str, priority: int) -> None:
+        """How much `track_id` matters when a subscriber's link is short (2: presenter, active
+        speaker, shared content; 1: the others). Raises MediaRequestError(UNKNOWN_TRACK)."""
+        self._producer(track_id).priority = priority
+
+    def bandwidth(self, peer_id: str) -> BandwidthEstimate | None:
+        """`peer_id`'s downlink bandwidth estimate (None if unknown)."""
+        peer = self._peers.get(peer_id)
+        return None if peer is None else peer.link.estimate()
+
+    def adaptation(self, peer_id: str, track_id: str) -> TrackDecision | None:
+        """What the adaptation policy decided for `track_id` to `peer_id` (None if nothing)."""
+        peer = self._peers.get(peer_id)
+        return None if peer is None else peer.policy.decision(track_id)
+
+    def adaptation_counts(self) -> dict[str, int]:
+        """Forwarded video tracks by adaptation state, and REMBs capped upstream (for /metrics)."""
+        counts = {s.value: 0 for s in VideoState}
+        counts["remb_capped"] = 0
+        for peer in self._peers.values():
+            for track_id, sub in peer.subscriptions.items():
+                if sub.producer.kind == "video":
+                    counts[peer.adapted.get(track_id, VideoState.FULL).value] += 1
+            for slot in peer.slots.values():
+                counts["remb_capped"] += slot.upstream.capped
+        return counts
+
+    def upstream_remb(self, track_id: str) -> UpstreamRemb | None:
+        """The REMB cap sent to the publisher of `track_id` (None if unknown)."""
+        for peer in self._peers.values():
+            for slot in peer.slots.values():
+                if slot.producer is not None and slot.producer.track_id == track_id:
+                    return slot.upstream
+        return None
+
     def peer_ids(self) -> list[str]:
         """Ids of the open peers."""
         return list(self._peers)
@@ -693,6 +757,9 @@ class Sfu:
         self._closed = True
         for peer_id in list(self._peers):
             await self.close_peer(peer_id)
+        if self._adapt_task is not None:
+            self._adapt_task.cancel()
+            await asyncio.gather(self._adapt_task, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -710,9 +777,61 @@ class Sfu:
                 peer.quality, peer.quality_totals = summarize(
                     stats.values(), loop.time(), peer.quality_totals
                 )
+                if peer.subscriptions:
+                    peer.quality = dataclasses.replace(
+                        peer.quality, estimate_kbps=peer.link.estimate().bitrate_bps / 1000)
                 self._emit(QualityReport(peer.peer_id, peer.quality))
         except asyncio.CancelledError:
             pass
+
+    async def _run_adaptation(self) -> None:
+        try:
+            while not self._closed:
+                await asyncio.sleep(self.config.adaptation_interval_s)
+                try:
+                    self.adapt(time.monotonic())
+                except Exception:  # a bug here must not stop forwarding
+                    logger.exception("adaptation step failed")
+        except asyncio.CancelledError:
+            pass
+
+    def adapt(self, now_s: float) -> None:
+        """One adaptation step: each subscriber's tracks fitted to its estimate, then each
+        publisher asked for no more than its best-placed subscriber can use."""
+        usable: dict[str, float] = {}
+        for peer in list(self._peers.values()):
+            if peer.closed or not peer.subscriptions:
+                continue
+            demands = []
+            for track_id, sub in peer.subscriptions.items():
+                if sub.producer.kind == "video" and sub.track.paused and not _weak_only(sub.track):
+                    continue  # audio-only or muted: the user's choice, nothing to fit
+                demands.append(TrackDemand(track_id, sub.producer.kind,
+                                           sub.producer.layer_rates.cumulative_bps(now_s), sub.producer.priority))
+            estimate = peer.link.estimate()
+            for d in peer.policy.update(estimate.bitrate_bps, demands, now_s):
+                self._apply(peer, d)
+            for demand in demands:
+                decision = peer.policy.decision(demand.track_id)
+                if decision is not None:
+                    usable[demand.track_id] = max(usable.get(demand.track_id, 0.0), decision.usable_bps)
+        for p in self._peers.values():
+            for slot in p.slots.values():
+                if slot.producer is not None and slot.kind == "video":
+                    slot.upstream.cap_bps = usable.get(slot.producer.track_id)
+
+    def _apply(self, peer: _Peer, d: TrackDecision) -> None:
+        sub = peer.subscriptions.get(d.track_id)
+        if sub is None:
+            return
+        gate = sub.track.packet_filter
+        if isinstance(gate, TemporalLayerFilter):
+            gate.set_max_layer(None if d.max_layer >= d.layers - 1 else max(0, d.max_layer))
+        sub.track.set_paused(d.max_layer == PAUSED, "weak_link")
+        if peer.adapted.get(d.track_id, VideoState.FULL) is not d.state:
+            peer.adapted[d.track_id] = d.state
+            fps = 0.0 if d.max_layer == PAUSED else 0.5 ** (d.layers - 1 - d.max_layer)
+            self._emit(TrackAdapted(peer.peer_id, d.track_id, d.state.value, fps))
 
     def _peer(self, peer_id: str) -> _Peer:
         peer = self._peers.get(peer_id)
@@ -736,6 +855,10 @@ class Sfu:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _weak_only(track: ForwardTrack) -> bool:
+    return track.pause_reasons == {"weak_link"}
 
 
 def _h264_compatible(candidate: dict[str, Any], negotiated: dict[str, Any]) -> bool:

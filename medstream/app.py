@@ -436,7 +436,7 @@ class MedstreamApp:
         if self.media is not None:
             peers = self.media.peer_ids()
             qualities = [(pid, q) for pid in peers if (q := self.media.quality(pid)) is not None]
-            out += media_samples(len(peers), len(self.media.tracks()), qualities)
+            out += media_samples(len(peers), len(self.media.tracks()), qualities, self.media.adaptation_counts())
         if self.waveforms is not None:
             out += waveform_samples(self.waveforms.stats(), self.sink_failures)
         return out

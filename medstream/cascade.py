@@ -667,6 +667,9 @@ class _Routed:
     def quality(self, peer_id: str) -> me.PeerQuality | None:
         return self.sfu.quality(peer_id)
 
+    def adaptation_counts(self) -> dict[str, int]:
+        return self.sfu.adaptation_counts()  # this node's subscribers (each edge counts its own)
+
     def tracks(self) -> list[me.TrackInfo]:
         return self.sfu.tracks()
 

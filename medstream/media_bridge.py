@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from media_server import events as me
 from media_server.frames import FrameSink
@@ -32,6 +32,9 @@ MEDIA_REASONS: dict[me.MediaErrorReason, wire.Reason] = {
     me.MediaErrorReason.UNKNOWN_PEER: wire.Reason.UNKNOWN_PARTICIPANT,
     me.MediaErrorReason.INVALID_STATE: wire.Reason.INTERNAL,
 }
+
+_VIDEO_STATES: dict[str, Literal["full", "reduced", "paused"]] = {
+    "full": "full", "reduced": "reduced", "paused": "paused"}
 
 MEDIA_EFFECTS: tuple[type, ...] = (
     fx.OpenPeer, fx.ClosePeer, fx.RequestPublish, fx.StopPublishing, fx.SubscribeTracks,
@@ -59,6 +62,7 @@ class MediaBackend(Protocol):
     def remove_frame_sink(self, track_id: str, sink: FrameSink) -> None: ...
     def request_keyframe(self, track_id: str) -> None: ...
     def quality(self, peer_id: str) -> me.PeerQuality | None: ...
+    def adaptation_counts(self) -> dict[str, int]: ...
     def tracks(self) -> list[me.TrackInfo]: ...
     def peer_ids(self) -> list[str]: ...
     async def close(self) -> None: ...
@@ -208,4 +212,7 @@ class MediaBridge:
             case me.MediaError(peer_id=pid, reason=reason, message=message):
                 self._error(pid, MEDIA_REASONS[reason], message)
             case me.QualityReport(peer_id=pid, quality=q):
-                apply(hub.quality(pid, wire.Quality(pid, q.bitrate_kbps, q.loss_pct, q.rtt_ms, q.jitter_ms)))
+                apply(hub.quality(pid, wire.Quality(pid, q.bitrate_kbps, q.loss_pct, q.rtt_ms, q.jitter_ms,
+                                                    q.estimate_kbps)))
+            case me.TrackAdapted(peer_id=pid, track_id=track_id, state=state, fps_fraction=fps):
+                apply(hub.to_participant(pid, wire.VideoAdapted(track_id, _VIDEO_STATES[state], fps)))

@@ -43,17 +43,28 @@ def signaling_samples(hub: Hub, connections: int, uptime_s: float) -> list[Sampl
     return samples
 
 
-def media_samples(peers: int, tracks: int, qualities: list[tuple[str, PeerQuality]]) -> list[Sample]:
+def media_samples(peers: int, tracks: int, qualities: list[tuple[str, PeerQuality]],
+                  adaptation: dict[str, int] | None = None) -> list[Sample]:
     """Peer connections, tracks and the quality of the SFU's peers, aggregated: /metrics names
-    no participant (a scrape target is not a place for who is in which consultation)."""
+    no participant (a scrape target is not a place for who is in which consultation).
+    `adaptation`: forwarded video tracks by state ("full", "reduced", "paused") and how many
+    REMB messages to publishers were capped ("remb_capped")."""
     out = [
         Sample("medstream_media_peers", peers, help="open peer connections"),
         Sample("medstream_media_tracks", tracks, help="published tracks"),
     ]
+    for state, n in sorted((adaptation or {}).items()):
+        if state == "remb_capped":
+            out.append(Sample("medstream_media_upstream_remb_capped_total", n, kind="counter",
+                              help="REMB to publishers lowered to what their best-placed subscriber can use"))
+        else:
+            out.append(Sample("medstream_media_video_adapted", n, (("state", state),),
+                              help="forwarded video tracks by what the subscriber's link allows"))
     if not qualities:
         return out
     fields = (("bitrate_kbps", "media bitrate sent+received"), ("loss_pct", "packet loss, both directions"),
-              ("jitter_ms", "worst inter-arrival jitter"), ("rtt_ms", "round-trip time"))
+              ("jitter_ms", "worst inter-arrival jitter"), ("rtt_ms", "round-trip time"),
+              ("estimate_kbps", "downlink bandwidth estimate (REMB, receiver reports)"))
     for name, help_text in fields:
         values = [v for _, q in qualities if (v := getattr(q, name)) is not None]
         if values:

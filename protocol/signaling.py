@@ -393,6 +393,20 @@ class Quality:
     loss_pct: float | None
     rtt_ms: float | None
     jitter_ms: float | None
+    estimate_kbps: float | None = None  # what the participant's downlink carries, by our estimate
+
+
+@dataclass(frozen=True, slots=True)
+class VideoAdapted:
+    """What this participant receives of video `track_id` changed because its link is weak (or
+    recovered), decided by the server for it alone: `state` "full", "reduced" (`fps_fraction` of
+    the publisher's frame rate) or "paused" (audio continues; video resumes by itself)."""
+
+    TYPE: ClassVar[str] = "video_adapted"
+    track_id: str
+    state: Literal["full", "reduced", "paused"]
+    fps_fraction: float
+    reason: Literal["weak_connection"] = "weak_connection"
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +495,7 @@ class TokenRefreshed:
 ServerMessage = Union[
     Joined, ParticipantJoined, ParticipantLeft, ParticipantUpdated, TrackPublished, TrackUpdated,
     TrackUnpublished, ServerSdp, ServerCandidate, Recording, Quality, Pong, Ok, RoomEnded, Error,
-    Bye, ChatMessage, TokenExpiring, TokenRefreshed, Redirect,
+    Bye, ChatMessage, TokenExpiring, TokenRefreshed, VideoAdapted, Redirect,
 ]
 
 SERVER_MESSAGES: dict[str, type] = {cls.TYPE: cls for cls in typing.get_args(ServerMessage)}

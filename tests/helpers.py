@@ -207,7 +207,8 @@ class MediaParticipant:
             raise AssertionError(f"publish refused: {reply}")
         tracks = []
         for _ in range(int(audio) + int(video)):
-            tracks.append(await self.ws.wait_type("track_published", timeout=10, track__participant_id=self.participant_id))
+            tracks.append(await self.ws.wait_type("track_published", timeout=timeout_s(10),
+                                                  track__participant_id=self.participant_id))
         return [t["track"] for t in tracks]
 
     async def close(self) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import queue
+import time
 
 import aiortc
 import pytest
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.rtp import RtpPacket
 
-from media_server.forwarding import ForwardTrack, Producer, ReceiverTap
+from media_server.forwarding import ForwardTrack, Producer, ReceiverTap, RetransmitBudget
 from media_server.rewrite import (
     URI_ABS_SEND_TIME,
     URI_MID,
@@ -150,10 +151,38 @@ def test_nack_is_answered_from_the_producers_history_as_rtx() -> None:
     for seq in (7, 8):
         producer.on_rtp(rtp(seq, payload=b"\x10\x00" + bytes([seq])))
     lost = wire.sent[1].sequence_number
-    track._retransmit(lost)
+    track._retransmit(lost, time.monotonic() + 0.2)
     rtx = wire.sent[2]
     assert rtx.payload_type == 101 and rtx.ssrc == 0x5678
     assert rtx.payload == lost.to_bytes(2, "big") + b"\x10\x00\x08"
+
+
+def test_a_packet_asked_for_again_and_again_is_resent_once_per_rtt_within_the_budget() -> None:
+    """aiortc NACKs every still-missing packet at each new gap; on a 200 kbit/s link answering
+    all of them made retransmissions 3-4x the forwarded packets (measured), filling the link."""
+    producer = Producer("t", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+    track = ForwardTrack("video", "t", lambda: None)
+    wire = _Wire(track)
+    track._source = producer
+    producer.attach(track)
+    for seq in range(7, 17):
+        producer.on_rtp(rtp(seq, payload=b"\x10\x00" + bytes(500)))
+    sent_at = time.monotonic()
+    first = wire.sent[0].sequence_number
+    track._retransmit(first, sent_at + 0.01)  # asked for at once: resent at once
+    track._retransmit(first, sent_at + 0.05)  # again within the interval: refused
+    assert len(wire.sent) == 11 and track.retransmissions_refused == 1
+    track._retransmit(first, sent_at + 0.2)
+    assert len(wire.sent) == 12
+    track._retransmit(first + 1, sent_at + 1.5)  # older than a real-time receiver can use
+    assert len(wire.sent) == 12
+    track.retransmit_budget = RetransmitBudget(rate_bps=40_000, burst_s=0.25, min_depth_bytes=0)  # 1250 bytes deep
+    for i in range(2, 6):
+        track._retransmit(first + i, sent_at + 0.3)
+    assert len(wire.sent) == 14  # two of ~560 bytes fit the bucket, the others wait
+    track._retransmit(first + 4, sent_at + 0.45)  # 150 ms later: 750 bytes more
+    assert len(wire.sent) == 15
+    assert RetransmitBudget(rate_bps=16_000).take(1260, 0.0)  # never shallower than a few packets
 
 
 def test_sequence_rewriter_wraps_around() -> None:

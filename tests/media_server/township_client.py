@@ -1,8 +1,11 @@
-"""A township clinic's participant, run in its own network namespace behind a narrow link.
+"""A township clinic's participant, run in its own network namespace behind an impaired link.
 
-`ip netns exec NS python -m tests.media_server.township_client URL TOKEN ADDRESS PHASE_S`
-joins with media (receiving everyone), measures what arrives for PHASE_S seconds, switches to
-audio-only mode, measures again, and prints one JSON line with both windows.
+`ip netns exec NS python -m tests.media_server.township_client URL TOKEN ADDRESS EXPECT`
+joins with media (receiving everyone, never touching audio-only), prints `media` once it hears
+EXPECT publishers' audio, then records until a line `stop` on stdin and prints one JSON line:
+per track its kind, the RTP timestamps and the arrival times of its frames (CLOCK_MONOTONIC, the same clock in every
+namespace, so the test can set them against the moments it changed the link), which of them were
+keyframes, and every `video_adapted` message with the time it came.
 """
 
 from __future__ import annotations
@@ -10,55 +13,68 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
+from typing import Any
 
 from tests.helpers import MediaParticipant, WsClient
 from tests.support.rtc_peer import ClientPeer
 
 
-def counts(peer: ClientPeer) -> dict[str, int]:
-    return {tid: len(t.frames) for tid, t in peer.received.items()}
-
-
-async def video_packets(peer: ClientPeer) -> int:
-    """RTP packets of video received so far (assembled into frames or not)."""
-    stats = await peer.pc.getStats()
-    return sum(getattr(s, "packetsReceived", 0) for s in stats.values()
-               if s.type == "inbound-rtp" and getattr(s, "kind", "") == "video")
-
-
-def window(before: dict[str, int], after: dict[str, int], peer: ClientPeer, kind: str) -> int:
-    return sum(after[t] - before.get(t, 0) for t in after if peer.received[t].kind == kind)
-
-
-async def main(url: str, token: str, address: str, phase_s: float) -> dict:
+async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any]:
     ws = await WsClient.connect(url)
-    me = MediaParticipant(ws, ClientPeer("township", host_addresses=(address,)))
+    peer = ClientPeer("township", host_addresses=(address,), audio_every_packet=True)
+    me = MediaParticipant(ws, peer)
+    adapted: list[dict[str, Any]] = []
+    answer_offers = ws.on_message
+
+    def on_message(msg: dict[str, Any]) -> bool:
+        if msg["type"] == "video_adapted":
+            adapted.append({**msg, "at": time.monotonic()})
+        return bool(answer_offers and answer_offers(msg))
+
+    ws.on_message = on_message
     joined = await ws.join(token, media=True)
     assert joined["type"] == "joined", joined
-    while sum(1 for t in me.peer.received.values() if t.frames and t.kind == "audio") < 2:
-        await asyncio.sleep(0.1)  # both experts heard (video may not even make it through)
-    while await video_packets(me.peer) < 60:
-        await asyncio.sleep(0.1)  # and their video is squeezing through the link too
-    start = counts(me.peer)
-    await asyncio.sleep(phase_s)
-    full = counts(me.peer)
-    reply = await ws.request("set_video_paused", paused=True)
-    assert reply["type"] == "ok", reply
-    await asyncio.sleep(2.0)  # let the queues before the narrow link drain
-    paused = counts(me.peer)
-    await asyncio.sleep(phase_s)
-    end = counts(me.peer)
+    arrivals: dict[str, list[float]] = {}
+    keyframes: dict[str, list[int]] = {}
+
+    def watch() -> None:
+        for tid, track in peer.received.items():
+            times = arrivals.setdefault(tid, [])
+            keys = keyframes.setdefault(tid, [])
+            now = time.monotonic()
+            for i in range(len(times), len(track.frames)):
+                times.append(now)
+                if track.frames[i].keyframe:
+                    keys.append(i)
+
+    async def sample() -> None:
+        while True:
+            watch()
+            await asyncio.sleep(0.01)
+
+    sampler = asyncio.ensure_future(sample())
+    while sum(1 for t in peer.received.values() if t.kind == "audio" and t.frames) < expect:
+        await asyncio.sleep(0.05)
+    print("media", flush=True)
+    stdin = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    while (line := (await stdin.readline()).decode()) and line.strip() != "stop":
+        pass
+    sampler.cancel()
+    watch()
     result = {
-        "video_packets_total": await video_packets(me.peer),
-        "full_audio_frames": window(start, full, me.peer, "audio"),
-        "full_video_frames": window(start, full, me.peer, "video"),
-        "paused_audio_frames": window(paused, end, me.peer, "audio"),
-        "paused_video_frames": window(paused, end, me.peer, "video"),
+        "tracks": {tid: {"kind": t.kind, "arrivals": arrivals.get(tid, []), "keyframes": keyframes.get(tid, []),
+                         "timestamps": [f.timestamp for f in t.frames[:len(arrivals.get(tid, []))]],
+                         "rtp": t.rtp}
+                   for tid, t in peer.received.items()},
+        "adapted": adapted,
+        "remb_sent": peer.remb_sent[-20:],
     }
     await me.close()
     return result
 
 
 if __name__ == "__main__":
-    url, token, address, phase_s = sys.argv[1:5]
-    print(json.dumps(asyncio.run(main(url, token, address, float(phase_s)))), flush=True)
+    url, token, address, expect = sys.argv[1:5]
+    print(json.dumps(asyncio.run(main(url, token, address, int(expect)))), flush=True)

@@ -34,8 +34,10 @@ export class Tile {
     this.quality = el("span.quality.q-unknown", { "data-i18n-title": "tip.quality", title: t("tip.quality") }, "\u2014");
     this.avatar = el("div.avatar");
     this.mod = el("div.mod");
+    this.weak = el("div.weak");  // the server paused or thinned this video for our weak link
+    this.weak.hidden = true;
     this.root = el("div.tile.novideo", { dataset: { participant: this.participantId } },
-      this.video, this.avatar, this.audio, this.quality, this.mod,
+      this.video, this.avatar, this.audio, this.quality, this.weak, this.mod,
       el("div.label", {}, this.name, this.role,
         el("span.level", { "data-i18n-title": "tip.speaking", title: t("tip.speaking") }, this.levelBar), this.flags));
     this.level = 0;
@@ -90,6 +92,13 @@ export class Tile {
     this.setLevel(0);
     this.quality.className = "quality q-none";
     this.quality.textContent = t("quality.no_media");
+  }
+
+  /** What the server lets through of this tile's video for our link: "full", "reduced", "paused". */
+  setAdapted(state) {
+    this.weak.hidden = !state || state === "full";
+    this.weak.dataset.state = state || "full";
+    this.weak.textContent = state === "paused" ? t("video.weak_paused") : state === "reduced" ? t("video.weak_reduced") : "";
   }
 
   setLevel(level) {
@@ -625,6 +634,7 @@ export class Conference {
                                                              cameraOff: this.cameraOff, micOff: this.micOff });
       if (this.ended) tile.clear();
       else tile.setQuality(this.room.quality.get(p.participant_id), this._mediaOf(p.participant_id, tile.self));
+      if (!tile.self) tile.setAdapted(this.ended ? "full" : this.room.adaptedOf(p.participant_id));
       this.layout(tile, p);
     }
     for (const [pid, tile] of this.tiles) {

@@ -16,6 +16,7 @@ export class RoomState {
     this.recording = { active: false, by: null };
     this.quality = new Map();  // participant_id -> {bitrate_kbps, loss_pct, rtt_ms, jitter_ms, at}
     this.permissions = new Set();  // actions the server granted us in `joined`
+    this.adapted = new Map();  // track_id -> {state, fps_fraction}: what our weak link lets through
     this.ended = null;
     const changed = (what) => this.onChange(what);
     sig.on("participant_joined", (m) => { this.participants.set(m.participant.participant_id, m.participant); changed("participants"); });
@@ -31,12 +32,16 @@ export class RoomState {
     });
     sig.on("track_published", (m) => { this.tracks.set(m.track.track_id, m.track); changed("tracks"); });
     sig.on("track_updated", (m) => { this.tracks.set(m.track.track_id, m.track); changed("tracks"); });
-    sig.on("track_unpublished", (m) => { this.tracks.delete(m.track_id); changed("tracks"); });
+    sig.on("track_unpublished", (m) => { this.tracks.delete(m.track_id); this.adapted.delete(m.track_id); changed("tracks"); });
     sig.on("recording", (m) => { this.recording = { active: m.active, by: m.by }; changed("recording"); });
     sig.on("quality", (m) => {
       this.quality.set(m.participant_id, { bitrate_kbps: m.bitrate_kbps, loss_pct: m.loss_pct,
                                            rtt_ms: m.rtt_ms, jitter_ms: m.jitter_ms, at: Date.now() });
       changed("quality");
+    });
+    sig.on("video_adapted", (m) => {
+      this.adapted.set(m.track_id, { state: m.state, fps_fraction: m.fps_fraction });
+      changed("adapted");
     });
     sig.on("room_ended", (m) => { this.ended = m.reason; changed("ended"); });
   }
@@ -77,6 +82,17 @@ export class RoomState {
     return trackId ? trackId.split("/")[0] : null;
   }
 
+  /** The weakest adaptation state of a participant's camera video to us ("full" if none). */
+  adaptedOf(participantId) {
+    const order = ["full", "reduced", "paused"];
+    let worst = "full";
+    for (const t of this.tracksOf(participantId, "video")) {
+      const a = this.adapted.get(t.track_id);
+      if (t.source !== "screen" && a && order.indexOf(a.state) > order.indexOf(worst)) worst = a.state;
+    }
+    return worst;
+  }
+
   tracksOf(participantId, kind) {
     return [...this.tracks.values()].filter((t) => t.participant_id === participantId && (!kind || t.kind === kind));
   }
@@ -89,6 +105,7 @@ export class RoomState {
       participants: [...this.participants.values()],
       tracks: [...this.tracks.values()],
       quality: Object.fromEntries(this.quality),
+      adapted: Object.fromEntries(this.adapted),
     };
   }
 }

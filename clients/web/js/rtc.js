@@ -165,6 +165,10 @@ export class MediaSession {
     }
     await pc.setLocalDescription(await pc.createAnswer());
     this.sig.send({ type: "sdp", sdp_type: "answer", sdp: pc.localDescription.sdp });
+    for (const t of pc.getTransceivers()) {
+      const s = sections.get(t.mid);
+      if (s && s.direction === "recvonly" && s.slot === "video" && t.sender.track) await requestTemporalLayers(t.sender);
+    }
     this.offers += 1;
   }
 
@@ -213,5 +217,22 @@ export class MediaSession {
       }
     });
     return out;
+  }
+}
+
+
+/** Ask the browser to send the camera as VP8 with three temporal layers (L1T3: 7.5/15/30 fps),
+ *  so the server can give a weak link fewer frames instead of none (media_server/adaptation.py).
+ *  Browsers without scalabilityMode in RTCRtpEncodingParameters keep one layer: the server then
+ *  pauses or forwards the whole video. */
+async function requestTemporalLayers(sender) {
+  try {
+    const params = sender.getParameters();
+    if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+    if (params.encodings[0].scalabilityMode === "L1T3") return;
+    params.encodings[0].scalabilityMode = "L1T3";
+    await sender.setParameters(params);
+  } catch (err) {
+    console.info("temporal layers not available:", err && err.message);
   }
 }

@@ -1,0 +1,80 @@
+"""The per-subscriber bandwidth estimate: REMB bounds it, loss cuts it, a stale REMB climbs."""
+
+from __future__ import annotations
+
+from media_server.bwe import BandwidthEstimator, BweConfig, LayerRateMeter
+
+
+def test_start_then_remb_then_stale_climb() -> None:
+    bwe = BandwidthEstimator(BweConfig(start_bps=300_000, remb_stale_s=2.0, probe_growth_per_s=0.25))
+    assert bwe.estimate(0.0).source == "start" and bwe.estimate(0.0).bitrate_bps == 300_000
+    bwe.on_remb(150_000, 1.0)
+    assert bwe.estimate(1.0).source == "unconfirmed"  # a low REMB without loss binds nothing
+    bwe.on_receiver_report(0.11, None, 1.0)
+    e = bwe.estimate(2.5)
+    assert (e.bitrate_bps, e.source, e.remb_bps) == (150_000, "remb", 150_000)
+    # no more loss: 2 s later the bound climbs 25 %/s, even while low REMBs keep coming
+    # (a receiver given little reports little)
+    bwe.on_remb(60_000, 4.0)
+    assert bwe.estimate(3.0).bitrate_bps == 150_000
+    e = bwe.estimate(7.0)
+    assert e.source == "probe" and 150_000 * 2.4 < e.bitrate_bps < 150_000 * 2.5
+    # a REMB right after a loss report lowers it again
+    bwe.on_receiver_report(0.12, None, 8.0)
+    bwe.on_remb(90_000, 8.5)
+    assert bwe.estimate(8.5).bitrate_bps == 60_000  # the REMB at the loss report
+    bwe.on_receiver_report(0.12, None, 9.0)
+    bwe.on_remb(50_000, 9.5)
+    assert bwe.estimate(9.5).bitrate_bps == 50_000
+
+
+def test_delay_without_loss_is_not_a_narrow_link() -> None:
+    bwe = BandwidthEstimator(BweConfig(loss_memory_s=10.0))
+    bwe.on_remb(50_000, 0.0)  # aiortc's estimator on a busy CPU
+    bwe.on_receiver_report(0.0, 0.4, 0.5)
+    assert bwe.estimate(1.0).bitrate_bps > 1_000_000
+    bwe.on_receiver_report(0.05, 0.4, 1.2)  # random loss does not confirm it
+    assert bwe.estimate(1.3).bitrate_bps > 1_000_000
+    bwe.on_receiver_report(0.12, 0.4, 1.5)  # an overflowing queue does
+    assert bwe.estimate(1.6).bitrate_bps == 50_000
+    assert bwe.estimate(11.0).source == "probe"  # 9.5 s since the loss: climbing
+    assert bwe.estimate(12.0).source == "unconfirmed"  # 10.5 s without loss
+
+
+def test_loss_cuts_and_low_loss_lets_it_grow_back() -> None:
+    bwe = BandwidthEstimator()
+    bwe.on_remb(1_000_000, 0.0)
+    bwe.on_receiver_report(0.30, 0.080, 0.5)  # 30 % lost: x 0.85
+    e = bwe.estimate(0.5)
+    assert (e.bitrate_bps, e.source, e.rtt_ms) == (850_000, "loss", 80.0)
+    bwe.on_receiver_report(0.12, None, 1.0)  # between 2 and 15 %: hold (NACK repairs it)
+    assert bwe.estimate(1.0).bitrate_bps == 850_000
+    for i in range(5):
+        bwe.on_receiver_report(0.0, None, 1.5 + i * 0.1)
+    assert bwe.estimate(2.0).bitrate_bps == 1_000_000  # grown back to the REMB, no further
+    assert bwe.estimate(2.0).source == "remb"
+
+
+def test_estimate_is_clamped() -> None:
+    bwe = BandwidthEstimator(BweConfig(min_bps=20_000))
+    bwe.on_remb(0, 0.0)
+    bwe.on_receiver_report(0.12, None, 0.0)
+    assert bwe.estimate(0.1).bitrate_bps == 20_000
+
+
+def test_layer_rate_meter_is_cumulative_with_packet_overhead() -> None:
+    meter = LayerRateMeter(window_s=2.0)
+    assert meter.cumulative_bps(0.0) == ()
+    t = 0.0
+    for i in range(60):  # 2 s at 30 fps, L1T3 pattern 0 2 1 2, 1000-byte frames
+        meter.add(1000, (0, 2, 1, 2)[i % 4], t)
+        t += 1 / 30
+    rates = meter.cumulative_bps(t)
+    assert len(rates) == 3
+    per_frame_bits = 8 * (1000 + 58)
+    assert abs(rates[2] - 30 * per_frame_bits) / (30 * per_frame_bits) < 0.05
+    assert abs(rates[1] / rates[2] - 0.5) < 0.05 and abs(rates[0] / rates[2] - 0.25) < 0.05
+    meter.add(50_000, 0, t, keyframe=True)  # a keyframe counts as two mean delta frames
+    assert meter.cumulative_bps(t)[2] < rates[2] * 1.1
+    assert meter.cumulative_bps(t + 5) == ()  # the window moved on
+

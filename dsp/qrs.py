@@ -76,6 +76,12 @@ class PanTompkinsParams:
     early_slope_ratio: float = 0.85
     #: allow early decisions within the T-wave window of the previous beat
     early_in_t_wave_window: bool = False
+    #: search back (Hamilton & Tompkins): once 1.66 mean RR pass without a beat, the largest
+    #: candidate of that gap above half the threshold becomes a beat, reported then (up to
+    #: ~1.66 RR late) rather than lost
+    retro_searchback: bool = True
+    #: ...but due at most this long after the last beat (before the 4 s asystole rule judges)
+    searchback_max_s: float = 3.0
     #: run the detection stages at fs / floor(fs / this) (full rate below twice this)
     detection_rate_hz: float = 250.0
     #: a beat is *wide* when its width index (MWI / steepest squared slope: how long the steep
@@ -83,6 +89,16 @@ class PanTompkinsParams:
     #: medians: normal 9.6-11.4, PVCs 15.5-18.3 (x1.5-1.9); LBBB/RBBB beats are wide in
     #: absolute terms (18-20), so the reference is the patient's own normal beats
     wide_ratio: float = 1.25
+    #: a beat whose steepest slope is below this fraction of the running mean slope of recent
+    #: beats is *doubtful* (a large P wave, a noise bump, also a wide PVC): it is held for
+    #: ``contest_window_s``, and a candidate in that time that is both larger and steeper
+    #: replaces it (the P wave then was not a beat; the QRS it preceded is). 0: off
+    contest_slope_ratio: float = 0.85
+    #: how long a doubtful beat is held: a PR interval, up to first-degree AV block (mitdb 108:
+    #: P waves 200-300 ms before the QRS)...
+    contest_window_s: float = 0.3
+    #: ...but never longer than this fraction of the mean RR (fast rhythms such as VT runs)
+    contest_rr_fraction: float = 0.4
 
 
 class _DecisionState:
@@ -93,6 +109,7 @@ class _DecisionState:
     """
 
     __slots__ = (
+        "contest_window",
         "floor",
         "fs",
         "initialized",
@@ -101,13 +118,18 @@ class _DecisionState:
         "last_slope_sq",
         "learning",
         "learning_end",
+        "missed",
         "noise_level",
         "params",
+        "pending",
         "refractory",
         "relearn_after",
         "rr_samples",
         "rr_sum",
+        "searchback_max",
         "signal_level",
+        "slope_level",
+        "snapshot",
         "t_wave_slope_factor",
         "t_wave_window",
         "wide_last",
@@ -135,6 +157,14 @@ class _DecisionState:
         self.t_wave_window = params.t_wave_window_s * fs
         self.t_wave_slope_factor = params.t_wave_slope_ratio**2
         self.relearn_after = params.relearn_after_s * fs
+        #: a doubtful beat held for one refractory period: (index, level, slope_sq, r_index)
+        self.pending: tuple[int, float, float, int] | None = None
+        self.snapshot: tuple[object, ...] = ()
+        self.contest_window = params.contest_window_s * fs
+        self.slope_level = 0.0  # running mean squared slope of beats
+        #: the largest candidate rejected since the last beat (for the search-back)
+        self.missed: tuple[int, float, float, int] | None = None
+        self.searchback_max = params.searchback_max_s * fs
         self._reset_width()
 
     def _reset_width(self) -> None:
@@ -191,6 +221,9 @@ class _DecisionState:
         self.last_slope_sq = self.last_level = 0.0
         self.rr_samples.clear()
         self.rr_sum = 0
+        self.pending = None
+        self.slope_level = 0.0
+        self.missed = None
         self._reset_width()
 
     def on_candidate(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
@@ -200,10 +233,78 @@ class _DecisionState:
                 self.learning.append((index, level, slope_sq, r_index))
                 return []
             beats = self._initialize()
+            return beats + self._contested(index, level, slope_sq, r_index)
+        if self.missed is not None:
+            due = self.searchback_due()
+            if 0 <= due < index:
+                beat = self._searchback()
+                return [beat, *self._contested(index, level, slope_sq, r_index)]
+        if self.pending is None and self.params.contest_slope_ratio <= 0.0:
             beat = self._decide(index, level, slope_sq, r_index)
-            return [*beats, beat] if beat >= 0 else beats
+            return [beat] if beat >= 0 else []
+        return self._contested(index, level, slope_sq, r_index)
+
+    def needs_evaluation(self) -> bool:
+        """Whether `on_evaluated` can emit something (a held beat, a search-back due)."""
+        return self.pending is not None or self.missed is not None
+
+    def _contested(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
+        """`_decide` with the doubtful-beat rule (`PanTompkinsParams.contest_slope_ratio`):
+        a held beat is replaced by a larger and steeper candidate within its refractory
+        period, or emitted once a candidate arrives after that period (or `on_evaluated`
+        passes it). Depends only on the order of candidates, so it is chunking-independent."""
+        out: list[int] = []
+        held = self.pending
+        if held is not None:
+            self.pending = None
+            if index - held[0] < self._window():
+                if level > held[1] and slope_sq > held[2]:
+                    self._restore()  # the held one was not a beat: forget it
+                    self.noise_level = 0.125 * held[1] + 0.875 * self.noise_level
+                else:
+                    out.append(held[3])  # the held beat stands; this one is refractory
+            else:
+                out.append(held[3])
+        before = self._save() if self.params.contest_slope_ratio > 0.0 else ()
+        mean_slope = self.slope_level
         beat = self._decide(index, level, slope_sq, r_index)
-        return [beat] if beat >= 0 else []
+        if beat >= 0:
+            ratio = self.params.contest_slope_ratio
+            if self.slope_level == 0.0:
+                self.slope_level = slope_sq
+            else:
+                self.slope_level += 0.125 * (slope_sq - self.slope_level)
+            if self.initialized and mean_slope > 0.0 and slope_sq < ratio * ratio * mean_slope:
+                self.pending = (index, level, slope_sq, beat)
+                self.snapshot = before
+            else:
+                out.append(beat)
+        return out
+
+    def _window(self) -> float:
+        """How long a held beat can be replaced, samples (fixed while it is held: the RR
+        history then is the one from before the held beat, restored or not)."""
+        rr = self.snapshot[6] / len(self.snapshot[5]) if self.snapshot and self.snapshot[5] else 0.0  # type: ignore[operator,arg-type]
+        if rr <= 0.0:
+            return self.contest_window
+        return min(self.contest_window, self.params.contest_rr_fraction * rr)
+
+    def _save(self) -> tuple[object, ...]:
+        return (
+            self.signal_level, self.noise_level, self.last_beat_index, self.last_slope_sq,
+            self.last_level, tuple(self.rr_samples), self.rr_sum, self.wide_reference,
+            self.widths_seen, self.wide_run, self.wide_run_start, self.wide_last, self.slope_level,
+            self.missed,
+        )
+
+    def _restore(self) -> None:
+        (
+            self.signal_level, self.noise_level, self.last_beat_index, self.last_slope_sq,
+            self.last_level, rr, self.rr_sum, self.wide_reference,
+            self.widths_seen, self.wide_run, self.wide_run_start, self.wide_last, self.slope_level,
+            self.missed,
+        ) = self.snapshot  # type: ignore[assignment]
+        self.rr_samples = deque(rr)  # type: ignore[arg-type]
 
     def clearly_qrs(self, index: int, level: float, slope_sq: float) -> bool:
         """Whether a candidate can be accepted before its look-ahead ends: learning is over,
@@ -225,6 +326,14 @@ class _DecisionState:
         """End the learning period once the evaluated samples pass it, even without candidates."""
         if not self.initialized and last_evaluated >= self.learning_end:
             return self._initialize()
+        held = self.pending
+        if held is not None and last_evaluated >= held[0] + self._window():
+            self.pending = None  # no candidate came within its refractory period
+            return [held[3]]
+        if held is None and self.missed is not None:
+            due = self.searchback_due()
+            if 0 <= due <= last_evaluated:
+                return [self._searchback()]
         return []
 
     def _decide(self, index: int, level: float, slope_sq: float, r_index: int) -> int:
@@ -262,19 +371,56 @@ class _DecisionState:
                 self.noise_level = 0.125 * level + 0.875 * noise
                 return -1  # T wave
             weight = 0.25 if threshold_scale != 1.0 else 0.125
-            self.signal_level = weight * level + (1.0 - weight) * signal_level
-            if since >= 0:
-                self.rr_samples.append(since)
-                self.rr_sum += since
-                if n_rr + 1 > p.rr_history:
-                    self.rr_sum -= self.rr_samples.popleft()
-            self.last_beat_index = index
-            self.last_slope_sq = slope_sq
-            self.last_level = level
-            self._on_width(level, slope_sq, r_index)
+            self._accept(index, level, slope_sq, r_index, weight, signal_level)
             return r_index
         self.noise_level = 0.125 * level + 0.875 * noise
+        if (
+            p.retro_searchback
+            and threshold_scale == 1.0
+            and since >= self.t_wave_window
+            and level > p.searchback_threshold_factor * threshold
+            and level > self.floor
+            and (self.missed is None or level > self.missed[1])
+        ):  # the largest candidate since the last beat, for a later search-back
+            self.missed = (index, level, slope_sq, r_index)
         return -1
+
+    def _accept(
+        self, index: int, level: float, slope_sq: float, r_index: int, weight: float,
+        signal_level: float,
+    ) -> None:
+        """Record a beat: signal level, RR history, last beat, width."""
+        self.signal_level = weight * level + (1.0 - weight) * signal_level
+        last = self.last_beat_index
+        if last >= 0:
+            since = index - last
+            self.rr_samples.append(since)
+            self.rr_sum += since
+            if len(self.rr_samples) > self.params.rr_history:
+                self.rr_sum -= self.rr_samples.popleft()
+        self.last_beat_index = index
+        self.last_slope_sq = slope_sq
+        self.last_level = level
+        self.missed = None
+        self._on_width(level, slope_sq, r_index)
+
+    def searchback_due(self) -> int:
+        """Sample index from which a search-back is due (-1: nothing to search back for)."""
+        if self.missed is None or not self.rr_samples:
+            return -1
+        rr_mean = self.rr_sum / len(self.rr_samples)
+        wait = min(self.params.searchback_rr_factor * rr_mean, self.searchback_max)
+        return self.last_beat_index + int(wait)
+
+    def _searchback(self) -> int:
+        """Hamilton-Tompkins search-back: no beat for 1.66 mean RR, so the largest candidate
+        of that gap (above half the threshold, outside the T-wave window) was a beat."""
+        cand = self.missed
+        self.missed = None
+        assert cand is not None
+        index, level, slope_sq, r_index = cand
+        self._accept(index, level, slope_sq, r_index, 0.25, self.signal_level)
+        return r_index
 
 
 class PanTompkinsBank:
@@ -329,6 +475,8 @@ class PanTompkinsBank:
         #: per row: wide-beat run length, R peaks of its first and last beats (see wide_runs)
         self._wide = np.zeros((0, 3), dtype=np.int64)
         self._states: list[_DecisionState] = []
+        #: rows holding a doubtful beat (see `PanTompkinsParams.contest_slope_ratio`)
+        self._held: set[int] = set()
         self._all_ready = True
         #: the 5-15 Hz band-passed block of the last `process` call, (n_rows, n) millivolts
         self.last_bandpassed = np.zeros((0, 0))
@@ -368,6 +516,7 @@ class PanTompkinsBank:
         self._last_candidate = np.delete(self._last_candidate, row)
         self._wide = np.delete(self._wide, row, axis=0)
         del self._states[row]
+        self._held = {r - (r > row) for r in self._held if r != row}
 
     def relearn(self, rows: np.ndarray) -> None:
         """Re-learn the adaptive levels of ``rows`` from their next samples on.
@@ -380,6 +529,7 @@ class PanTompkinsBank:
         for row in np.asarray(rows).tolist():
             self._states[row].relearn(int(self._seen[row]))
             self._wide[row] = (0, -1, -1)
+            self._held.discard(row)
         if len(rows):
             self._all_ready = False
 
@@ -391,7 +541,9 @@ class PanTompkinsBank:
     @property
     def decision_delay_samples(self) -> int:
         """Upper bound on how far behind the newest sample a beat's R peak can be undecided."""
-        return (self.window + self.lookahead + 8) * self.decimation + self.bandpass_delay
+        p = self.params
+        held = int(round(p.contest_window_s * self.fs)) if p.contest_slope_ratio > 0 else 0
+        return (self.window + self.lookahead + 8) * self.decimation + self.bandpass_delay + held
 
     def signal_noise_levels(self, row: int) -> tuple[float, float]:
         """Current adaptive (signal, noise) MWI peak levels of one stream (arbitrary units)."""
@@ -469,6 +621,7 @@ class PanTompkinsBank:
             states = self._states
             last_candidate = self._last_candidate
             wide = self._wide
+            held = self._held
             for r, row, a, pk, sl, rr, ea in zip(
                 cand_pos.tolist(),
                 row_ids[cand_pos].tolist(),
@@ -483,6 +636,10 @@ class PanTompkinsBank:
                     continue  # wait for the whole look-ahead (judged again next call)
                 last_candidate[row] = a
                 beats = state.on_candidate(a, pk, float(sl), rr)
+                if state.pending is not None or state.missed is not None:
+                    held.add(row)
+                elif held:
+                    held.discard(row)
                 if beats:
                     pos_list.extend([r] * len(beats))
                     idx_list.extend(beats)
@@ -490,14 +647,22 @@ class PanTompkinsBank:
             pos_out = np.asarray(pos_list, dtype=np.int64)
             idx_out = np.asarray(idx_list, dtype=np.int64)
         self._seen[row_ids] = seen_before + n
-        if not self._all_initialized(row_ids):
+        all_ready = self._all_initialized(row_ids)
+        if not all_ready or self._held:
             last_evaluated = seen_before + n - 1 - self.lookahead * dec
             extra_pos: list[int] = []
             extra_idx: list[int] = []
-            for r, row in enumerate(row_ids.tolist()):
+            if all_ready:  # only rows holding a doubtful beat
+                where = {row: r for r, row in enumerate(row_ids.tolist()) if row in self._held}
+                todo = [(where[row], row) for row in sorted(self._held) if row in where]
+            else:
+                todo = list(enumerate(row_ids.tolist()))
+            for r, row in todo:
                 state = self._states[row]
-                if not state.initialized:
+                if not state.initialized or state.needs_evaluation():
                     beats = state.on_evaluated(int(last_evaluated[r]))
+                    if not state.needs_evaluation():
+                        self._held.discard(row)
                     extra_pos.extend([r] * len(beats))
                     extra_idx.extend(beats)
                     if beats:

@@ -39,6 +39,13 @@ _Q_PER_MV_PER_S = 64.0
 _Q_MAX = 2**20
 
 
+#: beat class codes (`PanTompkinsBank.last_classes`); `BEAT_SYMBOLS` maps them to the
+#: MIT-BIH/AAMI annotation symbols: normal, ventricular (wide against the patient's own
+#: normal beats), unclassifiable (no reference yet, or the signal is noisy)
+BEAT_NORMAL, BEAT_VENTRICULAR, BEAT_UNCLASSIFIED = 0, 1, 2
+BEAT_SYMBOLS = "NVQ"
+
+
 @dataclass(frozen=True)
 class PanTompkinsParams:
     """Decision-rule parameters (times in seconds). Defaults follow the papers cited in `qrs`."""
@@ -174,27 +181,31 @@ class _DecisionState:
         self.wide_run_start = -1  # R peak of the run's first beat
         self.wide_last = -1  # R peak of the run's last beat
 
-    def _on_width(self, level: float, slope_sq: float, r_index: int) -> None:
+    def _on_width(self, level: float, slope_sq: float, r_index: int) -> int:
         """Track consecutive wide beats against a reference width learned from normal beats
         (the narrowest of the first 8 beats, then a running mean of the beats that are not
         wide; wide beats pull it only slowly, so a lasting bundle-branch block is re-learned
-        within ~100 beats while a VT run does not become the reference)."""
+        within ~100 beats while a VT run does not become the reference).
+
+        Returns the beat's class code (`BEAT_NORMAL`, `BEAT_VENTRICULAR`: wide against the
+        reference, `BEAT_UNCLASSIFIED`: reference not learned yet)."""
         energy = level * level if self.params.amplitude_domain else level
         width = energy / max(slope_sq, 1.0)
         ref = self.wide_reference
         self.widths_seen += 1
         if self.widths_seen <= 8:
             self.wide_reference = width if ref == 0.0 else min(ref, width)
-            return
+            return BEAT_UNCLASSIFIED
         if width >= self.params.wide_ratio * ref:
             if self.wide_run == 0:
                 self.wide_run_start = r_index
             self.wide_run += 1
             self.wide_last = r_index
             self.wide_reference = ref + 0.005 * (width - ref)
-        else:
-            self.wide_run = 0
-            self.wide_reference = ref + 0.1 * (width - ref)
+            return BEAT_VENTRICULAR
+        self.wide_run = 0
+        self.wide_reference = ref + 0.1 * (width - ref)
+        return BEAT_NORMAL
 
     def _initialize(self) -> list[int]:
         self.initialized = True
@@ -227,7 +238,8 @@ class _DecisionState:
         self._reset_width()
 
     def on_candidate(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
-        """Classify one candidate (in stream order); return R-peak indices of beats decided."""
+        """Judge one candidate (in stream order); return the beats decided, each as
+        ``r_index << 2 | class code``."""
         if not self.initialized:
             if index < self.learning_end:
                 self.learning.append((index, level, slope_sq, r_index))
@@ -337,7 +349,8 @@ class _DecisionState:
         return []
 
     def _decide(self, index: int, level: float, slope_sq: float, r_index: int) -> int:
-        """Return the R index if the candidate is a beat, else -1; update the levels."""
+        """Return the beat (``r_index << 2 | class``) if the candidate is one, else -1;
+        update the levels."""
         p = self.params
         noise = self.noise_level
         signal_level = self.signal_level
@@ -371,8 +384,7 @@ class _DecisionState:
                 self.noise_level = 0.125 * level + 0.875 * noise
                 return -1  # T wave
             weight = 0.25 if threshold_scale != 1.0 else 0.125
-            self._accept(index, level, slope_sq, r_index, weight, signal_level)
-            return r_index
+            return self._accept(index, level, slope_sq, r_index, weight, signal_level)
         self.noise_level = 0.125 * level + 0.875 * noise
         if (
             p.retro_searchback
@@ -388,8 +400,9 @@ class _DecisionState:
     def _accept(
         self, index: int, level: float, slope_sq: float, r_index: int, weight: float,
         signal_level: float,
-    ) -> None:
-        """Record a beat: signal level, RR history, last beat, width."""
+    ) -> int:
+        """Record a beat: signal level, RR history, last beat, width. Returns the beat as
+        the decision rules pass it on: ``r_index << 2 | class code``."""
         self.signal_level = weight * level + (1.0 - weight) * signal_level
         last = self.last_beat_index
         if last >= 0:
@@ -402,7 +415,7 @@ class _DecisionState:
         self.last_slope_sq = slope_sq
         self.last_level = level
         self.missed = None
-        self._on_width(level, slope_sq, r_index)
+        return (r_index << 2) | self._on_width(level, slope_sq, r_index)
 
     def searchback_due(self) -> int:
         """Sample index from which a search-back is due (-1: nothing to search back for)."""
@@ -419,8 +432,7 @@ class _DecisionState:
         self.missed = None
         assert cand is not None
         index, level, slope_sq, r_index = cand
-        self._accept(index, level, slope_sq, r_index, 0.25, self.signal_level)
-        return r_index
+        return self._accept(index, level, slope_sq, r_index, 0.25, self.signal_level)
 
 
 class PanTompkinsBank:
@@ -480,6 +492,8 @@ class PanTompkinsBank:
         self._all_ready = True
         #: the 5-15 Hz band-passed block of the last `process` call, (n_rows, n) millivolts
         self.last_bandpassed = np.zeros((0, 0))
+        #: class code (`BEAT_NORMAL`...) of each beat `process_flat` returned last, same order
+        self.last_classes = np.zeros(0, np.uint8)
 
     @property
     def n_streams(self) -> int:
@@ -581,6 +595,7 @@ class PanTompkinsBank:
         n = x.shape[1]
         if n == 0:
             self.last_bandpassed = np.zeros((row_ids.size, 0))
+            self.last_classes = np.zeros(0, np.uint8)
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         sel = None if rows is None else row_ids
         dec = self.decimation
@@ -672,7 +687,8 @@ class PanTompkinsBank:
                 idx_out = np.concatenate([idx_out, np.asarray(extra_idx, np.int64)])
                 order = np.lexsort((idx_out, pos_out))
                 pos_out, idx_out = pos_out[order], idx_out[order]
-        return pos_out, idx_out
+        self.last_classes = (idx_out & 3).astype(np.uint8)
+        return pos_out, idx_out >> 2
 
     def _scan(
         self,
@@ -848,6 +864,12 @@ class PanTompkinsDetector:
             self._last = float(chunk[-1])
         return self._bank.process(chunk[None, :])[0]
 
+    @property
+    def last_classes(self) -> str:
+        """Class symbols (`BEAT_SYMBOLS`: N, V, Q) of the beats the last `process` or `flush`
+        returned, in the same order."""
+        return "".join(BEAT_SYMBOLS[c] for c in self._bank.last_classes.tolist())
+
     def flush(self) -> list[int]:
         """End of the stream: decide the beats still waiting for their look-ahead.
 
@@ -857,4 +879,6 @@ class PanTompkinsDetector:
         seen = int(self._bank.samples_seen[0])
         n = self._bank.decision_delay_samples + 1
         beats = self._bank.process(np.full((1, n), self._last))[0]
-        return [b for b in beats if b < seen]
+        keep = [i for i, b in enumerate(beats) if b < seen]
+        self._bank.last_classes = self._bank.last_classes[keep]
+        return [beats[i] for i in keep]

@@ -116,6 +116,7 @@ class _DecisionState:
     """
 
     __slots__ = (
+        "contest_slope_factor",
         "contest_window",
         "floor",
         "fs",
@@ -168,6 +169,7 @@ class _DecisionState:
         self.pending: tuple[int, float, float, int] | None = None
         self.snapshot: tuple[object, ...] = ()
         self.contest_window = params.contest_window_s * fs
+        self.contest_slope_factor = params.contest_slope_ratio**2
         self.slope_level = 0.0  # running mean squared slope of beats
         #: the largest candidate rejected since the last beat (for the search-back)
         self.missed: tuple[int, float, float, int] | None = None
@@ -277,16 +279,16 @@ class _DecisionState:
                     out.append(held[3])  # the held beat stands; this one is refractory
             else:
                 out.append(held[3])
-        before = self._save() if self.params.contest_slope_ratio > 0.0 else ()
         mean_slope = self.slope_level
+        doubtful = self.initialized and slope_sq < self.contest_slope_factor * mean_slope
+        before = self._save() if doubtful else ()  # only what may be undone
         beat = self._decide(index, level, slope_sq, r_index)
         if beat >= 0:
-            ratio = self.params.contest_slope_ratio
-            if self.slope_level == 0.0:
+            if mean_slope == 0.0:
                 self.slope_level = slope_sq
             else:
-                self.slope_level += 0.125 * (slope_sq - self.slope_level)
-            if self.initialized and mean_slope > 0.0 and slope_sq < ratio * ratio * mean_slope:
+                self.slope_level = mean_slope + 0.125 * (slope_sq - mean_slope)
+            if doubtful:
                 self.pending = (index, level, slope_sq, beat)
                 self.snapshot = before
             else:

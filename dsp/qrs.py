@@ -120,6 +120,7 @@ class _DecisionState:
         "contest_window",
         "floor",
         "fs",
+        "held_window",
         "initialized",
         "last_beat_index",
         "last_level",
@@ -170,6 +171,7 @@ class _DecisionState:
         self.snapshot: tuple[object, ...] = ()
         self.contest_window = params.contest_window_s * fs
         self.contest_slope_factor = params.contest_slope_ratio**2
+        self.held_window = self.contest_window
         self.slope_level = 0.0  # running mean squared slope of beats
         #: the largest candidate rejected since the last beat (for the search-back)
         self.missed: tuple[int, float, float, int] | None = None
@@ -271,7 +273,7 @@ class _DecisionState:
         held = self.pending
         if held is not None:
             self.pending = None
-            if index - held[0] < self._window():
+            if index - held[0] < self.held_window:
                 if level > held[1] and slope_sq > held[2]:
                     self._restore()  # the held one was not a beat: forget it
                     self.noise_level = 0.125 * held[1] + 0.875 * self.noise_level
@@ -282,6 +284,10 @@ class _DecisionState:
         mean_slope = self.slope_level
         doubtful = self.initialized and slope_sq < self.contest_slope_factor * mean_slope
         before = self._save() if doubtful else ()  # only what may be undone
+        if doubtful:  # how long it can be replaced: fixed now, from the RR before it
+            rr = self.rr_sum / len(self.rr_samples) if self.rr_samples else 0.0
+            frac = self.params.contest_rr_fraction * rr
+            self.held_window = min(self.contest_window, frac) if rr > 0.0 else self.contest_window
         beat = self._decide(index, level, slope_sq, r_index)
         if beat >= 0:
             if mean_slope == 0.0:
@@ -294,14 +300,6 @@ class _DecisionState:
             else:
                 out.append(beat)
         return out
-
-    def _window(self) -> float:
-        """How long a held beat can be replaced, samples (fixed while it is held: the RR
-        history then is the one from before the held beat, restored or not)."""
-        rr = self.snapshot[6] / len(self.snapshot[5]) if self.snapshot and self.snapshot[5] else 0.0  # type: ignore[operator,arg-type]
-        if rr <= 0.0:
-            return self.contest_window
-        return min(self.contest_window, self.params.contest_rr_fraction * rr)
 
     def _save(self) -> tuple[object, ...]:
         return (
@@ -318,7 +316,7 @@ class _DecisionState:
             self.widths_seen, self.wide_run, self.wide_run_start, self.wide_last, self.slope_level,
             self.missed,
         ) = self.snapshot  # type: ignore[assignment]
-        self.rr_samples = deque(rr)  # type: ignore[arg-type]
+        self.rr_samples = deque(rr)  # type: ignore[call-overload]
 
     def clearly_qrs(self, index: int, level: float, slope_sq: float) -> bool:
         """Whether a candidate can be accepted before its look-ahead ends: learning is over,
@@ -341,7 +339,7 @@ class _DecisionState:
         if not self.initialized and last_evaluated >= self.learning_end:
             return self._initialize()
         held = self.pending
-        if held is not None and last_evaluated >= held[0] + self._window():
+        if held is not None and last_evaluated >= held[0] + self.held_window:
             self.pending = None  # no candidate came within its refractory period
             return [held[3]]
         if held is None and self.missed is not None:

@@ -667,7 +667,9 @@ class PanTompkinsBank:
             last_evaluated = seen_before + n - 1 - self.lookahead * dec
             extra_pos: list[int] = []
             extra_idx: list[int] = []
-            if all_ready:  # only rows holding a doubtful beat
+            if all_ready and rows is None:  # only rows holding a beat or a search-back
+                todo = [(row, row) for row in sorted(self._held)]  # position = row
+            elif all_ready:
                 where = {row: r for r, row in enumerate(row_ids.tolist()) if row in self._held}
                 todo = [(where[row], row) for row in sorted(self._held) if row in where]
             else:

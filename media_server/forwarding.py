@@ -86,6 +86,14 @@ class EarlyJitterBuffer(JitterBuffer):
                 on_packet(packet)
             except Exception:  # a forwarding bug must not kill the publisher's receive path
                 logger.exception("packet callback failed")
+        pli, frame = self._add(packet)
+        if frame is not None:
+            # the receiver rebases `timestamp` to start at 0 after this; Sender Reports speak the
+            # publisher's own RTP clock, so the frame keeps that too
+            frame.rtp_timestamp = frame.timestamp  # type: ignore[attr-defined]
+        return pli, frame
+
+    def _add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         pli, frame = super().add(packet)
         if frame is not None or self._origin is None:
             return pli, frame
@@ -424,7 +432,7 @@ class ForwardTrack(MediaStreamTrack):
         try:
             while True:
                 await asyncio.sleep(0.5 + random.random())
-                ntp, rtp_ts = self._sync_stats()
+                ntp, rtp_ts = self.sync_stats()
                 packets: list[Any] = [RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
                     ntp_timestamp=ntp, rtp_timestamp=rtp_ts,
                     packet_count=self.packets_forwarded & 0xFFFFFFFF,
@@ -442,8 +450,11 @@ class ForwardTrack(MediaStreamTrack):
         finally:
             sender._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
 
-    def _sync_stats(self) -> tuple[int, int]:
-        """Our counters into aiortc's sender and DTLS stats (getStats, quality); SR times."""
+    def sync_stats(self) -> tuple[int, int]:
+        """Our counters into aiortc's sender and DTLS stats (getStats, quality); SR times.
+
+        Called at each Sender Report and before each quality sample: between reports aiortc's
+        counters would otherwise stand still, and a sample there read 0 kbit/s sent."""
         sender, dtls = self._sender, self._dtls
         now = time.time()
         ntp = int((now + NTP_EPOCH_OFFSET_S) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
@@ -516,6 +527,15 @@ def _spawn(coro: Any) -> None:
     task.add_done_callback(_tasks.discard)
 
 
+_SENDER_REPORT_WINDOW = 8  # Sender Reports a producer weighs for its clock (~1 s apart)
+
+
+def _rtp_ticks(timestamp: int, reference: int) -> int:
+    """Signed distance from `reference` to `timestamp` on the 32-bit RTP clock."""
+    delta = (timestamp - reference) % 2**32
+    return delta - 2**32 if delta >= 2**31 else delta
+
+
 class Producer:
     """One published track: forwards each RTP packet to its consumers, frames to its sinks.
 
@@ -558,6 +578,23 @@ class Producer:
         self._deferred: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # (publisher's unix time, RTP timestamp) from its Sender Reports: lip sync for the recorder
+        self.sender_clock: tuple[float, int] | None = None
+        self._reports: list[tuple[float, int]] = []
+        self._tap_sender_reports(receiver)
+
+    def _tap_sender_reports(self, receiver: RTCRtpReceiver) -> None:
+        handle = getattr(receiver, "_handle_rtcp_packet", None)
+        if handle is None:
+            return
+
+        async def on_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpSrPacket) and packet.ssrc == media_ssrc(receiver):
+                info = packet.sender_info
+                unix = (info.ntp_timestamp >> 32) - NTP_EPOCH_OFFSET_S + (info.ntp_timestamp & 0xFFFFFFFF) / 2**32
+                self._on_sender_report(unix, info.rtp_timestamp)
+            await handle(packet)
+        receiver._handle_rtcp_packet = on_rtcp  # type: ignore[method-assign]
 
     def on_rtp(self, p: RtpPacket) -> None:
         """Forward one RTP packet of the publisher to every consumer (event loop, never blocks)."""
@@ -602,9 +639,25 @@ class Producer:
             clock_rate=self.clock_rate,
             keyframe=keyframe,
             received_at=time.time(),
+            sender_time=self._sender_time(getattr(frame, "rtp_timestamp", None)),
         )
         for sink in list(self.sinks):
             sink.on_frame(encoded)
+
+    def _on_sender_report(self, unix: float, rtp: int) -> None:
+        """A report says the frame of RTP time `rtp` was sent at `unix`, never before it was
+        captured: a sender that is late at that moment (a software encoder on a busy machine)
+        reports late. The earliest of the last few reports, carried to the newest one's RTP time,
+        is the closest to capture (a short window, so RTP clock drift does not build up)."""
+        self._reports = [*self._reports[-(_SENDER_REPORT_WINDOW - 1):], (unix, rtp)]
+        best = min(u + _rtp_ticks(rtp, r) / self.clock_rate for u, r in self._reports)
+        self.sender_clock = (best, rtp)
+
+    def _sender_time(self, timestamp: int | None) -> float | None:
+        if self.sender_clock is None or timestamp is None:
+            return None
+        unix, rtp = self.sender_clock
+        return unix + _rtp_ticks(timestamp, rtp) / self.clock_rate
 
     def set_muted(self, muted: bool) -> None:
         """Stop (True) or resume (False) forwarding to every consumer; video resumes at a keyframe."""

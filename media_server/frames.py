@@ -13,7 +13,8 @@ class EncodedFrame:
     `data` is a whole VP8 frame, an H.264 access unit (Annex-B start codes) or one Opus packet.
     `timestamp` is the RTP timestamp in units of `clock_rate` Hz (90000 video, 48000 Opus), so
     frames of one track can be placed on a timeline and tracks of one session aligned through
-    `received_at` (time.time() at the server when the frame completed, seconds).
+    `sender_time` (the publisher's clock, when it has sent a report) or `received_at`
+    (time.time() at the server when the frame completed, seconds).
     """
 
     track_id: str
@@ -24,6 +25,9 @@ class EncodedFrame:
     clock_rate: int
     keyframe: bool
     received_at: float
+    # the publisher's wall time of this frame (s), from its last RTCP Sender Report's NTP/RTP pair;
+    # None before the first report. Unlike `received_at` it carries no network or server delay.
+    sender_time: float | None = None
 
 
 class FrameSink(Protocol):

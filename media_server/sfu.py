@@ -661,6 +661,8 @@ class Sfu:
         try:
             while not peer.closed:
                 await asyncio.sleep(self.config.quality_interval_s)
+                for sub in peer.subscriptions.values():
+                    sub.track.sync_stats()
                 stats = await peer.pc.getStats()
                 peer.quality, peer.quality_totals = summarize(
                     stats.values(), loop.time(), peer.quality_totals

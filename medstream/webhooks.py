@@ -372,7 +372,7 @@ class AlarmSink:
     def on_stream(self, publisher_id: str, announce: Announce) -> None:
         self._publisher[announce.stream_id] = publisher_id
 
-    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
+    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray, t0: float) -> None:
         pass
 
     def on_stream_ended(self, stream_id: str) -> None:

@@ -27,6 +27,13 @@ from recorder.timeline import RtpTimeline, rtp_delta
 
 MATROSKA_TIME_BASE = fractions.Fraction(1, 1000)
 ANCHOR_WINDOW_S = 1.0  # a track's first frames are held this long to anchor it on the session clock
+# ... and up to this long for its first Sender Report when none came yet (aiortc and Chrome video
+# send one within ~1.5 s; a longer wait would keep a crash-cut file from holding anything)
+SENDER_REPORT_WAIT_S = 2.5
+# the publisher's clock is trusted when it puts a frame at most this much later than its arrival
+# (clocks a little apart) and at most SENDER_CLOCK_MAX_LAG_S earlier (network, a stalled server)
+SENDER_CLOCK_AHEAD_S = 0.25
+SENDER_CLOCK_MAX_LAG_S = 5.0
 
 
 @dataclass(slots=True)
@@ -36,10 +43,12 @@ class TrackStats:
     frames_written: int = 0
     frames_before_keyframe: int = 0  # dropped: a video file must start at a keyframe
     frames_out_of_order: int = 0  # dropped: not after the previous frame on the RTP clock
+    frames_before_start: int = 0  # dropped: audio captured before the session started
     timeline_resyncs: int = 0
     start_offset_s: float | None = None
     duration_s: float = 0.0
     bytes_muxed: int = 0
+    anchor: str = ""  # how the track was placed: "sender_report" (publisher's clock) or "arrival"
 
 
 class MediaTrackWriter:
@@ -83,6 +92,7 @@ class MediaTrackWriter:
         self._cluster_start_pts: int | None = None
         self.clusters_closed = 0
         self._held: list[EncodedFrame] = []  # the first frames, until the anchor is known
+        self._arrival_lag = 0.0  # how much later than captured the anchoring frames arrived (s)
         self.anchor_window_s = ANCHOR_WINDOW_S
 
     @property
@@ -102,22 +112,50 @@ class MediaTrackWriter:
                 self.stats.frames_before_keyframe += 1
                 return False
             self._held.append(frame)
-            if frame.received_at - self._held[0].received_at < self.anchor_window_s:
+            waited = frame.received_at - self._held[0].received_at
+            if waited < self.anchor_window_s or (
+                    waited < SENDER_REPORT_WAIT_S and all(f.sender_time is None for f in self._held)):
                 return False
             return self._release()
-        return self._mux(frame, frame.received_at)
+        return self._mux(frame, frame.received_at - self._arrival_lag)
 
     def _release(self) -> bool:
-        """Open the file and mux the held frames, anchored on the least-delayed of them: a frame's
-        arrival minus its RTP distance from the first is when the first would have arrived had it
-        been as quick, and delays are never negative, so the smallest is the best estimate."""
+        """Open the file and mux the held frames, anchored where the first frame was captured.
+
+        The publisher's Sender Reports say it nearly (`sender_time`: its clock, no network or
+        server delay in it; only its own lag in sending). Without one, or when that clock is
+        implausibly far from ours, the least-delayed arrival: a frame's arrival minus its RTP
+        distance from the first is when the first would have arrived had it been as quick, and
+        delays are never negative, so the smallest is the best estimate. A server that stalled
+        for the whole first second would place the track late by the stall; the report would not."""
         held, self._held = self._held, []
         first = held[0]
-        anchor = min(f.received_at - rtp_delta(f.timestamp, first.timestamp) / f.clock_rate for f in held)
-        self._open_for(first)
+
+        def back_to_first(t: float, f: EncodedFrame) -> float:
+            return t - rtp_delta(f.timestamp, first.timestamp) / f.clock_rate
+        arrival = min(back_to_first(f.received_at, f) for f in held)
+        reported = [back_to_first(f.sender_time, f) for f in held if f.sender_time is not None]
+        anchor, self.stats.anchor = arrival, "arrival"
+        if reported and arrival - SENDER_CLOCK_MAX_LAG_S <= min(reported) <= arrival + SENDER_CLOCK_AHEAD_S:
+            # both are bounds from above (a report is late by the sender's lag, an arrival by the
+            # network's and ours), so the earlier is the closer
+            anchor, self.stats.anchor = min(arrival, *reported), "sender_report"
+        # later frames keep the lag of the arrival they were anchored by (the RTP clock places
+        # them; arrival only detects jumps), so the first frame's place carries over
+        self._arrival_lag = max(0.0, arrival - anchor)
+        times = [anchor + rtp_delta(f.timestamp, first.timestamp) / f.clock_rate for f in held]
+        if self.kind == "audio":
+            # sound captured before the session began (still on its way when it started) is not
+            # part of it; video keeps its first keyframe (placed at 0), the file must start there
+            kept = [(f, t) for f, t in zip(held, times, strict=True) if t >= self._session_start]
+            self.stats.frames_before_start += len(held) - len(kept)
+            if not kept:
+                return False
+            held, times = [f for f, _ in kept], [t for _, t in kept]
+        self._open_for(held[0])
         new_cluster = False
-        for f in held:
-            new_cluster |= self._mux(f, anchor if f is first else f.received_at)
+        for f, t in zip(held, times, strict=True):
+            new_cluster |= self._mux(f, t)
         return new_cluster
 
     def _mux(self, frame: EncodedFrame, received_at: float) -> bool:

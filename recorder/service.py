@@ -148,12 +148,12 @@ class RelayWaveformSink:
         if known is None or known[1].segment != announce.segment:
             self._announces[announce.stream_id] = (publisher_id, announce)
 
-    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
+    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray, t0: float) -> None:
         """New samples (n_channels, n) of `stream_id`, each exactly once, back-fill possibly late."""
         try:
             sink = self._sinks.get(stream_id) or self._open(stream_id, samples)
             if sink is not None:
-                sink.on_chunk(first_sample, samples)
+                sink.on_chunk(first_sample, samples, t0)
                 end = first_sample + samples.shape[1] - 1
                 if end > self._newest.get(stream_id, -1):
                     self._newest[stream_id] = end

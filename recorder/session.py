@@ -40,7 +40,7 @@ from recorder.crypto import ALGORITHMS, Encryption, MasterKey, SessionKey
 from recorder.errors import RecorderStateError, UnknownTrackError
 from recorder.events import RecorderEvent, RecorderOverloaded, RecordingStopped, StopReason
 from recorder.manifest import FileEntry, ParticipantEntry, SessionManifest, file_sha256, write_manifest
-from recorder.media_file import MediaTrackWriter
+from recorder.media_file import SENDER_CLOCK_AHEAD_S, SENDER_CLOCK_MAX_LAG_S, MediaTrackWriter
 from recorder.wfdb_file import (
     ALARM_SYMBOL,
     WaveformStreamInfo,
@@ -139,6 +139,7 @@ class _Chunk:
     first_sample_index: int
     samples: np.ndarray
     received_at: float
+    t0: float | None = None  # the monitor's clock at the first sample (epoch s)
 
 
 @dataclass(slots=True)
@@ -211,8 +212,9 @@ class WaveformSink:
         self.stream_id = stream_id
         self.info = info
 
-    def on_chunk(self, first_sample_index: int, samples: np.ndarray) -> None:
-        """Queue samples, int array of shape (n_channels, n), starting at the stream's sample index.
+    def on_chunk(self, first_sample_index: int, samples: np.ndarray, t0: float | None = None) -> None:
+        """Queue samples, int array of shape (n_channels, n), starting at the stream's sample index;
+        `t0` is the monitor's clock at the first of them (epoch s), when it said.
 
         Late (back-filled) chunks land at their place. Raises ValueError on a malformed chunk.
         """
@@ -221,7 +223,7 @@ class WaveformSink:
         self.info.check_chunk(samples)
         self._recorder._enqueue(
             _Chunk(self.stream_id, first_sample_index, np.array(samples, copy=True),
-                   self._recorder._clock()),
+                   self._recorder._clock(), t0),
             samples.nbytes,
         )
 
@@ -571,7 +573,26 @@ class _MediaTrack:
 class _Stream:
     participant_id: str
     writer: WfdbRecordWriter
-    start_offset_s: float | None = None
+    arrival_offset_s: float | None = None  # sample 0 on the session clock, by arrival (an upper bound)
+    device_offset_s: float | None = None  # the same by the monitor's own clock
+
+    @property
+    def start_offset_s(self) -> float | None:
+        """Where sample 0 lies on the session clock: by the monitor's clock when it is plausible
+        (the media tracks go by their publishers' clocks too, so a stalled server delays neither),
+        else by the least-delayed arrival."""
+        a, d = self.arrival_offset_s, self.device_offset_s
+        # both bound the truth from above when the clocks agree: the earlier is the closer
+        return min(a, d) if self.anchored_by == "device_clock" and a is not None and d is not None else a
+
+    @property
+    def anchored_by(self) -> str:
+        a, d = self.arrival_offset_s, self.device_offset_s
+        if a is None:
+            return ""
+        if d is not None and a - SENDER_CLOCK_MAX_LAG_S <= d <= a + SENDER_CLOCK_AHEAD_S:
+            return "device_clock"
+        return "arrival"
 
 
 @dataclass(slots=True)
@@ -654,9 +675,15 @@ class _Writer:
             fs = w.info.sampling_rate_hz
             origin = w.stats.origin_sample_index or 0
             end = command.first_sample_index + command.samples.shape[1] - origin
-            if end <= ANCHOR_WINDOW_S * fs or stream.start_offset_s is None:
-                bound = max(0.0, command.received_at - end / fs - self.manifest.session_start_unix_s)
-                stream.start_offset_s = bound if stream.start_offset_s is None else min(stream.start_offset_s, bound)
+            if end <= ANCHOR_WINDOW_S * fs or stream.arrival_offset_s is None:
+                start = self.manifest.session_start_unix_s
+                bound = max(0.0, command.received_at - end / fs - start)
+                prev = stream.arrival_offset_s
+                stream.arrival_offset_s = bound if prev is None else min(prev, bound)
+                if command.t0 is not None:
+                    device = command.t0 - (command.first_sample_index - origin) / fs - start
+                    prev = stream.device_offset_s
+                    stream.device_offset_s = device if prev is None else min(prev, device)
         elif isinstance(command, _Annotate):
             self.streams[command.stream_id].writer.add_annotation(
                 command.sample_index, command.symbol, command.aux_note)
@@ -732,7 +759,9 @@ class _Writer:
                 sha256=file_sha256(w.path) if with_hashes else None,
                 details={"frames_before_keyframe": w.stats.frames_before_keyframe,
                          "frames_out_of_order": w.stats.frames_out_of_order,
-                         "timeline_resyncs": w.stats.timeline_resyncs},
+                         "frames_before_start": w.stats.frames_before_start,
+                         "timeline_resyncs": w.stats.timeline_resyncs,
+                         "anchored_by": w.stats.anchor},
             ))
         for stream_id, stream in self.streams.items():
             ww = stream.writer
@@ -752,7 +781,8 @@ class _Writer:
                              "origin_sample_index": st.origin_sample_index,
                              "samples_duplicate": st.samples_duplicate,
                              "samples_before_origin": st.samples_before_origin,
-                             "gaps_open": st.gaps_open} if kind == "waveform" else {},
+                             "gaps_open": st.gaps_open,
+                             "anchored_by": stream.anchored_by} if kind == "waveform" else {},
                 ))
         return entries
 

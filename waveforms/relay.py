@@ -370,7 +370,8 @@ class WaveformRelay:
                 self._c["backfilled_samples"] += hi - lo
             if g.sinks:
                 for sink in list(g.sinks):
-                    self._call_sink(s.group, g, sink, sink.on_samples, c.stream_id, lo, piece)
+                    self._call_sink(s.group, g, sink, sink.on_samples, c.stream_id, lo, piece,
+                                    c.t0 + (lo - start) / fs)
             if not in_order:
                 s.pending.add(lo, hi)
             out = c if lo == start and hi == end else Chunk(

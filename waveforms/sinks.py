@@ -21,8 +21,9 @@ class StoreSink(Protocol):
     def on_stream(self, publisher_id: str, announce: Announce) -> None:
         """A stream opened (or its publisher changed). Samples follow through `on_samples`."""
 
-    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
-        """New samples (ADC integers, shape (n_channels, n)); never a sample twice."""
+    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray, t0: float) -> None:
+        """New samples (ADC integers, shape (n_channels, n)); never a sample twice. `t0` is the
+        monitor's clock (epoch s) at the first of them, as the monitor stamped its chunk."""
 
     def on_analysis(self, stream_id: str, analysis: Analysis) -> None:
         """Every analysis result that has news (beats found, alarms raised or cleared), once, in

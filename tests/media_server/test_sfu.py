@@ -11,6 +11,7 @@ from media_server.events import (
     MediaErrorReason,
     MediaRequestError,
     OfferReady,
+    QualityReport,
     TrackEnded,
 )
 from tests.conftest import timeout_s
@@ -337,6 +338,13 @@ async def test_quality_is_measured_from_rtcp() -> None:
             lambda: (q := h.sfu.quality("bob")) is not None and q.rtt_ms is not None,
             timeout_s(6),
         )
+        # every report while media flows, not just some: between two Sender Reports the counters
+        # once stood still and half the reports said 0 kbit/s sent
+        seen = len(h.events)
+        await wait_until(lambda: sum(isinstance(e, QualityReport) and e.peer_id == "bob"
+                                     for e in h.events[seen:]) >= 4, timeout_s(10))
+        sent = [e.quality.sent_kbps for e in h.events[seen:] if isinstance(e, QualityReport) and e.peer_id == "bob"]
+        assert min(sent) > 10, sent
         bob_q = h.sfu.quality("bob")
         alice_q = h.sfu.quality("alice")
         assert bob_q is not None and alice_q is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -109,6 +110,46 @@ async def test_session_files_line_up_and_manifest_is_complete(
     assert list(ann.sample) == [100, 900] and ann.aux_note[1] == "HR high"
     assert read_manifest(directory) == manifest
     assert await rec.stop("again") == manifest  # idempotent
+
+
+async def test_a_stalled_server_shifts_no_track_whose_sender_tells_its_clock(
+    tmp_path: Path, vp8_clip: Clip, opus_clip: Clip
+) -> None:
+    """The server runs 3 s behind while the tracks start (a loaded machine): every frame and the
+    first chunks arrive 3 s late. Tracks whose publishers report their clock (RTCP Sender Reports, the
+    monitor's chunk t0) are placed where they were captured; a monitor whose clock is 10 min off
+    falls back to arrival. Before, each track was placed by its first second's arrivals: 3 s late."""
+    clock = FakeClock()
+    rec = SessionRecorder(RecorderConfig(tmp_path), room="icu-4", room_kind="consultation", clock=clock)
+    directory = rec.start("dr-grey")
+    t0 = clock.now
+    rec.add_participant("pat-1", "patient")
+    video = rec.add_track("v1", "pat-1", "video", "VP8")
+    audio = rec.add_track("a1", "pat-1", "audio", "opus")
+    good = rec.add_waveform_stream("mon-1", "pat-1", ECG)
+    skewed = rec.add_waveform_stream("mon-2", "pat-1", ECG)
+    stall = 3.0
+    late = []
+    for f in (frames(vp8_clip, "v1", start_at=t0 + 1.5) + frames(opus_clip, "a1", start_at=t0 + 1.0)):
+        late.append(dataclasses.replace(f, received_at=f.received_at + stall, sender_time=f.received_at))
+    for f in sorted(late, key=lambda f: f.received_at):
+        (video if f.kind == "video" else audio).on_frame(f)
+    samples = np.random.default_rng(2).integers(-500, 500, (2, 1000))
+    clock.now = t0 + 2.25 + stall  # 2 s of samples taken from 0.25 s on, held up by the stall
+    good.on_chunk(0, samples, t0=t0 + 0.25)
+    skewed.on_chunk(0, samples, t0=t0 + 0.25 - 600)
+    clock.now = t0 + 10
+    await rec.stop("dr-grey")
+    files = {f["name"]: f for f in json.loads((directory / "manifest.json").read_text())["files"]}
+    v, a = files["video01_pat-1.webm"], files["audio02_pat-1.webm"]
+    assert v["start_offset_s"] == pytest.approx(1.5, abs=0.001) and v["details"]["anchored_by"] == "sender_report"
+    assert a["start_offset_s"] == pytest.approx(1.0, abs=0.001) and a["details"]["anchored_by"] == "sender_report"
+    _, v_first, _ = probe_packets(str(directory / v["name"]))
+    _, a_first, _ = probe_packets(str(directory / a["name"]))
+    assert v_first - a_first == pytest.approx(0.5, abs=0.002)
+    w1, w2 = files["wave01_pat_1.dat"], files["wave02_pat_1.dat"]
+    assert w1["start_offset_s"] == pytest.approx(0.25) and w1["details"]["anchored_by"] == "device_clock"
+    assert w2["start_offset_s"] == pytest.approx(0.25 + stall) and w2["details"]["anchored_by"] == "arrival"
 
 
 async def test_a_second_session_never_reuses_a_directory(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import asyncio
 import fractions
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -100,6 +101,7 @@ class CounterVideoSource:
         self.codec_name = codec
         self.width, self.height, self.fps = width, height, fps
         self.sent: list[SentFrame] = []
+        self.sent_at: list[float] = []  # time.time() as each of `sent` was made
         self.keyframes_forced = 0
         self._counter = 0
         self._force_keyframe = True
@@ -140,6 +142,7 @@ class CounterVideoSource:
         if not data:
             return None
         self.sent.append(SentFrame(counter, data, is_keyframe(self.codec_name, data)))
+        self.sent_at.append(time.time())
         packet = av.Packet(data)
         packet.pts = counter * VIDEO_CLOCK_HZ // self.fps
         packet.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
@@ -151,6 +154,7 @@ class ToneAudioSource:
 
     def __init__(self, frequency_hz: float = 440.0) -> None:
         self.sent: list[bytes] = []
+        self.sent_at: list[float] = []  # time.time() as each of `sent` was made
         self._ctx = av.CodecContext.create("libopus", "w")
         self._ctx.sample_rate = AUDIO_CLOCK_HZ
         self._ctx.layout = "stereo"
@@ -178,6 +182,7 @@ class ToneAudioSource:
             return None
         data = b"".join(bytes(p) for p in packets)
         self.sent.append(data)
+        self.sent_at.append(time.time())
         packet = av.Packet(data)
         packet.pts = packets[0].pts if packets[0].pts is not None else self._samples
         packet.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)

@@ -19,7 +19,7 @@ class RecordingSink:
     def on_stream(self, publisher_id: str, announce: Announce) -> None:
         self.announces.append((publisher_id, announce))
 
-    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
+    def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray, t0: float) -> None:
         self.pieces.append((stream_id, first_sample, samples.copy()))
 
     def on_analysis(self, stream_id: str, analysis: Analysis) -> None:

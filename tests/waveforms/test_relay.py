@@ -237,10 +237,10 @@ def test_failing_store_sink_is_detached_loudly_and_others_lose_nothing(
     failures = []
 
     class FullSink(RecordingSink):
-        def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray) -> None:
+        def on_samples(self, stream_id: str, first_sample: int, samples: np.ndarray, t0: float) -> None:
             if first_sample >= 360:
                 raise OverflowError("recorder queue full")
-            super().on_samples(stream_id, first_sample, samples)
+            super().on_samples(stream_id, first_sample, samples, t0)
 
     relay = WaveformRelay(WaveformConfig(analysis=False),
                           on_sink_failure=lambda g, s, e: failures.append((g, s, e)))

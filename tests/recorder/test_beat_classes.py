@@ -50,7 +50,7 @@ async def test_ventricular_beats_are_labelled_v_on_the_wire_in_wfdb_and_in_edf(
     sink.on_stream("mon-1", announce)
     chunk = int(0.1 * FS)
     for lo in range(0, adc.shape[1], chunk):
-        sink.on_samples("bed-1", lo, adc[:, lo:lo + chunk])
+        sink.on_samples("bed-1", lo, adc[:, lo:lo + chunk], 1.7e9 + lo / FS)
         scheduler.feed(stream, lo, adc[:, lo:lo + chunk])
         if (lo // chunk) % 5 == 4:
             n = len(updates)

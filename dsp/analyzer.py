@@ -20,17 +20,21 @@ import numpy as np
 from dsp.alarms import Alarm, AlarmBank, AlarmLimits, AlarmTiming
 from dsp.filters import check_sampling_rate
 from dsp.heart_rate import HeartRateBank
-from dsp.qrs import PanTompkinsBank, PanTompkinsParams
+from dsp.qrs import BEAT_SYMBOLS, BEAT_UNCLASSIFIED, PanTompkinsBank, PanTompkinsParams
 from dsp.signal_quality import QualityLimits, SignalQualityBank
 from dsp.ventricular import VentricularBank, VentricularParams
 
 
 @dataclass(frozen=True, slots=True)
 class Beat:
-    """A detected heartbeat: R-peak sample index (stream's own numbering) and time in s."""
+    """A detected heartbeat: R-peak sample index (stream's own numbering), time in s, and its
+    class as an MIT-BIH/AAMI symbol: ``N`` normal, ``V`` ventricular (wide against the
+    patient's own normal beats), ``Q`` unclassifiable (no reference yet, or found while the
+    signal was not analysable)."""
 
     sample_index: int
     time_s: float
+    label: str = "N"
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +324,7 @@ class MultiStreamAnalyzer:
         """Detect, measure and alarm one block; put a result per row into ``results``."""
         rows = np.arange(len(group.members)) if sel is None else sel
         beat_pos, beat_idx = group.detectors.process_flat(x, sel)
+        beat_cls = group.detectors.last_classes
         quality = group.quality.process_arrays(x, sel, group.detectors.last_bandpassed)
         ventricular = group.ventricular
         ventricular.process(x, sel)
@@ -331,13 +336,16 @@ class MultiStreamAnalyzer:
         if beat_pos.size:
             absolute = beat_idx + start[beat_pos]
             rr_all = rates.on_beats(rows[beat_pos], absolute)
-            for pos, index, rr in zip(
-                beat_pos.tolist(), absolute.tolist(), rr_all.tolist(), strict=True
+            # beats found while the signal is not analysable are not classified
+            codes = np.where(quality.analysable[beat_pos], beat_cls, BEAT_UNCLASSIFIED)
+            for pos, index, rr, code in zip(
+                beat_pos.tolist(), absolute.tolist(), rr_all.tolist(), codes.tolist(),
+                strict=True,
             ):
                 entry = news.get(pos)
                 if entry is None:
                     entry = news[pos] = ([], [])
-                entry[0].append(Beat(index, index / fs))
+                entry[0].append(Beat(index, index / fs, BEAT_SYMBOLS[code]))
                 if rr == rr:  # not NaN: the stream's first beat closes no interval
                     entry[1].append(rr)
         # the QRS-based VT rule: a run of wide beats (detector's own sample numbering)

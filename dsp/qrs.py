@@ -39,6 +39,13 @@ _Q_PER_MV_PER_S = 64.0
 _Q_MAX = 2**20
 
 
+#: beat class codes (`PanTompkinsBank.last_classes`); `BEAT_SYMBOLS` maps them to the
+#: MIT-BIH/AAMI annotation symbols: normal, ventricular (wide against the patient's own
+#: normal beats), unclassifiable (no reference yet, or the signal is noisy)
+BEAT_NORMAL, BEAT_VENTRICULAR, BEAT_UNCLASSIFIED = 0, 1, 2
+BEAT_SYMBOLS = "NVQ"
+
+
 @dataclass(frozen=True)
 class PanTompkinsParams:
     """Decision-rule parameters (times in seconds). Defaults follow the papers cited in `qrs`."""
@@ -76,6 +83,12 @@ class PanTompkinsParams:
     early_slope_ratio: float = 0.85
     #: allow early decisions within the T-wave window of the previous beat
     early_in_t_wave_window: bool = False
+    #: search back (Hamilton & Tompkins): once 1.66 mean RR pass without a beat, the largest
+    #: candidate of that gap above half the threshold becomes a beat, reported then (up to
+    #: ~1.66 RR late) rather than lost
+    retro_searchback: bool = True
+    #: ...but due at most this long after the last beat (before the 4 s asystole rule judges)
+    searchback_max_s: float = 3.0
     #: run the detection stages at fs / floor(fs / this) (full rate below twice this)
     detection_rate_hz: float = 250.0
     #: a beat is *wide* when its width index (MWI / steepest squared slope: how long the steep
@@ -83,6 +96,16 @@ class PanTompkinsParams:
     #: medians: normal 9.6-11.4, PVCs 15.5-18.3 (x1.5-1.9); LBBB/RBBB beats are wide in
     #: absolute terms (18-20), so the reference is the patient's own normal beats
     wide_ratio: float = 1.25
+    #: a beat whose steepest slope is below this fraction of the running mean slope of recent
+    #: beats is *doubtful* (a large P wave, a noise bump, also a wide PVC): it is held for
+    #: ``contest_window_s``, and a candidate in that time that is both larger and steeper
+    #: replaces it (the P wave then was not a beat; the QRS it preceded is). 0: off
+    contest_slope_ratio: float = 0.85
+    #: how long a doubtful beat is held: a PR interval, up to first-degree AV block (mitdb 108:
+    #: P waves 200-300 ms before the QRS)...
+    contest_window_s: float = 0.3
+    #: ...but never longer than this fraction of the mean RR (fast rhythms such as VT runs)
+    contest_rr_fraction: float = 0.4
 
 
 class _DecisionState:
@@ -93,21 +116,29 @@ class _DecisionState:
     """
 
     __slots__ = (
+        "contest_slope_factor",
+        "contest_window",
         "floor",
         "fs",
+        "held_window",
         "initialized",
         "last_beat_index",
         "last_level",
         "last_slope_sq",
         "learning",
         "learning_end",
+        "missed",
         "noise_level",
         "params",
+        "pending",
         "refractory",
         "relearn_after",
         "rr_samples",
         "rr_sum",
+        "searchback_max",
         "signal_level",
+        "slope_level",
+        "snapshot",
         "t_wave_slope_factor",
         "t_wave_window",
         "wide_last",
@@ -135,6 +166,16 @@ class _DecisionState:
         self.t_wave_window = params.t_wave_window_s * fs
         self.t_wave_slope_factor = params.t_wave_slope_ratio**2
         self.relearn_after = params.relearn_after_s * fs
+        #: a doubtful beat held for one refractory period: (index, level, slope_sq, r_index)
+        self.pending: tuple[int, float, float, int] | None = None
+        self.snapshot: tuple[object, ...] = ()
+        self.contest_window = params.contest_window_s * fs
+        self.contest_slope_factor = params.contest_slope_ratio**2
+        self.held_window = self.contest_window
+        self.slope_level = 0.0  # running mean squared slope of beats
+        #: the largest candidate rejected since the last beat (for the search-back)
+        self.missed: tuple[int, float, float, int] | None = None
+        self.searchback_max = params.searchback_max_s * fs
         self._reset_width()
 
     def _reset_width(self) -> None:
@@ -144,27 +185,31 @@ class _DecisionState:
         self.wide_run_start = -1  # R peak of the run's first beat
         self.wide_last = -1  # R peak of the run's last beat
 
-    def _on_width(self, level: float, slope_sq: float, r_index: int) -> None:
+    def _on_width(self, level: float, slope_sq: float, r_index: int) -> int:
         """Track consecutive wide beats against a reference width learned from normal beats
         (the narrowest of the first 8 beats, then a running mean of the beats that are not
         wide; wide beats pull it only slowly, so a lasting bundle-branch block is re-learned
-        within ~100 beats while a VT run does not become the reference)."""
+        within ~100 beats while a VT run does not become the reference).
+
+        Returns the beat's class code (`BEAT_NORMAL`, `BEAT_VENTRICULAR`: wide against the
+        reference, `BEAT_UNCLASSIFIED`: reference not learned yet)."""
         energy = level * level if self.params.amplitude_domain else level
         width = energy / max(slope_sq, 1.0)
         ref = self.wide_reference
         self.widths_seen += 1
         if self.widths_seen <= 8:
             self.wide_reference = width if ref == 0.0 else min(ref, width)
-            return
+            return BEAT_UNCLASSIFIED
         if width >= self.params.wide_ratio * ref:
             if self.wide_run == 0:
                 self.wide_run_start = r_index
             self.wide_run += 1
             self.wide_last = r_index
             self.wide_reference = ref + 0.005 * (width - ref)
-        else:
-            self.wide_run = 0
-            self.wide_reference = ref + 0.1 * (width - ref)
+            return BEAT_VENTRICULAR
+        self.wide_run = 0
+        self.wide_reference = ref + 0.1 * (width - ref)
+        return BEAT_NORMAL
 
     def _initialize(self) -> list[int]:
         self.initialized = True
@@ -191,19 +236,87 @@ class _DecisionState:
         self.last_slope_sq = self.last_level = 0.0
         self.rr_samples.clear()
         self.rr_sum = 0
+        self.pending = None
+        self.slope_level = 0.0
+        self.missed = None
         self._reset_width()
 
     def on_candidate(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
-        """Classify one candidate (in stream order); return R-peak indices of beats decided."""
+        """Judge one candidate (in stream order); return the beats decided, each as
+        ``r_index << 2 | class code``."""
         if not self.initialized:
             if index < self.learning_end:
                 self.learning.append((index, level, slope_sq, r_index))
                 return []
             beats = self._initialize()
+            return beats + self._contested(index, level, slope_sq, r_index)
+        if self.missed is not None:
+            due = self.searchback_due()
+            if 0 <= due < index:
+                beat = self._searchback()
+                return [beat, *self._contested(index, level, slope_sq, r_index)]
+        if self.pending is None and self.params.contest_slope_ratio <= 0.0:
             beat = self._decide(index, level, slope_sq, r_index)
-            return [*beats, beat] if beat >= 0 else beats
+            return [beat] if beat >= 0 else []
+        return self._contested(index, level, slope_sq, r_index)
+
+    def needs_evaluation(self) -> bool:
+        """Whether `on_evaluated` can emit something (a held beat, a search-back due)."""
+        return self.pending is not None or self.missed is not None
+
+    def _contested(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
+        """`_decide` with the doubtful-beat rule (`PanTompkinsParams.contest_slope_ratio`):
+        a held beat is replaced by a larger and steeper candidate within its refractory
+        period, or emitted once a candidate arrives after that period (or `on_evaluated`
+        passes it). Depends only on the order of candidates, so it is chunking-independent."""
+        out: list[int] = []
+        held = self.pending
+        if held is not None:
+            self.pending = None
+            if index - held[0] < self.held_window:
+                if level > held[1] and slope_sq > held[2]:
+                    self._restore()  # the held one was not a beat: forget it
+                    self.noise_level = 0.125 * held[1] + 0.875 * self.noise_level
+                else:
+                    out.append(held[3])  # the held beat stands; this one is refractory
+            else:
+                out.append(held[3])
+        mean_slope = self.slope_level
+        doubtful = self.initialized and slope_sq < self.contest_slope_factor * mean_slope
+        before = self._save() if doubtful else ()  # only what may be undone
+        if doubtful:  # how long it can be replaced: fixed now, from the RR before it
+            rr = self.rr_sum / len(self.rr_samples) if self.rr_samples else 0.0
+            frac = self.params.contest_rr_fraction * rr
+            self.held_window = min(self.contest_window, frac) if rr > 0.0 else self.contest_window
         beat = self._decide(index, level, slope_sq, r_index)
-        return [beat] if beat >= 0 else []
+        if beat >= 0:
+            if mean_slope == 0.0:
+                self.slope_level = slope_sq
+            else:
+                self.slope_level = mean_slope + 0.125 * (slope_sq - mean_slope)
+            if doubtful:
+                self.pending = (index, level, slope_sq, beat)
+                self.snapshot = before
+            else:
+                out.append(beat)
+        return out
+
+    def _save(self) -> tuple[object, ...]:
+        return (
+            self.signal_level, self.noise_level, self.last_beat_index, self.last_slope_sq,
+            self.last_level, tuple(self.rr_samples), self.rr_sum, self.wide_reference,
+            self.widths_seen, self.wide_run, self.wide_run_start, self.wide_last, self.slope_level,
+            self.missed,
+        )
+
+    def _restore(self) -> None:
+        (
+            self.signal_level, self.noise_level, self.last_beat_index, self.last_slope_sq,
+            self.last_level, rr, self.rr_sum, self.wide_reference,
+            self.widths_seen, self.wide_run, self.wide_run_start, self.wide_last, self.slope_level,
+            self.missed,
+        ) = self.snapshot  # type: ignore[assignment]
+        self.rr_samples = deque(rr)  # type: ignore[call-overload]
 
     def clearly_qrs(self, index: int, level: float, slope_sq: float) -> bool:
         """Whether a candidate can be accepted before its look-ahead ends: learning is over,
@@ -225,10 +338,19 @@ class _DecisionState:
         """End the learning period once the evaluated samples pass it, even without candidates."""
         if not self.initialized and last_evaluated >= self.learning_end:
             return self._initialize()
+        held = self.pending
+        if held is not None and last_evaluated >= held[0] + self.held_window:
+            self.pending = None  # no candidate came within its refractory period
+            return [held[3]]
+        if held is None and self.missed is not None:
+            due = self.searchback_due()
+            if 0 <= due <= last_evaluated:
+                return [self._searchback()]
         return []
 
     def _decide(self, index: int, level: float, slope_sq: float, r_index: int) -> int:
-        """Return the R index if the candidate is a beat, else -1; update the levels."""
+        """Return the beat (``r_index << 2 | class``) if the candidate is one, else -1;
+        update the levels."""
         p = self.params
         noise = self.noise_level
         signal_level = self.signal_level
@@ -262,19 +384,55 @@ class _DecisionState:
                 self.noise_level = 0.125 * level + 0.875 * noise
                 return -1  # T wave
             weight = 0.25 if threshold_scale != 1.0 else 0.125
-            self.signal_level = weight * level + (1.0 - weight) * signal_level
-            if since >= 0:
-                self.rr_samples.append(since)
-                self.rr_sum += since
-                if n_rr + 1 > p.rr_history:
-                    self.rr_sum -= self.rr_samples.popleft()
-            self.last_beat_index = index
-            self.last_slope_sq = slope_sq
-            self.last_level = level
-            self._on_width(level, slope_sq, r_index)
-            return r_index
+            return self._accept(index, level, slope_sq, r_index, weight, signal_level)
         self.noise_level = 0.125 * level + 0.875 * noise
+        if (
+            p.retro_searchback
+            and threshold_scale == 1.0
+            and since >= self.t_wave_window
+            and level > p.searchback_threshold_factor * threshold
+            and level > self.floor
+            and (self.missed is None or level > self.missed[1])
+        ):  # the largest candidate since the last beat, for a later search-back
+            self.missed = (index, level, slope_sq, r_index)
         return -1
+
+    def _accept(
+        self, index: int, level: float, slope_sq: float, r_index: int, weight: float,
+        signal_level: float,
+    ) -> int:
+        """Record a beat: signal level, RR history, last beat, width. Returns the beat as
+        the decision rules pass it on: ``r_index << 2 | class code``."""
+        self.signal_level = weight * level + (1.0 - weight) * signal_level
+        last = self.last_beat_index
+        if last >= 0:
+            since = index - last
+            self.rr_samples.append(since)
+            self.rr_sum += since
+            if len(self.rr_samples) > self.params.rr_history:
+                self.rr_sum -= self.rr_samples.popleft()
+        self.last_beat_index = index
+        self.last_slope_sq = slope_sq
+        self.last_level = level
+        self.missed = None
+        return (r_index << 2) | self._on_width(level, slope_sq, r_index)
+
+    def searchback_due(self) -> int:
+        """Sample index from which a search-back is due (-1: nothing to search back for)."""
+        if self.missed is None or not self.rr_samples:
+            return -1
+        rr_mean = self.rr_sum / len(self.rr_samples)
+        wait = min(self.params.searchback_rr_factor * rr_mean, self.searchback_max)
+        return self.last_beat_index + int(wait)
+
+    def _searchback(self) -> int:
+        """Hamilton-Tompkins search-back: no beat for 1.66 mean RR, so the largest candidate
+        of that gap (above half the threshold, outside the T-wave window) was a beat."""
+        cand = self.missed
+        self.missed = None
+        assert cand is not None
+        index, level, slope_sq, r_index = cand
+        return self._accept(index, level, slope_sq, r_index, 0.25, self.signal_level)
 
 
 class PanTompkinsBank:
@@ -329,9 +487,13 @@ class PanTompkinsBank:
         #: per row: wide-beat run length, R peaks of its first and last beats (see wide_runs)
         self._wide = np.zeros((0, 3), dtype=np.int64)
         self._states: list[_DecisionState] = []
+        #: rows holding a doubtful beat (see `PanTompkinsParams.contest_slope_ratio`)
+        self._held: set[int] = set()
         self._all_ready = True
         #: the 5-15 Hz band-passed block of the last `process` call, (n_rows, n) millivolts
         self.last_bandpassed = np.zeros((0, 0))
+        #: class code (`BEAT_NORMAL`...) of each beat `process_flat` returned last, same order
+        self.last_classes = np.zeros(0, np.uint8)
 
     @property
     def n_streams(self) -> int:
@@ -368,6 +530,7 @@ class PanTompkinsBank:
         self._last_candidate = np.delete(self._last_candidate, row)
         self._wide = np.delete(self._wide, row, axis=0)
         del self._states[row]
+        self._held = {r - (r > row) for r in self._held if r != row}
 
     def relearn(self, rows: np.ndarray) -> None:
         """Re-learn the adaptive levels of ``rows`` from their next samples on.
@@ -380,6 +543,7 @@ class PanTompkinsBank:
         for row in np.asarray(rows).tolist():
             self._states[row].relearn(int(self._seen[row]))
             self._wide[row] = (0, -1, -1)
+            self._held.discard(row)
         if len(rows):
             self._all_ready = False
 
@@ -391,7 +555,9 @@ class PanTompkinsBank:
     @property
     def decision_delay_samples(self) -> int:
         """Upper bound on how far behind the newest sample a beat's R peak can be undecided."""
-        return (self.window + self.lookahead + 8) * self.decimation + self.bandpass_delay
+        p = self.params
+        held = int(round(p.contest_window_s * self.fs)) if p.contest_slope_ratio > 0 else 0
+        return (self.window + self.lookahead + 8) * self.decimation + self.bandpass_delay + held
 
     def signal_noise_levels(self, row: int) -> tuple[float, float]:
         """Current adaptive (signal, noise) MWI peak levels of one stream (arbitrary units)."""
@@ -429,6 +595,7 @@ class PanTompkinsBank:
         n = x.shape[1]
         if n == 0:
             self.last_bandpassed = np.zeros((row_ids.size, 0))
+            self.last_classes = np.zeros(0, np.uint8)
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         sel = None if rows is None else row_ids
         dec = self.decimation
@@ -469,6 +636,7 @@ class PanTompkinsBank:
             states = self._states
             last_candidate = self._last_candidate
             wide = self._wide
+            held = self._held
             for r, row, a, pk, sl, rr, ea in zip(
                 cand_pos.tolist(),
                 row_ids[cand_pos].tolist(),
@@ -483,6 +651,10 @@ class PanTompkinsBank:
                     continue  # wait for the whole look-ahead (judged again next call)
                 last_candidate[row] = a
                 beats = state.on_candidate(a, pk, float(sl), rr)
+                if state.pending is not None or state.missed is not None:
+                    held.add(row)
+                elif held:
+                    held.discard(row)
                 if beats:
                     pos_list.extend([r] * len(beats))
                     idx_list.extend(beats)
@@ -490,14 +662,24 @@ class PanTompkinsBank:
             pos_out = np.asarray(pos_list, dtype=np.int64)
             idx_out = np.asarray(idx_list, dtype=np.int64)
         self._seen[row_ids] = seen_before + n
-        if not self._all_initialized(row_ids):
+        all_ready = self._all_initialized(row_ids)
+        if not all_ready or self._held:
             last_evaluated = seen_before + n - 1 - self.lookahead * dec
             extra_pos: list[int] = []
             extra_idx: list[int] = []
-            for r, row in enumerate(row_ids.tolist()):
+            if all_ready and rows is None:  # only rows holding a beat or a search-back
+                todo = [(row, row) for row in sorted(self._held)]  # position = row
+            elif all_ready:
+                where = {row: r for r, row in enumerate(row_ids.tolist()) if row in self._held}
+                todo = [(where[row], row) for row in sorted(self._held) if row in where]
+            else:
+                todo = list(enumerate(row_ids.tolist()))
+            for r, row in todo:
                 state = self._states[row]
-                if not state.initialized:
+                if not state.initialized or state.needs_evaluation():
                     beats = state.on_evaluated(int(last_evaluated[r]))
+                    if not state.needs_evaluation():
+                        self._held.discard(row)
                     extra_pos.extend([r] * len(beats))
                     extra_idx.extend(beats)
                     if beats:
@@ -507,7 +689,8 @@ class PanTompkinsBank:
                 idx_out = np.concatenate([idx_out, np.asarray(extra_idx, np.int64)])
                 order = np.lexsort((idx_out, pos_out))
                 pos_out, idx_out = pos_out[order], idx_out[order]
-        return pos_out, idx_out
+        self.last_classes = (idx_out & 3).astype(np.uint8)
+        return pos_out, idx_out >> 2
 
     def _scan(
         self,
@@ -683,6 +866,12 @@ class PanTompkinsDetector:
             self._last = float(chunk[-1])
         return self._bank.process(chunk[None, :])[0]
 
+    @property
+    def last_classes(self) -> str:
+        """Class symbols (`BEAT_SYMBOLS`: N, V, Q) of the beats the last `process` or `flush`
+        returned, in the same order."""
+        return "".join(BEAT_SYMBOLS[c] for c in self._bank.last_classes.tolist())
+
     def flush(self) -> list[int]:
         """End of the stream: decide the beats still waiting for their look-ahead.
 
@@ -692,4 +881,6 @@ class PanTompkinsDetector:
         seen = int(self._bank.samples_seen[0])
         n = self._bank.decision_delay_samples + 1
         beats = self._bank.process(np.full((1, n), self._last))[0]
-        return [b for b in beats if b < seen]
+        keep = [i for i, b in enumerate(beats) if b < seen]
+        self._bank.last_classes = self._bank.last_classes[keep]
+        return [beats[i] for i in keep]

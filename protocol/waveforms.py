@@ -229,7 +229,10 @@ class AlarmInfo:
 class Analysis:
     """Server -> viewers: what the ECG analyzer found since the previous `analysis` of the stream.
 
-    `beats` are stream sample indices of detected QRS complexes; `heart_rate_bpm`, `rr_ms` (last
+    `beats` are stream sample indices of detected QRS complexes; `beat_labels` their classes,
+    one MIT-BIH symbol per beat in the same order (``N`` normal, ``V`` ventricular, ``Q``
+    unclassifiable; empty from a server that does not classify: read every beat as ``N``,
+    see `labels`); `heart_rate_bpm`, `rr_ms` (last
     RR interval) and `irregularity` (0 = regular, analyzer-defined scale) are the latest values or
     None while unknown. `active_alarms` is the full current set; raised/cleared are the changes.
     """
@@ -242,6 +245,14 @@ class Analysis:
     active_alarms: tuple[AlarmInfo, ...] = ()
     alarms_raised: tuple[AlarmInfo, ...] = ()
     alarms_cleared: tuple[AlarmInfo, ...] = ()
+    beat_labels: str = ""
+
+    @property
+    def labels(self) -> str:
+        """One class symbol per beat (``N`` for each when the sender gave none)."""
+        if len(self.beat_labels) == len(self.beats):
+            return self.beat_labels
+        return "N" * len(self.beats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +394,19 @@ def _snapshot_map(m: Ecg12Snapshot) -> dict[str, Any]:
     return out
 
 
+_BEAT_LABELS = frozenset("NVQ")
+
+
+def _decode_beat_labels(raw: Any, n_beats: int) -> str:
+    """``beat_labels`` of an analysis: absent (an older server) is ""; otherwise one known
+    symbol per beat."""
+    if raw == "":
+        return ""
+    if not isinstance(raw, str) or len(raw) != n_beats or not set(raw) <= _BEAT_LABELS:
+        raise ValueError("beat_labels must give one of N, V, Q per beat")
+    return raw
+
+
 def _alarm_map(a: AlarmInfo) -> dict[str, Any]:
     return {"kind": a.kind, "priority": a.priority, "message": a.message,
             "since_sample": int(a.since_sample)}
@@ -399,6 +423,7 @@ def _analysis_map(msg: Analysis) -> dict[str, Any]:
         "active_alarms": [_alarm_map(a) for a in msg.active_alarms],
         "alarms_raised": [_alarm_map(a) for a in msg.alarms_raised],
         "alarms_cleared": [_alarm_map(a) for a in msg.alarms_cleared],
+        "beat_labels": msg.beat_labels,
     }
 
 
@@ -716,6 +741,7 @@ def decode_server_frame(data: bytes) -> ServerWaveformMessage:
                     tuple(_decode_alarm(a) for a in m["active_alarms"]),
                     tuple(_decode_alarm(a) for a in m["alarms_raised"]),
                     tuple(_decode_alarm(a) for a in m["alarms_cleared"]),
+                    _decode_beat_labels(m.get("beat_labels", ""), len(m["beats"])),
                 )
             case "gap":
                 return Gap(m["stream"], int(m["from_sample"]), int(m["to_sample"]), bool(m["lost"]))

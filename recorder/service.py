@@ -173,7 +173,7 @@ class RelayWaveformSink:
     def on_analysis(self, stream_id: str, analysis: Analysis) -> None:
         """Beats and alarm changes of a stream (`protocol.waveforms.Analysis`) as annotations.
 
-        Beats -> "N" (the detector does not classify), raised alarms -> `"` comments at the sample
+        Beats -> their class symbol (`Analysis.labels`: N, V, Q), raised alarms -> `"` comments at the sample
         where the condition began; a cleared alarm is noted at the newest sample seen (the relay
         says only that it cleared within the step just analysed, so that time is approximate).
         """
@@ -181,8 +181,8 @@ class RelayWaveformSink:
         if sink is None:
             return
         try:
-            for sample in analysis.beats:
-                sink.on_beat(int(sample), "N")
+            for sample, label in zip(analysis.beats, analysis.labels, strict=True):
+                sink.on_beat(int(sample), label)
             for alarm in analysis.alarms_raised:
                 sink.on_alarm(int(alarm.since_sample), f"{alarm.kind} {alarm.priority}: {alarm.message}")
             cleared_at = self._newest.get(stream_id, 0)

@@ -198,6 +198,11 @@ def _alarm_info(a: AlarmLike) -> AlarmInfo:
                      int(getattr(a, "since_sample", 0)))
 
 
+def _beat_label(b: BeatLike) -> str:
+    """A beat's class symbol (`dsp.analyzer.Beat.label`); ``N`` from an analyzer without."""
+    return str(getattr(b, "label", "N"))
+
+
 def _last_float(v: float | Sequence[float] | np.ndarray | None) -> float | None:
     if v is None:
         return None
@@ -457,6 +462,7 @@ class AnalysisScheduler:
                 tuple(_alarm_info(a) for a in r.active_alarms),
                 tuple(_alarm_info(a) for a in r.alarms_raised),
                 tuple(_alarm_info(a) for a in r.alarms_cleared),
+                "".join(_beat_label(b) for b in r.beats),
             )
             self._on_update(AnalysisUpdate(st, msg, news))
             st.last = Analysis(msg.stream_id, (), hr, rr, irr, msg.active_alarms)

@@ -217,4 +217,5 @@ def merge_analysis(old: Analysis, new: Analysis) -> Analysis:
         new.active_alarms,
         old.alarms_raised + new.alarms_raised,
         old.alarms_cleared + new.alarms_cleared,
+        old.labels + new.labels if old.beat_labels or new.beat_labels else "",
     )

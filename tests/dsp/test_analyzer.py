@@ -213,3 +213,45 @@ def test_quiet_streams_get_their_previous_result_object(ecg_data_dir):
     quiet = [r for r in seen if not r.beats and not r.alarms_raised and not r.alarms_cleared]
     assert len({id(r) for r in quiet}) < len(quiet) / 3
     assert sum(len(r.beats) for r in seen) == len(PanTompkinsDetector(360).process(x))
+
+
+def test_beats_are_classed_n_v_and_q_in_noise():
+    """Beat classes (issue 16): normal beats N, beats found while the signal is not
+    analysable Q, and so are the first 8 beats of a stream and after a technical condition
+    (the normal width reference is being learned)."""
+    x = _ecg(45, 70, 12)
+    rng = np.random.default_rng(13)
+    x[15 * FS : 30 * FS] += 0.4 * rng.standard_normal(15 * FS)
+    events, results = _run(x)
+    (raised, cleared), = events[AlarmKind.NOISE]
+    beats = [b for r in results for b in r.beats]
+    assert {b.label for b in beats} <= {"N", "V", "Q"}
+    clean = [b for b in beats if 9 < b.time_s < 14 or b.time_s > cleared + 11]
+    assert clean and all(b.label == "N" for b in clean)
+    noisy = [b for b in beats if raised + 1 < b.time_s < cleared - 2]
+    assert all(b.label == "Q" for b in noisy)
+    assert beats[0].label == "Q"
+
+
+@pytest.mark.parametrize("name", ["106", "119"])  # multiform PVCs; bigeminy
+def test_ventricular_beats_classed_v(ecg_data_dir, name):
+    """AAMI-style V class on whole records: sensitivity and positive predictivity of the
+    live analyzer's V labels among matched beats."""
+    import wfdb
+    from wfdb.processing import compare_annotations
+
+    rec = cached_record(str(ecg_data_dir / "mitdb" / name))
+    ann = wfdb.rdann(str(ecg_data_dir / "mitdb" / name), "atr")
+    symbol = dict(zip(ann.sample.tolist(), ann.symbol, strict=True))
+    an = MultiStreamAnalyzer()
+    an.add_stream("p", 360)
+    beats = []
+    for a in range(0, rec.signal_mv.size, 3600):
+        an.feed("p", rec.signal_mv[a : a + 3600], a)
+        beats += an.process()["p"].beats
+    found = np.array([b.sample_index for b in beats])
+    cmp = compare_annotations(rec.beats, found, 54)
+    want = np.array([symbol[s] for s in rec.beats[cmp.matched_ref_inds]]) == "V"
+    got = np.array([beats[i].label for i in cmp.matched_test_inds]) == "V"
+    se, ppv = (want & got).sum() / want.sum(), (want & got).sum() / got.sum()
+    assert se >= 0.9 and ppv >= 0.97, (se, ppv)

@@ -22,6 +22,8 @@ def _detect_chunked(det: PanTompkinsDetector, x: np.ndarray, rng, max_chunk: int
 @pytest.mark.parametrize("name,seed,start_s", [
     ("mitdb/105", 1, 0), ("mitdb/208", 2, 0), ("mitdb/203", 3, 0),
     ("nstdb/118e12", 4, 290),  # clean, then electrode-motion noise from 300 s
+    ("mitdb/108", 5, 1660),  # large P waves: doubtful beats held and replaced
+    ("mitdb/124", 6, 990),  # small PVCs found by the search-back
 ])
 def test_beats_identical_whatever_the_chunking(ecg_data_dir, name, seed, start_s):
     rec = cached_record(str(ecg_data_dir / name))
@@ -33,7 +35,7 @@ def test_beats_identical_whatever_the_chunking(ecg_data_dir, name, seed, start_s
     small_det, large_det = PanTompkinsDetector(fs), PanTompkinsDetector(fs)
     small = _detect_chunked(small_det, x, rng, 5) + small_det.flush()
     large = _detect_chunked(large_det, x, rng, 20000) + large_det.flush()
-    assert len(whole) > 80
+    assert len(whole) > 70  # 124: ~53 bpm
     assert small == whole
     assert large == whole
 
@@ -81,7 +83,7 @@ def test_works_across_sampling_rates(ecg_data_dir, fs):
 
 
 @pytest.mark.parametrize("name", ["100", "208"])  # 208: many wide PVCs, the slow case
-def test_emission_latency_after_learning_is_under_280_ms(ecg_data_dir, name):
+def test_emission_latency_after_learning(ecg_data_dir, name):
     x = cached_record(str(ecg_data_dir / "mitdb" / name)).signal_mv[: 60 * 360]
     det = PanTompkinsDetector(360)
     delays = []
@@ -90,7 +92,10 @@ def test_emission_latency_after_learning_is_under_280_ms(ecg_data_dir, name):
             delays.append((min(end + 8, x.size) - r) / 360)
     after_learning = np.array(delays[3:])
     assert np.median(after_learning) < 0.21  # most beats are decided early
-    assert after_learning.max() < 0.28 + 0.025  # intrinsic bound + one 25 ms chunk
+    # clear beats within the look-ahead bound + one 25 ms chunk; doubtful ones (208's wide
+    # PVCs) are held for up to 0.3 s more, still within the bound the alarms wait for
+    assert np.mean(after_learning < 0.28 + 0.025) > 0.7
+    assert after_learning.max() < det._bank.decision_delay_samples / 360 + 0.025
 
 
 def test_early_decisions_match_the_full_look_ahead_on_clean_beats(ecg_data_dir):
@@ -116,3 +121,46 @@ def test_bank_rows_equal_single_detectors(ecg_data_dir):
 
 def test_flat_signal_gives_no_beats():
     assert PanTompkinsDetector(250).process(np.zeros(250 * 20)) == []
+
+
+def _segment_score(rec, start_s: float, end_s: float):
+    from dsp.records import EcgRecord
+
+    fs = rec.sampling_rate_hz
+    a, b = int(start_s * fs), int(end_s * fs)
+    ref = rec.beats[(rec.beats >= a) & (rec.beats < b)] - a
+    det = PanTompkinsDetector(fs)
+    beats = det.process(rec.signal_mv[a:b]) + det.flush()
+    return score_beats(EcgRecord(rec.name, fs, rec.signal_mv[a:b], ref, ()), np.array(beats))
+
+
+def test_a_p_wave_does_not_take_the_place_of_its_qrs(ecg_data_dir):
+    """mitdb 108's large P waves 200-300 ms before the QRS: the P wave (slower than recent
+    beats) was taken as the beat and its QRS fell into the refractory period (33 FP / 16 FN in
+    these 70 s before the doubtful-beat rule)."""
+    score = _segment_score(cached_record(str(ecg_data_dir / "mitdb" / "108")), 1660, 1730)
+    assert score.fp <= 10 and score.fn <= 5, score
+
+
+@pytest.mark.parametrize("name", ["124", "223"])
+def test_search_back_finds_beats_below_the_threshold(ecg_data_dir, name):
+    """Small PVCs/beats under the threshold, followed by a long gap: lost for good before
+    the retroactive search-back (124: 6 FN, 223: 7 FN)."""
+    rec = cached_record(str(ecg_data_dir / "mitdb" / name))
+    score = _segment_score(rec, 0, rec.signal_mv.size / rec.sampling_rate_hz)
+    assert score.fn <= 1 and score.fp <= 1, score
+
+
+def test_mitdb_goal_se_and_ppv_at_least_99_8(ecg_data_dir):
+    """Issue 11's goal on every MIT-BIH record in the shared data (whole records, channel 0,
+    EC57 matching; the beats are the same for any chunking, tested above)."""
+    from dsp.records import BeatScore, load_record
+
+    names = (ecg_data_dir / "mitdb" / "RECORDS").read_text().split()
+    total = BeatScore(0, 0, 0)
+    for name in names:
+        rec = load_record(ecg_data_dir / "mitdb" / name)
+        det = PanTompkinsDetector(rec.sampling_rate_hz)
+        total += score_beats(rec, np.array(det.process(rec.signal_mv) + det.flush()))
+    assert len(names) >= 24
+    assert total.se >= 0.998 and total.ppv >= 0.998, total

@@ -49,6 +49,17 @@ def test_vfdb_flutter_onset_raises_within_4_s(ecg_data_dir):
     assert covering and covering[0]["raised_s"] <= onset + 4.0, run.alarms
 
 
+def test_slow_flutter_of_vfdb_419_at_1951_s_is_alarmed_within_4_s(ecg_data_dir):
+    """vfdb 419's 4.9 s flutter at 1950.9 s runs at 2.15-2.34 Hz (130-140/min): under the old
+    2.5 Hz floor of a ventricular window, alarmed only 5.28 s after onset (issue 11)."""
+    x, fs = _signal(ecg_data_dir, "vfdb/419", 1880.0, 1960.0)
+    run = run_records({"419": (x, fs)})["419"]
+    onset = 1950.95 - 1880.0
+    covering = [a for a in run.alarms if a["kind"] in VENTRICULAR
+                and (a["cleared_s"] is None or a["cleared_s"] > onset)]
+    assert covering and covering[0]["raised_s"] <= onset + 4.0, run.alarms
+
+
 @pytest.mark.parametrize("scale", [0.5, 1.0, 2.0])
 @pytest.mark.parametrize("kind", ["vt", "vf"])
 def test_synthetic_vt_and_vf_after_sinus_rhythm(scale, kind):

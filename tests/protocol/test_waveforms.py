@@ -171,3 +171,16 @@ def test_precoded_chunk_patches_t0_and_decodes_like_a_fresh_encode() -> None:
     assert chunk_timing(encode(Ack("bed-7", 3))) is None
     with pytest.raises(WaveformWireError):
         chunk_timing(b"\xc1")
+
+
+def test_analysis_carries_beat_classes_and_reads_an_older_server_as_all_normal() -> None:
+    labelled = Analysis("bed-1", (10, 300, 620), 72.0, beat_labels="NVQ")
+    back = decode_server_frame(encode(labelled))
+    assert isinstance(back, Analysis) and back == labelled and back.labels == "NVQ"
+    old = msgpack.unpackb(encode(labelled), raw=False)
+    del old["beat_labels"]  # what a server from before the classes sends
+    legacy = decode_server_frame(msgpack.packb(old, use_bin_type=True))
+    assert isinstance(legacy, Analysis) and legacy.beat_labels == "" and legacy.labels == "NNN"
+    for bad in ("NV", "NVX", 3):
+        with pytest.raises(WaveformWireError, match="beat_labels"):
+            decode_server_frame(msgpack.packb({**old, "beat_labels": bad}, use_bin_type=True))

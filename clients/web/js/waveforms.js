@@ -28,6 +28,7 @@ class WaveformStream {
     this.irregularity = null;
     this.lastBeatSample = null;
     this.beats = [];  // recent beat sample indices (ascending)
+    this.ventricular = new Set();  // those of them the analyzer classed "V" (beat_labels)
     this.alarms = [];  // active alarms (kind, priority, message, since_sample)
     this.numerics = {};
     this.numericsTime = null;
@@ -82,8 +83,11 @@ class WaveformStream {
     this.heartRateBpm = msg.heart_rate_bpm;  // the meter's current value; null while unknown/stale
     if (msg.rr_ms !== null) this.rrMs = msg.rr_ms;
     if (msg.irregularity !== null) this.irregularity = msg.irregularity;
-    for (const b of msg.beats) this.beats.push(b);
-    if (this.beats.length > 400) this.beats.splice(0, this.beats.length - 400);
+    const labels = msg.beat_labels || "";  // absent from older servers: every beat "N"
+    msg.beats.forEach((b, k) => { this.beats.push(b); if (labels[k] === "V") this.ventricular.add(b); });
+    if (this.beats.length > 400) {
+      for (const old of this.beats.splice(0, this.beats.length - 400)) this.ventricular.delete(old);
+    }
     if (msg.beats.length) this.lastBeatSample = msg.beats[msg.beats.length - 1];
     this.alarms = [...msg.active_alarms].sort((a, b) => (PRIORITY_RANK[b.priority] || 0) - (PRIORITY_RANK[a.priority] || 0));
     return msg.beats;
@@ -340,7 +344,7 @@ export class SweepView {
     if (this.drawn !== null && this.drawn - i > this.stream.fs * this.width / (SWEEP_MM_PER_S * CSS_PX_PER_MM)) return;
     const pen = this.trace.getContext("2d");
     const x = this._x(i);
-    pen.fillStyle = "#ffffff";
+    pen.fillStyle = this.stream.ventricular.has(i) ? "#ffcc00" : "#ffffff";  // V as in playback
     pen.beginPath(); pen.moveTo(x - 4, 2); pen.lineTo(x + 4, 2); pen.lineTo(x, 9); pen.closePath(); pen.fill();
     this.beatsDrawn += 1;
   }

@@ -157,7 +157,8 @@ async def test_a_recorded_consultation_plays_back_in_sync(tmp_path: Path, ecg_da
             [wave] = tl["waveforms"]
             video = next(m for m in tl["media"] if m["kind"] == "video")
             assert video["track_id"] == tracks["video"]
-            assert {b[1] for b in wave["beats"]} >= {"N"}
+            # the analyzer's classes (the first beats of a stream are "Q" until it knows the patient)
+            assert wave["beats"] and {b[1] for b in wave["beats"]} <= {"N", "V", "Q"}, wave["beats"]
             lo = max(video["start_offset_s"], wave["start_offset_s"]) + 0.5
             hi = min(video["start_offset_s"] + video["duration_s"],
                      wave["start_offset_s"] + wave["n_samples"] / wave["fs"]) - 0.5

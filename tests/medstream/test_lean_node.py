@@ -1,6 +1,6 @@
 """A node that only forwards media starts without the analysis and recording stacks (issue 17).
 
-numpy alone was 11 MiB of the bench node's 94 MiB idle RSS; it came in through
+numpy alone was 11 MiB of the bench node's 94 MiB idle RSS (PyJWT, which only mints now, 0.5 MiB); it came in through
 `medstream.config` -> `recorder.crypto` (the recorder package imported its session writer),
 the webhooks' annotations and the waveform bridge. Started in a fresh interpreter: this test
 process has them all loaded already.
@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 HEAVY = ("numpy", "wfdb", "pandas", "scipy", "neurokit2", "waveforms", "dsp",
-         "recorder.session", "readings")
+         "recorder.session", "readings", "jwt")
 
 START = """
 import asyncio, json, sys

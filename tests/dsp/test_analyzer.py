@@ -233,25 +233,35 @@ def test_beats_are_classed_n_v_and_q_in_noise():
     assert beats[0].label == "Q"
 
 
-@pytest.mark.parametrize("name", ["106", "119"])  # multiform PVCs; bigeminy
-def test_ventricular_beats_classed_v(ecg_data_dir, name):
-    """AAMI-style V class on whole records: sensitivity and positive predictivity of the
-    live analyzer's V labels among matched beats."""
+def test_ventricular_beats_classed_v(ecg_data_dir):
+    """AAMI-style V class: sensitivity and positive predictivity of the live analyzer's V labels
+    among matched beats, on the whole of 106 (multiform PVCs) and 119 (bigeminy), as two streams
+    of one analyzer (it works across streams at once: one at a time cost two minutes of a busy CI
+    machine for the same answer)."""
     import wfdb
     from wfdb.processing import compare_annotations
 
-    rec = cached_record(str(ecg_data_dir / "mitdb" / name))
-    ann = wfdb.rdann(str(ecg_data_dir / "mitdb" / name), "atr")
-    symbol = dict(zip(ann.sample.tolist(), ann.symbol, strict=True))
+    names = ("106", "119")
+    recs = {name: cached_record(str(ecg_data_dir / "mitdb" / name)) for name in names}
+    n = max(r.signal_mv.size for r in recs.values())
     an = MultiStreamAnalyzer()
-    an.add_stream("p", 360)
-    beats = []
-    for a in range(0, rec.signal_mv.size, 3600):
-        an.feed("p", rec.signal_mv[a : a + 3600], a)
-        beats += an.process()["p"].beats
-    found = np.array([b.sample_index for b in beats])
-    cmp = compare_annotations(rec.beats, found, 54)
-    want = np.array([symbol[s] for s in rec.beats[cmp.matched_ref_inds]]) == "V"
-    got = np.array([beats[i].label for i in cmp.matched_test_inds]) == "V"
-    se, ppv = (want & got).sum() / want.sum(), (want & got).sum() / got.sum()
-    assert se >= 0.9 and ppv >= 0.97, (se, ppv)
+    beats: dict[str, list] = {name: [] for name in names}
+    for name in names:
+        an.add_stream(name, 360)
+    for a in range(0, n, 3600):
+        for name in names:
+            an.feed(name, recs[name].signal_mv[a : a + 3600], a)
+        out = an.process()
+        for name in names:
+            beats[name] += out[name].beats
+    for name in names:
+        ann = wfdb.rdann(str(ecg_data_dir / "mitdb" / name), "atr", sampto=n)
+        symbol = dict(zip(ann.sample.tolist(), ann.symbol, strict=True))
+        ref = recs[name].beats[recs[name].beats < n - 360]
+        found = np.array([b.sample_index for b in beats[name]])
+        cmp = compare_annotations(ref, found, 54)
+        want = np.array([symbol[s] for s in ref[cmp.matched_ref_inds]]) == "V"
+        got = np.array([beats[name][i].label for i in cmp.matched_test_inds]) == "V"
+        se, ppv = (want & got).sum() / want.sum(), (want & got).sum() / got.sum()
+        print(name, "V se", round(se, 4), "ppv", round(ppv, 4), "of", want.sum())
+        assert want.sum() > 100 and se >= 0.9 and ppv >= 0.97, (name, se, ppv)

@@ -27,6 +27,7 @@ deflection, corrected for the band-pass group delay).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ from dsp.filters import History, SosFilterBank, check_sampling_rate, design_qrs_
 # Derivative (mV/s) quantisation step 1/64 mV/s; clip keeps squares and 150 ms sums far inside int64.
 _Q_PER_MV_PER_S = 64.0
 _Q_MAX = 2**20
+#: `_DecisionState.evaluation_due` when nothing is due before the next candidate
+_NEVER = 2**62
 
 
 #: beat class codes (`PanTompkinsBank.last_classes`); `BEAT_SYMBOLS` maps them to the
@@ -216,7 +219,12 @@ class _DecisionState:
         peaks = [c[1] for c in self.learning]
         if peaks:
             self.signal_level = 0.5 * max(peaks)
-            self.noise_level = 0.5 * float(np.median(peaks))
+            # np.median's value (sorted middle, or the mean of the two middle ones), without
+            # its per-call overhead: a thousand streams end their learning period together
+            ordered = sorted(peaks)
+            mid = len(ordered) // 2
+            median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+            self.noise_level = 0.5 * float(median)
         beats: list[int] = []
         for cand in self.learning:
             beat = self._decide(*cand)
@@ -259,6 +267,16 @@ class _DecisionState:
             beat = self._decide(index, level, slope_sq, r_index)
             return [beat] if beat >= 0 else []
         return self._contested(index, level, slope_sq, r_index)
+
+    def evaluation_due(self) -> int:
+        """The smallest ``last_evaluated`` at which `on_evaluated` of an initialised state emits
+        something (``_NEVER``: not before the next candidate); it only reads state until then,
+        so the bank skips the call below it."""
+        held = self.pending
+        if held is not None:
+            return math.ceil(held[0] + self.held_window)  # on_evaluated's test, on integers
+        due = self.searchback_due()
+        return due if due >= 0 else _NEVER
 
     def needs_evaluation(self) -> bool:
         """Whether `on_evaluated` can emit something (a held beat, a search-back due)."""
@@ -489,6 +507,8 @@ class PanTompkinsBank:
         self._states: list[_DecisionState] = []
         #: rows holding a doubtful beat (see `PanTompkinsParams.contest_slope_ratio`)
         self._held: set[int] = set()
+        #: per row: `_DecisionState.evaluation_due` of a held row (rows not held: unused)
+        self._due = np.zeros(0, dtype=np.int64)
         self._all_ready = True
         #: the 5-15 Hz band-passed block of the last `process` call, (n_rows, n) millivolts
         self.last_bandpassed = np.zeros((0, 0))
@@ -515,6 +535,7 @@ class PanTompkinsBank:
         self._seen = np.append(self._seen, 0)
         self._last_candidate = np.append(self._last_candidate, -(2**62))
         self._wide = np.concatenate([self._wide, np.array([[0, -1, -1]], dtype=np.int64)])
+        self._due = np.append(self._due, _NEVER)
         self._states.append(_DecisionState(self.params, self.fs, self._decision_floor))
         self._all_ready = False
         return len(self._states) - 1
@@ -529,6 +550,7 @@ class PanTompkinsBank:
         self._seen = np.delete(self._seen, row)
         self._last_candidate = np.delete(self._last_candidate, row)
         self._wide = np.delete(self._wide, row, axis=0)
+        self._due = np.delete(self._due, row)
         del self._states[row]
         self._held = {r - (r > row) for r in self._held if r != row}
 
@@ -610,12 +632,15 @@ class PanTompkinsBank:
             phases = np.unique(offset)
             found = []
             for o in phases.tolist():
-                pos = np.arange(row_ids.size) if phases.size == 1 else np.flatnonzero(offset == o)
                 if o >= n:
                     continue
-                sub_sel = sel if phases.size == 1 else row_ids[pos]
+                if phases.size == 1:  # the usual case: views, no gathered copies of the block
+                    found.append(self._scan(np.arange(row_ids.size), row_ids, sel,
+                                            bp[:, o::dec], bp_ext, seen_before))
+                    continue
+                pos = np.flatnonzero(offset == o)
                 found.append(
-                    self._scan(pos, row_ids[pos], sub_sel, bp[pos, o::dec], bp_ext[pos],
+                    self._scan(pos, row_ids[pos], row_ids[pos], bp[pos, o::dec], bp_ext[pos],
                                seen_before[pos])
                 )
         cand_pos = np.concatenate([f[0] for f in found]) if found else np.zeros(0, np.int64)
@@ -637,6 +662,7 @@ class PanTompkinsBank:
             last_candidate = self._last_candidate
             wide = self._wide
             held = self._held
+            due = self._due
             for r, row, a, pk, sl, rr, ea in zip(
                 cand_pos.tolist(),
                 row_ids[cand_pos].tolist(),
@@ -653,6 +679,7 @@ class PanTompkinsBank:
                 beats = state.on_candidate(a, pk, float(sl), rr)
                 if state.pending is not None or state.missed is not None:
                     held.add(row)
+                    due[row] = state.evaluation_due()
                 elif held:
                     held.discard(row)
                 if beats:
@@ -667,11 +694,17 @@ class PanTompkinsBank:
             last_evaluated = seen_before + n - 1 - self.lookahead * dec
             extra_pos: list[int] = []
             extra_idx: list[int] = []
-            if all_ready and rows is None:  # only rows holding a beat or a search-back
-                todo = [(row, row) for row in sorted(self._held)]  # position = row
-            elif all_ready:
-                where = {row: r for r, row in enumerate(row_ids.tolist()) if row in self._held}
-                todo = [(where[row], row) for row in sorted(self._held) if row in where]
+            if all_ready:  # only held rows whose hold or search-back is due by now
+                held_rows = np.fromiter(self._held, np.int64, len(self._held))
+                if rows is None:  # position = row
+                    held_pos = held_rows
+                else:
+                    at = np.full(self.n_streams, -1, np.int64)
+                    at[row_ids] = np.arange(row_ids.size)
+                    held_pos = at[held_rows]
+                    held_rows, held_pos = held_rows[held_pos >= 0], held_pos[held_pos >= 0]
+                ripe = self._due[held_rows] <= last_evaluated[held_pos]
+                todo = list(zip(held_pos[ripe].tolist(), held_rows[ripe].tolist(), strict=True))
             else:
                 todo = list(enumerate(row_ids.tolist()))
             for r, row in todo:
@@ -680,6 +713,8 @@ class PanTompkinsBank:
                     beats = state.on_evaluated(int(last_evaluated[r]))
                     if not state.needs_evaluation():
                         self._held.discard(row)
+                    elif state.initialized:
+                        self._due[row] = state.evaluation_due()
                     extra_pos.extend([r] * len(beats))
                     extra_idx.extend(beats)
                     if beats:

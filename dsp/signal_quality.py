@@ -208,9 +208,12 @@ class SignalQualityBank:
             self._part_band[row_ids, p:total] = band
             self._part_len[row_ids] = total
             return
-        raw = np.concatenate([self._part_raw[row_ids, :p], x], axis=1)
-        hpj = np.concatenate([self._part_hp[row_ids, :p], hp], axis=1)
-        bandj = np.abs(np.concatenate([self._part_band[row_ids, :p], band], axis=1))
+        if p:
+            raw = np.concatenate([self._part_raw[row_ids, :p], x], axis=1)
+            hpj = np.concatenate([self._part_hp[row_ids, :p], hp], axis=1)
+            bandj = np.abs(np.concatenate([self._part_band[row_ids, :p], band], axis=1))
+        else:  # steps of whole segments (the analyzer's): no partial segment to join
+            raw, hpj, bandj = x, hp, np.abs(band)
         rest = total - c * seg
         self._part_raw[row_ids, :rest] = raw[:, c * seg :]
         self._part_hp[row_ids, :rest] = hpj[:, c * seg :]
@@ -227,8 +230,8 @@ class SignalQualityBank:
         stats[:, :, :-keep_c] = stats[:, :, keep_c:].copy()
         new = stats[:, :, -keep_c:]
         new[:, _MAX], new[:, _MIN] = mx, mn
-        new[:, _N_MAX] = (s == mx[:, :, None]).sum(axis=2)
-        new[:, _N_MIN] = (s == mn[:, :, None]).sum(axis=2)
+        new[:, _N_MAX] = np.count_nonzero(s == mx[:, :, None], axis=2)
+        new[:, _N_MIN] = np.count_nonzero(s == mn[:, :, None], axis=2)
         new[:, _HP] = np.abs(h).mean(axis=2)
         new[:, _BAND_MEAN] = bd.mean(axis=2)
         new[:, _BAND_MAX] = bd.max(axis=2)

@@ -161,4 +161,6 @@ async def test_a_publisher_is_asked_for_less_only_when_no_subscriber_can_use_mor
                      "the cap follows carol's link")
     n = len(alice.remb_received)
     await wait_until(lambda: len(alice.remb_received) >= n + 3, timeout_s(15), "more REMB")
-    assert max(alice.remb_received[n + 1:]) <= max(upstream.floor_bps, 120_000)  # one may have been on its way
+    # REMBs sent before the cap fell may still be on their way (more than one on a loaded
+    # machine: a CI run saw 145 kbit/s after it): the newest says carol's limit
+    assert alice.remb_received[-1] <= max(upstream.floor_bps, 120_000), alice.remb_received[n:]

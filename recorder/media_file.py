@@ -36,6 +36,11 @@ SENDER_CLOCK_AHEAD_S = 0.25
 SENDER_CLOCK_MAX_LAG_S = 5.0
 
 
+def sender_clock_plausible(by_arrival: float, by_sender: float) -> bool:
+    """Whether a start placed by the sender's clock may be trusted against the one by arrival."""
+    return by_arrival - SENDER_CLOCK_MAX_LAG_S <= by_sender <= by_arrival + SENDER_CLOCK_AHEAD_S
+
+
 @dataclass(slots=True)
 class TrackStats:
     """Counters of one track file, for the manifest. Times in seconds since the session start."""
@@ -136,7 +141,7 @@ class MediaTrackWriter:
         arrival = min(back_to_first(f.received_at, f) for f in held)
         reported = [back_to_first(f.sender_time, f) for f in held if f.sender_time is not None]
         anchor, self.stats.anchor = arrival, "arrival"
-        if reported and arrival - SENDER_CLOCK_MAX_LAG_S <= min(reported) <= arrival + SENDER_CLOCK_AHEAD_S:
+        if reported and sender_clock_plausible(arrival, min(reported)):
             # both are bounds from above (a report is late by the sender's lag, an arrival by the
             # network's and ours), so the earlier is the closer
             anchor, self.stats.anchor = min(arrival, *reported), "sender_report"

@@ -48,7 +48,7 @@ from recorder.manifest import (
     file_sha256,
     write_manifest,
 )
-from recorder.media_file import SENDER_CLOCK_AHEAD_S, SENDER_CLOCK_MAX_LAG_S, MediaTrackWriter
+from recorder.media_file import MediaTrackWriter, sender_clock_plausible
 from recorder.wfdb_file import (
     WaveformStreamInfo,
     WfdbRecordWriter,
@@ -589,14 +589,14 @@ class _Stream:
         else by the least-delayed arrival."""
         a, d = self.arrival_offset_s, self.device_offset_s
         # both bound the truth from above when the clocks agree: the earlier is the closer
-        return min(a, d) if self.anchored_by == "device_clock" and a is not None and d is not None else a
+        return min(a, d) if a is not None and d is not None and sender_clock_plausible(a, d) else a
 
     @property
     def anchored_by(self) -> str:
         a, d = self.arrival_offset_s, self.device_offset_s
         if a is None:
             return ""
-        if d is not None and a - SENDER_CLOCK_MAX_LAG_S <= d <= a + SENDER_CLOCK_AHEAD_S:
+        if d is not None and sender_clock_plausible(a, d):
             return "device_clock"
         return "arrival"
 

@@ -122,6 +122,15 @@ async def media_join_via(url: str, tok: str, **peer_kw: Any) -> tuple[MediaParti
     raise AssertionError(f"redirected in a loop: {hops}")
 
 
+def room_state(node: Node, room: str) -> Any:
+    """The cluster's view of a room, or None while it has none yet: a room's state reaches Redis a
+    moment after the join that opened it (writes are coalesced), so tests poll it with `until`."""
+    try:
+        return node.get(f"/cluster/v1/rooms/{room}")
+    except OSError:  # 404 (HTTPError) before the first state write, or the node not answering
+        return None
+
+
 async def until(predicate: Any, timeout: float, what: str) -> Any:
     """Poll `predicate()` (sync or async) until truthy, within a scaled deadline."""
     deadline = time.monotonic() + timeout_s(timeout)

@@ -10,7 +10,7 @@ import pytest
 
 from clients.monitor_sim import MonitorSimConfig, MonitorSimulator, RecordSource
 from tests.clients.browser import closing, launch, open_page, page_errors, wait_for
-from tests.cluster.conftest import Cluster, ctoken, join_via, until
+from tests.cluster.conftest import Cluster, ctoken, join_via, room_state, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -21,7 +21,7 @@ async def test_a_wall_page_from_one_node_shows_a_ward_on_another(shared_cluster:
     a, b = shared_cluster.nodes["a"], shared_cluster.nodes["b"]
     host, joined, _ = await join_via(a.ws_url, ctoken("ward-9", "charge-nurse", "host", kind="monitoring"))
     assert joined["type"] == "joined"
-    state = await until(lambda: _state(a, "ward-9"), 10, "the ward's state")
+    state = await until(lambda: room_state(a, "ward-9"), 10, "the ward's state")
     other = b if state["node_id"] == "a" else a
     sim = MonitorSimulator(RecordSource(ecg_data_dir / "mitdb" / "100"), MonitorSimConfig(
         url=a.ws_url, token=ctoken("ward-9", "monitor-bed-1", "monitor"), stream_id="bed-1", speed=2.0))
@@ -37,9 +37,3 @@ async def test_a_wall_page_from_one_node_shows_a_ward_on_another(shared_cluster:
         await asyncio.gather(run, return_exceptions=True)
         await host.close()
 
-
-def _state(node, room):  # type: ignore[no-untyped-def]
-    try:
-        return node.get(f"/cluster/v1/rooms/{room}")
-    except OSError:
-        return None

@@ -15,7 +15,7 @@ import pytest
 
 from bench.cluster_harness import CLUSTER_SECRET
 from cluster.credentials import mint
-from tests.cluster.conftest import Cluster, ctoken, media_join_via
+from tests.cluster.conftest import Cluster, ctoken, media_join_via, room_state, until
 from tests.conftest import timeout_s
 from tests.helpers import MediaParticipant
 
@@ -45,7 +45,7 @@ async def test_lecture_cascade_pulls_each_track_once_per_edge_promotes_across_no
         published = await prof.publish(audio=True, video=True)
         tracks = [t["track_id"] for t in published]
         video = next(t["track_id"] for t in published if t["kind"] == "video")
-        origin = by_name[nodes[0].get("/cluster/v1/rooms/lecture")["node_id"]]
+        origin = by_name[(await until(lambda: room_state(nodes[0], "lecture"), 10, "the lecture's state"))["node_id"]]
         viewers = {}
         source = prof.peer.video_source
         for i in range(4):  # one viewer's media per node (share 1), then the room's edges fill

@@ -12,7 +12,7 @@ import pytest
 
 from clients.monitor_sim import MonitorSimConfig, MonitorSimulator, RecordSource
 from protocol import waveforms as wf
-from tests.cluster.conftest import Cluster, ctoken, join_via, until
+from tests.cluster.conftest import Cluster, ctoken, join_via, room_state, until
 from tests.conftest import timeout_s
 from tests.helpers import WsClient
 
@@ -48,7 +48,7 @@ async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(clu
               "recording": "off", "metadata": {"ward": "cardiology-7"}, "max_participants": 40}
     a.post("/api/v1/rooms", booked)
     station = ctoken("ward-7", "central-station", "host", kind="monitoring")
-    await until(lambda: (s := _state_or_none(b, "ward-7")) and s["node_id"] == "a", 10, "the booked ward in the directory")
+    await until(lambda: (s := room_state(b, "ward-7")) and s["node_id"] == "a", 10, "the booked ward in the directory")
     wall, joined, hops = await join_via(b.ws_url, station)  # the wall comes in through node b
     assert joined["type"] == "joined" and hops == [a.ws_url]
     home, other = a, b
@@ -81,7 +81,7 @@ async def test_a_wall_sees_a_monitor_across_nodes_and_both_survive_a_sigkill(clu
         assert await asyncio.to_thread(metric, other.url, "medstream_waveform_samples_in_total") == total
         assert await asyncio.to_thread(metric, other.url, "medstream_waveform_lost_samples_total") == 0
         assert not lost_gaps(wall)
-        state = await until(lambda: (s := _state_or_none(other, "ward-7")) and len(s["participants"]) == 2 and s,
+        state = await until(lambda: (s := room_state(other, "ward-7")) and len(s["participants"]) == 2 and s,
                             10, "the ward's state on its new node")
         assert state["node_id"] == other.name
         ward = other.get("/api/v1/rooms/ward-7")
@@ -109,7 +109,7 @@ async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_o
     a, b = cluster.start_nodes(("a", "b"))
     cluster.wait_nodes(a, 2)
     host, _, _ = await join_via(a.ws_url, ctoken("c9", "doctor", "host", kind="consultation"))
-    home_name = (await until(lambda: _state_or_none(a, "c9"), 10, "c9's state"))["node_id"]
+    home_name = (await until(lambda: room_state(a, "c9"), 10, "c9's state"))["node_id"]
     home, other = (a, b) if home_name == "a" else (b, a)
     expert, _, _ = await join_via(other.ws_url, ctoken("c9", "expert", "expert"))
 
@@ -128,9 +128,9 @@ async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_o
 
     cluster.redis.start()  # empty: no persistence
     # the nodes re-register and re-assert their rooms and state: c9 is found again, from anywhere
-    await until(lambda: _state_or_none(other, "c9"), 15, "c9 re-asserted in the directory")
+    await until(lambda: room_state(other, "c9"), 15, "c9 re-asserted in the directory")
     await until(lambda: other.get("/cluster/v1/nodes")["available"], 15, "the other node back in the cluster")
-    state = await until(lambda: (s := _state_or_none(other, "c9")) and len(s["participants"]) == 3 and s, 10,
+    state = await until(lambda: (s := room_state(other, "c9")) and len(s["participants"]) == 3 and s, 10,
                         "c9's state rewritten")
     assert state["node_id"] == home.name
     assert {p["identity"] for p in state["participants"]} == {"doctor", "expert", "nurse"}
@@ -142,9 +142,3 @@ async def test_redis_restart_loses_no_room_and_a_node_without_redis_serves_its_o
     for ws in (host, expert, nurse, late):
         await ws.close()
 
-
-def _state_or_none(node, room):  # type: ignore[no-untyped-def]
-    try:
-        return node.get(f"/cluster/v1/rooms/{room}")
-    except OSError:
-        return None

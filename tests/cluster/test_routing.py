@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from signaling.tokens import issue_token
-from tests.cluster.conftest import Cluster, ctoken, join_via, media_join_via, until
+from tests.cluster.conftest import Cluster, ctoken, join_via, media_join_via, room_state, until
 from tests.conftest import timeout_s
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ async def test_participants_on_different_nodes_see_and_hear_each_other_and_survi
             for t in theirs:
                 got = await me.peer.wait_track(t["track_id"], timeout_s(15))
                 await got.wait_frames(10, timeout_s(15))
-        room = await until(lambda: (r := _get_or_none(b, "/cluster/v1/rooms/c1")) and len(r["tracks"]) == 4 and r,
+        room = await until(lambda: (r := room_state(b, "c1")) and len(r["tracks"]) == 4 and r,
                            10, "the room's state with its tracks")
         assert {p["identity"]: p["role"] for p in room["participants"]} == {"township-doc": "host",
                                                                             "cardiologist": "expert"}
@@ -80,7 +80,7 @@ async def test_rooms_placed_by_load_any_node_answers_and_nothing_leaks(shared_cl
         hosts.append(ws)
     owners = {}
     for i in range(6):
-        state = await until(lambda i=i: _get_or_none(b, f"/cluster/v1/rooms/r{i}"), 10, f"state of r{i}")
+        state = await until(lambda i=i: room_state(b, f"r{i}"), 10, f"state of r{i}")
         owners[f"r{i}"] = state["node_id"]
         assert [p["identity"] for p in state["participants"]] == [f"host{i}"]
     assert set(owners.values()) == {"a", "b"}, owners  # spread, not all on the node they came in through
@@ -108,14 +108,6 @@ async def test_rooms_placed_by_load_any_node_answers_and_nothing_leaks(shared_cl
         await ws.close()
 
 
-def _get_or_none(node, path):  # type: ignore[no-untyped-def]
-    try:
-        return node.get(path)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise
-
 
 
 async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster: Cluster) -> None:
@@ -133,14 +125,14 @@ async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster:
         assert reply["type"] == "joined", reply
         clients.append(ws)
         hops += len(h)
-    state = await until(lambda: (s := _get_or_none(node, "/cluster/v1/rooms/shared")) and len(s["participants"]) == 8
+    state = await until(lambda: (s := room_state(node, "shared")) and len(s["participants"]) == 8
                         and s, 10, "the shared room's state")
     assert state["node_id"] in ids
     assert hops > 0  # some came in through the other worker
     # the standing ward both workers were configured with is opened by one of them only
     ward = [await join_via(node.ws_url, ctoken("ward-1", f"nurse{i}", "viewer")) for i in range(4)]
     assert all(reply["type"] == "joined" for _, reply, _ in ward)
-    ward_state = await until(lambda: (s := _get_or_none(node, "/cluster/v1/rooms/ward-1")) and len(s["participants"]) == 4
+    ward_state = await until(lambda: (s := room_state(node, "ward-1")) and len(s["participants"]) == 4
                              and s, 10, "the ward with its four nurses")
     assert ward_state["persistent"] and ward_state["node_id"] in ids
     clients += [ws for ws, _, _ in ward]

@@ -207,13 +207,14 @@ class ViewerOutbox:
 
 def merge_analysis(old: Analysis, new: Analysis) -> Analysis:
     """Two consecutive analysis messages of one stream as one (beats and alarm changes joined;
-    the newer heart rate, RR and irregularity unless it has none; the newer active alarms)."""
+    the newer heart rate, RR, irregularity and active alarms as they are: None there means
+    unknown *now*, and a viewer behind must see the meter blank, not an older rate)."""
     return Analysis(
         new.stream_id,
         old.beats + new.beats,
-        new.heart_rate_bpm if new.heart_rate_bpm is not None else old.heart_rate_bpm,
-        new.rr_ms if new.rr_ms is not None else old.rr_ms,
-        new.irregularity if new.irregularity is not None else old.irregularity,
+        new.heart_rate_bpm,
+        new.rr_ms,
+        new.irregularity,
         new.active_alarms,
         old.alarms_raised + new.alarms_raised,
         old.alarms_cleared + new.alarms_cleared,

@@ -120,7 +120,7 @@ def test_unsent_analysis_of_a_stream_is_merged_never_dropped() -> None:
     got = _drain(out)
     analyses = [m for m in got if isinstance(m, Analysis)]
     assert analyses == [
-        Analysis("a", beats=(10, 20, 30), heart_rate_bpm=60.0, rr_ms=900.0, active_alarms=(),
+        Analysis("a", beats=(10, 20, 30), heart_rate_bpm=None, rr_ms=900.0, active_alarms=(),
                  alarms_raised=(brady,), alarms_cleared=(brady,)),
         Analysis("b", beats=(5,)),
     ]
@@ -171,5 +171,14 @@ def test_max_chunks_must_be_positive() -> None:
 def test_merge_analysis_joins_news_and_keeps_the_newest_values() -> None:
     a1 = AlarmInfo("tachycardia", "medium", "HR 130", 7)
     old = Analysis("s", (1, 2), 80.0, 750.0, 0.1, (a1,), (a1,), ())
-    new = Analysis("s", (3,), None, None, 0.2, (), (), (a1,))
-    assert merge_analysis(old, new) == Analysis("s", (1, 2, 3), 80.0, 750.0, 0.2, (), (a1,), (a1,))
+    new = Analysis("s", (3,), 84.0, 714.0, 0.2, (), (), (a1,))
+    assert merge_analysis(old, new) == Analysis("s", (1, 2, 3), 84.0, 714.0, 0.2, (), (a1,), (a1,))
+
+
+def test_merge_analysis_shows_a_rate_that_became_unknown_as_unknown() -> None:
+    """The wire says None is "unknown now" (lead off, asystole): a viewer whose messages were
+    merged while it was behind must see the meter blank, like everyone else (it kept 80)."""
+    old = Analysis("s", (1, 2), 80.0, 750.0, 0.1)
+    new = Analysis("s", (), None, None, None)
+    merged = merge_analysis(old, new)
+    assert (merged.heart_rate_bpm, merged.rr_ms, merged.irregularity) == (None, None, None)

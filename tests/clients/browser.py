@@ -139,7 +139,12 @@ async def wait_for(page: Page, expression: str, timeout: float = 10.0, arg: Any 
     last: Any = None
     while True:
         # a page whose script is stuck never answers: fail with a message instead of hanging
-        last = await asyncio.wait_for(page.evaluate(expression, arg), timeout_s(max(timeout, 10.0)))
+        try:
+            last = await asyncio.wait_for(page.evaluate(expression, arg), timeout_s(max(timeout, 10.0)))
+        except TimeoutError:
+            raise AssertionError(f"the page did not answer within {timeout_s(max(timeout, 10.0)):.0f} s while "
+                                 f"waiting for {what or expression} (its script stuck, or the browser starved); "
+                                 f"last value {last!r}") from None
         if last:
             return last
         if asyncio.get_running_loop().time() > deadline:

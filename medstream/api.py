@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -45,6 +45,9 @@ from signaling.effects import Audit, Effect
 from signaling.hub import Hub
 from signaling.roles import TOKEN_ROLES
 from signaling.tokens import AdminGrant, issue_token, verify_admin_token
+
+if TYPE_CHECKING:
+    from recorder.crypto import MasterKey
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_TOKEN_VALIDITY_S = 7 * 86400
@@ -135,7 +138,7 @@ class AdminApi:
 
     def __init__(self, hub: Hub, api_key: str | None, apply: Callable[[list[Effect]], None], *,
                  audit: Callable[[Audit], None] | None = None, clock: Callable[[], float] = time.time,
-                 recordings_dir: Path | None = None,
+                 recordings_dir: Path | None = None, recordings_key: MasterKey | None = None,
                  document: Callable[[], dict[str, Any]] | None = None) -> None:
         self.hub = hub
         self.admin = Admin(hub)
@@ -144,6 +147,7 @@ class AdminApi:
         self.audit = audit
         self.clock = clock
         self.recordings_dir = recordings_dir
+        self.recordings_key = recordings_key  # reads encrypted sessions' manifests
         self.document = document
 
     def install(self, route: Route) -> None:
@@ -334,7 +338,8 @@ class AdminApi:
             return json_response(200, {"sessions": []})
         from recorder import library
 
-        sessions = await asyncio.to_thread(library.list_sessions, self.recordings_dir, room)  # disk: off the loop
+        sessions = await asyncio.to_thread(library.list_sessions, self.recordings_dir, room,
+                                           self.recordings_key)  # disk: off the loop
         return json_response(200, {"sessions": [s.to_dict() for s in sessions]})
 
     async def mint_token(self, request: web.Request, access: Access) -> web.StreamResponse:

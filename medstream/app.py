@@ -95,6 +95,7 @@ class MedstreamApp:
         self._cut_drain = asyncio.Event()
         AdminApi(self.hub, config.api_key, self.driver.apply, audit=self._audit,
                  recordings_dir=config.recordings_dir if config.recorder else None,
+                 recordings_key=config.recordings_key,
                  document=lambda: self.route.document(self.http_routes(), version=__version__)).install(self.route)
         self.cluster: ClusterBridge | None = None
         if config.cluster is not None:  # --redis: joins routed through the cluster (docs/cluster.md)

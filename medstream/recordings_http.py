@@ -68,7 +68,7 @@ class RecordingsHttp:
         grant = self.authorise(request, None)
         if isinstance(grant, web.StreamResponse):
             return grant
-        sessions = await asyncio.to_thread(library.list_sessions, self.root, grant.room)  # disk: off the loop
+        sessions = await asyncio.to_thread(library.list_sessions, self.root, grant.room, self.master_key)  # disk: off the loop
         if grant.room is None:
             sessions = [s for s in sessions if grant.may_see(s.room)]
         return json_response(200, {"room": grant.room, "sessions": [_summary_json(s) for s in sessions]})

@@ -117,7 +117,9 @@ def export_edf(directory: Path, record: str, output: Path | None = None,
 
 def export_session(directory: Path, master: MasterKey | None = None) -> list[Path]:
     """EDF+ of every waveform record of the session, listed in the manifest (kind `edf`)."""
-    manifest = read_manifest(directory)
+    from recorder.remux import session_encryption
+
+    manifest = read_manifest(directory, master)
     made = []
     have = {f.name for f in manifest.files}
     for f in list(manifest.files):
@@ -134,5 +136,5 @@ def export_session(directory: Path, master: MasterKey | None = None) -> list[Pat
                 duration_s=f.duration_s, frame_count=f.frame_count, size_bytes=path.stat().st_size,
                 sha256=file_sha256(path), details={"record": record}))
     if made:
-        write_manifest(directory, manifest)
+        write_manifest(directory, manifest, session_encryption(directory, master))
     return made

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recorder.errors import (
     RangeNotSatisfiableError,
@@ -31,6 +32,9 @@ from recorder.errors import (
     UnsafePathError,
 )
 from recorder.manifest import MANIFEST_NAME, ROOM_NAME_RE, SessionManifest, read_manifest
+
+if TYPE_CHECKING:
+    from recorder.crypto import MasterKey
 
 DEFAULT_ROOT = Path("var/recordings")  # the server's default `recordings_dir` too
 SESSION_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
@@ -42,7 +46,7 @@ class SessionSummary:
     """One recorded session as listed. `complete`: stopped cleanly with every file hashed.
 
     `error` is set (and most fields None) when the manifest is missing or unreadable, e.g. a
-    session killed before its first manifest write. Sizes in bytes, times ISO 8601 UTC.
+    session killed before its first manifest write, or encrypted and listed without the key. Sizes in bytes, times ISO 8601 UTC.
     """
 
     session_id: str
@@ -66,7 +70,7 @@ class SessionSummary:
         return d
 
 
-def list_sessions(root: Path, room: str | None = None) -> list[SessionSummary]:
+def list_sessions(root: Path, room: str | None = None, master: MasterKey | None = None) -> list[SessionSummary]:
     """Every session under `root` (optionally of one room), newest first. Never raises on a bad session."""
     root = Path(root)
     if not root.is_dir():
@@ -79,7 +83,7 @@ def list_sessions(root: Path, room: str | None = None) -> list[SessionSummary]:
             continue
         for session_dir in room_dir.iterdir():
             if session_dir.is_dir() and SESSION_ID_RE.match(session_dir.name):
-                out.append(_summarise(session_dir))
+                out.append(_summarise(session_dir, master))
     out.sort(key=lambda s: s.session_id, reverse=True)
     return out
 
@@ -96,11 +100,11 @@ def find_session(root: Path, session_id: str) -> Path:
     return matches[0]
 
 
-def load_session(root: Path, session_id: str) -> SessionManifest:
+def load_session(root: Path, session_id: str, master: MasterKey | None = None) -> SessionManifest:
     """The manifest of a session. Raises SessionNotFoundError, ValueError if it is unreadable."""
     directory = find_session(root, session_id)
     try:
-        return read_manifest(directory)
+        return read_manifest(directory, master)
     except OSError as e:
         raise ValueError(f"session {session_id!r} has no readable manifest: {e}") from None
 
@@ -157,7 +161,7 @@ def parse_range(header_value: str | None, size: int) -> tuple[int, int] | None:
 
 
 def prune(root: Path, older_than_s: float, now: float | None = None,
-          dry_run: bool = False) -> list[SessionSummary]:
+          dry_run: bool = False, master: MasterKey | None = None) -> list[SessionSummary]:
     """Delete sessions that started more than `older_than_s` seconds ago; returns them.
 
     A session that has not stopped is kept while any of its files changed within the window
@@ -168,7 +172,7 @@ def prune(root: Path, older_than_s: float, now: float | None = None,
     now = time.time() if now is None else now
     cutoff = now - older_than_s
     removed = []
-    for summary in list_sessions(root):
+    for summary in list_sessions(root, master=master):
         last_change = max((p.stat().st_mtime for p in summary.path.iterdir()), default=0.0)
         started = summary.session_start_unix_s
         if started is None:
@@ -183,12 +187,12 @@ def prune(root: Path, older_than_s: float, now: float | None = None,
     return removed
 
 
-def _summarise(directory: Path) -> SessionSummary:
+def _summarise(directory: Path, master: MasterKey | None) -> SessionSummary:
     room, session_id = directory.parent.name, directory.name
     files = [p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")]
     size = sum(p.stat().st_size for p in files)
     try:
-        m = read_manifest(directory)
+        m = read_manifest(directory, master)
     except (OSError, ValueError) as e:
         return SessionSummary(session_id, room, directory, None, None, None, None, None, None,
                               len(files), size, False, error=str(e))
@@ -226,16 +230,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _files_command(args: argparse.Namespace) -> int:
-    """remux / edf / repair (imported here: the listing needs none of their libraries)."""
+def _master(args: argparse.Namespace) -> MasterKey | None:
+    """The recordings master key from --key-file or $MEDSTREAM_RECORDINGS_KEY (None: neither)."""
     import os
 
-    from recorder import edf_export, remux, repair
-    from recorder.crypto import ENV_KEY, DecryptionError, MasterKey
+    from recorder.crypto import ENV_KEY, MasterKey
 
-    master = None
     if args.key_file is not None or os.environ.get(ENV_KEY):
-        master = MasterKey.load(args.key_file)
+        return MasterKey.load(args.key_file)
+    return None
+
+
+def _files_command(args: argparse.Namespace) -> int:
+    """remux / edf / repair (imported here: the listing needs none of their libraries)."""
+    from recorder import edf_export, remux, repair
+    from recorder.crypto import DecryptionError
+
+    master = _master(args)
     try:
         if args.command == "repair" and args.session_id is None:
             done = repair.repair_all(args.root, master)
@@ -273,7 +284,7 @@ def main(argv: list[str]) -> int:
     if args.command in ("remux", "edf", "repair"):
         return _files_command(args)
     if args.command == "list":
-        sessions = list_sessions(args.root, room=args.room)
+        sessions = list_sessions(args.root, room=args.room, master=_master(args))
         if args.json:
             for s in sessions:
                 print(json.dumps(s.to_dict()))
@@ -285,13 +296,14 @@ def main(argv: list[str]) -> int:
         if not sessions:
             print(f"no sessions under {args.root}")
         for s in sessions:
-            state = "ok" if s.complete else (s.error and "unreadable") or (s.stop_reason or "incomplete")
+            unreadable = "encrypted: needs the key" if "encrypted" in s.error else "unreadable"
+            state = "ok" if s.complete else (s.error and unreadable) or (s.stop_reason or "incomplete")
             print(f"{s.session_id}  {s.room:<16} {s.started_at or '?':<30} "
                   f"{s.n_files:>3} files {s.size_bytes / 1e6:>9.1f} MB  {state}")
         return 0
     if args.command == "show":
         try:
-            manifest = load_session(args.root, args.session_id)
+            manifest = load_session(args.root, args.session_id, _master(args))
         except (SessionNotFoundError, ValueError) as e:
             print(f"medstream recordings: {e}", file=sys.stderr)
             return 1
@@ -301,7 +313,7 @@ def main(argv: list[str]) -> int:
         print(f"medstream recordings: --older-than must be >= 0 days, got {args.older_than}",
               file=sys.stderr)
         return 2
-    removed = prune(args.root, args.older_than * 86400.0, dry_run=args.dry_run)
+    removed = prune(args.root, args.older_than * 86400.0, dry_run=args.dry_run, master=_master(args))
     verb = "would delete" if args.dry_run else "deleted"
     for s in removed:
         print(f"{verb} {s.room}/{s.session_id} ({s.size_bytes / 1e6:.1f} MB)")

@@ -2,7 +2,9 @@
 
 One JSON object per session directory. It is the index the library lists and serves from, and
 the integrity record: each file's SHA-256 is filled in when the recording stops (a session killed
-mid-recording has `stopped_at: null` and no hashes, which marks it incomplete).
+mid-recording has `stopped_at: null` and no hashes, which marks it incomplete). A session
+encrypted at rest has its manifest encrypted like its files (recorder/crypto.py): it names the
+participants, so reading it needs the recordings master key.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recorder.crypto import Encryption, MasterKey
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -103,17 +108,44 @@ class SessionManifest:
             raise ValueError(f"manifest has unexpected fields: {e}") from None
 
 
-def write_manifest(directory: Path, manifest: SessionManifest) -> None:
-    """Atomically replace `<directory>/manifest.json` (write a temp file, then rename over)."""
+def write_manifest(directory: Path, manifest: SessionManifest, encryption: Encryption | None = None) -> None:
+    """Atomically replace `<directory>/manifest.json` (write a temp file, then rename over).
+
+    The manifest of an encrypted session (`manifest.encryption` set) is sealed with the session's
+    key, `encryption`; it is never written in the clear. Raises ValueError without that key."""
+    if manifest.encryption is not None:
+        if encryption is None or encryption.key is None:
+            raise ValueError(f"the manifest of encrypted session {manifest.session_id} needs the session's key")
+        encryption.write_bytes(directory / MANIFEST_NAME, manifest.to_json().encode())
+        return
     tmp = directory / f".{MANIFEST_NAME}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(manifest.to_json())
     os.replace(tmp, directory / MANIFEST_NAME)
 
 
-def read_manifest(directory: Path) -> SessionManifest:
-    """Load `<directory>/manifest.json`. Raises OSError if missing, ValueError if malformed."""
-    return SessionManifest.from_json((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+def read_manifest(directory: Path, master: MasterKey | None = None) -> SessionManifest:
+    """Load `<directory>/manifest.json`, decrypting it with `master` if it is encrypted.
+
+    Raises OSError if missing, ValueError if malformed (crypto.DecryptionError, a ValueError, if
+    it is encrypted and `master` is None or another key)."""
+    path = directory / MANIFEST_NAME
+    raw = path.read_bytes()
+    if raw.startswith(_ENCRYPTED_MAGIC):
+        from recorder import crypto  # a plain library listing needs no cryptography
+
+        if master is None:
+            raise crypto.DecryptionError(f"the manifest of {directory.name} is encrypted and no recordings key "
+                                         "is configured (--key-file or $MEDSTREAM_RECORDINGS_KEY)")
+        raw = crypto.read_bytes(path, master)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"manifest is not UTF-8 text: {e}") from None
+    return SessionManifest.from_json(text)
+
+
+_ENCRYPTED_MAGIC = b"MSENC1\x00\x00"  # crypto.MAGIC, without importing cryptography here
 
 
 def file_sha256(path: Path) -> str:

@@ -53,7 +53,7 @@ def read_header(directory: Path, record: str, master: MasterKey | None) -> wfdb.
 
 def session_timeline(directory: Path, url_prefix: str, master: MasterKey | None = None) -> dict[str, Any]:
     """The session in `directory` for the playback page; file URLs are `url_prefix` + name."""
-    m: SessionManifest = read_manifest(directory)
+    m: SessionManifest = read_manifest(directory, master)
     media: list[dict[str, Any]] = []
     combined: list[dict[str, Any]] = []
     waveforms: list[dict[str, Any]] = []

@@ -53,7 +53,7 @@ def session_encryption(directory: Path, master: MasterKey | None) -> Encryption:
                     return Encryption(f._key)
             except crypto.DecryptionError:
                 continue  # a torn header (power cut): another file of the session has the key
-    if read_manifest(directory).encryption is not None:
+    if read_manifest(directory, master).encryption is not None:
         raise crypto.DecryptionError(f"no file of {directory.name} holds a readable session key")
     return Encryption()
 
@@ -132,7 +132,7 @@ def _safe(text: str) -> str:
 def remux_participants(directory: Path, master: MasterKey | None = None) -> list[RemuxResult]:
     """One file per participant with media (`participant_<id>.webm|.mkv`), added to the manifest
     as kind `participant_media`. Files already made are kept. Returns what was made."""
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, master)
     encryption = session_encryption(directory, master)
     tracks: dict[str, list[FileEntry]] = {}
     for f in manifest.files:
@@ -158,7 +158,7 @@ def remux_participants(directory: Path, master: MasterKey | None = None) -> list
             frame_count=result.packets, size_bytes=out.stat().st_size,
             sha256=file_sha256(out), details={"sources": [f.name for f in files]}))
     if results:
-        write_manifest(directory, manifest)
+        write_manifest(directory, manifest, encryption)
     return results
 
 
@@ -169,7 +169,7 @@ def compose(directory: Path, output: Path, master: MasterKey | None = None) -> P
     import shutil
     import subprocess
 
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, master)
     if manifest.encryption is not None:
         raise ValueError("compose works on plain sessions: export the decrypted files first")
     ffmpeg = shutil.which("ffmpeg")

@@ -27,11 +27,11 @@ from recorder.remux import rewrite_media, session_encryption
 log = logging.getLogger(__name__)
 
 
-def needs_repair(directory: Path, started_before: float | None = None) -> bool:
+def needs_repair(directory: Path, started_before: float | None = None, master: MasterKey | None = None) -> bool:
     """Whether the session in `directory` was never stopped (and never repaired); with
     `started_before` (Unix s), only a session that started before then (an earlier run's)."""
     try:
-        m = read_manifest(directory)
+        m = read_manifest(directory, master)
     except (OSError, ValueError):
         return False
     if started_before is not None and m.session_start_unix_s >= started_before:
@@ -77,7 +77,7 @@ def _fix_header(directory: Path, record: str, master: MasterKey | None, encrypti
 
 def repair_session(directory: Path, master: MasterKey | None = None, now: float | None = None) -> SessionManifest:
     """Make the crash-cut session in `directory` whole (see the module docstring); idempotent."""
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, master)
     if manifest.stopped_at is not None or manifest.repaired_at is not None:
         return manifest
     encryption = session_encryption(directory, master)
@@ -120,7 +120,7 @@ def repair_session(directory: Path, master: MasterKey | None = None, now: float 
     manifest.stop_detail = "the recording process ended without stopping; files repaired at the next start"
     manifest.repaired_at = dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="milliseconds")
     (directory / ".manifest-reserve").unlink(missing_ok=True)
-    write_manifest(directory, manifest)
+    write_manifest(directory, manifest, encryption)
     return manifest
 
 
@@ -136,7 +136,7 @@ def repair_all(root: Path, master: MasterKey | None = None, skip: frozenset[str]
             continue
         for session_dir in sorted(room_dir.iterdir()):
             if session_dir.name in skip or not session_dir.is_dir() \
-                    or not needs_repair(session_dir, started_before):
+                    or not needs_repair(session_dir, started_before, master):
                 continue
             try:
                 repair_session(session_dir, master)

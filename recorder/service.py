@@ -401,7 +401,7 @@ class RecordingService:
             if self.config.finalize and rr.recorder.directory is not None:
                 await self._finalize(rr.recorder.directory)
                 with contextlib.suppress(OSError, ValueError):
-                    manifest = read_manifest(rr.recorder.directory)
+                    manifest = read_manifest(rr.recorder.directory, self.master_key)
         finally:
             self.rooms.pop(rr.room_id, None)
         log.info("recording of room %r stopped by %s: %s", rr.room_id, stopped_by, manifest.stop_reason)

@@ -347,7 +347,7 @@ class SessionRecorder:
             encryption=None if self.encryption.key is None else {
                 "algorithm": self.config.encryption_algorithm, "key_id": self.encryption.key.key_id},
         )
-        write_manifest(self.directory, manifest)
+        write_manifest(self.directory, manifest, self.encryption)
         _write_reserve(self.directory / RESERVE_NAME, self.config.manifest_reserve_bytes)
         self._writer = _Writer(self, manifest)
         self._thread = threading.Thread(
@@ -749,7 +749,7 @@ class _Writer:
         assert self.recorder.directory is not None
         self.manifest.participants = list(self.participants.values())
         self.manifest.files = self._file_entries(with_hashes)
-        write_manifest(self.recorder.directory, self.manifest)
+        write_manifest(self.recorder.directory, self.manifest, self.recorder.encryption)
 
     def _file_entries(self, with_hashes: bool) -> list[FileEntry]:
         entries: list[FileEntry] = []

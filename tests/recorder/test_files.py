@@ -19,8 +19,10 @@ import pytest
 import wfdb
 
 from recorder import RecorderConfig, SessionRecorder, WaveformStreamInfo, crypto
+from recorder import manifest as manifest_module
 from recorder.crypto import EncryptedFile, MasterKey, SessionKey
 from recorder.edf_export import export_session
+from recorder.library import list_sessions
 from recorder.manifest import read_manifest
 from recorder.playback import session_timeline
 from recorder.remux import remux_participants
@@ -142,8 +144,19 @@ def test_encrypted_recording_is_unreadable_on_disk_and_identical_decrypted(
                                   master=MASTER, algorithm=algorithm)
     directory = rec.directory
     assert directory is not None
-    manifest = read_manifest(directory)
+    # the manifest names the participants: sealed like the files (it was plain JSON before)
+    on_disk = (directory / "manifest.json").read_bytes()
+    assert on_disk.startswith(crypto.MAGIC) and b"Dr Grey" not in on_disk and b"dr-grey" not in on_disk
+    assert crypto.MAGIC == manifest_module._ENCRYPTED_MAGIC  # its reader knows the format without importing it
+    with pytest.raises(crypto.DecryptionError, match="encrypted and no recordings key"):
+        read_manifest(directory)
+    [locked] = list_sessions(tmp_path / "enc")  # listed without the key: there, but unreadable
+    assert "encrypted" in locked.error and locked.started_by is None
+    [listed] = list_sessions(tmp_path / "enc", master=MASTER)
+    assert listed.complete and listed.started_by == "dr-grey"
+    manifest = read_manifest(directory, MASTER)
     assert manifest.encryption == {"algorithm": algorithm, "key_id": "k1"}
+    assert {"Patient side", "Dr Grey"} <= {p.name for p in manifest.participants}
     raw_dat = samples.T.astype("<i2").tobytes()
     for f in manifest.files:
         data = (directory / f.name).read_bytes()
@@ -166,6 +179,9 @@ def test_encrypted_recording_is_unreadable_on_disk_and_identical_decrypted(
         assert np.array_equal(r.readSignal(0, digital=True)[:samples.shape[1]], samples[0])
     tl = session_timeline(directory, "/x/", MASTER)
     assert tl["encrypted"] and len(tl["waveforms"][0]["beats"]) > 3
+    manifest = read_manifest(directory, MASTER)  # remux and EDF+ rewrote it sealed, with their files
+    assert {"participant_media", "edf"} <= {f.kind for f in manifest.files}
+    assert (directory / "manifest.json").read_bytes().startswith(crypto.MAGIC)
 
 
 def test_chunks_cannot_be_swapped_and_sm4_gcm_matches_rfc8998(tmp_path: Path) -> None:

@@ -321,8 +321,9 @@ async def test_encrypted_recordings_are_unreadable_on_disk_and_identical_when_do
         await wait_until(lambda: ROOM not in app.recorder.rooms and app.recorder.finalized_sessions == 1,
                          20, "the recording to be final")
         [directory] = session_dirs(tmp_path / "rec")
-        manifest = read_manifest(directory)
+        manifest = read_manifest(directory, master)
         assert manifest.encryption == {"algorithm": "sm4-gcm", "key_id": "k1"}
+        assert (directory / "manifest.json").read_bytes().startswith(crypto.MAGIC)
         dat = next(f for f in manifest.files if f.kind == "waveform")
         on_disk = (directory / dat.name).read_bytes()
         plain = source.samples[:, dat.details["origin_sample_index"]:sim.next_seq].T.astype("<i2").tobytes()
@@ -347,6 +348,12 @@ async def test_encrypted_recordings_are_unreadable_on_disk_and_identical_when_do
         assert status == 403
         status, _, body = await http_get(f"{app.url}/recordings?token={other}")
         assert status == 200 and json.loads(body)["sessions"] == []
+        # the room's own listing reads the sealed manifest with the node's key; it is served decrypted
+        status, _, body = await http_get(f"{app.url}/recordings?token={token(ROOM, 'dr-grey', 'host')}")
+        [listed] = json.loads(body)["sessions"]
+        assert status == 200 and listed["started_by"] == manifest.started_by and listed["complete"], listed
+        status, _, body = await http_get(f"{app.url}{listed['manifest_url']}?token={token(ROOM, 'dr-grey', 'host')}")
+        assert status == 200 and json.loads(body)["encryption"]["algorithm"] == "sm4-gcm"
         await host.close()
     downloads = [json.loads(line) for line in audit.read_text().splitlines()
                  if json.loads(line).get("event") == "recording_downloaded"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,10 +14,18 @@ from dsp.alarm_eval import main, rhythm_episodes
 from medstream.cli import main as cli_main
 
 
-def test_alarm_eval_writes_alarms_hr_and_beats_per_record(ecg_data_dir, tmp_path, capsys):
-    out = tmp_path / "alarms.json"
-    assert main([str(ecg_data_dir / "cudb" / "cu01"), "--json", str(out)]) == 0
-    data = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def cu01_default(ecg_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    """cu01 evaluated once at the server's defaults (two tests compare against it): JSON, output."""
+    out = tmp_path_factory.mktemp("alarm-eval") / "alarms.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([str(ecg_data_dir / "cudb" / "cu01"), "--json", str(out)]) == 0
+    return json.loads(out.read_text()), printed.getvalue()
+
+
+def test_alarm_eval_writes_alarms_hr_and_beats_per_record(cu01_default):
+    data, printed = cu01_default
     assert data["chunk_s"] == 0.1 and data["step_s"] == 0.2  # the server's defaults
     rec = data["records"]["cu01"]
     assert rec["fs"] == 250.0 and rec["duration_s"] == pytest.approx(127232 / 250)
@@ -26,10 +38,10 @@ def test_alarm_eval_writes_alarms_hr_and_beats_per_record(ecg_data_dir, tmp_path
     assert set(vf[0]) >= {"kind", "priority", "raised_s", "cleared_s"}
     (episode,) = rec["score"]["episodes"]
     assert episode["label"] == "(VF" and episode["latency_s"] <= 4.0
-    assert "cu01" in capsys.readouterr().out
+    assert "cu01" in printed
 
 
-def test_records_are_streamed_with_the_given_chunk_and_step(ecg_data_dir, tmp_path):
+def test_records_are_streamed_with_the_given_chunk_and_step(ecg_data_dir, tmp_path, cu01_default):
     out = tmp_path / "a.json"
     rec = str(ecg_data_dir / "cudb" / "cu01")
     assert cli_main(["alarm-eval", rec, "--chunk-s", "0.04", "--step-s", "1.0",
@@ -42,9 +54,7 @@ def test_records_are_streamed_with_the_given_chunk_and_step(ecg_data_dir, tmp_pa
     assert r["alarms"][0]["kind"] in ("ventricular_tachycardia", "ventricular_fibrillation")
     # alarms are decided on the analyzer's grid of signal time: the same as at the server's
     # defaults (0.1 s chunks, a step every 0.2 s), raise and clear times included
-    default = tmp_path / "d.json"
-    assert cli_main(["alarm-eval", rec, "--json", str(default)]) == 0
-    d = json.loads(default.read_text())["records"]["cu01"]
+    d = cu01_default[0]["records"]["cu01"]
     assert r["alarms"] == d["alarms"] and r["beats"] == d["beats"]
 
 

@@ -92,6 +92,26 @@ def _counts() -> dict[str, int]:
     }
 
 
+async def _steady_counts() -> dict[str, int]:
+    """The counts once two reads 0.1 s apart agree (the warm-up's closing tasks have ended)."""
+    last = _counts()
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        now = _counts()
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+async def _counts_back_to(before: dict[str, int], timeout: float) -> dict[str, int]:
+    """The counts as soon as they equal `before`, or as they are at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (now := _counts()) != before and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    return now
+
+
 def _rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -101,7 +121,7 @@ def _rss_kib() -> int:
 
 
 async def test_open_close_cycles_leak_nothing(harness: SfuHarness) -> None:
-    """200 offer-only cycles plus 15 fully connected publish/subscribe cycles leave no trace."""
+    """120 offer-only cycles plus 10 fully connected publish/subscribe cycles leave no trace."""
     sfu = harness.sfu
     # a resident publisher, so subscriptions in the connected cycles have something to carry
     await harness.join(ClientPeer("host", video_codec="VP8", audio=True, fps=10))
@@ -126,15 +146,16 @@ async def test_open_close_cycles_leak_nothing(harness: SfuHarness) -> None:
     for i in range(3):  # warm up caches, codec contexts and the like
         await connected_cycle(-i - 1)
         await offer_cycle(-i - 1)
-    await asyncio.sleep(0.2)
-    before, rss_before = _counts(), _rss_kib()
-    for i in range(200):
+    await harness.settle(timeout_s(5))
+    before = await _steady_counts()
+    rss_before = _rss_kib()
+    for i in range(120):
         await offer_cycle(i)
-    for i in range(15):
+    for i in range(10):
         await connected_cycle(i)
     await harness.settle(timeout_s(5))
-    await asyncio.sleep(0.3)  # let closing tasks finish
-    after, rss_after = _counts(), _rss_kib()
+    after = await _counts_back_to(before, timeout_s(10))  # closing tasks end at their own pace
+    rss_after = _rss_kib()
     assert after == before, (before, after)
     assert rss_after - rss_before < 40_000, (rss_before, rss_after)
     assert sorted(sfu.peer_ids()) == ["host"]

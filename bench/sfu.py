@@ -192,6 +192,9 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     """Run one relay at P x S; returns its figures (see module docstring)."""
     from signaling.tokens import issue_token
 
+    probe_out = workdir / f"probe-{relay}-{publishers}x{subscribers}.jsonl"
+    if "+probe" in relay:  # bench/sfu_experiments.latency_probe: server-side times per frame
+        os.environ["MEDSTREAM_PROBE_OUT"] = str(probe_out)
     server, url, idle_rss = _start_server(relay, 2 * publishers)
     procs: list[subprocess.Popen[str]] = []
     outs: list[Path] = []
@@ -275,6 +278,10 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     figures = _figures(relay, publishers, subscribers, t0, t1, cpu1 - cpu0, ccpu1 - ccpu0, rss,
                        records, setup_s, load)
     figures["server_rss_idle_mb"] = idle_rss
+    if "+probe" in relay:
+        from bench.sfu_experiments import summarise_probe
+
+        figures["server_probe"] = summarise_probe(str(probe_out), t0, t1)
     figures["rss_per_subscriber_kib"] = round((rss - idle_rss) * 1024 / subscribers, 1)
     # kernel drops on loopback: a receive buffer overflowed (server or client socket)
     figures["udp_rcvbuf_errors"] = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]

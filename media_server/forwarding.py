@@ -20,6 +20,7 @@ Pinned to aiortc 1.16 internals (see `tests/media_server/test_forwarding.py`, wh
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import random
@@ -243,6 +244,8 @@ class ForwardTrack(MediaStreamTrack):
         self._rtx_seq = random16() % 32768
         self._cname: str | None = None
         self._sendto: Callable[[bytes, Any], None] | None = None
+        self._batcher: SendBatcher | None = None  # flushed by the producer's paced fan-out
+        self._fanout_pos = 0  # index of the producer's next backlog entry for this subscriber
         self._protect: Callable[[bytes], bytes] = _unbound
         self._addr: Any = None
         self._transport: Any = None
@@ -327,6 +330,7 @@ class ForwardTrack(MediaStreamTrack):
                 batcher = SendBatcher(transport, pair.remote_addr)
                 protocol._medstream_batcher = batcher  # type: ignore[attr-defined]
             self._sendto = batcher.send
+            self._batcher = batcher
             self._transport = transport
         else:  # relayed through TURN: aioice's own (async) send path
             self._sendto = lambda data, addr: _spawn(protocol.send_data(data, addr))
@@ -343,6 +347,7 @@ class ForwardTrack(MediaStreamTrack):
             if batcher is not None:
                 batcher.close()
         self._sendto = None
+        self._batcher = None
         self._transport = None
         self._protect = _unbound
 
@@ -594,6 +599,10 @@ class RetransmitBudget:
 
 
 _SENT_SIZE = 1024
+# paced video fan-out (Producer._drain): packet-sends (packets x subscribers) per loop pass before
+# it yields; ~2-4 ms of CPU here (bench.fanout), a few audio frames' worth of delay for others
+FANOUT_SLICE_PACKETS = 500
+_Entry = tuple[RtpPacket, bool | None, tuple[bool, int] | None]  # packet, starts keyframe (None: padding), audio level
 _SENT_MASK = _SENT_SIZE - 1
 _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)
 _HISTORY_MASK = _HISTORY_SIZE - 1
@@ -651,6 +660,13 @@ class Producer:
         self.muted = False
         self.consumers: set[ForwardTrack] = set()
         self._fanout: tuple[ForwardTrack, ...] = ()
+        # paced video fan-out (`_drain`): packets not yet sent to every consumer
+        self._backlog: list[_Entry] = []
+        self._backlog_base = 0  # absolute index of _backlog[0]
+        self._todo: collections.deque[ForwardTrack] = collections.deque()
+        self._drain_handle: asyncio.Handle | None = None
+        self._rotation = 0
+        self._starving = False
         self.sinks: list[FrameSink] = []
         self.frames_received = 0
         self.packets_received = 0
@@ -707,20 +723,97 @@ class Producer:
             return
         payload = p.payload
         if not payload:
+            if self.kind == "video" and self._backlog:
+                self._backlog.append((p, None, None))  # in order with the packets queued before it
+                return
             for consumer in self._fanout:  # padding: no number of its own for anyone
                 consumer._rewriter.drop(p.sequence_number)
             return
         start = self.kind == "audio" or starts_keyframe(self.codec, payload, p._data, new_timestamp)  # type: ignore[attr-defined]
-        abs3 = abs_send_time(now)
         level = p.extensions.audio_level
+        if self.kind == "video":
+            self._backlog.append((p, start, level))
+            if self._drain_handle is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop (a synchronous caller): fan out at once
+                    self._drain(budget=1 << 62)
+                    return
+                self._drain_handle = loop.call_soon(self._drain)
+            return
+        abs3 = abs_send_time(now)
         starving = False
         for consumer in self._fanout:
             if consumer.forward(p, start, abs3, level):
                 starving = True
         if starving and p.marker:
-            # someone still waits for a keyframe (its request may predate our first packet or
-            # have been lost): ask again at each frame end; the limiter keeps this to one per interval
             self.request_keyframe()
+
+    def _drain(self, budget: int = 0) -> None:
+        """Paced video fan-out: the backlog to one subscriber after the other, in slices.
+
+        Why (issue 17): a keyframe is ~70 packets, and it arrives in a burst (uvloop reads up to
+        32 datagrams per wake-up; the publisher's DTLS task hands them over without yielding).
+        Forwarding each packet to every subscriber in turn made *every* subscriber wait for the
+        whole burst (7,000 rewrites and SRTP protects at 1x100, ~50-150 ms of CPU) and held the
+        loop meanwhile: audio, RTCP, ICE consent and signaling all waited. Here each subscriber
+        gets all of its pending packets rewritten, protected and written (its batcher flushed at
+        once: one GSO send), then the next; after FANOUT_SLICE_PACKETS packet-sends the drain
+        yields to the loop (`call_soon`) and continues where it stopped, so other work and other
+        publishers' packets run in between. Subscriber k of n has the frame after k/n of the
+        burst's CPU instead of all of it; the start of each drain rotates so no subscriber is
+        always last. abs-send-time is stamped when the slice runs (what the subscriber's
+        bandwidth estimate needs: the actual send time).
+        """
+        budget = budget or FANOUT_SLICE_PACKETS
+        self._drain_handle = None
+        backlog, todo, consumers = self._backlog, self._todo, self.consumers
+        base = self._backlog_base
+        end = base + len(backlog)
+        abs3 = abs_send_time(time.time())
+        while True:
+            if not todo:  # a new round: everyone who has not had the whole backlog yet
+                fanout = [c for c in self._fanout if c._fanout_pos < end]
+                if not fanout:
+                    break
+                k = self._rotation % len(fanout)
+                self._rotation += 1
+                todo.extend(fanout[k:])
+                todo.extend(fanout[:k])
+            while todo:
+                consumer = todo.popleft()
+                if consumer not in consumers:
+                    continue  # detached meanwhile
+                pos = max(consumer._fanout_pos, base)
+                consumer._fanout_pos = end
+                if self._serve(consumer, backlog[pos - base:], abs3):
+                    self._starving = True
+                budget -= end - pos
+                if budget <= 0:
+                    # yield to the loop; packets arriving meanwhile join the backlog, and the
+                    # subscribers served before them get them in the next round
+                    self._drain_handle = asyncio.get_running_loop().call_soon(self._drain)
+                    return
+        self._backlog_base = end
+        backlog.clear()
+        if self._starving:
+            # someone still waits for a keyframe (its request may predate our first packet or
+            # have been lost): ask again; the limiter keeps this to one per interval
+            self._starving = False
+            self.request_keyframe()
+
+    def _serve(self, consumer: ForwardTrack, entries: list[_Entry], abs3: bytes) -> bool:
+        """Forward `entries` to `consumer` and write them out now; True if it waits for a keyframe."""
+        starving = False
+        for p, start, level in entries:
+            if start is None:  # padding: no number of its own
+                consumer._rewriter.drop(p.sequence_number)
+            elif consumer.forward(p, start, abs3, level) and p.marker:
+                starving = True
+        batcher = consumer._batcher
+        if batcher is not None:
+            batcher.flush()
+        return starving
 
     def on_encoded(self, codec: Any, frame: Any) -> None:
         """Take one complete encoded frame (aiortc JitterFrame) for the frame sinks (recorder)."""
@@ -770,6 +863,7 @@ class Producer:
 
     def attach(self, consumer: ForwardTrack) -> None:
         """Start fanning out to `consumer` (muted producers attach it paused)."""
+        consumer._fanout_pos = self._backlog_base + len(self._backlog)  # from the next packet on
         if self.muted:
             consumer.set_paused(True, "muted")
         self.consumers.add(consumer)
@@ -813,6 +907,11 @@ class Producer:
         if self._closed:
             return
         self._closed = True
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        self._backlog.clear()
+        self._todo.clear()
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None

@@ -204,7 +204,8 @@ class _MarkedBatcher(SendBatcher):
 
 
 async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int = 60,
-                     audio_interval_s: float = 0.02) -> dict[str, Any]:
+                     audio_interval_s: float = 0.02, publishers: int = 1,
+                     isolated: bool = False) -> dict[str, Any]:
     """A stream as the clip of bench.sfu (30 fps, a 70-packet keyframe every 2 s, 4-packet
     deltas, Opus every 20 ms) to S subscribers (video + audio ForwardTracks sharing one batcher,
     as in the server), on a simulated idle core: the clock is this thread's CPU time, jumping
@@ -213,7 +214,8 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
     publisher's DTLS task hands over a burst). Latency of a copy: arrival -> the flush that
     wrote that subscriber's copy of the frame's last packet (audio: of the packet). What it
     leaves out: the kernel's receive side and the subscriber; other load on the machine does
-    not count (CPU time)."""
+    not count (CPU time). `isolated`: each arrival only once the previous one is fully sent
+    (for instruction counts under callgrind, whose slowdown would otherwise pile arrivals up)."""
     loop = asyncio.get_running_loop()
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
@@ -232,8 +234,10 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
     def clock() -> float:
         return time.thread_time() + offset[0]
 
-    video = Producer("v", "pub", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
-    audio = Producer("a", "pub", "audio", "opus", 48000, None, 1.0)  # type: ignore[arg-type]
+    videos = [Producer(f"v{k}", f"pub{k}", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+              for k in range(publishers)]
+    audios = [Producer(f"a{k}", f"pub{k}", "audio", "opus", 48000, None, 1.0)  # type: ignore[arg-type]
+              for k in range(publishers)]
     done: dict[int, list[float]] = {}  # event id -> flush times of its copies
     passes: list[float] = []
     transports = []
@@ -243,7 +247,8 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
         transports.append(transport)
         batcher = _MarkedBatcher(transport, addr)
         batcher.clock, batcher.marks, batcher.out = clock, [], done
-        for kind, producer, ssrc in (("video", video, 1000 + i), ("audio", audio, 5000 + i)):
+        for kind, producer, ssrc in [("video", v, 1000 + i + 10000 * k) for k, v in enumerate(videos)] + [
+                ("audio", a, 5000 + i + 10000 * k) for k, a in enumerate(audios)]:
             track = ForwardTrack(kind, f"{kind}{i}", lambda: None)  # type: ignore[arg-type]
             track._writer = HeaderWriter(ssrc, 96 if kind == "video" else 111, "0",
                                          {URI_MID: 1, URI_ABS_SEND_TIME: 2})
@@ -263,28 +268,32 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
 
             track.forward = forward  # type: ignore[method-assign]
             producer.attach(track)
-    if hasattr(video, "_drain"):  # the paced fan-out: how long each pass holds the loop
-        drain = video._drain
+    for video in videos:
+        if hasattr(video, "_drain"):  # the paced fan-out: how long each pass holds the loop
+            def timed_drain(budget: int = 0, drain: Any = video._drain) -> None:
+                t = time.thread_time()
+                drain(budget)
+                passes.append(time.thread_time() - t)
 
-        def timed_drain(budget: int = 0) -> None:
-            t = time.thread_time()
-            drain(budget)
-            passes.append(time.thread_time() - t)
-
-        video._drain = timed_drain  # type: ignore[method-assign]
+            video._drain = timed_drain  # type: ignore[method-assign]
     # the schedule: (arrival s, event id, kind, packets)
     events: list[tuple[float, int, str, list[RtpPacket]]] = []
-    seq, ts = 1, 0
-    for f in range(int(seconds * fps)):
-        key = f % gop == 0
-        packets = _frame(seq, ts, KEYFRAME_PACKETS if key else DELTA_PACKETS, key)
-        seq, ts = seq + len(packets), ts + 90000 // fps
-        events.append((f / fps, len(events), "key" if key else "delta", packets))
-    for j in range(int(seconds / audio_interval_s)):
-        p = RtpPacket(payload_type=111, sequence_number=j & 0xFFFF, timestamp=960 * j,
-                      payload=bytes(120))
-        p._data = p.payload  # type: ignore[attr-defined]
-        events.append((j * audio_interval_s, len(events), "audio", [p]))
+    for k in range(publishers):  # publishers out of phase: frames and keyframes spread
+        seq, ts = 1, 0
+        phase = k / (publishers * fps)
+        for f in range(int(seconds * fps)):
+            key = f == 0 or (f + k * gop // publishers) % gop == 0
+            packets = _frame(seq, ts, KEYFRAME_PACKETS if key else DELTA_PACKETS, key)
+            for p in packets:
+                p.bench_producer = k  # type: ignore[attr-defined]
+            seq, ts = seq + len(packets), ts + 90000 // fps
+            events.append((phase + f / fps, len(events), "key" if key else "delta", packets))
+        for j in range(int(seconds / audio_interval_s)):
+            p = RtpPacket(payload_type=111, sequence_number=j & 0xFFFF, timestamp=960 * j,
+                          payload=bytes(120))
+            p._data = p.payload  # type: ignore[attr-defined]
+            p.bench_producer = k  # type: ignore[attr-defined]
+            events.append((phase + j * audio_interval_s, len(events), "audio", [p]))
     events.sort()
     arrival: dict[int, tuple[float, str]] = {}
     for _, eid, kind, packets in events:
@@ -295,15 +304,19 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
     offset[0] = -time.thread_time()  # simulated time 0 now
     cpu0 = time.thread_time()
     i = 0
-    while i < len(events) or getattr(video, "_drain_handle", None) is not None or batching._pending:
-        busy = getattr(video, "_drain_handle", None) is not None or bool(batching._pending)
-        if not busy and i < len(events) and clock() < events[i][0]:
+    def busy() -> bool:
+        return bool(batching._pending) or any(getattr(v, "_drain_handle", None) is not None for v in videos)
+
+    while i < len(events) or busy():
+        if not busy() and i < len(events) and clock() < events[i][0]:
             offset[0] += events[i][0] - clock()  # idle until the next arrival
-        while i < len(events) and events[i][0] <= clock():
+        if isolated and not busy() and i < len(events):
+            offset[0] = max(offset[0], events[i][0] - time.thread_time())
+        while i < len(events) and events[i][0] <= clock() and not (isolated and busy()):
             t, eid, kind, packets = events[i]
             arrival[eid] = (t, kind)
             for p in packets:
-                (audio if kind == "audio" else video).on_rtp(p)
+                (audios if kind == "audio" else videos)[p.bench_producer].on_rtp(p)
             i += 1
         await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -313,7 +326,7 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
     os.waitpid(child, 0)
     lat: dict[str, list[float]] = {"key": [], "delta": [], "audio": []}
     for eid, (t, kind) in arrival.items():
-        if t < 1.0:
+        if t < 1.0 or eid not in done:
             continue  # warm-up
         lat[kind].extend(x - t for x in done[eid])
     video_lat = sorted(lat["key"] + lat["delta"])
@@ -323,7 +336,8 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
         return round(1000 * xs[min(len(xs) - 1, int(q / 100 * len(xs)))], 2) if xs else 0.0
 
     return {
-        "mode": "stream", "subscribers": subscribers, "seconds": seconds, "fps": fps, "gop": gop,
+        "mode": "stream", "publishers": publishers, "subscribers": subscribers,
+        "video_streams": publishers * subscribers, "seconds": seconds, "fps": fps, "gop": gop,
         "video_copies": len(video_lat),
         "video_ms_p50": pct(video_lat, 50), "video_ms_p99": pct(video_lat, 99),
         "video_ms_max": pct(video_lat, 100),
@@ -344,13 +358,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="per-packet,batched-pylibsrtp,batched")
     p.add_argument("--stream", type=float, metavar="SECONDS",
                    help="instead: a 30 fps stream with audio on a simulated idle core (run_stream)")
+    p.add_argument("--publishers", type=int, default=1, help="with --stream: publishers, each to every subscriber")
+    p.add_argument("--isolated", action="store_true",
+                   help="with --stream: each arrival after the previous is sent (callgrind)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {0})
     results = []
     if args.stream:
         for n in args.subscribers or [100]:
-            r = asyncio.run(run_stream(n, args.stream))
+            r = asyncio.run(run_stream(n, args.stream, publishers=args.publishers,
+                                       isolated=args.isolated))
             print(json.dumps(r), flush=True)
             results.append(r)
     for n in args.subscribers or [100]:

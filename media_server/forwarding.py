@@ -602,6 +602,8 @@ _SENT_SIZE = 1024
 # paced video fan-out (Producer._drain): packet-sends (packets x subscribers) per loop pass before
 # it yields; ~2-4 ms of CPU here (bench.fanout), a few audio frames' worth of delay for others
 FANOUT_SLICE_PACKETS = 500
+# the fan-out this far behind (an overloaded core): subscribers skip to the next keyframe
+FANOUT_MAX_DELAY_S = 0.5
 _Entry = tuple[RtpPacket, bool | None, tuple[bool, int] | None]  # packet, starts keyframe (None: padding), audio level
 _SENT_MASK = _SENT_SIZE - 1
 _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)
@@ -667,6 +669,8 @@ class Producer:
         self._drain_handle: asyncio.Handle | None = None
         self._rotation = 0
         self._starving = False
+        self._backlog_t0 = 0.0  # arrival of the oldest packet in the backlog
+        self.backlog_sheds = 0  # times the fan-out fell FANOUT_MAX_DELAY_S behind and shed video
         self.sinks: list[FrameSink] = []
         self.frames_received = 0
         self.packets_received = 0
@@ -732,7 +736,12 @@ class Producer:
         start = self.kind == "audio" or starts_keyframe(self.codec, payload, p._data, new_timestamp)  # type: ignore[attr-defined]
         level = p.extensions.audio_level
         if self.kind == "video":
-            self._backlog.append((p, start, level))
+            backlog = self._backlog
+            if not backlog:
+                self._backlog_t0 = now
+            elif now - self._backlog_t0 > FANOUT_MAX_DELAY_S:
+                self._shed_backlog(now)
+            backlog.append((p, start, level))
             if self._drain_handle is None:
                 try:
                     loop = asyncio.get_running_loop()
@@ -786,8 +795,11 @@ class Producer:
                     continue  # detached meanwhile
                 pos = max(consumer._fanout_pos, base)
                 consumer._fanout_pos = end
-                if self._serve(consumer, backlog[pos - base:], abs3):
-                    self._starving = True
+                try:
+                    if self._serve(consumer, backlog[pos - base:], abs3):
+                        self._starving = True
+                except Exception:  # one subscriber's failure must not stop the others' media
+                    logger.exception("forwarding to a subscriber failed")
                 budget -= end - pos
                 if budget <= 0:
                     # yield to the loop; packets arriving meanwhile join the backlog, and the
@@ -801,6 +813,32 @@ class Producer:
             # have been lost): ask again; the limiter keeps this to one per interval
             self._starving = False
             self.request_keyframe()
+
+    def _shed_backlog(self, now: float) -> None:
+        """The fan-out is more than FANOUT_MAX_DELAY_S behind (the core is overloaded): every
+        subscriber still owed packets skips them and waits for the next keyframe (video is shed,
+        nobody is dropped; their sequence numbers close over the gap, so nothing is NACKed), and
+        the publisher is asked for one. Without this the backlog, and the latency, would grow
+        for as long as the overload lasts (before the paced fan-out the kernel's receive buffer
+        overflowed instead)."""
+        base = self._backlog_base
+        end = base + len(self._backlog)
+        shed = 0
+        for consumer in self._fanout:
+            if consumer._fanout_pos < end:
+                consumer._fanout_pos = end
+                if consumer.kind == "video" and not consumer.waiting_for_keyframe:
+                    consumer.waiting_for_keyframe = True
+                    consumer.frames_dropped += 1
+                    consumer._on_keyframe_needed()
+                shed += 1
+        self.backlog_sheds += 1
+        logger.info("video fan-out of %s %.0f ms behind: %d subscriber(s) skip to the next keyframe",
+                    self.track_id, 1000 * (now - self._backlog_t0), shed)
+        self._todo.clear()
+        self._backlog.clear()
+        self._backlog_base = end
+        self._backlog_t0 = now
 
     def _serve(self, consumer: ForwardTrack, entries: list[_Entry], abs3: bytes) -> bool:
         """Forward `entries` to `consumer` and write them out now; True if it waits for a keyframe."""

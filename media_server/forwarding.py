@@ -246,6 +246,7 @@ class ForwardTrack(MediaStreamTrack):
         self._sendto: Callable[[bytes, Any], None] | None = None
         self._batcher: SendBatcher | None = None  # flushed by the producer's paced fan-out
         self._fanout_pos = 0  # index of the producer's next backlog entry for this subscriber
+        self._in_todo = False  # queued in the producer's current round
         self._protect: Callable[[bytes], bytes] = _unbound
         self._addr: Any = None
         self._transport: Any = None
@@ -670,6 +671,7 @@ class Producer:
         self._rotation = 0
         self._starving = False
         self._backlog_t0 = 0.0  # arrival of the oldest packet in the backlog
+        self._round_end = 0  # backlog end when the drain last looked
         self.backlog_sheds = 0  # times the fan-out fell FANOUT_MAX_DELAY_S behind and shed video
         self.sinks: list[FrameSink] = []
         self.frames_received = 0
@@ -780,6 +782,15 @@ class Producer:
         base = self._backlog_base
         end = base + len(backlog)
         abs3 = abs_send_time(time.time())
+        if todo and end != self._round_end:
+            # packets arrived while a round was under way (a keyframe still going out): the
+            # subscribers it already served are owed only those, a short job: they go first, so
+            # a delta frame does not wait behind the rest of the keyframe's copies
+            served = [c for c in self._fanout if c._fanout_pos < end and not c._in_todo]
+            for c in served:
+                c._in_todo = True
+            todo.extendleft(reversed(served))
+        self._round_end = end
         while True:
             if not todo:  # a new round: everyone who has not had the whole backlog yet
                 fanout = [c for c in self._fanout if c._fanout_pos < end]
@@ -787,13 +798,18 @@ class Producer:
                     break
                 k = self._rotation % len(fanout)
                 self._rotation += 1
+                for c in fanout:
+                    c._in_todo = True
                 todo.extend(fanout[k:])
                 todo.extend(fanout[:k])
             while todo:
                 consumer = todo.popleft()
+                consumer._in_todo = False
                 if consumer not in consumers:
                     continue  # detached meanwhile
-                pos = max(consumer._fanout_pos, base)
+                pos = consumer._fanout_pos
+                if pos < base:
+                    pos = base
                 consumer._fanout_pos = end
                 try:
                     if self._serve(consumer, backlog[pos - base:], abs3):
@@ -835,6 +851,8 @@ class Producer:
         self.backlog_sheds += 1
         logger.info("video fan-out of %s %.0f ms behind: %d subscriber(s) skip to the next keyframe",
                     self.track_id, 1000 * (now - self._backlog_t0), shed)
+        for consumer in self._todo:
+            consumer._in_todo = False
         self._todo.clear()
         self._backlog.clear()
         self._backlog_base = end
@@ -843,10 +861,11 @@ class Producer:
     def _serve(self, consumer: ForwardTrack, entries: list[_Entry], abs3: bytes) -> bool:
         """Forward `entries` to `consumer` and write them out now; True if it waits for a keyframe."""
         starving = False
+        forward = consumer.forward
         for p, start, level in entries:
             if start is None:  # padding: no number of its own
                 consumer._rewriter.drop(p.sequence_number)
-            elif consumer.forward(p, start, abs3, level) and p.marker:
+            elif forward(p, start, abs3, level) and p.marker:
                 starving = True
         batcher = consumer._batcher
         if batcher is not None:
@@ -949,6 +968,8 @@ class Producer:
             self._drain_handle.cancel()
             self._drain_handle = None
         self._backlog.clear()
+        for consumer in self._todo:
+            consumer._in_todo = False
         self._todo.clear()
         if self._deferred is not None:
             self._deferred.cancel()

@@ -109,6 +109,22 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
 # --------------------------------------------------------------------------- server processes
 
 
+def _estimators_start_high() -> None:
+    """The bench's light subscribers bypass aiortc's receiver and send no REMB; without one the
+    node's estimator keeps its 1.5 Mbit/s start value and the adaptation (issue 12) paused all
+    but one ~1 Mbit/s publisher for them (2x4, 4x8 failed: "not every subscriber received
+    video"; bench.janus 2:4 lost 50 %). The bench node starts its estimators at their maximum
+    instead, so everything is forwarded, as Janus (bitrate=0) does."""
+    from media_server import bwe
+
+    original = bwe.BandwidthEstimator.__init__
+
+    def init(self: bwe.BandwidthEstimator, config: bwe.BweConfig | None = None) -> None:
+        original(self, config or bwe.BweConfig(start_bps=bwe.BweConfig.max_bps))
+
+    bwe.BandwidthEstimator.__init__ = init  # type: ignore[method-assign]
+
+
 def _serve_medstream(experiments: list[str]) -> None:
     import asyncio
 
@@ -116,6 +132,7 @@ def _serve_medstream(experiments: list[str]) -> None:
 
     for name in experiments:
         PATCHES[name]()
+    _estimators_start_high()
 
     from medstream.app import MedstreamApp
     from medstream.config import ServerConfig

@@ -51,7 +51,7 @@ def latency_probe() -> None:
     from media_server import forwarding
     from media_server.rewrite import NTP_EPOCH_OFFSET_S
 
-    out = open(os.environ["MEDSTREAM_PROBE_OUT"], "a", buffering=1 << 16)  # noqa: SIM115 (process lifetime)
+    out = open(os.environ["MEDSTREAM_PROBE_OUT"], "a", buffering=1)  # noqa: SIM115 (process lifetime; lines: the server is killed)
     on_rtp, serve = forwarding.Producer.on_rtp, forwarding.Producer._serve
     frames: dict[tuple[int, int], list[Any]] = {}  # (id(producer), RTP ts) -> [sent, in_s, out_s[], subscribers]
 

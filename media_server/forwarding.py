@@ -603,8 +603,10 @@ _SENT_SIZE = 1024
 # paced video fan-out (Producer._drain): packet-sends (packets x subscribers) per loop pass before
 # it yields; ~2-4 ms of CPU here (bench.fanout), a few audio frames' worth of delay for others
 FANOUT_SLICE_PACKETS = 500
-# the fan-out this far behind (an overloaded core): subscribers skip to the next keyframe
-FANOUT_MAX_DELAY_S = 0.5
+# the fan-out this far behind (an overloaded core): subscribers skip to the next keyframe. As
+# RETRANSMIT_MAX_AGE_S: older video is of no use to a real-time receiver; shorter shed video on
+# a machine whose other load stalled the node for a moment (0.5 s: 25 % loss at 1:40, load 8)
+FANOUT_MAX_DELAY_S = 1.0
 _Entry = tuple[RtpPacket, bool | None, tuple[bool, int] | None]  # packet, starts keyframe (None: padding), audio level
 _SENT_MASK = _SENT_SIZE - 1
 _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)

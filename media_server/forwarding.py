@@ -935,8 +935,8 @@ class Producer:
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, subject to the per-publisher rate limit."""
-        if self._closed or self.kind != "video":
-            return
+        if self._closed or self.kind != "video" or self.receiver is None:
+            return  # (no receiver: a producer fed by a tool or bench has nobody to ask)
         if media_ssrc(self.receiver) is None:
             return  # no media yet; the first delta frame a waiting consumer drops asks again
         loop = asyncio.get_running_loop()

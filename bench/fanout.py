@@ -34,6 +34,7 @@ from typing import Any
 from aiortc.rtp import RtpPacket
 from pylibsrtp import Policy, Session
 
+from media_server import batching
 from media_server.batching import SendBatcher
 from media_server.forwarding import ForwardTrack, Producer
 from media_server.rewrite import URI_ABS_SEND_TIME, URI_MID, HeaderWriter
@@ -75,8 +76,10 @@ class _TimedBatcher(SendBatcher):
     index: int
 
     def flush(self) -> None:
+        had = bool(self._queue)
         super().flush()
-        self.done_at[self.index] = time.thread_time()
+        if had:  # flush_all finds it empty after the paced fan-out flushed it
+            self.done_at[self.index] = time.thread_time()
 
 
 async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
@@ -94,6 +97,15 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         _drain(rx)
     rx.close()
     producer = Producer("t", "pub", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+    passes: list[float] = []  # CPU s of each pass of the paced fan-out (the loop is held that long)
+    drain = producer._drain
+
+    def timed_drain(budget: int = 0) -> None:
+        t = time.thread_time()
+        drain(budget)
+        passes.append(time.thread_time() - t)
+
+    producer._drain = timed_drain  # type: ignore[method-assign]
     done_at: list[float] = [0.0] * subscribers
     transports = []
     for i in range(subscribers):
@@ -110,7 +122,7 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         if mode.startswith("batched"):
             batcher = _TimedBatcher(transport, addr)
             batcher.index, batcher.done_at = i, done_at
-            track._sendto = batcher.send
+            track._sendto, track._batcher = batcher.send, batcher
         else:
             sendto = transport.sendto
 
@@ -124,6 +136,7 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
     key_lat: list[list[float]] = []
     key_cpu: list[float] = []
     delta_cpu: list[float] = []
+    key_passes: list[tuple[int, float]] = []  # loop passes of a keyframe's fan-out, longest (CPU s)
     key_split: list[tuple[float, float]] = []  # CPU s in on_rtp (rewrite, SRTP), after (sends)
     for f in range(frames):
         key = f % 10 == 0
@@ -133,7 +146,10 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         for p in packets:
             producer.on_rtp(p)
         t_mid = time.thread_time()
-        await asyncio.sleep(0)  # the loop runs the batched sends (if any)
+        passes.clear()
+        await asyncio.sleep(0)  # the loop runs the paced fan-out and the batched sends
+        while producer._drain_handle is not None:
+            await asyncio.sleep(0)
         await asyncio.sleep(0)
         t1 = time.thread_time()
         if f < 10:
@@ -143,6 +159,7 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         if key:
             key_lat.append(sorted(d - t0 for d in done_at))
             key_split.append((t_mid - t0, t1 - t_mid))
+            key_passes.append((len(passes), max(passes, default=0.0)))
         await asyncio.sleep(0.002)  # let the drain keep up
     for t in transports:
         t.close()
@@ -163,6 +180,174 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
         "keyframe_cpu_ms_p50_subscriber": round(1000 * lat[len(lat) // 2], 2),
         "keyframe_cpu_ms_p99_subscriber": round(1000 * lat[int(0.99 * (len(lat) - 1))], 2),
         "keyframe_cpu_ms_last_subscriber": ms([f[-1] for f in key_lat]),
+        "keyframe_loop_passes": statistics.median(n for n, _ in key_passes),
+        "keyframe_cpu_ms_longest_pass": round(1000 * statistics.median(m for _, m in key_passes), 2),
+    }
+
+
+class _MarkedBatcher(SendBatcher):
+    """Records, at each flush that writes something, which marked packets (frame ends) left."""
+
+    __slots__ = ("clock", "marks", "out")
+    clock: Any
+    marks: list[int]
+    out: dict[int, list[float]]
+
+    def flush(self) -> None:
+        had = bool(self._queue)
+        super().flush()
+        if had and self.marks:
+            t = self.clock()
+            for m in self.marks:
+                self.out[m].append(t)
+            self.marks = []
+
+
+async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int = 60,
+                     audio_interval_s: float = 0.02, publishers: int = 1,
+                     isolated: bool = False) -> dict[str, Any]:
+    """A stream as the clip of bench.sfu (30 fps, a 70-packet keyframe every 2 s, 4-packet
+    deltas, Opus every 20 ms) to S subscribers (video + audio ForwardTracks sharing one batcher,
+    as in the server), on a simulated idle core: the clock is this thread's CPU time, jumping
+    forward only while the server has nothing to do until the next arrival. Each arrival is
+    handed over at the first loop pass after its time (packets of one frame together, as the
+    publisher's DTLS task hands over a burst). Latency of a copy: arrival -> the flush that
+    wrote that subscriber's copy of the frame's last packet (audio: of the packet). What it
+    leaves out: the kernel's receive side and the subscriber; other load on the machine does
+    not count (CPU time). `isolated`: each arrival only once the previous one is fully sent
+    (for instruction counts under callgrind, whose slowdown would otherwise pile arrivals up)."""
+    loop = asyncio.get_running_loop()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)
+    except OSError:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+    addr = rx.getsockname()
+    child = os.fork()
+    if child == 0:
+        os.sched_setaffinity(0, {1})
+        _drain(rx)
+    rx.close()
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.thread_time() + offset[0]
+
+    videos = [Producer(f"v{k}", f"pub{k}", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+              for k in range(publishers)]
+    audios = [Producer(f"a{k}", f"pub{k}", "audio", "opus", 48000, None, 1.0)  # type: ignore[arg-type]
+              for k in range(publishers)]
+    done: dict[int, list[float]] = {}  # event id -> flush times of its copies
+    passes: list[float] = []
+    transports = []
+    for i in range(subscribers):
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                           local_addr=("127.0.0.1", 0))
+        transports.append(transport)
+        batcher = _MarkedBatcher(transport, addr)
+        batcher.clock, batcher.marks, batcher.out = clock, [], done
+        for kind, producer, ssrc in [("video", v, 1000 + i + 10000 * k) for k, v in enumerate(videos)] + [
+                ("audio", a, 5000 + i + 10000 * k) for k, a in enumerate(audios)]:
+            track = ForwardTrack(kind, f"{kind}{i}", lambda: None)  # type: ignore[arg-type]
+            track._writer = HeaderWriter(ssrc, 96 if kind == "video" else 111, "0",
+                                         {URI_MID: 1, URI_ABS_SEND_TIME: 2})
+            srtp = Session(Policy(key=os.urandom(44), ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                                  srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_256_GCM))
+            track._protect, track._addr, track._transport = protector(srtp), addr, transport
+            track._sendto, track._batcher = batcher.send, batcher
+            original = track.forward
+
+            def forward(p: RtpPacket, start: bool, abs3: bytes, level: Any, original: Any = original,
+                        batcher: _MarkedBatcher = batcher) -> bool:
+                r = original(p, start, abs3, level)
+                tag = getattr(p, "bench_event", None)
+                if tag is not None:
+                    batcher.marks.append(tag)
+                return r  # type: ignore[no-any-return]
+
+            track.forward = forward  # type: ignore[method-assign]
+            producer.attach(track)
+    for video in videos:
+        if hasattr(video, "_drain"):  # the paced fan-out: how long each pass holds the loop
+            def timed_drain(budget: int = 0, drain: Any = video._drain) -> None:
+                t = time.thread_time()
+                drain(budget)
+                passes.append(time.thread_time() - t)
+
+            video._drain = timed_drain  # type: ignore[method-assign]
+    # the schedule: (arrival s, event id, kind, packets)
+    events: list[tuple[float, int, str, list[RtpPacket]]] = []
+    for k in range(publishers):  # publishers out of phase: frames and keyframes spread
+        seq, ts = 1, 0
+        phase = k / (publishers * fps)
+        for f in range(int(seconds * fps)):
+            key = f == 0 or (f + k * gop // publishers) % gop == 0
+            packets = _frame(seq, ts, KEYFRAME_PACKETS if key else DELTA_PACKETS, key)
+            for p in packets:
+                p.bench_producer = k  # type: ignore[attr-defined]
+            seq, ts = seq + len(packets), ts + 90000 // fps
+            events.append((phase + f / fps, len(events), "key" if key else "delta", packets))
+        for j in range(int(seconds / audio_interval_s)):
+            p = RtpPacket(payload_type=111, sequence_number=j & 0xFFFF, timestamp=960 * j,
+                          payload=bytes(120))
+            p._data = p.payload  # type: ignore[attr-defined]
+            p.bench_producer = k  # type: ignore[attr-defined]
+            events.append((phase + j * audio_interval_s, len(events), "audio", [p]))
+    events.sort()
+    arrival: dict[int, tuple[float, str]] = {}
+    for _, eid, kind, packets in events:
+        marked = packets if kind == "audio" else packets[-1:]
+        for p in marked:
+            p.bench_event = eid  # type: ignore[attr-defined]
+        done[eid] = []
+    offset[0] = -time.thread_time()  # simulated time 0 now
+    cpu0 = time.thread_time()
+    i = 0
+    def busy() -> bool:
+        return bool(batching._pending) or any(getattr(v, "_drain_handle", None) is not None for v in videos)
+
+    while i < len(events) or busy():
+        if not busy() and i < len(events) and clock() < events[i][0]:
+            offset[0] += events[i][0] - clock()  # idle until the next arrival
+        if isolated and not busy() and i < len(events):
+            offset[0] = max(offset[0], events[i][0] - time.thread_time())
+        while i < len(events) and events[i][0] <= clock() and not (isolated and busy()):
+            t, eid, kind, packets = events[i]
+            arrival[eid] = (t, kind)
+            for p in packets:
+                (audios if kind == "audio" else videos)[p.bench_producer].on_rtp(p)
+            i += 1
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    cpu_s = time.thread_time() - cpu0
+    for t in transports:
+        t.close()
+    os.waitpid(child, 0)
+    lat: dict[str, list[float]] = {"key": [], "delta": [], "audio": []}
+    for eid, (t, kind) in arrival.items():
+        if t < 1.0 or eid not in done:
+            continue  # warm-up
+        lat[kind].extend(x - t for x in done[eid])
+    video_lat = sorted(lat["key"] + lat["delta"])
+
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return round(1000 * xs[min(len(xs) - 1, int(q / 100 * len(xs)))], 2) if xs else 0.0
+
+    return {
+        "mode": "stream", "publishers": publishers, "subscribers": subscribers,
+        "video_streams": publishers * subscribers, "seconds": seconds, "fps": fps, "gop": gop,
+        "video_copies": len(video_lat),
+        "video_ms_p50": pct(video_lat, 50), "video_ms_p99": pct(video_lat, 99),
+        "video_ms_max": pct(video_lat, 100),
+        "keyframe_ms_p50": pct(lat["key"], 50), "keyframe_ms_p99": pct(lat["key"], 99),
+        "delta_ms_p99": pct(lat["delta"], 99),
+        "audio_ms_p50": pct(lat["audio"], 50), "audio_ms_p99": pct(lat["audio"], 99),
+        "audio_ms_max": pct(lat["audio"], 100),
+        "longest_pass_ms": round(1000 * max(passes), 2) if passes else None,
+        "copies_missing": sum(1 for eid in arrival if len(done[eid]) < subscribers),
+        "cpu_s": round(cpu_s, 3), "core_share": round(cpu_s / seconds, 3),
     }
 
 
@@ -171,12 +356,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, action="append")
     p.add_argument("--frames", type=int, default=110, help="frames per run (every 10th a keyframe)")
     p.add_argument("--modes", default="per-packet,batched-pylibsrtp,batched")
+    p.add_argument("--stream", type=float, metavar="SECONDS",
+                   help="instead: a 30 fps stream with audio on a simulated idle core (run_stream)")
+    p.add_argument("--publishers", type=int, default=1, help="with --stream: publishers, each to every subscriber")
+    p.add_argument("--isolated", action="store_true",
+                   help="with --stream: each arrival after the previous is sent (callgrind)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {0})
     results = []
+    if args.stream:
+        for n in args.subscribers or [100]:
+            r = asyncio.run(run_stream(n, args.stream, publishers=args.publishers,
+                                       isolated=args.isolated))
+            print(json.dumps(r), flush=True)
+            results.append(r)
     for n in args.subscribers or [100]:
-        for mode in args.modes.split(","):
+        for mode in ([] if args.stream else args.modes.split(",")):
             r = asyncio.run(run(mode, n, args.frames))
             print(json.dumps(r), flush=True)
             results.append(r)

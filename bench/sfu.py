@@ -109,6 +109,22 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
 # --------------------------------------------------------------------------- server processes
 
 
+def _estimators_start_high() -> None:
+    """The bench's light subscribers bypass aiortc's receiver and send no REMB; without one the
+    node's estimator keeps its 1.5 Mbit/s start value and the adaptation (issue 12) paused all
+    but one ~1 Mbit/s publisher for them (2x4, 4x8 failed: "not every subscriber received
+    video"; bench.janus 2:4 lost 50 %). The bench node starts its estimators at their maximum
+    instead, so everything is forwarded, as Janus (bitrate=0) does."""
+    from media_server import bwe
+
+    original = bwe.BandwidthEstimator.__init__
+
+    def init(self: bwe.BandwidthEstimator, config: bwe.BweConfig | None = None) -> None:
+        original(self, config or bwe.BweConfig(start_bps=bwe.BweConfig.max_bps))
+
+    bwe.BandwidthEstimator.__init__ = init  # type: ignore[method-assign]
+
+
 def _serve_medstream(experiments: list[str]) -> None:
     import asyncio
 
@@ -116,6 +132,7 @@ def _serve_medstream(experiments: list[str]) -> None:
 
     for name in experiments:
         PATCHES[name]()
+    _estimators_start_high()
 
     from medstream.app import MedstreamApp
     from medstream.config import ServerConfig
@@ -192,6 +209,9 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     """Run one relay at P x S; returns its figures (see module docstring)."""
     from signaling.tokens import issue_token
 
+    probe_out = workdir / f"probe-{relay}-{publishers}x{subscribers}.jsonl"
+    if "+probe" in relay:  # bench/sfu_experiments.latency_probe: server-side times per frame
+        os.environ["MEDSTREAM_PROBE_OUT"] = str(probe_out)
     server, url, idle_rss = _start_server(relay, 2 * publishers)
     procs: list[subprocess.Popen[str]] = []
     outs: list[Path] = []
@@ -275,6 +295,10 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     figures = _figures(relay, publishers, subscribers, t0, t1, cpu1 - cpu0, ccpu1 - ccpu0, rss,
                        records, setup_s, load)
     figures["server_rss_idle_mb"] = idle_rss
+    if "+probe" in relay:
+        from bench.sfu_experiments import summarise_probe
+
+        figures["server_probe"] = summarise_probe(str(probe_out), t0, t1)
     figures["rss_per_subscriber_kib"] = round((rss - idle_rss) * 1024 / subscribers, 1)
     # kernel drops on loopback: a receive buffer overflowed (server or client socket)
     figures["udp_rcvbuf_errors"] = udp1["RcvbufErrors"] - udp0["RcvbufErrors"]

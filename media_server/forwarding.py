@@ -20,6 +20,7 @@ Pinned to aiortc 1.16 internals (see `tests/media_server/test_forwarding.py`, wh
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import random
@@ -243,6 +244,9 @@ class ForwardTrack(MediaStreamTrack):
         self._rtx_seq = random16() % 32768
         self._cname: str | None = None
         self._sendto: Callable[[bytes, Any], None] | None = None
+        self._batcher: SendBatcher | None = None  # flushed by the producer's paced fan-out
+        self._fanout_pos = 0  # index of the producer's next backlog entry for this subscriber
+        self._in_todo = False  # queued in the producer's current round
         self._protect: Callable[[bytes], bytes] = _unbound
         self._addr: Any = None
         self._transport: Any = None
@@ -327,6 +331,7 @@ class ForwardTrack(MediaStreamTrack):
                 batcher = SendBatcher(transport, pair.remote_addr)
                 protocol._medstream_batcher = batcher  # type: ignore[attr-defined]
             self._sendto = batcher.send
+            self._batcher = batcher
             self._transport = transport
         else:  # relayed through TURN: aioice's own (async) send path
             self._sendto = lambda data, addr: _spawn(protocol.send_data(data, addr))
@@ -343,6 +348,7 @@ class ForwardTrack(MediaStreamTrack):
             if batcher is not None:
                 batcher.close()
         self._sendto = None
+        self._batcher = None
         self._transport = None
         self._protect = _unbound
 
@@ -594,6 +600,14 @@ class RetransmitBudget:
 
 
 _SENT_SIZE = 1024
+# paced video fan-out (Producer._drain): packet-sends (packets x subscribers) per loop pass before
+# it yields; ~2-4 ms of CPU here (bench.fanout), a few audio frames' worth of delay for others
+FANOUT_SLICE_PACKETS = 500
+# the fan-out this far behind (an overloaded core): subscribers skip to the next keyframe. As
+# RETRANSMIT_MAX_AGE_S: older video is of no use to a real-time receiver; shorter shed video on
+# a machine whose other load stalled the node for a moment (0.5 s: 25 % loss at 1:40, load 8)
+FANOUT_MAX_DELAY_S = 1.0
+_Entry = tuple[RtpPacket, bool | None, tuple[bool, int] | None]  # packet, starts keyframe (None: padding), audio level
 _SENT_MASK = _SENT_SIZE - 1
 _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)
 _HISTORY_MASK = _HISTORY_SIZE - 1
@@ -651,6 +665,16 @@ class Producer:
         self.muted = False
         self.consumers: set[ForwardTrack] = set()
         self._fanout: tuple[ForwardTrack, ...] = ()
+        # paced video fan-out (`_drain`): packets not yet sent to every consumer
+        self._backlog: list[_Entry] = []
+        self._backlog_base = 0  # absolute index of _backlog[0]
+        self._todo: collections.deque[ForwardTrack] = collections.deque()
+        self._drain_handle: asyncio.Handle | None = None
+        self._rotation = 0
+        self._starving = False
+        self._backlog_t0 = 0.0  # arrival of the oldest packet in the backlog
+        self._round_end = 0  # backlog end when the drain last looked
+        self.backlog_sheds = 0  # times the fan-out fell FANOUT_MAX_DELAY_S behind and shed video
         self.sinks: list[FrameSink] = []
         self.frames_received = 0
         self.packets_received = 0
@@ -707,20 +731,148 @@ class Producer:
             return
         payload = p.payload
         if not payload:
+            if self.kind == "video" and self._backlog:
+                self._backlog.append((p, None, None))  # in order with the packets queued before it
+                return
             for consumer in self._fanout:  # padding: no number of its own for anyone
                 consumer._rewriter.drop(p.sequence_number)
             return
         start = self.kind == "audio" or starts_keyframe(self.codec, payload, p._data, new_timestamp)  # type: ignore[attr-defined]
-        abs3 = abs_send_time(now)
         level = p.extensions.audio_level
+        if self.kind == "video":
+            backlog = self._backlog
+            if not backlog:
+                self._backlog_t0 = now
+            elif now - self._backlog_t0 > FANOUT_MAX_DELAY_S:
+                self._shed_backlog(now)
+            backlog.append((p, start, level))
+            if self._drain_handle is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop (a synchronous caller): fan out at once
+                    self._drain(budget=1 << 62)
+                    return
+                self._drain_handle = loop.call_soon(self._drain)
+            return
+        abs3 = abs_send_time(now)
         starving = False
         for consumer in self._fanout:
             if consumer.forward(p, start, abs3, level):
                 starving = True
         if starving and p.marker:
-            # someone still waits for a keyframe (its request may predate our first packet or
-            # have been lost): ask again at each frame end; the limiter keeps this to one per interval
             self.request_keyframe()
+
+    def _drain(self, budget: int = 0) -> None:
+        """Paced video fan-out: the backlog to one subscriber after the other, in slices.
+
+        Why (issue 17): a keyframe is ~70 packets, and it arrives in a burst (uvloop reads up to
+        32 datagrams per wake-up; the publisher's DTLS task hands them over without yielding).
+        Forwarding each packet to every subscriber in turn made *every* subscriber wait for the
+        whole burst (7,000 rewrites and SRTP protects at 1x100, ~50-150 ms of CPU) and held the
+        loop meanwhile: audio, RTCP, ICE consent and signaling all waited. Here each subscriber
+        gets all of its pending packets rewritten, protected and written (its batcher flushed at
+        once: one GSO send), then the next; after FANOUT_SLICE_PACKETS packet-sends the drain
+        yields to the loop (`call_soon`) and continues where it stopped, so other work and other
+        publishers' packets run in between. Subscriber k of n has the frame after k/n of the
+        burst's CPU instead of all of it; the start of each drain rotates so no subscriber is
+        always last. abs-send-time is stamped when the slice runs (what the subscriber's
+        bandwidth estimate needs: the actual send time).
+        """
+        budget = budget or FANOUT_SLICE_PACKETS
+        self._drain_handle = None
+        backlog, todo, consumers = self._backlog, self._todo, self.consumers
+        base = self._backlog_base
+        end = base + len(backlog)
+        abs3 = abs_send_time(time.time())
+        if todo and end != self._round_end:
+            # packets arrived while a round was under way (a keyframe still going out): the
+            # subscribers it already served are owed only those, a short job: they go first, so
+            # a delta frame does not wait behind the rest of the keyframe's copies
+            served = [c for c in self._fanout if c._fanout_pos < end and not c._in_todo]
+            for c in served:
+                c._in_todo = True
+            todo.extendleft(reversed(served))
+        self._round_end = end
+        while True:
+            if not todo:  # a new round: everyone who has not had the whole backlog yet
+                fanout = [c for c in self._fanout if c._fanout_pos < end]
+                if not fanout:
+                    break
+                k = self._rotation % len(fanout)
+                self._rotation += 1
+                for c in fanout:
+                    c._in_todo = True
+                todo.extend(fanout[k:])
+                todo.extend(fanout[:k])
+            while todo:
+                consumer = todo.popleft()
+                consumer._in_todo = False
+                if consumer not in consumers:
+                    continue  # detached meanwhile
+                pos = consumer._fanout_pos
+                if pos < base:
+                    pos = base
+                consumer._fanout_pos = end
+                try:
+                    if self._serve(consumer, backlog[pos - base:], abs3):
+                        self._starving = True
+                except Exception:  # one subscriber's failure must not stop the others' media
+                    logger.exception("forwarding to a subscriber failed")
+                budget -= end - pos
+                if budget <= 0:
+                    # yield to the loop; packets arriving meanwhile join the backlog, and the
+                    # subscribers served before them get them in the next round
+                    self._drain_handle = asyncio.get_running_loop().call_soon(self._drain)
+                    return
+        self._backlog_base = end
+        backlog.clear()
+        if self._starving:
+            # someone still waits for a keyframe (its request may predate our first packet or
+            # have been lost): ask again; the limiter keeps this to one per interval
+            self._starving = False
+            self.request_keyframe()
+
+    def _shed_backlog(self, now: float) -> None:
+        """The fan-out is more than FANOUT_MAX_DELAY_S behind (the core is overloaded): every
+        subscriber still owed packets skips them and waits for the next keyframe (video is shed,
+        nobody is dropped; their sequence numbers close over the gap, so nothing is NACKed), and
+        the publisher is asked for one. Without this the backlog, and the latency, would grow
+        for as long as the overload lasts (before the paced fan-out the kernel's receive buffer
+        overflowed instead)."""
+        base = self._backlog_base
+        end = base + len(self._backlog)
+        shed = 0
+        for consumer in self._fanout:
+            if consumer._fanout_pos < end:
+                consumer._fanout_pos = end
+                if consumer.kind == "video" and not consumer.waiting_for_keyframe:
+                    consumer.waiting_for_keyframe = True
+                    consumer.frames_dropped += 1
+                    consumer._on_keyframe_needed()
+                shed += 1
+        self.backlog_sheds += 1
+        logger.info("video fan-out of %s %.0f ms behind: %d subscriber(s) skip to the next keyframe",
+                    self.track_id, 1000 * (now - self._backlog_t0), shed)
+        for consumer in self._todo:
+            consumer._in_todo = False
+        self._todo.clear()
+        self._backlog.clear()
+        self._backlog_base = end
+        self._backlog_t0 = now
+
+    def _serve(self, consumer: ForwardTrack, entries: list[_Entry], abs3: bytes) -> bool:
+        """Forward `entries` to `consumer` and write them out now; True if it waits for a keyframe."""
+        starving = False
+        forward = consumer.forward
+        for p, start, level in entries:
+            if start is None:  # padding: no number of its own
+                consumer._rewriter.drop(p.sequence_number)
+            elif forward(p, start, abs3, level) and p.marker:
+                starving = True
+        batcher = consumer._batcher
+        if batcher is not None:
+            batcher.flush()
+        return starving
 
     def on_encoded(self, codec: Any, frame: Any) -> None:
         """Take one complete encoded frame (aiortc JitterFrame) for the frame sinks (recorder)."""
@@ -770,6 +922,7 @@ class Producer:
 
     def attach(self, consumer: ForwardTrack) -> None:
         """Start fanning out to `consumer` (muted producers attach it paused)."""
+        consumer._fanout_pos = self._backlog_base + len(self._backlog)  # from the next packet on
         if self.muted:
             consumer.set_paused(True, "muted")
         self.consumers.add(consumer)
@@ -782,8 +935,8 @@ class Producer:
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, subject to the per-publisher rate limit."""
-        if self._closed or self.kind != "video":
-            return
+        if self._closed or self.kind != "video" or self.receiver is None:
+            return  # (no receiver: a producer fed by a tool or bench has nobody to ask)
         if media_ssrc(self.receiver) is None:
             return  # no media yet; the first delta frame a waiting consumer drops asks again
         loop = asyncio.get_running_loop()
@@ -813,6 +966,13 @@ class Producer:
         if self._closed:
             return
         self._closed = True
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        self._backlog.clear()
+        for consumer in self._todo:
+            consumer._in_todo = False
+        self._todo.clear()
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None

@@ -27,6 +27,7 @@ from medstream.api import AdminApi
 from medstream.config import ServerConfig
 from medstream.http import HttpServer
 from medstream.media_bridge import MediaBackend, MediaBridge
+from medstream.memory import release_free_heap
 from medstream.metrics import Sample, media_samples, signaling_samples, waveform_samples
 from medstream.openapi import DocumentedRoutes, Operation
 from medstream.ops import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
@@ -160,6 +161,7 @@ class MedstreamApp:
                                or self.hub.store.get(e.room_id) is not None])
         self.driver.apply(self.hub.start_policy_recordings())
         self.readiness.state = NodeState.READY
+        release_free_heap()  # what start-up freed, back to the OS (medstream/memory.py)
         log.info("medstream listening on %s (websocket %s)", self.url, self.ws_url)
 
     async def drain(self, timeout_s: float) -> None:

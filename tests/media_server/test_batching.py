@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiortc.rtp import RtpPacket
 
-from media_server import batching
+from media_server import batching, forwarding
 from media_server.batching import MAX_SEGMENTS, SendBatcher, runs
 from media_server.forwarding import ForwardTrack, Producer
 from media_server.rewrite import URI_MID, HeaderWriter
@@ -139,3 +139,67 @@ def test_batcher_without_a_socket_falls_back_to_the_transport() -> None:
 def test_socket_module_still_lacks_udp_segment() -> None:
     """We hard-code linux/udp.h's value; if Python exports it one day, it must agree."""
     assert getattr(socket, "UDP_SEGMENT", batching.UDP_SEGMENT) == batching.UDP_SEGMENT
+
+
+@pytest.mark.skipif(not batching.GSO_SUPPORTED, reason="UDP GSO is Linux only")
+def test_a_keyframe_fans_out_paced_so_the_loop_and_audio_go_on_meanwhile() -> None:
+    """Before: a 70-packet keyframe was rewritten and protected for every subscriber inside the
+    publisher's receive path, then sent: the loop was held for the whole burst (7,000 packet-
+    sends at 1x100) and an Opus packet arriving behind it reached everyone after the keyframe."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        video = Producer("v", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+        audio = Producer("a", "alice", "audio", "opus", 48000, None, 1.0)  # type: ignore[arg-type]
+        n = 10  # x 70 packets: more than one slice (FANOUT_SLICE_PACKETS)
+        assert n * 70 > forwarding.FANOUT_SLICE_PACKETS
+        batchers, sinks, transports = [], [], []
+        for i in range(n):
+            sink = _Sink()
+            receiver = await _endpoint(loop, sink)
+            receiver.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            addr = receiver.get_extra_info("sockname")
+            sender = await _endpoint(loop, asyncio.DatagramProtocol())
+            batcher = SendBatcher(sender, addr)
+            for kind, producer, ssrc in (("video", video, 0x100 + i), ("audio", audio, 0x200 + i)):
+                track = ForwardTrack(kind, f"{kind}{i}", lambda: None)  # type: ignore[arg-type]
+                track._writer = HeaderWriter(ssrc, 100, "0", {URI_MID: 1})
+                track._sendto, track._batcher, track._protect = batcher.send, batcher, bytes
+                track._addr, track._transport = addr, sender
+                producer.attach(track)
+            batchers.append(batcher)
+            sinks.append(sink)
+            transports += [receiver, sender]
+        keyframe = [_packet(100 + i, 1100) for i in range(69)] + [_packet(169, 300, marker=1)]
+        for p in keyframe:  # one burst, as the publisher's DTLS task hands it over
+            video.on_rtp(p)
+        opus = RtpPacket(payload_type=111, sequence_number=5, timestamp=960, payload=b"\xfc" * 80)
+        opus._data = opus.payload  # type: ignore[attr-defined]
+        audio.on_rtp(opus)  # arrived right behind the keyframe
+        written: list[list[int]] = []  # datagrams written per subscriber, after each loop pass
+
+        def tick() -> None:
+            written.append([b.datagrams for b in batchers])
+            if min(written[-1]) < len(keyframe) + 1:
+                loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        deadline = loop.time() + 10
+        while sum(len(s.received) for s in sinks) < n * (len(keyframe) + 1) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        # the loop ran other work while the keyframe was still on its way to most subscribers
+        assert 0 < sum(w > len(keyframe) for w in written[0]) < n, written
+        audio_everywhere = next(i for i, w in enumerate(written) if min(w) >= 1)
+        keyframe_everywhere = next(i for i, w in enumerate(written) if min(w) > len(keyframe))
+        assert audio_everywhere < keyframe_everywhere, written
+        for i, sink in enumerate(sinks):  # each subscriber's keyframe whole and in order, and the Opus packet
+            mine = [d for d in sink.received if d[8:12] == (0x100 + i).to_bytes(4, "big")]
+            assert [d[-len(p.payload):] for d, p in zip(mine, keyframe, strict=True)] == [
+                p.payload for p in keyframe]
+            assert sum(d[8:12] == (0x200 + i).to_bytes(4, "big") for d in sink.received) == 1
+        for b in batchers:
+            b.close()
+        for t in transports:
+            t.close()
+
+    asyncio.run(main())

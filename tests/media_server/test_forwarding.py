@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import queue
 import sys
@@ -235,3 +236,34 @@ def test_early_jitter_buffer_passes_frames_on_when_complete():
         _, frame = audio.add(pkt(seq, seq * 960))
         assert frame is not None and frame.timestamp == seq * 960
     assert audio.add(pkt(199, 199 * 960))[1] is None  # late: already past it
+
+
+async def test_a_fan_out_that_falls_behind_sheds_video_to_the_next_keyframe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paced fan-out queues video in user space; on an overloaded core that queue (and the
+    latency) would grow for as long as the overload lasts. Past FANOUT_MAX_DELAY_S the subscribers
+    still owed packets skip to the next keyframe instead: video shed, nobody dropped, no gap."""
+    from media_server import forwarding
+
+    producer = Producer("t", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+    requests: list[int] = []
+    tracks, wires = [], []
+    for _ in range(2):
+        track = ForwardTrack("video", "t", lambda: requests.append(1))
+        wires.append(_Wire(track))
+        tracks.append(track)
+        producer.attach(track)
+    producer.on_rtp(rtp(10, ts=3000, marker=1))  # a keyframe
+    await asyncio.sleep(0)  # the loop runs the fan-out
+    assert [len(w.sent) for w in wires] == [1, 1]
+    monkeypatch.setattr(forwarding, "FANOUT_MAX_DELAY_S", -1.0)  # "behind" as soon as two wait
+    producer.on_rtp(rtp(11, ts=6000, payload=b"\x10\x01delta"))
+    producer.on_rtp(rtp(12, ts=6000, marker=1, payload=b"\x10\x01delta"))  # the loop never got to 11
+    assert producer.backlog_sheds == 1 and requests == [1, 1]
+    assert all(t.waiting_for_keyframe and t.frames_dropped == 1 for t in tracks)
+    await asyncio.sleep(0)
+    assert [len(w.sent) for w in wires] == [1, 1]  # the delta frame is not sent on its own
+    producer.on_rtp(rtp(13, ts=9000, marker=1))  # the next keyframe
+    await asyncio.sleep(0)
+    for w in wires:
+        assert [p.payload for p in w.sent] == [b"\x10\x00abc", b"\x10\x00abc"]
+        assert w.sent[1].sequence_number == (w.sent[0].sequence_number + 1) & 0xFFFF  # no gap to NACK

@@ -108,3 +108,27 @@ def test_aioice_datagram_path_the_demux_replaces() -> None:
     source = inspect.getsource(ice._ORIGINAL_DATAGRAM_RECEIVED)
     assert "stun.parse_message(data)" in source
     assert "self.receiver.data_received(data, self.local_candidate.component)" in source
+
+
+def test_the_lazy_mdns_stand_in_answers_as_aioice_mdns_and_loads_it_on_use() -> None:
+    """aioice.mdns (and dnspython behind it, 3.5 MiB of the idle node) is loaded only when used;
+    tests/medstream/test_lean_node.py checks a fresh node does not load it."""
+    import sys
+
+    from media_server import lazy_mdns
+
+    current = sys.modules["aioice.mdns"]  # the stand-in if media_server came before aioice here
+    installed = isinstance(current, lazy_mdns._LazyMdns)
+    real = current.load() if isinstance(current, lazy_mdns._LazyMdns) else current
+    assert lazy_mdns.install() == installed  # never replaces a module aioice already imported
+    assert lazy_mdns.MDNS_HOSTNAME_RE.pattern == real.MDNS_HOSTNAME_RE.pattern
+    stand_in = lazy_mdns._LazyMdns(lazy_mdns.Path(real.__file__))
+    for name in ("0c4a5b8e-1f2d-4a3b-9c7d-5e6f7a8b9c0d.local", "host.local", "10.1.2.3", "a.b.local",
+                 "x" * 64 + ".local", "host.local.", "Host-1.local"):
+        assert stand_in.is_mdns_hostname(name) == real.is_mdns_hostname(name), name
+    assert stand_in._medstream_real is None
+    assert stand_in.MDnsProtocol is lazy_mdns._NotLoaded  # what aioice's annotation reads at import
+    assert stand_in.is_mdns_hostname(stand_in.create_mdns_hostname())  # first real use: loaded
+    assert stand_in._medstream_real is not None
+    assert stand_in.MDnsProtocol.__name__ == "MDnsProtocol" and stand_in.MDnsProtocol is not lazy_mdns._NotLoaded
+    assert stand_in.MDNS_PORT == real.MDNS_PORT == 5353

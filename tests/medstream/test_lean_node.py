@@ -1,6 +1,7 @@
 """A node that only forwards media starts without the analysis and recording stacks (issue 17).
 
-numpy alone was 11 MiB of the bench node's 94 MiB idle RSS (PyJWT, which only mints now, 0.5 MiB); it came in through
+numpy alone was 11 MiB of the bench node's 94 MiB idle RSS (PyJWT, which only mints now, 0.5 MiB;
+dnspython, which aioice imports for mDNS, 3.5 MiB of 82); numpy came in through
 `medstream.config` -> `recorder.crypto` (the recorder package imported its session writer),
 the webhooks' annotations and the waveform bridge. Started in a fresh interpreter: this test
 process has them all loaded already.
@@ -13,7 +14,8 @@ import subprocess
 import sys
 
 HEAVY = ("numpy", "wfdb", "pandas", "scipy", "neurokit2", "waveforms", "dsp",
-         "recorder.session", "readings", "jwt")
+         "recorder.session", "readings", "jwt",
+         "dns")  # dnspython behind aioice.mdns: 3.5 MiB, only for mDNS candidates (media_server/lazy_mdns.py)
 
 START = """
 import asyncio, json, sys

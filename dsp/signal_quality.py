@@ -109,6 +109,14 @@ class QualityArrays:
         )
 
 
+def _count_true(mask: np.ndarray) -> np.ndarray:
+    """``np.count_nonzero(mask, axis=-1)``: summed as bytes when the count fits in one (no
+    buffered bool -> int cast, the slow part of counting short rows)."""
+    if mask.shape[-1] < 256:
+        return mask.view(np.uint8).sum(axis=-1, dtype=np.uint8)
+    return np.count_nonzero(mask, axis=-1)
+
+
 class SignalQualityBank:
     """Trailing-window technical checks for many streams of one sampling rate (rows)."""
 
@@ -232,8 +240,8 @@ class SignalQualityBank:
         stats[:, :, :-keep_c] = stats[:, :, keep_c:].copy()
         new = stats[:, :, -keep_c:]
         new[:, _MAX], new[:, _MIN] = mx, mn
-        new[:, _N_MAX] = np.count_nonzero(s == mx[:, :, None], axis=2)
-        new[:, _N_MIN] = np.count_nonzero(s == mn[:, :, None], axis=2)
+        new[:, _N_MAX] = _count_true(s == mx[:, :, None])
+        new[:, _N_MIN] = _count_true(s == mn[:, :, None])
         new[:, _HP] = np.abs(h).mean(axis=2)
         new[:, _BAND_MEAN] = bd.mean(axis=2)
         new[:, _BAND_MAX] = bd.max(axis=2)

@@ -166,11 +166,13 @@ class VentricularBank:
         for p in phases.tolist():
             if phases.size == 1:  # the common case: no gather/scatter when all rows come
                 pos, sel = np.arange(row_ids.size), None if rows is None else row_ids
+                xs = x
             else:
                 pos = np.flatnonzero(part == p)
                 sel = row_ids[pos]
+                xs = x[pos]
             ids = row_ids[pos]
-            joined = np.concatenate([self._part[ids, :p], x[pos]], axis=1) if p else x[pos]
+            joined = np.concatenate([self._part[ids, :p], xs], axis=1) if p else xs
             blocks = (p + n) // dec
             rest = p + n - blocks * dec
             self._part[ids, :rest] = joined[:, blocks * dec :]
@@ -244,7 +246,12 @@ class VentricularBank:
         tapered = np.abs(win * self._taper)
         peak = tapered.max(axis=1, keepdims=True)
         peak[peak == 0] = 1.0
-        tcsc = (tapered > self.params.tcsc_threshold * peak).mean(axis=1)
+        above = tapered > self.params.tcsc_threshold * peak
+        if above.shape[1] < 256:  # counted as bytes (no buffered bool cast); the count is
+            # exact either way, so count / n is np.mean's value
+            tcsc = above.view(np.uint8).sum(axis=1, dtype=np.uint8) / above.shape[1]
+        else:
+            tcsc = above.mean(axis=1)
         return tcsc, win.max(axis=1) - win.min(axis=1)
 
     def features(self, win: np.ndarray) -> VentricularFeatures:

@@ -252,18 +252,28 @@ class SignalQualityBank:
     def _evaluate(self, st: np.ndarray, row_ids: np.ndarray) -> QualityArrays:
         lim = self.limits
         valid = st[:, _VALID] > 0.5
-        n_valid = valid.sum(axis=1)
+        full = bool(valid.all())  # every window full (streams past their first 2 s): no masks
+        if full:
+            n_valid = np.full(st.shape[0], self.n_segments, dtype=np.int64)
+            top = st[:, _MAX].max(axis=1)
+            bottom = st[:, _MIN].min(axis=1)
+            on_top = st[:, _MAX] == top[:, None]
+            on_bottom = st[:, _MIN] == bottom[:, None]
+        else:
+            n_valid = valid.sum(axis=1)
+            top = np.where(valid, st[:, _MAX], -np.inf).max(axis=1)
+            bottom = np.where(valid, st[:, _MIN], np.inf).min(axis=1)
+            on_top = valid & (st[:, _MAX] == top[:, None])
+            on_bottom = valid & (st[:, _MIN] == bottom[:, None])
         any_valid = n_valid > 0
-        top = np.where(valid, st[:, _MAX], -np.inf).max(axis=1)
-        bottom = np.where(valid, st[:, _MIN], np.inf).min(axis=1)
         ptp = np.where(any_valid, top - bottom, 0.0)
-        on_top = valid & (st[:, _MAX] == top[:, None])
-        on_bottom = valid & (st[:, _MIN] == bottom[:, None])
-        at_rail = (st[:, _N_MAX] * on_top).sum(axis=1) + (st[:, _N_MIN] * on_bottom).sum(axis=1)
+        # sums of whole sample counts: exact in any order (masked sums, no bool -> float cast)
+        at_rail = (np.sum(st[:, _N_MAX], axis=1, where=on_top)
+                   + np.sum(st[:, _N_MIN], axis=1, where=on_bottom))
         # segments that reach a rail without sitting on it throughout: one per clipped excursion
         partial = on_top & (st[:, _N_MAX] < self.segment)
         partial_b = on_bottom & (st[:, _N_MIN] < self.segment)
-        entries = partial.sum(axis=1) + partial_b.sum(axis=1)
+        entries = _count_true(partial).astype(np.int64) + _count_true(partial_b)
         flat = any_valid & (ptp < lim.flat_ptp_mv)
         have = n_valid * self.segment
         saturated = ~flat & any_valid & (at_rail >= lim.saturation_fraction * have)
@@ -281,7 +291,7 @@ class SignalQualityBank:
             band_sorted = np.sort(np.where(valid, st[:, _BAND_MEAN], np.inf), axis=1)
         noise = np.where(any_valid, hp_sorted[rows, k_noise], 0.0)
         band_floor = np.where(any_valid, band_sorted[rows, k_low], 0.0)
-        band_peak = np.where(valid, st[:, _BAND_MAX], 0.0).max(axis=1)
+        band_peak = (st[:, _BAND_MAX] if full else np.where(valid, st[:, _BAND_MAX], 0.0)).max(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             artefact_ratio = np.where(band_peak > 0, band_floor / band_peak, 0.0)
         ok = ~flat & ~saturated & any_valid

@@ -133,8 +133,9 @@ class MultiStreamAnalyzer:
     Usage: ``add_stream`` once per stream, ``feed`` contiguous chunks as they arrive,
     ``process()`` periodically; it returns a `StreamResult` for every stream that had queued
     samples. Sample indices are the stream's own (the ``first_sample`` numbering of ``feed``).
-    A stream with nothing new (no beat, no alarm change, no heart-rate refresh) gets the same
-    `StreamResult` object as last time: treat results as read-only.
+    A stream with nothing new (no beat, no alarm change) gets the same `StreamResult` object as
+    last time (after a heart-rate refresh, a new one that is then reused): treat results as
+    read-only.
     """
 
     def __init__(

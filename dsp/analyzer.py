@@ -133,8 +133,9 @@ class MultiStreamAnalyzer:
     Usage: ``add_stream`` once per stream, ``feed`` contiguous chunks as they arrive,
     ``process()`` periodically; it returns a `StreamResult` for every stream that had queued
     samples. Sample indices are the stream's own (the ``first_sample`` numbering of ``feed``).
-    A stream with nothing new (no beat, no alarm change, no heart-rate refresh) gets the same
-    `StreamResult` object as last time: treat results as read-only.
+    A stream with nothing new (no beat, no alarm change) gets the same `StreamResult` object as
+    last time (after a heart-rate refresh, a new one that is then reused): treat results as
+    read-only.
     """
 
     def __init__(
@@ -397,34 +398,35 @@ class MultiStreamAnalyzer:
         hr_all = rates.heart_rate_bpm[news_rows].tolist()
         irr_all = rates.irregularity[news_rows].tolist()
         sorted_alarms = group.alarms.active_alarms
-        no_news: tuple[list[Beat], list[float]] = ([], [])
-        no_change: tuple[list[Alarm], list[Alarm]] = ([], [])
         for pos, row, hr, irr in zip(
             news_pos.tolist(), news_rows.tolist(), hr_all, irr_all, strict=True
         ):
             stream = streams[row]
             active = sorted_alarms(row)
-            beats, rr_ms = news.get(pos, no_news)
-            raised, cleared = changes.get(pos, no_change)
             hr_v = None if hr != hr else hr  # NaN -> None
             irr_v = None if irr != irr else irr
-            results[stream.stream_id] = StreamResult(
-                stream.stream_id,
-                beats if beats else [],
-                hr_v,
-                rr_ms if rr_ms else [],
-                irr_v,
-                raised if raised else [],
-                cleared if cleared else [],
-                active,
-                [AlarmEvent(int(now[pos]), False, c) for c in cleared]
-                + [AlarmEvent(int(now[pos]), True, r) for r in raised] if raised or cleared
-                else [],
-            )
             fields = (hr_v, irr_v, active)
             if fields != stream.quiet_fields:  # a beat alone leaves the quiet result valid
                 stream.quiet = None
                 stream.quiet_fields = fields
+            entry = news.get(pos)
+            change = changes.get(pos)
+            if entry is None and change is None:
+                # a heart-rate refresh only: it is the new quiet result (one object, not two)
+                results[stream.stream_id] = stream.quiet_result()
+                continue
+            beats, rr_ms = entry if entry is not None else ([], [])
+            if change is None:
+                results[stream.stream_id] = StreamResult(
+                    stream.stream_id, beats, hr_v, rr_ms, irr_v, [], [], active, [])
+                continue
+            raised, cleared = change
+            at = int(now[pos])
+            results[stream.stream_id] = StreamResult(
+                stream.stream_id, beats, hr_v, rr_ms, irr_v, raised, cleared, active,
+                [AlarmEvent(at, False, c) for c in cleared]
+                + [AlarmEvent(at, True, r) for r in raised],
+            )
 
     def _stream(self, stream_id: str) -> _Stream:
         try:

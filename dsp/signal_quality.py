@@ -109,6 +109,14 @@ class QualityArrays:
         )
 
 
+def _count_true(mask: np.ndarray) -> np.ndarray:
+    """``np.count_nonzero(mask, axis=-1)``: summed as bytes when the count fits in one (no
+    buffered bool -> int cast, the slow part of counting short rows)."""
+    if mask.shape[-1] < 256:
+        return mask.view(np.uint8).sum(axis=-1, dtype=np.uint8)
+    return np.count_nonzero(mask, axis=-1)
+
+
 class SignalQualityBank:
     """Trailing-window technical checks for many streams of one sampling rate (rows)."""
 
@@ -186,14 +194,16 @@ class SignalQualityBank:
         hp = self._highpass.process(x, sel)
         band = self._band.process(x, sel) if qrs_band_mv is None else qrs_band_mv
         part = self._part_len[row_ids]
-        phases = np.unique(part)
+        same = part.size == 0 or bool((part == part[0]).all())
+        phases = part[:1] if same else np.unique(part)  # (np.unique costs ~30 us)
         if phases.size == 1:
             self._absorb(row_ids, x, hp, band, int(phases[0]))
         else:  # streams at different positions within their segment: one pass per position
             for p in phases.tolist():
                 sub = np.flatnonzero(part == p)
                 self._absorb(row_ids[sub], x[sub], hp[sub], band[sub], p)
-        return self._evaluate(self._stats[row_ids], row_ids)
+        stats = self._stats[: self._n] if rows is None else self._stats[row_ids]
+        return self._evaluate(stats, row_ids)
 
     def _absorb(
         self, row_ids: np.ndarray, x: np.ndarray, hp: np.ndarray, band: np.ndarray, p: int
@@ -230,8 +240,8 @@ class SignalQualityBank:
         stats[:, :, :-keep_c] = stats[:, :, keep_c:].copy()
         new = stats[:, :, -keep_c:]
         new[:, _MAX], new[:, _MIN] = mx, mn
-        new[:, _N_MAX] = np.count_nonzero(s == mx[:, :, None], axis=2)
-        new[:, _N_MIN] = np.count_nonzero(s == mn[:, :, None], axis=2)
+        new[:, _N_MAX] = _count_true(s == mx[:, :, None])
+        new[:, _N_MIN] = _count_true(s == mn[:, :, None])
         new[:, _HP] = np.abs(h).mean(axis=2)
         new[:, _BAND_MEAN] = bd.mean(axis=2)
         new[:, _BAND_MAX] = bd.max(axis=2)
@@ -242,18 +252,28 @@ class SignalQualityBank:
     def _evaluate(self, st: np.ndarray, row_ids: np.ndarray) -> QualityArrays:
         lim = self.limits
         valid = st[:, _VALID] > 0.5
-        n_valid = valid.sum(axis=1)
+        full = bool(valid.all())  # every window full (streams past their first 2 s): no masks
+        if full:
+            n_valid = np.full(st.shape[0], self.n_segments, dtype=np.int64)
+            top = st[:, _MAX].max(axis=1)
+            bottom = st[:, _MIN].min(axis=1)
+            on_top = st[:, _MAX] == top[:, None]
+            on_bottom = st[:, _MIN] == bottom[:, None]
+        else:
+            n_valid = valid.sum(axis=1)
+            top = np.where(valid, st[:, _MAX], -np.inf).max(axis=1)
+            bottom = np.where(valid, st[:, _MIN], np.inf).min(axis=1)
+            on_top = valid & (st[:, _MAX] == top[:, None])
+            on_bottom = valid & (st[:, _MIN] == bottom[:, None])
         any_valid = n_valid > 0
-        top = np.where(valid, st[:, _MAX], -np.inf).max(axis=1)
-        bottom = np.where(valid, st[:, _MIN], np.inf).min(axis=1)
         ptp = np.where(any_valid, top - bottom, 0.0)
-        on_top = valid & (st[:, _MAX] == top[:, None])
-        on_bottom = valid & (st[:, _MIN] == bottom[:, None])
-        at_rail = (st[:, _N_MAX] * on_top).sum(axis=1) + (st[:, _N_MIN] * on_bottom).sum(axis=1)
+        # sums of whole sample counts: exact in any order (masked sums, no bool -> float cast)
+        at_rail = (np.sum(st[:, _N_MAX], axis=1, where=on_top)
+                   + np.sum(st[:, _N_MIN], axis=1, where=on_bottom))
         # segments that reach a rail without sitting on it throughout: one per clipped excursion
         partial = on_top & (st[:, _N_MAX] < self.segment)
         partial_b = on_bottom & (st[:, _N_MIN] < self.segment)
-        entries = partial.sum(axis=1) + partial_b.sum(axis=1)
+        entries = _count_true(partial).astype(np.int64) + _count_true(partial_b)
         flat = any_valid & (ptp < lim.flat_ptp_mv)
         have = n_valid * self.segment
         saturated = ~flat & any_valid & (at_rail >= lim.saturation_fraction * have)
@@ -271,7 +291,7 @@ class SignalQualityBank:
             band_sorted = np.sort(np.where(valid, st[:, _BAND_MEAN], np.inf), axis=1)
         noise = np.where(any_valid, hp_sorted[rows, k_noise], 0.0)
         band_floor = np.where(any_valid, band_sorted[rows, k_low], 0.0)
-        band_peak = np.where(valid, st[:, _BAND_MAX], 0.0).max(axis=1)
+        band_peak = (st[:, _BAND_MAX] if full else np.where(valid, st[:, _BAND_MAX], 0.0)).max(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             artefact_ratio = np.where(band_peak > 0, band_floor / band_peak, 0.0)
         ok = ~flat & ~saturated & any_valid

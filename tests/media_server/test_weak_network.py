@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,48 @@ def received_share(track: dict[str, Any], start: float, end: float, step: int) -
         return 0.0
     expected = ((stamps[-1] - stamps[0]) & 0xFFFFFFFF) // step + 1
     return len(stamps) / expected
+
+
+@dataclass(frozen=True)
+class VideoAgainstPublisher:
+    """The clinic's video set against what the publisher made (frames matched by their bytes).
+
+    `share`: of the frames the publisher made in the window (up to `settle` s before its end,
+    so the last ones had time to arrive), those that reached the clinic. `freeze`: the longest
+    time the clinic's picture stood still beyond the publisher's own longest pause between the
+    same two frames: on a loaded machine an encoder that stalls for a second is not a freeze the
+    relay caused (the RTP-timestamp share hid a 2 s pause: the paused stretch is left out of
+    the timestamps' span too).
+    """
+
+    share: float
+    freeze: float
+    made: int
+    received: int
+    missing: tuple[tuple[float, int], ...] = ()  # (made at, from start; frames) of each run lost
+
+
+def video_against_publisher(track: dict[str, Any], source: Any, start: float, end: float,
+                            settle: float) -> VideoAgainstPublisher:
+    offset = time.time() - time.monotonic()  # sent_at is time.time(); arrivals CLOCK_MONOTONIC
+    made = [t - offset for t in source.sent_at]
+    index = {zlib.crc32(f.data): i for i, f in enumerate(source.sent)}
+    got = [(t, index.get(c)) for t, c in zip(track["arrivals"], track["crc"], strict=True)]
+    wanted = {i for i, t in enumerate(made) if start <= t < end - settle}
+    arrived = {i for _, i in got if i is not None}
+    seen = sorted((t, i) for t, i in got if i is not None and start <= t < end)
+    freeze = 0.0
+    for (ta, ia), (tb, ib) in itertools.pairwise(seen):
+        own = max((made[k + 1] - made[k] for k in range(ia, ib)), default=0.0)
+        freeze = max(freeze, (tb - ta) - own)
+    share = len(wanted & arrived) / len(wanted) if wanted else 0.0
+    runs: list[tuple[float, int]] = []
+    for i in sorted(wanted - arrived):
+        if runs and i - 1 not in arrived and i - 1 in wanted:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((round(made[i] - start, 2), 1))
+    return VideoAgainstPublisher(share, freeze, len(wanted), len(wanted & arrived), tuple(runs[:20]))
 
 
 @dataclass
@@ -344,11 +387,10 @@ async def test_lossy_delayed_link_keeps_audio_and_video_recovers_by_nack_and_pli
     # both cores busy 0.885-0.89, lost inside the clinic's aiortc receive path (cause open)
     assert heard >= 0.85, (heard, fates)
     assert max_gap(in_window(audio["arrivals"], start, end)) < timeout_s(0.3)
-    seen = received_share(video, start, end, 90000 // 15)
-    # NACK/RTX fills the holes: 0.94-1.0 in most runs, but the last CI run of the session (quiet
-    # machine) saw 0.50 (the relay's adaptation may pause video on random loss that is not
-    # congestion; not yet diagnosed, issue 12 open), so this guards only that video keeps flowing
-    assert seen >= 0.4, seen
-    freeze = max_gap(in_window(video["arrivals"], start, end))
-    print(f"weak link loss: audio {heard:.4f} end to end, {fates}; video {seen:.3f}, longest freeze {freeze:.2f} s")
-    assert freeze < timeout_s(1.0)  # no freeze over a second
+    against = video_against_publisher(video, team[0].peer.video_source, start, end, timeout_s(1.0))
+    print(f"weak link loss: audio {heard:.4f} end to end, {fates}; video {against}")
+    # random loss is not congestion: before, 10 % lost in one receiver report (one in five at 5
+    # %) confirmed aiortc's REMB, still ramping up from 106 kbit/s, and the relay paused the
+    # video for 2 s (CI: a 2.1 s freeze; once 0.50 of the frames). NACK/RTX and PLI repair it:
+    assert against.made >= 60 and against.share >= 0.9, against
+    assert against.freeze < timeout_s(1.0), against  # no freeze over a second

@@ -94,8 +94,10 @@ class SubscriberLink:
                     # repaired: nothing is resent for a paused track) with the few packets
                     # since (measured: 60 % "loss" on a recovered link re-paused the video)
                     self._resumes[r.ssrc] = resumes
-                elif last is not None and 0 < r.highest_sequence - last < 1 << 15:
-                    fresh[r.ssrc] = (r.fraction_lost / 256.0, r.highest_sequence - last)
+                else:  # none expected (a paused track, the first report): no weight, but the
+                    # report still counts (an estimate cut while the video was paused must grow)
+                    expected = r.highest_sequence - last if last is not None else 0
+                    fresh[r.ssrc] = (r.fraction_lost / 256.0, expected if 0 <= expected < 1 << 15 else 0)
             if fresh:
                 self.bwe.on_receiver_report(fresh, rtt, now, self._audio_bps(now))
 

@@ -383,9 +383,10 @@ async def test_lossy_delayed_link_keeps_audio_and_video_recovers_by_nack_and_pli
     assert 0.01 <= fates.random / fates.entered <= 0.10, fates  # the emulated 5 %
     assert fates.received_of_delivered >= 0.99, fates  # (before: 47-94 % heard, see README)
     heard = received_share(audio, start, end, 960)
-    # end to end: the link's 5 % and nothing more when the machine is quiet (0.94-0.955); with
-    # both cores busy 0.885-0.89, lost inside the clinic's aiortc receive path (cause open)
-    assert heard >= 0.85, (heard, fates)
+    # end to end: the link's random loss and nothing more, also with both cores busy (0.948-0.955
+    # under two CPU hogs; before, 0.81-0.89 there: the link sent packets of one late wake-up in
+    # any order and the clinic's receiver dropped them as late)
+    assert heard >= fates.delivered / fates.entered - 0.02, (heard, fates)
     assert max_gap(in_window(audio["arrivals"], start, end)) < timeout_s(0.3)
     against = video_against_publisher(video, team[0].peer.video_source, start, end, timeout_s(1.0))
     print(f"weak link loss: audio {heard:.4f} end to end, {fates}; video {against}")

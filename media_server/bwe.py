@@ -157,6 +157,11 @@ class BandwidthEstimator:
             self._loss_bps = min(float(c.max_bps), self._loss_bps * c.loss_growth)
         self._loss_bps = max(float(c.min_bps), self._loss_bps)
 
+    def forget_stream(self, stream: int) -> None:
+        """Drop what `stream` lost so far: from before a pause it says nothing of the path now
+        (pooled with one lost packet of the resume keyframe it re-paused the video)."""
+        self._loss_window.pop(stream, None)
+
     def _significant_loss(self, streams: list[int]) -> float | None:
         """The highest loss of any of `streams` over its latest reports (the last one, the last two,
         ... the whole window) that is at least `confirm_loss` and above `random_loss` by

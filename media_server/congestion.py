@@ -94,6 +94,7 @@ class SubscriberLink:
                     # repaired: nothing is resent for a paused track) with the few packets
                     # since (measured: 60 % "loss" on a recovered link re-paused the video)
                     self._resumes[r.ssrc] = resumes
+                    self.bwe.forget_stream(r.ssrc)
                 else:  # none expected (a paused track, the first report): no weight, but the
                     # report still counts (an estimate cut while the video was paused must grow)
                     expected = r.highest_sequence - last if last is not None else 0

@@ -117,3 +117,18 @@ def test_layer_rate_meter_is_cumulative_with_packet_overhead() -> None:
     assert meter.cumulative_bps(t)[2] < rates[2] * 1.1
     assert meter.cumulative_bps(t + 5) == ()  # the window moved on
 
+
+
+def test_loss_from_before_a_pause_does_not_weigh_on_the_resumed_stream() -> None:
+    """A paused video's estimate climbs until the link proves narrow again; one lost packet of
+    the resume keyframe pooled with the loss from before the pause re-anchored it at the low
+    REMB (the video stayed paused: a flaky test_congestion resume)."""
+    for forget, expected in ((True, 20_000 * 1.6 ** 1.5), (False, 20_000)):
+        bwe = BandwidthEstimator()
+        bwe.on_remb(20_000, 0.0)
+        for i in range(8):  # 12.5 % for 8 s: confirmed (the video paused)
+            bwe.on_receiver_report(rr(0.125, packets=40), None, 0.5 + i)
+        if forget:
+            bwe.forget_stream(0)  # it resumed (congestion.SubscriberLink)
+        bwe.on_receiver_report(rr(0.125, packets=8), None, 9.0)  # 1 of the resume keyframe's 8
+        assert abs(bwe.estimate(10.0).bitrate_bps - expected) < 100, forget

@@ -176,8 +176,8 @@ class BandwidthEstimator:
         best: float | None = None
         for window in (self._loss_window[s] for s in streams):
             lost = expected = 0.0
-            for _, l, n in reversed(window):
-                lost, expected = lost + l, expected + n
+            for _, lost_n, n in reversed(window):
+                lost, expected = lost + lost_n, expected + n
                 if expected <= 0:
                     continue
                 p = lost / expected

@@ -49,12 +49,11 @@ from aiortc.utils import random16, random32, uint16_add
 
 from .batching import SendBatcher
 from .bwe import LayerRateMeter
-from .vp8 import PictureIdRewriter
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
 from .srtp import protector
-from .vp8 import Vp8DescriptorError, parse_descriptor
+from .vp8 import PictureIdRewriter, Vp8DescriptorError, parse_descriptor
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
@@ -136,9 +138,9 @@ def test_picture_ids_stay_continuous_over_cut_layers_and_a_pause(pid_bits: int) 
             assert ids.rewrite(stream[120][1][0], resend=True) == first_sent[120]
     descs = [parse_descriptor(p) for p in sent]
     pids = [d.picture_id for d in descs]
-    assert all((b - a) % (1 << pid_bits) == 1 for a, b in zip(pids, pids[1:])), pids
+    assert all((b - a) % (1 << pid_bits) == 1 for a, b in itertools.pairwise(pids)), pids
     tl0s = [(d.tl0_pic_idx, d.temporal_layer) for d in descs]
-    for (a, _), (b, layer) in zip(tl0s, tl0s[1:]):
+    for (a, _), (b, layer) in itertools.pairwise(tl0s):
         assert (b - a) % 256 == (1 if layer == 0 else 0), tl0s
     assert ids.frames_left_out > 100
     # untouched while nothing was left out: the payload itself

@@ -48,6 +48,7 @@ class SubscriberLink:
         self._sent: collections.deque[tuple[float, int]] = collections.deque()
         self._track_of: dict[int, Any] = {}  # our SSRC -> its ForwardTrack
         self._resumes: dict[int, int] = {}  # its `resumes` at its last report
+        self._highest: dict[int, int] = {}  # our SSRC -> the highest sequence its last report saw
 
     def watch(self, track: Any, sender: RTCRtpSender) -> None:
         """Feed this link from the RTCP the subscriber sends about `track` (a ForwardTrack whose
@@ -82,19 +83,24 @@ class SubscriberLink:
             if not ours:
                 return
             rtt = getattr(sender, _SENDER_RTT_ATTR, None)
-            fresh = []
+            fresh: dict[int, tuple[float, int]] = {}
             for r in ours:
                 resumes = getattr(self._track_of.get(r.ssrc), "resumes", 0)
+                # packets expected in the interval: how much the loss figure weighs
+                last = self._highest.get(r.ssrc)
+                self._highest[r.ssrc] = r.highest_sequence
                 if self._resumes.get(r.ssrc, 0) != resumes:
                     # the first report after a pause mixes losses from before it (never
                     # repaired: nothing is resent for a paused track) with the few packets
                     # since (measured: 60 % "loss" on a recovered link re-paused the video)
                     self._resumes[r.ssrc] = resumes
-                else:
-                    fresh.append(r)
+                    self.bwe.forget_stream(r.ssrc)
+                else:  # none expected (a paused track, the first report): no weight, but the
+                    # report still counts (an estimate cut while the video was paused must grow)
+                    expected = r.highest_sequence - last if last is not None else 0
+                    fresh[r.ssrc] = (r.fraction_lost / 256.0, expected if 0 <= expected < 1 << 15 else 0)
             if fresh:
-                self.bwe.on_receiver_report(max(r.fraction_lost for r in fresh) / 256.0, rtt, now,
-                                            self._audio_bps(now))
+                self.bwe.on_receiver_report(fresh, rtt, now, self._audio_bps(now))
 
     def estimate(self) -> BandwidthEstimate:
         """The subscriber's estimate now."""

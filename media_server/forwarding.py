@@ -54,7 +54,7 @@ from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
 from .srtp import protector
-from .vp8 import Vp8DescriptorError, parse_descriptor
+from .vp8 import PictureIdRewriter, Vp8DescriptorError, parse_descriptor
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,8 @@ class ForwardTrack(MediaStreamTrack):
     The producer calls `forward()` for every packet it receives (on the event loop, inside the
     publisher's receive path): the header is rewritten for this subscriber (`rewrite.py`), the
     packet is SRTP-protected with the subscriber's keys and handed to its UDP socket. No queue,
-    no task, no re-packetising: payloads stay byte-identical. The aiortc sender of the
+    no task, no re-packetising: payloads stay byte-identical (VP8: but for PictureID and
+    TL0PICIDX once frames were left out for this subscriber, `picture_ids`). The aiortc sender of the
     subscriber's m-line stays for negotiation and RTCP (its encoder loop is replaced by an idle
     task); `install()` takes over its RTCP: NACKs are answered from the producer's packet
     history (RTX when negotiated), PLI/FIR go upstream, sender reports carry our counters.
@@ -218,6 +219,8 @@ class ForwardTrack(MediaStreamTrack):
         self.waiting_for_keyframe = kind == "video"
         self._pause_reasons: set[str] = set()
         self.packet_filter: Callable[[RtpPacket], bool] | None = None
+        # VP8: PictureID/TL0PICIDX kept continuous over the frames left out for this subscriber
+        self.picture_ids: PictureIdRewriter | None = None
         self.rtcp_listeners: list[Callable[[Any], None]] = []
         self.packets_forwarded = 0
         self.packets_dropped = 0
@@ -268,12 +271,17 @@ class ForwardTrack(MediaStreamTrack):
                 return False
             send = self._sendto
             assert send is not None
+        ids = self.picture_ids
         if self._pause_reasons:
+            if ids is not None:
+                ids.dropped(p.payload)
             return False
         rewriter = self._rewriter
         if self.waiting_for_keyframe:
             if not start:
                 self.packets_dropped += 1
+                if ids is not None:
+                    ids.dropped(p.payload)
                 return True
             self.waiting_for_keyframe = False
             rewriter.start(p.sequence_number)
@@ -281,6 +289,8 @@ class ForwardTrack(MediaStreamTrack):
         if gate is not None and not gate(p):
             rewriter.drop(p.sequence_number)
             self.packets_dropped += 1
+            if ids is not None:
+                ids.dropped(p.payload)
             return False
         out = rewriter.map(p.sequence_number)
         if out is None:
@@ -288,7 +298,7 @@ class ForwardTrack(MediaStreamTrack):
         ts = (p.timestamp + self._ts_offset) & 0xFFFFFFFF
         writer = self._writer
         assert writer is not None
-        data = writer.header(out, ts, p.marker, abs3, level) + p.payload
+        data = writer.header(out, ts, p.marker, abs3, level) + (p.payload if ids is None else ids.rewrite(p.payload))
         self._sent[out & _SENT_MASK] = (out << 16) | p.sequence_number
         self._sent_at[out & _SENT_MASK] = time.monotonic()
         self._resent_at[out & _SENT_MASK] = -1e9
@@ -374,13 +384,14 @@ class ForwardTrack(MediaStreamTrack):
         self._resent_at[i] = now
         ts = (p.timestamp + self._ts_offset) & 0xFFFFFFFF
         abs3 = abs_send_time(time.time())
+        payload = p.payload if self.picture_ids is None else self.picture_ids.rewrite(p.payload, resend=True)
         if self._rtx_payload_type is not None:
             data = writer.header(self._rtx_seq, ts, p.marker, abs3, None,
                                  payload_type=self._rtx_payload_type, ssrc=self._rtx_ssrc)
-            data += out_seq.to_bytes(2, "big") + p.payload
+            data += out_seq.to_bytes(2, "big") + payload
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         else:
-            data = writer.header(out_seq, ts, p.marker, abs3, p.extensions.audio_level) + p.payload
+            data = writer.header(out_seq, ts, p.marker, abs3, p.extensions.audio_level) + payload
         send(self._protect(data), self._addr)
         self.retransmissions += 1
         self.bytes_sent += len(data)

@@ -54,7 +54,7 @@ from .events import (
 from .forwarding import EarlyJitterBuffer, ForwardTrack, Producer, ReceiverTap
 from .frames import FrameSink
 from .quality import QualityTotals, summarize
-from .vp8 import TemporalLayerFilter
+from .vp8 import PictureIdRewriter, TemporalLayerFilter
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +287,7 @@ class Sfu:
                 peer.link.watch(track, transceiver.sender)
                 if producer.kind == "video" and producer.codec == "VP8":
                     track.packet_filter = TemporalLayerFilter()
+                    track.picture_ids = PictureIdRewriter()
                 if peer.video_paused and producer.kind == "video":
                     track.set_paused(True, "audio_only")
                 producer.attach(track)
@@ -389,6 +390,7 @@ class Sfu:
                 peer.link.watch(track, transceiver.sender)
                 if producer.kind == "video" and producer.codec == "VP8":
                     track.packet_filter = TemporalLayerFilter()
+                    track.picture_ids = PictureIdRewriter()
                 producer.attach(track)
                 peer.subscriptions[producer.track_id] = _Subscription(producer, track, transceiver)
             return await self._answer(peer, offer_sdp)

@@ -198,3 +198,110 @@ class TemporalLayerFilter:
 
 
 __all__ += ["TemporalLayerFilter"]
+
+
+def _picture_fields(payload: bytes) -> tuple[int, int, int, int]:
+    """(PictureID, its width in bits, TL0PICIDX or -1, TID or -1) of one payload; PictureID -1
+    when the packet carries none (or is malformed). The per-packet fast path."""
+    n = len(payload)
+    if n < 3 or not payload[0] & 0x80:
+        return -1, 0, -1, -1
+    x = payload[1]
+    if not x & 0x80:
+        return -1, 0, -1, -1
+    pos = 2
+    if payload[pos] & 0x80:
+        if n < 4:
+            return -1, 0, -1, -1
+        pid, bits = ((payload[pos] & 0x7F) << 8) | payload[pos + 1], 15
+        pos += 2
+    else:
+        pid, bits = payload[pos] & 0x7F, 7
+        pos += 1
+    tl0 = tid = -1
+    if x & 0x40:
+        if pos >= n:
+            return -1, 0, -1, -1
+        tl0 = payload[pos]
+        pos += 1
+    if x & 0x20 and pos < n:
+        tid = payload[pos] >> 6
+    return pid, bits, tl0, tid
+
+
+class PictureIdRewriter:
+    """One subscriber's PictureID and TL0PICIDX, continuous over the frames it is not given
+    (sans-I/O; mediasoup and Janus do the same).
+
+    A receiver takes a gap in PictureID for lost frames: Chromium's VP8 reference finder holds
+    back a frame whose PictureID says a frame before it is missing, unless TL0PICIDX and the
+    temporal layer prove it refers only to frames that came (RFC 7741 section 4.5.2). A layer cut
+    is thereby told apart, but a pause, or a frame left out while waiting for a keyframe, leaves
+    a gap that looks like loss. So every frame this subscriber does not get moves its later
+    PictureIDs down by one (and a left-out base-layer frame its TL0PICIDX): a frame lost *before*
+    the relay still shows as a gap. The width (7 or 15 bits) stays the publisher's.
+
+    `dropped(payload)` for every packet of the producer not forwarded, `rewrite(payload)` for
+    every packet sent (retransmissions too: a picture keeps the number it was first sent with).
+    While nothing was left out, `rewrite` returns the payload itself (no copy); the cost per
+    packet is reading the descriptor's first bytes, and one dict entry per frame.
+    """
+
+    _REMEMBER = 256  # pictures whose numbers are kept for retransmissions
+
+    def __init__(self) -> None:
+        self._pid_shift = 0
+        self._tl0_shift = 0
+        self._dropped_pid = -1
+        self._dropped_tl0 = -1
+        self._sent: dict[int, tuple[int, int]] = {}  # in PictureID -> (out PictureID, out TL0PICIDX)
+        self._last_pid = -1
+        self.frames_left_out = 0
+
+    def dropped(self, payload: bytes) -> None:
+        """A packet of the producer this subscriber is not given."""
+        pid, _, tl0, tid = _picture_fields(payload)
+        if pid < 0 or pid == self._last_pid or self._last_pid < 0:
+            return  # the rest of a frame begun (its number is given), or before the first frame
+
+        if pid != self._dropped_pid:
+            self._dropped_pid = pid
+            self._pid_shift += 1
+            self.frames_left_out += 1
+        if tl0 >= 0 and tid <= 0 and tl0 != self._dropped_tl0:
+            self._dropped_tl0 = tl0
+            self._tl0_shift += 1
+
+    def rewrite(self, payload: bytes, resend: bool = False) -> bytes:
+        """The payload to send: its PictureID (and TL0PICIDX) moved down over what was left out.
+        `resend`: a retransmission (the number the picture was first sent with)."""
+        pid, bits, tl0, _ = _picture_fields(payload)
+        if pid < 0:
+            return payload
+        known = self._sent.get(pid) if resend or pid == self._last_pid else None
+        if known is not None:
+            out_pid, out_tl0 = known
+        else:
+            out_pid = (pid - self._pid_shift) % (1 << bits)
+            out_tl0 = (tl0 - self._tl0_shift) % 256 if tl0 >= 0 else -1
+            if not resend:  # a new picture (once per frame; a 7-bit PictureID recurs every 128)
+                self._sent.pop(pid, None)
+                self._sent[pid] = (out_pid, out_tl0)
+                self._last_pid = pid
+                if len(self._sent) > self._REMEMBER:
+                    del self._sent[next(iter(self._sent))]
+        if out_pid == pid and out_tl0 == tl0:
+            return payload
+        buf = bytearray(payload)
+        if bits == 15:
+            buf[2], buf[3] = 0x80 | (out_pid >> 8), out_pid & 0xFF
+            pos = 4
+        else:
+            buf[2] = out_pid
+            pos = 3
+        if tl0 >= 0:
+            buf[pos] = out_tl0
+        return bytes(buf)
+
+
+__all__ += ["PictureIdRewriter"]

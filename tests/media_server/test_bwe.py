@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 from media_server.bwe import BandwidthEstimator, BweConfig, LayerRateMeter
+
+
+def rr(*fractions: float, packets: int = 30) -> dict[int, tuple[float, int]]:
+    """One receiver report: stream i lost `fractions[i]` of `packets`."""
+    return {i: (f, packets) for i, f in enumerate(fractions)}
 
 
 def test_start_then_remb_then_stale_climb() -> None:
@@ -10,7 +17,7 @@ def test_start_then_remb_then_stale_climb() -> None:
     assert bwe.estimate(0.0).source == "start" and bwe.estimate(0.0).bitrate_bps == 300_000
     bwe.on_remb(150_000, 1.0)
     assert bwe.estimate(1.0).source == "unconfirmed"  # a low REMB without loss binds nothing
-    bwe.on_receiver_report(0.11, None, 1.0)
+    bwe.on_receiver_report(rr(0.14, packets=200), None, 1.0)  # a queue overflowing, under the cut
     e = bwe.estimate(2.5)
     assert (e.bitrate_bps, e.source, e.remb_bps) == (150_000, "remb", 150_000)
     # no more loss: 2 s later the bound climbs 25 %/s, even while low REMBs keep coming
@@ -20,10 +27,10 @@ def test_start_then_remb_then_stale_climb() -> None:
     e = bwe.estimate(7.0)
     assert e.source == "probe" and 150_000 * 2.4 < e.bitrate_bps < 150_000 * 2.5
     # a REMB right after a loss report lowers it again
-    bwe.on_receiver_report(0.12, None, 8.0)
+    bwe.on_receiver_report(rr(0.14, packets=200), None, 8.0)
     bwe.on_remb(90_000, 8.5)
     assert bwe.estimate(8.5).bitrate_bps == 60_000  # the REMB at the loss report
-    bwe.on_receiver_report(0.12, None, 9.0)
+    bwe.on_receiver_report(rr(0.14, packets=200), None, 9.0)
     bwe.on_remb(50_000, 9.5)
     assert bwe.estimate(9.5).bitrate_bps == 50_000
 
@@ -31,34 +38,66 @@ def test_start_then_remb_then_stale_climb() -> None:
 def test_delay_without_loss_is_not_a_narrow_link() -> None:
     bwe = BandwidthEstimator(BweConfig(loss_memory_s=10.0))
     bwe.on_remb(50_000, 0.0)  # aiortc's estimator on a busy CPU
-    bwe.on_receiver_report(0.0, 0.4, 0.5)
+    bwe.on_receiver_report(rr(0.0), 0.4, 0.5)
     assert bwe.estimate(1.0).bitrate_bps > 1_000_000
-    bwe.on_receiver_report(0.05, 0.4, 1.2)  # random loss does not confirm it
+    bwe.on_receiver_report(rr(0.05), 0.4, 1.2)  # random loss does not confirm it
     assert bwe.estimate(1.3).bitrate_bps > 1_000_000
-    bwe.on_receiver_report(0.12, 0.4, 1.5)  # an overflowing queue does
-    assert bwe.estimate(1.6).bitrate_bps == 50_000
-    assert bwe.estimate(11.0).source == "probe"  # 9.5 s since the loss: climbing
-    assert bwe.estimate(12.0).source == "unconfirmed"  # 10.5 s without loss
+    bwe.on_receiver_report(rr(0.134), 0.4, 1.5)  # nor 4 of 30 once (a 5 % line: 1 report in 18)
+    assert bwe.estimate(1.6).bitrate_bps > 1_000_000
+    for i in range(4):  # 12.5 % over 200 packets: an overflowing queue
+        bwe.on_receiver_report(rr(0.125, packets=50), 0.4, 2.0 + 0.5 * i)
+    assert bwe.estimate(3.6).bitrate_bps == 50_000
+    assert bwe.estimate(13.0).source == "probe"  # 9.5 s since the loss: climbing
+    assert bwe.estimate(14.0).source == "unconfirmed"  # 10.5 s without loss
 
 
-def test_loss_cuts_and_low_loss_lets_it_grow_back() -> None:
+def test_random_loss_of_a_township_line_never_binds_a_low_remb() -> None:
+    """5 % lost at random, reports of 30 video and 50 audio packets a second, aiortc's REMB
+    ramping up from 106 kbit/s below the 230 we send: before, one report of >= 10 % (one in five)
+    confirmed the REMB and the video paused for 2 s on a link that carried it."""
+    rng = random.Random(12)
+    bwe = BandwidthEstimator()
+    lowest = bwe.config.max_bps
+    for second in range(600):
+        bwe.on_remb(int(106_000 * 1.045 ** min(second, 20)), second + 0.5)
+        video = sum(rng.random() < 0.05 for _ in range(30)) / 30
+        audio = sum(rng.random() < 0.05 for _ in range(50)) / 50
+        bwe.on_receiver_report({1: (video, 30), 2: (audio, 50)}, 0.3, second + 1.0, 110_000)
+        lowest = min(lowest, bwe.estimate(second + 1.0).bitrate_bps)
+    assert lowest > 1_000_000
+
+
+def test_loss_cuts_and_random_loss_lets_it_grow_back() -> None:
     bwe = BandwidthEstimator()
     bwe.on_remb(1_000_000, 0.0)
-    bwe.on_receiver_report(0.30, 0.080, 0.5)  # 30 % lost: x 0.85
+    bwe.on_receiver_report(rr(0.30, packets=60), 0.080, 0.5)  # 30 % of 60 lost: x 0.85
     e = bwe.estimate(0.5)
     assert (e.bitrate_bps, e.source, e.rtt_ms) == (850_000, "loss", 80.0)
-    bwe.on_receiver_report(0.12, None, 1.0)  # between 2 and 15 %: hold (NACK repairs it)
+    bwe.on_receiver_report(rr(0.12), None, 1.0)  # 10-15 %: hold (GCC holds from 2 %)
     assert bwe.estimate(1.0).bitrate_bps == 850_000
-    for i in range(5):
-        bwe.on_receiver_report(0.0, None, 1.5 + i * 0.1)
-    assert bwe.estimate(2.0).bitrate_bps == 1_000_000  # grown back to the REMB, no further
-    assert bwe.estimate(2.0).source == "remb"
+    for i in range(3):  # what a line loses at random (NACK repairs it): grow
+        bwe.on_receiver_report(rr(0.05), None, 1.5 + i * 0.5)
+    e = bwe.estimate(2.5)  # x 1.5 per report: the stale REMB's climb binds again
+    assert e.source == "probe" and e.bitrate_bps > 1_000_000
+    bwe.on_receiver_report(rr(0.5, packets=60), None, 3.0)  # cut again
+    assert bwe.estimate(3.0).source == "loss"
+    bwe.on_receiver_report(rr(0.0, packets=0), None, 3.5)  # a paused track's report: grows too
+    bwe.on_receiver_report(rr(0.0, packets=0), None, 4.0)
+    assert bwe.estimate(4.0).source != "loss"
+
+
+def test_a_cut_stops_at_the_audio_we_send() -> None:
+    bwe = BandwidthEstimator()
+    bwe.on_remb(10_000, 0.0)  # aiortc's REMB counts the video only: 10 kbit/s with it paused
+    for i in range(10):
+        bwe.on_receiver_report(rr(0.5, packets=60), None, 0.5 + i, audio_bps=110_000)
+    assert bwe.estimate(10.0).bitrate_bps == 110_000
 
 
 def test_estimate_is_clamped() -> None:
     bwe = BandwidthEstimator(BweConfig(min_bps=20_000))
     bwe.on_remb(0, 0.0)
-    bwe.on_receiver_report(0.12, None, 0.0)
+    bwe.on_receiver_report(rr(0.5), None, 0.0)
     assert bwe.estimate(0.1).bitrate_bps == 20_000
 
 
@@ -78,3 +117,18 @@ def test_layer_rate_meter_is_cumulative_with_packet_overhead() -> None:
     assert meter.cumulative_bps(t)[2] < rates[2] * 1.1
     assert meter.cumulative_bps(t + 5) == ()  # the window moved on
 
+
+
+def test_loss_from_before_a_pause_does_not_weigh_on_the_resumed_stream() -> None:
+    """A paused video's estimate climbs until the link proves narrow again; one lost packet of
+    the resume keyframe pooled with the loss from before the pause re-anchored it at the low
+    REMB (the video stayed paused: a flaky test_congestion resume)."""
+    for forget, expected in ((True, 20_000 * 1.6 ** 1.5), (False, 20_000)):
+        bwe = BandwidthEstimator()
+        bwe.on_remb(20_000, 0.0)
+        for i in range(8):  # 12.5 % for 8 s: confirmed (the video paused)
+            bwe.on_receiver_report(rr(0.125, packets=40), None, 0.5 + i)
+        if forget:
+            bwe.forget_stream(0)  # it resumed (congestion.SubscriberLink)
+        bwe.on_receiver_report(rr(0.125, packets=8), None, 9.0)  # 1 of the resume keyframe's 8
+        assert abs(bwe.estimate(10.0).bitrate_bps - expected) < 100, forget

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
-from media_server.vp8 import Vp8DescriptorError, parse_descriptor, temporal_layer
+from media_server.vp8 import (
+    PictureIdRewriter,
+    TemporalLayerFilter,
+    Vp8DescriptorError,
+    parse_descriptor,
+    temporal_layer,
+)
 
 
 @pytest.mark.parametrize("picture_id", [None, 5, 0x7F, 0x80, 0x7FFF])
@@ -77,3 +85,65 @@ def test_temporal_layer_filter_drops_upper_layers_and_climbs_at_sync_frames() ->
     gate.set_max_layer(0)
     gate.set_max_layer(2)
     assert gate(_Packet(40, 0, False, key=True)) and gate.max_layer == 2  # a keyframe: all wanted at once
+
+
+class _Pkt:
+    def __init__(self, payload: bytes, timestamp: int) -> None:
+        self.payload, self.timestamp = payload, timestamp
+
+
+def _l1t3_stream(frames: int, first_pid: int, pid_bits: int = 15) -> list[tuple[int, list[bytes]]]:
+    """(timestamp, packets) of an L1T3 stream as a browser sends it: two packets per frame,
+    PictureID +1 per frame, TL0PICIDX +1 per base-layer frame, a keyframe first."""
+    out = []
+    tl0 = 7
+    for i in range(frames):
+        layer = (0, 2, 1, 2)[i % 4]
+        if layer == 0:
+            tl0 = (tl0 + 1) % 256
+        pid = (first_pid + i) % (1 << pid_bits)
+        pid_bytes = bytes([0x80 | pid >> 8, pid & 0xFF]) if pid_bits == 15 else bytes([pid])
+        vp8 = b"\x00\x9d\x01\x2a" if i == 0 else b"\x01\x00\x00\x00"  # P=0: keyframe
+        first = bytes([0x90, 0xE0]) + pid_bytes + bytes([tl0, layer << 6 | (0x20 if layer else 0)]) + vp8
+        rest = bytes([0x80, 0xE0]) + pid_bytes + bytes([tl0, layer << 6]) + b"\x00" * 4
+        out.append((3000 * i, [first, rest]))
+    return out
+
+
+@pytest.mark.parametrize("pid_bits", [7, 15])
+def test_picture_ids_stay_continuous_over_cut_layers_and_a_pause(pid_bits: int) -> None:
+    """What one subscriber gets after upper layers are cut and its video paused and resumed:
+    PictureID +1 per frame it got, TL0PICIDX +1 per base frame it got (before: gaps of 1-3 per
+    cut frame and tens over a pause, which a receiver reads as lost frames), and a resent
+    packet keeps the numbers it was first sent with."""
+    stream = _l1t3_stream(300, first_pid=(1 << pid_bits) - 40, pid_bits=pid_bits)  # wraps
+    gate, ids = TemporalLayerFilter(), PictureIdRewriter()
+    sent: list[bytes] = []
+    first_sent: dict[int, bytes] = {}
+    for i, (ts, packets) in enumerate(stream):
+        if i == 60:
+            gate.set_max_layer(0)  # 7.5 fps of 30
+        if i == 150:
+            gate.set_max_layer(None)
+        paused = 200 <= i < 240  # for this subscriber alone; it resumes at a base frame
+        for n, payload in enumerate(packets):
+            if paused or not gate(_Pkt(payload, ts)):
+                ids.dropped(payload)
+                continue
+            out = ids.rewrite(payload)
+            if n == 0:
+                sent.append(out)
+                first_sent[i] = out
+        if i == 241:  # a NACK for an older frame's first packet: the numbers it was sent with
+            assert ids.rewrite(stream[120][1][0], resend=True) == first_sent[120]
+    descs = [parse_descriptor(p) for p in sent]
+    pids = [d.picture_id for d in descs]
+    assert all((b - a) % (1 << pid_bits) == 1 for a, b in itertools.pairwise(pids)), pids
+    tl0s = [(d.tl0_pic_idx, d.temporal_layer) for d in descs]
+    for (a, _), (b, layer) in itertools.pairwise(tl0s):
+        assert (b - a) % 256 == (1 if layer == 0 else 0), tl0s
+    assert ids.frames_left_out > 100
+    # untouched while nothing was left out: the payload itself
+    fresh = PictureIdRewriter()
+    assert all(fresh.rewrite(p) is p for _, packets in stream[:8] for p in packets)
+

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,49 @@ def received_share(track: dict[str, Any], start: float, end: float, step: int) -
         return 0.0
     expected = ((stamps[-1] - stamps[0]) & 0xFFFFFFFF) // step + 1
     return len(stamps) / expected
+
+
+@dataclass(frozen=True)
+class VideoAgainstPublisher:
+    """The clinic's video set against what the publisher made (frames matched by their bytes).
+
+    `share`: of the frames the publisher made in the window before the newest frame the clinic
+    got (what was still on its way when the clinic stopped does not count, however late a
+    loaded machine runs it), those that reached the clinic. `freeze`: the longest
+    time the clinic's picture stood still beyond the publisher's own longest pause between the
+    same two frames: on a loaded machine an encoder that stalls for a second is not a freeze the
+    relay caused (the RTP-timestamp share hid a 2 s pause: the paused stretch is left out of
+    the timestamps' span too).
+    """
+
+    share: float
+    freeze: float
+    made: int
+    received: int
+    missing: tuple[tuple[float, int], ...] = ()  # (made at, from start; frames) of each run lost
+
+
+def video_against_publisher(track: dict[str, Any], source: Any, start: float, end: float) -> VideoAgainstPublisher:
+    offset = time.time() - time.monotonic()  # sent_at is time.time(); arrivals CLOCK_MONOTONIC
+    made = [t - offset for t in source.sent_at]
+    index = {zlib.crc32(f.data): i for i, f in enumerate(source.sent)}
+    got = [(t, index.get(c)) for t, c in zip(track["arrivals"], track["crc"], strict=True)]
+    arrived = {i for _, i in got if i is not None}
+    newest = made[max(arrived)] if arrived else start
+    wanted = {i for i, t in enumerate(made) if start <= t < min(end, newest)}
+    seen = sorted((t, i) for t, i in got if i is not None and start <= t < end)
+    freeze = 0.0
+    for (ta, ia), (tb, ib) in itertools.pairwise(seen):
+        own = max((made[k + 1] - made[k] for k in range(ia, ib)), default=0.0)
+        freeze = max(freeze, (tb - ta) - own)
+    share = len(wanted & arrived) / len(wanted) if wanted else 0.0
+    runs: list[tuple[float, int]] = []
+    for i in sorted(wanted - arrived):
+        if runs and i - 1 not in arrived and i - 1 in wanted:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((round(made[i] - start, 2), 1))
+    return VideoAgainstPublisher(share, freeze, len(wanted), len(wanted & arrived), tuple(runs[:20]))
 
 
 @dataclass
@@ -340,15 +384,15 @@ async def test_lossy_delayed_link_keeps_audio_and_video_recovers_by_nack_and_pli
     assert 0.01 <= fates.random / fates.entered <= 0.10, fates  # the emulated 5 %
     assert fates.received_of_delivered >= 0.99, fates  # (before: 47-94 % heard, see README)
     heard = received_share(audio, start, end, 960)
-    # end to end: the link's 5 % and nothing more when the machine is quiet (0.94-0.955); with
-    # both cores busy 0.885-0.89, lost inside the clinic's aiortc receive path (cause open)
-    assert heard >= 0.85, (heard, fates)
+    # end to end: the link's random loss and nothing more, also with both cores busy (0.948-0.955
+    # under two CPU hogs; before, 0.81-0.89 there: the link sent packets of one late wake-up in
+    # any order and the clinic's receiver dropped them as late)
+    assert heard >= fates.delivered / fates.entered - 0.02, (heard, fates)
     assert max_gap(in_window(audio["arrivals"], start, end)) < timeout_s(0.3)
-    seen = received_share(video, start, end, 90000 // 15)
-    # NACK/RTX fills the holes: 0.94-1.0 in most runs, but the last CI run of the session (quiet
-    # machine) saw 0.50 (the relay's adaptation may pause video on random loss that is not
-    # congestion; not yet diagnosed, issue 12 open), so this guards only that video keeps flowing
-    assert seen >= 0.4, seen
-    freeze = max_gap(in_window(video["arrivals"], start, end))
-    print(f"weak link loss: audio {heard:.4f} end to end, {fates}; video {seen:.3f}, longest freeze {freeze:.2f} s")
-    assert freeze < timeout_s(1.0)  # no freeze over a second
+    against = video_against_publisher(video, team[0].peer.video_source, start, end)
+    print(f"weak link loss: audio {heard:.4f} end to end, {fates}; video {against}")
+    # random loss is not congestion: before, 10 % lost in one receiver report (one in five at 5
+    # %) confirmed aiortc's REMB, still ramping up from 106 kbit/s, and the relay paused the
+    # video for 2 s (CI: a 2.1 s freeze; once 0.50 of the frames). NACK/RTX and PLI repair it:
+    assert against.made >= 60 and against.share >= 0.9, against
+    assert against.freeze < timeout_s(1.0), against  # no freeze over a second

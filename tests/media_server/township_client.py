@@ -3,7 +3,7 @@
 `ip netns exec NS python -m tests.media_server.township_client URL TOKEN ADDRESS EXPECT`
 joins with media (receiving everyone, never touching audio-only), prints `media` once it hears
 EXPECT publishers' audio, then records until a line `stop` on stdin and prints one JSON line:
-per track its kind, the RTP timestamps and the arrival times of its frames (CLOCK_MONOTONIC, the same clock in every
+per track its kind, the RTP timestamps, arrival times and (video) CRC-32 of its frames (CLOCK_MONOTONIC, the same clock in every
 namespace, so the test can set them against the moments it changed the link), which of them were
 keyframes, and every `video_adapted` message with the time it came.
 """
@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 import time
+import zlib
 from typing import Any
 
 from tests.helpers import MediaParticipant, WsClient
@@ -66,6 +67,9 @@ async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any
     result = {
         "tracks": {tid: {"kind": t.kind, "arrivals": arrivals.get(tid, []), "keyframes": keyframes.get(tid, []),
                          "timestamps": [f.timestamp for f in t.frames[:len(arrivals.get(tid, []))]],
+                         # which frame of the publisher's each is (its bytes are relayed as sent)
+                         "crc": [zlib.crc32(f.data) for f in t.frames[:len(arrivals.get(tid, []))]]
+                         if t.kind == "video" else [],
                          "rtp": t.rtp}
                    for tid, t in peer.received.items()},
         "adapted": adapted,

@@ -56,6 +56,8 @@ log = logging.getLogger("medstream.cascade")
 
 RECEIVERS = (Role.VIEWER, Role.SUPERVISOR)  # whose media may go to an edge
 CALL_TIMEOUT_S = 20.0
+PULL_ATTEMPTS = 4  # a pull that fails (a busy home, an upstream whose ICE/DTLS failed) is tried again
+PULL_RETRY_S = 0.5  # doubling after each failed attempt
 _EVENTS: dict[str, type] = {t.__name__: t for t in (me.OfferReady, me.CandidateReady, me.TrackPublished,
                                                       me.TrackEnded, me.PeerFailed, me.MediaError,
                                                       me.QualityReport)}
@@ -163,6 +165,9 @@ class Cascade:
         self.driven: dict[str, _Link] = {}  # peer -> the origin's link that drives it
         # as any node
         self.upstreams: dict[str, tuple[str, str]] = {}  # track -> (upstream peer id, home node)
+        self.sourced: dict[str, dict[str, str]] = {}  # track pulled here -> where from (until it ends at home)
+        self.urls: dict[str, str] = {}  # node -> its last known http address (a late heartbeat is no reason to fail)
+        self.repulls = 0
         self._pulls: dict[str, asyncio.Future[None]] = {}
         self.served: dict[str, set[str]] = {}  # track -> cascade peer ids sending it to other nodes
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -246,7 +251,8 @@ class Cascade:
             info = next((n for n in self.node.live_nodes() if n.node_id == node_id), None)
             if info is None:
                 raise MediaRequestError(MediaErrorReason.INVALID_STATE, f"node {node_id} is not live")
-            url = http_base(info.url).replace("http", "ws", 1) + "/cluster/v1/media"
+            self.urls[node_id] = http_base(info.url)
+            url = self.urls[node_id].replace("http", "ws", 1) + "/cluster/v1/media"
             ws = await self._http().ws_connect(url, headers={"Authorization": self._credential("media", node_id)},
                                                heartbeat=5.0)
             link = self.links[node_id] = _Link(ws, node_id)
@@ -325,7 +331,12 @@ class Cascade:
     def on_sfu_event(self, e: me.MediaEvent) -> None:
         pid = e.peer_id
         if pid.startswith("up~"):  # an upstream: its track ended or failed here
-            if isinstance(e, me.TrackEnded):
+            if isinstance(e, me.PeerFailed):  # emitted before the SFU closes it: its subscribers are still known
+                t = pid.removeprefix("up~")
+                source = self.sourced.get(t)
+                if source is not None and self.sfu is not None:
+                    self._spawn(self._repull(t, source, self.sfu.subscribers(t), e.reason))
+            elif isinstance(e, me.TrackEnded):
                 self.upstreams.pop(e.track_id, None)
             return
         if pid.startswith("cascade~"):
@@ -365,7 +376,10 @@ class Cascade:
                 continue
             info = next((n for n in self.node.live_nodes() if n.node_id == home[0]), None)
             if info is not None:
-                out[t] = {"node": home[0], "url": http_base(info.url), "kind": home[1]}
+                self.urls[home[0]] = http_base(info.url)
+            url = self.urls.get(home[0])  # a home whose heartbeat is late is still asked (its link decides)
+            if url is not None:
+                out[t] = {"node": home[0], "url": url, "kind": home[1]}
         return out
 
     async def ensure(self, sources: dict[str, dict[str, str]]) -> None:
@@ -376,8 +390,29 @@ class Cascade:
         pending = self._pulls.get(t)
         if pending is not None:
             return await asyncio.shield(pending)
-        assert self.sfu is not None
         fut = self._pulls[t] = asyncio.get_running_loop().create_future()
+        try:
+            for attempt in range(PULL_ATTEMPTS):
+                try:
+                    await self._pull_once(t, source)
+                    break
+                except MediaRequestError as exc:
+                    if attempt + 1 == PULL_ATTEMPTS or self.app.readiness.state is NodeState.STOPPED:
+                        raise
+                    log.warning("%s: trying again", exc.message)
+                    await asyncio.sleep(PULL_RETRY_S * 2 ** attempt)
+            fut.set_result(None)
+        except MediaRequestError as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            del self._pulls[t]
+
+    async def _pull_once(self, t: str, source: dict[str, str]) -> None:
+        assert self.sfu is not None
+        if self.has_track(t):
+            return
         peer = f"up~{t}"
         try:
             offer = await self.sfu.open_upstream(peer, t, source["kind"])
@@ -387,22 +422,38 @@ class Cascade:
                 if r.status != 200:
                     raise MediaRequestError(MediaErrorReason.UNKNOWN_TRACK, body.get("error", f"HTTP {r.status}"))
             await self.sfu.accept_upstream(peer, body["sdp"])
-            self.upstreams[t] = (peer, source["node"])
-            log.info("track %s pulled from node %s", t, source["node"])
-            fut.set_result(None)
         except Exception as exc:
             await self.sfu.close_peer(peer)
-            err = exc if isinstance(exc, MediaRequestError) else MediaRequestError(
-                MediaErrorReason.UNKNOWN_TRACK, f"track {t} could not be pulled from node {source['node']}: {exc!r}")
-            fut.set_exception(err)
-            fut.exception()
-            raise err from None
-        finally:
-            del self._pulls[t]
+            raise MediaRequestError(MediaErrorReason.UNKNOWN_TRACK,
+                                    f"track {t} could not be pulled from node {source['node']}: {exc!r}") from None
+        self.upstreams[t] = (peer, source["node"])
+        self.sourced[t] = source
+        log.info("track %s pulled from node %s", t, source["node"])
+
+    async def _repull(self, t: str, source: dict[str, str], peers: list[str], why: str) -> None:
+        """The upstream of `t` failed (its ICE or DTLS gave up: a starved event loop, a lost path)
+        while the track is still live at home: pull it again and forward it to the peers that had
+        it (a new m-line each), unless it ended at home meanwhile."""
+        assert self.sfu is not None
+        log.warning("upstream of track %s from node %s failed (%s): pulling it again for %d peer(s)",
+                    t, source["node"], why, len(peers))
+        self.repulls += 1
+        await self.sfu.close_peer(f"up~{t}")  # the failed one, wholly (its producer ends, subscribers renegotiate)
+        if self.sourced.get(t) is not source:
+            return  # ended at home meanwhile (or already pulled again)
+        try:
+            await self._pull(t, source)
+        except MediaRequestError as exc:
+            log.error("track %s lost here: %s", t, exc.message)
+            return
+        for pid in peers:
+            with contextlib.suppress(MediaRequestError):  # a peer that left meanwhile
+                await self.sfu.subscribe(pid, [t])
 
     async def _drop(self, t: str) -> None:
         """Stop receiving and serving `t` here (it ended at its home)."""
         assert self.sfu is not None
+        self.sourced.pop(t, None)
         up = self.upstreams.pop(t, None)
         if up is not None:
             await self.sfu.close_peer(up[0])
@@ -466,6 +517,7 @@ class Cascade:
             "node_id": self.node_id,
             "served": {t: sorted(p.split("~")[1] for p in peers) for t, peers in self.served.items()},
             "upstreams": {t: home for t, (_, home) in self.upstreams.items()},
+            "repulls": self.repulls,
             "placement": dict(self.placement),
             "driven": sorted(self.driven),
             "subscribers": {t.track_id: t.subscribers for t in tracks},

@@ -287,6 +287,8 @@ class Cascade:
             self._edge_lost(link.node_id)
 
     def _edge_event(self, node_id: str, e: me.MediaEvent) -> None:
+        if not isinstance(e, me.CandidateReady | me.QualityReport):
+            log.debug("node %s: %s of %s", node_id, type(e).__name__, e.peer_id)
         match e:
             case me.TrackPublished(peer_id=pid, track_id=t, kind=kind):
                 self.homes[t] = (node_id, kind, pid)
@@ -542,6 +544,9 @@ class Cascade:
         return ws
 
     async def _run(self, link: _Link, msg: dict[str, Any]) -> None:
+        if msg.get("op") != "on_candidate":  # --log-level DEBUG: what each origin asks of this node
+            log.debug("from node %s: %s %s", link.node_id, msg.get("op"),
+                      {k: v for k, v in msg.get("args", {}).items() if k != "sdp"})
         try:
             result = await self._op(link, msg["op"], msg.get("args", {}))
             reply: dict[str, Any] = {"ok": result}

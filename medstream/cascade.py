@@ -170,6 +170,9 @@ class Cascade:
         self.repulls = 0
         self._pulls: dict[str, asyncio.Future[None]] = {}
         self.served: dict[str, set[str]] = {}  # track -> cascade peer ids sending it to other nodes
+        # cascade peer id -> its lock: a re-pull that arrives while the previous one is still being
+        # answered waits, instead of closing the peer under it (and being closed by its cleanup)
+        self._serving: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -461,6 +464,8 @@ class Cascade:
             await self.sfu.close_peer(up[0])
         for peer in list(self.served.get(t, ())):
             self._close_served(t, peer)
+        for peer in [p for p, lock in self._serving.items() if p.endswith(f"~{t}") and not lock.locked()]:
+            del self._serving[peer]
 
     def _close_served(self, t: str, peer: str) -> None:
         assert self.sfu is not None
@@ -496,17 +501,22 @@ class Cascade:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected {track_id, sdp}"}, status=400)
         peer = f"cascade~{edge}~{t}"
-        await self.sfu.close_peer(peer)  # a re-pull (the edge restarted) replaces the old one
-        for peers in self.served.values():
-            peers.discard(peer)
-        try:
-            await self.sfu.open_peer(peer)
-            answer = await self.sfu.answer_subscribe(peer, offer, [t])
-        except MediaRequestError as exc:
-            await self.sfu.close_peer(peer)
-            status = 404 if exc.reason is MediaErrorReason.UNKNOWN_TRACK else 400
-            return web.json_response({"error": exc.message}, status=status)
-        self.served.setdefault(t, set()).add(peer)
+        async with self._serving.setdefault(peer, asyncio.Lock()):
+            await self.sfu.close_peer(peer)  # a re-pull (the edge restarted, its upstream failed) replaces it
+            for peers in self.served.values():
+                peers.discard(peer)
+            try:
+                await self.sfu.open_peer(peer)
+                answer = await self.sfu.answer_subscribe(peer, offer, [t])
+            except MediaRequestError as exc:
+                await self.sfu.close_peer(peer)
+                status = 404 if exc.reason is MediaErrorReason.UNKNOWN_TRACK else 400
+                return web.json_response({"error": exc.message}, status=status)
+            except Exception as exc:  # aiortc's own (its connection closed under it): the puller tries again
+                await self.sfu.close_peer(peer)
+                log.warning("serving track %s to node %s failed: %r", t, edge, exc)
+                return web.json_response({"error": f"could not answer: {exc!r}"}, status=503)
+            self.served.setdefault(t, set()).add(peer)
         log.info("serving track %s to node %s", t, edge)
         return web.json_response({"sdp": answer})
 

@@ -135,10 +135,13 @@ async def _recv_offer() -> str:
     """An offer to receive one video track (what a node's upstream sends)."""
     from aiortc import RTCConfiguration, RTCPeerConnection
 
+    from media_server import ice
+
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         pc.addTransceiver("video", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
+        with ice.host_addresses(("127.0.0.1",)):  # a candidate: without one the answerer's ICE fails at once
+            await pc.setLocalDescription(await pc.createOffer())
         return str(pc.localDescription.sdp)
     finally:
         await pc.close()

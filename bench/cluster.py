@@ -68,12 +68,19 @@ def pct(values: list[float], q: float) -> float:
     return round(values[min(len(values) - 1, int(len(values) * q))], 2) if values else float("nan")
 
 
-async def bench_joins(node: Node, total: int, concurrency: int, room_size: int) -> dict[str, Any]:
-    """`total` experts join consultations of `room_size` through the node's (shared) port."""
+async def bench_joins(node: Node, total: int, concurrency: int, room_size: int, direct: bool = False,
+                      tag: str = "b") -> dict[str, Any]:
+    """`total` experts join consultations of `room_size` through the node's (shared) port, or with
+    `direct` straight to the worker hosting their room (no redirect: what redirects cost)."""
     rooms = max(1, total // room_size)
-    hosts = [await join(node.ws_url, issue_token(SECRET, room=f"b{r}", identity=f"h{r}", role="host",
+    hosts = [await join(node.ws_url, issue_token(SECRET, room=f"{tag}{r}", identity=f"h{r}", role="host",
                                                   room_kind="consultation")) for r in range(rooms)]
-    tokens = [issue_token(SECRET, room=f"b{i % rooms}", identity=f"u{i}", role="expert") for i in range(total)]
+    tokens = [issue_token(SECRET, room=f"{tag}{i % rooms}", identity=f"u{i}", role="expert") for i in range(total)]
+    urls = [node.ws_url] * rooms
+    if direct:
+        await asyncio.sleep(1.5)  # the rooms' directory entries are written within a second
+        where = {n["node_id"]: n["url"] for n in node.get("/cluster/v1/nodes")["nodes"]}
+        urls = [where[node.get(f"/cluster/v1/rooms/{tag}{r}")["node_id"]] for r in range(rooms)]
     pids = children(node.pid) or [node.pid]
     sem = asyncio.Semaphore(concurrency)
     sockets: list[websockets.ClientConnection] = []
@@ -83,7 +90,7 @@ async def bench_joins(node: Node, total: int, concurrency: int, room_size: int) 
     async def one(i: int) -> None:
         async with sem:
             t = time.perf_counter()
-            sockets.append(await join(node.ws_url, tokens[i], hops))
+            sockets.append(await join(urls[i % rooms], tokens[i], hops))
             latencies.append(1000 * (time.perf_counter() - t))
 
     cpu0 = [cpu_seconds(p) for p in pids]
@@ -94,7 +101,7 @@ async def bench_joins(node: Node, total: int, concurrency: int, room_size: int) 
     for ws in sockets + hosts:
         await ws.close()
     return {
-        "processes": len(pids), "joins": total, "room_size": room_size, "concurrency": concurrency,
+        "processes": len(pids), "direct": direct, "joins": total, "room_size": room_size, "concurrency": concurrency,
         "wall_s": round(wall, 3), "joins_per_s": round(total / wall, 1),
         "server_cpu_s_per_process": [round(c, 3) for c in cpu],
         "server_cpu_ms_per_join": round(1000 * sum(cpu) / total, 3),
@@ -270,8 +277,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         two = Node("pair", redis.url, work, extra=(*extra, "--workers", "2"), log_level="WARNING")
         two.start()
         await asyncio.sleep(2.5)  # both workers registered
-        result["joins_2_processes"] = [await bench_joins(two, args.joins, args.concurrency, args.room_size)
-                                       for _ in range(args.rounds)]
+        result["joins_2_processes"], result["joins_2_processes_direct"] = [], []
+        for r in range(args.rounds):  # interleaved: the machine's load drifts
+            result["joins_2_processes"].append(await bench_joins(two, args.joins, args.concurrency, args.room_size,
+                                                                 tag=f"r{r}-"))
+            result["joins_2_processes_direct"].append(await bench_joins(
+                two, args.joins, args.concurrency, args.room_size, direct=True, tag=f"d{r}-"))
         two.stop()
         a = Node("a", redis.url, work, extra=extra, log_level="WARNING")
         b = Node("b", redis.url, work, extra=extra, log_level="WARNING")
@@ -292,7 +303,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if redis.proc:
             result["redis_cpu_s"] = round(cpu_seconds(redis.proc.pid) - redis_cpu0, 3)
         redis.kill()
-    for key in ("joins_1_process_no_redis", "joins_1_process", "joins_2_processes"):
+    for key in ("joins_1_process_no_redis", "joins_1_process", "joins_2_processes", "joins_2_processes_direct"):
         runs = result.get(key, [])
         if not runs:
             continue

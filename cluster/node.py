@@ -29,6 +29,10 @@ __all__ = ["ClusterConfig", "ClusterNode", "ClusterUnavailable", "Decision"]
 log = logging.getLogger("medstream.cluster")
 
 REASSERT_EVERY = 30  # heartbeats: a backstop re-assertion of every room (a key evicted alone)
+# how long a room's owner, read once, answers redirects here without asking Redis again. Rooms move
+# only when their node dies (its record leaves the registry: the entry is dropped at once) or when
+# a room ended and was opened again elsewhere (its client then takes one more redirect)
+OWNER_CACHE_S = 30.0
 
 
 class ClusterUnavailable(Exception):
@@ -69,8 +73,8 @@ class ClusterNode:
         self.draining = False
         self.nodes: dict[str, NodeInfo] = {}
         self._placed: dict[str, int] = {}  # rooms this node placed per target since its last heartbeat
-        # room -> (owner, until): a burst of joins for a room elsewhere costs one Redis read per
-        # heartbeat, not one each; a stale entry (the room moved) costs its client one more redirect
+        # room -> (owner, until): joins for a room elsewhere cost one Redis read per OWNER_CACHE_S,
+        # not one each; a stale entry (the room moved) costs its client one more redirect
         self._owners: dict[str, tuple[str, float]] = {}
         self._dirty: set[str] = set()
         self._fresh: set[str] = set()  # rooms opened here the directory may not have yet
@@ -236,7 +240,7 @@ class ClusterNode:
     def _remember(self, room_id: str, owner_id: str) -> None:
         if len(self._owners) > 100_000:
             self._owners.clear()
-        self._owners[room_id] = (owner_id, time.monotonic() + self.config.heartbeat_s)
+        self._owners[room_id] = (owner_id, time.monotonic() + OWNER_CACHE_S)
 
     async def route(self, room_id: str, *, hosted_here: bool, may_create: bool) -> Decision:
         """Where a verified join for `room_id` goes. Raises ClusterUnavailable when Redis cannot

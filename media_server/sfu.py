@@ -703,6 +703,10 @@ class Sfu:
             for p in self._producers.values()
         ]
 
+    def subscribers(self, track_id: str) -> list[str]:
+        """The peers `track_id` is forwarded to now."""
+        return [p.peer_id for p in self._peers.values() if track_id in p.subscriptions]
+
     def producer(self, track_id: str) -> Producer:
         """The Producer of `track_id` (counters for tests and metrics).
 

@@ -56,6 +56,8 @@ log = logging.getLogger("medstream.cascade")
 
 RECEIVERS = (Role.VIEWER, Role.SUPERVISOR)  # whose media may go to an edge
 CALL_TIMEOUT_S = 20.0
+PULL_ATTEMPTS = 4  # a pull that fails (a busy home, an upstream whose ICE/DTLS failed) is tried again
+PULL_RETRY_S = 0.5  # doubling after each failed attempt
 _EVENTS: dict[str, type] = {t.__name__: t for t in (me.OfferReady, me.CandidateReady, me.TrackPublished,
                                                       me.TrackEnded, me.PeerFailed, me.MediaError,
                                                       me.QualityReport)}
@@ -163,8 +165,14 @@ class Cascade:
         self.driven: dict[str, _Link] = {}  # peer -> the origin's link that drives it
         # as any node
         self.upstreams: dict[str, tuple[str, str]] = {}  # track -> (upstream peer id, home node)
+        self.sourced: dict[str, dict[str, str]] = {}  # track pulled here -> where from (until it ends at home)
+        self.urls: dict[str, str] = {}  # node -> its last known http address (a late heartbeat is no reason to fail)
+        self.repulls = 0
         self._pulls: dict[str, asyncio.Future[None]] = {}
         self.served: dict[str, set[str]] = {}  # track -> cascade peer ids sending it to other nodes
+        # cascade peer id -> its lock: a re-pull that arrives while the previous one is still being
+        # answered waits, instead of closing the peer under it (and being closed by its cleanup)
+        self._serving: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -246,7 +254,8 @@ class Cascade:
             info = next((n for n in self.node.live_nodes() if n.node_id == node_id), None)
             if info is None:
                 raise MediaRequestError(MediaErrorReason.INVALID_STATE, f"node {node_id} is not live")
-            url = http_base(info.url).replace("http", "ws", 1) + "/cluster/v1/media"
+            self.urls[node_id] = http_base(info.url)
+            url = self.urls[node_id].replace("http", "ws", 1) + "/cluster/v1/media"
             ws = await self._http().ws_connect(url, headers={"Authorization": self._credential("media", node_id)},
                                                heartbeat=5.0)
             link = self.links[node_id] = _Link(ws, node_id)
@@ -281,6 +290,8 @@ class Cascade:
             self._edge_lost(link.node_id)
 
     def _edge_event(self, node_id: str, e: me.MediaEvent) -> None:
+        if not isinstance(e, me.CandidateReady | me.QualityReport):
+            log.debug("node %s: %s of %s", node_id, type(e).__name__, e.peer_id)
         match e:
             case me.TrackPublished(peer_id=pid, track_id=t, kind=kind):
                 self.homes[t] = (node_id, kind, pid)
@@ -325,7 +336,12 @@ class Cascade:
     def on_sfu_event(self, e: me.MediaEvent) -> None:
         pid = e.peer_id
         if pid.startswith("up~"):  # an upstream: its track ended or failed here
-            if isinstance(e, me.TrackEnded):
+            if isinstance(e, me.PeerFailed):  # emitted before the SFU closes it: its subscribers are still known
+                t = pid.removeprefix("up~")
+                source = self.sourced.get(t)
+                if source is not None and self.sfu is not None:
+                    self._spawn(self._repull(t, source, self.sfu.subscribers(t), e.reason))
+            elif isinstance(e, me.TrackEnded):
                 self.upstreams.pop(e.track_id, None)
             return
         if pid.startswith("cascade~"):
@@ -365,7 +381,10 @@ class Cascade:
                 continue
             info = next((n for n in self.node.live_nodes() if n.node_id == home[0]), None)
             if info is not None:
-                out[t] = {"node": home[0], "url": http_base(info.url), "kind": home[1]}
+                self.urls[home[0]] = http_base(info.url)
+            url = self.urls.get(home[0])  # a home whose heartbeat is late is still asked (its link decides)
+            if url is not None:
+                out[t] = {"node": home[0], "url": url, "kind": home[1]}
         return out
 
     async def ensure(self, sources: dict[str, dict[str, str]]) -> None:
@@ -376,8 +395,29 @@ class Cascade:
         pending = self._pulls.get(t)
         if pending is not None:
             return await asyncio.shield(pending)
-        assert self.sfu is not None
         fut = self._pulls[t] = asyncio.get_running_loop().create_future()
+        try:
+            for attempt in range(PULL_ATTEMPTS):
+                try:
+                    await self._pull_once(t, source)
+                    break
+                except MediaRequestError as exc:
+                    if attempt + 1 == PULL_ATTEMPTS or self.app.readiness.state is NodeState.STOPPED:
+                        raise
+                    log.warning("%s: trying again", exc.message)
+                    await asyncio.sleep(PULL_RETRY_S * 2 ** attempt)
+            fut.set_result(None)
+        except MediaRequestError as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            del self._pulls[t]
+
+    async def _pull_once(self, t: str, source: dict[str, str]) -> None:
+        assert self.sfu is not None
+        if self.has_track(t):
+            return
         peer = f"up~{t}"
         try:
             offer = await self.sfu.open_upstream(peer, t, source["kind"])
@@ -387,27 +427,45 @@ class Cascade:
                 if r.status != 200:
                     raise MediaRequestError(MediaErrorReason.UNKNOWN_TRACK, body.get("error", f"HTTP {r.status}"))
             await self.sfu.accept_upstream(peer, body["sdp"])
-            self.upstreams[t] = (peer, source["node"])
-            log.info("track %s pulled from node %s", t, source["node"])
-            fut.set_result(None)
         except Exception as exc:
             await self.sfu.close_peer(peer)
-            err = exc if isinstance(exc, MediaRequestError) else MediaRequestError(
-                MediaErrorReason.UNKNOWN_TRACK, f"track {t} could not be pulled from node {source['node']}: {exc!r}")
-            fut.set_exception(err)
-            fut.exception()
-            raise err from None
-        finally:
-            del self._pulls[t]
+            raise MediaRequestError(MediaErrorReason.UNKNOWN_TRACK,
+                                    f"track {t} could not be pulled from node {source['node']}: {exc!r}") from None
+        self.upstreams[t] = (peer, source["node"])
+        self.sourced[t] = source
+        log.info("track %s pulled from node %s", t, source["node"])
+
+    async def _repull(self, t: str, source: dict[str, str], peers: list[str], why: str) -> None:
+        """The upstream of `t` failed (its ICE or DTLS gave up: a starved event loop, a lost path)
+        while the track is still live at home: pull it again and forward it to the peers that had
+        it (a new m-line each), unless it ended at home meanwhile."""
+        assert self.sfu is not None
+        log.warning("upstream of track %s from node %s failed (%s): pulling it again for %d peer(s)",
+                    t, source["node"], why, len(peers))
+        self.repulls += 1
+        await self.sfu.close_peer(f"up~{t}")  # the failed one, wholly (its producer ends, subscribers renegotiate)
+        if self.sourced.get(t) is not source:
+            return  # ended at home meanwhile (or already pulled again)
+        try:
+            await self._pull(t, source)
+        except MediaRequestError as exc:
+            log.error("track %s lost here: %s", t, exc.message)
+            return
+        for pid in peers:
+            with contextlib.suppress(MediaRequestError):  # a peer that left meanwhile
+                await self.sfu.subscribe(pid, [t])
 
     async def _drop(self, t: str) -> None:
         """Stop receiving and serving `t` here (it ended at its home)."""
         assert self.sfu is not None
+        self.sourced.pop(t, None)
         up = self.upstreams.pop(t, None)
         if up is not None:
             await self.sfu.close_peer(up[0])
         for peer in list(self.served.get(t, ())):
             self._close_served(t, peer)
+        for peer in [p for p, lock in self._serving.items() if p.endswith(f"~{t}") and not lock.locked()]:
+            del self._serving[peer]
 
     def _close_served(self, t: str, peer: str) -> None:
         assert self.sfu is not None
@@ -443,17 +501,22 @@ class Cascade:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected {track_id, sdp}"}, status=400)
         peer = f"cascade~{edge}~{t}"
-        await self.sfu.close_peer(peer)  # a re-pull (the edge restarted) replaces the old one
-        for peers in self.served.values():
-            peers.discard(peer)
-        try:
-            await self.sfu.open_peer(peer)
-            answer = await self.sfu.answer_subscribe(peer, offer, [t])
-        except MediaRequestError as exc:
-            await self.sfu.close_peer(peer)
-            status = 404 if exc.reason is MediaErrorReason.UNKNOWN_TRACK else 400
-            return web.json_response({"error": exc.message}, status=status)
-        self.served.setdefault(t, set()).add(peer)
+        async with self._serving.setdefault(peer, asyncio.Lock()):
+            await self.sfu.close_peer(peer)  # a re-pull (the edge restarted, its upstream failed) replaces it
+            for peers in self.served.values():
+                peers.discard(peer)
+            try:
+                await self.sfu.open_peer(peer)
+                answer = await self.sfu.answer_subscribe(peer, offer, [t])
+            except MediaRequestError as exc:
+                await self.sfu.close_peer(peer)
+                status = 404 if exc.reason is MediaErrorReason.UNKNOWN_TRACK else 400
+                return web.json_response({"error": exc.message}, status=status)
+            except Exception as exc:  # aiortc's own (its connection closed under it): the puller tries again
+                await self.sfu.close_peer(peer)
+                log.warning("serving track %s to node %s failed: %r", t, edge, exc)
+                return web.json_response({"error": f"could not answer: {exc!r}"}, status=503)
+            self.served.setdefault(t, set()).add(peer)
         log.info("serving track %s to node %s", t, edge)
         return web.json_response({"sdp": answer})
 
@@ -466,6 +529,7 @@ class Cascade:
             "node_id": self.node_id,
             "served": {t: sorted(p.split("~")[1] for p in peers) for t, peers in self.served.items()},
             "upstreams": {t: home for t, (_, home) in self.upstreams.items()},
+            "repulls": self.repulls,
             "placement": dict(self.placement),
             "driven": sorted(self.driven),
             "subscribers": {t.track_id: t.subscribers for t in tracks},
@@ -490,6 +554,9 @@ class Cascade:
         return ws
 
     async def _run(self, link: _Link, msg: dict[str, Any]) -> None:
+        if msg.get("op") != "on_candidate":  # --log-level DEBUG: what each origin asks of this node
+            log.debug("from node %s: %s %s", link.node_id, msg.get("op"),
+                      {k: v for k, v in msg.get("args", {}).items() if k != "sdp"})
         try:
             result = await self._op(link, msg["op"], msg.get("args", {}))
             reply: dict[str, Any] = {"ok": result}

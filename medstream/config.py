@@ -223,6 +223,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-port", type=port_number,
                         help="with --workers: worker i also listens alone on NODE_PORT+i (default PORT+1)")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)  # a worker's end of its lifeline
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
                         help="POST signed room/recording/alarm events here (repeatable; secret: "
                              "MEDSTREAM_WEBHOOK_SECRET or webhooks.secret in --config)")

@@ -18,7 +18,6 @@ from dsp.ecg12.delineation import condition
 from dsp.ecg12.measurements import analyze
 from dsp.ecg12.record import LEADS, Ecg12
 from readings.ingest import Assessment, Upload, assess, parse_upload
-from readings.pdf import render_pdf
 from readings.store import ReadingStore
 from readings.workflow import (
     Actor,
@@ -198,6 +197,8 @@ class ReadingService:
 
     def render_report(self, request: ReadingRequest) -> Path:
         """Render and store the signed request's PDF (CPU: ~0.3-1 s; no desk state touched)."""
+        from readings.pdf import render_pdf  # matplotlib: ~2 s of imports a node's start-up need not pay
+
         ecg = self.store.load_ecg(request.ecg_key)
         pdf = render_pdf(ecg, request, self.clinic_names.get(request.clinic_id, ""))
         return self.store.save_report_pdf(request.request_id, pdf)

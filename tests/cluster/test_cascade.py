@@ -1,7 +1,7 @@
 """Issue 10, lecture cascade: a lecture's viewers spread over three nodes; each edge receives each
 presenter track once from the origin; a viewer on an edge raises a hand, is promoted and its
 media reaches the origin's viewers (and the other edge, pulled from where it publishes); an edge
-SIGKILLed: its viewers are told and resume on a live node."""
+SIGKILLed: its viewers are told and resume on a live node. An upstream that fails is pulled again."""
 
 from __future__ import annotations
 
@@ -96,6 +96,17 @@ async def test_lecture_cascade_pulls_each_track_once_per_edge_promotes_across_no
         assert origin.get("/cluster/v1/cascade")["upstreams"][spoken[0]] == busy
         assert by_name[other_edge].get("/cluster/v1/cascade")["upstreams"][spoken[0]] == busy  # from its home
 
+        # an upstream that fails (ICE/DTLS giving up on a starved node; here: the origin replaces the
+        # peer serving the other edge, as for a re-pull) is pulled again and its viewer gets video back
+        before = on_other.peer.track(video)
+        credential = "Cluster " + mint(CLUSTER_SECRET.encode(), purpose="cascade", from_node=other_edge,
+                                       to_node=origin.name, now=time.time())
+        assert _post_status(origin.url + "/cluster/v1/cascade", {"track_id": video, "sdp": await _recv_offer()},
+                            {"Authorization": credential}) == 200
+        await until(lambda: on_other.peer.received.get(video) not in (None, before), 30, "the video again, re-pulled")
+        await on_other.peer.track(video).wait_frames(5, timeout_s(30))
+        assert by_name[other_edge].get("/cluster/v1/cascade")["repulls"] == 1
+
         # the busy edge dies: its viewers are told, restart media and resume on a live node
         by_name[busy].kill()
         moved = [n for n, e in where.items() if e == busy]
@@ -118,6 +129,22 @@ async def test_lecture_cascade_pulls_each_track_once_per_edge_promotes_across_no
     finally:
         for p in people:
             await p.close()
+
+
+async def _recv_offer() -> str:
+    """An offer to receive one video track (what a node's upstream sends)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from media_server import ice
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        with ice.host_addresses(("127.0.0.1",)):  # a candidate: without one the answerer's ICE fails at once
+            await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
 
 
 def _counter_video() -> Any:

@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from bench.cluster import children
 from signaling.tokens import issue_token
 from tests.cluster.conftest import Cluster, ctoken, join_via, media_join_via, room_state, until
 from tests.conftest import timeout_s
@@ -136,5 +137,20 @@ async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster:
                              and s, 10, "the ward with its four nurses")
     assert ward_state["persistent"] and ward_state["node_id"] in ids
     clients += [ws for ws, _, _ in ward]
+    # the supervisor SIGKILLed (after Redis died) takes its workers with it, though their rooms
+    # have people in them (a worker told only SIGTERM would drain them for up to 60 s)
+    workers = children(node.pid)
+    assert len(workers) == 2, workers
+    cluster.redis.kill()
+    node.kill()
+    await until(lambda: not any(_alive(w) for w in workers), 20, "both workers gone after their supervisor")
     for ws in clients:
         await ws.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False

@@ -110,11 +110,12 @@ def encode_clip(path: Path, seconds: float = 5.0, fps: int = 30, bitrate_bps: in
 
 
 def _estimators_start_high() -> None:
-    """The bench's light subscribers bypass aiortc's receiver and send no REMB; without one the
-    node's estimator keeps its 1.5 Mbit/s start value and the adaptation (issue 12) paused all
-    but one ~1 Mbit/s publisher for them (2x4, 4x8 failed: "not every subscriber received
-    video"; bench.janus 2:4 lost 50 %). The bench node starts its estimators at their maximum
-    instead, so everything is forwarded, as Janus (bitrate=0) does."""
+    """The bench's light subscribers bypass aiortc's receiver and send no REMB; the node's
+    estimator kept its 1.5 Mbit/s start value for such a receiver and the adaptation (issue 12)
+    paused all but one ~1 Mbit/s publisher for them (2x4, 4x8 failed: "not every subscriber
+    received video"; bench.janus 2:4 lost 50 %). The estimator now lifts that bound after
+    `remb_wait_s` (3 s) without a REMB; the bench node also starts at the maximum, so its first
+    seconds are forwarded whole too, as Janus (bitrate=0) does."""
     from media_server import bwe
 
     original = bwe.BandwidthEstimator.__init__

@@ -42,6 +42,9 @@ class BweConfig:
     """Tuning of `BandwidthEstimator` (bit/s, seconds, fractions 0-1)."""
 
     start_bps: int = 1_500_000  # before the first REMB: no guess pauses anything (REMB comes in ~1 s)
+    remb_wait_s: float = 3.0  # this long since the estimator was first used without any REMB: a
+    # receiver that sends none (no delay-based bound at all, only loss), not one whose first REMB
+    # is on its way
     min_bps: int = 20_000
     max_bps: int = 20_000_000
     remb_stale_s: float = 1.0  # no loss for this long: the bound starts to climb
@@ -60,7 +63,8 @@ class BweConfig:
 class BandwidthEstimate:
     """What one subscriber's path carries, as exported to quality reports and /metrics.
 
-    `source`: "start" (no feedback yet), "remb" (a fresh REMB bounds it), "probe" (REMB is stale
+    `source`: "start" (no feedback yet), "no_remb" (the receiver reports but sends no REMB:
+    receiver-report loss alone can bound it), "remb" (a fresh REMB bounds it), "probe" (REMB is stale
     and the estimate climbs), "loss" (receiver-report loss bounds it), "unconfirmed" (REMB is low
     but nothing was lost lately: no bound).
     """
@@ -92,6 +96,7 @@ class BandwidthEstimator:
         self._rtt_s: float | None = None
         self._carried_bps = 0.0
         self._loss_window: dict[int, collections.deque[tuple[float, float, int]]] = {}
+        self._first_seen_s: float | None = None  # the first time handed in (sans-I/O: no clock)
         self.remb_count = 0
         self.report_count = 0
 
@@ -124,6 +129,7 @@ class BandwidthEstimator:
         """
         c = self.config
         self.report_count += 1
+        self._seen(now_s)
         horizon = now_s - c.loss_window_s
         for stream, (fraction, packets) in losses.items():
             window = self._loss_window.setdefault(stream, collections.deque())
@@ -188,10 +194,21 @@ class BandwidthEstimator:
     def _confirmed(self, now_s: float) -> bool:
         return self._loss_seen_s is not None and now_s - self._loss_seen_s <= self.config.loss_memory_s
 
+    def _seen(self, now_s: float) -> None:
+        if self._first_seen_s is None:
+            self._first_seen_s = now_s
+
+    def _no_remb(self, now_s: float) -> bool:
+        """`remb_wait_s` since first used and never a REMB: a receiver without a delay-based
+        estimator (seen: a light client; with the start value as its bound for good, one of two
+        1 Mbit/s publishers stayed paused for it). Only loss it reports can bound it."""
+        return (self._remb_bps is None and self._first_seen_s is not None
+                and now_s - self._first_seen_s >= self.config.remb_wait_s)
+
     def _delay_bps(self, now_s: float) -> float:
         c = self.config
         if self._remb_bps is None:
-            return float(c.start_bps)
+            return float(c.max_bps if self._no_remb(now_s) else c.start_bps)
         if not self._confirmed(now_s) or self._anchor_bps is None:
             return float(c.max_bps)  # delay without loss: not a narrow link (see the module doc)
         climb = max(0.0, now_s - self._anchor_s - c.remb_stale_s)
@@ -200,11 +217,12 @@ class BandwidthEstimator:
     def estimate(self, now_s: float) -> BandwidthEstimate:
         """The current estimate at `now_s`."""
         c = self.config
+        self._seen(now_s)
         delay = self._delay_bps(now_s)
         if self._loss_bps < delay:
             value, source = self._loss_bps, "loss"
         elif self._remb_bps is None:
-            value, source = delay, "start"
+            value, source = delay, "no_remb" if self._no_remb(now_s) else "start"
         elif not self._confirmed(now_s):
             value, source = delay, "unconfirmed"
         elif now_s - self._anchor_s > c.remb_stale_s:

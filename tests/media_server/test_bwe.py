@@ -35,6 +35,29 @@ def test_start_then_remb_then_stale_climb() -> None:
     assert bwe.estimate(9.5).bitrate_bps == 50_000
 
 
+def test_a_receiver_that_sends_no_remb_is_bounded_by_its_loss_alone() -> None:
+    """Receiver reports and never a REMB (a light client): the start value stayed its bound for
+    good, so one of two 1 Mbit/s publishers was paused for it (bench.sfu 2x4)."""
+    bwe = BandwidthEstimator(BweConfig(start_bps=1_500_000, remb_wait_s=3.0))
+    for t in range(3):
+        bwe.on_receiver_report(rr(0.0), None, float(t))
+        assert bwe.estimate(float(t)).source == "start"  # its first REMB may be on its way
+    bwe.on_receiver_report(rr(0.0), None, 3.0)
+    e = bwe.estimate(3.0)
+    assert e.source == "no_remb" and e.bitrate_bps == BweConfig().max_bps
+    for t in range(4, 16):  # significant loss still cuts it
+        bwe.on_receiver_report(rr(0.3, packets=200), None, float(t))
+    e = bwe.estimate(16.0)
+    assert e.source == "loss" and e.bitrate_bps < BweConfig().max_bps // 4
+    silent = BandwidthEstimator(BweConfig(remb_wait_s=3.0))  # no RTCP at all: forwarded everything
+    assert silent.estimate(10.0).source == "start" and silent.estimate(13.0).source == "no_remb"
+    late = BandwidthEstimator(BweConfig(remb_wait_s=3.0))  # a REMB after all: it bounds as usual
+    late.on_receiver_report(rr(0.0), None, 0.0)
+    late.on_remb(300_000, 4.0)
+    late.on_receiver_report(rr(0.14, packets=200), None, 4.5)
+    assert late.estimate(5.0).bitrate_bps == 300_000
+
+
 def test_delay_without_loss_is_not_a_narrow_link() -> None:
     bwe = BandwidthEstimator(BweConfig(loss_memory_s=10.0))
     bwe.on_remb(50_000, 0.0)  # aiortc's estimator on a busy CPU

@@ -190,13 +190,20 @@ async def wait_receiving(page: Page, from_participant: str, timeout: float = 20.
 
     Returns the inbound stats of that participant, {"video": {...}, "audio": {...}}.
     """
-    return await wait_for(page, """async (pid) => {
-        const s = await window.medstream.stats();
-        const v = s.inbound.find(i => i.kind === 'video' && i.participantId === pid);
-        const a = s.inbound.find(i => i.kind === 'audio' && i.participantId === pid);
-        return v && a && v.framesDecoded >= %d && a.totalAudioEnergy > 0 ? {video: v, audio: a} : null;
-    }""" % min_frames, timeout, from_participant,  # noqa: UP031 (a JS template full of braces)
-        what=f"video frames and audio energy from {from_participant}")
+    try:
+        return await wait_for(page, """async (pid) => {
+            const s = await window.medstream.stats();
+            const v = s.inbound.find(i => i.kind === 'video' && i.participantId === pid);
+            const a = s.inbound.find(i => i.kind === 'audio' && i.participantId === pid);
+            return v && a && v.framesDecoded >= %d && a.totalAudioEnergy > 0 ? {video: v, audio: a} : null;
+        }""" % min_frames, timeout, from_participant,  # noqa: UP031 (a JS template full of braces)
+            what=f"video frames and audio energy from {from_participant}")
+    except AssertionError as exc:  # say which of the two was missing, and how far each got
+        try:
+            seen = await asyncio.wait_for(inbound_of(page, from_participant), 10)
+        except Exception as inner:  # the page itself may be what is stuck
+            seen = {"stats unavailable": repr(inner)}
+        raise AssertionError(f"{exc}; inbound from it: {seen}") from None
 
 
 async def inbound_of(page: Page, pid: str) -> dict[str, Any]:

@@ -82,20 +82,27 @@ class _TimedBatcher(SendBatcher):
             self.done_at[self.index] = time.thread_time()
 
 
-async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
+def _sink() -> tuple[tuple[str, int], int]:
+    """A UDP socket on 127.0.0.1 drained by a forked child on core 1 (the subscribers' side of
+    the wire); returns its address and the child's pid (`os.waitpid` it at the end)."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     try:
         rx.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE (root): no drops
     except OSError:
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-    addr = rx.getsockname()
+    addr: tuple[str, int] = rx.getsockname()
     child = os.fork()
     if child == 0:
         os.sched_setaffinity(0, {1})
         _drain(rx)
     rx.close()
+    return addr, child
+
+
+async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    addr, child = _sink()
     producer = Producer("t", "pub", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
     passes: list[float] = []  # CPU s of each pass of the paced fan-out (the loop is held that long)
     drain = producer._drain
@@ -217,18 +224,7 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
     not count (CPU time). `isolated`: each arrival only once the previous one is fully sent
     (for instruction counts under callgrind, whose slowdown would otherwise pile arrivals up)."""
     loop = asyncio.get_running_loop()
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    try:
-        rx.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)
-    except OSError:
-        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-    addr = rx.getsockname()
-    child = os.fork()
-    if child == 0:
-        os.sched_setaffinity(0, {1})
-        _drain(rx)
-    rx.close()
+    addr, child = _sink()
     offset = [0.0]
 
     def clock() -> float:

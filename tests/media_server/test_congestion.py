@@ -132,15 +132,21 @@ async def test_weak_subscriber_alone_loses_layers_then_video_and_gets_them_back(
     await wait_until(lambda: bool(resumed()), timeout_s(15),
                      f"carol's video resumes {harness.sfu.bandwidth('carol')} {harness.sfu.adaptation('carol', track)}")
     resumed_s = asyncio.get_running_loop().time() - recovered
-    # the relay resumes at a keyframe; carol's own loss (1 in 8) may complete a delta frame
-    # before the retransmission completes that keyframe, so look at the first few
-    await wait_until(lambda: len(resumed()) >= 3, timeout_s(10), "carol gets a few frames")
-    assert any(cv.frames[i].keyframe for i in resumed()[:3]), "resuming must start at a keyframe"
+    # the relay resumes at a keyframe (it drops everything else until one starts). What carol's
+    # receiver assembles may start later: a packet of that keyframe lost (her 1-in-8 loss just
+    # ended; the kernel drops on a loaded machine) lets the next delta frames complete first,
+    # aiortc's jitter buffer discards the incomplete keyframe and asks for another, which comes
+    # a round trip later (seen: none in the first 3 with both cores busy). A relay resuming mid
+    # GOP would show none at all: this publisher's encoder makes keyframes only on request.
+    await wait_until(lambda: any(cv.frames[i].keyframe for i in resumed()), timeout_s(10),
+                     "a keyframe among carol's resumed frames")
+    first_key = next(n for n, i in enumerate(resumed()) if cv.frames[i].keyframe)
+    assert first_key < 30, f"resuming must start at a keyframe: the first came {first_key} frames in"
     await wait_until(full, timeout_s(20), "carol back to every layer")
     # how fast is for bench/weak_link.py (with both cores busy the climb took 21.6 s here: the
     # estimate grows per receiver report, which a starved loop sends late); the deadline above
     # is the test's bound
-    print(f"carol's video resumed {resumed_s:.1f} s after her link recovered")
+    print(f"carol's video resumed {resumed_s:.1f} s after her link recovered, keyframe {first_key} frames in")
 
 
 async def test_a_publisher_is_asked_for_less_only_when_no_subscriber_can_use_more(harness: SfuHarness) -> None:

@@ -513,8 +513,11 @@ class MonitorSimulator:
 
     async def _connection(self, gen: asyncio.Task[None]) -> bool:
         """One connection's life; True when the run is complete."""
+        # close_timeout: a monitor that stops waits this long at most for the server's closing
+        # handshake (websockets' default, 10 s, outlasted the demo's 5 s wait for its monitors
+        # when the loop they share with the server was busy)
         async with websockets.connect(self._node_url or self.config.url, max_size=None, compression=None,
-                                      open_timeout=self.config.ack_timeout_s) as ws:
+                                      open_timeout=self.config.ack_timeout_s, close_timeout=1.0) as ws:
             self._ws = ws
             if self._offline:
                 return False

@@ -2,7 +2,9 @@
 
 `ip netns exec NS python -m tests.media_server.township_client URL TOKEN ADDRESS EXPECT`
 joins with media (receiving everyone, never touching audio-only), prints `media` once it hears
-EXPECT publishers' audio, then records until a line `stop` on stdin and prints one JSON line:
+EXPECT publishers' audio, then records until a line `stop` on stdin and prints one JSON line
+(`video_after T N DEADLINE_S` on stdin meanwhile answers `video ok` once every video track has N
+frames that arrived after monotonic time T, or `video timeout`):
 per track its kind, the RTP timestamps, arrival times and (video) CRC-32 of its frames (CLOCK_MONOTONIC, the same clock in every
 namespace, so the test can set them against the moments it changed the link), which of them were
 keyframes, and every `video_adapted` message with the time it came.
@@ -61,7 +63,19 @@ async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any
     stdin = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     while (line := (await stdin.readline()).decode()) and line.strip() != "stop":
-        pass
+        words = line.split()
+        if words and words[0] == "video_after":  # video_after T N DEADLINE_S: every video track
+            # has N frames that arrived after monotonic time T (the test's wait, with a deadline)
+            after, n, deadline = float(words[1]), int(words[2]), time.monotonic() + float(words[3])
+
+            def got(after: float = after, n: int = n) -> bool:
+                watch()
+                videos = [tid for tid, t in peer.received.items() if t.kind == "video"]
+                return bool(videos) and all(sum(a > after for a in arrivals.get(tid, [])) >= n for tid in videos)
+
+            while not got() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            print("video ok" if got() else "video timeout", flush=True)
     sampler.cancel()
     watch()
     result = {

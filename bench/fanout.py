@@ -39,6 +39,7 @@ from media_server.batching import SendBatcher
 from media_server.forwarding import ForwardTrack, Producer
 from media_server.rewrite import URI_ABS_SEND_TIME, URI_MID, HeaderWriter
 from media_server.srtp import protector
+from media_server.vp8 import PictureIdRewriter, TemporalLayerFilter
 
 KEYFRAME_PACKETS = 70  # ~80 KB keyframe of the 1 Mbit/s 640x360 clip (bench.sfu)
 DELTA_PACKETS = 4
@@ -59,9 +60,12 @@ def _drain(sock: socket.socket) -> None:
 
 def _frame(seq: int, ts: int, packets: int, key: bool) -> list[RtpPacket]:
     out = []
+    picture_id = (ts // 3000) & 0x7FFF
     for i in range(packets):
         last = i == packets - 1
-        head = b"\x10" if i == 0 else b"\x00"
+        # the descriptor aiortc's and browsers' VP8 packetisers write: X=1, S on the first
+        # packet, a 15-bit PictureID (I=1, M=1), read by the subscribers' PictureID rewriter
+        head = bytes([0x90 if i == 0 else 0x80, 0x80, 0x80 | picture_id >> 8, picture_id & 0xFF])
         body = (b"\x00" if key else b"\x01") + bytes(PACKET_BYTES - (600 if last else 0))
         p = RtpPacket(payload_type=96, sequence_number=(seq + i) & 0xFFFF, timestamp=ts,
                       marker=int(last), payload=head + body)
@@ -70,13 +74,33 @@ def _frame(seq: int, ts: int, packets: int, key: bool) -> list[RtpPacket]:
     return out
 
 
+def _queued(batcher: SendBatcher) -> bool:
+    """Whether `batcher` holds datagrams (main's batcher kept a list, this branch's a buffer)."""
+    return bool(getattr(batcher, "_sizes", None) or getattr(batcher, "_queue", None))
+
+
+def _bind(track: ForwardTrack, batcher: SendBatcher, session: Session, addr: Any) -> None:
+    """What the server's `_bind` does with a subscriber's socket (main: the bytes path)."""
+    if hasattr(track, "bind_batcher"):
+        track.bind_batcher(batcher, session, addr)
+    else:
+        track._protect, track._addr, track._transport = protector(session), addr, batcher._transport
+        track._sendto, track._batcher = batcher.send, batcher
+
+
+def _like_the_sfu(track: ForwardTrack) -> None:
+    """A VP8 subscriber as `Sfu.subscribe` sets it up: temporal layer gate, PictureID rewriter."""
+    track.packet_filter = TemporalLayerFilter()
+    track.picture_ids = PictureIdRewriter()
+
+
 class _TimedBatcher(SendBatcher):
     __slots__ = ("done_at", "index")
     done_at: list[float]
     index: int
 
     def flush(self) -> None:
-        had = bool(self._queue)
+        had = _queued(self)
         super().flush()
         if had:  # flush_all finds it empty after the paced fan-out flushed it
             self.done_at[self.index] = time.thread_time()
@@ -125,11 +149,14 @@ async def run(mode: str, subscribers: int, frames: int) -> dict[str, Any]:
                               srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_256_GCM))
         protect = protector(srtp) if mode == "batched" else srtp.protect
         track._protect, track._addr, track._transport = protect, addr, transport
+        _like_the_sfu(track)
 
         if mode.startswith("batched"):
             batcher = _TimedBatcher(transport, addr)
             batcher.index, batcher.done_at = i, done_at
             track._sendto, track._batcher = batcher.send, batcher
+            if mode == "batched":
+                _bind(track, batcher, srtp, addr)
         else:
             sendto = transport.sendto
 
@@ -201,7 +228,7 @@ class _MarkedBatcher(SendBatcher):
     out: dict[int, list[float]]
 
     def flush(self) -> None:
-        had = bool(self._queue)
+        had = _queued(self)
         super().flush()
         if had and self.marks:
             t = self.clock()
@@ -250,8 +277,9 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
                                          {URI_MID: 1, URI_ABS_SEND_TIME: 2})
             srtp = Session(Policy(key=os.urandom(44), ssrc_type=Policy.SSRC_ANY_OUTBOUND,
                                   srtp_profile=Policy.SRTP_PROFILE_AEAD_AES_256_GCM))
-            track._protect, track._addr, track._transport = protector(srtp), addr, transport
-            track._sendto, track._batcher = batcher.send, batcher
+            _bind(track, batcher, srtp, addr)
+            if kind == "video":
+                _like_the_sfu(track)
             original = track.forward
 
             def forward(p: RtpPacket, start: bool, abs3: bytes, level: Any, original: Any = original,
@@ -263,6 +291,20 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
                 return r  # type: ignore[no-any-return]
 
             track.forward = forward  # type: ignore[method-assign]
+            if hasattr(track, "forward_entries"):  # this branch: the fan-out's loop
+                original_entries = track.forward_entries
+
+                def forward_entries(entries: Any, abs3: bytes, now: float, any_packet: bool = False,
+                                    original: Any = original_entries,
+                                    batcher: _MarkedBatcher = batcher) -> bool:
+                    r = original(entries, abs3, now, any_packet)
+                    for p, _, _ in entries:
+                        tag = getattr(p, "bench_event", None)
+                        if tag is not None:
+                            batcher.marks.append(tag)
+                    return r  # type: ignore[no-any-return]
+
+                track.forward_entries = forward_entries  # type: ignore[method-assign]
             producer.attach(track)
     for video in videos:
         if hasattr(video, "_drain"):  # the paced fan-out: how long each pass holds the loop

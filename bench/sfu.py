@@ -146,7 +146,10 @@ def _serve_medstream(experiments: list[str]) -> None:
             rooms=((ROOM, "broadcast"),)))
         await app.start()
         print(f"PORT {app.port}", flush=True)
+        out = os.environ.get("MEDSTREAM_COUNTERS_OUT")
+        counters = asyncio.ensure_future(_write_counters(app, out)) if out else None
         await asyncio.Event().wait()
+        del counters
 
     try:
         import uvloop
@@ -154,6 +157,39 @@ def _serve_medstream(experiments: list[str]) -> None:
         uvloop.run(run())
     except ImportError:
         asyncio.run(run())
+
+
+async def _write_counters(app: Any, path: str) -> None:
+    """Every 0.25 s, one JSON line: this process's user/sys CPU and what its Sfu sent.
+
+    The packets the server itself forwarded (not what the clients managed to receive): CPU
+    per forwarded packet stays meaningful when a loaded machine starves the clients. Reads
+    attributes main and this branch both have (Sfu._producers, consumers' counters)."""
+    import asyncio
+
+    with open(path, "a", buffering=1) as f:
+        while True:
+            t = os.times()
+            sfu = getattr(app, "media", None)
+            sent = resent = received = sheds = 0
+            for producer in list(getattr(sfu, "_producers", {}).values()):
+                received += producer.packets_received
+                sheds += getattr(producer, "backlog_sheds", 0)
+                for c in list(producer.consumers):
+                    sent += c.packets_forwarded
+                    resent += c.retransmissions
+            f.write(json.dumps({"t": time.time(), "user": t.user, "sys": t.system, "sent": sent,
+                                "resent": resent, "received": received, "sheds": sheds}) + "\n")
+            await asyncio.sleep(0.25)
+
+
+def _counters_at(path: Path, t: float) -> dict[str, float] | None:
+    """The server's counters line nearest to wall time `t` (None without any)."""
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    return min(rows, key=lambda r: abs(r["t"] - t)) if rows else None
 
 
 def udp_counters() -> dict[str, int]:
@@ -186,12 +222,16 @@ def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str]
         if JANUS_ROOT is None:
             raise RuntimeError("relay janus needs bench.janus.prepare_janus() first")
         return start_janus(JANUS_ROOT, SERVER_CORE)
+    cwd, env = None, None
     if relay.startswith("medstream"):
-        patches = relay.split("+")[1:]  # "medstream+rcvbuf": see bench/sfu_experiments.py
+        name, _, root = relay.partition("@")  # "medstream@DIR": the server from another tree
+        patches = name.split("+")[1:]  # "medstream+rcvbuf": see bench/sfu_experiments.py
         cmd = [sys.executable, "-m", "bench.sfu", "--serve"] + [f"--experiment={p}" for p in patches]
+        if root:
+            cwd, env = root, {**os.environ, "PYTHONPATH": root}
     else:
         cmd = [sys.executable, "-m", "bench.sfu_transcode", "--expect-tracks", str(expect_tracks)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=cwd, env=env)
     os.sched_setaffinity(proc.pid, {SERVER_CORE})
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -210,7 +250,10 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     """Run one relay at P x S; returns its figures (see module docstring)."""
     from signaling.tokens import issue_token
 
-    probe_out = workdir / f"probe-{relay}-{publishers}x{subscribers}.jsonl"
+    tag = relay.replace("/", "_")
+    probe_out = workdir / f"probe-{tag}-{publishers}x{subscribers}.jsonl"
+    counters_out = workdir / f"counters-{tag}-{publishers}x{subscribers}-{time.time():.0f}.jsonl"
+    os.environ["MEDSTREAM_COUNTERS_OUT"] = str(counters_out)
     if "+probe" in relay:  # bench/sfu_experiments.latency_probe: server-side times per frame
         os.environ["MEDSTREAM_PROBE_OUT"] = str(probe_out)
     server, url, idle_rss = _start_server(relay, 2 * publishers)
@@ -225,7 +268,7 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
         # subscribers are spread over `workers` more processes; all on the client core
         n_sub_workers = max(1, min(workers, subscribers))
         for w in range(n_sub_workers + 1):
-            out = workdir / f"{relay}-{publishers}x{subscribers}-w{w}.json"
+            out = workdir / f"{tag}-{publishers}x{subscribers}-w{w}.json"
             spec = {"url": url, "clip": str(clip), "publishers_total": publishers,
                     "publisher_tokens": pub_tokens if w == 0 else [],
                     "subscriber_tokens": [] if w == 0 else sub_tokens[w - 1 :: n_sub_workers],
@@ -296,6 +339,18 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
     figures = _figures(relay, publishers, subscribers, t0, t1, cpu1 - cpu0, ccpu1 - ccpu0, rss,
                        records, setup_s, load)
     figures["server_rss_idle_mb"] = idle_rss
+    c0, c1 = _counters_at(counters_out, t0), _counters_at(counters_out, t1)
+    if c0 is not None and c1 is not None and c1["t"] > c0["t"]:
+        # the server's own view: CPU (user / sys) per packet it forwarded (retransmissions
+        # included), whatever the clients managed to receive
+        sent = (c1["sent"] + c1["resent"]) - (c0["sent"] + c0["resent"])
+        user, system = c1["user"] - c0["user"], c1["sys"] - c0["sys"]
+        figures["server_sent_pps"] = round(sent / (c1["t"] - c0["t"]), 1)
+        figures["server_received_pps"] = round((c1["received"] - c0["received"]) / (c1["t"] - c0["t"]), 1)
+        figures["server_user_us_per_sent_packet"] = round(1e6 * user / sent, 2) if sent else None
+        figures["server_sys_us_per_sent_packet"] = round(1e6 * system / sent, 2) if sent else None
+        figures["server_cpu_us_per_sent_packet"] = round(1e6 * (user + system) / sent, 2) if sent else None
+        figures["backlog_sheds"] = c1["sheds"] - c0["sheds"]
     if "+probe" in relay:
         from bench.sfu_experiments import summarise_probe
 

@@ -64,20 +64,31 @@ def runs(sizes: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+BUFFER_BYTES = 1 << 16  # one subscriber's datagrams of a loop pass; full: sent at once
+_SEGMENT_SIZE = {n: struct.pack("=H", n) for n in range(1, 1501)}  # UDP_SEGMENT cmsg values
+
+
 class SendBatcher:
     """One subscriber's outgoing datagrams to `addr`, sent at the end of the loop pass.
 
-    `send(data, addr)` has the signature of `DatagramTransport.sendto` (the address is fixed
-    at construction; the argument is ignored) and never raises. `close()` drops what is queued
-    and releases the duplicated socket descriptor.
+    Datagrams are written one after the other into a buffer of BUFFER_BYTES allocated once:
+    `send(data, addr)` (the signature of `DatagramTransport.sendto`; the address is fixed at
+    construction, the argument ignored) copies one in; `reserve(n)` and `commit(size)` let the
+    forwarder write a packet in place (header, payload, SRTP) without a bytes object of its
+    own. A full buffer is sent at once. Never raises. `close()` drops what is queued and
+    releases the duplicated socket descriptor.
     """
 
-    __slots__ = ("_addr", "_gso", "_queue", "_sock", "_transport", "datagrams", "syscalls")
+    __slots__ = ("_addr", "_fill", "_gso", "_sizes", "_sock", "_transport", "buffer", "datagrams",
+                 "pointer", "syscalls")
 
     def __init__(self, transport: Any, addr: Any) -> None:
         self._transport: Any = transport  # asyncio or uvloop UDP transport; None once closed
         self._addr = addr
-        self._queue: list[bytes] = []
+        self.buffer = bytearray(BUFFER_BYTES)  # fixed size: C pointers to it stay valid
+        self.pointer: Any = None  # a C pointer to `buffer`, set by whoever writes in place
+        self._sizes: list[int] = []  # the queued datagrams, back to back from buffer[0]
+        self._fill = 0
         self._sock: socket.socket | None = None
         self._gso = GSO_SUPPORTED
         self.datagrams = 0
@@ -92,58 +103,86 @@ class SendBatcher:
         if self._sock is None:
             self._gso = False
 
-    def send(self, data: bytes, addr: Any = None) -> None:
-        """Queue one datagram; the first in a loop pass schedules the flush."""
+    def reserve(self, n: int) -> int:
+        """Where in `buffer` the next datagram of up to `n` bytes goes (`room` more free after it).
+
+        Sends what is queued first if it would not fit; the first reservation of a loop pass
+        schedules the flush. Follow with `commit(size)` (nothing reserved is sent before)."""
         global _scheduled
-        if not self._queue:
+        fill = self._fill
+        if fill + n > BUFFER_BYTES:
+            self.flush()
+            fill = 0
+        if not self._sizes:
             _pending.append(self)
             loop = asyncio.get_running_loop()
             if _scheduled is not loop:
                 _scheduled = loop
                 loop.call_soon(flush_all)
-        self._queue.append(data)
+        return fill
+
+    def commit(self, size: int) -> None:
+        """The datagram of `size` bytes at the last `reserve()`d offset is ready to send."""
+        self._sizes.append(size)
+        self._fill += size
+
+    def send(self, data: bytes, addr: Any = None) -> None:
+        """Queue one datagram (copied into the buffer)."""
+        n = len(data)
+        if n > BUFFER_BYTES:
+            raise ValueError(f"a datagram must be at most {BUFFER_BYTES} bytes, got {n}")
+        off = self.reserve(n)
+        self.buffer[off : off + n] = data
+        self.commit(n)
 
     def flush(self) -> None:
         """Send what is queued (flush_all calls this; safe to call directly)."""
-        queue, self._queue = self._queue, []
-        if not queue:
+        sizes = self._sizes
+        if not sizes:
             return
+        self._sizes = []
+        self._fill = 0
         transport = self._transport
         if transport is None:
             return
         if transport.is_closing():
             self.close()
             return
-        self.datagrams += len(queue)
+        self.datagrams += len(sizes)
+        view = memoryview(self.buffer)
         sock = self._sock
         if not self._gso or sock is None or transport.get_write_buffer_size():
-            for data in queue:
-                transport.sendto(data, self._addr)
-            self.syscalls += len(queue)
+            self._by_transport(view, sizes, 0, 0)
             return
-        sizes = [len(d) for d in queue]
+        off = 0
         for i, j in runs(sizes):
+            end = off + sum(sizes[i:j]) if j - i > 1 else off + sizes[i]
             try:
                 if j - i == 1:
-                    sock.sendto(queue[i], self._addr)
+                    sock.sendto(view[off:end], self._addr)
                 else:
-                    sock.sendmsg([b"".join(queue[i:j])],
-                                 [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", sizes[i]))],
-                                 0, self._addr)
+                    sock.sendmsg([view[off:end]],
+                                 [(socket.SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.get(sizes[i])
+                                   or struct.pack("=H", sizes[i]))], 0, self._addr)
                 self.syscalls += 1
             except BlockingIOError:  # socket full: asyncio buffers the rest and waits
-                rest = queue[i:]
-                for data in rest:
-                    transport.sendto(data, self._addr)
-                self.syscalls += len(rest)
+                self._by_transport(view, sizes, i, off)
                 return
             except OSError as exc:  # no GSO on this route (EIO, EINVAL): per datagram from now on
                 logger.info("UDP GSO unavailable (%s): sending datagrams one by one", exc)
                 self._gso = False
-                for data in queue[i:]:
-                    transport.sendto(data, self._addr)
-                self.syscalls += len(queue) - i
+                self._by_transport(view, sizes, i, off)
                 return
+            off = end
+
+    def _by_transport(self, view: memoryview, sizes: list[int], i: int, off: int) -> None:
+        """Datagrams i.. (from byte `off`) through the transport's own sendto, as copies (it
+        may keep them queued, and the buffer is reused)."""
+        transport = self._transport
+        for size in sizes[i:]:
+            transport.sendto(bytes(view[off : off + size]), self._addr)
+            off += size
+        self.syscalls += len(sizes) - i
 
     @property
     def closed(self) -> bool:
@@ -151,7 +190,8 @@ class SendBatcher:
 
     def close(self) -> None:
         """Drop queued datagrams and release our descriptor (idempotent)."""
-        self._queue = []
+        self._sizes = []
+        self._fill = 0
         self._transport = None
         sock, self._sock = self._sock, None
         self._gso = False

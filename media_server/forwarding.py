@@ -24,8 +24,9 @@ import collections
 import logging
 import queue
 import random
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from aioice.ice import StunProtocol
@@ -41,7 +42,6 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
     RtcpSdesPacket,
-    RtcpSenderInfo,
     RtcpSourceInfo,
     RtcpSrPacket,
     RtpPacket,
@@ -53,7 +53,8 @@ from .bwe import LayerRateMeter
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
-from .srtp import protector
+from .srtp import TRAILER as _SRTP_TRAILER
+from .srtp import InPlaceProtect, buffer_pointer, in_place_protector, protector
 from .vp8 import PictureIdRewriter, Vp8DescriptorError, parse_descriptor
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,7 @@ class ForwardTrack(MediaStreamTrack):
         self._fanout_pos = 0  # index of the producer's next backlog entry for this subscriber
         self._in_todo = False  # queued in the producer's current round
         self._protect: Callable[[bytes], bytes] = _unbound
+        self._direct: InPlaceProtect | None = None  # SRTP in the batcher's buffer (forward_entries)
         self._addr: Any = None
         self._transport: Any = None
         self._ended: asyncio.Future[None] | None = None
@@ -265,6 +267,17 @@ class ForwardTrack(MediaStreamTrack):
         publisher's audio level extension. Returns True if this subscriber waits for a keyframe
         (the producer then asks the publisher for one, rate limited).
         """
+        return self.forward_entries(((p, start, level),), abs3, time.monotonic(), True)
+
+    def forward_entries(self, entries: Sequence[_Entry], abs3: bytes, now: float,
+                        any_packet: bool = False) -> bool:
+        """Send the producer's `entries` (packet, starts a keyframe (None: padding), audio level)
+        in order; True if this subscriber waits for a keyframe at a frame's last packet (at any
+        packet with `any_packet`). The loop of the fan-out: once per packet and subscriber.
+
+        With a socket of our own (`_bind`) each packet is written straight into the
+        subscriber's send buffer: header (`HeaderWriter.write_into`), payload, SRTP in place
+        (`srtp.in_place_protector`); nothing is allocated per packet but the bookkeeping."""
         send = self._sendto
         if send is None:
             if not self._bind():
@@ -272,54 +285,89 @@ class ForwardTrack(MediaStreamTrack):
             send = self._sendto
             assert send is not None
         ids = self.picture_ids
+        rewriter = self._rewriter
+        starving = False
         if self._pause_reasons:
             if ids is not None:
-                ids.dropped(p.payload)
+                for p, start, _ in entries:
+                    if start is not None:
+                        ids.dropped(p.payload)
+                    else:
+                        rewriter.drop(p.sequence_number)
+            else:
+                for p, start, _ in entries:
+                    if start is None:
+                        rewriter.drop(p.sequence_number)
             return False
-        rewriter = self._rewriter
-        if self.waiting_for_keyframe:
-            if not start:
+        writer = self._writer
+        assert writer is not None
+        gate = self.packet_filter
+        sent, sent_at = self._sent, self._sent_at
+        ts_offset = self._ts_offset
+        direct = self._direct
+        batcher = self._batcher
+        if direct is not None and batcher is not None:
+            buf, pointer, protect_at = batcher.buffer, batcher.pointer, direct
+        forwarded = nbytes = 0
+        for p, start, level in entries:
+            seq = p.sequence_number
+            if start is None:  # padding: no number of its own
+                rewriter.drop(seq)
+                continue
+            if self.waiting_for_keyframe:
+                if not start:
+                    self.packets_dropped += 1
+                    if ids is not None:
+                        ids.dropped(p.payload)
+                    if any_packet or p.marker:
+                        starving = True
+                    continue
+                self.waiting_for_keyframe = False
+                rewriter.start(seq)
+            if gate is not None and not gate(p):
+                rewriter.drop(seq)
                 self.packets_dropped += 1
                 if ids is not None:
                     ids.dropped(p.payload)
-                return True
-            self.waiting_for_keyframe = False
-            rewriter.start(p.sequence_number)
-        gate = self.packet_filter
-        if gate is not None and not gate(p):
-            rewriter.drop(p.sequence_number)
-            self.packets_dropped += 1
-            if ids is not None:
-                ids.dropped(p.payload)
-            return False
-        out = rewriter.map(p.sequence_number)
-        if out is None:
-            return False
-        ts = (p.timestamp + self._ts_offset) & 0xFFFFFFFF
-        writer = self._writer
-        assert writer is not None
-        data = writer.header(out, ts, p.marker, abs3, level) + (p.payload if ids is None else ids.rewrite(p.payload))
-        self._sent[out & _SENT_MASK] = (out << 16) | p.sequence_number
-        self._sent_at[out & _SENT_MASK] = time.monotonic()
-        self._resent_at[out & _SENT_MASK] = -1e9
-        try:
-            send(self._protect(data), self._addr)
-        except Exception:  # the subscriber's transport closed under us: stop sending to it
-            self._unbind()
-            return False
-        self.packets_forwarded += 1
-        self.bytes_sent += len(data)
-        self.last_timestamp = ts
-        if p.marker:
-            self.frames_forwarded += 1
-            transport = self._transport
-            if (self.kind == "video" and transport is not None
-                    and transport.get_write_buffer_size() > self._send_buffer_limit):
-                # the subscriber's socket backs up: shed video (not audio) until a keyframe
-                self.waiting_for_keyframe = True
-                self.frames_dropped += 1
-                self._on_keyframe_needed()
-        return False
+                continue
+            out = rewriter.map(seq)
+            if out is None:
+                continue
+            ts = (p.timestamp + ts_offset) & 0xFFFFFFFF
+            payload = p.payload if ids is None else ids.rewrite(p.payload)
+            try:
+                if direct is not None:
+                    n = (writer.length if level is None else writer.length_level) + len(payload)
+                    off = batcher.reserve(n + _SRTP_TRAILER)  # type: ignore[union-attr]
+                    h = off + writer.write_into(buf, off, out, ts, p.marker, abs3, level)
+                    buf[h : off + n] = payload
+                    batcher.commit(protect_at(pointer, off, n))  # type: ignore[union-attr]
+                else:
+                    data = writer.header(out, ts, p.marker, abs3, level) + payload
+                    n = len(data)
+                    send(self._protect(data), self._addr)
+            except Exception:  # the subscriber's transport closed under us: stop sending to it
+                logger.debug("forwarding to %s stopped", self._id, exc_info=True)
+                self._unbind()
+                break
+            i = out & _SENT_MASK
+            sent[i] = (out << 16) | seq
+            sent_at[i] = now
+            forwarded += 1
+            nbytes += n
+            self.last_timestamp = ts
+            if p.marker:
+                self.frames_forwarded += 1
+                transport = self._transport
+                if (self.kind == "video" and transport is not None
+                        and transport.get_write_buffer_size() > self._send_buffer_limit):
+                    # the subscriber's socket backs up: shed video (not audio) until a keyframe
+                    self.waiting_for_keyframe = True
+                    self.frames_dropped += 1
+                    self._on_keyframe_needed()
+        self.packets_forwarded += forwarded
+        self.bytes_sent += nbytes
+        return starving
 
     def _bind(self) -> bool:
         """Take the subscriber's SRTP session and socket once its DTLS transport is connected."""
@@ -343,12 +391,21 @@ class ForwardTrack(MediaStreamTrack):
             self._sendto = batcher.send
             self._batcher = batcher
             self._transport = transport
+            self._direct = _in_place(batcher, dtls._tx_srtp)
         else:  # relayed through TURN: aioice's own (async) send path
             self._sendto = lambda data, addr: _spawn(protocol.send_data(data, addr))
             self._transport = None
         self._addr = pair.remote_addr
         self._protect = protector(dtls._tx_srtp)
         return True
+
+    def bind_batcher(self, batcher: SendBatcher, session: Any, addr: Any) -> None:
+        """Send through `batcher` with SRTP `session` (what `_bind` does with the subscriber's
+        socket; benchmarks and tests without an aiortc peer)."""
+        self._sendto, self._batcher, self._addr = batcher.send, batcher, addr
+        self._transport = batcher._transport
+        self._protect = protector(session)
+        self._direct = _in_place(batcher, session)
 
     def _unbind(self, *_: Any) -> None:
         dtls = self._dtls
@@ -359,6 +416,7 @@ class ForwardTrack(MediaStreamTrack):
                 batcher.close()
         self._sendto = None
         self._batcher = None
+        self._direct = None
         self._transport = None
         self._protect = _unbound
 
@@ -373,7 +431,9 @@ class ForwardTrack(MediaStreamTrack):
             return
         i = out_seq & _SENT_MASK
         rtt = getattr(self._sender, "_RTCRtpSender__rtt", None) or RETRANSMIT_MIN_INTERVAL_S
-        resent_lately = now - self._resent_at[i] < max(RETRANSMIT_MIN_INTERVAL_S, rtt)
+        # (a resend time older than the slot's send time belongs to an earlier packet)
+        resent_lately = (self._resent_at[i] >= self._sent_at[i]
+                         and now - self._resent_at[i] < max(RETRANSMIT_MIN_INTERVAL_S, rtt))
         if resent_lately or now - self._sent_at[i] > RETRANSMIT_MAX_AGE_S or self._pause_reasons:
             self.retransmissions_refused += 1
             return
@@ -486,26 +546,40 @@ class ForwardTrack(MediaStreamTrack):
         assert sender is not None
         sender._RTCRtpSender__rtcp_started.set()  # type: ignore[attr-defined]
         ssrc = sender._ssrc
+        sdes = b"" if self._cname is None else bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(
+            ssrc=ssrc, items=[(1, self._cname.encode("utf8"))])]))
         try:
             while True:
                 await asyncio.sleep(0.5 + random.random())
                 ntp, rtp_ts = self.sync_stats()
-                packets: list[Any] = [RtcpSrPacket(ssrc=ssrc, sender_info=RtcpSenderInfo(
-                    ntp_timestamp=ntp, rtp_timestamp=rtp_ts,
-                    packet_count=self.packets_forwarded & 0xFFFFFFFF,
-                    octet_count=self.bytes_sent & 0xFFFFFFFF))]
+                report = _SR.pack(0x80, 200, 6, ssrc, ntp, rtp_ts, self.packets_forwarded & 0xFFFFFFFF,
+                                  self.bytes_sent & 0xFFFFFFFF) + sdes
                 sender._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
                 sender._RTCRtpSender__lsr_time = time.time()  # type: ignore[attr-defined]
-                if self._cname is not None:
-                    packets.append(RtcpSdesPacket(chunks=[RtcpSourceInfo(
-                        ssrc=ssrc, items=[(1, self._cname.encode("utf8"))])]))
-                await sender._send_rtcp(packets)
+                if not self._send_rtcp_now(report):
+                    await sender._send_rtcp([report])  # type: ignore[list-item]  # bytes() of it: itself
         except asyncio.CancelledError:
             pass
         try:
             await sender._send_rtcp([RtcpByePacket(sources=[ssrc])])
         finally:
             sender._RTCRtpSender__rtcp_exited.set()  # type: ignore[attr-defined]
+
+    def _send_rtcp_now(self, report: bytes) -> bool:
+        """Protect `report` (a compound RTCP packet) and queue it on the subscriber's socket with
+        its media; False if that socket is not ours (TURN, not bound): aiortc's path then.
+
+        Why (issue 17): aiortc serialises each report packet, protects it through pylibsrtp's
+        generic wrapper and sends it through two coroutines of aiortc and aioice; twice a second
+        for each track of each subscriber (~5 % of the node's CPU at 1x30)."""
+        batcher, dtls = self._batcher, self._dtls
+        if batcher is None or batcher.closed or dtls is None or dtls._tx_srtp is None:
+            return False
+        data = dtls._tx_srtp.protect_rtcp(report)
+        batcher.send(data)
+        dtls._RTCDtlsTransport__tx_bytes += len(data)
+        dtls._RTCDtlsTransport__tx_packets += 1
+        return True
 
     def sync_stats(self) -> tuple[int, int]:
         """Our counters into aiortc's sender and DTLS stats (getStats, quality); SR times.
@@ -611,6 +685,7 @@ class RetransmitBudget:
 
 
 _SENT_SIZE = 1024
+_SR = struct.Struct("!BBHIQIII")  # RTCP Sender Report without report blocks (RFC 3550 6.4.1)
 # paced video fan-out (Producer._drain): packet-sends (packets x subscribers) per loop pass before
 # it yields; ~2-4 ms of CPU here (bench.fanout), a few audio frames' worth of delay for others
 FANOUT_SLICE_PACKETS = 500
@@ -622,6 +697,15 @@ _Entry = tuple[RtpPacket, bool | None, tuple[bool, int] | None]  # packet, start
 _SENT_MASK = _SENT_SIZE - 1
 _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)
 _HISTORY_MASK = _HISTORY_SIZE - 1
+
+
+def _in_place(batcher: SendBatcher, session: Any) -> InPlaceProtect | None:
+    """An in-place protect for `batcher`'s buffer (its C pointer made once), or None."""
+    if batcher.pointer is None:
+        batcher.pointer = buffer_pointer(batcher.buffer)
+    if batcher.pointer is None:
+        return None
+    return in_place_protector(session)
 
 
 def _unbound(data: bytes) -> bytes:
@@ -767,9 +851,14 @@ class Producer:
             return
         abs3 = abs_send_time(now)
         starving = False
+        entries = ((p, start, level),)  # one entry shared by every consumer
+        mono = time.monotonic()
         for consumer in self._fanout:
-            if consumer.forward(p, start, abs3, level):
-                starving = True
+            try:
+                if consumer.forward_entries(entries, abs3, mono, True):
+                    starving = True
+            except Exception:  # one subscriber's failure must not stop the others' media
+                logger.exception("forwarding to a subscriber failed")
         if starving and p.marker:
             self.request_keyframe()
 
@@ -873,13 +962,7 @@ class Producer:
 
     def _serve(self, consumer: ForwardTrack, entries: list[_Entry], abs3: bytes) -> bool:
         """Forward `entries` to `consumer` and write them out now; True if it waits for a keyframe."""
-        starving = False
-        forward = consumer.forward
-        for p, start, level in entries:
-            if start is None:  # padding: no number of its own
-                consumer._rewriter.drop(p.sequence_number)
-            elif forward(p, start, abs3, level) and p.marker:
-                starving = True
+        starving = consumer.forward_entries(entries, abs3, time.monotonic())
         batcher = consumer._batcher
         if batcher is not None:
             batcher.flush()

@@ -113,6 +113,12 @@ class HeaderWriter:
         "_ext_pad",
         "_ext_pad_level",
         "_level_id",
+        "_pack_level",
+        "_pack_plain",
+        "_prefix",
+        "_prefix_level",
+        "length",
+        "length_level",
         "payload_type",
         "ssrc",
     )
@@ -136,6 +142,15 @@ class HeaderWriter:
         self._ext_head, self._ext_pad = self._block(fixed, size)
         self._ext_head_level, self._ext_pad_level = self._block(fixed, size + 2)
         self._b0 = 0x90 if (size or self._level_id) else 0x80
+        # write_into: the whole header in one struct call; what is the same for every packet
+        # (extension block head, mid, padding) is one constant field
+        self._prefix = self._ext_head if self._b0 == 0x90 else b""
+        self._prefix_level = self._ext_head_level
+        tail = "3s" if self._abs else ""
+        self._pack_plain = Struct(f"!BBHII{len(self._prefix)}s{tail}{len(self._ext_pad)}x")
+        self._pack_level = Struct(f"!BBHII{len(self._prefix_level)}s{tail}BB{len(self._ext_pad_level)}x")
+        self.length = self._pack_plain.size  # header bytes of a packet without audio level
+        self.length_level = self._pack_level.size if self._level_id else self.length
 
     @staticmethod
     def _block(fixed: bytes, size: int) -> tuple[bytes, bytes]:
@@ -157,3 +172,25 @@ class HeaderWriter:
         if self._abs:
             return fixed + self._ext_head + abs3 + self._ext_pad
         return fixed + self._ext_head + self._ext_pad
+
+    def write_into(self, buf: bytearray, offset: int, seq: int, timestamp: int, marker: int,
+                   abs3: bytes, level: tuple[bool, int] | None) -> int:
+        """`header(...)` written into `buf` at `offset`; returns its length (`length`, or
+        `length_level` with an audio level)."""
+        b1 = (marker << 7) | self.payload_type
+        if level is not None and self._level_id:
+            v = (0x80 if level[0] else 0) | level[1]
+            if self._abs:
+                self._pack_level.pack_into(buf, offset, self._b0, b1, seq, timestamp, self.ssrc,
+                                           self._prefix_level, abs3, self._level_id << 4, v)
+            else:
+                self._pack_level.pack_into(buf, offset, self._b0, b1, seq, timestamp, self.ssrc,
+                                           self._prefix_level, self._level_id << 4, v)
+            return self.length_level
+        if self._abs:
+            self._pack_plain.pack_into(buf, offset, self._b0, b1, seq, timestamp, self.ssrc,
+                                       self._prefix, abs3)
+        else:
+            self._pack_plain.pack_into(buf, offset, self._b0, b1, seq, timestamp, self.ssrc,
+                                       self._prefix)
+        return self.length

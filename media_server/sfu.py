@@ -805,6 +805,9 @@ class Sfu:
         """One adaptation step: each subscriber's tracks fitted to its estimate, then each
         publisher asked for no more than its best-placed subscriber can use."""
         usable: dict[str, float] = {}
+        # what each track costs, once per step (not once per subscriber: 100 times a step for
+        # a hall of 100; LayerRateMeter walks a second of frames each time)
+        rates: dict[str, tuple[float, ...]] = {}
         for peer in list(self._peers.values()):
             if peer.closed or not peer.subscriptions:
                 continue
@@ -812,8 +815,10 @@ class Sfu:
             for track_id, sub in peer.subscriptions.items():
                 if sub.producer.kind == "video" and sub.track.paused and not _weak_only(sub.track):
                     continue  # audio-only or muted: the user's choice, nothing to fit
-                demands.append(TrackDemand(track_id, sub.producer.kind,
-                                           sub.producer.layer_rates.cumulative_bps(now_s), sub.producer.priority))
+                cost = rates.get(track_id)
+                if cost is None:
+                    cost = rates[track_id] = sub.producer.layer_rates.cumulative_bps(now_s)
+                demands.append(TrackDemand(track_id, sub.producer.kind, cost, sub.producer.priority))
             estimate = peer.link.estimate()
             for d in peer.policy.update(estimate.bitrate_bps, demands, now_s):
                 self._apply(peer, d)

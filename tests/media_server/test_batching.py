@@ -12,7 +12,7 @@ from aiortc.rtp import RtpPacket
 from media_server import batching, forwarding
 from media_server.batching import MAX_SEGMENTS, SendBatcher, runs
 from media_server.forwarding import ForwardTrack, Producer
-from media_server.rewrite import URI_MID, HeaderWriter
+from media_server.rewrite import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, HeaderWriter
 
 
 def test_runs_keep_equal_sizes_with_one_shorter_datagram_last() -> None:
@@ -203,3 +203,88 @@ def test_a_keyframe_fans_out_paced_so_the_loop_and_audio_go_on_meanwhile() -> No
             t.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not batching.GSO_SUPPORTED, reason="UDP GSO is Linux only")
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_packets_written_and_protected_in_the_send_buffer_are_what_the_peer_expects(loop_kind: str) -> None:
+    """The in-place path (`ForwardTrack.bind_batcher`: header, payload and SRTP written straight
+    into the subscriber's send buffer) against the bytes path it replaced: the subscriber's SRTP
+    session decrypts every datagram to exactly `HeaderWriter.header(...) + payload`, in order,
+    across more than one buffer's worth (a keyframe of 100 packets: sent as the buffer fills),
+    audio levels included."""
+    from pylibsrtp import Policy, Session
+
+    key = bytes(range(44))
+    profile = Policy.SRTP_PROFILE_AEAD_AES_256_GCM
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sink = _Sink()
+        receiver = await _endpoint(loop, sink)
+        receiver.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        addr = receiver.get_extra_info("sockname")
+        sender = await _endpoint(loop, asyncio.DatagramProtocol())
+        batcher = SendBatcher(sender, addr)
+        video = Producer("v", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+        audio = Producer("a", "alice", "audio", "opus", 48000, None, 1.0)  # type: ignore[arg-type]
+        ext = {URI_MID: 1, URI_ABS_SEND_TIME: 2, URI_AUDIO_LEVEL: 3}
+        tracks = {}
+        for kind, producer, ssrc in (("video", video, 0xA1), ("audio", audio, 0xA2)):
+            track = ForwardTrack(kind, kind, lambda: None)  # type: ignore[arg-type]
+            track._writer = HeaderWriter(ssrc, 100, "v1", ext)
+            track.bind_batcher(batcher, Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                                                       srtp_profile=profile)), addr)
+            assert track._direct is not None  # pylibsrtp 1.0: the in-place path is in use
+            producer.attach(track)
+            tracks[kind] = track
+        keyframe = [_packet(100 + i, 1100) for i in range(99)] + [_packet(199, 300, marker=1)]
+        for p in keyframe:
+            video.on_rtp(p)
+        opus = []
+        for i in range(3):
+            p = RtpPacket(payload_type=111, sequence_number=7 + i, timestamp=960 * i, payload=bytes([i]) * 70)
+            p._data = p.payload  # type: ignore[attr-defined]
+            p.extensions.audio_level = (i == 1, 40 + i)
+            audio.on_rtp(p)
+            opus.append(p)
+        deadline = loop.time() + 10
+        while len(sink.received) < 103 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        peer = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile))
+        clear = [peer.unprotect(d) for d in sink.received]
+        by_ssrc: dict[int, list[bytes]] = {}
+        for d in clear:
+            by_ssrc.setdefault(int.from_bytes(d[8:12], "big"), []).append(d)
+        assert len(by_ssrc[0xA1]) == 100 and len(by_ssrc[0xA2]) == 3
+        for kind, ssrc, sent in (("video", 0xA1, keyframe), ("audio", 0xA2, opus)):
+            track, got = tracks[kind], by_ssrc[ssrc]
+            writer = track._writer
+            assert writer is not None
+            first = int.from_bytes(got[0][2:4], "big")
+            for k, (d, p) in enumerate(zip(got, sent, strict=True)):
+                seq = (first + k) & 0xFFFF
+                ts = (p.timestamp + track._ts_offset) & 0xFFFFFFFF
+                # abs-send-time is the time of sending: read back; everything else is recomputed
+                assert d == writer.header(seq, ts, p.marker, _abs3_of(d), p.extensions.audio_level) + p.payload
+        assert batcher.syscalls < 103  # GSO runs, not a send per datagram
+        batcher.close()
+        receiver.close()
+        sender.close()
+
+    _run(main(), loop_kind)
+
+
+def _abs3_of(packet: bytes) -> bytes:
+    """The abs-send-time value (id 2) of an RTP packet with one-byte header extensions."""
+    n = int.from_bytes(packet[14:16], "big") * 4
+    ext, i = packet[16 : 16 + n], 0
+    while i < len(ext):
+        if ext[i] == 0:
+            i += 1
+            continue
+        ident, size = ext[i] >> 4, (ext[i] & 0x0F) + 1
+        if ident == 2:
+            return ext[i + 1 : i + 1 + size]
+        i += 1 + size
+    raise AssertionError("no abs-send-time")

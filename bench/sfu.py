@@ -166,7 +166,18 @@ async def _write_counters(app: Any, path: str) -> None:
     per forwarded packet stays meaningful when a loaded machine starves the clients. Reads
     attributes main and this branch both have (Sfu._producers, consumers' counters)."""
     import asyncio
+    import gc
 
+    collected = [0.0, 0.0, 0.0]  # CPU s in the collector, per generation
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.thread_time()]
+        elif started:
+            collected[info["generation"]] += time.thread_time() - started[0]
+
+    gc.callbacks.append(on_gc)
     with open(path, "a", buffering=1) as f:
         while True:
             t = os.times()
@@ -179,7 +190,7 @@ async def _write_counters(app: Any, path: str) -> None:
                     sent += c.packets_forwarded
                     resent += c.retransmissions
             f.write(json.dumps({"t": time.time(), "user": t.user, "sys": t.system, "sent": sent,
-                                "resent": resent, "received": received, "sheds": sheds}) + "\n")
+                                "resent": resent, "received": received, "sheds": sheds, "gc_s": collected}) + "\n")
             await asyncio.sleep(0.25)
 
 
@@ -226,9 +237,12 @@ def _start_server(relay: str, expect_tracks: int) -> tuple[subprocess.Popen[str]
     if relay.startswith("medstream"):
         name, _, root = relay.partition("@")  # "medstream@DIR": the server from another tree
         patches = name.split("+")[1:]  # "medstream+rcvbuf": see bench/sfu_experiments.py
-        cmd = [sys.executable, "-m", "bench.sfu", "--serve"] + [f"--experiment={p}" for p in patches]
-        if root:
+        args = ["--serve"] + [f"--experiment={p}" for p in patches]
+        cmd = [sys.executable, "-m", "bench.sfu", *args]
+        if root:  # this file's server code (counters included) on the other tree's packages
             cwd, env = root, {**os.environ, "PYTHONPATH": root}
+            cmd = [sys.executable, "-c", f"import runpy, sys; sys.argv = {['bench.sfu', *args]!r}; "
+                                         f"runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')"]
     else:
         cmd = [sys.executable, "-m", "bench.sfu_transcode", "--expect-tracks", str(expect_tracks)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=cwd, env=env)
@@ -351,6 +365,9 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
         figures["server_sys_us_per_sent_packet"] = round(1e6 * system / sent, 2) if sent else None
         figures["server_cpu_us_per_sent_packet"] = round(1e6 * (user + system) / sent, 2) if sent else None
         figures["backlog_sheds"] = c1["sheds"] - c0["sheds"]
+        if "gc_s" in c1:  # CPU share of the garbage collector, per generation (% of the window)
+            figures["gc_pct_by_generation"] = [round(100 * (b - a) / (c1["t"] - c0["t"]), 2)
+                                               for a, b in zip(c0["gc_s"], c1["gc_s"], strict=True)]
     if "+probe" in relay:
         from bench.sfu_experiments import summarise_probe
 
@@ -483,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="measurement window per point")
     p.add_argument("--relays", default=",".join(RELAYS),
                    help="medstream,transcoding; candidate fixes (bench/sfu_experiments.py) as "
-                        "medstream+PATCH: rcvbuf (4 MiB UDP receive buffers)")
+                        "medstream+PATCH: rcvbuf (4 MiB UDP receive buffers), probe; "
+                        "medstream@DIR: the server of another checkout (e.g. main's, to compare "
+                        "in one run: `git worktree add /tmp/main main`)")
     p.add_argument("--transcoding-max-streams", type=int, default=8,
                    help="skip the transcoding relay above this many forwarded video streams "
                         "(it cannot keep up; default 8)")

@@ -55,7 +55,7 @@ from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
 from .srtp import TRAILER as _SRTP_TRAILER
 from .srtp import InPlaceProtect, buffer_pointer, in_place_protector, protector
-from .vp8 import PictureIdRewriter, Vp8DescriptorError, parse_descriptor
+from .vp8 import PictureIdRewriter, Vp8DescriptorError, parse_descriptor, picture_fields
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class ForwardTrack(MediaStreamTrack):
                 if not start:
                     self.packets_dropped += 1
                     if ids is not None:
-                        ids.dropped(p.payload)
+                        ids.dropped(p.payload, getattr(p, "vp8_picture", None))
                     if any_packet or p.marker:
                         starving = True
                     continue
@@ -334,7 +334,7 @@ class ForwardTrack(MediaStreamTrack):
             if out is None:
                 continue
             ts = (p.timestamp + ts_offset) & 0xFFFFFFFF
-            payload = p.payload if ids is None else ids.rewrite(p.payload)
+            payload = p.payload if ids is None else ids.rewrite(p.payload, False, getattr(p, "vp8_picture", None))
             try:
                 if direct is not None:
                     n = (writer.length if level is None else writer.length_level) + len(payload)
@@ -815,6 +815,8 @@ class Producer:
         now = time.time()
         self.last_timestamp = p.timestamp
         self.last_arrival_s = now
+        if self.codec == "VP8":  # once here, not once per subscriber (PictureIdRewriter)
+            p.vp8_picture = picture_fields(p.payload)  # type: ignore[attr-defined]
         if new_timestamp and self.read_vp8_layers:
             try:
                 d = parse_descriptor(p.payload)

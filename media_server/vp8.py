@@ -258,9 +258,10 @@ class PictureIdRewriter:
         self._last_pid = -1
         self.frames_left_out = 0
 
-    def dropped(self, payload: bytes) -> None:
-        """A packet of the producer this subscriber is not given."""
-        pid, _, tl0, tid = _picture_fields(payload)
+    def dropped(self, payload: bytes, fields: tuple[int, int, int, int] | None = None) -> None:
+        """A packet of the producer this subscriber is not given (`fields`: its
+        `picture_fields`, if the producer read them already)."""
+        pid, _, tl0, tid = fields or _picture_fields(payload)
         if pid < 0 or pid == self._last_pid or self._last_pid < 0:
             return  # the rest of a frame begun (its number is given), or before the first frame
 
@@ -272,10 +273,12 @@ class PictureIdRewriter:
             self._dropped_tl0 = tl0
             self._tl0_shift += 1
 
-    def rewrite(self, payload: bytes, resend: bool = False) -> bytes:
+    def rewrite(self, payload: bytes, resend: bool = False,
+                fields: tuple[int, int, int, int] | None = None) -> bytes:
         """The payload to send: its PictureID (and TL0PICIDX) moved down over what was left out.
-        `resend`: a retransmission (the number the picture was first sent with)."""
-        pid, bits, tl0, _ = _picture_fields(payload)
+        `resend`: a retransmission (the number the picture was first sent with); `fields`: the
+        payload's `picture_fields`, read once per packet by the producer for all subscribers."""
+        pid, bits, tl0, _ = fields or _picture_fields(payload)
         if pid < 0:
             return payload
         known = self._sent.get(pid) if resend or pid == self._last_pid else None
@@ -304,4 +307,10 @@ class PictureIdRewriter:
         return bytes(buf)
 
 
-__all__ += ["PictureIdRewriter"]
+def picture_fields(payload: bytes) -> tuple[int, int, int, int]:
+    """(PictureID, its width in bits, TL0PICIDX or -1, TID or -1) of one VP8 payload (PictureID
+    -1 without one): what `PictureIdRewriter` reads, for a producer to read once per packet."""
+    return _picture_fields(payload)
+
+
+__all__ += ["PictureIdRewriter", "picture_fields"]

@@ -48,13 +48,13 @@ from aiortc.rtp import (
 )
 from aiortc.utils import random16, random32, uint16_add
 
-from .batching import SendBatcher
+from .batching import BUFFER_BYTES, SendBatcher
 from .bwe import LayerRateMeter
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
 from .srtp import TRAILER as _SRTP_TRAILER
-from .srtp import InPlaceProtect, buffer_pointer, in_place_protector, protector
+from .srtp import buffer_pointer, in_place_parts, protector, srtp_error
 from .vp8 import PictureIdRewriter, Vp8DescriptorError, parse_descriptor, picture_fields
 
 logger = logging.getLogger(__name__)
@@ -252,7 +252,9 @@ class ForwardTrack(MediaStreamTrack):
         self._fanout_pos = 0  # index of the producer's next backlog entry for this subscriber
         self._in_todo = False  # queued in the producer's current round
         self._protect: Callable[[bytes], bytes] = _unbound
-        self._direct: InPlaceProtect | None = None  # SRTP in the batcher's buffer (forward_entries)
+        # SRTP in the batcher's buffer (forward_entries): (srtp_t, int *, srtp_protect)
+        self._direct: tuple[Any, Any, Any] | None = None
+        self._srtp_session: Any = None  # keeps the srtp_t of `_direct` alive
         self._addr: Any = None
         self._transport: Any = None
         self._ended: asyncio.Future[None] | None = None
@@ -307,64 +309,87 @@ class ForwardTrack(MediaStreamTrack):
         direct = self._direct
         batcher = self._batcher
         if direct is not None and batcher is not None:
-            buf, pointer, protect_at = batcher.buffer, batcher.pointer, direct
+            # the subscriber's send buffer, written here without a call per step: the offset
+            # and the sizes list stay local and are handed back before anything else flushes
+            ctx, length, srtp_protect = direct
+            buf, pointer = batcher.buffer, batcher.pointer
+            batcher.reserve(0)  # schedules the flush of this loop pass
+            sizes, fill = batcher._sizes, batcher._fill
         forwarded = nbytes = 0
-        for p, start, level in entries:
-            seq = p.sequence_number
-            if start is None:  # padding: no number of its own
-                rewriter.drop(seq)
-                continue
-            if self.waiting_for_keyframe:
-                if not start:
+        try:
+            for p, start, level in entries:
+                seq = p.sequence_number
+                if start is None:  # padding: no number of its own
+                    rewriter.drop(seq)
+                    continue
+                if self.waiting_for_keyframe:
+                    if not start:
+                        self.packets_dropped += 1
+                        if ids is not None:
+                            ids.dropped(p.payload, getattr(p, "vp8_picture", None))
+                        if any_packet or p.marker:
+                            starving = True
+                        continue
+                    self.waiting_for_keyframe = False
+                    rewriter.start(seq)
+                if gate is not None and not gate(p):
+                    rewriter.drop(seq)
                     self.packets_dropped += 1
                     if ids is not None:
                         ids.dropped(p.payload, getattr(p, "vp8_picture", None))
-                    if any_packet or p.marker:
-                        starving = True
                     continue
-                self.waiting_for_keyframe = False
-                rewriter.start(seq)
-            if gate is not None and not gate(p):
-                rewriter.drop(seq)
-                self.packets_dropped += 1
+                out = rewriter.map(seq)
+                if out is None:
+                    continue
+                ts = (p.timestamp + ts_offset) & 0xFFFFFFFF
+                payload = p.payload
                 if ids is not None:
-                    ids.dropped(p.payload)
-                continue
-            out = rewriter.map(seq)
-            if out is None:
-                continue
-            ts = (p.timestamp + ts_offset) & 0xFFFFFFFF
-            payload = p.payload if ids is None else ids.rewrite(p.payload, False, getattr(p, "vp8_picture", None))
-            try:
-                if direct is not None:
-                    n = (writer.length if level is None else writer.length_level) + len(payload)
-                    off = batcher.reserve(n + _SRTP_TRAILER)  # type: ignore[union-attr]
-                    h = off + writer.write_into(buf, off, out, ts, p.marker, abs3, level)
-                    buf[h : off + n] = payload
-                    batcher.commit(protect_at(pointer, off, n))  # type: ignore[union-attr]
-                else:
-                    data = writer.header(out, ts, p.marker, abs3, level) + payload
-                    n = len(data)
-                    send(self._protect(data), self._addr)
-            except Exception:  # the subscriber's transport closed under us: stop sending to it
-                logger.debug("forwarding to %s stopped", self._id, exc_info=True)
-                self._unbind()
-                break
-            i = out & _SENT_MASK
-            sent[i] = (out << 16) | seq
-            sent_at[i] = now
-            forwarded += 1
-            nbytes += n
-            self.last_timestamp = ts
-            if p.marker:
-                self.frames_forwarded += 1
-                transport = self._transport
-                if (self.kind == "video" and transport is not None
-                        and transport.get_write_buffer_size() > self._send_buffer_limit):
-                    # the subscriber's socket backs up: shed video (not audio) until a keyframe
-                    self.waiting_for_keyframe = True
-                    self.frames_dropped += 1
-                    self._on_keyframe_needed()
+                    fields = getattr(p, "vp8_picture", None)
+                    if fields is None or fields[0] != ids.passthrough_pid:
+                        payload = ids.rewrite(payload, False, fields)
+                try:
+                    if direct is not None:
+                        n = (writer.length if level is None else writer.length_level) + len(payload)
+                        if fill + n + _SRTP_TRAILER > BUFFER_BYTES:  # full: out it goes
+                            batcher._fill = fill  # type: ignore[union-attr]
+                            batcher.flush()  # type: ignore[union-attr]
+                            batcher.reserve(0)  # type: ignore[union-attr]
+                            sizes, fill = batcher._sizes, 0  # type: ignore[union-attr]
+                        h = fill + writer.write_into(buf, fill, out, ts, p.marker, abs3, level)
+                        buf[h : fill + n] = payload
+                        length[0] = n
+                        rc = srtp_protect(ctx, pointer + fill, length)
+                        if rc:
+                            raise srtp_error(rc)
+                        m = length[0]
+                        sizes.append(m)
+                        fill += m
+                    else:
+                        data = writer.header(out, ts, p.marker, abs3, level) + payload
+                        n = len(data)
+                        send(self._protect(data), self._addr)
+                except Exception:  # the subscriber's transport closed under us: stop sending to it
+                    logger.debug("forwarding to %s stopped", self._id, exc_info=True)
+                    self._unbind()
+                    break
+                i = out & _SENT_MASK
+                sent[i] = (out << 16) | seq
+                sent_at[i] = now
+                forwarded += 1
+                nbytes += n
+                self.last_timestamp = ts
+                if p.marker:
+                    self.frames_forwarded += 1
+                    transport = self._transport
+                    if (self.kind == "video" and transport is not None
+                            and transport.get_write_buffer_size() > self._send_buffer_limit):
+                        # the subscriber's socket backs up: shed video (not audio) until a keyframe
+                        self.waiting_for_keyframe = True
+                        self.frames_dropped += 1
+                        self._on_keyframe_needed()
+        finally:
+            if direct is not None and batcher is not None and batcher._sizes is sizes:
+                batcher._fill = fill  # (not if it was closed meanwhile: it holds nothing)
         self.packets_forwarded += forwarded
         self.bytes_sent += nbytes
         return starving
@@ -391,7 +416,7 @@ class ForwardTrack(MediaStreamTrack):
             self._sendto = batcher.send
             self._batcher = batcher
             self._transport = transport
-            self._direct = _in_place(batcher, dtls._tx_srtp)
+            self._direct, self._srtp_session = _in_place(batcher, dtls._tx_srtp), dtls._tx_srtp
         else:  # relayed through TURN: aioice's own (async) send path
             self._sendto = lambda data, addr: _spawn(protocol.send_data(data, addr))
             self._transport = None
@@ -405,7 +430,7 @@ class ForwardTrack(MediaStreamTrack):
         self._sendto, self._batcher, self._addr = batcher.send, batcher, addr
         self._transport = batcher._transport
         self._protect = protector(session)
-        self._direct = _in_place(batcher, session)
+        self._direct, self._srtp_session = _in_place(batcher, session), session
 
     def _unbind(self, *_: Any) -> None:
         dtls = self._dtls
@@ -416,7 +441,7 @@ class ForwardTrack(MediaStreamTrack):
                 batcher.close()
         self._sendto = None
         self._batcher = None
-        self._direct = None
+        self._direct = self._srtp_session = None
         self._transport = None
         self._protect = _unbound
 
@@ -699,13 +724,13 @@ _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 
 _HISTORY_MASK = _HISTORY_SIZE - 1
 
 
-def _in_place(batcher: SendBatcher, session: Any) -> InPlaceProtect | None:
-    """An in-place protect for `batcher`'s buffer (its C pointer made once), or None."""
+def _in_place(batcher: SendBatcher, session: Any) -> tuple[Any, Any, Any] | None:
+    """What writing into `batcher`'s buffer needs (its C pointer made once), or None."""
     if batcher.pointer is None:
         batcher.pointer = buffer_pointer(batcher.buffer)
     if batcher.pointer is None:
         return None
-    return in_place_protector(session)
+    return in_place_parts(session)
 
 
 def _unbound(data: bytes) -> bytes:

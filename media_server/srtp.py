@@ -74,22 +74,37 @@ def in_place_protector(session: Any) -> InPlaceProtect | None:
     there and sent from there: no bytes object per header, per packet, per protected packet,
     and no join for the GSO send. Same `srtp_protect` call, same bytes
     (`tests/media_server/test_srtp.py`)."""
-    try:
-        from pylibsrtp import ERRORS, Error
-        from pylibsrtp._binding import ffi, lib
-
-        ctx = session._srtp[0]
-    except (ImportError, AttributeError, TypeError):
+    parts = in_place_parts(session)
+    if parts is None:
         return None
-    length = ffi.new("int *")
-    protect = lib.srtp_protect
+    ctx, length, protect = parts
 
     def protect_at(pointer: Any, offset: int, n: int) -> int:
         length[0] = n
         rc = protect(ctx, pointer + offset, length)
         if rc:
-            raise Error(ERRORS[rc] if 0 <= rc < len(ERRORS) else f"libsrtp error {rc}")
+            raise srtp_error(rc)
         return length[0]  # type: ignore[no-any-return]
 
     protect_at.session = session  # type: ignore[attr-defined]  # keeps the srtp_t alive
     return protect_at
+
+
+def in_place_parts(session: Any) -> tuple[Any, Any, Callable[[Any, Any, Any], int]] | None:
+    """(srtp_t, an `int *` of its own, libsrtp's `srtp_protect`) for `session`, or None: what
+    `in_place_protector` calls, for a loop that calls it itself (`ForwardTrack.forward_entries`:
+    one Python call less per packet and subscriber). The caller keeps `session` alive."""
+    try:
+        from pylibsrtp._binding import ffi, lib
+
+        ctx = session._srtp[0]
+    except (ImportError, AttributeError, TypeError):
+        return None
+    return ctx, ffi.new("int *"), lib.srtp_protect
+
+
+def srtp_error(rc: int) -> Exception:
+    """pylibsrtp's exception for libsrtp status `rc`."""
+    from pylibsrtp import ERRORS, Error
+
+    return Error(ERRORS[rc] if 0 <= rc < len(ERRORS) else f"libsrtp error {rc}")

@@ -257,6 +257,9 @@ class PictureIdRewriter:
         self._sent: dict[int, tuple[int, int]] = {}  # in PictureID -> (out PictureID, out TL0PICIDX)
         self._last_pid = -1
         self.frames_left_out = 0
+        # the picture whose packets go out unchanged (its numbers kept), -2 if none: lets the
+        # fan-out skip `rewrite` for the packets after a picture's first (`ForwardTrack`)
+        self.passthrough_pid = -2
 
     def dropped(self, payload: bytes, fields: tuple[int, int, int, int] | None = None) -> None:
         """A packet of the producer this subscriber is not given (`fields`: its
@@ -291,6 +294,7 @@ class PictureIdRewriter:
                 self._sent.pop(pid, None)
                 self._sent[pid] = (out_pid, out_tl0)
                 self._last_pid = pid
+                self.passthrough_pid = pid if (out_pid == pid and out_tl0 == tl0) else -2
                 if len(self._sent) > self._REMEMBER:
                     del self._sent[next(iter(self._sent))]
         if out_pid == pid and out_tl0 == tl0:

@@ -57,3 +57,26 @@ def test_unknown_sessions_get_their_own_protect() -> None:
 
     other = Other()
     assert protector(other)(b"ab") == b"ba"
+
+
+def test_in_place_protection_gives_the_same_bytes() -> None:
+    """The forwarder protects each packet where it lies in the subscriber's send buffer."""
+    from media_server.srtp import TRAILER, buffer_pointer, in_place_protector
+
+    ours, theirs, peer = _pair()
+    protect_at = in_place_protector(ours)
+    assert protect_at is not None
+    buf = bytearray(4096)
+    pointer = buffer_pointer(buf)
+    off = 0
+    for seq, size in ((1, 1200), (2, 60), (3, 1356)):
+        packet = _rtp(seq, size)
+        assert off + size + TRAILER <= len(buf)
+        buf[off : off + size] = packet
+        n = protect_at(pointer, off, size)
+        assert bytes(buf[off : off + n]) == theirs.protect(packet)
+        assert peer.unprotect(bytes(buf[off : off + n])) == packet
+        off += n
+    buf[off : off + 200] = _rtp(1, 200)
+    with pytest.raises(Error, match="replay"):
+        protect_at(pointer, off, 200)  # an index used before: pylibsrtp's error

@@ -148,8 +148,24 @@ class SendBatcher:
         if transport.is_closing():
             self.close()
             return
+        self._send(memoryview(self.buffer), sizes)
+
+    def send_from(self, view: memoryview, sizes: list[int]) -> None:
+        """Send now, after what is queued, the datagrams of `sizes` lying back to back from the
+        start of `view` (a buffer of the caller's, free again when this returns: the
+        forwarder's one scratch buffer, reused for every subscriber while it is hot in cache)."""
+        self.flush()
+        transport = self._transport
+        if not sizes or transport is None:
+            return
+        if transport.is_closing():
+            self.close()
+            return
+        self._send(view, sizes)
+
+    def _send(self, view: memoryview, sizes: list[int]) -> None:
+        transport = self._transport
         self.datagrams += len(sizes)
-        view = memoryview(self.buffer)
         sock = self._sock
         if not self._gso or sock is None or transport.get_write_buffer_size():
             self._by_transport(view, sizes, 0, 0)

@@ -296,8 +296,8 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
 
                 def forward_entries(entries: Any, abs3: bytes, now: float, any_packet: bool = False,
                                     original: Any = original_entries,
-                                    batcher: _MarkedBatcher = batcher) -> bool:
-                    r = original(entries, abs3, now, any_packet)
+                                    batcher: _MarkedBatcher = batcher, **kw: Any) -> bool:
+                    r = original(entries, abs3, now, any_packet, **kw)
                     for p, _, _ in entries:
                         tag = getattr(p, "bench_event", None)
                         if tag is not None:

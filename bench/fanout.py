@@ -298,10 +298,14 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
                                     original: Any = original_entries,
                                     batcher: _MarkedBatcher = batcher, **kw: Any) -> bool:
                     r = original(entries, abs3, now, any_packet, **kw)
+                    sent_now = kw.get("scratch", False)  # the paced fan-out sent them before returning
                     for p, _, _ in entries:
                         tag = getattr(p, "bench_event", None)
                         if tag is not None:
-                            batcher.marks.append(tag)
+                            if sent_now:
+                                batcher.out[tag].append(batcher.clock())
+                            else:
+                                batcher.marks.append(tag)
                     return r  # type: ignore[no-any-return]
 
                 track.forward_entries = forward_entries  # type: ignore[method-assign]

@@ -185,10 +185,11 @@ STATS_JS = "async () => await window.medstream.stats()"
 
 
 async def wait_receiving(page: Page, from_participant: str, timeout: float = 20.0,
-                         min_frames: int = 10) -> dict[str, Any]:
+                         min_frames: int = 10, app: Any = None) -> dict[str, Any]:
     """Wait until `page` decodes video frames and hears audio energy from `from_participant`.
 
-    Returns the inbound stats of that participant, {"video": {...}, "audio": {...}}.
+    Returns the inbound stats of that participant, {"video": {...}, "audio": {...}}. With `app`
+    (the node the page is on), a failure also says what the relay had for each of the tracks.
     """
     try:
         return await wait_for(page, """async (pid) => {
@@ -203,7 +204,35 @@ async def wait_receiving(page: Page, from_participant: str, timeout: float = 20.
             seen = await asyncio.wait_for(inbound_of(page, from_participant), 10)
         except Exception as inner:  # the page itself may be what is stuck
             seen = {"stats unavailable": repr(inner)}
-        raise AssertionError(f"{exc}; inbound from it: {seen}") from None
+        relay = ""
+        if app is not None:
+            try:
+                me = await asyncio.wait_for(page.evaluate("window.medstream.participant.participant_id"), 10)
+                relay = f"; relay: {relay_view(app, me, from_participant)}"
+            except Exception as inner:
+                relay = f"; relay view unavailable: {inner!r}"
+        raise AssertionError(f"{exc}; inbound from it: {seen}{relay}") from None
+
+
+def relay_view(app: Any, subscriber: str, publisher: str) -> list[dict[str, Any]]:
+    """What the relay holds for each track of `publisher`: packets in, and for `subscriber`
+    whether the forwarding is bound to its transport and what it sent (failure messages)."""
+    out = []
+    for t in app.media.tracks():
+        if t.peer_id != publisher:
+            continue
+        producer = app.media.producer(t.track_id)
+        fwd = app.media.forward_track(subscriber, t.track_id)
+        view: dict[str, Any] = {"track": t.track_id, "received": producer.packets_received,
+                                "subscribers": t.subscribers}
+        if fwd is None:
+            view["subscribed"] = False
+        else:
+            view.update(subscribed=True, configured=fwd._writer is not None, bound=fwd._sendto is not None,
+                        forwarded=fwd.packets_forwarded, dropped=fwd.packets_dropped, paused=fwd.paused,
+                        waiting_for_keyframe=fwd.waiting_for_keyframe, ready=fwd.readyState)
+        out.append(view)
+    return out
 
 
 async def inbound_of(page: Page, pid: str) -> dict[str, Any]:

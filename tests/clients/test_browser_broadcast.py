@@ -42,7 +42,7 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
                                                         name=f"Student {i}"), f"viewer{i}")
             viewers.append((page, log))
         for page, _ in viewers:
-            await wait_receiving(page, host_id)
+            await wait_receiving(page, host_id, app=app)
             out = (await page.evaluate("async () => (await window.medstream.stats()).outbound"))
             assert all(o["bytesSent"] == 0 for o in out), out  # viewers only receive
 
@@ -72,7 +72,7 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
                        what="viewer promoted and publishing")
         # the presenter and the other viewers hear (and see) the new speaker
         for page, _ in [(host, host_log), *viewers[1:]]:
-            got = await wait_receiving(page, speaker_id)
+            got = await wait_receiving(page, speaker_id, app=app)
             assert got["audio"]["totalAudioEnergy"] > 0
         # ... and each picture sits in its owner's tile: the presenter red, the speaker blue
         for page, _ in viewers[1:]:

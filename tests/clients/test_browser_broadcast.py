@@ -21,6 +21,11 @@ from tests.helpers import running_app, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
 
+# what a page that should publish says about itself when it does not
+PUBLISH_STATE = """() => ({role: window.medstream.participant.role, publishing: window.medstream.publishing,
+    errors: window.medstream.errors, media: window.medstream.conference.media.lastError,
+    offers: window.medstream.conference.media.offers, state: window.medstream.state})"""
+
 
 async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
@@ -69,7 +74,7 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
         await hand.get_by_role("button", name="Let speak").click()
 
         await wait_for(speaker, "() => window.medstream.participant.role === 'speaker' && window.medstream.publishing",
-                       what="viewer promoted and publishing")
+                       what="viewer promoted and publishing", explain=PUBLISH_STATE)
         # the presenter and the other viewers hear (and see) the new speaker
         for page, _ in [(host, host_log), *viewers[1:]]:
             got = await wait_receiving(page, speaker_id, app=app)

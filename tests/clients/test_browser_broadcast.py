@@ -71,7 +71,13 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
         hand = host.locator(f'#hands li[data-participant="{speaker_id}"]')
         await hand.wait_for(timeout=10_000)
         await screenshot(host, "broadcast_presenter_raised_hand")
-        await hand.get_by_role("button", name="Let speak").click()
+        # held across one of the page's re-renders (every second, and on each room change), as a
+        # finger on a tablet may: before, the list was rebuilt under the press and the click lost
+        await hand.get_by_role("button", name="Let speak").hover()
+        renders = await host.evaluate("window.medstream.renders")
+        await host.mouse.down()
+        await wait_for(host, "(n) => window.medstream.renders > n", arg=renders, what="a re-render during the press")
+        await host.mouse.up()
 
         await wait_for(speaker, "() => window.medstream.participant.role === 'speaker' && window.medstream.publishing",
                        what="viewer promoted and publishing", explain=PUBLISH_STATE)

@@ -256,9 +256,9 @@ class _DecisionState:
             return BEAT_UNCLASSIFIED
         corr = 1.0
         if tmpl is not None and shape.size:
-            scores = shape @ tmpl
-            best = int(scores.argmax())
-            corr = float(scores[best])
+            scores = (shape @ tmpl).tolist()  # a few floats: cheaper in Python than in numpy
+            corr = max(scores)
+            best = scores.index(corr)
         wide = width >= p.wide_ratio * ref
         # a complex of another shape is ventricular only if it is not narrower than the normal
         # ones (activation through the myocardium is slower than through the conduction
@@ -275,13 +275,13 @@ class _DecisionState:
                 if wide:
                     self.wide_reference = ref + 0.005 * (width - ref)
                 if tmpl is not None and mismatch:
-                    self.template = self._learnt(tmpl, shape[best], 1.0 / 64.0)
+                    self.template = self._learnt(tmpl, shape[best], 1.0 / 64.0, corr)
             return BEAT_VENTRICULAR
         self.wide_run = 0
         if not premature:
             self.wide_reference = ref + 0.1 * (width - ref)
             if tmpl is not None:  # also a new normal shape (axis shift): followed in ~10 beats
-                self.template = self._learnt(tmpl, shape[best], 0.125)
+                self.template = self._learnt(tmpl, shape[best], 0.125, corr)
         return BEAT_NORMAL
 
     def runs(self) -> tuple[int, int, int, int, int, int]:
@@ -291,14 +291,22 @@ class _DecisionState:
                 self.alt_start, self.class_last[0])
 
     @staticmethod
-    def _learnt(tmpl: np.ndarray, shape: np.ndarray, weight: float) -> np.ndarray:
-        """The template moved ``weight`` towards ``shape`` (a window, or the best-aligned of
-        several), as a unit vector again (a new array: snapshots keep the old one)."""
-        if shape.ndim == 2:
-            shape = shape[int((shape @ tmpl).argmax())]
-        new = tmpl + weight * (shape - tmpl)
-        norm = math.sqrt(float(new @ new))
-        return new / norm if norm > 0.0 else tmpl
+    def _learnt(tmpl: np.ndarray, shape: np.ndarray, weight: float,
+                corr: float | None = None) -> np.ndarray:
+        """The template moved ``weight`` towards ``shape`` (a unit window, or the best-aligned
+        of several; ``corr``: its correlation with the template, if known), as a unit vector
+        again (a new array: snapshots keep the old one). Both are unit vectors, so the new
+        norm follows from their correlation (no numpy call for it)."""
+        if corr is None:
+            scores = (shape @ tmpl).tolist() if shape.ndim == 2 else [float(shape @ tmpl)]
+            corr = max(scores)
+            if shape.ndim == 2:
+                shape = shape[scores.index(corr)]
+        keep = 1.0 - weight
+        norm = math.sqrt(max(keep * keep + 2.0 * weight * keep * corr + weight * weight, 0.0))
+        if norm <= 1e-12:
+            return tmpl
+        return tmpl * (keep / norm) + shape * (weight / norm)
 
     def _on_class(self, r_index: int, ventricular: bool) -> None:
         """Track beats that alternate ventricular / not at a steady rate (bidirectional VT:

@@ -29,7 +29,7 @@ from dsp.ventricular import VentricularBank, VentricularParams
 class Beat:
     """A detected heartbeat: R-peak sample index (stream's own numbering), time in s, and its
     class as an MIT-BIH/AAMI symbol: ``N`` normal, ``V`` ventricular (wide against the
-    patient's own normal beats), ``Q`` unclassifiable (no reference yet, or found while the
+    patient's own normal beats, or of another shape and not narrower), ``Q`` unclassifiable (no reference yet, or found while the
     signal was not analysable)."""
 
     sample_index: int

@@ -53,7 +53,7 @@ _TEMPLATE_LAG = 2
 
 #: beat class codes (`PanTompkinsBank.last_classes`); `BEAT_SYMBOLS` maps them to the
 #: MIT-BIH/AAMI annotation symbols: normal, ventricular (wide against the patient's own
-#: normal beats), unclassifiable (no reference yet, or the signal is noisy)
+#: normal beats, or of another shape and not narrower), unclassifiable (no reference yet, or the signal is noisy)
 BEAT_NORMAL, BEAT_VENTRICULAR, BEAT_UNCLASSIFIED = 0, 1, 2
 BEAT_SYMBOLS = "NVQ"
 

@@ -91,7 +91,8 @@ class SendResult:
 
 async def send_snapshot(url: str, token: str, snapshot: Ecg12Snapshot, timeout_s: float = 30.0) -> SendResult:
     """Join as a device, send the snapshot, wait for the server's answer. Raises Ecg12SendError."""
-    async with websockets.connect(url, max_size=2**20) as ws:
+    # close_timeout: the answer is in hand; do not wait websockets' 10 s for a busy server's close
+    async with websockets.connect(url, max_size=2**20, close_timeout=2.0) as ws:
         await ws.send(wire.encode(wire.Join(wire.PROTOCOL_VERSION, token, id=1)))
         async with asyncio.timeout(timeout_s):
             while True:

@@ -301,7 +301,7 @@ class Publisher:
 
     async def run(self, until: asyncio.Future[Any] | None = None) -> None:
         """Join, publish, answer offers and ping until `until` completes or the server says bye."""
-        async with websockets.connect(self.url, max_size=None) as ws:
+        async with websockets.connect(self.url, max_size=None, close_timeout=2.0) as ws:  # as monitor-sim
             await ws.send(wire.encode(wire.Join(wire.PROTOCOL_VERSION, self.token, id="join")))
             joined = await self._expect(ws, "joined")
             assert isinstance(joined, wire.Joined)

@@ -28,6 +28,7 @@ import numpy as np
 
 from dsp.alarms import AlarmKind, AlarmLimits
 from dsp.analyzer import MultiStreamAnalyzer
+from dsp.ventricular import VentricularParams
 
 VENTRICULAR_KINDS = frozenset({AlarmKind.VENTRICULAR_FIBRILLATION.value,
                                AlarmKind.VENTRICULAR_TACHYCARDIA.value})
@@ -42,6 +43,58 @@ _NOISE_RHYTHMS = ("(NOISE",)
 #: an alarm raised this long after an episode ended still belongs to it (hold-offs, latency)
 EPISODE_GRACE_S = 10.0
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+#: ventricular beat labels (AAMI class V: premature ventricular contraction, ventricular escape)
+_VENTRICULAR_BEATS = frozenset("VE")
+
+
+@dataclass(frozen=True)
+class VentricularRun:
+    """Consecutive ventricular beats (``V``/``E``) of a record's reference labels, seconds.
+
+    ``met_s`` is when the run meets the VT alarm's own definition (`VentricularParams`: at
+    least ``vt_run_beats`` consecutive ventricular beats whose mean rate from the run's first
+    beat is at least ``vt_rate_bpm``): the R peak of the beat that completes it (None: never).
+    """
+
+    start_s: float
+    end_s: float
+    beats: int
+    rate_bpm: float
+    met_s: float | None
+
+    @property
+    def kind(self) -> str:
+        """``vt`` (meets the definition), ``run`` (3 or more beats, or a slow run), ``couplet``."""
+        return "vt" if self.met_s is not None else "run" if self.beats >= 3 else "couplet"
+
+
+def ventricular_runs(
+    beats_s: np.ndarray, symbols: list[str], params: VentricularParams | None = None
+) -> list[VentricularRun]:
+    """Runs of two or more consecutive ventricular beats in reference beats (times, labels)."""
+    p = params or VentricularParams()
+    need = max(p.vt_run_beats, 1)
+    out: list[VentricularRun] = []
+    i, n = 0, len(symbols)
+    while i < n:
+        if symbols[i] not in _VENTRICULAR_BEATS:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and symbols[j + 1] in _VENTRICULAR_BEATS:
+            j += 1
+        count = j - i + 1
+        if count >= 2:
+            t = beats_s[i : j + 1]
+            met = None
+            for k in range(need - 1, count):  # the run's mean rate so far, as the rule judges
+                if k and 60.0 * k / (t[k] - t[0]) >= p.vt_rate_bpm:
+                    met = float(t[k])
+                    break
+            rate = 60.0 * (count - 1) / float(t[-1] - t[0]) if t[-1] > t[0] else 0.0
+            out.append(VentricularRun(float(t[0]), float(t[-1]), count, rate, met))
+        i = j + 1
+    return out
 
 
 @dataclass
@@ -173,12 +226,21 @@ def _same(a: str, b: str) -> bool:
     return a == b or (a in flutter and b in flutter)
 
 
-def _reference_beats_s(record_path: str, fs: float) -> np.ndarray | None:
+def _reference_beats(record_path: str, fs: float) -> tuple[np.ndarray, list[str]] | None:
+    """Reference beat times (s) and labels of a WFDB ``.atr`` (None: no beat labels)."""
     import wfdb
 
     ann = wfdb.rdann(record_path, "atr")
-    beats = [s for s, sym in zip(ann.sample, ann.symbol, strict=False) if sym in BEAT_SYMBOLS]
-    return np.asarray(beats, dtype=np.float64) / fs if len(beats) > 50 else None
+    pairs = [(s, sym) for s, sym in zip(ann.sample, ann.symbol, strict=False)
+             if sym in BEAT_SYMBOLS]
+    if len(pairs) <= 50:
+        return None
+    return np.asarray([s for s, _ in pairs], np.float64) / fs, [sym for _, sym in pairs]
+
+
+def _reference_beats_s(record_path: str, fs: float) -> np.ndarray | None:
+    ref = _reference_beats(record_path, fs)
+    return None if ref is None else ref[0]
 
 
 def _justified(kind: str, t: float, ref: np.ndarray | None, limits: AlarmLimits) -> bool:
@@ -249,6 +311,56 @@ def score_alarms(
     return {"episodes": latencies, "false_alarms": false, "monitored_h": monitored_h}
 
 
+def score_ventricular_runs(
+    run: RecordRun, runs: list[VentricularRun]
+) -> list[dict[str, Any]]:
+    """Each reference run of ventricular beats against the VF/VT alarms shown.
+
+    ``latency_s`` is from the moment the run meets the VT alarm's definition (``met_s``) to the
+    first VF/VT alarm shown (raised, or still on) between the run's first beat and its last
+    beat + `EPISODE_GRACE_S` (negative: raised before the definition was met, e.g. by the
+    spectral rule); None: not alarmed. Runs that do not meet it (``run``: 3-4 beats or a slow
+    run, ``couplet``: 2) have no latency; ``alarmed`` tells whether a VT alarm was shown.
+    """
+    shown = [(float(a["raised_s"]),
+              run.duration_s if a["cleared_s"] is None else float(a["cleared_s"]))
+             for a in run.alarms if a["kind"] in VENTRICULAR_KINDS]
+    out: list[dict[str, Any]] = []
+    for r in runs:
+        hits = [max(a, r.start_s) for a, c in shown
+                if c >= r.start_s and a <= r.end_s + EPISODE_GRACE_S]
+        entry: dict[str, Any] = {
+            "kind": r.kind, "start_s": round(r.start_s, 2), "beats": r.beats,
+            "rate_bpm": round(r.rate_bpm, 1),
+            "met_s": None if r.met_s is None else round(r.met_s, 2),
+            "alarmed": bool(hits),
+            "alarm_on_at_onset": any(a < r.start_s <= c for a, c in shown),
+        }
+        if r.met_s is not None:
+            entry["latency_s"] = round(min(hits) - r.met_s, 2) if hits else None
+        out.append(entry)
+    return out
+
+
+def _runs_summary(runs: list[dict[str, Any]]) -> str:
+    """The table's lines on reference runs of ventricular beats (see `score_ventricular_runs`)."""
+    p = VentricularParams()
+    vt = [r for r in runs if r["kind"] == "vt"]
+    caught = sum(r["latency_s"] is not None for r in vt)
+    lat = sorted(r["latency_s"] for r in vt
+                 if r["latency_s"] is not None and not r["alarm_on_at_onset"])
+    line = (f"VT by the alarm's definition (>= {p.vt_run_beats} ventricular beats at >= "
+            f"{p.vt_rate_bpm:g} bpm, reference labels): {caught}/{len(vt)} alarmed")
+    if lat:
+        line += (f"; {len(lat)} with no alarm shown at their onset, latency from the "
+                 f"definition met: median {np.median(lat):.1f} s, max {lat[-1]:.1f} s")
+    for kind, what in (("run", "shorter or slower runs (3+ beats)"), ("couplet", "couplets")):
+        some = [r for r in runs if r["kind"] == kind]
+        line += (f"\n{what}: {len(some)}, {sum(r['alarmed'] for r in some)} shown with a "
+                 "VT/VF alarm")
+    return line
+
+
 def _family(kind: object) -> str:
     if kind in VENTRICULAR_KINDS:
         return "ventricular"
@@ -305,6 +417,7 @@ def main(argv: list[str]) -> int:
     print(f"{'record':>8} {'min':>6} {'beats':>6} | alarms raised by kind | VF/VT episodes: "
           "caught/total, latency median/max s (alarm off at onset) | false physiological alarms (per h)")
     total_false, total_h = 0, 0.0
+    vt_runs: list[dict[str, Any]] = []
     for name, run in runs.items():
         entry = run.to_json()
         counts: dict[str, int] = {}
@@ -315,7 +428,12 @@ def main(argv: list[str]) -> int:
         path = paths[name]
         if Path(path + ".atr").exists():
             episodes = rhythm_episodes(path, run.fs, run.duration_s)
-            score = score_alarms(run, episodes, _reference_beats_s(path, run.fs))
+            ref = _reference_beats(path, run.fs)
+            score = score_alarms(run, episodes, None if ref is None else ref[0])
+            if ref is not None:  # VT by the alarm's own definition on the reference labels
+                score["ventricular_runs"] = score_ventricular_runs(
+                    run, ventricular_runs(ref[0], ref[1]))
+                vt_runs += score["ventricular_runs"]
             entry["score"] = score
             eps = score["episodes"]
             lat = [e["latency_s"] for e in eps
@@ -333,6 +451,8 @@ def main(argv: list[str]) -> int:
     if total_h:
         print(f"false physiological alarms: {total_false} in {total_h:.2f} monitored h "
               f"= {total_false / total_h:.1f}/h")
+    if vt_runs:
+        print(_runs_summary(vt_runs))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

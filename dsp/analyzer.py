@@ -29,7 +29,7 @@ from dsp.ventricular import VentricularBank, VentricularParams
 class Beat:
     """A detected heartbeat: R-peak sample index (stream's own numbering), time in s, and its
     class as an MIT-BIH/AAMI symbol: ``N`` normal, ``V`` ventricular (wide against the
-    patient's own normal beats), ``Q`` unclassifiable (no reference yet, or found while the
+    patient's own normal beats, or of another shape and not narrower), ``Q`` unclassifiable (no reference yet, or found while the
     signal was not analysable)."""
 
     sample_index: int
@@ -360,6 +360,16 @@ class MultiStreamAnalyzer:
             & (wide[:, 2] - wide[:, 1] <= (run - 1) * fs * 60.0 / vp.vt_rate_bpm)
             & (now - (wide[:, 2] + start) <= 2.0 * fs)
         )
+        # bidirectional VT: complexes alternating ventricular / normal-looking, steady and fast
+        alt = group.detectors.alternating_runs(rows)
+        alt_vt = (
+            (vp.vt_run_beats > 0) & (vp.vt_alternating_beats > 0)
+            & (alt[:, 0] >= vp.vt_alternating_beats)
+            & (alt[:, 2] - alt[:, 1] <= (alt[:, 0] - 1) * fs * 60.0 / vp.vt_rate_bpm)
+            & (now - (alt[:, 2] + start) <= 2.0 * fs)
+        )
+        wide_first = np.where(wide_vt, wide_first, alt[:, 1] + start)
+        wide_vt |= alt_vt
         refreshed = rates.update(rows, now)
         blind = ~quality.analysable
         if blind.any():  # no rate from beats found in noise or across it

@@ -47,11 +47,13 @@ _Q_PER_MV_PER_S = 64.0
 _Q_MAX = 2**20
 #: `_DecisionState.evaluation_due` when nothing is due before the next candidate
 _NEVER = 2**62
+#: the QRS shape is compared at this many detection samples of shift either way
+_TEMPLATE_LAG = 2
 
 
 #: beat class codes (`PanTompkinsBank.last_classes`); `BEAT_SYMBOLS` maps them to the
 #: MIT-BIH/AAMI annotation symbols: normal, ventricular (wide against the patient's own
-#: normal beats), unclassifiable (no reference yet, or the signal is noisy)
+#: normal beats, or of another shape and not narrower), unclassifiable (no reference yet, or the signal is noisy)
 BEAT_NORMAL, BEAT_VENTRICULAR, BEAT_UNCLASSIFIED = 0, 1, 2
 BEAT_SYMBOLS = "NVQ"
 
@@ -116,6 +118,20 @@ class PanTompkinsParams:
     contest_window_s: float = 0.3
     #: ...but never longer than this fraction of the mean RR (fast rhythms such as VT runs)
     contest_rr_fraction: float = 0.4
+    #: a beat whose QRS shape (5-15 Hz band, ``template_window_s`` around the R peak) correlates
+    #: less than this with the patient's normal template, and that is not narrower than the
+    #: normal beats, is ventricular even if not wide (another activation sequence; mitdb PVCs:
+    #: median -0.3 to -0.8, normal beats >= 0.93 for 90 %); -1 turns the criterion off
+    template_mismatch: float = 0.3
+    #: QRS window before and after the R peak (ends at the MWI peak at the latest: decided
+    #: beats never wait for it)
+    template_window_s: tuple[float, float] = (0.05, 0.07)
+    #: a beat with RR below this fraction of the recent mean RR is premature: never learnt as
+    #: the patient's normal beat (width reference, template)
+    premature_ratio: float = 0.85
+    #: a run of beats alternating ventricular / not ends at RR intervals differing by more
+    #: than this factor (bigeminy's coupling interval and pause; bidirectional VT is steady)
+    alternating_rr_ratio: float = 1.5
 
 
 class _DecisionState:
@@ -126,6 +142,10 @@ class _DecisionState:
     """
 
     __slots__ = (
+        "alt_rr",
+        "alt_run",
+        "alt_start",
+        "class_last",
         "contest_slope_factor",
         "contest_window",
         "floor",
@@ -151,6 +171,7 @@ class _DecisionState:
         "snapshot",
         "t_wave_slope_factor",
         "t_wave_window",
+        "template",
         "wide_last",
         "wide_reference",
         "wide_run",
@@ -163,7 +184,7 @@ class _DecisionState:
         self.fs = fs
         self.floor = floor
         self.initialized = False
-        self.learning: list[tuple[int, float, float, int]] = []
+        self.learning: list[tuple[int, float, float, int, np.ndarray]] = []
         self.learning_end = int(round(params.learning_s * fs))
         self.signal_level = 0.0
         self.noise_level = 0.0
@@ -184,42 +205,127 @@ class _DecisionState:
         self.held_window = self.contest_window
         self.slope_level = 0.0  # running mean squared slope of beats
         #: the largest candidate rejected since the last beat (for the search-back)
-        self.missed: tuple[int, float, float, int] | None = None
+        self.missed: tuple[int, float, float, int, np.ndarray] | None = None
         self.searchback_max = params.searchback_max_s * fs
         self._reset_width()
 
     def _reset_width(self) -> None:
         self.wide_reference = 0.0  # 0: not learned yet
         self.widths_seen = 0
-        self.wide_run = 0  # consecutive wide beats up to the last beat
+        self.wide_run = 0  # consecutive ventricular beats up to the last beat
         self.wide_run_start = -1  # R peak of the run's first beat
         self.wide_last = -1  # R peak of the run's last beat
+        #: the patient's normal QRS shape (unit vector, `PanTompkinsBank._shapes`); None: none
+        self.template: np.ndarray | None = None
+        #: beats alternating ventricular / not, at a steady rate (bidirectional VT), up to the
+        #: last beat: count, R peak of the first, shortest and longest RR (samples)
+        self.alt_run = 0
+        self.alt_start = -1
+        self.alt_rr = (0, 0)
+        self.class_last = (-1, False)  # R peak and ventricular class of the last classified beat
 
-    def _on_width(self, level: float, slope_sq: float, r_index: int) -> int:
-        """Track consecutive wide beats against a reference width learned from normal beats
-        (the narrowest of the first 8 beats, then a running mean of the beats that are not
-        wide; wide beats pull it only slowly, so a lasting bundle-branch block is re-learned
-        within ~100 beats while a VT run does not become the reference).
+    def _on_width(
+        self, level: float, slope_sq: float, r_index: int, shape: np.ndarray, premature: bool
+    ) -> int:
+        """Classify a beat against the patient's own normal beats and track runs.
 
-        Returns the beat's class code (`BEAT_NORMAL`, `BEAT_VENTRICULAR`: wide against the
-        reference, `BEAT_UNCLASSIFIED`: reference not learned yet)."""
-        energy = level * level if self.params.amplitude_domain else level
+        A beat is ventricular when it is *wide* (width index, MWI / steepest squared slope, at
+        least ``wide_ratio`` x the normal width) or its QRS shape does not match the normal
+        template (best correlation over +-2 detection samples below ``template_mismatch``:
+        another activation sequence, e.g. the opposite polarity of bidirectional VT). The
+        width reference and the template are learnt from the first 8 beats, then only from
+        beats that are normal *by rhythm context* (not premature, see ``premature_ratio``) and
+        classed normal: a premature beat that looks normal (frequent narrow-ish PVCs, mitdb
+        223) no longer pulls the reference towards its width. Ventricular beats that are not premature
+        pull both slowly (a lasting bundle-branch block or a new dominant rhythm is re-learnt
+        within ~100 beats; a VT run does not become the reference).
+
+        Returns the beat's class code (`BEAT_NORMAL`, `BEAT_VENTRICULAR`, `BEAT_UNCLASSIFIED`:
+        reference not learned yet)."""
+        p = self.params
+        energy = level * level if p.amplitude_domain else level
         width = energy / max(slope_sq, 1.0)
         ref = self.wide_reference
+        tmpl = self.template
         self.widths_seen += 1
         if self.widths_seen <= 8:
             self.wide_reference = width if ref == 0.0 else min(ref, width)
+            if shape.size:
+                self.template = (shape[shape.shape[0] // 2] if tmpl is None
+                                 else self._learnt(tmpl, shape, 0.25))
             return BEAT_UNCLASSIFIED
-        if width >= self.params.wide_ratio * ref:
+        corr = 1.0
+        if tmpl is not None and shape.size:
+            scores = (shape @ tmpl).tolist()  # a few floats: cheaper in Python than in numpy
+            corr = max(scores)
+            best = scores.index(corr)
+        wide = width >= p.wide_ratio * ref
+        # a complex of another shape is ventricular only if it is not narrower than the normal
+        # ones (activation through the myocardium is slower than through the conduction
+        # system): a narrow one is an axis shift, aberration or noise, not a ventricular beat
+        mismatch = corr < p.template_mismatch and width >= ref
+        ventricular = wide or mismatch
+        self._on_class(r_index, ventricular)
+        if ventricular:
             if self.wide_run == 0:
                 self.wide_run_start = r_index
             self.wide_run += 1
             self.wide_last = r_index
-            self.wide_reference = ref + 0.005 * (width - ref)
+            if not premature:
+                if wide:
+                    self.wide_reference = ref + 0.005 * (width - ref)
+                if tmpl is not None and mismatch:
+                    self.template = self._learnt(tmpl, shape[best], 1.0 / 64.0, corr)
             return BEAT_VENTRICULAR
         self.wide_run = 0
-        self.wide_reference = ref + 0.1 * (width - ref)
+        if not premature:
+            self.wide_reference = ref + 0.1 * (width - ref)
+            if tmpl is not None:  # also a new normal shape (axis shift): followed in ~10 beats
+                self.template = self._learnt(tmpl, shape[best], 0.125, corr)
         return BEAT_NORMAL
+
+    def runs(self) -> tuple[int, int, int, int, int, int]:
+        """(ventricular run, its first and last R peak, alternating run, its first R peak,
+        the last classified beat's R peak): a row of `PanTompkinsBank`'s run table."""
+        return (self.wide_run, self.wide_run_start, self.wide_last, self.alt_run,
+                self.alt_start, self.class_last[0])
+
+    @staticmethod
+    def _learnt(tmpl: np.ndarray, shape: np.ndarray, weight: float,
+                corr: float | None = None) -> np.ndarray:
+        """The template moved ``weight`` towards ``shape`` (a unit window, or the best-aligned
+        of several; ``corr``: its correlation with the template, if known), as a unit vector
+        again (a new array: snapshots keep the old one). Both are unit vectors, so the new
+        norm follows from their correlation (no numpy call for it)."""
+        if corr is None:
+            scores = (shape @ tmpl).tolist() if shape.ndim == 2 else [float(shape @ tmpl)]
+            corr = max(scores)
+            if shape.ndim == 2:
+                shape = shape[scores.index(corr)]
+        keep = 1.0 - weight
+        norm = math.sqrt(max(keep * keep + 2.0 * weight * keep * corr + weight * weight, 0.0))
+        if norm <= 1e-12:
+            return tmpl
+        return tmpl * (keep / norm) + shape * (weight / norm)
+
+    def _on_class(self, r_index: int, ventricular: bool) -> None:
+        """Track beats that alternate ventricular / not at a steady rate (bidirectional VT:
+        every other complex of the opposite axis, the others may look normal in this lead).
+        Ventricular bigeminy alternates too, but with a coupling interval and a pause: its RR
+        intervals differ by more than ``alternating_rr_ratio``, which ends the run."""
+        last_r, last_v = self.class_last
+        self.class_last = (r_index, ventricular)
+        if last_r < 0 or ventricular == last_v:
+            self.alt_run, self.alt_start, self.alt_rr = 1, r_index, (0, 0)
+            return
+        rr = r_index - last_r
+        lo, hi = self.alt_rr
+        lo, hi = (rr, rr) if lo == 0 else (min(lo, rr), max(hi, rr))
+        if hi >= self.params.alternating_rr_ratio * lo:  # a pause: start again from the last
+            self.alt_run, self.alt_start, self.alt_rr = 2, last_r, (rr, rr)
+            return
+        self.alt_run += 1
+        self.alt_rr = (lo, hi)
 
     def _initialize(self) -> list[int]:
         self.initialized = True
@@ -256,24 +362,27 @@ class _DecisionState:
         self.missed = None
         self._reset_width()
 
-    def on_candidate(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
-        """Judge one candidate (in stream order); return the beats decided, each as
+    def on_candidate(
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray
+    ) -> list[int]:
+        """Judge one candidate (in stream order; ``shape``: its normalised QRS windows, see
+        `PanTompkinsBank._shapes`); return the beats decided, each as
         ``r_index << 2 | class code``."""
         if not self.initialized:
             if index < self.learning_end:
-                self.learning.append((index, level, slope_sq, r_index))
+                self.learning.append((index, level, slope_sq, r_index, shape))
                 return []
             beats = self._initialize()
-            return beats + self._contested(index, level, slope_sq, r_index)
+            return beats + self._contested(index, level, slope_sq, r_index, shape)
         if self.missed is not None:
             due = self.searchback_due()
             if 0 <= due < index:
                 beat = self._searchback()
-                return [beat, *self._contested(index, level, slope_sq, r_index)]
+                return [beat, *self._contested(index, level, slope_sq, r_index, shape)]
         if self.pending is None and self.params.contest_slope_ratio <= 0.0:
-            beat = self._decide(index, level, slope_sq, r_index)
+            beat = self._decide(index, level, slope_sq, r_index, shape)
             return [beat] if beat >= 0 else []
-        return self._contested(index, level, slope_sq, r_index)
+        return self._contested(index, level, slope_sq, r_index, shape)
 
     def evaluation_due(self) -> int:
         """The smallest ``last_evaluated`` at which `on_evaluated` of an initialised state emits
@@ -289,7 +398,9 @@ class _DecisionState:
         """Whether `on_evaluated` can emit something (a held beat, a search-back due)."""
         return self.pending is not None or self.missed is not None
 
-    def _contested(self, index: int, level: float, slope_sq: float, r_index: int) -> list[int]:
+    def _contested(
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray
+    ) -> list[int]:
         """`_decide` with the doubtful-beat rule (`PanTompkinsParams.contest_slope_ratio`):
         a held beat is replaced by a larger and steeper candidate within its refractory
         period, or emitted once a candidate arrives after that period (or `on_evaluated`
@@ -313,7 +424,7 @@ class _DecisionState:
             rr = self.rr_sum / len(self.rr_samples) if self.rr_samples else 0.0
             frac = self.params.contest_rr_fraction * rr
             self.held_window = min(self.contest_window, frac) if rr > 0.0 else self.contest_window
-        beat = self._decide(index, level, slope_sq, r_index)
+        beat = self._decide(index, level, slope_sq, r_index, shape)
         if beat >= 0:
             if mean_slope == 0.0:
                 self.slope_level = slope_sq
@@ -331,7 +442,8 @@ class _DecisionState:
             self.signal_level, self.noise_level, self.last_beat_index, self.last_slope_sq,
             self.last_level, tuple(self.rr_samples), self.rr_sum, self.wide_reference,
             self.widths_seen, self.wide_run, self.wide_run_start, self.wide_last, self.slope_level,
-            self.missed,
+            self.missed, self.template, self.alt_run, self.alt_start, self.alt_rr,
+            self.class_last,
         )
 
     def _restore(self) -> None:
@@ -339,7 +451,8 @@ class _DecisionState:
             self.signal_level, self.noise_level, self.last_beat_index, self.last_slope_sq,
             self.last_level, rr, self.rr_sum, self.wide_reference,
             self.widths_seen, self.wide_run, self.wide_run_start, self.wide_last, self.slope_level,
-            self.missed,
+            self.missed, self.template, self.alt_run, self.alt_start, self.alt_rr,
+            self.class_last,
         ) = self.snapshot  # type: ignore[assignment]
         self.rr_samples = deque(rr)  # type: ignore[call-overload]
 
@@ -373,7 +486,9 @@ class _DecisionState:
                 return [self._searchback()]
         return []
 
-    def _decide(self, index: int, level: float, slope_sq: float, r_index: int) -> int:
+    def _decide(
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray
+    ) -> int:
         """Return the beat (``r_index << 2 | class``) if the candidate is one, else -1;
         update the levels."""
         p = self.params
@@ -409,7 +524,7 @@ class _DecisionState:
                 self.noise_level = 0.125 * level + 0.875 * noise
                 return -1  # T wave
             weight = 0.25 if threshold_scale != 1.0 else 0.125
-            return self._accept(index, level, slope_sq, r_index, weight, signal_level)
+            return self._accept(index, level, slope_sq, r_index, shape, weight, signal_level)
         self.noise_level = 0.125 * level + 0.875 * noise
         if (
             p.retro_searchback
@@ -419,19 +534,24 @@ class _DecisionState:
             and level > self.floor
             and (self.missed is None or level > self.missed[1])
         ):  # the largest candidate since the last beat, for a later search-back
-            self.missed = (index, level, slope_sq, r_index)
+            self.missed = (index, level, slope_sq, r_index, shape)
         return -1
 
     def _accept(
-        self, index: int, level: float, slope_sq: float, r_index: int, weight: float,
-        signal_level: float,
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray,
+        weight: float, signal_level: float,
     ) -> int:
         """Record a beat: signal level, RR history, last beat, width. Returns the beat as
         the decision rules pass it on: ``r_index << 2 | class code``."""
         self.signal_level = weight * level + (1.0 - weight) * signal_level
         last = self.last_beat_index
+        premature = False
         if last >= 0:
             since = index - last
+            n_rr = len(self.rr_samples)
+            # early against the recent mean RR: a premature beat (a PVC, an APC) is never
+            # learnt as the patient's normal beat, however normal it looks
+            premature = bool(n_rr) and since * n_rr < self.params.premature_ratio * self.rr_sum
             self.rr_samples.append(since)
             self.rr_sum += since
             if len(self.rr_samples) > self.params.rr_history:
@@ -440,7 +560,7 @@ class _DecisionState:
         self.last_slope_sq = slope_sq
         self.last_level = level
         self.missed = None
-        return (r_index << 2) | self._on_width(level, slope_sq, r_index)
+        return (r_index << 2) | self._on_width(level, slope_sq, r_index, shape, premature)
 
     def searchback_due(self) -> int:
         """Sample index from which a search-back is due (-1: nothing to search back for)."""
@@ -456,8 +576,8 @@ class _DecisionState:
         cand = self.missed
         self.missed = None
         assert cand is not None
-        index, level, slope_sq, r_index = cand
-        return self._accept(index, level, slope_sq, r_index, 0.25, self.signal_level)
+        index, level, slope_sq, r_index, shape = cand
+        return self._accept(index, level, slope_sq, r_index, shape, 0.25, self.signal_level)
 
 
 class PanTompkinsBank:
@@ -490,8 +610,14 @@ class PanTompkinsBank:
         # the R peak is where |band-pass| peaks, minus the band-pass group delay (full rate)
         self.bandpass_delay = int(round(group_delay_samples(sos, 10.0, self.fs)))
         w, k, la = self.window, self.half_dominance, self.lookahead
-        # full-rate band-pass history: R search reaches (la + w + 2) detection samples back
-        self.history_length = (w + k + la + 8) * dec
+        # QRS shape window (detection samples): before / after the R peak
+        self._tmpl_before = max(1, int(round(p.template_window_s[0] * fd)))
+        self._tmpl_after = max(1, int(round(p.template_window_s[1] * fd)))
+        self._tmpl_len = self._tmpl_before + self._tmpl_after
+        # full-rate band-pass history: R search reaches (la + w + 2) detection samples back,
+        # the shape window (w + la + 3 + its length and lags) at most
+        self.history_length = max(w + k + la + 8,
+                                  w + la + 4 + self._tmpl_len + 2 * _TEMPLATE_LAG) * dec
         q_floor = p.min_slope_mv_per_s * _Q_PER_MV_PER_S
         self.floor = float(q_floor * q_floor * self.window) * 0.25
         self._decision_floor = float(np.sqrt(self.floor)) if p.amplitude_domain else self.floor
@@ -510,7 +636,7 @@ class PanTompkinsBank:
         #: absolute (full-rate) index of the newest candidate handed to the decision rules
         self._last_candidate = np.zeros(0, dtype=np.int64)
         #: per row: wide-beat run length, R peaks of its first and last beats (see wide_runs)
-        self._wide = np.zeros((0, 3), dtype=np.int64)
+        self._wide = np.zeros((0, 6), dtype=np.int64)
         self._states: list[_DecisionState] = []
         #: rows holding a doubtful beat (see `PanTompkinsParams.contest_slope_ratio`)
         self._held: set[int] = set()
@@ -541,7 +667,8 @@ class PanTompkinsBank:
         self._mwi_hist.add_streams(1)
         self._seen = np.append(self._seen, 0)
         self._last_candidate = np.append(self._last_candidate, -(2**62))
-        self._wide = np.concatenate([self._wide, np.array([[0, -1, -1]], dtype=np.int64)])
+        self._wide = np.concatenate([self._wide,
+                                     np.array([[0, -1, -1, 0, -1, -1]], dtype=np.int64)])
         self._due = np.append(self._due, _NEVER)
         self._states.append(_DecisionState(self.params, self.fs, self._decision_floor))
         self._all_ready = False
@@ -571,7 +698,7 @@ class PanTompkinsBank:
         """
         for row in np.asarray(rows).tolist():
             self._states[row].relearn(int(self._seen[row]))
-            self._wide[row] = (0, -1, -1)
+            self._wide[row] = (0, -1, -1, 0, -1, -1)
             self._held.discard(row)
         if len(rows):
             self._all_ready = False
@@ -579,7 +706,13 @@ class PanTompkinsBank:
     def wide_runs(self, rows: np.ndarray) -> np.ndarray:
         """Per row of ``rows``: (consecutive wide beats up to the last beat, R peak of the run's
         first beat, R peak of its last beat; -1: none), shape (len(rows), 3), int64."""
-        return self._wide[rows]
+        return self._wide[rows, :3]
+
+    def alternating_runs(self, rows: np.ndarray) -> np.ndarray:
+        """Per row of ``rows``: (beats alternating ventricular / not at a steady rate up to
+        the last classified beat, R peak of the first, R peak of the last; -1: none), shape
+        (len(rows), 3), int64 (see `_DecisionState._on_class`)."""
+        return self._wide[rows, 3:]
 
     @property
     def decision_delay_samples(self) -> int:
@@ -655,14 +788,14 @@ class PanTompkinsBank:
         pos_out = np.zeros(0, np.int64)
         idx_out = np.zeros(0, np.int64)
         if cand_pos.size:
-            abs_peak, levels, slope_sq, abs_r, early = (
-                np.concatenate([f[i] for f in found]) for i in range(1, 6)
+            abs_peak, levels, slope_sq, abs_r, early, shapes = (
+                np.concatenate([f[i] for f in found]) for i in range(1, 7)
             )
             if len(found) > 1:
                 order = np.lexsort((abs_peak, cand_pos))
-                cand_pos, abs_peak, levels, slope_sq, abs_r, early = (
+                cand_pos, abs_peak, levels, slope_sq, abs_r, early, shapes = (
                     cand_pos[order], abs_peak[order], levels[order], slope_sq[order],
-                    abs_r[order], early[order],
+                    abs_r[order], early[order], shapes[order],
                 )
             pos_list: list[int] = []
             idx_list: list[int] = []
@@ -672,21 +805,22 @@ class PanTompkinsBank:
             # in stream order) and written to the arrays once: numpy item writes cost more
             taken: dict[int, int] = {}
             due_at: dict[int, int] = {}
-            widened: dict[int, tuple[int, int, int]] = {}
-            for r, row, a, pk, sl, rr, ea in zip(
+            widened: dict[int, tuple[int, ...]] = {}
+            for r, row, a, pk, sl, rr, ea, sh in zip(
                 cand_pos.tolist(),
                 row_ids[cand_pos].tolist(),
                 abs_peak.tolist(),
                 levels.tolist(),
                 slope_sq.astype(np.float64).tolist(),  # exact: squares stay below 2**41
                 abs_r.tolist(),
-                early.tolist(), strict=False,
+                early.tolist(),
+                list(shapes), strict=False,
             ):
                 state = states[row]
                 if ea and not state.clearly_qrs(a, pk, sl):
                     continue  # wait for the whole look-ahead (judged again next call)
                 taken[row] = a
-                beats = state.on_candidate(a, pk, sl, rr)
+                beats = state.on_candidate(a, pk, sl, rr, sh)
                 if state.pending is not None or state.missed is not None:
                     held.add(row)
                     due_at[row] = state.evaluation_due()
@@ -695,7 +829,7 @@ class PanTompkinsBank:
                 if beats:
                     pos_list.extend([r] * len(beats))
                     idx_list.extend(beats)
-                    widened[row] = (state.wide_run, state.wide_run_start, state.wide_last)
+                    widened[row] = state.runs()
             if taken:
                 self._last_candidate[list(taken)] = list(taken.values())
             if due_at:
@@ -734,7 +868,7 @@ class PanTompkinsBank:
                     extra_pos.extend([r] * len(beats))
                     extra_idx.extend(beats)
                     if beats:
-                        self._wide[row] = (state.wide_run, state.wide_run_start, state.wide_last)
+                        self._wide[row] = state.runs()
             if extra_pos:
                 pos_out = np.concatenate([pos_out, np.asarray(extra_pos, np.int64)])
                 idx_out = np.concatenate([idx_out, np.asarray(extra_idx, np.int64)])
@@ -751,21 +885,22 @@ class PanTompkinsBank:
         bpd: np.ndarray,
         bp_ext: np.ndarray,
         seen_before: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, ...]:
         """Derivative, squaring, MWI and candidate search on detection-rate samples ``bpd``
         (R, nd) of ``row_ids`` (``sel``: the same, or None for all rows in order).
 
         Returns the candidates that may be decided now as arrays: (position in the block,
-        absolute MWI peak index, level, max squared slope, absolute R-peak index, early), indices
-        at the full rate; ``early`` ones (look-ahead not passed) are decided only if clearly a
-        QRS (see `_confirm`).
+        absolute MWI peak index, level, max squared slope, absolute R-peak index, early, QRS
+        shapes (`_shapes`)), indices at the full rate; ``early`` ones (look-ahead not passed)
+        are decided only if clearly a QRS (see `_confirm`).
         """
         dec = self.decimation
         w, k, la = self.window, self.half_dominance, self.lookahead
         nd = bpd.shape[1]
         empty = np.zeros(0, np.int64)
+        no_shapes = np.zeros((0, 2 * _TEMPLATE_LAG + 1, self._tmpl_len))
         if nd == 0:
-            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool)
+            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool), no_shapes
         sqh = self._sq_hist.length
         b = self._bpd_hist.extend(bpd, sel)  # (R, 4 + nd)
         deriv = b[:, 4:] - b[:, :-4]
@@ -818,7 +953,7 @@ class PanTompkinsBank:
                 cand_rows[decided], j[decided], abs_peak[decided], peaks[decided], full[decided]
             )
         if cand_rows.size == 0:
-            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool)
+            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool), no_shapes
         levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
         sq_idx = j - h + sqh  # same detection sample, in sq_ext columns
         slope_sq = windows(sq_ext, w)[cand_rows, sq_idx - w + 1].max(axis=1)
@@ -829,7 +964,28 @@ class PanTompkinsBank:
         bp_win = np.abs(windows(bp_ext, w * dec)[cand_rows, end_col - w * dec + 1])
         r_col = end_col + self._r_win[0, 0] + np.argmax(bp_win, axis=1) - self.bandpass_delay
         abs_r = np.maximum(seen_before[cand_rows] - hist + r_col, 0)
-        return pos[cand_rows], abs_peak, levels, slope_sq, abs_r, ~full
+        shapes = self._shapes(bp_ext, cand_rows, end_col, r_col)
+        return pos[cand_rows], abs_peak, levels, slope_sq, abs_r, ~full, shapes
+
+    def _shapes(
+        self, bp_ext: np.ndarray, cand_rows: np.ndarray, end_col: np.ndarray, r_col: np.ndarray
+    ) -> np.ndarray:
+        """The candidates' QRS shapes for the template match: the band-passed signal at the
+        detection rate from ``template_window_s[0]`` before the R peak, at ``2 * lag + 1``
+        shifts, each with its mean removed and scaled to unit norm, (n, 2 * lag + 1, length).
+
+        The windows end at the MWI peak at the latest (a wide complex's R peak can be late in
+        its integration window), so every sample is there whenever the candidate is decided:
+        the shape does not depend on chunking."""
+        dec, lag, length = self.decimation, _TEMPLATE_LAG, self._tmpl_len
+        peak_col = r_col + self.bandpass_delay  # bp_ext column of the |band-pass| maximum
+        end = np.minimum(peak_col + (self._tmpl_after + lag) * dec, end_col + 2 * dec + 1)
+        span = (length + 2 * lag) * dec
+        g = np.ascontiguousarray(windows(bp_ext, span)[cand_rows, end - span][:, ::dec])
+        x = np.lib.stride_tricks.sliding_window_view(g, length, axis=1)
+        x = x - x.mean(axis=2, keepdims=True)
+        norm = np.sqrt(np.einsum("ijk,ijk->ij", x, x))[:, :, None]
+        return x / np.where(norm > 0.0, norm, 1.0)
 
     def _block_records(
         self, judged: np.ndarray, right: np.ndarray

@@ -78,6 +78,11 @@ class VentricularParams:
     #: (defaults as common monitors ship them); 0 turns the QRS-based rule off
     vt_run_beats: int = 5
     vt_rate_bpm: float = 100.0
+    #: ...or this many beats alternating ventricular / not at a steady rate of at least
+    #: ``vt_rate_bpm`` (bidirectional VT, whose every other complex can look like the
+    #: patient's normal beat in one lead; `dsp.qrs.PanTompkinsBank.alternating_runs`): twice
+    #: the run length, so 5 complexes of each axis; 0 turns it off
+    vt_alternating_beats: int = 10
 
 
 @dataclass

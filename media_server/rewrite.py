@@ -75,7 +75,15 @@ class SequenceRewriter:
         self.started = True
 
     def map(self, seq: int) -> int | None:
-        """The subscriber's sequence number for producer packet `seq`, or None (not forwarded)."""
+        """The subscriber's sequence number for producer packet `seq`, or None (not forwarded).
+
+        Never started (audio, which needs no keyframe): the first packet mapped is the start.
+        Measured: without it a subscriber's reference was 0, so one that arrived when the
+        publisher's numbers were 32768 or more (half the 16-bit range ahead) was sent none of
+        its audio until they wrapped, up to 11 minutes: an expert joining a consultation some
+        minutes in heard nobody, the later the likelier."""
+        if not self.started:
+            self.start(seq)
         d = (seq - self._high) & _U16
         if d == 0:
             return None
@@ -90,6 +98,8 @@ class SequenceRewriter:
 
     def drop(self, seq: int) -> None:
         """Leave producer packet `seq` out of the subscriber's sequence, without a gap."""
+        if not self.started:
+            return  # nothing sent yet: there is no gap to close
         d = (seq - self._high) & _U16
         if d == 0 or d >= _HALF:
             return  # late or duplicate: it never had a number of its own

@@ -186,7 +186,11 @@ class Sfu:
             sub.producer.detach(sub.track)
             sub.track.stop()
         peer.subscriptions.clear()
-        await peer.pc.close()
+        # shielded: aiortc may be closing it already (its transports ended), and a second
+        # closer awaits aiortc's own future; cancelled there, it cancelled that future and
+        # aiortc's close task failed on it ("Task exception was never retrieved ...
+        # InvalidStateError" at every teardown under load)
+        await asyncio.shield(peer.pc.close())
         if peer.quality_task is not None:
             await asyncio.gather(peer.quality_task, return_exceptions=True)
 

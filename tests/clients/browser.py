@@ -130,10 +130,11 @@ async def open_page(browser: Browser, url: str, label: str,
 
 
 async def wait_for(page: Page, expression: str, timeout: float = 10.0, arg: Any = None,
-                   what: str | None = None) -> Any:
+                   what: str | None = None, explain: str | None = None) -> Any:
     """Poll `expression` (a JS function of `arg`, sync or async) until it returns something truthy.
 
-    Raises AssertionError naming `what` and the last value seen on timeout (scaled by timeout_s).
+    Raises AssertionError naming `what` and the last value seen on timeout (scaled by timeout_s);
+    `explain`, a JS function of `arg` too, adds what the page says about its state then.
     """
     deadline = asyncio.get_running_loop().time() + timeout_s(timeout)
     last: Any = None
@@ -148,7 +149,13 @@ async def wait_for(page: Page, expression: str, timeout: float = 10.0, arg: Any 
         if last:
             return last
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or expression}; last value {last!r}")
+            state = ""
+            if explain is not None:
+                try:
+                    state = f"; page state: {await asyncio.wait_for(page.evaluate(explain, arg), 10)!r}"
+                except Exception as inner:
+                    state = f"; page state unavailable: {inner!r}"
+            raise AssertionError(f"timed out waiting for {what or expression}; last value {last!r}{state}")
         await asyncio.sleep(0.2)
 
 
@@ -185,10 +192,11 @@ STATS_JS = "async () => await window.medstream.stats()"
 
 
 async def wait_receiving(page: Page, from_participant: str, timeout: float = 20.0,
-                         min_frames: int = 10) -> dict[str, Any]:
+                         min_frames: int = 10, app: Any = None) -> dict[str, Any]:
     """Wait until `page` decodes video frames and hears audio energy from `from_participant`.
 
-    Returns the inbound stats of that participant, {"video": {...}, "audio": {...}}.
+    Returns the inbound stats of that participant, {"video": {...}, "audio": {...}}. With `app`
+    (the node the page is on), a failure also says what the relay had for each of the tracks.
     """
     try:
         return await wait_for(page, """async (pid) => {
@@ -203,7 +211,28 @@ async def wait_receiving(page: Page, from_participant: str, timeout: float = 20.
             seen = await asyncio.wait_for(inbound_of(page, from_participant), 10)
         except Exception as inner:  # the page itself may be what is stuck
             seen = {"stats unavailable": repr(inner)}
-        raise AssertionError(f"{exc}; inbound from it: {seen}") from None
+        relay = "" if app is None else f"; relay: {relay_view(app, from_participant)}"
+        raise AssertionError(f"{exc}; inbound from it: {seen}{relay}") from None
+
+
+def relay_view(app: Any, publisher: str) -> list[dict[str, Any]]:
+    """What the relay holds for each track of `publisher`: packets in, and per subscriber
+    whether its forwarding is bound to its transport and what it sent (for failure messages;
+    read from the node, so it works when the page itself is stuck)."""
+    out = []
+    for t in app.media.tracks():
+        if t.peer_id != publisher:
+            continue
+        subs = {}
+        for sub in app.media.subscribers(t.track_id):
+            fwd = app.media.forward_track(sub, t.track_id)
+            if fwd is not None:
+                subs[sub] = dict(configured=fwd._writer is not None, bound=fwd._sendto is not None,
+                                 forwarded=fwd.packets_forwarded, dropped=fwd.packets_dropped,
+                                 paused=fwd.paused, waiting_for_keyframe=fwd.waiting_for_keyframe)
+        out.append({"track": t.track_id, "received": app.media.producer(t.track_id).packets_received,
+                    "to": subs})
+    return out
 
 
 async def inbound_of(page: Page, pid: str) -> dict[str, Any]:

@@ -21,6 +21,11 @@ from tests.helpers import running_app, token
 
 pytestmark = [pytest.mark.browser, pytest.mark.webrtc]
 
+# what a page that should publish says about itself when it does not
+PUBLISH_STATE = """() => ({role: window.medstream.participant.role, publishing: window.medstream.publishing,
+    errors: window.medstream.errors, media: window.medstream.conference.media.lastError,
+    offers: window.medstream.conference.media.offers, state: window.medstream.state})"""
+
 
 async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
@@ -42,7 +47,7 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
                                                         name=f"Student {i}"), f"viewer{i}")
             viewers.append((page, log))
         for page, _ in viewers:
-            await wait_receiving(page, host_id)
+            await wait_receiving(page, host_id, app=app)
             out = (await page.evaluate("async () => (await window.medstream.stats()).outbound"))
             assert all(o["bytesSent"] == 0 for o in out), out  # viewers only receive
 
@@ -66,13 +71,19 @@ async def test_viewers_watch_and_a_promoted_viewer_is_heard_by_all(tmp_path: Pat
         hand = host.locator(f'#hands li[data-participant="{speaker_id}"]')
         await hand.wait_for(timeout=10_000)
         await screenshot(host, "broadcast_presenter_raised_hand")
-        await hand.get_by_role("button", name="Let speak").click()
+        # held across one of the page's re-renders (every second, and on each room change), as a
+        # finger on a tablet may: before, the list was rebuilt under the press and the click lost
+        await hand.get_by_role("button", name="Let speak").hover()
+        renders = await host.evaluate("window.medstream.renders")
+        await host.mouse.down()
+        await wait_for(host, "(n) => window.medstream.renders > n", arg=renders, what="a re-render during the press")
+        await host.mouse.up()
 
         await wait_for(speaker, "() => window.medstream.participant.role === 'speaker' && window.medstream.publishing",
-                       what="viewer promoted and publishing")
+                       what="viewer promoted and publishing", explain=PUBLISH_STATE)
         # the presenter and the other viewers hear (and see) the new speaker
         for page, _ in [(host, host_log), *viewers[1:]]:
-            got = await wait_receiving(page, speaker_id)
+            got = await wait_receiving(page, speaker_id, app=app)
             assert got["audio"]["totalAudioEnergy"] > 0
         # ... and each picture sits in its owner's tile: the presenter red, the speaker blue
         for page, _ in viewers[1:]:

@@ -85,7 +85,7 @@ async def test_consultation_screens_languages_and_the_end(tmp_path: Path, ecg_da
             await wait_for(expert, "() => window.medstream.state === 'joined' && window.medstream.publishing",
                            what="expert publishing")
             host_id = await host.evaluate("window.medstream.participant.participant_id")
-            await wait_receiving(expert, host_id)
+            await wait_receiving(expert, host_id, app=app)
             await wait_for(expert, "() => window.medstream.streams.patient && window.medstream.streams.patient.heartRateBpm",
                            timeout=20, what="patient ECG on the expert's page")
 
@@ -164,7 +164,7 @@ async def test_broadcast_stacks_in_portrait_and_speaks_both_languages(tmp_path: 
         viewer, viewer_log = await open_page(browser, url + token("rounds-3", "student-1", "viewer", name="Student 1"),
                                              "viewer", locale="en-US")
         host_id = await host.evaluate("window.medstream.participant.participant_id")
-        await wait_receiving(viewer, host_id)
+        await wait_receiving(viewer, host_id, app=app)
         assert (await viewer.locator("#hand").inner_text()).strip() == "Raise hand"
         assert await host.locator("#hand").is_hidden()  # the host may not raise a hand (server's permissions)
         assert await texts(host, ["record", "end", "leave", "audioonly"]) == {

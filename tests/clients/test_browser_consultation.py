@@ -50,8 +50,8 @@ async def test_two_browsers_see_and_hear_each_other_and_survive_a_drop(tmp_path:
             id_a = await pa.evaluate("window.medstream.participant.participant_id")
             id_b = await pb.evaluate("window.medstream.participant.participant_id")
 
-            got_b = await wait_receiving(pa, id_b)
-            got_a = await wait_receiving(pb, id_a)
+            got_b = await wait_receiving(pa, id_b, app=app)
+            got_a = await wait_receiving(pb, id_a, app=app)
             # frames keep coming: decoding grows
             await wait_for(pa, "async (a) => (await window.medstream.stats()).inbound.find(i => i.kind === 'video' && i.participantId === a[0]).framesDecoded > a[1] + 10",
                            arg=[id_b, got_b["video"]["framesDecoded"]], what="A's decoded frames growing")

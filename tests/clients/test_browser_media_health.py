@@ -93,7 +93,7 @@ async def test_dropped_media_is_reported_and_comes_back_by_itself(tmp_path: Path
         await wait_for(expert, "() => window.medstream.state === 'joined' && window.medstream.publishing", what="expert")
         host_id = await host.evaluate("window.medstream.participant.participant_id")
         old_expert = await expert.evaluate("window.medstream.participant.participant_id")
-        await wait_receiving(expert, host_id)
+        await wait_receiving(expert, host_id, app=app)
         assert await expert.evaluate("window.medstream.media.state") == "connected"
 
         await app.media.close_peer(old_expert)  # the server's side of the media path is gone
@@ -104,8 +104,8 @@ async def test_dropped_media_is_reported_and_comes_back_by_itself(tmp_path: Path
                        what="media back by itself")
         new_expert = await expert.evaluate("window.medstream.participant.participant_id")
         assert new_expert != old_expert  # a fresh session
-        await wait_receiving(expert, host_id)
-        await wait_receiving(host, new_expert)
+        await wait_receiving(expert, host_id, app=app)
+        await wait_receiving(host, new_expert, app=app)
         await wait_for(expert, "() => document.getElementById('mediabanner').hidden", what="message gone")
         # the host sees one Dr B, not a ghost of the old session
         others = await wait_for(host, """() => { const ps = window.medstream.participants.filter(p => p.identity === 'dr-b');

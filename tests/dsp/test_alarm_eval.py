@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from dsp.alarm_eval import main, rhythm_episodes
+from dsp.alarm_eval import (
+    RecordRun,
+    _reference_beats,
+    main,
+    rhythm_episodes,
+    score_ventricular_runs,
+    ventricular_runs,
+)
 from medstream.cli import main as cli_main
 
 
@@ -71,3 +78,23 @@ def test_bad_arguments_are_reported(ecg_data_dir, capsys):
     assert "expected" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(ecg_data_dir / "mitdb" / "100"), "--step-s", "0"])
+
+
+def test_vt_is_scored_by_the_alarms_own_definition_on_the_reference_beats(ecg_data_dir):
+    """A VT episode counts when the reference beats meet the VT alarm's definition (>= 5
+    consecutive ventricular beats at >= 100 bpm), latency from that moment; shorter or slower
+    runs are reported apart (a monitor calls them runs, not VT). Before, every annotated "(VT"
+    rhythm episode was scored from its onset: 39 episodes, most of them 3-4 beat salvos."""
+    beats_s, symbols = _reference_beats(str(ecg_data_dir / "mitdb" / "223"), 360.0)
+    runs = ventricular_runs(beats_s, symbols)
+    vt = [r for r in runs if r.kind == "vt"]
+    assert [(round(r.start_s), r.beats) for r in vt] == [(578, 97), (1044, 67), (1551, 5)]
+    assert all(r.start_s < r.met_s <= r.start_s + 3.1 for r in vt)  # the 5th beat at >= 100 bpm
+    assert {r.kind for r in runs} == {"vt", "run", "couplet"}
+    slow = ventricular_runs(*_reference_beats(str(ecg_data_dir / "mitdb" / "205"), 360.0))
+    assert [r.kind for r in slow if r.beats == 13] == ["run"]  # 13 beats at 91 bpm: not VT
+    run = RecordRun("223", 360.0, 1805.6, alarms=[
+        {"kind": "ventricular_tachycardia", "raised_s": 588.0, "cleared_s": 639.0}])
+    scored = score_ventricular_runs(run, vt)
+    assert scored[0]["alarmed"] and scored[0]["latency_s"] == round(588.0 - vt[0].met_s, 2)
+    assert [s["latency_s"] for s in scored[1:]] == [None, None]

@@ -10,11 +10,15 @@ from dsp.records import resample_record, score_beats
 from tests.dsp.conftest import cached_record
 
 
-def _detect_chunked(det: PanTompkinsDetector, x: np.ndarray, rng, max_chunk: int) -> list[int]:
+def _detect_chunked(det: PanTompkinsDetector, x: np.ndarray, rng, max_chunk: int,
+                    classes: list[str] | None = None) -> list[int]:
+    """Beats of ``x`` fed in random chunks; their class symbols appended to ``classes``."""
     beats, pos = [], 0
     while pos < x.size:
         n = int(rng.integers(0, max_chunk + 1))  # 0-length chunks included
         beats += det.process(x[pos : pos + n])
+        if classes is not None:
+            classes.append(det.last_classes)
         pos += n
     return beats
 
@@ -30,15 +34,23 @@ def test_beats_identical_whatever_the_chunking(ecg_data_dir, name, seed, start_s
     fs = rec.sampling_rate_hz
     x = rec.signal_mv[int(start_s * fs) : int((start_s + 90) * fs)]
     whole_det = PanTompkinsDetector(fs)
-    whole = whole_det.process(x) + whole_det.flush()
+    whole = whole_det.process(x)
+    whole_classes = whole_det.last_classes
+    whole += whole_det.flush()
+    whole_classes += whole_det.last_classes
     rng = np.random.default_rng(seed)
     small_det, large_det = PanTompkinsDetector(fs), PanTompkinsDetector(fs)
     # chunks of 0-24 samples: a quarter of them 0-5 long, at 5x fewer calls than 0-5 throughout
-    small = _detect_chunked(small_det, x, rng, 24) + small_det.flush()
-    large = _detect_chunked(large_det, x, rng, 20000) + large_det.flush()
+    small_classes: list[str] = []
+    large_classes: list[str] = []
+    small = _detect_chunked(small_det, x, rng, 24, small_classes) + small_det.flush()
+    large = _detect_chunked(large_det, x, rng, 20000, large_classes) + large_det.flush()
     assert len(whole) > 70  # 124: ~53 bpm
     assert small == whole
     assert large == whole
+    # the classes too (width, template match and runs feed the VT alarm)
+    assert "".join(small_classes) + small_det.last_classes == whole_classes
+    assert "".join(large_classes) + large_det.last_classes == whole_classes
 
 
 def test_wide_complexes_of_vfdb_identical_whatever_the_chunking(ecg_data_dir):

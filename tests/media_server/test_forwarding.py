@@ -117,6 +117,21 @@ def test_forwarded_packets_are_rewritten_with_payload_unchanged() -> None:
     assert first.extensions.mid == "3" and first.extensions.abs_send_time == 0x010203
 
 
+@pytest.mark.parametrize("first_seq", [0, 1000, 32767, 32768, 40000, 65535])
+def test_audio_is_forwarded_whatever_the_publishers_sequence_numbers_are_when_it_starts(first_seq: int) -> None:
+    """A subscriber's audio begins with whatever packet comes first (audio has no keyframe).
+
+    Before, a subscriber whose forwarding started when the publisher's numbers were >= 32768
+    got none of its audio (all refused as "older than the start") until they wrapped."""
+    track = ForwardTrack("audio", "t", lambda: None)
+    wire = _Wire(track)
+    for i in range(5):
+        track.forward(rtp((first_seq + i) & 0xFFFF, ts=960 * i), True, b"\x00\x00\x00", None)
+    assert track.packets_forwarded == 5, track.packets_forwarded
+    numbers = [p.sequence_number for p in wire.sent]
+    assert numbers == [(numbers[0] + i) & 0xFFFF for i in range(5)]
+
+
 def test_packets_a_gate_drops_leave_no_gap_and_late_packets_keep_their_number() -> None:
     track = ForwardTrack("video", "t", lambda: None)
     wire = _Wire(track)

@@ -96,6 +96,28 @@ async def test_forwards_vp8_and_opus_byte_identical(harness: SfuHarness) -> None
     assert video.decode_errors == 0
 
 
+async def test_a_late_subscriber_hears_a_publisher_whose_sequence_numbers_passed_half_the_range(
+        harness: SfuHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audio reaches a subscriber whatever the publisher's RTP sequence numbers are by then.
+
+    Browsers and aiortc start below 32768, so this is any publisher some minutes in (at 50
+    packets/s, 11 minutes at the latest). Before, such a subscriber got none of the audio until
+    the numbers wrapped (seen in CI: a viewer heard nothing of the presenter for 40 s)."""
+    import aiortc.rtcrtpsender
+
+    monkeypatch.setattr(aiortc.rtcrtpsender, "random_sequence_number", lambda: 40_000)
+    alice = await harness.join(ClientPeer("alice", audio=True))
+    bob = await harness.join(ClientPeer("bob"))
+    ids = await harness.publish("alice", frozenset({"audio"}), timeout_s(5))
+    await harness.sfu.subscribe("bob", [ids["audio"]])
+    audio = await bob.wait_track(ids["audio"], timeout_s(5))
+    await audio.wait_frames(20, timeout_s(8))
+    assert alice.audio_source is not None
+    received = [f.data for f in audio.frames]
+    start = alice.audio_source.sent.index(received[0])
+    assert received == alice.audio_source.sent[start : start + len(received)]
+
+
 async def test_forwards_h264_byte_identical(harness: SfuHarness) -> None:
     alice = await harness.join(ClientPeer("alice", video_codec="H264"))
     bob = await harness.join(ClientPeer("bob", decode=True))

@@ -692,7 +692,7 @@ class ClientPeer:
         """Close the peer connection (idempotent)."""
         for task in list(self._tasks):
             task.cancel()
-        await self.pc.close()
+        await asyncio.shield(self.pc.close())  # see Sfu.close_peer
 
 
 class SfuHarness:

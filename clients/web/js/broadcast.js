@@ -4,7 +4,7 @@
 
 import { ChatPanel } from "./chat.js";
 import { Conference } from "./conference.js";
-import { el } from "./ui.js";
+import { el, setChildren } from "./ui.js";
 import { t, tOr, onLanguageChange } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -35,7 +35,10 @@ const conf = new Conference({
   onRoomChange: () => render(),
 });
 
+let renders = 0;  // window.medstream.renders: lets a test press a button across a re-render
+
 function render() {
+  renders += 1;
   const r = conf.room;
   if (conf.chat) conf.chat.render();
   const self = r.self;
@@ -65,13 +68,13 @@ function render() {
   $("speakers-panel").hidden = !r.isModerator || speakers.length === 0;
   const hands = everyone.filter((p) => p.hand_raised);
   $("no-hands").hidden = hands.length > 0;
-  $("hands").replaceChildren(...hands.map((p) => el("li", { dataset: { participant: p.participant_id } },
+  setChildren($("hands"), hands.map((p) => el("li", { dataset: { participant: p.participant_id } },
     el("span.handflag", {}, t("hand.up")), p.name, el("span.spacer"),
     !onStage(p) ? el("button.primary", { onclick: () => conf.moderate("promote", p) }, t("btn.let_speak")) : null)));
-  $("speaker-list").replaceChildren(...speakers.map((p) => el("li", { dataset: { participant: p.participant_id } }, p.name,
+  setChildren($("speaker-list"), speakers.map((p) => el("li", { dataset: { participant: p.participant_id } }, p.name,
     el("span.role.muted", {}, ` ${tOr("role", p.role)}`), el("span.spacer"),
     p.role === "speaker" ? el("button", { onclick: () => conf.moderate("demote", p) }, t("btn.back_to_audience")) : null)));
-  $("viewers").replaceChildren(...viewers.map((p) => el("li", {}, p.hand_raised ? el("span.handflag", {}, t("hand.up")) : null, p.name,
+  setChildren($("viewers"), viewers.map((p) => el("li", {}, p.hand_raised ? el("span.handflag", {}, t("hand.up")) : null, p.name,
     p.participant_id === self.participant_id ? el("span.muted", {}, t("you")) : null)));
 }
 
@@ -87,6 +90,7 @@ onLanguageChange(render);
 setInterval(render, 1000);
 
 window.medstream.raiseHand = (raised = true) => conf.raiseHand(raised);
+Object.defineProperty(window.medstream, "renders", { get: () => renders });
 window.medstream.promote = (pid) => conf.sig.request({ type: "promote", participant_id: pid });
 window.medstream.demote = (pid) => conf.sig.request({ type: "demote", participant_id: pid });
 const chat = new ChatPanel(conf, $("chat"));

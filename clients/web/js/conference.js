@@ -8,7 +8,7 @@ import { Signaling, tokenFromUrl, ServerError } from "./signaling.js";
 import { MediaSession } from "./rtc.js";
 import { RoomState, grade } from "./room.js";
 import { WaveformStore, BedTile, animate } from "./waveforms.js";
-import { el, toast, levelMeter, reasonText, joinError } from "./ui.js";
+import { el, setChildren, toast, levelMeter, reasonText, joinError } from "./ui.js";
 import { t, tOr, has, ref, setText, initI18n, onLanguageChange } from "./i18n.js";
 
 const SPEAKING_LEVEL = 0.02;  // getStats audioLevel (0..1) above which a participant is speaking
@@ -62,13 +62,14 @@ export class Tile {
     this.flags.textContent = flags.join(" \u00b7 ");
     this.root.classList.toggle("offline", p.connected === false);
     this.root.classList.toggle("novideo", !this.hasVideo || (this.self && cameraOff) || muted("video"));
-    this.mod.replaceChildren();
+    const buttons = [];
     if (moderator && !this.self && this.onModerate) {
       const publishes = (kind) => tracks.some((x) => x.kind === kind);
-      if (publishes("audio")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "audio", !muted("audio")) }, muted("audio") ? t("mod.unmute") : t("mod.mute")));
-      if (publishes("video")) this.mod.append(el("button", { onclick: () => this.onModerate("mute", p, "video", !muted("video")) }, muted("video") ? t("mod.cam_on") : t("mod.cam_off")));
-      this.mod.append(el("button.danger", { onclick: () => this.onModerate("remove", p) }, t("mod.remove")));
+      if (publishes("audio")) buttons.push(el("button", { onclick: () => this.onModerate("mute", p, "audio", !muted("audio")) }, muted("audio") ? t("mod.unmute") : t("mod.mute")));
+      if (publishes("video")) buttons.push(el("button", { onclick: () => this.onModerate("mute", p, "video", !muted("video")) }, muted("video") ? t("mod.cam_on") : t("mod.cam_off")));
+      buttons.push(el("button.danger", { onclick: () => this.onModerate("remove", p) }, t("mod.remove")));
     }
+    setChildren(this.mod, buttons);
   }
 
   setStream(kind, stream) {

@@ -6,7 +6,7 @@
 import { Signaling, tokenFromUrl } from "./signaling.js";
 import { WaveformStore, BedTile, AlarmCenter, animate, alarmText } from "./waveforms.js";
 import { RoomState } from "./room.js";
-import { el, joinError } from "./ui.js";
+import { el, setChildren, joinError } from "./ui.js";
 import { t, refOr, setText, initI18n, onLanguageChange, formatTime } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
@@ -54,7 +54,7 @@ function renderHistory(streamId, tile) {
   }
   box.querySelector("summary").textContent = t("wall.alarm_history");
   const fmt = (when) => formatTime(when);
-  box.querySelector("ol").replaceChildren(...(history.get(streamId) || []).map((e) => el(`li.${e.priority}`,
+  setChildren(box.querySelector("ol"), (history.get(streamId) || []).map((e) => el(`li.${e.priority}`,
     { dataset: { kind: e.kind } }, `${fmt(e.raised)}${e.cleared ? `\u2013${fmt(e.cleared)}` : ""} ${alarmText(e)}`)));
 }
 
@@ -108,7 +108,7 @@ function layout() {
 function renderAlarms() {
   const list = ended ? [] : alarms.list();
   const box = $("alarms");
-  box.replaceChildren(...(list.length ? list.map((a) => el(`span.alarm.${a.priority}${a.acknowledged ? "" : ".unacked"}`,
+  setChildren(box, (list.length ? list.map((a) => el(`span.alarm.${a.priority}${a.acknowledged ? "" : ".unacked"}`,
     { dataset: { kind: a.kind, stream: a.stream }, title: a.message || "" },
     `${a.stream}: ${alarmText(a)}${a.latched ? ` (${t("wall.latched")})` : ""}`))
     : [el("span.muted", {}, t("wall.no_alarms"))]));

@@ -308,7 +308,7 @@ async def run_stream(subscribers: int, seconds: float, fps: int = 30, gop: int =
                                 batcher.marks.append(tag)
                     return r  # type: ignore[no-any-return]
 
-                track.forward_entries = forward_entries  # type: ignore[method-assign]
+                track.forward_entries = forward_entries  # type: ignore[method-assign,assignment]
             producer.attach(track)
     for video in videos:
         if hasattr(video, "_drain"):  # the paced fan-out: how long each pass holds the loop

@@ -194,7 +194,7 @@ async def _write_counters(app: Any, path: str) -> None:
             await asyncio.sleep(0.25)
 
 
-def _counters_at(path: Path, t: float) -> dict[str, float] | None:
+def _counters_at(path: Path, t: float) -> dict[str, Any] | None:
     """The server's counters line nearest to wall time `t` (None without any)."""
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

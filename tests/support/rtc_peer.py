@@ -378,7 +378,8 @@ class KeyframeJumpJitterBuffer(EarlyJitterBuffer):
     def _complete_keyframe(self, packet: Any) -> JitterFrame | None:
         """The keyframe `packet` belongs to, if that is now complete (then removed with
         everything older); else None."""
-        cap, origin, packets = self._capacity, self._origin, self._packets
+        cap, packets = self._capacity, self._packets
+        origin: int = self._origin if self._origin is not None else packet.sequence_number
         seq, ts = packet.sequence_number, packet.timestamp
 
         def at(s: int) -> Any:

@@ -304,6 +304,7 @@ class ForwardTrack(MediaStreamTrack):
         data = writer.header(out, ts, p.marker, abs3, level) + (p.payload if ids is None else ids.rewrite(p.payload))
         if start and self.kind == "video":
             self._keyframe_out = out
+            self._hole_asked = None  # the keyframe repairs every hole before it
         self._sent[out & _SENT_MASK] = (out << 16) | p.sequence_number
         self._sent_at[out & _SENT_MASK] = time.monotonic()
         self._resent_at[out & _SENT_MASK] = -1e9

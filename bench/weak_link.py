@@ -12,7 +12,8 @@ creates a network namespace; run inside `unshare --net` like the tests). Cases:
 Printed and written per case, for the whole run from media start and per phase: what became of
 the audio packets the relay sent to the clinic, counted packet by packet at the link (through its
 queue, dropped at random, lost before it, received of those it delivered), the audio end to end by
-RTP timestamps, the frames the clinic's receiver passed on over frames sent, the longest audio gap, video frames per second at the clinic per phase,
+RTP timestamps, the frames the clinic's receiver passed on over frames sent, the longest audio gap, video frames per second at the clinic per phase
+(and per expert what its encoder made, with the share of those frames that reached the clinic),
 the longest video freeze, when the relay first adapted and how long the video took to come back
 after the link did, and the CPU seconds of this process (server and experts; the clinic runs in
 its own process). Figures taken on a busy machine are not speed claims: rerun on a quiet one.
@@ -32,12 +33,14 @@ from tests.helpers import running_app
 from tests.media_server.test_weak_network import (
     HOST_ADDR,
     Clinic,
+    VideoAgainstPublisher,
     audio_fates,
     experts,
     in_window,
     max_gap,
     received_share,
     township,
+    video_against_publisher,
 )
 
 
@@ -53,10 +56,21 @@ async def _phase(sources: list[Any], seconds: float) -> tuple[float, float, int]
     return start, time.monotonic(), sum(len(s.sent) for s in sources) - before
 
 
-def _summary(result: dict[str, Any], phases: dict[str, tuple[float, float, int]], video_fps: float,
+def _made(track: dict[str, Any], sources: list[Any], start: float, end: float) -> VideoAgainstPublisher | None:
+    """`track` against the expert whose frames it carries (matched by their bytes)."""
+    best = None
+    for source in sources:
+        v = video_against_publisher(track, source, start, end)
+        if v.received and (best is None or v.received > best.received):
+            best = v
+    return best
+
+
+def _summary(result: dict[str, Any], phases: dict[str, tuple[float, float, int]], video_sources: list[Any],
              link_log: dict[str, Any]) -> dict[str, Any]:
     audio = [t for t in result["tracks"].values() if t["kind"] == "audio"]
     video = [t for t in result["tracks"].values() if t["kind"] == "video"]
+    offset = time.time() - time.monotonic()  # sent_at is time.time(); windows are monotonic
     out: dict[str, Any] = {}
     for name, (start, end, sent) in phases.items():
         got = sum(len(in_window(t["arrivals"], start + 0.2, end + 0.2)) for t in audio)
@@ -78,7 +92,13 @@ def _summary(result: dict[str, Any], phases: dict[str, tuple[float, float, int]]
             "audio_max_gap_s": round(max((max_gap(in_window(t["arrivals"], start, end)) for t in audio), default=0.0), 3),
             "video_fps_per_track": [round(len(f) / (end - start), 1) for f in frames],
             "video_max_freeze_s": [round(max_gap(f), 2) for f in frames],
-            "publisher_video_fps": video_fps,
+            # what the experts' encoders made in the window (on a busy machine far below the
+            # nominal 15 fps: the clinic's fps alone then blames the relay for the publisher),
+            # and the share of those frames the clinic got (matched by their bytes)
+            "publisher_video_fps": [round(sum(start <= t - offset < end for t in s.sent_at) / (end - start), 1)
+                                    for s in video_sources],
+            "video_share_of_made": [round(v.share, 3) if v else None for v in (_made(t, video_sources, start, end)
+                                                                         for t in video)],
         }
     out["adaptations"] = [(a["state"], round(a["fps_fraction"], 3)) for a in result["adapted"]]
     return out
@@ -120,7 +140,7 @@ async def run_case(name: str) -> dict[str, Any]:
             for e in team:
                 await e.close()
     whole = (media_at, max(p[1] for p in phases.values()), sum(p[2] for p in phases.values()))
-    summary = _summary(result, {"from_media_start": whole, **phases}, 15.0, link_log)
+    summary = _summary(result, {"from_media_start": whole, **phases}, [e.peer.video_source for e in team], link_log)
     adapted = [a["at"] for a in result["adapted"] if a["state"] != "full"]
     summary["first_adaptation_after_media_s"] = round(min(adapted) - media_at, 2) if adapted else None
     if recovered_at is not None:

@@ -88,6 +88,7 @@ class BandwidthEstimator:
     def __init__(self, config: BweConfig | None = None) -> None:
         self.config = config or BweConfig()
         self._remb_bps: int | None = None
+        self._remb_before_resume = False  # the last REMB predates a stream's resume
         self._anchor_bps: float | None = None
         self._anchor_s = 0.0
         self._loss_bps: float = float(self.config.max_bps)
@@ -103,6 +104,7 @@ class BandwidthEstimator:
     def on_remb(self, bitrate_bps: int, now_s: float) -> None:
         """A REMB from the subscriber (bit/s at `now_s`)."""
         self._remb_bps = max(0, int(bitrate_bps))
+        self._remb_before_resume = False
         self.remb_count += 1
         self._loss_bps = max(self._loss_bps, float(self._remb_bps))  # loss-based only ever cuts
         near_loss = self._loss_seen_s is not None and now_s - self._loss_seen_s <= self.config.remb_stale_s
@@ -149,7 +151,7 @@ class BandwidthEstimator:
         significant = self._significant_loss([s for s, f in latest.items() if f >= c.confirm_loss])
         if significant is not None:
             current = self._delay_bps(now_s) if self._confirmed(now_s) else float(c.max_bps)
-            if self._remb_bps is not None:
+            if self._remb_bps is not None and not self._remb_before_resume:
                 current = min(current, max(float(self._remb_bps), self._carried_bps))
             self._loss_seen_s = now_s
             self._anchor_bps, self._anchor_s = current, now_s
@@ -165,8 +167,12 @@ class BandwidthEstimator:
 
     def forget_stream(self, stream: int) -> None:
         """Drop what `stream` lost so far: from before a pause it says nothing of the path now
-        (pooled with one lost packet of the resume keyframe it re-paused the video)."""
+        (pooled with one lost packet of the resume keyframe it re-paused the video). The last
+        REMB is from before the pause too: a receiver given no video sends none, and the 20
+        kbit/s it said on the narrow link would re-anchor the climbing estimate at the first
+        loss after the resume, before its next REMB."""
         self._loss_window.pop(stream, None)
+        self._remb_before_resume = True
 
     def _significant_loss(self, streams: list[int]) -> float | None:
         """The highest loss of any of `streams` over its latest reports (the last one, the last two,

@@ -238,6 +238,9 @@ class ForwardTrack(MediaStreamTrack):
         self._resent_at: list[float] = [-1e9] * _SENT_SIZE  # when it was last resent
         self.retransmit_budget: RetransmitBudget | None = None  # the subscriber's, shared by its tracks
         self.retransmissions_refused = 0
+        self._keyframe_out: int | None = None  # our sequence number of the last keyframe's start
+        self._hole_asked: int | None = None  # the newest unrepairable packet a keyframe was asked for
+        self.keyframes_for_holes = 0
         self.resumes = 0  # times forwarding resumed after a pause (congestion.SubscriberLink)
         self._source: Producer | None = None
         self._sender: RTCRtpSender | None = None
@@ -324,6 +327,7 @@ class ForwardTrack(MediaStreamTrack):
                 batcher.reserve(0)  # schedules the flush of this loop pass
                 sizes, fill = batcher._sizes, batcher._fill
         forwarded = nbytes = 0
+        video = self.kind == "video"
         try:
             for p, start, level in entries:
                 seq = p.sequence_number
@@ -349,6 +353,9 @@ class ForwardTrack(MediaStreamTrack):
                 out = rewriter.map(seq)
                 if out is None:
                     continue
+                if start and video:
+                    self._keyframe_out = out
+                    self._hole_asked = None  # the keyframe repairs every hole before it
                 ts = (p.timestamp + ts_offset) & 0xFFFFFFFF
                 payload = p.payload
                 if ids is not None:
@@ -468,14 +475,26 @@ class ForwardTrack(MediaStreamTrack):
             return
         p = source.history[(entry & 0xFFFF) & _HISTORY_MASK]
         if p is None or p.sequence_number != (entry & 0xFFFF):
+            self._unrepairable(out_seq)
             return
         i = out_seq & _SENT_MASK
         rtt = getattr(self._sender, "_RTCRtpSender__rtt", None) or RETRANSMIT_MIN_INTERVAL_S
         # (a resend time older than the slot's send time belongs to an earlier packet)
         resent_lately = (self._resent_at[i] >= self._sent_at[i]
                          and now - self._resent_at[i] < max(RETRANSMIT_MIN_INTERVAL_S, rtt))
-        if resent_lately or now - self._sent_at[i] > RETRANSMIT_MAX_AGE_S or self._pause_reasons:
+        # the receiver can tell a packet is lost only once the next one arrives, and its NACK
+        # takes a round trip: age counts from the next packet's send, and may reach 3 RTTs (as
+        # libwebrtc keeps its history). Counted from the packet's own send with 1 s, a loss at
+        # a cut layer's 3.75 fps or just before a pause was refused for good on a busy machine,
+        # and the hole held back the receiver's frames, the resume keyframe too (test_congestion)
+        j = (out_seq + 1) & _SENT_MASK
+        following = self._sent[j]
+        seen_at = self._sent_at[j] if following >= 0 and (following >> 16) == (out_seq + 1) & 0xFFFF else 0.0
+        too_old = now - max(self._sent_at[i], seen_at) > max(RETRANSMIT_MAX_AGE_S, 3 * rtt)
+        if resent_lately or too_old or self._pause_reasons:
             self.retransmissions_refused += 1
+            if too_old and not resent_lately:
+                self._unrepairable(out_seq)
             return
         budget = self.retransmit_budget
         if budget is not None and not budget.take(len(p.payload) + 60, now):
@@ -495,6 +514,24 @@ class ForwardTrack(MediaStreamTrack):
         send(self._protect(data), self._addr)
         self.retransmissions += 1
         self.bytes_sent += len(data)
+
+    def _unrepairable(self, out_seq: int) -> None:
+        """A NACK for `out_seq` that can no longer be answered: the receiver decodes nothing
+        past the hole until a keyframe, so one is asked for now (once per hole, and not for a
+        hole a keyframe sent since covers; the producer rate-limits), not after the receiver's
+        own timeout (Chromium: 3 s without a decodable frame; aiortc: 128 packets later, half
+        a minute at a cut layer's rate). Measured on the 200 kbit/s link: a packet lost with
+        its 5 retransmissions in the full queue held one track's video back for good."""
+        if self.kind != "video" or self._pause_reasons:
+            return
+        key, asked = self._keyframe_out, self._hole_asked
+        if key is not None and 0 < ((key - out_seq) & 0xFFFF) < 0x8000:
+            return  # a keyframe was sent since: it repaired the hole
+        if asked is not None and ((asked - out_seq) & 0xFFFF) < 0x8000:
+            return  # asked already, for this hole or a newer one
+        self._hole_asked = out_seq
+        self.keyframes_for_holes += 1
+        self._on_keyframe_needed()
 
     # ---- pausing -----------------------------------------------------------------------
 

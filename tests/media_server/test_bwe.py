@@ -155,3 +155,23 @@ def test_loss_from_before_a_pause_does_not_weigh_on_the_resumed_stream() -> None
             bwe.forget_stream(0)  # it resumed (congestion.SubscriberLink)
         bwe.on_receiver_report(rr(0.125, packets=8), None, 9.0)  # 1 of the resume keyframe's 8
         assert abs(bwe.estimate(10.0).bitrate_bps - expected) < 100, forget
+
+
+def test_a_remb_from_before_a_pause_does_not_pull_the_climbing_estimate_back_down() -> None:
+    """A paused subscriber's receiver gets no video and sends no REMB: its last one (20 kbit/s,
+    the narrow link) stays. The first significant loss after the resume, before the receiver's
+    next REMB, re-anchored the estimate at that REMB and paused the video again."""
+    bwe = BandwidthEstimator(BweConfig())
+    bwe.on_remb(20_000, 0.0)
+    bwe.on_receiver_report(rr(0.3, packets=40), None, 0.1)
+    assert bwe.estimate(0.2).bitrate_bps <= 25_000
+    for t in range(1, 7):  # paused: reports without packets, no REMB; the bound climbs
+        bwe.on_receiver_report(rr(0.0, packets=0), None, float(t))
+    climbed = bwe.estimate(6.0).bitrate_bps
+    assert climbed > 150_000
+    bwe.forget_stream(0)  # it resumed (congestion.SubscriberLink)
+    bwe.on_receiver_report(rr(0.3, packets=40), None, 6.5)  # the resume keyframe hit the queue
+    e = bwe.estimate(6.5)
+    assert e.bitrate_bps >= 0.8 * climbed * (1 - 0.3 / 2), e  # cut by the loss, not back to 20 k
+    bwe.on_remb(60_000, 6.6)  # a fresh REMB after a loss binds again
+    assert bwe.estimate(6.7).bitrate_bps == 60_000

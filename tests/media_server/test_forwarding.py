@@ -204,6 +204,64 @@ def test_a_packet_asked_for_again_and_again_is_resent_once_per_rtt_within_the_bu
     assert RetransmitBudget(rate_bps=16_000).take(1260, 0.0)  # never shallower than a few packets
 
 
+def test_a_loss_the_receiver_sees_late_is_still_resent() -> None:
+    """A receiver tells a packet is lost only when the next one arrives: at a cut layer's 3.75
+    fps, or across a pause, that is long after the packet went out, and on a busy machine the
+    NACK takes a while more. Counted from the packet's own send (1 s) such NACKs were refused
+    for good and the hole held back every later frame, the resume keyframe too (test_congestion
+    failed one run in six). Age counts from the next packet's send, up to 3 RTTs."""
+    from types import SimpleNamespace
+
+    from media_server.forwarding import _SENT_MASK
+
+    producer = Producer("t", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+    track = ForwardTrack("video", "t", lambda: None)
+    wire = _Wire(track)
+    track._source = producer
+    producer.attach(track)
+    for seq in (7, 8, 9):
+        producer.on_rtp(rtp(seq, payload=b"\x10\x00" + bytes(100)))
+    for p in wire.sent:  # sent 1.2 s before the next packet (a slow base layer)
+        track._sent_at[p.sequence_number & _SENT_MASK] -= 1.2
+    producer.on_rtp(rtp(10, ts=6000, payload=b"\x10\x00" + bytes(100)))
+    now = time.monotonic()
+    last_before = wire.sent[2].sequence_number
+    track._retransmit(last_before, now + 0.4)  # seen lost when 10 came: 0.4 s ago
+    assert len(wire.sent) == 5, "a loss the receiver could not see earlier was refused"
+    track._retransmit(wire.sent[0].sequence_number, now + 0.4)  # its next one went 1.6 s ago
+    assert len(wire.sent) == 5
+    track._sender = SimpleNamespace(_RTCRtpSender__rtt=0.6)  # a slow round trip: 1.8 s
+    track._retransmit(wire.sent[0].sequence_number, now + 0.4)
+    assert len(wire.sent) == 6
+
+
+def test_a_hole_no_retransmission_can_fill_asks_for_a_keyframe_once() -> None:
+    """Measured on the 200 kbit/s link: a packet lost with all 5 of its retransmissions in the
+    full queue was refused once older than the limit, and the clinic decoded nothing of that
+    track after it (its receiver waits for a keyframe, which nobody asked for)."""
+    requests: list[int] = []
+    producer = Producer("t", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+    track = ForwardTrack("video", "t", lambda: requests.append(1))
+    wire = _Wire(track)
+    track._source = producer
+    producer.attach(track)
+    producer.on_rtp(rtp(7, payload=b"\x10\x00key"))  # a keyframe starts the track
+    for seq in (8, 9, 10):
+        producer.on_rtp(rtp(seq, ts=3000 * (seq - 6), payload=b"\x10\x01delta"))
+    first = wire.sent[0].sequence_number
+    later = time.monotonic() + 5.0
+    track._retransmit(first + 2, later)  # too old: refused, and a keyframe asked for
+    assert requests == [1] and track.keyframes_for_holes == 1
+    track._retransmit(first + 2, later + 0.2)  # asked again (a receiver re-NACKs): once is enough
+    track._retransmit(first + 1, later + 0.2)  # an older hole: the same keyframe repairs it
+    assert requests == [1]
+    track._retransmit(first + 3, later + 0.2)  # a newer one
+    assert requests == [1, 1]
+    producer.on_rtp(rtp(11, ts=30000, payload=b"\x10\x00key"))  # a keyframe went out since
+    track._retransmit(first + 3, later + 0.4)
+    assert requests == [1, 1]
+
+
 def test_sequence_rewriter_wraps_around() -> None:
     r = SequenceRewriter(0xFFFE)
     r.start(0xFFF0)

@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import zlib
 from typing import Any
 
 from tests.helpers import MediaParticipant, WsClient
+from tests.support import clinic_trace
 from tests.support.rtc_peer import ClientPeer
 
 
 async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any]:
+    trace = os.environ.get("MEDSTREAM_CLINIC_TRACE")  # tests/support/clinic_trace.py
+    if trace:
+        clinic_trace.enable()
     ws = await WsClient.connect(url)
     peer = ClientPeer("township", host_addresses=(address,), audio_every_packet=True)
     me = MediaParticipant(ws, peer)
@@ -90,6 +95,8 @@ async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any
         "remb_sent": peer.remb_sent[-20:],
     }
     await me.close()
+    if trace:
+        clinic_trace.dump(trace)
     return result
 
 

@@ -344,40 +344,70 @@ class ReceivedTrack:
 
 
 class KeyframeJumpJitterBuffer(EarlyJitterBuffer):
-    """A receiver's VP8 jitter buffer that behaves like a browser's after loss: a complete
-    keyframe is passed on at once and everything older is given up.
+    """A receiver's VP8 jitter buffer that behaves like a browser's after loss: a keyframe is
+    passed on as soon as it is complete and everything older is given up, and a keyframe is
+    asked for when nothing could be passed on for a while.
 
     aiortc's buffer releases frames only in sequence order, so one packet that is never
     repaired (lost with its retransmission, or gone from the sender's history while a weak
     link had the video paused) holds back every later frame, the keyframe that would repair it
     too, until 128 more packets arrived: tens of seconds at a paused track's rate. Chromium
-    decodes the keyframe as soon as it is complete. A clinic standing in for a browser must
-    too, or it measures aiortc, not the relay.
+    decodes the keyframe as soon as it is complete, whichever packet completes it (its packet
+    buffer looks for complete frames at every insertion: a retransmission, too), and asks for a
+    keyframe when no frame was decodable for `stall_s` (VideoReceiveStream2's 3 s). A clinic
+    standing in for a browser must too, or it measures aiortc, not the relay. (Before, the
+    keyframe was looked for only at its marker packet: one whose hole a retransmission filled
+    later stayed behind the older hole.)
     """
+
+    stall_s = 3.0
 
     def add(self, packet: Any) -> tuple[bool, Any]:
         pli, frame = super().add(packet)
-        if frame is not None or not packet.marker or self._origin is None:
-            return pli, frame
-        seq = packet.sequence_number
-        count = uint16_add(seq, -self._origin) + 1
-        if count > self._capacity:
-            return pli, None
-        packets: list[Any] = self._packets
-        for back in range(count):  # find this frame's first packet, all present
-            p = packets[uint16_add(seq, -back) % self._capacity]
-            if p is None or p.timestamp != packet.timestamp:
-                return pli, None
-            if (p.payload[0] & 0x17) == 0x10:  # VP8 descriptor: S=1, partition 0
+        now = time.monotonic()
+        if frame is None and self._origin is not None:
+            frame = self._complete_keyframe(packet)
+        last = getattr(self, "_last_frame_s", None)
+        if frame is not None or last is None:
+            self._last_frame_s = now
+        elif now - last > self.stall_s:
+            self._last_frame_s = now  # ask again after another `stall_s`
+            pli = True
+        return pli, frame
+
+    def _complete_keyframe(self, packet: Any) -> JitterFrame | None:
+        """The keyframe `packet` belongs to, if that is now complete (then removed with
+        everything older); else None."""
+        cap, packets = self._capacity, self._packets
+        origin: int = self._origin if self._origin is not None else packet.sequence_number
+        seq, ts = packet.sequence_number, packet.timestamp
+
+        def at(s: int) -> Any:
+            p = packets[s % cap]
+            return p if p is not None and p.sequence_number == s and p.timestamp == ts else None
+
+        if uint16_add(seq, -origin) >= cap:
+            return None
+        first = seq
+        while True:  # back to the frame's first packet (VP8 descriptor: S=1, partition 0)
+            p = at(first)
+            if p is None:
+                return None
+            if (p.payload[0] & 0x17) == 0x10:
                 break
-        else:
-            return pli, None
-        first = packets[uint16_add(seq, -back) % self._capacity]
-        if not first._data or first._data[0] & 0x01:  # frame tag P=1: not a keyframe
-            return pli, None
-        parts = [packets[uint16_add(seq, -i) % self._capacity]._data for i in range(back, -1, -1)]
-        self.remove(count)
-        return pli, JitterFrame(data=b"".join(parts), timestamp=packet.timestamp)
+            if first == origin:
+                return None
+            first = uint16_add(first, -1)
+        if not p._data or p._data[0] & 0x01:  # frame tag P=1: not a keyframe
+            return None
+        last = seq
+        while not at(last).marker:  # on to its last packet
+            last = uint16_add(last, 1)
+            if uint16_add(last, -origin) >= cap or at(last) is None:
+                return None
+        parts = [at(uint16_add(first, i))._data for i in range(uint16_add(last, -first) + 1)]
+        self.remove(uint16_add(last, -origin) + 1)
+        return JitterFrame(data=b"".join(parts), timestamp=ts)
 
 
 class ClientPeer:
@@ -385,7 +415,9 @@ class ClientPeer:
 
     `video_codec`: publish counter video with this codec (None: no video); `audio`: publish a
     tone. `decode`: decode received video and read the counters. `host_addresses`: the ICE host
-    candidates it offers (loopback by default).
+    candidates it offers (loopback by default). `browser_video`: receive VP8 as a browser does
+    after loss (`KeyframeJumpJitterBuffer`, NACKs repeated); aiortc's own receiver holds every
+    frame behind a packet never repaired.
     """
 
     def __init__(
@@ -404,6 +436,7 @@ class ClientPeer:
         host_addresses: tuple[str, ...] = ("127.0.0.1",),
         ice_servers: list[dict[str, Any]] | None = None,
         audio_every_packet: bool = False,
+        browser_video: bool = False,
     ) -> None:
         from aiortc import RTCIceServer
 
@@ -430,6 +463,9 @@ class ClientPeer:
         # (aiortc's audio jitter buffer gives up whole runs of packets after a single loss), and
         # pass a complete VP8 keyframe on at once (KeyframeJumpJitterBuffer)
         self.audio_every_packet = audio_every_packet
+        # receive VP8 like a browser (KeyframeJumpJitterBuffer, NACKs repeated): implied by
+        # audio_every_packet, which stands in for a browser
+        self.browser_video = browser_video or audio_every_packet
         self.received: dict[str, ReceivedTrack] = {}
         self.rejected_mids: set[str] = set()
         self.answers = 0
@@ -598,7 +634,7 @@ class ClientPeer:
             # every packet the receiver got from the network, before its jitter buffer (what an
             # impaired link delivered is compared with this, packet by packet)
             buffer.on_packet = lambda p: received.rtp.append((p.ssrc, p.sequence_number, time.monotonic()))
-        elif self.audio_every_packet and codec == "VP8":  # like a browser (see KeyframeJumpJitterBuffer)
+        elif self.browser_video and codec == "VP8":  # like a browser (see KeyframeJumpJitterBuffer)
             KeyframeJumpJitterBuffer.install(transceiver.receiver)
             task = asyncio.ensure_future(self._renack(transceiver.receiver))
             self._tasks.add(task)

@@ -280,13 +280,10 @@ def score_alarms(
     lim = limits or AlarmLimits()
     vent = [e for e in episodes if e.label in _VENTRICULAR_RHYTHMS]
     excused = [e for e in episodes if e.label in _VENTRICULAR_RHYTHMS + _NOISE_RHYTHMS]
-    shown = [(float(a["raised_s"]),
-              run.duration_s if a["cleared_s"] is None else float(a["cleared_s"]))
-             for a in run.alarms if a["kind"] in VENTRICULAR_KINDS]
+    shown = _shown_ventricular(run)
     latencies: list[dict[str, Any]] = []
     for e in vent:
-        hits = [max(r, e.start_s) for r, c in shown
-                if c >= e.start_s and r <= e.end_s + EPISODE_GRACE_S]
+        hits = _hits(shown, e.start_s, e.end_s)
         latency = round(min(hits) - e.start_s, 2) if hits else None
         on_before = any(r < e.start_s <= c for r, c in shown)
         latencies.append({"label": e.label, "start_s": round(e.start_s, 2),
@@ -311,6 +308,17 @@ def score_alarms(
     return {"episodes": latencies, "false_alarms": false, "monitored_h": monitored_h}
 
 
+def _shown_ventricular(run: RecordRun) -> list[tuple[float, float]]:
+    """(raised, cleared) of each VF/VT alarm of `run`; one still on clears at the record's end."""
+    return [(float(a["raised_s"]), run.duration_s if a["cleared_s"] is None else float(a["cleared_s"]))
+            for a in run.alarms if a["kind"] in VENTRICULAR_KINDS]
+
+
+def _hits(shown: list[tuple[float, float]], start_s: float, end_s: float) -> list[float]:
+    """When each of `shown` was on within [start_s, end_s + EPISODE_GRACE_S], from start_s on."""
+    return [max(r, start_s) for r, c in shown if c >= start_s and r <= end_s + EPISODE_GRACE_S]
+
+
 def score_ventricular_runs(
     run: RecordRun, runs: list[VentricularRun]
 ) -> list[dict[str, Any]]:
@@ -322,13 +330,10 @@ def score_ventricular_runs(
     spectral rule); None: not alarmed. Runs that do not meet it (``run``: 3-4 beats or a slow
     run, ``couplet``: 2) have no latency; ``alarmed`` tells whether a VT alarm was shown.
     """
-    shown = [(float(a["raised_s"]),
-              run.duration_s if a["cleared_s"] is None else float(a["cleared_s"]))
-             for a in run.alarms if a["kind"] in VENTRICULAR_KINDS]
+    shown = _shown_ventricular(run)
     out: list[dict[str, Any]] = []
     for r in runs:
-        hits = [max(a, r.start_s) for a, c in shown
-                if c >= r.start_s and a <= r.end_s + EPISODE_GRACE_S]
+        hits = _hits(shown, r.start_s, r.end_s)
         entry: dict[str, Any] = {
             "kind": r.kind, "start_s": round(r.start_s, 2), "beats": r.beats,
             "rate_bpm": round(r.rate_bpm, 1),

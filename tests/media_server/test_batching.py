@@ -37,6 +37,18 @@ async def _endpoint(loop: asyncio.AbstractEventLoop, protocol: asyncio.DatagramP
     return transport
 
 
+async def _receiving(loop: asyncio.AbstractEventLoop, rcvbuf: int
+                     ) -> tuple[_Sink, asyncio.DatagramTransport, Any, asyncio.DatagramTransport, SendBatcher]:
+    """A receiving socket (`rcvbuf` bytes of buffer) and a sender's batcher aimed at it:
+    (sink, receiver, its address, sender, batcher)."""
+    sink = _Sink()
+    receiver = await _endpoint(loop, sink)
+    receiver.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    addr = receiver.get_extra_info("sockname")
+    sender = await _endpoint(loop, asyncio.DatagramProtocol())
+    return sink, receiver, addr, sender, SendBatcher(sender, addr)
+
+
 def _packet(seq: int, size: int, marker: int = 0) -> RtpPacket:
     payload = b"\x10\x00" + bytes([seq & 0xFF]) * (size - 2)
     p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=9000, marker=marker, payload=payload)
@@ -155,12 +167,7 @@ def test_a_keyframe_fans_out_paced_so_the_loop_and_audio_go_on_meanwhile() -> No
         assert n * 70 > forwarding.FANOUT_SLICE_PACKETS
         batchers, sinks, transports = [], [], []
         for i in range(n):
-            sink = _Sink()
-            receiver = await _endpoint(loop, sink)
-            receiver.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            addr = receiver.get_extra_info("sockname")
-            sender = await _endpoint(loop, asyncio.DatagramProtocol())
-            batcher = SendBatcher(sender, addr)
+            sink, receiver, addr, sender, batcher = await _receiving(loop, 1 << 20)
             for kind, producer, ssrc in (("video", video, 0x100 + i), ("audio", audio, 0x200 + i)):
                 track = ForwardTrack(kind, f"{kind}{i}", lambda: None)  # type: ignore[arg-type]
                 track._writer = HeaderWriter(ssrc, 100, "0", {URI_MID: 1})
@@ -220,12 +227,7 @@ def test_packets_written_and_protected_in_the_send_buffer_are_what_the_peer_expe
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        sink = _Sink()
-        receiver = await _endpoint(loop, sink)
-        receiver.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-        addr = receiver.get_extra_info("sockname")
-        sender = await _endpoint(loop, asyncio.DatagramProtocol())
-        batcher = SendBatcher(sender, addr)
+        sink, receiver, addr, sender, batcher = await _receiving(loop, 1 << 21)
         video = Producer("v", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
         audio = Producer("a", "alice", "audio", "opus", 48000, None, 1.0)  # type: ignore[arg-type]
         ext = {URI_MID: 1, URI_ABS_SEND_TIME: 2, URI_AUDIO_LEVEL: 3}

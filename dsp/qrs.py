@@ -57,7 +57,7 @@ _TEMPLATE_LAG = 2
 BEAT_NORMAL, BEAT_VENTRICULAR, BEAT_UNCLASSIFIED = 0, 1, 2
 BEAT_SYMBOLS = "NVQ"
 
-#: a beat as the decision rules pass it on: (R index, width index, premature, QRS shapes); the
+#: a beat as the decision rules pass it on: (R index, width index, premature, QRS window); the
 #: bank classifies the beats of a step together once they are final (`PanTompkinsBank._classify`)
 _Beat = tuple[int, float, bool, np.ndarray]
 
@@ -238,7 +238,7 @@ class _DecisionState:
     def on_candidate(
         self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray
     ) -> list[_Beat]:
-        """Judge one candidate (in stream order; ``shape``: its normalised QRS windows, see
+        """Judge one candidate (in stream order; ``shape``: its QRS window, see
         `PanTompkinsBank._shapes`); return the beats decided (final: not to be undone)."""
         if not self.initialized:
             if index < self.learning_end:
@@ -791,7 +791,7 @@ class PanTompkinsBank:
         w, k, la = self.window, self.half_dominance, self.lookahead
         nd = bpd.shape[1]
         empty = np.zeros(0, np.int64)
-        no_shapes = np.zeros((0, 2 * _TEMPLATE_LAG + 1, self._tmpl_len))
+        no_shapes = np.zeros((0, 2 * _TEMPLATE_LAG + self._tmpl_len))
         if nd == 0:
             return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool), no_shapes
         sqh = self._sq_hist.length
@@ -863,9 +863,9 @@ class PanTompkinsBank:
     def _shapes(
         self, bp_ext: np.ndarray, cand_rows: np.ndarray, end_col: np.ndarray, r_col: np.ndarray
     ) -> np.ndarray:
-        """The candidates' QRS shapes for the template match: the band-passed signal at the
-        detection rate from ``template_window_s[0]`` before the R peak, at ``2 * lag + 1``
-        shifts, each with its mean removed and scaled to unit norm, (n, 2 * lag + 1, length).
+        """The candidates' QRS windows for the template match: the band-passed signal at the
+        detection rate from ``template_window_s[0]`` before the R peak, ``lag`` detection
+        samples more either side, (n, length + 2 * lag); `_normalised` cuts the shifts.
 
         The windows end at the MWI peak at the latest (a wide complex's R peak can be late in
         its integration window), so every sample is there whenever the candidate is decided:
@@ -874,8 +874,13 @@ class PanTompkinsBank:
         peak_col = r_col + self.bandpass_delay  # bp_ext column of the |band-pass| maximum
         end = np.minimum(peak_col + (self._tmpl_after + lag) * dec, end_col + 2 * dec + 1)
         span = (length + 2 * lag) * dec
-        g = np.ascontiguousarray(windows(bp_ext, span)[cand_rows, end - span][:, ::dec])
-        x = np.lib.stride_tricks.sliding_window_view(g, length, axis=1)
+        return np.ascontiguousarray(windows(bp_ext, span)[cand_rows, end - span][:, ::dec])
+
+    def _normalised(self, g: np.ndarray) -> np.ndarray:
+        """QRS windows ``g`` (n, length + 2 * lag) of `_shapes` at their ``2 * lag + 1``
+        shifts, each with its mean removed and scaled to unit norm, (n, 2 * lag + 1, length);
+        only for the beats a step classifies (candidates outnumber beats ~1.7 to 1)."""
+        x = np.lib.stride_tricks.sliding_window_view(g, self._tmpl_len, axis=1)
         x = x - x.mean(axis=2, keepdims=True)
         norm = np.sqrt(np.einsum("ijk,ijk->ij", x, x))[:, :, None]
         return x / np.where(norm > 0.0, norm, 1.0)
@@ -899,7 +904,7 @@ class PanTompkinsBank:
         row_arr = np.asarray(rows, dtype=np.int64)
         width = np.fromiter((b[1] for b in beats), np.float64, n)
         premature = np.fromiter((b[2] for b in beats), bool, n)
-        shapes = np.stack([b[3] for b in beats])
+        shapes = self._normalised(np.stack([b[3] for b in beats]))
         if len(groups) == 1:
             return self._classify_rows(row_arr, r_peaks, width, premature, shapes)
         classes = np.empty(n, np.int64)

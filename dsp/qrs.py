@@ -249,8 +249,8 @@ class _DecisionState:
         if self.missed is not None:
             due = self.searchback_due()
             if 0 <= due < index:
-                beat = self._searchback()
-                return [beat, *self._contested(index, level, slope_sq, r_index, shape)]
+                found = self._searchback()
+                return [found, *self._contested(index, level, slope_sq, r_index, shape)]
         if self.pending is None and self.params.contest_slope_ratio <= 0.0:
             beat = self._decide(index, level, slope_sq, r_index, shape)
             return [beat] if beat is not None else []

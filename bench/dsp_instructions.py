@@ -7,7 +7,9 @@ signal run uninstrumented, then for each of the --seconds of measured chunks the
 uninstrumented and instrumentation is switched on (``callgrind_control -i on``) for the
 ``process()`` call alone. Prints instructions per sample of ``process()`` and writes JSON; never
 asserts. Needs valgrind (Debian package ``valgrind``); takes ~4 min for the defaults. To compare
-another tree, put it first on PYTHONPATH.
+another tree, run it from that tree's root (``python -m`` puts the working directory before
+PYTHONPATH, and the child runs in the tree of this file; PYTHONPATH alone measures the current
+tree), with ``--data`` if that tree is not beside ``shared/`` (e.g. a ``git archive`` in /tmp).
 """
 
 from __future__ import annotations

@@ -282,7 +282,7 @@ class ForwardTrack(MediaStreamTrack):
 
         With a socket of our own (`_bind`) each packet is written straight into the
         subscriber's send buffer: header (`HeaderWriter.write_into`), payload, SRTP in place
-        (`srtp.in_place_protector`); nothing is allocated per packet but the bookkeeping.
+        (`srtp.in_place_parts`); nothing is allocated per packet but the bookkeeping.
         `scratch` (the paced video fan-out): into the process's one scratch buffer instead,
         sent before returning; the next subscriber's copy is written over it while it is still
         in cache (a keyframe to 100 subscribers through their own buffers would stream through
@@ -300,7 +300,7 @@ class ForwardTrack(MediaStreamTrack):
             if ids is not None:
                 for p, start, _ in entries:
                     if start is not None:
-                        ids.dropped(p.payload)
+                        ids.dropped(p.payload, getattr(p, "vp8_picture", None))
                     else:
                         rewriter.drop(p.sequence_number)
             else:
@@ -400,7 +400,7 @@ class ForwardTrack(MediaStreamTrack):
                 if p.marker:
                     self.frames_forwarded += 1
                     transport = self._transport
-                    if (self.kind == "video" and transport is not None
+                    if (video and transport is not None
                             and transport.get_write_buffer_size() > self._send_buffer_limit):
                         # the subscriber's socket backs up: shed video (not audio) until a keyframe
                         self.waiting_for_keyframe = True

@@ -200,9 +200,10 @@ class TemporalLayerFilter:
 __all__ += ["TemporalLayerFilter"]
 
 
-def _picture_fields(payload: bytes) -> tuple[int, int, int, int]:
+def picture_fields(payload: bytes) -> tuple[int, int, int, int]:
     """(PictureID, its width in bits, TL0PICIDX or -1, TID or -1) of one payload; PictureID -1
-    when the packet carries none (or is malformed). The per-packet fast path."""
+    when the packet carries none (or is malformed). The per-packet fast path: what
+    `PictureIdRewriter` reads, and what a producer reads once per packet for all subscribers."""
     n = len(payload)
     if n < 3 or not payload[0] & 0x80:
         return -1, 0, -1, -1
@@ -264,7 +265,7 @@ class PictureIdRewriter:
     def dropped(self, payload: bytes, fields: tuple[int, int, int, int] | None = None) -> None:
         """A packet of the producer this subscriber is not given (`fields`: its
         `picture_fields`, if the producer read them already)."""
-        pid, _, tl0, tid = fields or _picture_fields(payload)
+        pid, _, tl0, tid = fields or picture_fields(payload)
         if pid < 0 or pid == self._last_pid or self._last_pid < 0:
             return  # the rest of a frame begun (its number is given), or before the first frame
 
@@ -281,7 +282,7 @@ class PictureIdRewriter:
         """The payload to send: its PictureID (and TL0PICIDX) moved down over what was left out.
         `resend`: a retransmission (the number the picture was first sent with); `fields`: the
         payload's `picture_fields`, read once per packet by the producer for all subscribers."""
-        pid, bits, tl0, _ = fields or _picture_fields(payload)
+        pid, bits, tl0, _ = fields or picture_fields(payload)
         if pid < 0:
             return payload
         known = self._sent.get(pid) if resend or pid == self._last_pid else None
@@ -309,12 +310,6 @@ class PictureIdRewriter:
         if tl0 >= 0:
             buf[pos] = out_tl0
         return bytes(buf)
-
-
-def picture_fields(payload: bytes) -> tuple[int, int, int, int]:
-    """(PictureID, its width in bits, TL0PICIDX or -1, TID or -1) of one VP8 payload (PictureID
-    -1 without one): what `PictureIdRewriter` reads, for a producer to read once per packet."""
-    return _picture_fields(payload)
 
 
 __all__ += ["PictureIdRewriter", "picture_fields"]

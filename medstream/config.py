@@ -221,7 +221,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                              "(clients are redirected there; default ws://HOST:PORT/ws)")
     parser.add_argument("--workers", type=int, help="worker processes sharing --port (SO_REUSEPORT; needs --redis)")
     parser.add_argument("--node-port", type=port_number,
-                        help="with --workers: worker i also listens alone on NODE_PORT+i (default PORT+1)")
+                        help="with --workers: worker i also listens alone on NODE_PORT+i (default PORT+1; "
+                             "0: each worker any free port, advertised through Redis)")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)  # a worker's end of its lifeline
     parser.add_argument("--webhook", action="append", default=[], metavar="URL",
@@ -341,13 +342,18 @@ def _cluster_config(args: argparse.Namespace, file: dict[str, Any], host: str,
         raise ConfigError("--redis needs the cluster secret shared by every node: set MEDSTREAM_CLUSTER_SECRET "
                           "or MEDSTREAM_CLUSTER_SECRET_FILE (e.g. `openssl rand -base64 48`)")
     index = getattr(args, "worker_index", None)
-    node_port = getattr(args, "node_port", None) or section.get("node_port")
+    node_port = getattr(args, "node_port", None)
+    if node_port is None:
+        node_port = section.get("node_port")
     own_port = None
     node_id = getattr(args, "node_id", None) or env.get("MEDSTREAM_NODE_ID") or section.get("node_id") \
         or f"{socket.gethostname()}-{port}"
     advertise = getattr(args, "advertise", None) or env.get("MEDSTREAM_ADVERTISE") or section.get("advertise") or ""
+    if workers > 1 and node_port == 0 and advertise:
+        raise ConfigError("--node-port 0 gives the workers ports nobody knows in advance: "
+                          "--advertise needs a fixed --node-port")
     if workers > 1 and index is not None:
-        own_port = int(node_port or port + 1) + index
+        own_port = 0 if node_port == 0 else int(node_port if node_port is not None else port + 1) + index
         node_id = f"{node_id}-w{index}"
         if advertise:  # the workers' own ports on the advertised host
             advertise = re.sub(r":\d+(/|$)", f":{own_port}\\1", advertise, count=1)

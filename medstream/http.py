@@ -148,6 +148,15 @@ def origin_allowed(origin: str | None, host: str | None, secure: bool, allowed: 
     return origin.lower() in {o.lower() for o in own}
 
 
+class ListenError(OSError):
+    """Listening failed on `port`, the one `option` sets (a worker's own port, not --port)."""
+
+    def __init__(self, exc: OSError, port: int, option: str) -> None:
+        super().__init__(exc.errno, exc.strerror)
+        self.port = port
+        self.option = option
+
+
 class HttpServer:
     """The aiohttp application: `/ws` for the driver, plus the routes the node adds."""
 
@@ -201,7 +210,10 @@ class HttpServer:
         self.own_port = self.port
         if own_port is not None:
             own = web.TCPSite(self._runner, host, own_port, backlog=1024, ssl_context=ssl_context)
-            await own.start()
+            try:
+                await own.start()
+            except OSError as exc:
+                raise ListenError(exc, own_port, "--node-port") from exc
             self.own_port = _bound_port(own, own_port)
 
     async def stop(self) -> None:

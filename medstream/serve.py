@@ -110,13 +110,16 @@ def main(argv: list[str]) -> int:
 
 
 def listen_error(exc: OSError, host: str, port: int) -> str:
-    """What went wrong when the server could not listen, in plain words."""
+    """What went wrong when the server could not listen, in plain words (naming the port that
+    failed: a worker's own port is not --port)."""
+    port = getattr(exc, "port", port)
+    option = getattr(exc, "option", "--port")
     if exc.errno == errno.EADDRINUSE:
-        return f"port {port} on {host} is already in use (another medstream?): stop it or pick another --port"
+        return f"port {port} on {host} is already in use (another medstream?): stop it or pick another {option}"
     if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
         return f"cannot listen on {host}: not an address of this machine (--host)"
     if exc.errno == errno.EACCES:
-        return f"no permission to listen on port {port} (ports below 1024 need root): pick another --port"
+        return f"no permission to listen on port {port} (ports below 1024 need root): pick another {option}"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 

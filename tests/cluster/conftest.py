@@ -70,6 +70,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         yield c
     finally:
+        print(c.logs())  # pytest shows it for a test that failed
         c.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -12,6 +13,8 @@ import urllib.request
 import pytest
 
 from bench.cluster import children
+from bench.cluster_harness import Node
+from bench.proc import free_port
 from signaling.tokens import issue_token
 from tests.cluster.conftest import Cluster, ctoken, join_via, media_join_via, room_state, until
 from tests.conftest import timeout_s
@@ -112,7 +115,9 @@ async def test_rooms_placed_by_load_any_node_answers_and_nothing_leaks(shared_cl
 
 
 async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster: Cluster) -> None:
-    node = cluster.node("m", extra=("--workers", "2", "--room", "ward-1:monitoring"))  # both workers configure it
+    # each worker's own port any free one (the default, --port+1+i, may be taken on a busy machine:
+    # CI saw worker 1 fail to start there, and the supervisor stop them both)
+    node = cluster.node("m", extra=("--workers", "2", "--node-port", "0", "--room", "ward-1:monitoring"))
     ids = ["m-w0", "m-w1"]
 
     def both_seen() -> bool:  # asked twice: the shared port may answer from either worker
@@ -146,6 +151,23 @@ async def test_two_worker_processes_share_one_port_and_meet_in_one_room(cluster:
     await until(lambda: not any(_alive(w) for w in workers), 20, "both workers gone after their supervisor")
     for ws in clients:
         await ws.close()
+
+
+async def test_a_worker_whose_own_port_is_taken_names_it_and_stops_the_others(cluster: Cluster) -> None:
+    port = free_port()
+    with socket.socket() as blocker:  # worker 1's own port (--port+2)
+        blocker.bind(("127.0.0.1", port + 2))
+        blocker.listen()
+        node = cluster.nodes["busy"] = Node("busy", cluster.redis.url, cluster.workdir, port=port,
+                                            extra=("--workers", "2"))
+        node.spawn()
+        assert node.proc is not None
+        code = await asyncio.to_thread(node.proc.wait, timeout_s(60))
+    log = node.log()
+    assert code == 2, log
+    # the port that failed and the option that sets it, not --port (which was free)
+    taken = [p for p in (port + 1, port + 2) if f"port {p} on 127.0.0.1 is already in use" in log]
+    assert taken and "pick another --node-port" in log, log
 
 
 def _alive(pid: int) -> bool:

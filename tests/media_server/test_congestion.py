@@ -171,8 +171,10 @@ async def test_a_publisher_is_asked_for_less_only_when_no_subscriber_can_use_mor
     await harness.sfu.unsubscribe("bob", [track])
     await wait_until(lambda: upstream.cap_bps is not None and upstream.cap_bps < 120_000, timeout_s(10),
                      "the cap follows carol's link")
-    n = len(alice.remb_received)
-    await wait_until(lambda: len(alice.remb_received) >= n + 3, timeout_s(15), "more REMB")
-    # REMBs sent before the cap fell may still be on their way (more than one on a loaded
-    # machine: a CI run saw 145 kbit/s after it): the newest says carol's limit
-    assert alice.remb_received[-1] <= max(upstream.floor_bps, 120_000), alice.remb_received[n:]
+    n, capped = len(alice.remb_received), upstream.capped
+    limit = max(upstream.floor_bps, 120_000)
+    # the publisher hears a REMB we lowered to carol's limit. Not necessarily the newest: with
+    # her video paused nothing tells of her link, so her estimate probes upwards (CI saw 108,
+    # 108, then 135 kbit/s) until her losses anchor it again
+    await wait_until(lambda: upstream.capped > capped and any(r <= limit for r in alice.remb_received[n:]),
+                     timeout_s(15), "a REMB lowered to carol's limit reaching the publisher")

@@ -274,7 +274,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["joins_1_process"] = [await bench_joins(one, args.joins, args.concurrency, args.room_size)
                                      for _ in range(args.rounds)]
         one.stop()
-        two = Node("pair", redis.url, work, extra=(*extra, "--workers", "2"), log_level="WARNING")
+        two = Node("pair", redis.url, work, extra=(*extra, "--workers", "2", "--node-port", "0"), log_level="WARNING")
         two.start()
         await asyncio.sleep(2.5)  # both workers registered
         result["joins_2_processes"], result["joins_2_processes_direct"] = [], []

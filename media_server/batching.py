@@ -79,8 +79,8 @@ class SendBatcher:
     releases the duplicated socket descriptor.
     """
 
-    __slots__ = ("_addr", "_fill", "_gso", "_sizes", "_sock", "_transport", "buffer", "datagrams",
-                 "pointer", "syscalls")
+    __slots__ = ("_addr", "_fill", "_gso", "_own_sock", "_sizes", "_sock", "_transport", "buffer",
+                 "datagrams", "pointer", "syscalls")
 
     def __init__(self, transport: Any, addr: Any) -> None:
         self._transport: Any = transport  # asyncio or uvloop UDP transport; None once closed
@@ -93,8 +93,12 @@ class SendBatcher:
         self._gso = GSO_SUPPORTED
         self.datagrams = 0
         self.syscalls = 0
-        raw = transport.get_extra_info("socket")
-        if raw is not None and self._gso:
+        self._own_sock = True
+        shared = getattr(transport, "shared_socket", None)  # udp_mux: every peer's one socket
+        raw = None if shared is not None else transport.get_extra_info("socket")
+        if shared is not None and self._gso:
+            self._sock, self._own_sock = shared, False
+        elif raw is not None and self._gso:
             try:  # our own descriptor of the same socket: asyncio/uvloop wrappers lack sendmsg
                 self._sock = socket.socket(fileno=os.dup(raw.fileno()))
                 self._sock.setblocking(False)
@@ -211,7 +215,7 @@ class SendBatcher:
         self._transport = None
         sock, self._sock = self._sock, None
         self._gso = False
-        if sock is not None:
+        if sock is not None and self._own_sock:
             with contextlib.suppress(OSError):
                 sock.close()
 

@@ -41,6 +41,8 @@ class MediaConfig:
       (`Sfu.quality()` then stays None).
     - `adaptation_interval_s`: how often each subscriber's tracks are fitted to its bandwidth
       estimate (`adaptation.py`); 0 disables adaptation (everything is forwarded).
+    - `ice_udp_port`: one UDP port shared by every peer's ICE host candidate on each of
+      `ice_host_addresses` (`udp_mux.py`); None: a socket of its own per peer (aioice's way).
     """
 
     ice_host_addresses: tuple[str, ...] = ()
@@ -52,6 +54,7 @@ class MediaConfig:
     audio_queue_frames: int = 50
     quality_interval_s: float = 2.0
     adaptation_interval_s: float = 0.5
+    ice_udp_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.keyframe_request_min_interval_s < 0:
@@ -68,6 +71,11 @@ class MediaConfig:
             raise ValueError(f"adaptation_interval_s must be >= 0, got {self.adaptation_interval_s}")
         if self.quality_interval_s < 0:
             raise ValueError(f"quality_interval_s must be >= 0, got {self.quality_interval_s}")
+        if self.ice_udp_port is not None:
+            if not 0 <= self.ice_udp_port <= 65535:
+                raise ValueError(f"ice_udp_port must be 0..65535, got {self.ice_udp_port}")
+            if not self.ice_host_addresses:
+                raise ValueError("ice_udp_port needs ice_host_addresses (the addresses to bind it on)")
         known_video = {"VP8", "H264"}
         for codec in self.video_codecs:
             if codec not in known_video:

@@ -32,7 +32,7 @@ from aiortc import (
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from . import ice
+from . import ice, udp_mux
 from .adaptation import PAUSED, AdaptationPolicy, TrackDecision, TrackDemand, VideoState
 from .bwe import BandwidthEstimate
 from .config import MediaConfig
@@ -132,6 +132,28 @@ class Sfu:
         self._closed = False
         self._adapt_task: asyncio.Task[None] | None = None
         ice.install()
+        # one shared UDP port for every peer (udp_mux.py); bound now so a port in use fails start-up
+        self._udp_muxes: list[udp_mux.UdpMux] = []
+        if config.ice_udp_port is not None:
+            port = config.ice_udp_port
+            try:
+                for host in config.ice_host_addresses:
+                    self._udp_muxes.append(udp_mux.UdpMux(host, port))
+                    port = self._udp_muxes[0].port  # port 0: the one the first address got
+            except OSError:
+                for mux in self._udp_muxes:
+                    mux.close()
+                raise
+
+    async def _muxes(self) -> list[udp_mux.UdpMux]:
+        for mux in self._udp_muxes:
+            await mux.start()
+        return self._udp_muxes
+
+    @property
+    def udp_muxes(self) -> list[udp_mux.UdpMux]:
+        """The shared ICE sockets (empty without `MediaConfig.ice_udp_port`)."""
+        return self._udp_muxes
 
     # ---- peers -------------------------------------------------------------------------------
 
@@ -423,7 +445,7 @@ class Sfu:
             peer.slots[k] = slot
             peer.answerer = True  # one fixed m-line: never offered to again
             offer = await peer.pc.createOffer()
-            with ice.host_addresses(self.config.ice_host_addresses):
+            with ice.host_addresses(self.config.ice_host_addresses), udp_mux.serving(await self._muxes()):
                 await peer.pc.setLocalDescription(offer)
             return str(peer.pc.localDescription.sdp)
 
@@ -462,7 +484,7 @@ class Sfu:
                       else MediaErrorReason.INVALID_SDP)
             raise MediaRequestError(reason, f"offer rejected by the peer connection: {exc}") from exc
         answer = await pc.createAnswer()
-        with ice.host_addresses(self.config.ice_host_addresses):
+        with ice.host_addresses(self.config.ice_host_addresses), udp_mux.serving(await self._muxes()):
             await pc.setLocalDescription(answer)
         return str(pc.localDescription.sdp)
 
@@ -544,7 +566,7 @@ class Sfu:
             return
         peer.renegotiate_needed = False
         offer = await pc.createOffer()
-        with ice.host_addresses(self.config.ice_host_addresses):
+        with ice.host_addresses(self.config.ice_host_addresses), udp_mux.serving(await self._muxes()):
             await pc.setLocalDescription(offer)
         screen_mids = {s.transceiver.mid for s in peer.slots.values() if s.slot == "screen"}
         self._emit(OfferReady(peer.peer_id, _mark_content(pc.localDescription.sdp, screen_mids)))
@@ -773,6 +795,8 @@ class Sfu:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        for mux in self._udp_muxes:
+            mux.close()
 
     # ---- internals ---------------------------------------------------------------------------
 

@@ -1,0 +1,306 @@
+"""One UDP port for every WebRTC peer (ICE/UDP mux), as mediasoup's WebRtcServer, LiveKit's
+`rtc.udp_port` and pion's UDPMux do.
+
+Why (issue 17): a hospital firewall opens one UDP port, not a range; and a socket (with its
+descriptor, kernel buffers and asyncio reader) per subscriber made the 1x100 set-up fragile.
+With a mux every aioice connection's host candidate is the same `address:port`, and:
+
+- a STUN request is routed by the local ufrag of its USERNAME (`local:remote`) to the
+  connection that owns it, and only if its MESSAGE-INTEGRITY checks with that connection's
+  password; the request's source address is then bound to that connection;
+- a STUN response goes to the connection whose transaction it answers (transaction ids are
+  96 random bits only the addressee has seen), which also binds its source address;
+- everything else (DTLS 20-63, SRTP/SRTCP 128-191, RFC 7983) is routed by source address
+  alone; a datagram from an address no authenticated check came from is dropped.
+
+Bad input (garbage, unknown ufrag, failed integrity, media from a spoofed address) is dropped
+and counted (`UdpMux.dropped`), with one log line per reason per port; it reaches no
+connection. A spoofer who does not know a connection's ICE password (sent over signaling, TLS)
+cannot bind an address to it.
+
+Seam into aioice 0.13 (pinned with aiortc 1.16): inside `serving(muxes)` (entered around
+`setLocalDescription()`, where aiortc gathers) `Connection.get_component_candidates` gives the
+connection, instead of one socket per host address, one `StunProtocol` per mux whose transport
+is a `_MuxTransport` (a view of the shared socket); TURN candidates still come from aioice.
+The protocol is aioice's own class, so aioice (checks, consent, close) and our forwarder
+(`forwarding.ForwardTrack._bind`, `batching.SendBatcher`) use it as before. `install()` checks
+the version and the hooks; `tests/media_server/test_udp_mux.py` checks the seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import errno
+import logging
+import socket
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import aioice
+import aioice.ice
+from aioice import stun
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_AIOICE = ("0.13.",)
+RECEIVE_BUFFER_BYTES = 8 << 20  # every peer's datagrams arrive here (kernel caps at rmem_max)
+SEND_BUFFER_BYTES = 8 << 20  # one loop pass's fan-out to every subscriber leaves through here
+
+_MUXES: contextvars.ContextVar[tuple[UdpMux, ...]] = contextvars.ContextVar(
+    "medstream_udp_muxes", default=())
+_ORIGINAL_CANDIDATES = aioice.ice.Connection.get_component_candidates
+
+
+class _MuxTransport:
+    """One connection's view of the shared socket: what aioice's StunProtocol and our
+    SendBatcher use of an asyncio DatagramTransport. Closing it detaches the connection from
+    the mux (the shared socket stays open)."""
+
+    __slots__ = ("_closing", "_mux", "_protocol", "shared_socket")
+
+    def __init__(self, mux: UdpMux, protocol: aioice.ice.StunProtocol) -> None:
+        self._mux = mux
+        self._protocol = protocol
+        self._closing = False
+        self.shared_socket = mux.socket  # SendBatcher: send on it directly, no descriptor of its own
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        if not self._closing:
+            self._mux.sendto(data, addr)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._mux.sockname
+        transport = self._mux.transport
+        return transport.get_extra_info(name, default) if transport is not None else default
+
+    def get_write_buffer_size(self) -> int:
+        transport = self._mux.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def is_closing(self) -> bool:
+        return self._closing or self._mux.transport is None
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._mux.detach(self._protocol)
+        asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+    abort = close
+
+
+class UdpMux(asyncio.DatagramProtocol):
+    """The shared socket of one host address and port, and its routing tables.
+
+    The socket is bound in the constructor (a port in use fails at start-up, with OSError);
+    `start()` hands it to the event loop; `close()` detaches every connection.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for option, size in ((socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES),
+                                 (socket.SO_SNDBUF, SEND_BUFFER_BYTES)):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, size)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.socket = sock
+        self.sockname: tuple[str, int] = sock.getsockname()[:2]
+        self.transport: asyncio.DatagramTransport | None = None
+        self._by_ufrag: dict[str, list[aioice.ice.StunProtocol]] = {}
+        self._by_addr: dict[tuple[str, int], aioice.ice.StunProtocol] = {}
+        self._addrs: dict[aioice.ice.StunProtocol, set[tuple[str, int]]] = {}
+        self.dropped: dict[str, int] = {}
+        self.received = 0
+
+    @property
+    def host(self) -> str:
+        return self.sockname[0]
+
+    @property
+    def port(self) -> int:
+        return self.sockname[1]
+
+    async def start(self) -> None:
+        """Start receiving (idempotent)."""
+        if self.transport is None:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=self.socket)
+            self.transport = transport
+
+    def close(self) -> None:
+        """Close the socket; the connections still attached see their transport closed."""
+        for protocol in list(self._addrs):
+            protocol.transport.close()
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.close()
+        else:
+            self.socket.close()
+
+    # ---- connections --------------------------------------------------------------------------
+
+    def attach(self, connection: aioice.ice.Connection, component: int) -> aioice.ice.StunProtocol:
+        """A protocol of `connection` on this port, its host candidate set (gathering)."""
+        protocol = aioice.ice.StunProtocol(connection)
+        protocol.connection_made(_MuxTransport(self, protocol))  # type: ignore[arg-type]
+        host, port = self.sockname
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component,
+            transport="udp", priority=candidate_priority(component, "host"),
+            host=host, port=port, type="host")
+        self._by_ufrag.setdefault(connection.local_username, []).append(protocol)
+        self._addrs[protocol] = set()
+        return protocol
+
+    def detach(self, protocol: aioice.ice.StunProtocol) -> None:
+        """Forget `protocol`: its ufrag and every address bound to it."""
+        for addr in self._addrs.pop(protocol, ()):
+            if self._by_addr.get(addr) is protocol:
+                del self._by_addr[addr]
+        ufrag = protocol.receiver.local_username
+        owners = self._by_ufrag.get(ufrag)
+        if owners is not None:
+            with contextlib.suppress(ValueError):
+                owners.remove(protocol)
+            if not owners:
+                del self._by_ufrag[ufrag]
+
+    @property
+    def connections(self) -> int:
+        return len(self._addrs)
+
+    def _bind(self, addr: tuple[str, int], protocol: aioice.ice.StunProtocol) -> None:
+        previous = self._by_addr.get(addr)
+        if previous is protocol:
+            return
+        if previous is not None:  # the address now checks for another connection (port reused)
+            self._addrs.get(previous, set()).discard(addr)
+        self._by_addr[addr] = protocol
+        self._addrs[protocol].add(addr)
+
+    # ---- datagrams ------------------------------------------------------------------------------
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.sendto(data, addr)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:  # type: ignore[override]
+        if len(addr) > 2:
+            addr = (addr[0], addr[1])
+        self.received += 1
+        first = data[0] if data else 256
+        if 128 <= first < 192 or 20 <= first < 64:  # SRTP/SRTCP, DTLS: by source address
+            protocol = self._by_addr.get(addr)
+            if protocol is None:
+                self._drop("media from an address no ICE check came from", addr)
+                return
+            protocol.receiver.data_received(data, protocol.local_candidate.component)
+            return
+        if first >= 4:
+            self._drop("not STUN, DTLS or RTP", addr)
+            return
+        try:
+            message = stun.parse_message(data)
+        except ValueError:
+            self._drop("malformed STUN", addr)
+            return
+        if message.message_class == stun.Class.REQUEST:
+            self._request(message, addr)
+        elif message.message_class in (stun.Class.RESPONSE, stun.Class.ERROR):
+            self._response(message, addr)
+        else:
+            self._drop("STUN indication", addr)
+
+    def _request(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        username = message.attributes.get("USERNAME")
+        if not isinstance(username, str) or ":" not in username:
+            self._drop("STUN request without USERNAME", addr)
+            return
+        owners = self._by_ufrag.get(username.partition(":")[0])
+        if not owners:
+            self._drop("STUN request for an unknown ufrag", addr)
+            return
+        for protocol in owners:  # several only if two connections drew the same 4-character ufrag
+            connection = protocol.receiver
+            if message.check_message_integrity(connection.local_password.encode("utf8")):
+                self._bind(addr, protocol)
+                connection.request_received(message, addr, protocol)
+                return
+        self._drop("STUN request failing MESSAGE-INTEGRITY", addr)
+
+    def _response(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        tid = message.transaction_id
+        protocol = self._by_addr.get(addr)
+        if protocol is None or tid not in protocol.transactions:
+            protocol = next((p for p in self._addrs if tid in p.transactions), None)
+        if protocol is None:
+            self._drop("STUN response to no transaction of ours", addr)
+            return
+        self._bind(addr, protocol)
+        protocol.transactions[tid].response_received(message, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        if getattr(exc, "errno", None) != errno.ECONNREFUSED:  # a peer gone: ICE consent notices
+            self._drop(f"socket error {exc}", None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        for protocol in list(self._addrs):
+            protocol.transport.close()
+
+    def _drop(self, reason: str, addr: Any) -> None:
+        count = self.dropped.get(reason, 0)
+        self.dropped[reason] = count + 1
+        if not count:  # one line per reason and port; the counters tell the rest
+            logger.info("UDP mux %s:%d drops %s (from %s); further ones are only counted",
+                        self.sockname[0], self.sockname[1], reason, addr)
+
+
+async def _get_component_candidates(self: aioice.ice.Connection, component: int,
+                                    addresses: list[str], timeout: int = 5) -> list[Candidate]:
+    """aioice's gatherer, with the host candidates on the muxes of `serving()` when inside it."""
+    muxes = _MUXES.get()
+    if not muxes:
+        return await _ORIGINAL_CANDIDATES(self, component, addresses, timeout)
+    protocols = [mux.attach(self, component) for mux in muxes]
+    self._protocols += protocols
+    candidates = [p.local_candidate for p in protocols]
+    # server-reflexive and relayed candidates: aioice's own (no host sockets of its own)
+    return candidates + await _ORIGINAL_CANDIDATES(self, component, [], timeout)
+
+
+def install() -> None:
+    """Install the gathering hook (idempotent). Raises RuntimeError on an aioice we do not know."""
+    version = getattr(aioice, "__version__", "")
+    if not version.startswith(SUPPORTED_AIOICE):
+        raise RuntimeError(f"the UDP mux is written against aioice {SUPPORTED_AIOICE}, found {version!r}")
+    current = aioice.ice.Connection.get_component_candidates
+    if current is _get_component_candidates:
+        return
+    if current is not _ORIGINAL_CANDIDATES:
+        raise RuntimeError(f"aioice.ice.Connection.get_component_candidates was replaced: {current!r}")
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def serving(muxes: Sequence[UdpMux]) -> Iterator[None]:
+    """Within this block, ICE gathering puts host candidates on `muxes` (empty: aioice's own
+    sockets). Enter it around `setLocalDescription()`, with `ice.host_addresses`."""
+    install()
+    token = _MUXES.set(tuple(muxes))
+    try:
+        yield
+    finally:
+        _MUXES.reset(token)

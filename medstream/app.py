@@ -231,7 +231,8 @@ class MedstreamApp:
                             for s in self.config.signaling.ice_servers)
         cascade = self.cluster.cascade if self.cluster is not None else None  # lectures over nodes
         sfu = Sfu(
-            MediaConfig(ice_host_addresses=self.config.ice_host_addresses, ice_servers=ice_servers),
+            MediaConfig(ice_host_addresses=self.config.ice_host_addresses, ice_servers=ice_servers,
+                        ice_udp_port=self.config.udp_port),
             cascade.on_sfu_event if cascade is not None else self.media_bridge.on_media_event,
         )
         self.media = sfu

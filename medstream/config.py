@@ -59,6 +59,7 @@ class ServerConfig:
     recordings_remux: bool = True  # one file per participant (and EDF+) when a session stops
     rooms: tuple[tuple[str, str], ...] = ()  # (room id, kind) opened at start and kept open
     ice_host_addresses: tuple[str, ...] = ()
+    udp_port: int | None = None  # one UDP port for every peer's ICE/media (media_server.udp_mux); None: one each
     media: bool = True
     waveforms: bool = True
     recorder: bool = True
@@ -189,6 +190,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="open a room at start and keep it (repeatable), e.g. ward-3:monitoring")
     parser.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
                         help="host address offered in ICE candidates (repeatable; e.g. the public address behind NAT)")
+    parser.add_argument("--udp-port", type=int, metavar="PORT",
+                        help="one UDP port for every WebRTC peer's ICE and media on each --ice-host (the one port "
+                             "a firewall must open; 0: any free one); with --workers, worker i takes PORT+i. "
+                             "Default: a port of its own per peer")
     parser.add_argument("--ice-server", action="append", default=[], metavar="URLS[;username=U;credential=C]",
                         help="STUN/TURN server handed to clients and used by the server (repeatable), e.g. "
                              "'turn:turn.example:3478,turn:turn.example:3478?transport=tcp;username=u;credential=p'")
@@ -291,6 +296,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         raise ConfigError("webhooks need a signing secret: MEDSTREAM_WEBHOOK_SECRET or "
                          "[webhooks] secret in --config")
     cluster, workers, reuse_port, own_port = _cluster_config(args, file, host, port)
+    udp_port = _udp_port(args, env, file, ice_hosts, workers)
     readings_dir = pick(getattr(args, "readings_dir", None), "MEDSTREAM_READINGS_DIR", "readings_dir", "var/readings")
     return ServerConfig(
         cluster=cluster, workers=workers, reuse_port=reuse_port, own_port=own_port,
@@ -306,6 +312,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         **_recordings_security(args, env, file),
         rooms=tuple(rooms),
         ice_host_addresses=ice_hosts,
+        udp_port=udp_port,
         media=not args.no_media and file.get("media", True),
         api_key=env.get("MEDSTREAM_API_KEY") or file.get("api_key") or None,
         allowed_origins=tuple(args.allow_origin or [o for o in env.get("MEDSTREAM_ALLOWED_ORIGINS", "").split(",") if o]
@@ -413,6 +420,29 @@ class RedactTokens(logging.Filter):
         return True
 
 
+
+
+def _udp_port(args: argparse.Namespace, env: Any, file: dict[str, Any], ice_hosts: tuple[str, ...],
+              workers: int) -> int | None:
+    """--udp-port / MEDSTREAM_UDP_PORT / udp_port: the shared ICE port (worker i of --workers: +i)."""
+    raw = getattr(args, "udp_port", None)
+    if raw is None:
+        raw = env.get("MEDSTREAM_UDP_PORT") or file.get("udp_port")
+    if raw is None or raw == "":
+        return None
+    try:
+        udp_port = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--udp-port must be a number 0-65535, got {raw!r}") from None
+    if not 0 <= udp_port <= 65535:
+        raise ConfigError(f"--udp-port must be 0-65535, got {udp_port}")
+    if not ice_hosts:
+        raise ConfigError("--udp-port needs --ice-host: the address(es) the shared UDP port is bound on "
+                          "and offered in ICE candidates")
+    index = getattr(args, "worker_index", None)
+    if workers > 1 and index is not None and udp_port:
+        udp_port += int(index)
+    return udp_port
 
 
 def parse_ice_server(spec: Any) -> IceServerInfo:

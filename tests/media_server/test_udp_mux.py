@@ -157,3 +157,56 @@ async def test_bad_datagrams_on_the_shared_port_are_dropped_and_hurt_no_one(
     await video.wait_frames(before + 5, timeout_s(8))
     assert_forwarded_as_encoded(alice, [f.data for f in video.frames])
     assert mux.connections == 2
+
+
+@pytest.mark.webrtc
+async def test_a_node_with_udp_port_serves_a_consultation_over_one_port() -> None:
+    """Through the real signaling server, with `udp_port` as `medstream serve --udp-port` sets it."""
+    from tests.helpers import MediaParticipant, running_app, token
+
+    async with running_app(media=True, ice_host_addresses=("127.0.0.1",), udp_port=0) as app:
+        mux = app.media.udp_muxes[0]
+        doctor = await MediaParticipant.join(app, token("c-mux", "doc", "host", kind="consultation"),
+                                             name="doctor", video_codec="VP8", audio=True)
+        expert = await MediaParticipant.join(app, token("c-mux", "expert", "expert"),
+                                             name="expert", video_codec="VP8", audio=True)
+        d_video = next(t["track_id"] for t in await doctor.publish(audio=True, video=True) if t["kind"] == "video")
+        e_video = next(t["track_id"] for t in await expert.publish(audio=True, video=True) if t["kind"] == "video")
+        at_expert = await expert.peer.wait_track(d_video, timeout_s(10))
+        at_doctor = await doctor.peer.wait_track(e_video, timeout_s(10))
+        await at_expert.wait_frames(10, timeout_s(10))
+        await at_doctor.wait_frames(10, timeout_s(10))
+        assert_forwarded_as_encoded(doctor.peer, [f.data for f in at_expert.frames])
+        assert mux.connections == 2 and not mux.dropped
+        await expert.close()
+        await doctor.close()
+
+
+@pytest.mark.browser
+@pytest.mark.webrtc
+async def test_two_browsers_over_the_one_port(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.async_api import async_playwright
+
+    from tests.clients.browser import closing, launch, make_fake_media, open_page, page_errors, wait_for, wait_receiving
+    from tests.helpers import running_app, token
+
+    media_a = make_fake_media(tmp_path, "a", (220, 40, 40), 440.0)
+    media_b = make_fake_media(tmp_path, "b", (40, 60, 220), 880.0)
+    async with running_app(media=True, ice_host_addresses=("127.0.0.1",), udp_port=0) as app, \
+            async_playwright() as pw:  # noqa: SIM117
+        async with closing(await launch(pw, media_a)) as ba, closing(await launch(pw, media_b)) as bb:
+            mux = app.media.udp_muxes[0]
+            pa, la = await open_page(ba, f"{app.url}/consultation.html?token=" + token(
+                "consult-mux", "dr-a", "host", kind="consultation", name="Dr A"), "host")
+            await wait_for(pa, "() => window.medstream.state === 'joined' && window.medstream.publishing",
+                           what="host joined and publishing")
+            pb, lb = await open_page(bb, f"{app.url}/consultation.html?token=" + token(
+                "consult-mux", "dr-b", "expert", name="Dr B"), "expert")
+            await wait_for(pb, "() => window.medstream.state === 'joined'", what="expert joined")
+            id_a = await pa.evaluate("window.medstream.participant.participant_id")
+            id_b = await pb.evaluate("window.medstream.participant.participant_id")
+            got_b = await wait_receiving(pa, id_b, app=app)
+            got_a = await wait_receiving(pb, id_a, app=app)
+            assert got_a["video"]["packetsLost"] == 0 and got_b["video"]["packetsLost"] == 0
+            assert mux.connections >= 2 and not mux.dropped, mux.dropped
+            assert not page_errors(la, lb)

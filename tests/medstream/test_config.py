@@ -65,3 +65,16 @@ def test_the_example_config_in_deploy_is_what_the_node_reads(monkeypatch: pytest
     assert c.signaling.max_participants_per_room == 500 and c.signaling.record_kinds == ("consultation",)
     assert "ExecStart=/opt/medstream/venv/bin/medstream serve --config /etc/medstream/medstream.toml" in \
         (root / "deploy" / "medstream.service").read_text()
+
+
+def test_udp_port_is_off_by_default_and_needs_an_ice_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDSTREAM_UDP_PORT", raising=False)
+    assert config().udp_port is None
+    assert config("--udp-port", "40000").udp_port == 40000  # default host 127.0.0.1 offers 127.0.0.1
+    with pytest.raises(ConfigError, match="--ice-host"):
+        config("--host", "0.0.0.0", "--udp-port", "40000")
+    assert config("--host", "0.0.0.0", "--ice-host", "10.0.0.5", "--udp-port", "40000").udp_port == 40000
+    with pytest.raises(ConfigError, match="0-65535"):
+        config("--udp-port", "70000")
+    monkeypatch.setenv("MEDSTREAM_UDP_PORT", "40002")
+    assert config().udp_port == 40002

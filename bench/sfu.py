@@ -134,6 +134,8 @@ def _serve_medstream(experiments: list[str]) -> None:
     for name in experiments:
         PATCHES[name]()
     _estimators_start_high()
+    # "medstream+mux": every peer on one shared UDP port (media_server.udp_mux, --udp-port)
+    shared = {"udp_port": 0} if "mux" in experiments else {}
 
     from medstream.app import MedstreamApp
     from medstream.config import ServerConfig
@@ -143,7 +145,7 @@ def _serve_medstream(experiments: list[str]) -> None:
         app = MedstreamApp(ServerConfig(
             signaling=SignalingConfig(secret=SECRET), host="127.0.0.1", port=0, audit_log=None,
             media=True, waveforms=False, recorder=False, ice_host_addresses=("127.0.0.1",),
-            rooms=((ROOM, "broadcast"),)))
+            rooms=((ROOM, "broadcast"),), **shared))
         await app.start()
         print(f"PORT {app.port}", flush=True)
         out = os.environ.get("MEDSTREAM_COUNTERS_OUT")

@@ -29,7 +29,8 @@ def large_receive_buffers(size_bytes: int = 4 << 20) -> None:
     aioice.turn.UDP_SOCKET_BUFFER_SIZE = size_bytes  # type: ignore[attr-defined]
 
 
-PATCHES: dict[str, Callable[[], None]] = {"rcvbuf": large_receive_buffers}
+PATCHES: dict[str, Callable[[], None]] = {"rcvbuf": large_receive_buffers,
+                                          "mux": lambda: None}  # bench.sfu sets udp_port=0
 
 
 def latency_probe() -> None:

@@ -445,7 +445,10 @@ class Sfu:
             peer.slots[k] = slot
             peer.answerer = True  # one fixed m-line: never offered to again
             offer = await peer.pc.createOffer()
-            with ice.host_addresses(self.config.ice_host_addresses), udp_mux.serving(await self._muxes()):
+            # a socket of its own, never the shared port: the mux tells connections apart by the
+            # remote address, and every upstream of this node to that node would have the same
+            # one if both ends used their shared ports
+            with ice.host_addresses(self.config.ice_host_addresses), udp_mux.serving(()):
                 await peer.pc.setLocalDescription(offer)
             return str(peer.pc.localDescription.sdp)
 

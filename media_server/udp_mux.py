@@ -8,10 +8,15 @@ With a mux every aioice connection's host candidate is the same `address:port`, 
 - a STUN request is routed by the local ufrag of its USERNAME (`local:remote`) to the
   connection that owns it, and only if its MESSAGE-INTEGRITY checks with that connection's
   password; the request's source address is then bound to that connection;
-- a STUN response goes to the connection whose transaction it answers (transaction ids are
-  96 random bits only the addressee has seen), which also binds its source address;
+- a STUN response goes to the connection whose transaction it answers (the mux notes the
+  transaction id of each request a connection sends: 96 random bits only the addressee has
+  seen), which also binds its source address;
 - everything else (DTLS 20-63, SRTP/SRTCP 128-191, RFC 7983) is routed by source address
   alone; a datagram from an address no authenticated check came from is dropped.
+
+A connection is told apart by the remote address once checked, so two connections from one
+address and port (another SFU on its own shared port) cannot share the mux: cluster
+upstreams (`Sfu.open_upstream`) keep a socket of their own.
 
 Bad input (garbage, unknown ufrag, failed integrity, media from a spoofed address) is dropped
 and counted (`UdpMux.dropped`), with one log line per reason per port; it reaches no
@@ -33,6 +38,7 @@ import asyncio
 import contextlib
 import contextvars
 import errno
+import itertools
 import logging
 import socket
 from collections.abc import Iterator, Sequence
@@ -48,6 +54,7 @@ logger = logging.getLogger(__name__)
 SUPPORTED_AIOICE = ("0.13.",)
 RECEIVE_BUFFER_BYTES = 8 << 20  # every peer's datagrams arrive here (kernel caps at rmem_max)
 SEND_BUFFER_BYTES = 8 << 20  # one loop pass's fan-out to every subscriber leaves through here
+MAX_TRANSACTIONS = 8192  # STUN transactions of ours remembered for routing answers (~15 s of checks at 1,000 peers)
 
 _MUXES: contextvars.ContextVar[tuple[UdpMux, ...]] = contextvars.ContextVar(
     "medstream_udp_muxes", default=())
@@ -69,6 +76,8 @@ class _MuxTransport:
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         if not self._closing:
+            if data[:2] == b"\x00\x01":  # a Binding request (check, consent): its answer comes back here
+                self._mux.expect(data[8:20], self._protocol)
             self._mux.sendto(data, addr)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -120,7 +129,10 @@ class UdpMux(asyncio.DatagramProtocol):
         self._by_ufrag: dict[str, list[aioice.ice.StunProtocol]] = {}
         self._by_addr: dict[tuple[str, int], aioice.ice.StunProtocol] = {}
         self._addrs: dict[aioice.ice.StunProtocol, set[tuple[str, int]]] = {}
+        self._tids: dict[bytes, aioice.ice.StunProtocol] = {}  # our requests' transaction ids, oldest first
         self.dropped: dict[str, int] = {}
+        self.late_responses = 0
+        self.moved = 0  # addresses that passed a check for another live connection than before
         self.received = 0
 
     @property
@@ -180,12 +192,25 @@ class UdpMux(asyncio.DatagramProtocol):
     def connections(self) -> int:
         return len(self._addrs)
 
+    def expect(self, tid: bytes, protocol: aioice.ice.StunProtocol) -> None:
+        """`protocol` sent a STUN request with transaction id `tid` (answers are routed by it)."""
+        tids = self._tids
+        tids[tid] = protocol
+        if len(tids) > MAX_TRANSACTIONS:  # answered or timed out long ago: forget the oldest
+            for old in list(itertools.islice(tids, len(tids) - MAX_TRANSACTIONS // 2)):
+                del tids[old]
+
     def _bind(self, addr: tuple[str, int], protocol: aioice.ice.StunProtocol) -> None:
         previous = self._by_addr.get(addr)
         if previous is protocol:
             return
         if previous is not None:  # the address now checks for another connection (port reused)
             self._addrs.get(previous, set()).discard(addr)
+            self.moved += 1
+            if self.moved == 1:
+                logger.info("UDP mux %s:%d: %s now checks for another connection (a port reused, or "
+                            "two connections from one address: only the newest gets its media)",
+                            self.sockname[0], self.sockname[1], addr)
         self._by_addr[addr] = protocol
         self._addrs[protocol].add(addr)
 
@@ -242,9 +267,10 @@ class UdpMux(asyncio.DatagramProtocol):
 
     def _response(self, message: stun.Message, addr: tuple[str, int]) -> None:
         tid = message.transaction_id
-        protocol = self._by_addr.get(addr)
-        if protocol is None or tid not in protocol.transactions:
-            protocol = next((p for p in self._addrs if tid in p.transactions), None)
+        protocol = self._tids.get(tid)
+        if protocol is not None and tid not in protocol.transactions:
+            self.late_responses += 1  # an answer to a retransmission of a check already done: harmless
+            return
         if protocol is None:
             self._drop("STUN response to no transaction of ours", addr)
             return

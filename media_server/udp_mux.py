@@ -87,7 +87,7 @@ class _MuxTransport:
         return transport.get_extra_info(name, default) if transport is not None else default
 
     def get_write_buffer_size(self) -> int:
-        transport = self._mux.transport
+        transport: Any = self._mux.transport  # asyncio's and uvloop's UDP transports have it
         return transport.get_write_buffer_size() if transport is not None else 0
 
     def is_closing(self) -> bool:

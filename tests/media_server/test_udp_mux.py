@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -43,13 +44,18 @@ def _server_ports(harness: SfuHarness) -> set[int]:
 
 
 def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    """Open socket descriptors of this process (clients and server alike)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return n
 
 
 def test_config_needs_an_address_and_a_valid_port() -> None:
     with pytest.raises(ValueError, match="ice_host_addresses"):
         MediaConfig(ice_udp_port=40000)
-    with pytest.raises(ValueError, match="0..65535"):
+    with pytest.raises(ValueError, match=r"0\.\.65535"):
         MediaConfig(ice_host_addresses=("127.0.0.1",), ice_udp_port=70000)
 
 
@@ -95,7 +101,8 @@ async def test_one_publisher_to_several_subscribers_over_one_port(mux_harness: S
     # per server peer (the clients' own sockets are the only new descriptors: one each)
     assert _server_ports(harness) == {mux.port}
     assert mux.connections == 5
-    assert _fds() - fds_before <= 5 * 2  # the clients' sockets (and aiortc's per-peer pipes, if any)
+    print("socket descriptors opened:", _fds() - fds_before)
+    assert _fds() - fds_before <= 5 + 1  # the clients' own sockets, one each (a socket per peer: 14 here)
     assert not mux.dropped, mux.dropped
     # a subscriber leaving detaches from the mux; the others keep receiving
     await harness.sfu.close_peer("v0")

@@ -52,8 +52,11 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 logger = logging.getLogger(__name__)
 
 SUPPORTED_AIOICE = ("0.13.",)
-RECEIVE_BUFFER_BYTES = 8 << 20  # every peer's datagrams arrive here (kernel caps at rmem_max)
-SEND_BUFFER_BYTES = 8 << 20  # one loop pass's fan-out to every subscriber leaves through here
+# every peer's datagrams arrive in one kernel buffer (a socket per peer had 4 MiB each): a
+# keyframe from each of a few publishers while the loop is busy must fit
+RECEIVE_BUFFER_BYTES = 16 << 20
+SEND_BUFFER_BYTES = 32 << 20  # a keyframe to every subscriber (7,000 datagrams at 1x100) leaves through it
+_SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32  # asm-generic/socket.h; not exported by Python
 MAX_TRANSACTIONS = 8192  # STUN transactions of ours remembered for routing answers (~15 s of checks at 1,000 peers)
 
 _MUXES: contextvars.ContextVar[tuple[UdpMux, ...]] = contextvars.ContextVar(
@@ -114,10 +117,13 @@ class UdpMux(asyncio.DatagramProtocol):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            for option, size in ((socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES),
-                                 (socket.SO_SNDBUF, SEND_BUFFER_BYTES)):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, size)
+            for force, option, size in ((_SO_RCVBUFFORCE, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES),
+                                        (_SO_SNDBUFFORCE, socket.SO_SNDBUF, SEND_BUFFER_BYTES)):
+                try:  # beyond net.core.[rw]mem_max where allowed (CAP_NET_ADMIN), else up to it
+                    sock.setsockopt(socket.SOL_SOCKET, force, size)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, option, size)
             sock.bind((host, port))
             sock.setblocking(False)
         except OSError:

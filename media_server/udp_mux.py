@@ -126,8 +126,10 @@ class UdpMux(asyncio.DatagramProtocol):
                         sock.setsockopt(socket.SOL_SOCKET, option, size)
             sock.bind((host, port))
             sock.setblocking(False)
-        except OSError:
+        except OSError as exc:
             sock.close()
+            # what `medstream serve` needs to name the failing option (serve.listen_error)
+            exc.host, exc.port, exc.option, exc.host_option = host, port, "--udp-port", "--ice-host"  # type: ignore[attr-defined]
             raise
         self.socket = sock
         self.sockname: tuple[str, int] = sock.getsockname()[:2]

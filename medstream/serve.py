@@ -114,10 +114,11 @@ def listen_error(exc: OSError, host: str, port: int) -> str:
     failed: a worker's own port is not --port)."""
     port = getattr(exc, "port", port)
     option = getattr(exc, "option", "--port")
+    host = getattr(exc, "host", host)  # the shared UDP port (media_server.udp_mux) is on an --ice-host
     if exc.errno == errno.EADDRINUSE:
         return f"port {port} on {host} is already in use (another medstream?): stop it or pick another {option}"
     if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-        return f"cannot listen on {host}: not an address of this machine (--host)"
+        return f"cannot listen on {host}: not an address of this machine ({getattr(exc, 'host_option', '--host')})"
     if exc.errno == errno.EACCES:
         return f"no permission to listen on port {port} (ports below 1024 need root): pick another {option}"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"

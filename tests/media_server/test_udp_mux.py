@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
+import aioice
 import aioice.ice
 import pytest
 from aioice import stun
@@ -59,14 +60,23 @@ def test_config_needs_an_address_and_a_valid_port() -> None:
         MediaConfig(ice_host_addresses=("127.0.0.1",), ice_udp_port=70000)
 
 
-def test_a_port_in_use_fails_at_construction() -> None:
+def test_a_port_in_use_fails_at_start_up_naming_the_option() -> None:
+    from medstream.serve import listen_error
+
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
     try:
-        with pytest.raises(OSError):
-            udp_mux.UdpMux("127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(OSError) as caught:
+            udp_mux.UdpMux("127.0.0.1", port)
+        # what `medstream serve` prints before it exits with status 2
+        said = listen_error(caught.value, "0.0.0.0", 8765)
+        assert f"port {port} on 127.0.0.1 is already in use" in said and "--udp-port" in said, said
     finally:
         taken.close()
+    with pytest.raises(OSError) as caught:
+        udp_mux.UdpMux("192.0.2.10", 40000)  # TEST-NET-1: no address of this machine
+    assert "--ice-host" in listen_error(caught.value, "0.0.0.0", 8765)
 
 
 def test_the_aioice_seam_is_there() -> None:
@@ -78,6 +88,16 @@ def test_the_aioice_seam_is_there() -> None:
     # aioice gathers through the method we wrap, and routes requests through request_received
     assert "self.get_component_candidates(" in inspect.getsource(aioice.ice.Connection.gather_candidates)
     assert "def request_received" in inspect.getsource(aioice.ice.Connection)
+
+
+def test_the_seam_refuses_an_aioice_it_was_not_written_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice, "__version__", "0.14.0")
+    with pytest.raises(RuntimeError, match="written against aioice"):
+        udp_mux.install()
+    monkeypatch.setattr(aioice, "__version__", "0.13.0")
+    monkeypatch.setattr(aioice.ice.Connection, "get_component_candidates", lambda *a: [])
+    with pytest.raises(RuntimeError, match="was replaced"):
+        udp_mux.install()
 
 
 @pytest.mark.webrtc

@@ -136,12 +136,13 @@ class UdpMux(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._by_ufrag: dict[str, list[aioice.ice.StunProtocol]] = {}
         self._by_addr: dict[tuple[str, int], aioice.ice.StunProtocol] = {}
+        # the fast path's view of _by_addr: (the connection's data_received, its component)
+        self._media: dict[tuple[str, int], tuple[Any, int]] = {}
         self._addrs: dict[aioice.ice.StunProtocol, set[tuple[str, int]]] = {}
         self._tids: dict[bytes, aioice.ice.StunProtocol] = {}  # our requests' transaction ids, oldest first
         self.dropped: dict[str, int] = {}
         self.late_responses = 0
         self.moved = 0  # addresses that passed a check for another live connection than before
-        self.received = 0
 
     @property
     def host(self) -> str:
@@ -188,6 +189,7 @@ class UdpMux(asyncio.DatagramProtocol):
         for addr in self._addrs.pop(protocol, ()):
             if self._by_addr.get(addr) is protocol:
                 del self._by_addr[addr]
+                del self._media[addr]
         ufrag = protocol.receiver.local_username
         owners = self._by_ufrag.get(ufrag)
         if owners is not None:
@@ -220,6 +222,7 @@ class UdpMux(asyncio.DatagramProtocol):
                             "two connections from one address: only the newest gets its media)",
                             self.sockname[0], self.sockname[1], addr)
         self._by_addr[addr] = protocol
+        self._media[addr] = (protocol.receiver.data_received, protocol.local_candidate.component)
         self._addrs[protocol].add(addr)
 
     # ---- datagrams ------------------------------------------------------------------------------
@@ -232,14 +235,13 @@ class UdpMux(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:  # type: ignore[override]
         if len(addr) > 2:
             addr = (addr[0], addr[1])
-        self.received += 1
         first = data[0] if data else 256
         if 128 <= first < 192 or 20 <= first < 64:  # SRTP/SRTCP, DTLS: by source address
-            protocol = self._by_addr.get(addr)
-            if protocol is None:
+            route = self._media.get(addr)
+            if route is None:
                 self._drop("media from an address no ICE check came from", addr)
                 return
-            protocol.receiver.data_received(data, protocol.local_candidate.component)
+            route[0](data, route[1])
             return
         if first >= 4:
             self._drop("not STUN, DTLS or RTP", addr)

@@ -185,14 +185,21 @@ async def _write_counters(app: Any, path: str) -> None:
             t = os.times()
             sfu = getattr(app, "media", None)
             sent = resent = received = sheds = 0
+            batchers: dict[int, Any] = {}
             for producer in list(getattr(sfu, "_producers", {}).values()):
                 received += producer.packets_received
                 sheds += getattr(producer, "backlog_sheds", 0)
                 for c in list(producer.consumers):
                     sent += c.packets_forwarded
                     resent += c.retransmissions
+                    b = getattr(c, "_batcher", None)
+                    if b is not None:
+                        batchers[id(b)] = b
+            batched = [sum(getattr(b, "datagrams", 0) for b in batchers.values()),
+                       sum(getattr(b, "syscalls", 0) for b in batchers.values())]
             f.write(json.dumps({"t": time.time(), "user": t.user, "sys": t.system, "sent": sent,
-                                "resent": resent, "received": received, "sheds": sheds, "gc_s": collected}) + "\n")
+                                "resent": resent, "received": received, "sheds": sheds, "gc_s": collected,
+                                "batched_datagrams_syscalls": batched}) + "\n")
             await asyncio.sleep(0.25)
 
 
@@ -367,6 +374,10 @@ def run_point(relay: str, publishers: int, subscribers: int, seconds: float, cli
         figures["server_sys_us_per_sent_packet"] = round(1e6 * system / sent, 2) if sent else None
         figures["server_cpu_us_per_sent_packet"] = round(1e6 * (user + system) / sent, 2) if sent else None
         figures["backlog_sheds"] = c1["sheds"] - c0["sheds"]
+        if "batched_datagrams_syscalls" in c1 and "batched_datagrams_syscalls" in c0:
+            (d0, s0), (d1, s1) = c0["batched_datagrams_syscalls"], c1["batched_datagrams_syscalls"]
+            if d1 > d0:  # send system calls per forwarded datagram (batching.SendBatcher)
+                figures["send_syscalls_per_datagram"] = round((s1 - s0) / (d1 - d0), 3)
         if "gc_s" in c1:  # CPU share of the garbage collector, per generation (% of the window)
             figures["gc_pct_by_generation"] = [round(100 * (b - a) / (c1["t"] - c0["t"]), 2)
                                                for a, b in zip(c0["gc_s"], c1["gc_s"], strict=True)]

@@ -300,7 +300,8 @@ class UdpMux(asyncio.DatagramProtocol):
         count = self.dropped.get(reason, 0)
         self.dropped[reason] = count + 1
         if not count:  # one line per reason and port; the counters tell the rest
-            logger.info("UDP mux %s:%d drops %s (from %s); further ones are only counted",
+            logger.info("UDP mux %s:%d drops %s (from %s; a peer that left sends a few of these too); "
+                        "further ones are only counted",
                         self.sockname[0], self.sockname[1], reason, addr)
 
 

@@ -35,6 +35,7 @@ the version and the hooks; `tests/media_server/test_udp_mux.py` checks the seam.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import errno
@@ -57,6 +58,7 @@ SUPPORTED_AIOICE = ("0.13.",)
 RECEIVE_BUFFER_BYTES = 16 << 20
 SEND_BUFFER_BYTES = 32 << 20  # a keyframe to every subscriber (7,000 datagrams at 1x100) leaves through it
 _SO_RCVBUFFORCE, _SO_SNDBUFFORCE = 33, 32  # asm-generic/socket.h; not exported by Python
+READ_BATCH = 512  # datagrams read per wake-up at most (then other work runs, and reading goes on)
 MAX_TRANSACTIONS = 8192  # STUN transactions of ours remembered for routing answers (~15 s of checks at 1,000 peers)
 
 _MUXES: contextvars.ContextVar[tuple[UdpMux, ...]] = contextvars.ContextVar(
@@ -90,7 +92,7 @@ class _MuxTransport:
         return transport.get_extra_info(name, default) if transport is not None else default
 
     def get_write_buffer_size(self) -> int:
-        transport: Any = self._mux.transport  # asyncio's and uvloop's UDP transports have it
+        transport = self._mux.transport
         return transport.get_write_buffer_size() if transport is not None else 0
 
     def is_closing(self) -> bool:
@@ -104,6 +106,98 @@ class _MuxTransport:
         asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
 
     abort = close
+
+
+class _Endpoint:
+    """The shared socket on the event loop: reads until it is empty on each wake-up (at most
+    READ_BATCH datagrams), sends at once, queues what the kernel refuses (EAGAIN).
+
+    Why not the loop's own UDP transport: uvloop (libuv) reads 32 datagrams per socket and loop
+    iteration, asyncio one; with every peer on one socket, a publisher's packets would wait in
+    one queue behind every subscriber's RTCP, 32 per iteration, and iterations are a paced
+    fan-out slice (~2-4 ms) apart. With a socket per peer the publisher had its own 32.
+    """
+
+    def __init__(self, mux: UdpMux, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self._mux = mux
+        self._sock = sock
+        self._loop = loop
+        self._buffer = bytearray(1 << 16)
+        self._view = memoryview(self._buffer)
+        self._queue: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._queued = 0
+        self._closed = False
+        loop.add_reader(sock.fileno(), self._read)
+
+    def _read(self) -> None:
+        receive, view, deliver = self._sock.recvfrom_into, self._view, self._mux.datagram_received
+        for _ in range(READ_BATCH):
+            try:
+                n, addr = receive(self._buffer)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error of an earlier send: read on
+                self._mux.error_received(exc)
+                continue
+            try:
+                deliver(bytes(view[:n]), addr)
+            except Exception:  # one peer's datagram must not stop the others'
+                logger.exception("UDP mux: handling a datagram from %s failed", addr)
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        if self._closed:
+            return
+        if not self._queue:
+            try:
+                self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop.add_writer(self._sock.fileno(), self._write)
+            except OSError as exc:
+                self._mux.error_received(exc)
+                return
+        self._queue.append((bytes(data), addr))
+        self._queued += len(data)
+
+    def _write(self) -> None:
+        queue = self._queue
+        while queue:
+            data, addr = queue[0]
+            try:
+                self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._mux.error_received(exc)
+            queue.popleft()
+            self._queued -= len(data)
+        self._loop.remove_writer(self._sock.fileno())
+
+    def get_write_buffer_size(self) -> int:
+        return self._queued
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self._sock
+        if name == "sockname":
+            return self._sock.getsockname()
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        fd = self._sock.fileno()
+        self._loop.remove_reader(fd)
+        if self._queue:
+            self._loop.remove_writer(fd)
+        self._queue.clear()
+        self._queued = 0
+        self._sock.close()
+        self._loop.call_soon(self._mux.connection_lost, None)
 
 
 class UdpMux(asyncio.DatagramProtocol):
@@ -133,7 +227,7 @@ class UdpMux(asyncio.DatagramProtocol):
             raise
         self.socket = sock
         self.sockname: tuple[str, int] = sock.getsockname()[:2]
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: _Endpoint | None = None
         self._by_ufrag: dict[str, list[aioice.ice.StunProtocol]] = {}
         self._by_addr: dict[tuple[str, int], aioice.ice.StunProtocol] = {}
         # the fast path's view of _by_addr: (the connection's data_received, its component)
@@ -155,9 +249,7 @@ class UdpMux(asyncio.DatagramProtocol):
     async def start(self) -> None:
         """Start receiving (idempotent)."""
         if self.transport is None:
-            loop = asyncio.get_running_loop()
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=self.socket)
-            self.transport = transport
+            self.transport = _Endpoint(self, self.socket, asyncio.get_running_loop())
 
     def close(self) -> None:
         """Close the socket; the connections still attached see their transport closed."""

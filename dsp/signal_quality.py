@@ -117,6 +117,14 @@ def _count_true(mask: np.ndarray) -> np.ndarray:
     return np.count_nonzero(mask, axis=-1)
 
 
+def _count_rows(mask: np.ndarray) -> np.ndarray:
+    """True entries along axis 1 of a (segments, samples, rows) mask, summed as bytes when the
+    count fits in one."""
+    if mask.shape[1] < 256:
+        return mask.view(np.uint8).sum(axis=1, dtype=np.uint8)
+    return np.count_nonzero(mask, axis=1)
+
+
 class SignalQualityBank:
     """Trailing-window technical checks for many streams of one sampling rate (rows)."""
 
@@ -230,18 +238,21 @@ class SignalQualityBank:
         self._part_band[row_ids, :rest] = bandj[:, c * seg :]
         self._part_len[row_ids] = rest
         keep_c = min(c, self.n_segments)
-        s = raw[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
+        # extremes and their counts (exact in any order) on a sample-major copy: reducing its
+        # middle axis runs long inner loops over the rows instead of one short loop per
+        # segment (~3x fewer instructions for these four, the copy included)
+        s = np.ascontiguousarray(raw[:, (c - keep_c) * seg : c * seg].T).reshape(keep_c, seg, r)
         h = hpj[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
         bd = bandj[:, (c - keep_c) * seg : c * seg].reshape(r, keep_c, seg)
-        mx = s.max(axis=2)
-        mn = s.min(axis=2)
+        mx = s.max(axis=1)  # (keep_c, r)
+        mn = s.min(axis=1)
         whole = r == self._n and row_ids[0] == 0  # all rows in order: update in place
         stats = self._stats[: self._n] if whole else self._stats[row_ids]
         stats[:, :, :-keep_c] = stats[:, :, keep_c:].copy()
         new = stats[:, :, -keep_c:]
-        new[:, _MAX], new[:, _MIN] = mx, mn
-        new[:, _N_MAX] = _count_true(s == mx[:, :, None])
-        new[:, _N_MIN] = _count_true(s == mn[:, :, None])
+        new[:, _MAX], new[:, _MIN] = mx.T, mn.T
+        new[:, _N_MAX] = _count_rows(s == mx[:, None, :]).T
+        new[:, _N_MIN] = _count_rows(s == mn[:, None, :]).T
         new[:, _HP] = np.abs(h).mean(axis=2)
         new[:, _BAND_MEAN] = bd.mean(axis=2)
         new[:, _BAND_MAX] = bd.max(axis=2)

@@ -778,9 +778,12 @@ class PanTompkinsBank:
             self.last_classes = np.zeros(0, np.uint8)
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         pos_out = np.asarray(pos_list, dtype=np.int64)
-        r_peaks = np.array([b[0] for b in blist], dtype=np.int64)
-        shapes = self._beat_windows(blist, bp_ext, cand_pos, starts, base)
-        classes = self._classify(brows, blist, r_peaks, shapes)
+        n_beats = len(blist)
+        r_list, widths, prems, toks = zip(*blist, strict=True)
+        r_peaks = np.fromiter(r_list, np.int64, n_beats)
+        shapes = self._beat_windows(toks, bp_ext, cand_pos, starts, base)
+        classes = self._classify(brows, r_peaks, np.fromiter(widths, np.float64, n_beats),
+                                 np.fromiter(prems, bool, n_beats), shapes)
         if extra:  # beats of the loop and of the evaluations: by row, then R peak (and class)
             code = (r_peaks << 2) | classes
             order = np.lexsort((code, pos_out))
@@ -789,14 +792,14 @@ class PanTompkinsBank:
         return pos_out, r_peaks
 
     def _beat_windows(
-        self, beats: list[_Beat], bp_ext: np.ndarray, cand_pos: np.ndarray, starts: np.ndarray,
-        base: int,
+        self, toks: tuple[_Shape, ...], bp_ext: np.ndarray, cand_pos: np.ndarray,
+        starts: np.ndarray, base: int,
     ) -> np.ndarray:
-        """The QRS windows (n, 2 * lag + 1, length) of ``beats``: cut from ``bp_ext`` for the
-        candidates of this step (tokens), copied for those kept from earlier steps."""
-        toks = [b[3] for b in beats]
-        if all(type(t) is int for t in toks):
-            k = np.array(toks, np.int64) - base
+        """The QRS windows (n, 2 * lag + 1, length) of beats whose windows are ``toks``: cut
+        from ``bp_ext`` for the candidates of this step (tokens), copied for those kept from
+        earlier steps."""
+        if set(map(type, toks)) == {int}:
+            k = np.fromiter(toks, np.int64, len(toks)) - base
             if k.min() < 0 or k.max() >= cand_pos.size:  # a token of an earlier step: a bug
                 raise RuntimeError("QRS window token outlived its step")
             return self._cut(bp_ext, cand_pos[k], starts[k])
@@ -983,14 +986,16 @@ class PanTompkinsBank:
         return x
 
     def _classify(
-        self, rows: list[int], beats: list[_Beat], r_peaks: np.ndarray, windows_: np.ndarray
+        self, rows: list[int], r_peaks: np.ndarray, width: np.ndarray, premature: np.ndarray,
+        windows_: np.ndarray,
     ) -> np.ndarray:
-        """Class codes of the beats a step made final (``rows[i]``: the row of ``beats[i]``,
-        each row's beats in the order they became final), updating the rows' class state and
+        """Class codes of the beats a step made final (``rows[i]``: the row of beat i, each
+        row's beats in the order they became final; R peak, width index, premature, QRS
+        windows of `_cut`), updating the rows' class state and
         run table. The j-th beats of all rows are classified in one numpy pass (`_classify_rows`),
         j = 0, 1, ...: a row's classes depend only on its own earlier beats, and the arithmetic
         per row is the same whatever else is in the pass, so classes do not depend on chunking."""
-        n = len(beats)
+        n = len(rows)
         if len(set(rows)) == n:  # the usual case: at most one beat per row in a step
             groups = [np.arange(n)]
         else:
@@ -1000,9 +1005,7 @@ class PanTompkinsBank:
                 rank[i] = count.get(row, 0)
                 count[row] = rank[i] + 1
             groups = [np.flatnonzero(rank == j) for j in range(int(rank.max()) + 1)]
-        row_arr = np.asarray(rows, dtype=np.int64)
-        width = np.array([b[1] for b in beats], dtype=np.float64)
-        premature = np.array([b[2] for b in beats], dtype=bool)
+        row_arr = np.fromiter(rows, np.int64, n)
         shapes = self._normalised(windows_)
         if len(groups) == 1:
             return self._classify_rows(row_arr, r_peaks, width, premature, shapes)
@@ -1139,7 +1142,8 @@ class PanTompkinsBank:
             np.greater(running[:, :, 1:], running[:, :, :-1], out=out[:, :, 1:])
         mask &= judged >= right
         mask &= judged > self.floor
-        rows, cols = np.nonzero(mask)
+        # flat indices and a divmod: cheaper than a 2-D np.nonzero, same (C) order
+        rows, cols = np.divmod(np.flatnonzero(mask), length)
         return rows, cols
 
     def _all_initialized(self, row_ids: np.ndarray) -> bool:
@@ -1162,14 +1166,13 @@ class PanTompkinsBank:
         la = self.lookahead
         cols = j[:, None] + self._ahead
         available = cols < width
-        inside = j + la < width  # the whole look-ahead is in ``m``: rows of a sliding view
-        if inside.all():
-            ahead = windows(m, la)[cand_rows, j + 1]
-        else:  # the newest candidates: clipped columns (masked by ``available`` below)
-            ahead = np.empty((j.size, la), m.dtype)
-            ahead[inside] = windows(m, la)[cand_rows[inside], j[inside] + 1]
-            out = ~inside
-            ahead[out] = m[cand_rows[out, None], np.minimum(cols[out], width - 1)]
+        if bool((j + la < width).all()):  # the whole look-ahead is in ``m``
+            ahead = windows(m, la)[cand_rows, j + 1]  # rows of a sliding view
+        else:  # the newest candidates: ``m`` padded (the padding is masked by ``available``)
+            padded = np.empty((m.shape[0], width + la), m.dtype)
+            padded[:, :width] = m
+            padded[:, width:] = 0
+            ahead = windows(padded, la)[cand_rows, j + 1]
         higher = (ahead > peaks[:, None]) & available
         first_higher = np.where(higher.any(axis=1), higher.argmax(axis=1), la)
         complete = available[:, -1]

@@ -830,8 +830,8 @@ class PanTompkinsBank:
                 tok = held[3][3]
                 if type(tok) is int and 0 <= tok - base < n:
                     found.append((st, "pending", 0, tok))
-                saved = st.snapshot[8] if st.snapshot else None
-                if saved is not None and type(saved[4]) is int and 0 <= saved[4] - base < n:
+                saved = st.snapshot[8] if st.snapshot else None  # the missed candidate then
+                if isinstance(saved, tuple) and type(saved[4]) is int and 0 <= saved[4] - base < n:
                     found.append((st, "snapshot", 0, saved[4]))
             missed = st.missed
             if missed is not None and type(missed[4]) is int and 0 <= missed[4] - base < n:

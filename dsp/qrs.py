@@ -57,9 +57,13 @@ _TEMPLATE_LAG = 2
 BEAT_NORMAL, BEAT_VENTRICULAR, BEAT_UNCLASSIFIED = 0, 1, 2
 BEAT_SYMBOLS = "NVQ"
 
+#: a candidate's QRS window as the decision rules carry it: an int token (the candidate's place
+#: in the arrays of the step that found it; the window is cut only if the candidate becomes a
+#: beat, or is still held when the step ends) or the cut window, (2 * lag + 1, length) shifts
+_Shape = int | np.ndarray
 #: a beat as the decision rules pass it on: (R index, width index, premature, QRS window); the
 #: bank classifies the beats of a step together once they are final (`PanTompkinsBank._classify`)
-_Beat = tuple[int, float, bool, np.ndarray]
+_Beat = tuple[int, float, bool, _Shape]
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,7 @@ class _DecisionState:
         self.fs = fs
         self.floor = floor
         self.initialized = False
-        self.learning: list[tuple[int, float, float, int, np.ndarray]] = []
+        self.learning: list[tuple[int, float, float, int, _Shape]] = []
         self.learning_end = int(round(params.learning_s * fs))
         self.signal_level = 0.0
         self.noise_level = 0.0
@@ -199,7 +203,7 @@ class _DecisionState:
         self.held_window = self.contest_window
         self.slope_level = 0.0  # running mean squared slope of beats
         #: the largest candidate rejected since the last beat (for the search-back)
-        self.missed: tuple[int, float, float, int, np.ndarray] | None = None
+        self.missed: tuple[int, float, float, int, _Shape] | None = None
         self.searchback_max = params.searchback_max_s * fs
     def _initialize(self) -> list[_Beat]:
         self.initialized = True
@@ -236,10 +240,10 @@ class _DecisionState:
         self.missed = None
 
     def on_candidate(
-        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: _Shape
     ) -> list[_Beat]:
-        """Judge one candidate (in stream order; ``shape``: its QRS window, see
-        `PanTompkinsBank._shapes`); return the beats decided (final: not to be undone)."""
+        """Judge one candidate (in stream order; ``shape``: its QRS window or a token for it,
+        see `_Shape`); return the beats decided (final: not to be undone)."""
         if not self.initialized:
             if index < self.learning_end:
                 self.learning.append((index, level, slope_sq, r_index, shape))
@@ -271,7 +275,7 @@ class _DecisionState:
         return self.pending is not None or self.missed is not None
 
     def _contested(
-        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: _Shape
     ) -> list[_Beat]:
         """`_decide` with the doubtful-beat rule (`PanTompkinsParams.contest_slope_ratio`):
         a held beat is replaced by a larger and steeper candidate within its refractory
@@ -353,7 +357,7 @@ class _DecisionState:
         return []
 
     def _decide(
-        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: _Shape
     ) -> _Beat | None:
         """Return the beat if the candidate is one, else None; update the levels."""
         p = self.params
@@ -403,7 +407,7 @@ class _DecisionState:
         return None
 
     def _accept(
-        self, index: int, level: float, slope_sq: float, r_index: int, shape: np.ndarray,
+        self, index: int, level: float, slope_sq: float, r_index: int, shape: _Shape,
         weight: float, signal_level: float,
     ) -> _Beat:
         """Record a beat: signal level, RR history, last beat. Returns it as `_Beat` (its
@@ -518,6 +522,8 @@ class PanTompkinsBank:
         #: per row: `_DecisionState.evaluation_due` of a held row (rows not held: unused)
         self._due = np.zeros(0, dtype=np.int64)
         self._all_ready = True
+        #: token of the first candidate of the next step (see `_Shape`)
+        self._token_base = 0
         #: the 5-15 Hz band-passed block of the last `process` call, (n_rows, n) millivolts
         self.last_bandpassed = np.zeros((0, 0))
         #: class code (`BEAT_NORMAL`...) of each beat `process_flat` returned last, same order
@@ -681,23 +687,31 @@ class PanTompkinsBank:
         pos_list: list[int] = []
         brows: list[int] = []
         blist: list[_Beat] = []
+        # candidates carry a token, not their QRS window (see `_Shape`): token - base is their
+        # place in this step's arrays; windows are cut for the beats and the survivors only
+        base = self._token_base
+        starts = np.zeros(0, np.int64)
+        taken: dict[int, int] = {}
+        due_at: dict[int, int] = {}
+        learning = not self._all_ready
         if cand_pos.size:
-            abs_peak, levels, slope_sq, abs_r, early, shapes = (
-                np.concatenate([f[i] for f in found]) for i in range(1, 7)
-            )
-            if len(found) > 1:
-                order = np.lexsort((abs_peak, cand_pos))
-                cand_pos, abs_peak, levels, slope_sq, abs_r, early, shapes = (
-                    cand_pos[order], abs_peak[order], levels[order], slope_sq[order],
-                    abs_r[order], early[order], shapes[order],
+            if len(found) == 1:
+                _, abs_peak, levels, slope_sq, abs_r, early, starts = found[0]
+            else:
+                abs_peak, levels, slope_sq, abs_r, early, starts = (
+                    np.concatenate([f[i] for f in found]) for i in range(1, 7)
                 )
+                order = np.lexsort((abs_peak, cand_pos))
+                cand_pos, abs_peak, levels, slope_sq, abs_r, early, starts = (
+                    cand_pos[order], abs_peak[order], levels[order], slope_sq[order],
+                    abs_r[order], early[order], starts[order],
+                )
+            self._token_base = base + cand_pos.size
             states = self._states
             held = self._held
             # per-row updates are collected in dicts (the last per row wins, as candidates come
             # in stream order) and written to the arrays once: numpy item writes cost more
-            taken: dict[int, int] = {}
-            due_at: dict[int, int] = {}
-            for r, row, a, pk, sl, rr, ea, sh in zip(
+            for r, row, a, pk, sl, rr, ea, tok in zip(
                 cand_pos.tolist(),
                 row_ids[cand_pos].tolist(),
                 abs_peak.tolist(),
@@ -705,13 +719,13 @@ class PanTompkinsBank:
                 slope_sq.astype(np.float64).tolist(),  # exact: squares stay below 2**41
                 abs_r.tolist(),
                 early.tolist(),
-                list(shapes), strict=False,
+                range(base, base + cand_pos.size), strict=False,
             ):
                 state = states[row]
                 if ea and not state.clearly_qrs(a, pk, sl):
                     continue  # wait for the whole look-ahead (judged again next call)
                 taken[row] = a
-                beats = state.on_candidate(a, pk, sl, rr, sh)
+                beats = state.on_candidate(a, pk, sl, rr, tok)
                 if state.pending is not None or state.missed is not None:
                     held.add(row)
                     due_at[row] = state.evaluation_due()
@@ -757,18 +771,89 @@ class PanTompkinsBank:
                         pos_list.extend([r] * len(beats))
                         brows.extend([row] * len(beats))
                         blist.extend(beats)
+        if taken and (due_at or learning):  # candidates kept past this step get their windows
+            self._keep_windows(list(due_at) + (list(taken) if learning else []), bp_ext,
+                               cand_pos, starts, base)
         if not blist:
             self.last_classes = np.zeros(0, np.uint8)
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         pos_out = np.asarray(pos_list, dtype=np.int64)
-        r_peaks = np.array([b[0] for b in blist], dtype=np.int64)
-        classes = self._classify(brows, blist, r_peaks)
+        n_beats = len(blist)
+        r_list, widths, prems, toks = zip(*blist, strict=True)
+        r_peaks = np.fromiter(r_list, np.int64, n_beats)
+        shapes = self._beat_windows(toks, bp_ext, cand_pos, starts, base)
+        classes = self._classify(brows, r_peaks, np.fromiter(widths, np.float64, n_beats),
+                                 np.fromiter(prems, bool, n_beats), shapes)
         if extra:  # beats of the loop and of the evaluations: by row, then R peak (and class)
             code = (r_peaks << 2) | classes
             order = np.lexsort((code, pos_out))
             pos_out, r_peaks, classes = pos_out[order], r_peaks[order], classes[order]
         self.last_classes = classes.astype(np.uint8)
         return pos_out, r_peaks
+
+    def _beat_windows(
+        self, toks: tuple[_Shape, ...], bp_ext: np.ndarray, cand_pos: np.ndarray,
+        starts: np.ndarray, base: int,
+    ) -> np.ndarray:
+        """The QRS windows (n, 2 * lag + 1, length) of beats whose windows are ``toks``: cut
+        from ``bp_ext`` for the candidates of this step (tokens), copied for those kept from
+        earlier steps."""
+        if set(map(type, toks)) == {int}:
+            k = np.fromiter(toks, np.int64, len(toks)) - base
+            if k.min() < 0 or k.max() >= cand_pos.size:  # a token of an earlier step: a bug
+                raise RuntimeError("QRS window token outlived its step")
+            return self._cut(bp_ext, cand_pos[k], starts[k])
+        out = np.empty((len(toks), 2 * _TEMPLATE_LAG + 1, self._tmpl_len))
+        mine = [i for i, t in enumerate(toks) if type(t) is int]
+        if mine:
+            k = np.array([toks[i] for i in mine], np.int64) - base
+            if k.min() < 0 or k.max() >= cand_pos.size:
+                raise RuntimeError("QRS window token outlived its step")
+            out[mine] = self._cut(bp_ext, cand_pos[k], starts[k])
+        old = [i for i, t in enumerate(toks) if type(t) is not int]
+        out[old] = np.array([toks[i] for i in old])
+        return out
+
+    def _keep_windows(
+        self, rows: list[int], bp_ext: np.ndarray, cand_pos: np.ndarray, starts: np.ndarray,
+        base: int,
+    ) -> None:
+        """Replace the tokens of this step's candidates that ``rows``' decision states keep
+        past the step (a held doubtful beat, the search-back candidate, its snapshot, the
+        learning period's candidates) by their cut windows (the step's arrays go)."""
+        n = cand_pos.size
+        found: list[tuple[_DecisionState, str, int, int]] = []
+        for row in set(rows):
+            st = self._states[row]
+            held = st.pending
+            if held is not None:
+                tok = held[3][3]
+                if type(tok) is int and 0 <= tok - base < n:
+                    found.append((st, "pending", 0, tok))
+                saved = st.snapshot[8] if st.snapshot else None  # the missed candidate then
+                if isinstance(saved, tuple) and type(saved[4]) is int and 0 <= saved[4] - base < n:
+                    found.append((st, "snapshot", 0, saved[4]))
+            missed = st.missed
+            if missed is not None and type(missed[4]) is int and 0 <= missed[4] - base < n:
+                found.append((st, "missed", 0, missed[4]))
+            for i, cand in enumerate(st.learning):
+                if type(cand[4]) is int and 0 <= cand[4] - base < n:
+                    found.append((st, "learning", i, cand[4]))
+        if not found:
+            return
+        k = np.array([f[3] for f in found], np.int64) - base
+        cut = self._cut(bp_ext, cand_pos[k], starts[k])
+        for (st, what, i, _), window in zip(found, cut, strict=True):
+            if what == "pending":
+                idx, lvl, sl, (r, wd, prem, _) = st.pending  # type: ignore[misc]
+                st.pending = (idx, lvl, sl, (r, wd, prem, window))
+            elif what == "missed":
+                st.missed = (*st.missed[:4], window)  # type: ignore[index]
+            elif what == "snapshot":
+                snap = st.snapshot
+                st.snapshot = (*snap[:8], (*snap[8][:4], window))  # type: ignore[index]
+            else:
+                st.learning[i] = (*st.learning[i][:4], window)
 
     def _scan(
         self,
@@ -783,17 +868,16 @@ class PanTompkinsBank:
         (R, nd) of ``row_ids`` (``sel``: the same, or None for all rows in order).
 
         Returns the candidates that may be decided now as arrays: (position in the block,
-        absolute MWI peak index, level, max squared slope, absolute R-peak index, early, QRS
-        shapes (`_shapes`)), indices at the full rate; ``early`` ones (look-ahead not passed)
+        absolute MWI peak index, level, max squared slope, absolute R-peak index, early, start
+        column of the QRS window in ``bp_ext`` (`_shape_starts`)), indices at the full rate; ``early`` ones (look-ahead not passed)
         are decided only if clearly a QRS (see `_confirm`).
         """
         dec = self.decimation
         w, k, la = self.window, self.half_dominance, self.lookahead
         nd = bpd.shape[1]
         empty = np.zeros(0, np.int64)
-        no_shapes = np.zeros((0, 2 * _TEMPLATE_LAG + self._tmpl_len))
         if nd == 0:
-            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool), no_shapes
+            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool), empty
         sqh = self._sq_hist.length
         b = self._bpd_hist.extend(bpd, sel)  # (R, 4 + nd)
         deriv = b[:, 4:] - b[:, :-4]
@@ -846,7 +930,7 @@ class PanTompkinsBank:
                 cand_rows[decided], j[decided], abs_peak[decided], peaks[decided], full[decided]
             )
         if cand_rows.size == 0:
-            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool), no_shapes
+            return empty, empty, np.zeros(0), empty, empty, np.zeros(0, bool), empty
         levels = np.sqrt(peaks) if self.params.amplitude_domain else peaks.astype(np.float64)
         sq_idx = j - h + sqh  # same detection sample, in sq_ext columns
         slope_sq = windows(sq_ext, w)[cand_rows, sq_idx - w + 1].max(axis=1)
@@ -857,15 +941,13 @@ class PanTompkinsBank:
         bp_win = np.abs(windows(bp_ext, w * dec)[cand_rows, end_col - w * dec + 1])
         r_col = end_col + self._r_win[0, 0] + np.argmax(bp_win, axis=1) - self.bandpass_delay
         abs_r = np.maximum(seen_before[cand_rows] - hist + r_col, 0)
-        shapes = self._shapes(bp_ext, cand_rows, end_col, r_col)
-        return pos[cand_rows], abs_peak, levels, slope_sq, abs_r, ~full, shapes
+        starts = self._shape_starts(end_col, r_col)
+        return pos[cand_rows], abs_peak, levels, slope_sq, abs_r, ~full, starts
 
-    def _shapes(
-        self, bp_ext: np.ndarray, cand_rows: np.ndarray, end_col: np.ndarray, r_col: np.ndarray
-    ) -> np.ndarray:
-        """The candidates' QRS windows for the template match: the band-passed signal at the
-        detection rate from ``template_window_s[0]`` before the R peak, ``lag`` detection
-        samples more either side, (n, length + 2 * lag); `_normalised` cuts the shifts.
+    def _shape_starts(self, end_col: np.ndarray, r_col: np.ndarray) -> np.ndarray:
+        """The ``bp_ext`` column where each candidate's QRS window for the template match
+        starts (see `_cut`): the band-passed signal at the detection rate from
+        ``template_window_s[0]`` before the R peak, ``lag`` detection samples more either side.
 
         The windows end at the MWI peak at the latest (a wide complex's R peak can be late in
         its integration window), so every sample is there whenever the candidate is decided:
@@ -873,16 +955,28 @@ class PanTompkinsBank:
         dec, lag, length = self.decimation, _TEMPLATE_LAG, self._tmpl_len
         peak_col = r_col + self.bandpass_delay  # bp_ext column of the |band-pass| maximum
         end = np.minimum(peak_col + (self._tmpl_after + lag) * dec, end_col + 2 * dec + 1)
-        span = (length + 2 * lag) * dec
-        return np.ascontiguousarray(windows(bp_ext, span)[cand_rows, end - span][:, ::dec])
+        return end - (length + 2 * lag) * dec
 
-    def _normalised(self, g: np.ndarray) -> np.ndarray:
-        """QRS windows ``g`` (n, length + 2 * lag) of `_shapes` at their ``2 * lag + 1``
-        shifts, each with its mean removed and scaled to unit norm, (n, 2 * lag + 1, length);
-        only for the beats a step classifies (candidates outnumber beats ~1.7 to 1)."""
-        # in place on one contiguous copy: the same values as ``x - x.mean(...)`` and a
-        # division by ``np.where(norm > 0, norm, 1)`` on the view, with fewer passes
-        x = np.lib.stride_tricks.sliding_window_view(g, self._tmpl_len, axis=1).copy()
+    def _cut(self, bp_ext: np.ndarray, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """The QRS windows starting at ``bp_ext[rows, starts]`` at their ``2 * lag + 1`` shifts,
+        (n, 2 * lag + 1, length), a fresh contiguous array: one strided gather from a view
+        whose [r, c, shift, k] is ``bp_ext[r, c + (shift + k) * decimation]``."""
+        dec, lag, length = self.decimation, _TEMPLATE_LAG, self._tmpl_len
+        r, c = bp_ext.shape
+        s0, s1 = bp_ext.strides
+        reach = (2 * lag + length - 1) * dec
+        view = np.lib.stride_tricks.as_strided(
+            bp_ext, (r, c - reach, 2 * lag + 1, length), (s0, s1, dec * s1, dec * s1),
+            writeable=False,
+        )
+        return view[rows, starts]
+
+    def _normalised(self, x: np.ndarray) -> np.ndarray:
+        """QRS windows ``x`` (n, 2 * lag + 1, length) of `_cut`, each shift with its mean
+        removed and scaled to unit norm, in place; only for the beats a step classifies
+        (candidates outnumber beats ~1.7 to 1)."""
+        # the same values as ``x - x.mean(...)`` and a division by ``np.where(norm > 0, norm,
+        # 1)``, with fewer passes
         mean = x.sum(axis=2)
         mean /= self._tmpl_len
         x -= mean[:, :, None]
@@ -891,13 +985,17 @@ class PanTompkinsBank:
         x /= norm[:, :, None]
         return x
 
-    def _classify(self, rows: list[int], beats: list[_Beat], r_peaks: np.ndarray) -> np.ndarray:
-        """Class codes of the beats a step made final (``rows[i]``: the row of ``beats[i]``,
-        each row's beats in the order they became final), updating the rows' class state and
+    def _classify(
+        self, rows: list[int], r_peaks: np.ndarray, width: np.ndarray, premature: np.ndarray,
+        windows_: np.ndarray,
+    ) -> np.ndarray:
+        """Class codes of the beats a step made final (``rows[i]``: the row of beat i, each
+        row's beats in the order they became final; R peak, width index, premature, QRS
+        windows of `_cut`), updating the rows' class state and
         run table. The j-th beats of all rows are classified in one numpy pass (`_classify_rows`),
         j = 0, 1, ...: a row's classes depend only on its own earlier beats, and the arithmetic
         per row is the same whatever else is in the pass, so classes do not depend on chunking."""
-        n = len(beats)
+        n = len(rows)
         if len(set(rows)) == n:  # the usual case: at most one beat per row in a step
             groups = [np.arange(n)]
         else:
@@ -907,11 +1005,8 @@ class PanTompkinsBank:
                 rank[i] = count.get(row, 0)
                 count[row] = rank[i] + 1
             groups = [np.flatnonzero(rank == j) for j in range(int(rank.max()) + 1)]
-        row_arr = np.asarray(rows, dtype=np.int64)
-        _, widths, prems, windows_ = zip(*beats, strict=True)
-        width = np.array(widths, dtype=np.float64)
-        premature = np.array(prems, dtype=bool)
-        shapes = self._normalised(np.array(windows_))  # (np.stack: 3x the cost)
+        row_arr = np.fromiter(rows, np.int64, n)
+        shapes = self._normalised(windows_)
         if len(groups) == 1:
             return self._classify_rows(row_arr, r_peaks, width, premature, shapes)
         classes = np.empty(n, np.int64)
@@ -1047,7 +1142,8 @@ class PanTompkinsBank:
             np.greater(running[:, :, 1:], running[:, :, :-1], out=out[:, :, 1:])
         mask &= judged >= right
         mask &= judged > self.floor
-        rows, cols = np.nonzero(mask)
+        # flat indices and a divmod: cheaper than a 2-D np.nonzero, same (C) order
+        rows, cols = np.divmod(np.flatnonzero(mask), length)
         return rows, cols
 
     def _all_initialized(self, row_ids: np.ndarray) -> bool:
@@ -1070,14 +1166,13 @@ class PanTompkinsBank:
         la = self.lookahead
         cols = j[:, None] + self._ahead
         available = cols < width
-        inside = j + la < width  # the whole look-ahead is in ``m``: rows of a sliding view
-        if inside.all():
-            ahead = windows(m, la)[cand_rows, j + 1]
-        else:  # the newest candidates: clipped columns (masked by ``available`` below)
-            ahead = np.empty((j.size, la), m.dtype)
-            ahead[inside] = windows(m, la)[cand_rows[inside], j[inside] + 1]
-            out = ~inside
-            ahead[out] = m[cand_rows[out, None], np.minimum(cols[out], width - 1)]
+        if bool((j + la < width).all()):  # the whole look-ahead is in ``m``
+            ahead = windows(m, la)[cand_rows, j + 1]  # rows of a sliding view
+        else:  # the newest candidates: ``m`` padded (the padding is masked by ``available``)
+            padded = np.empty((m.shape[0], width + la), m.dtype)
+            padded[:, :width] = m
+            padded[:, width:] = 0
+            ahead = windows(padded, la)[cand_rows, j + 1]
         higher = (ahead > peaks[:, None]) & available
         first_higher = np.where(higher.any(axis=1), higher.argmax(axis=1), la)
         complete = available[:, -1]

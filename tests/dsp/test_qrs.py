@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsp.qrs import PanTompkinsBank, PanTompkinsDetector
+from dsp.qrs import BEAT_SYMBOLS, PanTompkinsBank, PanTompkinsDetector
 from dsp.records import resample_record, score_beats
 from tests.dsp.conftest import cached_record
 
@@ -177,3 +177,40 @@ def test_mitdb_goal_se_and_ppv_at_least_99_8(ecg_data_dir):
         total += score_beats(rec, np.array(det.process(rec.signal_mv) + det.flush()))
     assert len(names) >= 24
     assert total.se >= 0.998 and total.ppv >= 0.998, total
+
+
+def test_bank_rows_at_different_decimation_phases_equal_single_detectors(ecg_data_dir):
+    """At 500 Hz the detection stages run on every 2nd sample; rows whose next detection sample
+    sits at another offset are scanned in separate passes and their candidates merged (their
+    QRS windows cut by token afterwards): beats and classes still equal one detector per row."""
+    xs = []
+    for name in ("203", "208"):
+        rec = cached_record(str(ecg_data_dir / "mitdb" / name))
+        xs.append(resample_record(type(rec)(rec.name, 360.0, rec.signal_mv[: 90 * 360],
+                                            rec.beats[:0], rec.excluded), 500).signal_mv)
+    bank = PanTompkinsBank(500)
+    bank.add_stream()
+    bank.add_stream()
+    got: list[list[tuple[int, int]]] = [[], []]
+    pos, idx = bank.process_flat(xs[0][None, :1], np.array([0]))  # row 0 one sample ahead
+    assert idx.size == 0
+    rng = np.random.default_rng(11)
+    a = 0
+    while a < xs[0].size - 1:
+        n = min(int(rng.integers(1, 400)), xs[0].size - 1 - a)
+        block = np.stack([xs[0][a + 1 : a + 1 + n], xs[1][a : a + n]])
+        pos, idx = bank.process_flat(block)
+        for p, i, c in zip(pos.tolist(), idx.tolist(), bank.last_classes.tolist(), strict=True):
+            got[p].append((i, c))
+        a += n
+    assert bank.decimation == 2 and (bank.samples_seen % 2).tolist() == [(a + 1) % 2, a % 2]
+    for row, x in enumerate(xs):
+        det = PanTompkinsDetector(500)
+        want = []
+        end = a + 1 if row == 0 else a
+        for s in range(0, end, 1000):
+            beats = det.process(x[s : min(s + 1000, end)])
+            want += list(zip(beats, [BEAT_SYMBOLS.index(c) for c in det.last_classes],
+                             strict=True))
+        assert got[row] == want, row
+    assert sum(c == 1 for _, c in got[0]) >= 10  # 203's PVCs: the class pass ran on them

@@ -77,3 +77,38 @@ def test_flags_do_not_depend_on_chunking(ecg_data_dir):
     want = whole.process_arrays(x[None, :])
     assert got.noise_mv[0] == want.noise_mv[0] and got.artefact_ratio[0] == want.artefact_ratio[0]
     assert got.ptp_mv[0] == want.ptp_mv[0]
+
+
+def test_a_bank_of_streams_gives_each_stream_its_own_flags(ecg_data_dir):
+    """Rows of one bank (fed whole or as subsets, one removed on the way) are judged exactly as
+    one bank per stream: the per-segment state is shared, sample-major, across rows."""
+    clean, _ = _mix(ecg_data_dir, "119", "ma", -12.0)
+    x = np.stack([clean, np.clip(clean, -0.3, 0.3), np.roll(clean, 999), clean * 0.002])
+    bank = SignalQualityBank(FS)
+    singles = [SignalQualityBank(FS) for _ in x]
+    for s in [bank, *singles]:
+        s.add_stream()
+        if s is bank:
+            for _ in range(len(x) - 1):
+                bank.add_stream()
+    names = ["flat", "saturated", "noisy", "ptp_mv", "noise_mv", "artefact_ratio"]
+    rng = np.random.default_rng(5)
+    live = list(range(len(x)))
+    seen = set()
+    pos = 0
+    while pos < 40 * FS:
+        n = int(rng.integers(1, 300))
+        subsets = [np.arange(len(live))] if rng.random() < 0.5 else [np.array([0, 2]),
+                                                                     np.arange(1, len(live), 2)]
+        for rows in subsets:
+            got = bank.process_arrays(x[[live[r] for r in rows], pos : pos + n], rows)
+            for i, r in enumerate(rows.tolist()):
+                want = singles[live[r]].process_arrays(x[None, live[r], pos : pos + n])
+                for name in names:
+                    assert getattr(got, name)[i] == getattr(want, name)[0], (name, pos, r)
+            seen |= {name for name in names[:3] if getattr(got, name).any()}
+        pos += n
+        if pos > 20 * FS and len(live) == len(x):
+            bank.remove_stream(1)
+            del live[1]
+    assert seen == {"flat", "saturated", "noisy"}  # every check had rows with and without it

@@ -175,3 +175,22 @@ def test_a_remb_from_before_a_pause_does_not_pull_the_climbing_estimate_back_dow
     assert e.bitrate_bps >= 0.8 * climbed * (1 - 0.3 / 2), e  # cut by the loss, not back to 20 k
     bwe.on_remb(60_000, 6.6)  # a fresh REMB after a loss binds again
     assert bwe.estimate(6.7).bitrate_bps == 60_000
+
+
+def test_an_overflowing_queue_bounds_the_estimate_at_what_got_through() -> None:
+    """A 200 kbit/s link: we sent 300 kbit/s (110 of them audio), the video lost 35 % in the
+    full queue, and aiortc's REMB, made from the incoming video alone, says 40 kbit/s. Bound
+    at max(REMB, audio) = 110 kbit/s, the estimate left no room for one 7.5 fps base layer
+    (~60 kbit/s) and both experts' video paused at every overflow (test_weak_network trace)."""
+    bwe = BandwidthEstimator()
+    bwe.on_remb(40_000, 0.0)
+    bwe.on_receiver_report({1: (0.0, 50), 2: (0.35, 40)}, 0.05, 0.5, audio_bps=110_000, sent_bps=300_000)
+    e = bwe.estimate(0.6)
+    assert e.source in ("remb", "loss") and 0.6 * 300_000 <= e.bitrate_bps <= 0.7 * 300_000, e
+    bwe.on_remb(40_000, 0.7)  # the receiver's next REMB, right after the loss, does not lower it
+    assert bwe.estimate(0.8).bitrate_bps == e.bitrate_bps
+    # what got through bounds it as a REMB would: it climbs once no loss is reported
+    assert bwe.estimate(4.0).bitrate_bps > e.bitrate_bps
+    # and repeated overflow keeps it there, not higher (it never rises on loss)
+    bwe.on_receiver_report({1: (0.0, 50), 2: (0.35, 40)}, 0.05, 1.0, audio_bps=110_000, sent_bps=300_000)
+    assert bwe.estimate(1.1).bitrate_bps <= e.bitrate_bps

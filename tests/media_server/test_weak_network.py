@@ -98,7 +98,7 @@ class Clinic:
         self.proc = proc
 
     @classmethod
-    async def start(cls, town: Township, url: str, experts: int) -> Clinic:
+    async def start(cls, town: Township, url: str, experts: int, explain: Callable[[], str] | None = None) -> Clinic:
         proc = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", town.netns, sys.executable, "-m", "tests.media_server.township_client",
             url, token("rural", "township-doc", "expert"), CLINIC_ADDR, str(experts),
@@ -113,7 +113,8 @@ class Clinic:
             line = b"(nothing within %d s)" % timeout_s(60)
         if line.strip() != b"media":
             err = (await proc.stderr.read()).decode()[-3000:] if proc.stderr else ""
-            raise AssertionError(f"the clinic never heard the experts: {line!r} {err}")
+            raise AssertionError(f"the clinic never heard the experts: {line!r} {err}"
+                                 + (f"\n{explain()}" if explain else ""))
         return clinic
 
     async def video_after(self, after: float, frames: int, deadline_s: float) -> bool:
@@ -446,7 +447,7 @@ async def test_narrow_link_keeps_the_audio_and_adapts_the_video_by_itself() -> N
     async with township() as town, running_app(media=True, host=HOST_ADDR, ice_host_addresses=(HOST_ADDR,)) as app:
         team = await experts(app, 2, video_size=(192, 144), fps=15, video_bitrate_bps=200_000,
                              temporal_layers=True)
-        clinic = await Clinic.start(town, app.ws_url, experts=2)
+        clinic = await Clinic.start(town, app.ws_url, experts=2, explain=lambda: relay_state(app, team))
         # the clinic's line narrows once it is in (joining through 200 kbit/s works, but its
         # signaling then shares a 5 kB queue with the first second of media: tens of seconds
         # on a loaded machine, which is not what this test measures)
@@ -531,7 +532,7 @@ async def test_lossy_delayed_link_keeps_audio_and_video_recovers_by_nack_and_pli
     async with township() as town, running_app(media=True, host=HOST_ADDR, ice_host_addresses=(HOST_ADDR,)) as app:
         await town.shape("both loss=0.05 delay=0.15 jitter=0.01")
         team = await experts(app, 1, video_size=(192, 144), fps=15, video_bitrate_bps=200_000)
-        clinic = await Clinic.start(town, app.ws_url, experts=1)
+        clinic = await Clinic.start(town, app.ws_url, experts=1, explain=lambda: relay_state(app, team))
         try:
             videos = await asyncio.wait_for(_wait_tracks(app, "video", 1, team), timeout_s(20))
             await wait_until(lambda: videos[0][2].frames_forwarded > 10, timeout_s(30), "video flows")

@@ -314,6 +314,14 @@ async def relay_window(tracks: list[Any], packets: int, what: str) -> tuple[floa
     return start, time.monotonic()
 
 
+def udp_counters() -> dict[str, int]:
+    """This network namespace's UDP counters (/proc/self/net/snmp): RcvbufErrors counts
+    datagrams the kernel dropped because a socket's receive buffer was full."""
+    with open("/proc/self/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True)) if len(rows) >= 2 else {}
+
+
 def relay_state(app: Any, team: list[MediaParticipant]) -> str:
     """What each side had, for a failure message: the machine's load and this process's CPU,
     what each expert's encoders made, what the relay received of each track and forwarded to
@@ -321,7 +329,7 @@ def relay_state(app: Any, team: list[MediaParticipant]) -> str:
     clinic's estimate and the policy's decision per track."""
     sfu = app.media
     cpu = os.times()
-    parts = [f"load {os.getloadavg()[0]:.1f}, this process {cpu.user + cpu.system:.1f} s CPU"]
+    parts = [f"load {os.getloadavg()[0]:.1f}, this process {cpu.user + cpu.system:.1f} s CPU, UDP {udp_counters()}"]
     for e in team:
         v, a = e.peer.video_source, e.peer.audio_source
         parts.append(f"{e.peer.name}: made {len(v.sent) if v else 0} video frames "
@@ -373,6 +381,7 @@ class RelayTrace:
     def __init__(self, app: Any, team: list[MediaParticipant]) -> None:
         self.app, self.team = app, team
         self.samples: list[list[Any]] = []
+        self.udp: list[list[Any]] = []  # (time, datagrams the kernel dropped for a full receive buffer)
         self.marks: dict[str, float] = {}
         self._task = asyncio.ensure_future(self._run())
 
@@ -396,6 +405,7 @@ class RelayTrace:
                                     t.retransmissions, sorted(t.pause_reasons), t.waiting_for_keyframe,
                                     gate.max_layer if isinstance(gate, TemporalLayerFilter) else None])
             self.samples.append(row)
+            self.udp.append([row[0], udp_counters().get("RcvbufErrors", -1)])
             await asyncio.sleep(0.2)
 
     def mark(self, what: str) -> None:
@@ -415,7 +425,8 @@ class RelayTrace:
                     sent[e.peer.name]["keys"] = [round(t - offset, 4) for t, f in zip(v.sent_at, v.sent, strict=True)
                                                  if f.keyframe]
             with open(path, "w") as f:
-                json.dump({"samples": self.samples, "marks": self.marks, "sent": sent, **more}, f)
+                json.dump({"samples": self.samples, "marks": self.marks, "sent": sent, "udp": self.udp,
+                           **more}, f)
 
 
 async def link_quiet(town: Township, quiet_s: float, timeout: float) -> None:

@@ -250,6 +250,7 @@ class ForwardTrack(MediaStreamTrack):
         self._pace_handle: asyncio.TimerHandle | None = None
         self._pace_tokens = 0.0
         self._pace_at = 0.0
+        self._pace_ts: int | None = None  # RTP timestamp of the keyframe going out paced
         self._source: Producer | None = None
         self._sender: RTCRtpSender | None = None
         self._writer: HeaderWriter | None = None
@@ -459,10 +460,18 @@ class ForwardTrack(MediaStreamTrack):
         else:
             self._pace_tokens = min(PACE_BURST_BYTES, self._pace_tokens + (now - self._pace_at) * rate / 8)
             self._pace_at = now
-            while queue_ and self._pace_tokens >= 0:
-                entry = queue_.popleft()
-                self._pace_tokens -= len(entry[0].payload) + PACKET_OVERHEAD_BYTES
-                chunk.append(entry)
+            # only a keyframe's own packets cost: what queued behind it follows it at once (its
+            # delay is bounded by the keyframe's time on the wire), and while the track is
+            # paused nothing is sent, so nothing is held
+            while queue_:
+                p, start, _ = queue_[0]
+                if start:
+                    self._pace_ts = p.timestamp
+                if p.timestamp == self._pace_ts and not self._pause_reasons:
+                    if self._pace_tokens < 0:
+                        break
+                    self._pace_tokens -= len(p.payload) + PACKET_OVERHEAD_BYTES
+                chunk.append(queue_.popleft())
         if chunk:
             try:
                 starving = self.forward_entries(chunk, abs_send_time(time.time()), now, scratch=True)

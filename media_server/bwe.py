@@ -174,7 +174,7 @@ class BandwidthEstimator:
         if significant is not None and worst > c.loss_high:
             # never below the audio we send (the policy keeps it whatever the estimate), cut
             # from what we sent when known
-            start = current if sent_bps is None else max(current, sent_bps)
+            start = current if sent_bps is None else sent_bps
             self._loss_bps = max(self._carried_bps, min(self._loss_bps, start) * (1 - significant / 2))
         elif significant is None and max(latest.values(), default=0.0) < c.confirm_loss:
             # what random loss explains (a line's 5 %, NACK repairs it) lets the bound grow; GCC

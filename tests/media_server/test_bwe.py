@@ -194,3 +194,16 @@ def test_an_overflowing_queue_bounds_the_estimate_at_what_got_through() -> None:
     # and repeated overflow keeps it there, not higher (it never rises on loss)
     bwe.on_receiver_report({1: (0.0, 50), 2: (0.35, 40)}, 0.05, 1.0, audio_bps=110_000, sent_bps=300_000)
     assert bwe.estimate(1.1).bitrate_bps <= e.bitrate_bps
+
+
+def test_without_a_remb_an_overflowing_queue_cuts_from_what_we_sent() -> None:
+    """A clinic that joined through the narrow link sends no REMB (aiortc's comes with decoded
+    video): only loss bounds it, and cut by (1 - p/2) per report from the 20 Mbit/s ceiling it
+    took ~13 reports (bench.weak_link: the first adaptation 12-19 s after media started, the
+    video overflowing the link meanwhile). From what we sent (GCC's As), three reports bring
+    700 kbit/s sent with 40 % lost down to about half of it."""
+    bwe = BandwidthEstimator(BweConfig(remb_wait_s=1.0))
+    for t in range(3):
+        bwe.on_receiver_report({1: (0.0, 50), 2: (0.4, 60)}, 0.05, float(t), audio_bps=110_000, sent_bps=700_000)
+    e = bwe.estimate(3.0)
+    assert e.source == "loss" and e.bitrate_bps < 400_000, e

@@ -51,6 +51,8 @@ class BweConfig:
     probe_growth_per_s: float = 0.6  # how fast the bound climbs when no loss is reported
     loss_high: float = 0.15  # random loss NACK repairs (5-14 %) is not congestion
     loss_growth: float = 1.5  # per receiver report without significant loss (about 1 per s)
+    loss_probe_floor_bps: int = 250_000  # the growth may reach this even when we send less (a
+    # subscriber given no audio and no video must still be able to get a base layer back)
     loss_memory_s: float = 10.0  # REMB binds for this long after loss was last reported
     confirm_loss: float = 0.10  # the loss that confirms a REMB: a queue overflowing, not noise
     random_loss: float = 0.05  # what a lossy line loses by itself: confirming loss must be above it...
@@ -179,7 +181,14 @@ class BandwidthEstimator:
         elif significant is None and max(latest.values(), default=0.0) < c.confirm_loss:
             # what random loss explains (a line's 5 %, NACK repairs it) lets the bound grow; GCC
             # holds at 2-10 %, which on such a line would keep a cut for good
-            self._loss_bps = min(float(c.max_bps), self._loss_bps * c.loss_growth)
+            grown = min(float(c.max_bps), self._loss_bps * c.loss_growth)
+            if sent_bps is not None:
+                # ...but not beyond twice what we send: a report without loss says the link
+                # carried that much, not 1.5x more per report for ever (traced: with no REMB
+                # yet, 390 kbit/s grew to 15 Mbit/s in 4 s while we sent ~250, the policy
+                # stepped both experts up and the 200 kbit/s queue dropped 31 % of the audio)
+                grown = max(self._loss_bps, min(grown, max(2 * sent_bps, float(c.loss_probe_floor_bps))))
+            self._loss_bps = grown
         self._loss_bps = max(float(c.min_bps), self._loss_bps)
 
     def forget_stream(self, stream: int) -> None:

@@ -224,3 +224,17 @@ def test_a_loss_bound_grows_no_further_than_twice_what_we_send() -> None:
     for t in range(10, 14):  # what we send grows (a layer the link carried): so may the bound
         bwe.on_receiver_report({1: (0.0, 50), 2: (0.0, 30)}, 0.05, float(t), audio_bps=110_000, sent_bps=400_000)
     assert 700_000 <= bwe.estimate(14.0).bitrate_bps <= 800_000
+
+
+def test_one_small_report_on_a_lossy_line_is_not_an_overflow() -> None:
+    """12.5 % lost steadily with a REMB of 20 kbit/s (test_congestion's weak subscriber): one
+    report of 6 packets at a cut layer's rate says 1 of 6, 17 %. Taken for an overflow, what got
+    through (sent x 83 %) floored the bound at ~125 kbit/s and the video never paused."""
+    bwe = BandwidthEstimator()
+    bwe.on_remb(20_000, 0.0)
+    for t in range(1, 8):
+        bwe.on_receiver_report({1: (0.125, 40)}, 0.05, float(t), sent_bps=150_000)
+        bwe.on_remb(20_000, t + 0.1)
+    bwe.on_receiver_report({1: (1 / 6, 6)}, 0.05, 8.0, sent_bps=150_000)
+    bwe.on_remb(20_000, 8.1)
+    assert bwe.estimate(8.2).bitrate_bps <= 30_000

@@ -231,10 +231,11 @@ def test_one_small_report_on_a_lossy_line_is_not_an_overflow() -> None:
     report of 6 packets at a cut layer's rate says 1 of 6, 17 %. Taken for an overflow, what got
     through (sent x 83 %) floored the bound at ~125 kbit/s and the video never paused."""
     bwe = BandwidthEstimator()
-    bwe.on_remb(20_000, 0.0)
-    for t in range(1, 8):
+    bwe.on_remb(100_000, 0.0)
+    for t in range(1, 8):  # the link carries a base layer: REMB 100 kbit/s, 12.5 % lost
         bwe.on_receiver_report({1: (0.125, 40)}, 0.05, float(t), sent_bps=150_000)
-        bwe.on_remb(20_000, t + 0.1)
-    bwe.on_receiver_report({1: (1 / 6, 6)}, 0.05, 8.0, sent_bps=150_000)
+        bwe.on_remb(100_000, t + 0.1)
+    assert bwe.estimate(8.0).bitrate_bps == 100_000
+    bwe.on_receiver_report({1: (1 / 6, 6)}, 0.05, 8.0, sent_bps=150_000)  # the link shrinks
     bwe.on_remb(20_000, 8.1)
     assert bwe.estimate(8.2).bitrate_bps <= 30_000

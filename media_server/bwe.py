@@ -51,6 +51,9 @@ class BweConfig:
     probe_growth_per_s: float = 0.6  # how fast the bound climbs when no loss is reported
     loss_high: float = 0.15  # random loss NACK repairs (5-14 %) is not congestion
     loss_growth: float = 1.5  # per receiver report without significant loss (about 1 per s)
+    loss_probe_factor: float = 3.0  # ...up to this many times what we send (a step from 15 to 30
+    # fps doubles what we send and needs 1.28x more for headroom and margin: 2x kept
+    # test_congestion's subscriber at 15 fps for good)
     loss_probe_floor_bps: int = 250_000  # the growth may reach this even when we send less (a
     # subscriber given no audio and no video must still be able to get a base layer back)
     loss_memory_s: float = 10.0  # REMB binds for this long after loss was last reported
@@ -186,11 +189,12 @@ class BandwidthEstimator:
             # holds at 2-10 %, which on such a line would keep a cut for good
             grown = min(float(c.max_bps), self._loss_bps * c.loss_growth)
             if sent_bps is not None:
-                # ...but not beyond twice what we send: a report without loss says the link
+                # ...but not beyond 3x what we send: a report without loss says the link
                 # carried that much, not 1.5x more per report for ever (traced: with no REMB
                 # yet, 390 kbit/s grew to 15 Mbit/s in 4 s while we sent ~250, the policy
                 # stepped both experts up and the 200 kbit/s queue dropped 31 % of the audio)
-                grown = max(self._loss_bps, min(grown, max(2 * sent_bps, float(c.loss_probe_floor_bps))))
+                grown = max(self._loss_bps, min(grown, max(c.loss_probe_factor * sent_bps,
+                                                           float(c.loss_probe_floor_bps))))
             self._loss_bps = grown
         self._loss_bps = max(float(c.min_bps), self._loss_bps)
 

@@ -209,21 +209,22 @@ def test_without_a_remb_an_overflowing_queue_cuts_from_what_we_sent() -> None:
     assert e.source == "loss" and e.bitrate_bps < 400_000, e
 
 
-def test_a_loss_bound_grows_no_further_than_twice_what_we_send() -> None:
+def test_a_loss_bound_grows_no_further_than_three_times_what_we_send() -> None:
     """Cut by an overflow and then free of loss, the loss-based bound grew 1.5x per report
     whatever we sent: with no REMB yet, 390 kbit/s became 15 Mbit/s in 4 s while ~250 went
     out, the policy stepped both experts up and the 200 kbit/s queue dropped 31 % of the
-    audio (test_weak_network trace). A report without loss says the link carried what we sent."""
+    audio (test_weak_network trace). A report without loss says the link carried what we sent;
+    3x leaves room for a step that doubles it (15 -> 30 fps) with the policy's margins."""
     bwe = BandwidthEstimator(BweConfig(remb_wait_s=0.5))
     bwe.on_receiver_report({1: (0.0, 50), 2: (0.5, 60)}, 0.05, 1.0, audio_bps=110_000, sent_bps=600_000)
     cut = bwe.estimate(1.0).bitrate_bps
     assert cut <= 450_000
     for t in range(2, 10):
         bwe.on_receiver_report({1: (0.0, 50), 2: (0.0, 30)}, 0.05, float(t), audio_bps=110_000, sent_bps=170_000)
-    assert bwe.estimate(10.0).bitrate_bps <= max(cut, 2 * 170_000)
+    assert bwe.estimate(10.0).bitrate_bps <= max(cut, 3 * 170_000)
     for t in range(10, 14):  # what we send grows (a layer the link carried): so may the bound
         bwe.on_receiver_report({1: (0.0, 50), 2: (0.0, 30)}, 0.05, float(t), audio_bps=110_000, sent_bps=400_000)
-    assert 700_000 <= bwe.estimate(14.0).bitrate_bps <= 800_000
+    assert 1_100_000 <= bwe.estimate(14.0).bitrate_bps <= 1_200_000
 
 
 def test_one_small_report_on_a_lossy_line_is_not_an_overflow() -> None:

@@ -146,6 +146,18 @@ async def run_case(name: str) -> dict[str, Any]:
     if recovered_at is not None:
         back = [a["at"] for a in result["adapted"] if a["state"] == "full" and a["at"] > recovered_at]
         summary["video_full_after_recovery_s"] = round(min(back) - recovered_at, 2) if back else None
+        # per track: its first frame at the clinic after the link recovered (the goal: within 5
+        # s), and its first "full" after it (every layer again)
+        video = [t for t in result["tracks"].values() if t["kind"] == "video"]
+        firsts = [next((x for x in t["arrivals"] if x >= recovered_at), None) for t in video]
+        summary["video_back_after_recovery_s"] = [None if f is None else round(f - recovered_at, 2) for f in firsts]
+        full_per_track = []
+        for tid, t in result["tracks"].items():
+            if t["kind"] == "video":
+                fulls = [a["at"] for a in result["adapted"] if a["track_id"] == tid and a["state"] == "full"
+                         and a["at"] > recovered_at]
+                full_per_track.append(round(min(fulls) - recovered_at, 2) if fulls else None)
+        summary["video_full_per_track_after_recovery_s"] = full_per_track
     summary["join_to_media_s"] = round(media_at - t0, 2)
     summary["cpu_s_this_process"] = round(_cpu_s() - cpu0, 1)
     return {"case": name, **summary}

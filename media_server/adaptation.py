@@ -10,7 +10,8 @@ temporal layer (30 -> 15 -> 7.5 fps with L1T3), or paused. The order of sacrific
    everywhere before the least important track is paused.
 3. Hysteresis: a track goes down as soon as the budget no longer carries it, but goes up only
    when the budget carries the next level with `up_margin` to spare, one step per
-   `step_interval_s`, and one track at a time per subscriber, `probe_spacing_s` apart (each
+   `step_interval_s`, and one track at a time per subscriber, `probe_spacing_s` apart, the
+   lowest first (a paused track's base layer before another's upper layers; each
    step up probes the link; its result, loss in the receiver reports, takes about a second to
    come back: two probes at once, two resume keyframes on a 200 kbit/s line, overflowed its
    queue and took audio with them). A track that goes down within `probe_fail_s` of going up (the probe
@@ -156,6 +157,25 @@ class AdaptationPolicy:
         up_levels, _ = _allocate(budget / c.up_margin, videos)
         changed: list[TrackDecision] = []
         stepped_up = now_s - self._last_up_s < c.probe_spacing_s  # one probe of the link at a time
+        # the one step up of this update goes to the lowest track that may take it (paused
+        # before a base layer, a base layer before an upper one; then priority order), as the
+        # budget is shared going down: otherwise the first track took all its steps while the
+        # next stayed paused (traced on the 200 kbit/s link: the second expert came back 7 s
+        # after the link did, the first was at 30 fps by then)
+        climber: str | None = None
+        if not stepped_up:
+            candidates = []
+            for order, t in enumerate(videos):
+                st = self._tracks.get(t.track_id)
+                if st is None:
+                    continue
+                level = min(st.level, max(1, len(t.layer_bps)) - 1)
+                if (level <= down_levels[t.track_id] and up_levels[t.track_id] > level
+                        and now_s - st.changed_at_s >= c.step_interval_s
+                        and now_s - st.down_at_s >= max(c.hold_s, st.hold_s)):
+                    candidates.append((level, order, t.track_id))
+            if candidates:
+                climber = min(candidates)[2]
         for t in videos:
             layers = max(1, len(t.layer_bps))
             st = self._tracks.get(t.track_id)
@@ -176,11 +196,9 @@ class AdaptationPolicy:
                 elif now_s - st.down_at_s > c.probe_fail_s:
                     st.hold_s = c.hold_s
                 st.down_at_s = now_s
-            elif (not stepped_up and up_levels[t.track_id] > new and now_s - st.changed_at_s >= c.step_interval_s
-                  and now_s - st.down_at_s >= max(c.hold_s, st.hold_s)):
+            elif t.track_id == climber:
                 new += 1
                 st.went_up_at_s = now_s
-                stepped_up = True
                 self._last_up_s = now_s
             if new != old or layers != old_layers:
                 st.level = new

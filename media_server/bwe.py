@@ -51,6 +51,11 @@ class BweConfig:
     probe_growth_per_s: float = 0.6  # how fast the bound climbs when no loss is reported
     loss_high: float = 0.15  # random loss NACK repairs (5-14 %) is not congestion
     loss_growth: float = 1.5  # per receiver report without significant loss (about 1 per s)
+    loss_probe_factor: float = 3.0  # ...up to this many times what we send (a step from 15 to 30
+    # fps doubles what we send and needs 1.28x more for headroom and margin: 2x kept
+    # test_congestion's subscriber at 15 fps for good)
+    loss_probe_floor_bps: int = 250_000  # the growth may reach this even when we send less (a
+    # subscriber given no audio and no video must still be able to get a base layer back)
     loss_memory_s: float = 10.0  # REMB binds for this long after loss was last reported
     confirm_loss: float = 0.10  # the loss that confirms a REMB: a queue overflowing, not noise
     random_loss: float = 0.05  # what a lossy line loses by itself: confirming loss must be above it...
@@ -96,6 +101,7 @@ class BandwidthEstimator:
         self._loss_seen_s: float | None = None
         self._rtt_s: float | None = None
         self._carried_bps = 0.0
+        self._delivered_bps = 0.0  # what got through per the last report (sent x share not lost)
         self._loss_window: dict[int, collections.deque[tuple[float, float, int]]] = {}
         self._first_seen_s: float | None = None  # the first time handed in (sans-I/O: no clock)
         self.remb_count = 0
@@ -108,15 +114,24 @@ class BandwidthEstimator:
         self.remb_count += 1
         self._loss_bps = max(self._loss_bps, float(self._remb_bps))  # loss-based only ever cuts
         near_loss = self._loss_seen_s is not None and now_s - self._loss_seen_s <= self.config.remb_stale_s
-        bound = max(float(self._remb_bps), self._carried_bps)
+        bound = max(float(self._remb_bps), self._carried_bps, self._delivered_bps)
         if near_loss and bound < self._delay_bps(now_s):
             self._anchor_bps, self._anchor_s = bound, now_s
 
     def on_receiver_report(self, losses: Mapping[int, tuple[float, int]], rtt_s: float | None, now_s: float,
-                           audio_bps: float | None = None) -> None:
+                           audio_bps: float | None = None, sent_bps: float | None = None) -> None:
         """One receiver report: `losses` per stream (any key, e.g. the SSRC) its fraction lost
         0-1 and the packets expected in the interval, `rtt_s` if measured, `audio_bps` the
-        audio we sent the subscriber lately.
+        audio we sent the subscriber lately, `sent_bps` everything we sent it lately.
+
+        What got through an overflowing queue (loss above `loss_high`) is a floor under the
+        bound a loss sets (`sent_bps` times the share not lost, at the highest loss of any
+        stream), and the loss-based cut starts from what we
+        sent (GCC: As(1 - p/2), As the sending rate): a queue that overflows delivers what the
+        link carries. Before, the bound fell to the receiver's REMB, which aiortc makes from the
+        incoming video alone: 120-128 kbit/s on the 200 kbit/s link, below audio and one base
+        layer, so every overflow paused both experts' video (traced in test_weak_network) where
+        one could stay at 7.5 fps, and after the link recovered both had to climb back.
 
         A loss figure counts only when it is *significant* (`_significant_loss`): one report of
         30 video packets on a line that loses 5 % at random says 10 % or more in one report in
@@ -149,20 +164,38 @@ class BandwidthEstimator:
         # acted on) neither re-confirms nor cuts again
         latest = {stream: min(1.0, max(0.0, f)) for stream, (f, _) in losses.items()}
         significant = self._significant_loss([s for s, f in latest.items() if f >= c.confirm_loss])
+        worst = max(latest.values(), default=0.0)
+        # what got through, when a queue overflowed: significant loss above `loss_high` (less is
+        # the random loss of a line, which says nothing of its rate; and one report of a few
+        # packets says little: 1 of 6 at a cut layer's rate is 17 %, measured on a 12.5 % line,
+        # where the floor then kept test_congestion's weak subscriber from pausing)
+        overflow = significant is not None and significant > c.loss_high
+        delivered = max(0.0, sent_bps) * (1 - worst) if overflow and sent_bps is not None else 0.0
+        self._delivered_bps = delivered
         if significant is not None:
             current = self._delay_bps(now_s) if self._confirmed(now_s) else float(c.max_bps)
             if self._remb_bps is not None and not self._remb_before_resume:
-                current = min(current, max(float(self._remb_bps), self._carried_bps))
+                current = min(current, max(float(self._remb_bps), self._carried_bps, delivered))
             self._loss_seen_s = now_s
             self._anchor_bps, self._anchor_s = current, now_s
         current = self._delay_bps(now_s)
-        if significant is not None and max(latest.values()) > c.loss_high:
-            # never below the audio we send (the policy keeps it whatever the estimate)
-            self._loss_bps = max(self._carried_bps, min(self._loss_bps, current) * (1 - significant / 2))
+        if significant is not None and worst > c.loss_high:
+            # never below the audio we send (the policy keeps it whatever the estimate), cut
+            # from what we sent when known
+            start = current if sent_bps is None else sent_bps
+            self._loss_bps = max(self._carried_bps, min(self._loss_bps, start) * (1 - significant / 2))
         elif significant is None and max(latest.values(), default=0.0) < c.confirm_loss:
             # what random loss explains (a line's 5 %, NACK repairs it) lets the bound grow; GCC
             # holds at 2-10 %, which on such a line would keep a cut for good
-            self._loss_bps = min(float(c.max_bps), self._loss_bps * c.loss_growth)
+            grown = min(float(c.max_bps), self._loss_bps * c.loss_growth)
+            if sent_bps is not None:
+                # ...but not beyond 3x what we send: a report without loss says the link
+                # carried that much, not 1.5x more per report for ever (traced: with no REMB
+                # yet, 390 kbit/s grew to 15 Mbit/s in 4 s while we sent ~250, the policy
+                # stepped both experts up and the 200 kbit/s queue dropped 31 % of the audio)
+                grown = max(self._loss_bps, min(grown, max(c.loss_probe_factor * sent_bps,
+                                                           float(c.loss_probe_floor_bps))))
+            self._loss_bps = grown
         self._loss_bps = max(float(c.min_bps), self._loss_bps)
 
     def forget_stream(self, stream: int) -> None:

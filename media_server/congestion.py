@@ -34,6 +34,7 @@ from .bwe import BandwidthEstimate, BandwidthEstimator, BweConfig
 logger = logging.getLogger(__name__)
 
 _SENDER_RTT_ATTR = "_RTCRtpSender__rtt"
+_WIRE_OVERHEAD_BYTES = 38  # per packet beyond `bytes_sent` (RTP header and payload): IPv4 20, UDP 8, SRTP tag 10
 
 
 class SubscriberLink:
@@ -45,7 +46,7 @@ class SubscriberLink:
         self._last: Any = None
         self._ssrcs: set[int] = set()
         self._tracks: list[Any] = []  # its ForwardTracks (bytes_sent), ended ones too: a few per call
-        self._sent: collections.deque[tuple[float, int]] = collections.deque()
+        self._sent: collections.deque[tuple[float, int, int]] = collections.deque()  # (t, audio, all bytes)
         self._track_of: dict[int, Any] = {}  # our SSRC -> its ForwardTrack
         self._resumes: dict[int, int] = {}  # its `resumes` at its last report
         self._highest: dict[int, int] = {}  # our SSRC -> the highest sequence its last report saw
@@ -58,14 +59,22 @@ class SubscriberLink:
         self._track_of[sender._ssrc] = track
         track.rtcp_listeners.append(lambda packet: self._on_rtcp(packet, sender))
 
-    def _audio_bps(self, now: float) -> float | None:
-        """The audio we sent the subscriber over about the last second (None until known)."""
-        total = sum(t.bytes_sent for t in self._tracks if t.kind == "audio")
-        self._sent.append((now, total))
+    def _sent_bps(self, now: float) -> tuple[float | None, float | None]:
+        """(audio, everything) we sent the subscriber over about the last second, bit/s on the
+        wire (IP and UDP headers and the SRTP tag included; resends too); None until known."""
+        audio = everything = 0
+        for t in self._tracks:
+            wire = t.bytes_sent + _WIRE_OVERHEAD_BYTES * (t.packets_forwarded + t.retransmissions)
+            everything += wire
+            if t.kind == "audio":
+                audio += wire
+        self._sent.append((now, audio, everything))
         while len(self._sent) > 2 and self._sent[1][0] <= now - 1.0:
             self._sent.popleft()
-        (t0, b0) = self._sent[0]
-        return 8.0 * (total - b0) / (now - t0) if now - t0 >= 0.25 else None
+        (t0, a0, e0) = self._sent[0]
+        if now - t0 < 0.25:
+            return None, None
+        return 8.0 * (audio - a0) / (now - t0), 8.0 * (everything - e0) / (now - t0)
 
     def _on_rtcp(self, packet: Any, sender: RTCRtpSender) -> None:
         if packet is self._last:  # one packet is delivered to each sender it names
@@ -100,7 +109,8 @@ class SubscriberLink:
                     expected = r.highest_sequence - last if last is not None else 0
                     fresh[r.ssrc] = (r.fraction_lost / 256.0, expected if 0 <= expected < 1 << 15 else 0)
             if fresh:
-                self.bwe.on_receiver_report(fresh, rtt, now, self._audio_bps(now))
+                audio_bps, sent_bps = self._sent_bps(now)
+                self.bwe.on_receiver_report(fresh, rtt, now, audio_bps, sent_bps)
 
     def estimate(self) -> BandwidthEstimate:
         """The subscriber's estimate now."""

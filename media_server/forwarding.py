@@ -49,7 +49,7 @@ from aiortc.rtp import (
 from aiortc.utils import random16, random32, uint16_add
 
 from .batching import BUFFER_BYTES, SendBatcher
-from .bwe import LayerRateMeter
+from .bwe import PACKET_OVERHEAD_BYTES, LayerRateMeter
 from .frames import EncodedFrame, FrameSink
 from .keyframes import KeyframeRequestLimiter, is_keyframe
 from .rewrite import NTP_EPOCH_OFFSET_S, HeaderWriter, SequenceRewriter, abs_send_time, starts_keyframe
@@ -242,6 +242,15 @@ class ForwardTrack(MediaStreamTrack):
         self._hole_asked: int | None = None  # the newest unrepairable packet a keyframe was asked for
         self.keyframes_for_holes = 0
         self.resumes = 0  # times forwarding resumed after a pause (congestion.SubscriberLink)
+        # keyframe pacing (`_take_for_pacing`): set by the adaptation for a subscriber whose link
+        # is the limit; None sends keyframes as they come
+        self.pace_bps: float | None = None
+        self.keyframes_paced = 0
+        self._paced: collections.deque[_Entry] = collections.deque()
+        self._pace_handle: asyncio.TimerHandle | None = None
+        self._pace_tokens = 0.0
+        self._pace_at = 0.0
+        self._pace_ts: int | None = None  # RTP timestamp of the keyframe going out paced
         self._source: Producer | None = None
         self._sender: RTCRtpSender | None = None
         self._writer: HeaderWriter | None = None
@@ -415,6 +424,72 @@ class ForwardTrack(MediaStreamTrack):
         self.packets_forwarded += forwarded
         self.bytes_sent += nbytes
         return starving
+
+    # ---- keyframe pacing ----------------------------------------------------------------
+
+    def _take_for_pacing(self, entries: Sequence[_Entry]) -> bool:
+        """Queue `entries` to go out at `pace_bps` if they start a keyframe (or one is still
+        going out): True if taken, the caller then sends nothing now.
+
+        Why: a resume keyframe is what probes a weak link, and it came as one burst. A 320x240
+        keyframe is 10-15 kB, two to three times a township router's 5 kB queue, so every probe
+        overflowed it and took the audio queued with it (bench.weak_link: 92.8 % of the audio
+        through while narrow). Sent at what the subscriber's budget leaves for the track, the
+        same bytes fill the queue by little more than the budget's error. Only keyframes: the
+        delta frames of a layer the budget carries fit as they come, and holding them back
+        delayed the loss that tells the relay to back off (a video pacer was tried: worse)."""
+        if not self._paced:
+            if self.pace_bps is None or not any(start for _, start, _ in entries):
+                return False
+            self.keyframes_paced += 1
+            self._pace_tokens, self._pace_at = PACE_BURST_BYTES, time.monotonic()
+        self._paced.extend(entries)
+        if self._pace_handle is None:
+            self._release_paced()
+        return True
+
+    def _release_paced(self) -> None:
+        """Send what the pacing budget allows now; come back when the next packet is earned."""
+        self._pace_handle = None
+        queue_, rate = self._paced, self.pace_bps
+        now = time.monotonic()
+        chunk: list[_Entry] = []
+        if rate is None or rate <= 0:  # pacing switched off meanwhile: out it all goes
+            chunk.extend(queue_)
+            queue_.clear()
+        else:
+            self._pace_tokens = min(PACE_BURST_BYTES, self._pace_tokens + (now - self._pace_at) * rate / 8)
+            self._pace_at = now
+            # only a keyframe's own packets cost: what queued behind it follows it at once (its
+            # delay is bounded by the keyframe's time on the wire), and while the track is
+            # paused nothing is sent, so nothing is held
+            while queue_:
+                p, start, _ = queue_[0]
+                if start:
+                    self._pace_ts = p.timestamp
+                if p.timestamp == self._pace_ts and not self._pause_reasons:
+                    if self._pace_tokens < 0:
+                        break
+                    self._pace_tokens -= len(p.payload) + PACKET_OVERHEAD_BYTES
+                chunk.append(queue_.popleft())
+        if chunk:
+            try:
+                starving = self.forward_entries(chunk, abs_send_time(time.time()), now, scratch=True)
+                if self._batcher is not None:
+                    self._batcher.flush()
+                if starving:
+                    self._on_keyframe_needed()
+            except Exception:  # one subscriber's failure must not stop anything else
+                logger.exception("paced forwarding to a subscriber failed")
+        if queue_ and rate:
+            wait = max(0.001, -self._pace_tokens * 8 / rate)
+            self._pace_handle = asyncio.get_running_loop().call_later(wait, self._release_paced)
+
+    def _stop_pacing(self) -> None:
+        if self._pace_handle is not None:
+            self._pace_handle.cancel()
+            self._pace_handle = None
+        self._paced.clear()
 
     def _bind(self) -> bool:
         """Take the subscriber's SRTP session and socket once its DTLS transport is connected."""
@@ -714,6 +789,7 @@ class ForwardTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
+        self._stop_pacing()
         self._unbind()
         if self._ended is not None and not self._ended.done():
             self._ended.set_result(None)
@@ -770,6 +846,9 @@ FANOUT_SLICE_PACKETS = 500
 # RETRANSMIT_MAX_AGE_S: older video is of no use to a real-time receiver; shorter shed video on
 # a machine whose other load stalled the node for a moment (0.5 s: 25 % loss at 1:40, load 8)
 FANOUT_MAX_DELAY_S = 1.0
+# keyframe pacing: bytes that may go out at once before the rate applies (one MTU: a small
+# keyframe of a single packet is not delayed at all)
+PACE_BURST_BYTES = 1500.0
 _Entry = tuple[RtpPacket, bool | None, tuple[bool, int] | None]  # packet, starts keyframe (None: padding), audio level
 _SENT_MASK = _SENT_SIZE - 1
 _HISTORY_SIZE = 1024  # producer packets kept for subscribers' NACKs (~3-7 s of 1 Mbit/s video)
@@ -1050,7 +1129,11 @@ class Producer:
         self._backlog_t0 = now
 
     def _serve(self, consumer: ForwardTrack, entries: list[_Entry], abs3: bytes) -> bool:
-        """Forward `entries` to `consumer` and write them out now; True if it waits for a keyframe."""
+        """Forward `entries` to `consumer` and write them out now (a keyframe to a subscriber
+        whose link is the limit: paced, `ForwardTrack._take_for_pacing`); True if it waits for
+        a keyframe."""
+        if (consumer.pace_bps is not None or consumer._paced) and consumer._take_for_pacing(entries):
+            return False
         starving = consumer.forward_entries(entries, abs3, time.monotonic(), scratch=True)
         batcher = consumer._batcher
         if batcher is not None:

@@ -853,10 +853,16 @@ class Sfu:
             estimate = peer.link.estimate()
             for d in peer.policy.update(estimate.bitrate_bps, demands, now_s):
                 self._apply(peer, d)
+            # keyframes to a subscriber whose link is the limit go out at what its budget leaves
+            # for the track (forwarding.ForwardTrack._take_for_pacing); otherwise as they come
+            bound = estimate.source in ("remb", "probe", "loss")
             for demand in demands:
                 decision = peer.policy.decision(demand.track_id)
                 if decision is not None:
                     usable[demand.track_id] = max(usable.get(demand.track_id, 0.0), decision.usable_bps)
+                    paced = peer.subscriptions.get(demand.track_id)
+                    if paced is not None:
+                        paced.track.pace_bps = max(PACE_MIN_BPS, decision.usable_bps) if bound else None
         for p in self._peers.values():
             for slot in p.slots.values():
                 if slot.producer is not None and slot.kind == "video":
@@ -897,6 +903,9 @@ class Sfu:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+PACE_MIN_BPS = 50_000.0  # a keyframe is never paced slower (a 12 kB one then takes 2 s)
 
 
 def _weak_only(track: ForwardTrack) -> bool:

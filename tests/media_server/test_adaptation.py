@@ -110,3 +110,22 @@ def test_forgets_tracks_that_left() -> None:
     p.update(1_000_000, [AUDIO, CAM1], 0.0)
     p.update(1_000_000, [AUDIO], 1.0)
     assert p.decision("cam1") is None
+
+
+def test_a_recovered_link_gives_every_paused_track_its_base_layer_before_any_upper_layer() -> None:
+    """Stepping up one track at a time, the first track in priority order used to take every
+    step (its 15 fps, then 30 fps) while the other stayed paused: on the 200 kbit/s link the
+    second expert came back 7 s after the link did (tests/media_server/test_weak_network.py
+    trace). Base layers first holds for coming back as it does for going down."""
+    p = AdaptationPolicy()
+    p.update(100_000, [AUDIO, CAM1, CAM2], 0.0)
+    assert levels(p, "cam1", "cam2") == [PAUSED, PAUSED]
+    order = []
+    for step in range(1, 40):  # the link recovered: room for everything, one step at a time
+        before = levels(p, "cam1", "cam2")
+        p.update(2_000_000, [AUDIO, CAM1, CAM2], 1.0 + 0.5 * step)
+        after = levels(p, "cam1", "cam2")
+        if after != before:
+            order.append(tuple(after))
+    assert order[:2] == [(0, PAUSED), (0, 0)], order  # both back at 7.5 fps before either goes higher
+    assert order[-1] == (2, 2)

@@ -175,3 +175,68 @@ def test_a_remb_from_before_a_pause_does_not_pull_the_climbing_estimate_back_dow
     assert e.bitrate_bps >= 0.8 * climbed * (1 - 0.3 / 2), e  # cut by the loss, not back to 20 k
     bwe.on_remb(60_000, 6.6)  # a fresh REMB after a loss binds again
     assert bwe.estimate(6.7).bitrate_bps == 60_000
+
+
+def test_an_overflowing_queue_bounds_the_estimate_at_what_got_through() -> None:
+    """A 200 kbit/s link: we sent 300 kbit/s (110 of them audio), the video lost 35 % in the
+    full queue, and aiortc's REMB, made from the incoming video alone, says 40 kbit/s. Bound
+    at max(REMB, audio) = 110 kbit/s, the estimate left no room for one 7.5 fps base layer
+    (~60 kbit/s) and both experts' video paused at every overflow (test_weak_network trace)."""
+    bwe = BandwidthEstimator()
+    bwe.on_remb(40_000, 0.0)
+    bwe.on_receiver_report({1: (0.0, 50), 2: (0.35, 40)}, 0.05, 0.5, audio_bps=110_000, sent_bps=300_000)
+    e = bwe.estimate(0.6)
+    assert e.source in ("remb", "loss") and 0.6 * 300_000 <= e.bitrate_bps <= 0.7 * 300_000, e
+    bwe.on_remb(40_000, 0.7)  # the receiver's next REMB, right after the loss, does not lower it
+    assert bwe.estimate(0.8).bitrate_bps == e.bitrate_bps
+    # what got through bounds it as a REMB would: it climbs once no loss is reported
+    assert bwe.estimate(4.0).bitrate_bps > e.bitrate_bps
+    # and repeated overflow keeps it there, not higher (it never rises on loss)
+    bwe.on_receiver_report({1: (0.0, 50), 2: (0.35, 40)}, 0.05, 1.0, audio_bps=110_000, sent_bps=300_000)
+    assert bwe.estimate(1.1).bitrate_bps <= e.bitrate_bps
+
+
+def test_without_a_remb_an_overflowing_queue_cuts_from_what_we_sent() -> None:
+    """A clinic that joined through the narrow link sends no REMB (aiortc's comes with decoded
+    video): only loss bounds it, and cut by (1 - p/2) per report from the 20 Mbit/s ceiling it
+    took ~13 reports (bench.weak_link: the first adaptation 12-19 s after media started, the
+    video overflowing the link meanwhile). From what we sent (GCC's As), three reports bring
+    700 kbit/s sent with 40 % lost down to about half of it."""
+    bwe = BandwidthEstimator(BweConfig(remb_wait_s=1.0))
+    for t in range(3):
+        bwe.on_receiver_report({1: (0.0, 50), 2: (0.4, 60)}, 0.05, float(t), audio_bps=110_000, sent_bps=700_000)
+    e = bwe.estimate(3.0)
+    assert e.source == "loss" and e.bitrate_bps < 400_000, e
+
+
+def test_a_loss_bound_grows_no_further_than_three_times_what_we_send() -> None:
+    """Cut by an overflow and then free of loss, the loss-based bound grew 1.5x per report
+    whatever we sent: with no REMB yet, 390 kbit/s became 15 Mbit/s in 4 s while ~250 went
+    out, the policy stepped both experts up and the 200 kbit/s queue dropped 31 % of the
+    audio (test_weak_network trace). A report without loss says the link carried what we sent;
+    3x leaves room for a step that doubles it (15 -> 30 fps) with the policy's margins."""
+    bwe = BandwidthEstimator(BweConfig(remb_wait_s=0.5))
+    bwe.on_receiver_report({1: (0.0, 50), 2: (0.5, 60)}, 0.05, 1.0, audio_bps=110_000, sent_bps=600_000)
+    cut = bwe.estimate(1.0).bitrate_bps
+    assert cut <= 450_000
+    for t in range(2, 10):
+        bwe.on_receiver_report({1: (0.0, 50), 2: (0.0, 30)}, 0.05, float(t), audio_bps=110_000, sent_bps=170_000)
+    assert bwe.estimate(10.0).bitrate_bps <= max(cut, 3 * 170_000)
+    for t in range(10, 14):  # what we send grows (a layer the link carried): so may the bound
+        bwe.on_receiver_report({1: (0.0, 50), 2: (0.0, 30)}, 0.05, float(t), audio_bps=110_000, sent_bps=400_000)
+    assert 1_100_000 <= bwe.estimate(14.0).bitrate_bps <= 1_200_000
+
+
+def test_one_small_report_on_a_lossy_line_is_not_an_overflow() -> None:
+    """12.5 % lost steadily with a REMB of 20 kbit/s (test_congestion's weak subscriber): one
+    report of 6 packets at a cut layer's rate says 1 of 6, 17 %. Taken for an overflow, what got
+    through (sent x 83 %) floored the bound at ~125 kbit/s and the video never paused."""
+    bwe = BandwidthEstimator()
+    bwe.on_remb(100_000, 0.0)
+    for t in range(1, 8):  # the link carries a base layer: REMB 100 kbit/s, 12.5 % lost
+        bwe.on_receiver_report({1: (0.125, 40)}, 0.05, float(t), sent_bps=150_000)
+        bwe.on_remb(100_000, t + 0.1)
+    assert bwe.estimate(8.0).bitrate_bps == 100_000
+    bwe.on_receiver_report({1: (1 / 6, 6)}, 0.05, 8.0, sent_bps=150_000)  # the link shrinks
+    bwe.on_remb(20_000, 8.1)
+    assert bwe.estimate(8.2).bitrate_bps <= 30_000

@@ -340,3 +340,44 @@ async def test_a_fan_out_that_falls_behind_sheds_video_to_the_next_keyframe(monk
     for w in wires:
         assert [p.payload for p in w.sent] == [b"\x10\x00abc", b"\x10\x00abc"]
         assert w.sent[1].sequence_number == (w.sent[0].sequence_number + 1) & 0xFFFF  # no gap to NACK
+
+
+async def test_a_keyframe_to_a_subscriber_whose_link_is_the_limit_goes_out_paced() -> None:
+    """A resume keyframe probes a weak link; sent as one burst, a 320x240 one (10-15 kB) overflowed
+    a township router's 5 kB queue at every probe and took the audio queued with it. To a
+    subscriber with `pace_bps` set it goes out at that rate (one MTU at once), in order, with the
+    delta frames behind it; to the others at once."""
+    producer = Producer("t", "alice", "video", "VP8", 90000, None, 1.0)  # type: ignore[arg-type]
+    weak, good = ForwardTrack("video", "t", lambda: None), ForwardTrack("video", "t", lambda: None)
+    weak_wire, good_wire = _Wire(weak), _Wire(good)
+    sent_at: list[float] = []
+    send = weak._sendto
+    assert send is not None
+
+    def timed(data: bytes, addr: object) -> None:
+        sent_at.append(time.monotonic())
+        send(data, addr)
+
+    weak._sendto = timed
+    weak.pace_bps = 800_000.0  # 10 x 1100 bytes: ~0.12 s
+    for track in (weak, good):
+        producer.attach(track)
+    key = [rtp(100, ts=3000, payload=b"\x10\x00" + bytes(1100))]
+    key += [rtp(100 + i, ts=3000, payload=b"\x00\x00" + bytes(1100), marker=int(i == 9)) for i in range(1, 10)]
+    for p in key:
+        producer.on_rtp(p)
+    producer.on_rtp(rtp(110, ts=6000, payload=b"\x10\x01delta", marker=1))
+    await asyncio.sleep(0)
+    assert len(good_wire.sent) == 11  # at once
+    assert 1 <= len(weak_wire.sent) <= 2  # one MTU's worth, the rest paced
+    deadline = time.monotonic() + 5
+    while len(weak_wire.sent) < 11 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert [p.payload for p in weak_wire.sent] == [p.payload for p in good_wire.sent]
+    seqs = [p.sequence_number for p in weak_wire.sent]
+    assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(11)]  # in order, no gap to NACK
+    assert sent_at[-1] - sent_at[0] >= 0.8 * 9 * 1158 * 8 / 800_000  # at the rate, not a burst
+    assert weak.keyframes_paced == 1 and not weak._paced
+    producer.on_rtp(rtp(111, ts=9000, payload=b"\x10\x01delta", marker=1))  # deltas as they come
+    await asyncio.sleep(0)
+    assert len(weak_wire.sent) == 12

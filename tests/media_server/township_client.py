@@ -62,8 +62,15 @@ async def main(url: str, token: str, address: str, expect: int) -> dict[str, Any
             await asyncio.sleep(0.01)
 
     sampler = asyncio.ensure_future(sample())
+    print(f"joined at {time.monotonic():.2f}", file=sys.stderr, flush=True)
+    said = time.monotonic()
     while sum(1 for t in peer.received.values() if t.kind == "audio" and t.frames) < expect:
         await asyncio.sleep(0.05)
+        if time.monotonic() - said >= 5:  # where it stands, for the test's failure message
+            said = time.monotonic()
+            print(f"at {said:.2f}: offers answered {me.offers}, connection {peer.pc.connectionState}, "
+                  f"ice {peer.pc.iceConnectionState}, received "
+                  f"{[(t.kind, len(t.frames)) for t in peer.received.values()]}", file=sys.stderr, flush=True)
     print("media", flush=True)
     stdin = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)

@@ -13,7 +13,9 @@ delay=0.15 jitter=0.02` (`down`: towards the clinic, `up`: from it, `both`); `ra
 unlimited. Counters are printed as one JSON line on `stats`; `log` prints, per direction and
 SSRC, the fate of every RTP packet (SRTP leaves the header in clear): [sequence number, the
 monotonic time it entered the link, "d" delivered | "q" dropped by the full queue | "r" dropped
-at random], so a test can tell what the link did from what the endpoints did. Nothing leaves the
+at random], so a test can tell what the link did from what the endpoints did; a packet the full
+queue dropped also carries what filled the queue then ({SSRC or "other": bytes}), so a test can
+tell video crowding out audio from a burst of audio alone. Nothing leaves the
 two namespaces: the packets only ever go from one TUN to the other.
 """
 
@@ -74,6 +76,7 @@ class Counters:
     queue_drops: int = 0
     random_drops: int = 0
     kernel_drops: int = 0  # packets the kernel dropped before the link read them (TUN tx queue full)
+    since_queue_drop_s: float | None = None  # since the full queue last dropped a packet (None: never)
 
 
 def rtp_key(packet: bytes) -> tuple[int, int] | None:
@@ -96,9 +99,11 @@ class Direction:
         self._out = out_fd
         self._random = random.Random(seed)
         self._queue: collections.deque[tuple[bytes, list[Any] | None, float]] = collections.deque()
-        self._occupancy: collections.deque[tuple[float, int]] = collections.deque()  # (departure, bytes)
+        # (departure, bytes, SSRC or None): what the queue holds now
+        self._occupancy: collections.deque[tuple[float, int, int | None]] = collections.deque()
         self.log: dict[int, list[list[Any]]] = {}
         self._queued_bytes = 0
+        self.last_queue_drop: float | None = None  # monotonic time of the last packet the full queue dropped
         self._wake = asyncio.Event()
         self._last_due = 0.0
         self._link_free = 0.0
@@ -123,12 +128,18 @@ class Direction:
             self._queued_bytes -= self._occupancy.popleft()[1]
         if self._queued_bytes + len(packet) > self.shape.queue:
             self.counters.queue_drops += 1
+            self.last_queue_drop = now
             if record is not None:
                 record[2] = "q"
+                held: dict[str, int] = {}
+                for _, size, ssrc in self._occupancy:
+                    name = "other" if ssrc is None else str(ssrc)
+                    held[name] = held.get(name, 0) + size
+                record.append(held)
             return
         departure = max(self._link_free, now) + 8 * len(packet) / self.shape.rate
         self._link_free = departure
-        self._occupancy.append((departure, len(packet)))
+        self._occupancy.append((departure, len(packet), None if key is None else key[0]))
         self._queued_bytes += len(packet)
         self._queue.append((packet, record, departure))
         self._wake.set()
@@ -239,6 +250,9 @@ async def run(netns: str, host_if: str, clinic_if: str) -> None:
     while line := (await stdin.readline()).decode():
         if line.strip() == "stats":
             down.counters.kernel_drops = _tx_dropped(host_if)
+            for d in (down, up):
+                last = d.last_queue_drop
+                d.counters.since_queue_drop_s = None if last is None else round(loop.time() - last, 3)
             print(json.dumps({"down": asdict(down.counters), "up": asdict(up.counters)}), flush=True)
         elif line.strip() == "log":
             print(json.dumps({"down": down.log, "up": up.log}), flush=True)

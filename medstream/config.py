@@ -276,13 +276,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         if not room_id or kind not in ROOM_KINDS:
             raise ConfigError(f"room must be ID or ID:KIND with KIND one of {', '.join(ROOM_KINDS)}, got {spec!r}")
         rooms.append((room_id, kind))
-    port = pick(args.port, "MEDSTREAM_PORT", "port", 8765)
-    try:
-        port = int(port)
-    except (TypeError, ValueError):
-        raise ConfigError(f"port must be a number 0-65535, got {port!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"port must be 0-65535, got {port}")
+    port = _port(pick(args.port, "MEDSTREAM_PORT", "port", 8765), "port")
     audit = pick(args.audit_log, "MEDSTREAM_AUDIT_LOG", "audit_log", "var/audit.jsonl")
     host = str(pick(args.host, "MEDSTREAM_HOST", "host", "127.0.0.1"))
     ice_hosts = tuple(args.ice_host or file.get("ice_host_addresses", []))
@@ -422,6 +416,17 @@ class RedactTokens(logging.Filter):
 
 
 
+def _port(value: Any, name: str) -> int:
+    """`value` (a flag, variable or file entry) as a TCP/UDP port 0-65535, or a ConfigError naming `name`."""
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number 0-65535, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name} must be 0-65535, got {port}")
+    return port
+
+
 def _udp_port(args: argparse.Namespace, env: Any, file: dict[str, Any], ice_hosts: tuple[str, ...],
               workers: int) -> int | None:
     """--udp-port / MEDSTREAM_UDP_PORT / udp_port: the shared ICE port (worker i of --workers: +i)."""
@@ -430,12 +435,7 @@ def _udp_port(args: argparse.Namespace, env: Any, file: dict[str, Any], ice_host
         raw = env.get("MEDSTREAM_UDP_PORT") or file.get("udp_port")
     if raw is None or raw == "":
         return None
-    try:
-        udp_port = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--udp-port must be a number 0-65535, got {raw!r}") from None
-    if not 0 <= udp_port <= 65535:
-        raise ConfigError(f"--udp-port must be 0-65535, got {udp_port}")
+    udp_port = _port(raw, "--udp-port")
     if not ice_hosts:
         raise ConfigError("--udp-port needs --ice-host: the address(es) the shared UDP port is bound on "
                           "and offered in ICE candidates")

@@ -184,7 +184,7 @@ class BandwidthEstimator:
             # from what we sent when known
             start = current if sent_bps is None else sent_bps
             self._loss_bps = max(self._carried_bps, min(self._loss_bps, start) * (1 - significant / 2))
-        elif significant is None and max(latest.values(), default=0.0) < c.confirm_loss:
+        elif significant is None and worst < c.confirm_loss:
             # what random loss explains (a line's 5 %, NACK repairs it) lets the bound grow; GCC
             # holds at 2-10 %, which on such a line would keep a cut for good
             grown = min(float(c.max_bps), self._loss_bps * c.loss_growth)

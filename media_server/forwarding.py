@@ -474,16 +474,20 @@ class ForwardTrack(MediaStreamTrack):
                 chunk.append(queue_.popleft())
         if chunk:
             try:
-                starving = self.forward_entries(chunk, abs_send_time(time.time()), now, scratch=True)
-                if self._batcher is not None:
-                    self._batcher.flush()
-                if starving:
+                if self._write_now(chunk, abs_send_time(time.time()), now):
                     self._on_keyframe_needed()
             except Exception:  # one subscriber's failure must not stop anything else
                 logger.exception("paced forwarding to a subscriber failed")
         if queue_ and rate:
             wait = max(0.001, -self._pace_tokens * 8 / rate)
             self._pace_handle = asyncio.get_running_loop().call_later(wait, self._release_paced)
+
+    def _write_now(self, entries: Sequence[_Entry], abs3: bytes, now: float) -> bool:
+        """Forward `entries` through the scratch buffer and flush: True if it waits for a keyframe."""
+        starving = self.forward_entries(entries, abs3, now, scratch=True)
+        if self._batcher is not None:
+            self._batcher.flush()
+        return starving
 
     def _stop_pacing(self) -> None:
         if self._pace_handle is not None:
@@ -1134,11 +1138,7 @@ class Producer:
         a keyframe."""
         if (consumer.pace_bps is not None or consumer._paced) and consumer._take_for_pacing(entries):
             return False
-        starving = consumer.forward_entries(entries, abs3, time.monotonic(), scratch=True)
-        batcher = consumer._batcher
-        if batcher is not None:
-            batcher.flush()
-        return starving
+        return consumer._write_now(entries, abs3, time.monotonic())
 
     def on_encoded(self, codec: Any, frame: Any) -> None:
         """Take one complete encoded frame (aiortc JitterFrame) for the frame sinks (recorder)."""
